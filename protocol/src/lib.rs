@@ -9,6 +9,7 @@ mod decision;
 mod event;
 mod id;
 mod limits;
+mod record;
 mod reject;
 
 pub use batch::{Batch, BatchError, BatchHeader, ParsedBatch, parse_batch};
@@ -16,6 +17,7 @@ pub use decision::{Action, Decision};
 pub use event::{Event, EventType, PageContext};
 pub use id::{EventId, ParseIdError};
 pub use limits::*;
+pub use record::{DEAD_LETTER_MAX_RAW, DeadLetter, EventRecord};
 pub use reject::{CollectResponse, ErrorBody, ErrorCode, ErrorDetail, RejectReason, Rejection};
 
 /// The protocol version this crate writes and the newest it reads.
