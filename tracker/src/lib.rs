@@ -1,1 +1,24 @@
-//! placeholder
+//! The Pulse browser tracker.
+//!
+//! A pure core that builds and tests natively: [`Queue`] (batching, retry, bounds), [`Session`]
+//! (anonymous id, session rotation, batch sequence numbers), [`Engagement`] (read depth and
+//! active time) and [`encode_batch`] (JSON + zstd). Time and randomness are arguments throughout.
+//! On `wasm32` a thin `web-sys` shell (`web.rs`) drives the core from the page: it owns every
+//! clock read, timer, `fetch`, `localStorage` access and DOM change.
+//!
+//! A load generator builds a [`pulse_protocol::Batch`] (or takes [`sample_batch`]) and POSTs
+//! [`encode_batch`]`(&batch)` to `/v1/collect?k=KEY`.
+
+mod encode;
+mod engagement;
+mod queue;
+mod sample;
+mod session;
+#[cfg(target_arch = "wasm32")]
+mod web;
+
+pub use encode::{ZSTD_MAGIC, batch_json, encode_batch};
+pub use engagement::{ACTIVE_GAP_MS, Engagement};
+pub use queue::{Outcome, Queue, QueueConfig, Reaction, Transmit};
+pub use sample::{sample_batch, sample_event};
+pub use session::{SESSION_IDLE_MS, Session, hex_id};

@@ -1,0 +1,812 @@
+//! The batching and retry state machine of the tracker, sans IO.
+//!
+//! Events are pushed with [`Queue::push`]; the shell asks [`Queue::poll_transmit`] for a batch to
+//! send, reports the answer with [`Queue::on_response`], and sleeps until
+//! [`Queue::next_deadline`]. Every method takes the time (`now_ms`, milliseconds since the Unix
+//! epoch) and, where jitter is needed, a random `u32`; none reads a clock or does IO.
+//!
+//! Policy: urgent events (page views, identify) make the queue due at once; others after
+//! [`QueueConfig::max_delay_ms`] or when [`QueueConfig::max_batch_events`] are waiting. At most
+//! one request is in flight, except after [`Queue::flush_all`] (page hidden), which sends
+//! everything at once. Retryable failures resend the same batch (same event ids, same `seq`, a
+//! fresh `sent_at`) after an exponential backoff with jitter, or after `Retry-After` when that is
+//! longer; permanent failures drop the batch. At most [`QueueConfig::max_queued_events`] events
+//! are kept: beyond that the oldest that is not in flight is dropped and counted.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+use pulse_protocol::{Batch, BatchHeader, CollectResponse, Decision, ErrorBody, Event, Rejection};
+
+/// Tuning of the queue; [`QueueConfig::default`] is the tracker's policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueConfig {
+    /// Longest a non-urgent event waits before its batch is due, in ms. Default 2000.
+    pub max_delay_ms: u64,
+    /// Events per batch; this many waiting events make a batch due at once. Default 50.
+    pub max_batch_events: usize,
+    /// Most events kept (waiting, in flight or awaiting a retry). Default 500.
+    pub max_queued_events: usize,
+    /// First retry delay before jitter, in ms; doubles on each failure. Default 1000.
+    pub backoff_base_ms: u64,
+    /// Longest backoff before jitter, in ms. Default 60000.
+    pub backoff_cap_ms: u64,
+    /// Longest `Retry-After` honoured, in ms (larger values are clamped). Default 600000.
+    pub max_retry_after_ms: u64,
+    /// A request unanswered for this long counts as a retryable failure, in ms. Default 30000.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            max_delay_ms: 2_000,
+            max_batch_events: 50,
+            max_queued_events: 500,
+            backoff_base_ms: 1_000,
+            backoff_cap_ms: 60_000,
+            max_retry_after_ms: 600_000,
+            request_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// A batch to send now. The shell encodes it ([`crate::encode_batch`]), POSTs it and reports
+/// the answer with the same `token`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Transmit {
+    /// Identifies this send attempt in [`Queue::on_response`].
+    pub token: u64,
+    /// The batch, with `sent_at` stamped to the time of this attempt.
+    pub batch: Batch,
+}
+
+/// What came back for a request, classified.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// 2xx: the events are durable. The answer, when it parsed.
+    Accepted(Option<CollectResponse>),
+    /// Network error, timeout, 408, 429 or 5xx: send the same batch again later.
+    Retry {
+        /// The server's `Retry-After`, in ms, when it gave one.
+        retry_after_ms: Option<u64>,
+    },
+    /// Any other status: the batch will never be accepted; drop it.
+    Permanent {
+        /// The HTTP status.
+        status: u16,
+        /// The machine-readable error code from the body, when it had one.
+        code: Option<String>,
+    },
+}
+
+impl Outcome {
+    /// The request failed before any answer (network error, CORS, abort).
+    pub fn network_error() -> Self {
+        Self::Retry {
+            retry_after_ms: None,
+        }
+    }
+
+    /// Classifies an HTTP answer from its status, `Retry-After` header (seconds) and body.
+    pub fn from_http(status: u16, retry_after: Option<&str>, body: &[u8]) -> Self {
+        match status {
+            200..=299 => Self::Accepted(serde_json::from_slice(body).ok()),
+            408 | 429 | 500..=599 => Self::Retry {
+                retry_after_ms: retry_after
+                    .and_then(|s| s.trim().parse::<u64>().ok())
+                    .map(|secs| secs.saturating_mul(1000)),
+            },
+            _ => Self::Permanent {
+                status,
+                code: serde_json::from_slice::<ErrorBody>(body)
+                    .ok()
+                    .map(|e| e.error.code.as_str().to_owned()),
+            },
+        }
+    }
+}
+
+/// What the queue did with an answer, for the shell to act on.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reaction {
+    /// The batch is done.
+    Accepted {
+        /// The decision to apply, when the answer carried one.
+        decision: Option<Decision>,
+        /// Events the server rejected (each is also in its dead-letter log).
+        rejected: Vec<Rejection>,
+    },
+    /// The batch will be resent at `at_ms`.
+    WillRetry {
+        /// When the batch becomes due again, ms since the epoch.
+        at_ms: u64,
+        /// How many attempts have failed so far.
+        failures: u32,
+    },
+    /// The batch was refused for good and dropped.
+    Dropped {
+        /// How many events were dropped.
+        events: usize,
+        /// The HTTP status.
+        status: u16,
+        /// The machine-readable error code, for `console.warn`.
+        code: Option<String>,
+    },
+    /// The token is not (or no longer) in flight: a late answer to a timed-out attempt.
+    Stale,
+}
+
+#[derive(Clone, Debug)]
+struct OutBatch {
+    batch: Batch,
+    failures: u32,
+    not_before: u64,
+    in_flight: Option<InFlight>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct InFlight {
+    token: u64,
+    since: u64,
+}
+
+/// Unsent and unacknowledged events, as parked in `localStorage` between pages.
+#[derive(Serialize, Deserialize)]
+struct Parked {
+    batches: Vec<Batch>,
+    events: Vec<Event>,
+}
+
+/// The batching and retry state machine. See the module docs for the policy.
+#[derive(Debug)]
+pub struct Queue {
+    config: QueueConfig,
+    /// Events not yet in a batch, oldest first.
+    pending: VecDeque<Event>,
+    /// When `pending` is due; `None` when it is empty.
+    due_at: Option<u64>,
+    /// Batches formed and not yet acknowledged, oldest first.
+    outbox: VecDeque<OutBatch>,
+    next_token: u64,
+    dropped_total: u64,
+}
+
+impl Queue {
+    /// An empty queue with this policy.
+    pub fn new(config: QueueConfig) -> Self {
+        Self {
+            config,
+            pending: VecDeque::new(),
+            due_at: None,
+            outbox: VecDeque::new(),
+            next_token: 0,
+            dropped_total: 0,
+        }
+    }
+
+    /// Queued events: waiting, in flight and awaiting a retry.
+    pub fn len(&self) -> usize {
+        self.pending.len()
+            + self
+                .outbox
+                .iter()
+                .map(|o| o.batch.events.len())
+                .sum::<usize>()
+    }
+
+    /// True when no event is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Events dropped so far because the queue was full.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped_total
+    }
+
+    /// Queues an event at `now_ms`. An urgent event makes the queue due at once (events pushed
+    /// before the shell next polls still join the same batch). Returns how many events were
+    /// dropped to stay within [`QueueConfig::max_queued_events`].
+    pub fn push(&mut self, now_ms: u64, event: Event, urgent: bool) -> usize {
+        self.pending.push_back(event);
+        let delay = if urgent || self.pending.len() >= self.config.max_batch_events {
+            0
+        } else {
+            self.config.max_delay_ms
+        };
+        self.make_due(now_ms.saturating_add(delay));
+        self.enforce_bound()
+    }
+
+    /// The next batch to send, if one is due and nothing is in flight. `jitter` is a random
+    /// number for the backoff of a request that timed out; `header` builds the header of a new
+    /// batch (it takes the session's next sequence number, so it is called only when a batch is
+    /// formed).
+    pub fn poll_transmit(
+        &mut self,
+        now_ms: u64,
+        jitter: u32,
+        header: impl FnOnce() -> BatchHeader,
+    ) -> Option<Transmit> {
+        self.expire_timeouts(now_ms, jitter);
+        if self.outbox.iter().any(|o| o.in_flight.is_some()) {
+            return None;
+        }
+        if !self.outbox.is_empty() {
+            let index = self.outbox.iter().position(|o| o.not_before <= now_ms)?;
+            return Some(self.send(index, now_ms));
+        }
+        if self.due_at.is_some_and(|due| due <= now_ms) {
+            self.form_batch(now_ms, header());
+            return Some(self.send(self.outbox.len() - 1, now_ms));
+        }
+        None
+    }
+
+    /// Sends everything at once, ignoring delays, backoff and the one-in-flight rule: for when
+    /// the page is being hidden and may not come back. `header` is called once per new batch.
+    pub fn flush_all(
+        &mut self,
+        now_ms: u64,
+        mut header: impl FnMut() -> BatchHeader,
+    ) -> Vec<Transmit> {
+        while !self.pending.is_empty() {
+            self.form_batch(now_ms, header());
+        }
+        (0..self.outbox.len())
+            .filter(|&i| self.outbox[i].in_flight.is_none())
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|i| self.send(i, now_ms))
+            .collect()
+    }
+
+    /// Applies the answer to the attempt `token`. `jitter` is a random number spreading the
+    /// backoff of a retry.
+    pub fn on_response(
+        &mut self,
+        now_ms: u64,
+        token: u64,
+        outcome: Outcome,
+        jitter: u32,
+    ) -> Reaction {
+        let Some(index) = self
+            .outbox
+            .iter()
+            .position(|o| o.in_flight.is_some_and(|f| f.token == token))
+        else {
+            return Reaction::Stale;
+        };
+        match outcome {
+            Outcome::Accepted(answer) => {
+                self.outbox.remove(index);
+                match answer {
+                    Some(answer) => Reaction::Accepted {
+                        decision: Some(answer.decision),
+                        rejected: answer.rejected,
+                    },
+                    None => Reaction::Accepted {
+                        decision: None,
+                        rejected: Vec::new(),
+                    },
+                }
+            }
+            Outcome::Retry { retry_after_ms } => {
+                self.schedule_retry(index, now_ms, retry_after_ms, jitter)
+            }
+            Outcome::Permanent { status, code } => {
+                let events = self
+                    .outbox
+                    .remove(index)
+                    .map_or(0, |o| o.batch.events.len());
+                Reaction::Dropped {
+                    events,
+                    status,
+                    code,
+                }
+            }
+        }
+    }
+
+    /// When the shell should call [`Queue::poll_transmit`] next (ms since the epoch), or `None`
+    /// when only an answer or a new event can make anything due.
+    pub fn next_deadline(&self) -> Option<u64> {
+        let in_flight = self
+            .outbox
+            .iter()
+            .filter_map(|o| o.in_flight)
+            .map(|f| f.since.saturating_add(self.config.request_timeout_ms))
+            .min();
+        if in_flight.is_some() {
+            return in_flight;
+        }
+        if !self.outbox.is_empty() {
+            return self.outbox.iter().map(|o| o.not_before).min();
+        }
+        self.due_at
+    }
+
+    /// Every unacknowledged event (waiting, awaiting a retry, or in flight: a request sent as
+    /// the page unloads may never be answered) as JSON, to park in `localStorage`. Resending an
+    /// event that did arrive is harmless: the server dedupes by event id.
+    pub fn export(&self) -> String {
+        let parked = Parked {
+            batches: self.outbox.iter().map(|o| o.batch.clone()).collect(),
+            events: self.pending.iter().cloned().collect(),
+        };
+        // Batches and events always serialize.
+        serde_json::to_string(&parked).unwrap_or_default()
+    }
+
+    /// Queues events parked by [`Queue::export`] on an earlier page; they are due at once.
+    /// Batches keep their header and `seq`. Returns how many events were dropped to stay within
+    /// the bound, or `None` (and changes nothing) when the text is not a parked queue.
+    pub fn import(&mut self, now_ms: u64, text: &str) -> Option<usize> {
+        let parked: Parked = serde_json::from_str(text).ok()?;
+        for batch in parked.batches.into_iter().filter(|b| !b.events.is_empty()) {
+            self.outbox.push_back(OutBatch {
+                batch,
+                failures: 0,
+                not_before: now_ms,
+                in_flight: None,
+            });
+        }
+        if !parked.events.is_empty() {
+            self.pending.extend(parked.events);
+            self.make_due(now_ms);
+        }
+        Some(self.enforce_bound())
+    }
+
+    fn make_due(&mut self, at: u64) {
+        self.due_at = Some(self.due_at.map_or(at, |due| due.min(at)));
+    }
+
+    fn form_batch(&mut self, now_ms: u64, header: BatchHeader) {
+        let take = self.pending.len().min(self.config.max_batch_events);
+        let events: Vec<Event> = self.pending.drain(..take).collect();
+        if self.pending.is_empty() {
+            self.due_at = None;
+        }
+        self.outbox.push_back(OutBatch {
+            batch: Batch { header, events },
+            failures: 0,
+            not_before: now_ms,
+            in_flight: None,
+        });
+    }
+
+    fn send(&mut self, index: usize, now_ms: u64) -> Transmit {
+        let token = self.next_token;
+        self.next_token += 1;
+        let out = &mut self.outbox[index];
+        out.in_flight = Some(InFlight {
+            token,
+            since: now_ms,
+        });
+        out.batch.header.sent_at = now_ms;
+        Transmit {
+            token,
+            batch: out.batch.clone(),
+        }
+    }
+
+    fn expire_timeouts(&mut self, now_ms: u64, jitter: u32) {
+        let timeout = self.config.request_timeout_ms;
+        for index in 0..self.outbox.len() {
+            let expired = self.outbox[index]
+                .in_flight
+                .is_some_and(|f| now_ms >= f.since.saturating_add(timeout));
+            if expired {
+                self.schedule_retry(index, now_ms, None, jitter);
+            }
+        }
+    }
+
+    fn schedule_retry(
+        &mut self,
+        index: usize,
+        now_ms: u64,
+        retry_after_ms: Option<u64>,
+        jitter: u32,
+    ) -> Reaction {
+        let config = &self.config;
+        let out = &mut self.outbox[index];
+        out.failures = out.failures.saturating_add(1);
+        let exp = out.failures.saturating_sub(1).min(32);
+        let backoff = config
+            .backoff_base_ms
+            .saturating_mul(1u64 << exp)
+            .min(config.backoff_cap_ms);
+        // Equal jitter: half fixed, half random, so retries of many pages spread out.
+        let half = backoff / 2;
+        // `half * jitter / 2^32 < half`, so the cast back to u64 cannot truncate.
+        let delay = half + ((u128::from(half) * u128::from(jitter)) >> 32) as u64;
+        let delay = delay.max(retry_after_ms.unwrap_or(0).min(config.max_retry_after_ms));
+        out.in_flight = None;
+        out.not_before = now_ms.saturating_add(delay);
+        Reaction::WillRetry {
+            at_ms: out.not_before,
+            failures: out.failures,
+        }
+    }
+
+    /// Drops the oldest events that are not in flight until the bound holds.
+    fn enforce_bound(&mut self) -> usize {
+        let mut dropped = 0;
+        while self.len() > self.config.max_queued_events {
+            if let Some(index) = self.outbox.iter().position(|o| o.in_flight.is_none()) {
+                let out = &mut self.outbox[index];
+                out.batch.events.remove(0);
+                if out.batch.events.is_empty() {
+                    self.outbox.remove(index);
+                }
+            } else if self.pending.pop_front().is_none() {
+                break;
+            }
+            dropped += 1;
+        }
+        if self.pending.is_empty() {
+            self.due_at = None;
+        }
+        self.dropped_total += dropped as u64;
+        dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pulse_protocol::{Action, EventId, EventType, PageContext};
+
+    const T0: u64 = 1_700_000_000_000;
+
+    fn event(n: u128, kind: EventType) -> Event {
+        Event {
+            id: EventId(n),
+            ts: T0,
+            kind,
+            name: None,
+            page: PageContext {
+                url: "https://news.example/a".into(),
+                ..Default::default()
+            },
+            props: Default::default(),
+        }
+    }
+
+    fn click(n: u128) -> Event {
+        event(n, EventType::Click)
+    }
+
+    /// Hands out headers with increasing seq, like the session does.
+    struct Headers(u64);
+    impl Headers {
+        fn next(&mut self) -> BatchHeader {
+            let seq = self.0;
+            self.0 += 1;
+            BatchHeader {
+                v: 1,
+                site_key: "demo".into(),
+                anonymous_id: "a".repeat(32),
+                user_id: None,
+                session_id: "s".repeat(32),
+                seq,
+                sent_at: 0,
+            }
+        }
+    }
+
+    fn ids(t: &Transmit) -> Vec<u128> {
+        t.batch.events.iter().map(|e| e.id.0).collect()
+    }
+
+    fn ok_answer() -> Outcome {
+        Outcome::from_http(
+            200,
+            None,
+            br#"{"accepted":1,"rejected":[],"decision":{"action":"meter","remaining":2,"limit":3,"reason":"metered","fallback":false,"version":"v1"}}"#,
+        )
+    }
+
+    #[test]
+    fn non_urgent_events_wait_for_max_delay() {
+        let mut q = Queue::new(QueueConfig::default());
+        let mut h = Headers(0);
+        q.push(T0, click(1), false);
+        q.push(T0 + 500, click(2), false);
+        assert_eq!(q.next_deadline(), Some(T0 + 2_000));
+        assert_eq!(q.poll_transmit(T0 + 1_999, 0, || h.next()), None);
+        let t = q.poll_transmit(T0 + 2_000, 0, || h.next()).unwrap();
+        assert_eq!(ids(&t), [1, 2]);
+        assert_eq!(t.batch.header.seq, 0);
+        assert_eq!(t.batch.header.sent_at, T0 + 2_000);
+    }
+
+    #[test]
+    fn batch_is_due_at_max_batch_events() {
+        let mut q = Queue::new(QueueConfig::default());
+        let mut h = Headers(0);
+        for i in 0..49 {
+            q.push(T0, click(i), false);
+        }
+        assert_eq!(q.poll_transmit(T0 + 1, 0, || h.next()), None);
+        q.push(T0 + 1, click(49), false);
+        assert_eq!(q.next_deadline(), Some(T0 + 1));
+        let t = q.poll_transmit(T0 + 1, 0, || h.next()).unwrap();
+        assert_eq!(t.batch.events.len(), 50);
+    }
+
+    #[test]
+    fn urgent_event_is_due_at_once_and_same_tick_events_join() {
+        let mut q = Queue::new(QueueConfig::default());
+        let mut h = Headers(0);
+        q.push(T0, event(1, EventType::PageView), true);
+        q.push(T0, click(2), false);
+        assert_eq!(q.next_deadline(), Some(T0));
+        let t = q.poll_transmit(T0, 0, || h.next()).unwrap();
+        assert_eq!(ids(&t), [1, 2]);
+        assert!(q.pending.is_empty());
+    }
+
+    #[test]
+    fn one_request_in_flight() {
+        let mut q = Queue::new(QueueConfig::default());
+        let mut h = Headers(0);
+        q.push(T0, event(1, EventType::PageView), true);
+        let t1 = q.poll_transmit(T0, 0, || h.next()).unwrap();
+        q.push(T0 + 1, event(2, EventType::Identify), true);
+        assert_eq!(q.poll_transmit(T0 + 1, 0, || h.next()), None);
+        // Only the timeout of the request in flight can wake the shell now.
+        assert_eq!(q.next_deadline(), Some(T0 + 30_000));
+        let r = q.on_response(T0 + 50, t1.token, ok_answer(), 0);
+        let Reaction::Accepted { decision, .. } = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(decision.unwrap().action, Action::Meter);
+        let t2 = q.poll_transmit(T0 + 50, 0, || h.next()).unwrap();
+        assert_eq!((ids(&t2), t2.batch.header.seq), (vec![2], 1));
+        assert_eq!(
+            q.on_response(T0 + 60, t1.token, ok_answer(), 0),
+            Reaction::Stale
+        );
+    }
+
+    #[test]
+    fn retry_resends_same_batch_with_backoff_and_fresh_sent_at() {
+        let mut q = Queue::new(QueueConfig::default());
+        let mut h = Headers(0);
+        q.push(T0, event(1, EventType::PageView), true);
+        let t = q.poll_transmit(T0, 0, || h.next()).unwrap();
+        // Backoff before jitter: 1 s, 2 s, 4 s ... capped at 60 s; jitter 0 gives half of it.
+        let mut now = T0;
+        let mut token = t.token;
+        for (failure, expect) in [(1, 500), (2, 1_000), (3, 2_000), (7, 30_000), (9, 30_000)] {
+            loop {
+                let r = q.on_response(now, token, Outcome::network_error(), 0);
+                let Reaction::WillRetry { at_ms, failures } = r else {
+                    panic!("{r:?}")
+                };
+                if failures == failure {
+                    assert_eq!(at_ms - now, expect, "failure {failure}");
+                }
+                assert_eq!(q.poll_transmit(at_ms - 1, 0, || h.next()), None);
+                now = at_ms;
+                let again = q.poll_transmit(now, 0, || h.next()).unwrap();
+                assert_eq!((ids(&again), again.batch.header.seq), (vec![1], 0));
+                assert_eq!(again.batch.header.sent_at, now);
+                token = again.token;
+                if failures == failure {
+                    break;
+                }
+            }
+        }
+        // Full jitter range: u32::MAX gives (almost) the whole backoff.
+        let r = q.on_response(now, token, Outcome::network_error(), u32::MAX);
+        let Reaction::WillRetry { at_ms, .. } = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(at_ms - now, 59_999);
+    }
+
+    #[test]
+    fn retry_after_and_status_classes() {
+        assert_eq!(
+            Outcome::from_http(503, Some("7"), b""),
+            Outcome::Retry {
+                retry_after_ms: Some(7_000)
+            }
+        );
+        for status in [408, 429, 500, 502] {
+            assert!(matches!(
+                Outcome::from_http(status, None, b""),
+                Outcome::Retry { .. }
+            ));
+        }
+        assert_eq!(
+            Outcome::from_http(
+                401,
+                None,
+                br#"{"error":{"code":"unknown_site_key","message":"no"}}"#
+            ),
+            Outcome::Permanent {
+                status: 401,
+                code: Some("unknown_site_key".into())
+            }
+        );
+        assert_eq!(
+            Outcome::from_http(400, None, b"garbage"),
+            Outcome::Permanent {
+                status: 400,
+                code: None
+            }
+        );
+        assert_eq!(Outcome::from_http(204, None, b""), Outcome::Accepted(None));
+
+        let mut q = Queue::new(QueueConfig::default());
+        let mut h = Headers(0);
+        q.push(T0, event(1, EventType::PageView), true);
+        let t = q.poll_transmit(T0, 0, || h.next()).unwrap();
+        let r = q.on_response(T0, t.token, Outcome::from_http(503, Some("7"), b""), 0);
+        assert_eq!(
+            r,
+            Reaction::WillRetry {
+                at_ms: T0 + 7_000,
+                failures: 1
+            }
+        );
+        // A huge Retry-After is clamped.
+        let t = q.poll_transmit(T0 + 7_000, 0, || h.next()).unwrap();
+        let r = q.on_response(
+            T0 + 7_000,
+            t.token,
+            Outcome::from_http(429, Some("999999"), b""),
+            0,
+        );
+        assert_eq!(
+            r,
+            Reaction::WillRetry {
+                at_ms: T0 + 7_000 + 600_000,
+                failures: 2
+            }
+        );
+    }
+
+    #[test]
+    fn permanent_failure_drops_the_batch() {
+        let mut q = Queue::new(QueueConfig::default());
+        let mut h = Headers(0);
+        q.push(T0, event(1, EventType::PageView), true);
+        q.push(T0, click(2), false);
+        let t = q.poll_transmit(T0, 0, || h.next()).unwrap();
+        let outcome = Outcome::from_http(
+            403,
+            None,
+            br#"{"error":{"code":"origin_not_allowed","message":"x"}}"#,
+        );
+        assert_eq!(
+            q.on_response(T0 + 5, t.token, outcome, 0),
+            Reaction::Dropped {
+                events: 2,
+                status: 403,
+                code: Some("origin_not_allowed".into())
+            }
+        );
+        assert!(q.is_empty());
+        assert_eq!(q.next_deadline(), None);
+    }
+
+    #[test]
+    fn timeout_counts_as_retryable_failure() {
+        let mut q = Queue::new(QueueConfig::default());
+        let mut h = Headers(0);
+        q.push(T0, event(1, EventType::PageView), true);
+        let t = q.poll_transmit(T0, 0, || h.next()).unwrap();
+        assert_eq!(q.poll_transmit(T0 + 29_999, 0, || h.next()), None);
+        // At the timeout the attempt fails; the retry waits for its backoff (500 ms here).
+        assert_eq!(q.poll_transmit(T0 + 30_000, 0, || h.next()), None);
+        assert_eq!(q.next_deadline(), Some(T0 + 30_500));
+        let again = q.poll_transmit(T0 + 30_500, 0, || h.next()).unwrap();
+        assert_eq!(ids(&again), [1]);
+        assert_eq!(
+            q.on_response(T0 + 30_501, t.token, ok_answer(), 0),
+            Reaction::Stale
+        );
+    }
+
+    fn bound_case(pushes: u128) -> (Queue, usize) {
+        let mut q = Queue::new(QueueConfig::default());
+        let dropped = (0..pushes).map(|i| q.push(T0, click(i), false)).sum();
+        (q, dropped)
+    }
+
+    #[test]
+    fn queue_bound_at_limit_minus_one_limit_and_plus_one() {
+        let (q, dropped) = bound_case(499);
+        assert_eq!((q.len(), dropped, q.dropped_total()), (499, 0, 0));
+        let (q, dropped) = bound_case(500);
+        assert_eq!((q.len(), dropped, q.dropped_total()), (500, 0, 0));
+        let (mut q, dropped) = bound_case(501);
+        assert_eq!((q.len(), dropped, q.dropped_total()), (500, 1, 1));
+        // The oldest (id 0) went.
+        let mut h = Headers(0);
+        let t = q.poll_transmit(T0, 0, || h.next()).unwrap();
+        assert_eq!(t.batch.events[0].id, EventId(1));
+    }
+
+    #[test]
+    fn bound_never_drops_events_in_flight() {
+        let mut q = Queue::new(QueueConfig::default());
+        let mut h = Headers(0);
+        for i in 0..50 {
+            q.push(T0, click(i), false);
+        }
+        let t = q.poll_transmit(T0, 0, || h.next()).unwrap();
+        for i in 50..551 {
+            q.push(T0, click(i), false);
+        }
+        assert_eq!((q.len(), q.dropped_total()), (500, 51));
+        assert_eq!(q.pending.front().map(|e| e.id), Some(EventId(101)));
+        assert!(matches!(
+            q.on_response(T0, t.token, ok_answer(), 0),
+            Reaction::Accepted { .. }
+        ));
+    }
+
+    #[test]
+    fn flush_all_sends_everything_at_once() {
+        let mut q = Queue::new(QueueConfig::default());
+        let mut h = Headers(0);
+        q.push(T0, event(0, EventType::PageView), true);
+        let first = q.poll_transmit(T0, 0, || h.next()).unwrap();
+        // A failed batch waiting for its retry, then 120 more events.
+        q.on_response(T0, first.token, Outcome::network_error(), 0);
+        for i in 1..=120 {
+            q.push(T0 + 1, click(i), false);
+        }
+        let sent = q.flush_all(T0 + 2, || h.next());
+        let sizes: Vec<usize> = sent.iter().map(|t| t.batch.events.len()).collect();
+        assert_eq!(sizes, [1, 50, 50, 20]);
+        let seqs: Vec<u64> = sent.iter().map(|t| t.batch.header.seq).collect();
+        assert_eq!(seqs, [0, 1, 2, 3]);
+        assert!(sent.iter().all(|t| t.batch.header.sent_at == T0 + 2));
+        // Nothing more to send until answers come; a second flush sends nothing again.
+        assert!(q.flush_all(T0 + 3, || h.next()).is_empty());
+        for t in &sent {
+            assert!(matches!(
+                q.on_response(T0 + 4, t.token, ok_answer(), 0),
+                Reaction::Accepted { .. }
+            ));
+        }
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn export_import_keeps_batches_and_events() {
+        let mut q = Queue::new(QueueConfig::default());
+        let mut h = Headers(5);
+        q.push(T0, event(1, EventType::PageView), true);
+        let t = q.poll_transmit(T0, 0, || h.next()).unwrap();
+        q.push(T0 + 1, click(2), false);
+        let parked = q.export();
+
+        let mut next = Queue::new(QueueConfig::default());
+        assert_eq!(next.import(T0 + 10_000, &parked), Some(0));
+        assert_eq!(next.len(), 2);
+        let mut h2 = Headers(9);
+        let a = next.poll_transmit(T0 + 10_000, 0, || h2.next()).unwrap();
+        assert_eq!((ids(&a), a.batch.header.seq), (vec![1], t.batch.header.seq));
+        assert_eq!(a.batch.header.sent_at, T0 + 10_000);
+        next.on_response(T0 + 10_001, a.token, ok_answer(), 0);
+        let b = next.poll_transmit(T0 + 10_001, 0, || h2.next()).unwrap();
+        assert_eq!((ids(&b), b.batch.header.seq), (vec![2], 9));
+
+        assert_eq!(next.import(T0, "{nope"), None);
+        assert_eq!(
+            Queue::new(QueueConfig::default()).import(T0, r#"{"batches":[],"events":[]}"#),
+            Some(0)
+        );
+    }
+}

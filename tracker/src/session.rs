@@ -1,0 +1,201 @@
+//! Who the reader is and which visit this is: the anonymous id, the optional user id, the
+//! session id (rotated after 30 minutes without activity) and the per-session batch sequence.
+//!
+//! Pure: time (`now_ms`) and randomness (16-byte arrays) are arguments. The shell stores the
+//! state as JSON in `localStorage` and restores it on the next page.
+
+use serde::{Deserialize, Serialize};
+
+use pulse_protocol::{BatchHeader, MAX_USER_ID_LEN, PROTOCOL_VERSION};
+
+/// A session ends after this long without activity, in milliseconds (30 minutes).
+pub const SESSION_IDLE_MS: u64 = 30 * 60 * 1000;
+
+/// The reader's identity and current session, as kept across pages.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Session {
+    /// Anonymous id: 32 lowercase hex digits, kept across visits.
+    pub anonymous_id: String,
+    /// The publisher's id for a logged-in reader (set by `identify`, cleared by `reset`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// Current session id: 32 lowercase hex digits.
+    pub session_id: String,
+    /// Time of the last activity, milliseconds since the Unix epoch.
+    pub last_activity_ms: u64,
+    /// Sequence number the next batch of this session gets (from 0).
+    pub next_seq: u64,
+}
+
+/// Lowercase hex of 16 bytes: 32 characters, a valid protocol token.
+pub fn hex_id(bytes: [u8; 16]) -> String {
+    format!("{:032x}", u128::from_be_bytes(bytes))
+}
+
+impl Session {
+    /// A new reader: fresh anonymous id and session, starting at `now_ms`.
+    pub fn new(now_ms: u64, anonymous: [u8; 16], session: [u8; 16]) -> Self {
+        Self {
+            anonymous_id: hex_id(anonymous),
+            user_id: None,
+            session_id: hex_id(session),
+            last_activity_ms: now_ms,
+            next_seq: 0,
+        }
+    }
+
+    /// Restores a session stored with [`Session::to_json`]; `None` when the text is not a
+    /// valid stored session (the shell then starts a new one).
+    pub fn from_json(text: &str) -> Option<Self> {
+        let session: Self = serde_json::from_str(text).ok()?;
+        let token_ok = |s: &str| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit());
+        let user_ok = session.user_id.as_deref().is_none_or(valid_user_id);
+        (token_ok(&session.anonymous_id) && token_ok(&session.session_id) && user_ok)
+            .then_some(session)
+    }
+
+    /// The state as JSON, for `localStorage`.
+    pub fn to_json(&self) -> String {
+        // A struct of strings and integers always serializes.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Records activity at `now_ms`. When the session was idle for more than
+    /// [`SESSION_IDLE_MS`], a new session starts (new id from `fresh`, sequence back to 0)
+    /// and this returns true.
+    pub fn touch(&mut self, now_ms: u64, fresh: [u8; 16]) -> bool {
+        let rotated = now_ms.saturating_sub(self.last_activity_ms) > SESSION_IDLE_MS;
+        if rotated {
+            self.start_session(now_ms, fresh);
+        }
+        self.last_activity_ms = self.last_activity_ms.max(now_ms);
+        rotated
+    }
+
+    /// Starts a new session at once (new id, sequence 0).
+    pub fn start_session(&mut self, now_ms: u64, fresh: [u8; 16]) {
+        self.session_id = hex_id(fresh);
+        self.next_seq = 0;
+        self.last_activity_ms = now_ms;
+    }
+
+    /// Sets the user id (log in). Returns false and changes nothing when the id is empty,
+    /// longer than [`MAX_USER_ID_LEN`] bytes or holds control characters.
+    pub fn identify(&mut self, user_id: &str) -> bool {
+        if !valid_user_id(user_id) {
+            return false;
+        }
+        self.user_id = Some(user_id.to_owned());
+        true
+    }
+
+    /// Forgets the user id (log out) and starts a new session.
+    pub fn reset(&mut self, now_ms: u64, fresh: [u8; 16]) {
+        self.user_id = None;
+        self.start_session(now_ms, fresh);
+    }
+
+    /// The header of the next batch of this session: takes the next sequence number.
+    /// `sent_at` is `now_ms`; the queue re-stamps it on every (re)send.
+    pub fn next_header(&mut self, site_key: &str, now_ms: u64) -> BatchHeader {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        BatchHeader {
+            v: PROTOCOL_VERSION,
+            site_key: site_key.to_owned(),
+            anonymous_id: self.anonymous_id.clone(),
+            user_id: self.user_id.clone(),
+            session_id: self.session_id.clone(),
+            seq,
+            sent_at: now_ms,
+        }
+    }
+}
+
+fn valid_user_id(user_id: &str) -> bool {
+    !user_id.is_empty()
+        && user_id.len() <= MAX_USER_ID_LEN
+        && !user_id.chars().any(char::is_control)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: u64 = 1_700_000_000_000;
+
+    fn bytes(n: u8) -> [u8; 16] {
+        [n; 16]
+    }
+
+    #[test]
+    fn ids_are_32_hex() {
+        let s = Session::new(T0, bytes(0xab), bytes(1));
+        assert_eq!(s.anonymous_id, "ab".repeat(16));
+        assert_eq!(s.session_id, "01".repeat(16));
+        assert_eq!(hex_id([0; 16]), "0".repeat(32));
+    }
+
+    #[test]
+    fn seq_increments_per_batch() {
+        let mut s = Session::new(T0, bytes(1), bytes(2));
+        let seqs: Vec<u64> = (0..3).map(|i| s.next_header("demo", T0 + i).seq).collect();
+        assert_eq!(seqs, [0, 1, 2]);
+        let h = s.next_header("demo", T0 + 9);
+        assert_eq!((h.v, h.site_key.as_str(), h.sent_at), (1, "demo", T0 + 9));
+        assert_eq!(h.session_id, s.session_id);
+    }
+
+    #[test]
+    fn session_rotates_after_30_idle_minutes() {
+        let mut s = Session::new(T0, bytes(1), bytes(2));
+        s.next_header("k", T0);
+        s.next_header("k", T0);
+        // Activity within the window keeps the session, even over a long total time.
+        for minute in 1..=90 {
+            assert!(!s.touch(T0 + minute * 60_000, bytes(3)));
+        }
+        let first = s.session_id.clone();
+        let last = T0 + 90 * 60_000;
+        // Exactly 30 minutes idle: same session.
+        assert!(!s.touch(last + SESSION_IDLE_MS, bytes(3)));
+        // 30 minutes and 1 ms idle: new session, seq back to 0, anonymous id kept.
+        let later = last + 2 * SESSION_IDLE_MS + 1;
+        assert!(s.touch(later, bytes(3)));
+        assert_ne!(s.session_id, first);
+        assert_eq!(s.next_seq, 0);
+        assert_eq!(s.anonymous_id, hex_id(bytes(1)));
+        assert_eq!(s.next_header("k", later).seq, 0);
+    }
+
+    #[test]
+    fn identify_and_reset() {
+        let mut s = Session::new(T0, bytes(1), bytes(2));
+        assert!(s.identify("user-42"));
+        assert_eq!(s.next_header("k", T0).user_id.as_deref(), Some("user-42"));
+        assert!(!s.identify(""));
+        assert!(!s.identify("a\nb"));
+        assert!(!s.identify(&"u".repeat(MAX_USER_ID_LEN + 1)));
+        assert!(s.identify(&"u".repeat(MAX_USER_ID_LEN)));
+        s.reset(T0 + 5, bytes(9));
+        assert_eq!(s.user_id, None);
+        assert_eq!(s.session_id, hex_id(bytes(9)));
+        assert_eq!(s.next_seq, 0);
+    }
+
+    #[test]
+    fn json_round_trip_and_garbage() {
+        let mut s = Session::new(T0, bytes(1), bytes(2));
+        s.identify("u1");
+        s.next_header("k", T0);
+        let back = Session::from_json(&s.to_json());
+        assert_eq!(back, Some(s));
+        assert_eq!(Session::from_json("not json"), None);
+        assert_eq!(
+            Session::from_json(
+                r#"{"anonymous_id":"x","session_id":"y","last_activity_ms":0,"next_seq":0}"#
+            ),
+            None
+        );
+    }
+}
