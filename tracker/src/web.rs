@@ -1,1 +1,677 @@
-//! The browser shell (wasm32 only).
+//! The browser shell (wasm32 only): the IO boundary of the tracker.
+//!
+//! It replaces the snippet's `window.pulse` stub with a real function, runs the commands queued
+//! before the script loaded, listens to the page (clicks, scrolling, visibility), reads the clock
+//! (`Date.now()`) and randomness (`crypto.getRandomValues`), drives the pure [`Queue`] with timers,
+//! sends batches with `fetch` (a CORS simple request: POST, no headers, zstd body, keepalive),
+//! applies decisions to the DOM, and keeps the session and unsent events in `localStorage`.
+//! It never throws into the page: failures are reported with `console.warn`.
+
+use std::cell::RefCell;
+
+use js_sys::{Array, Date, Function, JSON, Reflect, Uint8Array};
+use serde_json::{Map, Value};
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{
+    CustomEvent, CustomEventInit, Document, Element, HtmlScriptElement, RequestCredentials,
+    RequestInit, RequestMode, Response, Storage, Url, VisibilityState, Window,
+};
+
+use pulse_protocol::{
+    Decision, Event, EventId, EventType, MAX_TITLE_LEN, MAX_URL_LEN, PageContext,
+};
+
+use crate::{Engagement, Outcome, Queue, QueueConfig, Reaction, Session, Transmit, encode_batch};
+
+/// `localStorage` key of the session state.
+const STATE_KEY: &str = "pulse_state";
+/// `localStorage` key of events parked when the page was hidden.
+const QUEUE_KEY: &str = "pulse_queue";
+/// Longest `text` of a click event, in characters.
+const MAX_CLICK_TEXT: usize = 100;
+
+struct Tracker {
+    /// Set by `init`; nothing is sent before.
+    site_key: Option<String>,
+    /// `endpoint?k=key`.
+    url: String,
+    session: Session,
+    queue: Queue,
+    engagement: Engagement,
+    /// The latest decision, as the JS object handed to the page.
+    decision: Option<JsValue>,
+    callbacks: Vec<Function>,
+    /// The pending wake-up timer: its handle and due time.
+    timer: Option<(i32, u64)>,
+}
+
+thread_local! {
+    static TRACKER: RefCell<Option<Tracker>> = const { RefCell::new(None) };
+    /// The function timers call; created once.
+    static TICK: RefCell<Option<Function>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` on the tracker state unless it is missing or already borrowed (a re-entrant call
+/// from page code, which is then skipped rather than panicking).
+fn with<R>(f: impl FnOnce(&mut Tracker) -> R) -> Option<R> {
+    TRACKER.with(|cell| {
+        let mut guard = cell.try_borrow_mut().ok()?;
+        guard.as_mut().map(f)
+    })
+}
+
+fn warn(message: &str) {
+    web_sys::console::warn_1(&JsValue::from_str(&format!("pulse: {message}")));
+}
+
+fn warn_js(context: &str, error: &JsValue) {
+    web_sys::console::warn_2(&JsValue::from_str(&format!("pulse: {context}")), error);
+}
+
+fn now() -> u64 {
+    Date::now() as u64
+}
+
+fn random<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    let filled = web_sys::window()
+        .and_then(|w| w.crypto().ok())
+        .is_some_and(|c| c.get_random_values_with_u8_array(&mut bytes).is_ok());
+    if !filled {
+        for b in &mut bytes {
+            *b = (js_sys::Math::random() * 256.0) as u8;
+        }
+    }
+    bytes
+}
+
+fn random_u32() -> u32 {
+    u32::from_le_bytes(random::<4>())
+}
+
+fn storage() -> Option<Storage> {
+    web_sys::window()?.local_storage().ok().flatten()
+}
+
+fn store(key: &str, value: Option<&str>) {
+    if let Some(storage) = storage() {
+        // Storage may be full or disabled; the tracker works without it.
+        let _ = match value {
+            Some(v) => storage.set_item(key, v),
+            None => storage.remove_item(key),
+        };
+    }
+}
+
+/// Entry point, run once when `pulse_bg.wasm` is instantiated.
+#[wasm_bindgen(start)]
+fn start() {
+    if let Err(error) = install() {
+        warn_js("could not start", &error);
+    }
+}
+
+fn install() -> Result<(), JsValue> {
+    let window = web_sys::window().ok_or("no window")?;
+    let document = window.document().ok_or("no document")?;
+    let now = now();
+    let stored = storage().and_then(|s| s.get_item(STATE_KEY).ok().flatten());
+    let session = stored
+        .as_deref()
+        .and_then(Session::from_json)
+        .unwrap_or_else(|| Session::new(now, random(), random()));
+    let mut queue = Queue::new(QueueConfig::default());
+    if let Some(parked) = storage().and_then(|s| s.get_item(QUEUE_KEY).ok().flatten()) {
+        queue.import(now, &parked);
+        store(QUEUE_KEY, None);
+    }
+    let visible = document.visibility_state() == VisibilityState::Visible;
+    TRACKER.with(|cell| {
+        *cell.borrow_mut() = Some(Tracker {
+            site_key: None,
+            url: String::new(),
+            session,
+            queue,
+            engagement: Engagement::new(now, visible),
+            decision: None,
+            callbacks: Vec::new(),
+            timer: None,
+        });
+    });
+    // Leaked on purpose: the timer callback lives as long as the page.
+    let tick = Closure::<dyn Fn()>::new(|| {
+        with(|t| t.timer = None);
+        pump();
+    });
+    TICK.with(|cell| *cell.borrow_mut() = Some(tick.as_ref().unchecked_ref::<Function>().clone()));
+    tick.forget();
+
+    // The commands the snippet queued before this script ran.
+    let stub = Reflect::get(&window, &"pulse".into())?;
+    let queued = if stub.is_function() {
+        Reflect::get(&stub, &"q".into())?
+    } else {
+        JsValue::UNDEFINED
+    };
+
+    // Leaked on purpose: `window.pulse` lives as long as the page.
+    let dispatch = Closure::<dyn Fn(JsValue, JsValue, JsValue)>::new(command);
+    let pulse: &Function = dispatch.as_ref().unchecked_ref();
+    let decision = Closure::<dyn Fn() -> JsValue>::new(|| {
+        with(|t| t.decision.clone())
+            .flatten()
+            .unwrap_or(JsValue::NULL)
+    });
+    Reflect::set(pulse, &"decision".into(), decision.as_ref())?;
+    decision.forget();
+    Reflect::set(&window, &"pulse".into(), pulse)?;
+    dispatch.forget();
+
+    listen(&window, &document)?;
+    if !queued.is_undefined() && !queued.is_null() {
+        for args in Array::from(&queued).iter() {
+            let args = Array::from(&args);
+            command(args.get(0), args.get(1), args.get(2));
+        }
+    }
+    Ok(())
+}
+
+/// Adds a listener that lives as long as the page (the closure is leaked on purpose).
+fn on(
+    target: &web_sys::EventTarget,
+    kind: &str,
+    capture: bool,
+    handler: impl Fn(web_sys::Event) + 'static,
+) -> Result<(), JsValue> {
+    let closure = Closure::<dyn Fn(web_sys::Event)>::new(handler);
+    target.add_event_listener_with_callback_and_bool(
+        kind,
+        closure.as_ref().unchecked_ref(),
+        capture,
+    )?;
+    closure.forget();
+    Ok(())
+}
+
+fn listen(window: &Window, document: &Document) -> Result<(), JsValue> {
+    on(document, "click", true, |event| {
+        let target = event.target().and_then(|t| t.dyn_into::<Element>().ok());
+        if let Some(Ok(Some(el))) = target.map(|t| t.closest("a, button")) {
+            on_click(&el);
+        }
+    })?;
+    for kind in [
+        "scroll",
+        "keydown",
+        "pointerdown",
+        "pointermove",
+        "touchstart",
+    ] {
+        on(window, kind, true, |_| {
+            let depth = read_depth();
+            with(|t| {
+                t.engagement.on_activity(now());
+                t.engagement.on_depth(depth);
+            });
+        })?;
+    }
+    on(document, "visibilitychange", false, |_| {
+        let hidden = web_sys::window()
+            .and_then(|w| w.document())
+            .is_some_and(|d| d.visibility_state() == VisibilityState::Hidden);
+        if hidden {
+            on_hidden();
+        } else {
+            with(|t| t.engagement.on_visibility(now(), true));
+        }
+    })?;
+    on(window, "pagehide", false, |_| on_hidden())
+}
+
+/// Dispatches one `pulse(...)` command; never throws.
+fn command(name: JsValue, a: JsValue, b: JsValue) {
+    let Some(name) = name.as_string() else {
+        warn("the first argument of pulse() must be a command name");
+        return;
+    };
+    match name.as_str() {
+        "init" => init(&a),
+        "track" => match a.as_string() {
+            Some(event_name) => push(
+                EventType::Custom,
+                Some(event_name),
+                props_of(&b),
+                false,
+                None,
+            ),
+            None => warn("pulse('track', name, props) needs a name"),
+        },
+        "identify" => {
+            let user_id = a.as_string().or_else(|| a.as_f64().map(|n| n.to_string()));
+            let ok = user_id.is_some_and(|id| {
+                with(|t| {
+                    let ok = t.session.identify(&id);
+                    store(STATE_KEY, Some(&t.session.to_json()));
+                    ok
+                })
+                .unwrap_or(false)
+            });
+            if ok {
+                push(EventType::Identify, None, props_of(&b), true, None);
+            } else {
+                warn("pulse('identify', userId) needs a user id of 1 to 256 bytes");
+            }
+        }
+        "reset" => {
+            with(|t| {
+                t.session.reset(now(), random());
+                store(STATE_KEY, Some(&t.session.to_json()));
+            });
+        }
+        "onDecision" => match a.dyn_into::<Function>() {
+            Ok(callback) => {
+                let current = with(|t| {
+                    t.callbacks.push(callback.clone());
+                    t.decision.clone()
+                })
+                .flatten();
+                if let Some(decision) = current {
+                    call(&callback, &decision);
+                }
+            }
+            Err(_) => warn("pulse('onDecision', fn) needs a function"),
+        },
+        other => warn(&format!("unknown command {other:?}")),
+    }
+}
+
+fn init(options: &JsValue) {
+    let get = |key: &str| {
+        Reflect::get(options, &key.into())
+            .ok()
+            .and_then(|v| v.as_string())
+    };
+    let Some(key) = get("key") else {
+        warn("pulse('init', {key}) needs a site key");
+        return;
+    };
+    let endpoint = get("endpoint").unwrap_or_else(default_endpoint);
+    let separator = if endpoint.contains('?') { '&' } else { '?' };
+    let url = format!(
+        "{endpoint}{separator}k={}",
+        String::from(js_sys::encode_uri_component(&key))
+    );
+    let first = with(|t| {
+        if t.site_key.is_some() {
+            return false;
+        }
+        t.site_key = Some(key);
+        t.url = url;
+        true
+    });
+    if first != Some(true) {
+        warn("pulse('init') was already called");
+        return;
+    }
+    let mut props = Map::new();
+    if let Some(content_type) = meta_content("meta[property=\"og:type\"]") {
+        props.insert("content_type".into(), Value::String(content_type));
+    }
+    let depth = read_depth();
+    with(|t| t.engagement.on_depth(depth));
+    push(EventType::PageView, None, props, true, None);
+}
+
+/// `<origin of the pulse.js script>/v1/collect`, else the page's own origin.
+fn default_endpoint() -> String {
+    let document = web_sys::window().and_then(|w| w.document());
+    let scripts = document.as_ref().map(Document::scripts);
+    let src = scripts.and_then(|scripts| {
+        (0..scripts.length())
+            .filter_map(|i| scripts.item(i)?.dyn_into::<HtmlScriptElement>().ok())
+            .map(|s| s.src())
+            .find(|src| {
+                let path = src.split(['?', '#']).next().unwrap_or_default();
+                path.ends_with("/pulse.js")
+            })
+    });
+    let origin = src
+        .and_then(|src| Url::new(&src).ok())
+        .map(|url| url.origin())
+        .or_else(|| web_sys::window().and_then(|w| w.location().origin().ok()))
+        .unwrap_or_default();
+    format!("{origin}/v1/collect")
+}
+
+fn meta_content(selector: &str) -> Option<String> {
+    let document = web_sys::window()?.document()?;
+    let meta = document.query_selector(selector).ok()??;
+    meta.get_attribute("content")
+        .map(|c| c.trim().to_owned())
+        .filter(|c| !c.is_empty())
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+fn page_context() -> PageContext {
+    let Some(document) = web_sys::window().and_then(|w| w.document()) else {
+        return PageContext::default();
+    };
+    let url = document
+        .location()
+        .and_then(|l| l.href().ok())
+        .unwrap_or_default();
+    PageContext {
+        url: truncate(url, MAX_URL_LEN),
+        referrer: truncate(document.referrer(), MAX_URL_LEN),
+        title: truncate(document.title(), MAX_TITLE_LEN),
+    }
+}
+
+/// Percent of the document height seen so far (bottom of the viewport).
+fn read_depth() -> u32 {
+    let Some(window) = web_sys::window() else {
+        return 0;
+    };
+    let height = window
+        .document()
+        .and_then(|d| d.document_element())
+        .map_or(0, |e| e.scroll_height());
+    let viewport = window
+        .inner_height()
+        .ok()
+        .and_then(|v| v.as_f64())
+        .unwrap_or(0.0);
+    let seen = window.scroll_y().unwrap_or(0.0) + viewport;
+    if height <= 0 {
+        return 100;
+    }
+    (seen / f64::from(height) * 100.0).clamp(0.0, 100.0) as u32
+}
+
+/// A JS value as a props object (via `JSON.stringify`); empty when absent or not an object.
+fn props_of(value: &JsValue) -> Map<String, Value> {
+    if value.is_undefined() || value.is_null() {
+        return Map::new();
+    }
+    let text = JSON::stringify(value).ok().and_then(|s| s.as_string());
+    match text.as_deref().map(serde_json::from_str::<Value>) {
+        Some(Ok(Value::Object(map))) => map,
+        _ => {
+            warn("props must be a JSON object; ignored");
+            Map::new()
+        }
+    }
+}
+
+fn on_click(el: &Element) {
+    let mut props = Map::new();
+    props.insert("tag".into(), Value::String(el.tag_name().to_lowercase()));
+    // The resolved `href` property of links, absolute.
+    if let Some(href) = Reflect::get(el, &"href".into())
+        .ok()
+        .and_then(|v| v.as_string())
+        .filter(|h| !h.is_empty())
+    {
+        props.insert("href".into(), Value::String(truncate(href, MAX_URL_LEN)));
+    }
+    let text = el.text_content().unwrap_or_default();
+    let text: String = text
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(MAX_CLICK_TEXT)
+        .collect();
+    props.insert("text".into(), Value::String(text));
+    with(|t| t.engagement.on_activity(now()));
+    push(EventType::Click, None, props, false, None);
+}
+
+/// Queues an event on the current page and schedules its sending.
+fn push(
+    kind: EventType,
+    name: Option<String>,
+    props: Map<String, Value>,
+    urgent: bool,
+    page: Option<PageContext>,
+) {
+    let page = page.unwrap_or_else(page_context);
+    let now = now();
+    let event = Event {
+        id: EventId::from_bytes(random()),
+        ts: now,
+        kind,
+        name,
+        page,
+        props,
+    };
+    if let Err(reason) = event.check() {
+        warn(&format!(
+            "{} event not sent: {}",
+            kind.as_str(),
+            reason.as_str()
+        ));
+        return;
+    }
+    let dropped = with(|t| {
+        t.session.touch(now, random());
+        store(STATE_KEY, Some(&t.session.to_json()));
+        t.queue.push(now, event, urgent)
+    });
+    if let Some(n @ 1..) = dropped {
+        warn(&format!("queue full: dropped {n} oldest event(s)"));
+    }
+    schedule();
+}
+
+/// Sends every batch that is due, then re-arms the timer.
+fn pump() {
+    loop {
+        let next = with(|t| {
+            let key = t.site_key.clone()?;
+            let now = now();
+            let session = &mut t.session;
+            let transmit = t
+                .queue
+                .poll_transmit(now, random_u32(), || session.next_header(&key, now))?;
+            store(STATE_KEY, Some(&session.to_json()));
+            Some((t.url.clone(), transmit))
+        })
+        .flatten();
+        match next {
+            Some((url, transmit)) => send(&url, transmit),
+            None => break,
+        }
+    }
+    schedule();
+}
+
+/// Arms the single wake-up timer for the queue's next deadline.
+fn schedule() {
+    let Some(window) = web_sys::window() else {
+        return;
+    };
+    with(|t| {
+        t.site_key.as_ref()?;
+        let deadline = t.queue.next_deadline();
+        if let Some((handle, at)) = t.timer {
+            if Some(at) == deadline {
+                return None;
+            }
+            window.clear_timeout_with_handle(handle);
+            t.timer = None;
+        }
+        let at = deadline?;
+        let delay = at.saturating_sub(now()).min(i32::MAX as u64) as i32;
+        let tick = TICK.with(|cell| cell.borrow().clone())?;
+        let handle = window
+            .set_timeout_with_callback_and_timeout_and_arguments_0(&tick, delay)
+            .ok()?;
+        t.timer = Some((handle, at));
+        Some(())
+    });
+}
+
+/// The page is being hidden (and may never come back): send the engagement and everything
+/// queued at once, and park what is unacknowledged for the next page.
+fn on_hidden() {
+    let page = page_context();
+    let now = now();
+    let engagement = with(|t| {
+        t.engagement.on_visibility(now, false);
+        t.engagement.take(now)
+    })
+    .flatten();
+    if let Some((read_depth, active_ms)) = engagement {
+        let mut props = Map::new();
+        props.insert("read_depth".into(), read_depth.into());
+        props.insert("active_ms".into(), active_ms.into());
+        push(EventType::Engagement, None, props, false, Some(page));
+    }
+    let sends = with(|t| {
+        let key = t.site_key.clone()?;
+        let session = &mut t.session;
+        let sends = t.queue.flush_all(now, || session.next_header(&key, now));
+        store(STATE_KEY, Some(&session.to_json()));
+        park(&t.queue);
+        Some((t.url.clone(), sends))
+    })
+    .flatten();
+    if let Some((url, sends)) = sends {
+        for transmit in sends {
+            send(&url, transmit);
+        }
+    }
+}
+
+/// Keeps the unacknowledged events in `localStorage` for the next page, or clears them.
+fn park(queue: &Queue) {
+    if queue.is_empty() {
+        store(QUEUE_KEY, None);
+    } else {
+        store(QUEUE_KEY, Some(&queue.export()));
+    }
+}
+
+/// Starts the request at once (so it leaves even from `pagehide`) and handles its answer later.
+fn send(url: &str, transmit: Transmit) {
+    let Some(window) = web_sys::window() else {
+        return;
+    };
+    let body = encode_batch(&transmit.batch);
+    let init = RequestInit::new();
+    init.set_method("POST");
+    init.set_body(&Uint8Array::from(body.as_slice()));
+    // `keepalive` lets the request outlive the page; set directly (not in stable web-sys).
+    let _ = Reflect::set(&init, &"keepalive".into(), &JsValue::TRUE);
+    init.set_credentials(RequestCredentials::Omit);
+    init.set_mode(RequestMode::Cors);
+    let request = window.fetch_with_str_and_init(url, &init);
+    let token = transmit.token;
+    wasm_bindgen_futures::spawn_local(async move {
+        let outcome = match answer(request).await {
+            Ok(outcome) => outcome,
+            Err(_) => Outcome::network_error(),
+        };
+        on_answer(token, outcome);
+    });
+}
+
+async fn answer(request: js_sys::Promise) -> Result<Outcome, JsValue> {
+    let response: Response = JsFuture::from(request).await?.dyn_into()?;
+    let status = response.status();
+    // Readable only when the server exposes it (`Access-Control-Expose-Headers`).
+    let retry_after = response.headers().get("retry-after").ok().flatten();
+    let buffer = JsFuture::from(response.array_buffer()?).await?;
+    let body = Uint8Array::new(&buffer).to_vec();
+    Ok(Outcome::from_http(status, retry_after.as_deref(), &body))
+}
+
+fn on_answer(token: u64, outcome: Outcome) {
+    let reaction = with(|t| {
+        let reaction = t.queue.on_response(now(), token, outcome, random_u32());
+        if storage().is_some_and(|s| s.get_item(QUEUE_KEY).ok().flatten().is_some()) {
+            park(&t.queue);
+        }
+        reaction
+    });
+    match reaction {
+        Some(Reaction::Accepted { decision, rejected }) => {
+            for r in rejected {
+                warn(&format!(
+                    "event {} rejected: {}",
+                    r.index,
+                    r.reason.as_str()
+                ));
+            }
+            if let Some(decision) = decision {
+                apply(&decision);
+            }
+        }
+        Some(Reaction::Dropped {
+            events,
+            status,
+            code,
+        }) => warn(&format!(
+            "batch of {events} event(s) refused ({status}): {}",
+            code.as_deref().unwrap_or("unknown")
+        )),
+        Some(Reaction::WillRetry { .. } | Reaction::Stale) | None => {}
+    }
+    pump();
+}
+
+/// Applies a decision: `<html>` attributes, the `pulse:decision` event, the callbacks.
+fn apply(decision: &Decision) {
+    let Some(window) = web_sys::window() else {
+        return;
+    };
+    if let Some(html) = window.document().and_then(|d| d.document_element()) {
+        let _ = html.set_attribute("data-pulse-paywall", decision.action.as_str());
+        let _ = match decision.remaining {
+            Some(n) => html.set_attribute("data-pulse-remaining", &n.to_string()),
+            None => html.remove_attribute("data-pulse-remaining"),
+        };
+    }
+    let text = serde_json::to_string(decision).unwrap_or_default();
+    let Ok(object) = JSON::parse(&text) else {
+        return;
+    };
+    let callbacks = with(|t| {
+        t.decision = Some(object.clone());
+        t.callbacks.clone()
+    })
+    .unwrap_or_default();
+    let init = CustomEventInit::new();
+    init.set_detail(&object);
+    match CustomEvent::new_with_event_init_dict("pulse:decision", &init) {
+        Ok(event) => {
+            if let Err(error) = window.dispatch_event(&event) {
+                warn_js("a pulse:decision listener failed", &error);
+            }
+        }
+        Err(error) => warn_js("could not create pulse:decision", &error),
+    }
+    for callback in &callbacks {
+        call(callback, &object);
+    }
+}
+
+fn call(callback: &Function, decision: &JsValue) {
+    if let Err(error) = callback.call1(&JsValue::NULL, decision) {
+        warn_js("an onDecision callback threw", &error);
+    }
+}
