@@ -1,1 +1,25 @@
-//! placeholder
+//! The Pulse ingest gateway: it admits batches from publisher pages (site key, origin), decodes
+//! them with hard caps, appends the accepted events durably, asks the scorer for a decision and
+//! answers with both. It also serves the tracker and the demo site.
+//!
+//! IO lives in [`serve`] (sockets) and the sink (disk); admission, decoding and the scorer's core
+//! are pure and tested without either.
+
+mod admit;
+mod config;
+mod decode;
+mod ingest;
+mod metrics;
+mod server;
+mod sink;
+mod statics;
+
+pub use admit::{Admitted, Sites};
+pub use config::{Config, ConfigError, Limits, Millis, ServerConfig, SiteConfig};
+pub use decode::{DecodeError, Encoding, decode, sniff};
+pub use ingest::{ApiError, Gateway, now_ms};
+pub use metrics::Metrics;
+pub use server::serve;
+pub use sink::{
+    AppliedGuard, BoxFuture, EmbeddedStore, Receipt, Sink, SinkBatch, SinkError, StoredEvent,
+};

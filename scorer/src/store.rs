@@ -42,3 +42,13 @@ impl StateStore for MemoryStore {
         Ok(())
     }
 }
+
+impl<T: StateStore + ?Sized> StateStore for std::sync::Arc<T> {
+    fn load(&self, reader: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        (**self).load(reader)
+    }
+
+    fn save(&self, reader: &str, state: &[u8]) -> Result<(), StoreError> {
+        (**self).save(reader, state)
+    }
+}

@@ -1,0 +1,294 @@
+//! The HTTP/1.1 listener (hyper): routing, CORS, body limits and timeouts, graceful shutdown.
+//! It turns requests into calls on [`Gateway`] and errors into status + JSON reason.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use pulse_protocol::{ErrorBody, ErrorCode};
+use tokio::net::TcpListener;
+
+use crate::ingest::{ApiError, Gateway};
+use crate::statics::{self, StaticError};
+
+/// How long in-flight requests get to finish after shutdown is asked for.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+type Resp = Response<Full<Bytes>>;
+
+/// Serves HTTP/1.1 on `listener` until `shutdown` resolves, then stops accepting, lets in-flight
+/// requests finish (up to a grace period) and syncs the store.
+pub async fn serve(
+    gateway: Arc<Gateway>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let graceful = GracefulShutdown::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(gateway.config.limits.header_read_timeout_ms.get());
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let gw = Arc::clone(&gateway);
+        let service = hyper::service::service_fn(move |req| {
+            let gw = Arc::clone(&gw);
+            async move { Ok::<_, Infallible>(handle(&gw, req).await) }
+        });
+        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: finishing in-flight requests");
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("grace period over; closing remaining connections");
+    }
+    let store = Arc::clone(gateway.store());
+    tokio::task::spawn_blocking(move || store.close())
+        .await
+        .map_err(std::io::Error::other)?
+        .map_err(std::io::Error::other)
+}
+
+/// Answers one request.
+async fn handle(gw: &Gateway, req: Request<Incoming>) -> Resp {
+    let resp = route(gw, req).await;
+    gw.metrics.request(resp.status().as_u16());
+    resp
+}
+
+async fn route(gw: &Gateway, req: Request<Incoming>) -> Resp {
+    let path = req.uri().path().to_owned();
+    match (req.method(), path.as_str()) {
+        (&Method::POST, "/v1/collect") => collect(gw, req).await,
+        (&Method::OPTIONS, "/v1/collect") => preflight(gw, req.headers()),
+        (_, "/v1/collect") => error(
+            gw,
+            &ApiError::new(ErrorCode::MethodNotAllowed, "use POST"),
+            None,
+        ),
+        (&Method::GET, "/healthz") => json(
+            StatusCode::OK,
+            Bytes::from_static(b"{\"status\":\"ok\"}"),
+            None,
+        ),
+        (&Method::GET, "/metrics") => {
+            let mut resp = Response::new(Full::new(Bytes::from(gw.metrics.render())));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            resp
+        }
+        (&Method::GET | &Method::HEAD, _) => static_file(gw, &path).await,
+        _ => error(
+            gw,
+            &ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed"),
+            None,
+        ),
+    }
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: header::HeaderName) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then_some(v)
+    })
+}
+
+async fn collect(gw: &Gateway, req: Request<Incoming>) -> Resp {
+    let headers = req.headers();
+    let origin = header_str(headers, header::ORIGIN);
+    let host = header_str(headers, header::HOST);
+    let key = query_param(req.uri().query(), "k");
+    let admitted = match gw.admit(key, origin, host) {
+        Ok(a) => a,
+        Err(e) => return error(gw, &e, None),
+    };
+    let cors = admitted.origin.clone();
+    let max = gw.config.limits.max_body_bytes;
+    let declared = header_str(headers, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        let e = ApiError::new(
+            ErrorCode::BodyTooLarge,
+            format!("the body is larger than {max} bytes"),
+        );
+        return error(gw, &e, cors.as_deref());
+    }
+    let encoding = header_str(headers, header::CONTENT_ENCODING).map(str::to_owned);
+    let body = Limited::new(req.into_body(), max).collect();
+    let body = match tokio::time::timeout(gw.config.limits.body_timeout_ms.get(), body).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            let e = ApiError::new(
+                ErrorCode::BodyTooLarge,
+                format!("the body is larger than {max} bytes"),
+            );
+            return error(gw, &e, cors.as_deref());
+        }
+        Ok(Err(_)) => {
+            let e = ApiError::new(ErrorCode::InvalidBatch, "the body could not be read");
+            return error(gw, &e, cors.as_deref());
+        }
+        Err(_) => {
+            let e = ApiError::new(ErrorCode::RequestTimeout, "the body did not arrive in time");
+            return error(gw, &e, cors.as_deref());
+        }
+    };
+    match gw.ingest(admitted.key, &body, encoding.as_deref()).await {
+        Ok(answer) => match serde_json::to_vec(&answer) {
+            Ok(bytes) => json(StatusCode::OK, Bytes::from(bytes), cors.as_deref()),
+            Err(_) => error(
+                gw,
+                &ApiError::new(ErrorCode::Internal, "internal error"),
+                cors.as_deref(),
+            ),
+        },
+        Err(e) => error(gw, &e, cors.as_deref()),
+    }
+}
+
+fn preflight(gw: &Gateway, headers: &HeaderMap) -> Resp {
+    let host = header_str(headers, header::HOST);
+    let Some(origin) =
+        header_str(headers, header::ORIGIN).filter(|o| gw.preflight_allowed(o, host))
+    else {
+        return error(
+            gw,
+            &ApiError::new(
+                ErrorCode::OriginNotAllowed,
+                "this origin may not send events",
+            ),
+            None,
+        );
+    };
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    let h = resp.headers_mut();
+    cors_headers(h, Some(origin));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("content-type, content-encoding"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
+    resp
+}
+
+fn cors_headers(h: &mut HeaderMap, origin: Option<&str>) {
+    if let Some(value) = origin.and_then(|o| HeaderValue::from_str(o).ok()) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+        h.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("retry-after"),
+        );
+    }
+    h.insert(header::VARY, HeaderValue::from_static("Origin"));
+}
+
+fn json(status: StatusCode, body: Bytes, origin: Option<&str>) -> Resp {
+    let mut resp = Response::new(Full::new(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    cors_headers(h, origin);
+    resp
+}
+
+/// The one place errors become answers: status from the code, JSON reason, `Retry-After`.
+fn error(gw: &Gateway, e: &ApiError, origin: Option<&str>) -> Resp {
+    gw.metrics.error(e.code);
+    let status = StatusCode::from_u16(e.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = serde_json::to_vec(&ErrorBody::new(e.code, e.message.clone())).unwrap_or_default();
+    let mut resp = json(status, Bytes::from(body), origin);
+    if let Some(secs) = e.retry_after {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    resp
+}
+
+async fn static_file(gw: &Gateway, path: &str) -> Resp {
+    let server = &gw.config.server;
+    match statics::load(&server.tracker_dir, server.site_dir.as_deref(), path).await {
+        Ok(file) => {
+            let mut resp = Response::new(Full::new(Bytes::from(file.body)));
+            let h = resp.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(file.content_type),
+            );
+            h.insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static(file.cache_control),
+            );
+            resp
+        }
+        Err(StaticError::TrackerMissing) => {
+            let e = ApiError::new(
+                ErrorCode::NotFound,
+                "the tracker is not built: run scripts/build-tracker.sh",
+            );
+            error(gw, &e, None)
+        }
+        Err(StaticError::NotFound) => error(
+            gw,
+            &ApiError::new(ErrorCode::NotFound, "no such page"),
+            None,
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_params() {
+        assert_eq!(query_param(Some("k=demo&x=1"), "k"), Some("demo"));
+        assert_eq!(query_param(Some("x=1&k="), "k"), Some(""));
+        assert_eq!(query_param(Some("kk=1"), "k"), None);
+        assert_eq!(query_param(None, "k"), None);
+    }
+}
