@@ -1,0 +1,343 @@
+//! The real `serve` on a loopback port, driven over HTTP/1.1: good batches, and every kind of bad
+//! input answered with its status and machine-readable reason, counted, with the gateway still
+//! serving afterwards.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use pulse_gateway::{Config, Gateway, SiteConfig, serve};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+struct Server {
+    url: String,
+    gateway: Arc<Gateway>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(max_body: usize, max_decoded: usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.server.data = dir.path().join("data");
+        config.limits.max_body_bytes = max_body;
+        config.limits.max_decoded_bytes = max_decoded;
+        config.sites = vec![SiteConfig {
+            key: "demo".into(),
+            origins: vec!["https://news.example".into()],
+            allow_same_origin: false,
+            require_origin: false,
+        }];
+        let gateway = Arc::new(Gateway::open(config).unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let gw = Arc::clone(&gateway);
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                addr_tx.send(listener.local_addr().unwrap()).unwrap();
+                serve(gw, listener, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+            });
+        });
+        let addr = addr_rx.recv().unwrap();
+        Self {
+            url: format!("http://{addr}"),
+            gateway,
+            stop: Some(stop),
+            thread: Some(thread),
+            _dir: dir,
+        }
+    }
+
+    fn post(
+        &self,
+        query: &str,
+        origin: Option<&str>,
+        body: &[u8],
+    ) -> (u16, Value, ureq::http::HeaderMap) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut req = agent.post(format!("{}/v1/collect{query}", self.url));
+        if let Some(o) = origin {
+            req = req.header("Origin", o);
+        }
+        let mut resp = req.send(body).unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.body_mut().read_to_string().unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::Null),
+            headers,
+        )
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut resp = agent.get(format!("{}{path}", self.url)).call().unwrap();
+        (
+            resp.status().as_u16(),
+            resp.body_mut().read_to_string().unwrap(),
+        )
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn now() -> u64 {
+    pulse_gateway::now_ms()
+}
+
+fn event(id: u128, kind: &str) -> Value {
+    json!({
+        "id": format!("{id:032x}"), "ts": now(), "type": kind,
+        "page": {"url": "https://news.example/articles/a.html", "title": "A"},
+        "props": {"content_type": "article"}
+    })
+}
+
+fn batch(events: Vec<Value>) -> Value {
+    json!({"v": 1, "site_key": "demo", "anonymous_id": "anon-1", "session_id": "s-1",
+           "seq": 0, "sent_at": now(), "events": events})
+}
+
+fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("<none>")
+}
+
+#[test]
+fn a_good_batch_is_stored_and_decided_with_per_event_rejections() {
+    let s = Server::start(64 * 1024, 512 * 1024);
+    let mut bad = event(2, "custom"); // a custom event without a name
+    bad["props"] = json!({});
+    let body = serde_json::to_vec(&batch(vec![event(1, "page_view"), bad])).unwrap();
+    let zstd = zstd::encode_all(&body[..], 3).unwrap();
+    let (status, answer, headers) = s.post("?k=demo", Some("https://news.example"), &zstd);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["accepted"], 1);
+    assert_eq!(
+        answer["rejected"],
+        json!([{"index": 1, "id": format!("{:032x}", 2), "reason": "missing_name"}])
+    );
+    assert_eq!(answer["decision"]["action"], "meter");
+    assert_eq!(answer["decision"]["remaining"], 2);
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "https://news.example"
+    );
+    // The same batch again (a retry) is stored again but does not count twice.
+    let (_, again, _) = s.post("?k=demo", Some("https://news.example"), &body);
+    assert_eq!(again["decision"]["remaining"], 2);
+    let store = s.gateway.store();
+    assert_eq!(store.events_from(0).count(), 2);
+    let dead = store.dead_letters().unwrap();
+    assert_eq!(dead.len(), 2);
+    assert_eq!(dead[0].reason, "missing_name");
+    let (_, metrics) = s.get("/metrics");
+    assert!(
+        metrics.contains("pulse_gateway_events_accepted_total 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("pulse_gateway_events_rejected_total{reason=\"missing_name\"} 2"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn bad_input_gets_its_status_and_reason_and_is_counted() {
+    let max_body = 2048;
+    let max_decoded = 8192;
+    let s = Server::start(max_body, max_decoded);
+    let good = serde_json::to_vec(&batch(vec![event(1, "page_view")])).unwrap();
+    let origin = Some("https://news.example");
+    let mut truncated = zstd::encode_all(&good[..], 3).unwrap();
+    truncated.truncate(truncated.len() / 2);
+    let bomb = zstd::encode_all(&vec![b' '; 1 << 20][..], 3).unwrap();
+    assert!(bomb.len() < max_body);
+    let cases: Vec<(&str, &str, Option<&str>, Vec<u8>, u16, &str)> = vec![
+        (
+            "malformed json",
+            "?k=demo",
+            origin,
+            b"{\"v\":1,".to_vec(),
+            400,
+            "malformed_json",
+        ),
+        (
+            "not a batch",
+            "?k=demo",
+            origin,
+            b"{\"v\":1}".to_vec(),
+            400,
+            "invalid_batch",
+        ),
+        (
+            "empty batch",
+            "?k=demo",
+            origin,
+            serde_json::to_vec(&batch(vec![])).unwrap(),
+            400,
+            "empty_batch",
+        ),
+        (
+            "missing key",
+            "",
+            origin,
+            good.clone(),
+            401,
+            "missing_site_key",
+        ),
+        (
+            "unknown key",
+            "?k=other",
+            origin,
+            good.clone(),
+            401,
+            "unknown_site_key",
+        ),
+        (
+            "bad origin",
+            "?k=demo",
+            Some("https://evil.example"),
+            good.clone(),
+            403,
+            "origin_not_allowed",
+        ),
+        (
+            "body over cap",
+            "?k=demo",
+            origin,
+            vec![b' '; max_body + 1],
+            413,
+            "body_too_large",
+        ),
+        (
+            "decoded over cap",
+            "?k=demo",
+            origin,
+            bomb,
+            413,
+            "decoded_too_large",
+        ),
+        (
+            "not zstd nor json",
+            "?k=demo",
+            origin,
+            b"\x00\x01garbage".to_vec(),
+            415,
+            "unsupported_encoding",
+        ),
+        (
+            "corrupt zstd",
+            "?k=demo",
+            origin,
+            truncated,
+            422,
+            "undecodable_body",
+        ),
+    ];
+    for (what, query, origin, body, status, reason) in &cases {
+        let (got, answer, _) = s.post(query, *origin, body);
+        assert_eq!((got, code(&answer)), (*status, *reason), "{what}: {answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{what}"
+        );
+    }
+    let (_, metrics) = s.get("/metrics");
+    for (what, _, _, _, _, reason) in &cases {
+        let line = format!("pulse_gateway_errors_total{{code=\"{reason}\"}} 1");
+        assert!(metrics.contains(&line), "{what}: {line} not in\n{metrics}");
+    }
+    // Still serving, and the good batch is still accepted.
+    assert_eq!(s.get("/healthz").0, 200);
+    assert_eq!(s.post("?k=demo", origin, &good).0, 200);
+    // Batches from a known site that could not be read are kept as dead letters.
+    let reasons: Vec<_> = s
+        .gateway
+        .store()
+        .dead_letters()
+        .unwrap()
+        .into_iter()
+        .map(|d| d.reason)
+        .collect();
+    for reason in [
+        "malformed_json",
+        "invalid_batch",
+        "decoded_too_large",
+        "undecodable_body",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r == reason),
+            "{reason} not in {reasons:?}"
+        );
+    }
+}
+
+#[test]
+fn body_cap_at_limit_minus_one_limit_and_plus_one() {
+    let max_body = 1024;
+    let s = Server::start(max_body, 4096);
+    let good = serde_json::to_vec(&batch(vec![event(1, "page_view")])).unwrap();
+    for (extra, status) in [(max_body - 1, 200), (max_body, 200), (max_body + 1, 413)] {
+        // JSON allows trailing whitespace: pad the body to the exact size.
+        let mut body = good.clone();
+        body.resize(extra, b' ');
+        let (got, answer, _) = s.post("?k=demo", None, &body);
+        assert_eq!(got, status, "{extra} bytes: {answer}");
+    }
+}
+
+#[test]
+fn preflight_and_wrong_methods() {
+    let s = Server::start(64 * 1024, 512 * 1024);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let resp = agent
+        .options(format!("{}/v1/collect?k=demo", s.url))
+        .header("Origin", "https://news.example")
+        .header("Access-Control-Request-Method", "POST")
+        .call()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    assert_eq!(
+        resp.headers()["access-control-allow-origin"],
+        "https://news.example"
+    );
+    let resp = agent
+        .options(format!("{}/v1/collect", s.url))
+        .header("Origin", "https://evil.example")
+        .call()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    let (status, body) = s.get("/v1/collect");
+    assert_eq!(status, 405, "{body}");
+    let (status, body) = s.get("/../Cargo.toml");
+    assert_eq!(status, 404, "{body}");
+}
