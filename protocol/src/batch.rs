@@ -118,12 +118,12 @@ pub fn parse_batch(body: &[u8], server_now: u64) -> Result<ParsedBatch, BatchErr
     check_token("site_key", &header.site_key)?;
     check_token("anonymous_id", &header.anonymous_id)?;
     check_token("session_id", &header.session_id)?;
-    if let Some(uid) = &header.user_id {
-        if uid.is_empty() || uid.len() > MAX_USER_ID_LEN || uid.chars().any(char::is_control) {
-            return Err(BatchError::Invalid(format!(
-                "user_id must be 1 to {MAX_USER_ID_LEN} bytes without control characters"
-            )));
-        }
+    if let Some(uid) = &header.user_id
+        && (uid.is_empty() || uid.len() > MAX_USER_ID_LEN || uid.chars().any(char::is_control))
+    {
+        return Err(BatchError::Invalid(format!(
+            "user_id must be 1 to {MAX_USER_ID_LEN} bytes without control characters"
+        )));
     }
     if raw.events.is_empty() || raw.events.len() > MAX_EVENTS_PER_BATCH {
         return Err(BatchError::EventCount(raw.events.len()));

@@ -1,1 +1,308 @@
-//! placeholder
+//! Helpers for Pulse's end-to-end tests: the real `gateway` binary as a child process, a small
+//! WebDriver client for headless Chromium, and batch builders. Everything talks over loopback.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pulse_protocol::{Batch, BatchHeader, Event, EventId, EventType, PageContext};
+use serde_json::{Value, json};
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The `gateway` binary of this build (`cargo build --bins` puts it beside the test binaries).
+pub fn gateway_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile folder");
+    let bin = dir.join("gateway");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        bin.display()
+    );
+    bin
+}
+
+/// An HTTP agent that returns error statuses as answers.
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+/// A running gateway process.
+#[derive(Debug)]
+pub struct GatewayProcess {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// The address it listens on.
+    pub addr: String,
+}
+
+impl GatewayProcess {
+    /// Starts the gateway with `config`, storing in `data`, on `listen` (`127.0.0.1:0` for any
+    /// port), and waits until it names its address.
+    pub fn start(config: &Path, data: &Path, listen: &str) -> Self {
+        let mut child = Command::new(gateway_bin())
+            .arg("--config")
+            .arg(config)
+            .arg("--data")
+            .arg(data)
+            .arg("--listen")
+            .arg(listen)
+            .arg("--log")
+            .arg("warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the gateway");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().and_then(Result::ok).unwrap_or_default();
+        let url = first
+            .strip_prefix("pulse gateway listening on ")
+            .map(|u| u.trim_end_matches('/').to_owned())
+            .unwrap_or_else(|| panic!("the gateway did not start: {first:?}"));
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let addr = url.trim_start_matches("http://").to_owned();
+        Self { child, url, addr }
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        let exit = self.child.wait().expect("wait for the gateway");
+        assert!(
+            exit.success(),
+            "the gateway exited with {exit:?} after SIGTERM"
+        );
+    }
+
+    /// Kills the process with SIGKILL: no chance to flush anything.
+    pub fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes a configuration for the demo site with absolute paths into `dir`, returning its path.
+pub fn demo_config(dir: &Path) -> PathBuf {
+    let root = workspace_root().canonicalize().expect("workspace root");
+    let text = format!(
+        "[server]\nsite_dir = {site:?}\ntracker_dir = {tracker:?}\n\n[meter]\nlimit = 3\nwindow_days = 30\n\n\
+         [[sites]]\nkey = \"demo\"\norigins = []\nallow_same_origin = true\n",
+        site = root.join("examples/site").display().to_string(),
+        tracker = root.join("target/pulse-tracker").display().to_string(),
+    );
+    let path = dir.join("pulse.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// A batch of `n` page views for reader `anon`, ids from `first_id`.
+pub fn page_view_batch(anon: &str, seq: u64, first_id: u128, n: usize, now: u64) -> Batch {
+    let events = (0..n as u128)
+        .map(|i| Event {
+            id: EventId(first_id + i),
+            ts: now,
+            kind: EventType::PageView,
+            name: None,
+            page: PageContext {
+                url: format!("https://news.example/articles/{}.html", first_id + i),
+                referrer: String::new(),
+                title: "An article".into(),
+            },
+            props: json!({"content_type": "article"})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+        })
+        .collect();
+    Batch {
+        header: BatchHeader {
+            v: 1,
+            site_key: "demo".into(),
+            anonymous_id: anon.into(),
+            user_id: None,
+            session_id: "s1".into(),
+            seq,
+            sent_at: now,
+        },
+        events,
+    }
+}
+
+/// A free TCP port on loopback (racy by nature; good enough for a driver we start at once).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A minimal W3C WebDriver client for chromedriver and headless Chromium.
+#[derive(Debug)]
+pub struct Browser {
+    driver: Child,
+    base: String,
+    session: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    /// Starts chromedriver and a headless Chromium session with a fresh profile.
+    pub fn start() -> Self {
+        let port = free_port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver (install chromium-driver)");
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while agent().get(format!("{base}/status")).call().is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let profile = tempfile::tempdir().expect("profile dir");
+        let args = json!([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            format!("--user-data-dir={}", profile.path().display()),
+        ]);
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args},
+            "goog:loggingPrefs": {"browser": "ALL"},
+        }}});
+        let answer = post(&format!("{base}/session"), &caps);
+        let session = answer["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {answer}"))
+            .to_owned();
+        let mut browser = Self {
+            driver,
+            base,
+            session,
+            _profile: profile,
+        };
+        // Record decisions and page errors from the very start of every document.
+        browser.cdp(
+            "Page.addScriptToEvaluateOnNewDocument",
+            json!({"source": "window.__decisions = []; window.__errors = [];\
+                addEventListener('pulse:decision', e => __decisions.push(e.detail));\
+                addEventListener('error', e => __errors.push(String(e.message)));\
+                addEventListener('unhandledrejection', e => __errors.push(String(e.reason)));"}),
+        );
+        browser
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/session/{}{path}", self.base, self.session)
+    }
+
+    /// Runs a DevTools command through chromedriver.
+    pub fn cdp(&mut self, cmd: &str, params: Value) -> Value {
+        post(
+            &self.url("/goog/cdp/execute"),
+            &json!({"cmd": cmd, "params": params}),
+        )
+    }
+
+    /// Loads a page and waits for it.
+    pub fn goto(&mut self, url: &str) {
+        let answer = post(&self.url("/url"), &json!({"url": url}));
+        assert!(answer["value"].is_null(), "navigation failed: {answer}");
+    }
+
+    /// Runs a script in the page and returns its value.
+    pub fn eval(&mut self, script: &str) -> Value {
+        let answer = post(
+            &self.url("/execute/sync"),
+            &json!({"script": script, "args": []}),
+        );
+        answer["value"].clone()
+    }
+
+    /// Waits until `script` returns a truthy value, and returns it.
+    pub fn wait_for(&mut self, script: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let v = self.eval(script);
+            if !(v.is_null() || v == json!(false) || v == json!(0) || v == json!("")) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {script}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Browser console entries since the last call, as (level, message).
+    pub fn console(&mut self) -> Vec<(String, String)> {
+        let answer = post(&self.url("/se/log"), &json!({"type": "browser"}));
+        answer["value"]
+            .as_array()
+            .map(|entries| {
+                entries
+                    .iter()
+                    .map(|e| {
+                        (
+                            e["level"].as_str().unwrap_or("").to_owned(),
+                            e["message"].as_str().unwrap_or("").to_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = agent()
+            .delete(format!("{}/session/{}", self.base, self.session))
+            .call();
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn post(url: &str, body: &Value) -> Value {
+    let mut resp = agent()
+        .post(url)
+        .send_json(body)
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    serde_json::from_str(&text).unwrap_or(Value::Null)
+}

@@ -581,12 +581,16 @@ fn send(url: &str, transmit: Transmit) {
     init.set_mode(RequestMode::Cors);
     let request = window.fetch_with_str_and_init(url, &init);
     let token = transmit.token;
+    // A batch made only of events parked by an earlier page answers for that page: its decision
+    // is not this page's, so it is not applied here.
+    let here = truncate(window.location().href().unwrap_or_default(), MAX_URL_LEN);
+    let for_this_page = transmit.batch.events.iter().any(|e| e.page.url == here);
     wasm_bindgen_futures::spawn_local(async move {
         let outcome = match answer(request).await {
             Ok(outcome) => outcome,
             Err(_) => Outcome::network_error(),
         };
-        on_answer(token, outcome);
+        on_answer(token, outcome, for_this_page);
     });
 }
 
@@ -600,7 +604,7 @@ async fn answer(request: js_sys::Promise) -> Result<Outcome, JsValue> {
     Ok(Outcome::from_http(status, retry_after.as_deref(), &body))
 }
 
-fn on_answer(token: u64, outcome: Outcome) {
+fn on_answer(token: u64, outcome: Outcome, for_this_page: bool) {
     let reaction = with(|t| {
         let reaction = t.queue.on_response(now(), token, outcome, random_u32());
         if storage().is_some_and(|s| s.get_item(QUEUE_KEY).ok().flatten().is_some()) {
@@ -617,7 +621,7 @@ fn on_answer(token: u64, outcome: Outcome) {
                     r.reason.as_str()
                 ));
             }
-            if let Some(decision) = decision {
+            if let Some(decision) = decision.filter(|_| for_this_page) {
                 apply(&decision);
             }
         }
