@@ -165,6 +165,9 @@ fn a_good_batch_is_stored_and_decided_with_per_event_rejections() {
     );
 }
 
+/// (what, query, origin, body, status, reason)
+type Case<'a> = (&'a str, &'a str, Option<&'a str>, Vec<u8>, u16, &'a str);
+
 #[test]
 fn bad_input_gets_its_status_and_reason_and_is_counted() {
     let max_body = 2048;
@@ -176,7 +179,7 @@ fn bad_input_gets_its_status_and_reason_and_is_counted() {
     truncated.truncate(truncated.len() / 2);
     let bomb = zstd::encode_all(&vec![b' '; 1 << 20][..], 3).unwrap();
     assert!(bomb.len() < max_body);
-    let cases: Vec<(&str, &str, Option<&str>, Vec<u8>, u16, &str)> = vec![
+    let cases: Vec<Case<'_>> = vec![
         (
             "malformed json",
             "?k=demo",

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs what building (and, with --test, testing) Pulse needs, skipping what is present:
+# the wasm32 target, wasm-bindgen-cli at the version in Cargo.lock, and for tests Debian's
+# chromium and chromium-driver. Fails loudly, with the reason, when something cannot be had.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '[setup] %s\n' "$*"; }
+die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
+
+command -v cargo >/dev/null || die "cargo is not installed (install Rust with rustup first)"
+
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+    say "adding the wasm32-unknown-unknown target"
+    rustup target add wasm32-unknown-unknown || die "cannot add the wasm32 target (is rustup reachable?)"
+fi
+
+want=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)
+[ -n "$want" ] || die "no wasm-bindgen version in Cargo.lock"
+have=$(wasm-bindgen --version 2>/dev/null | awk '{print $2}' || true)
+if [ "$have" != "$want" ]; then
+    say "installing wasm-bindgen-cli $want (found '${have:-none}'); this takes several minutes"
+    # --locked first; some registry mirrors lack a pinned dependency, then resolve afresh.
+    cargo install wasm-bindgen-cli --version "$want" --locked \
+        || cargo install wasm-bindgen-cli --version "$want" \
+        || die "cannot install wasm-bindgen-cli $want"
+fi
+
+if [ "${1:-}" = "--test" ]; then
+    missing=()
+    command -v chromium >/dev/null || missing+=(chromium)
+    command -v chromedriver >/dev/null || missing+=(chromium-driver)
+    if [ ${#missing[@]} -gt 0 ]; then
+        say "installing ${missing[*]} (Debian packages) for the browser tests"
+        sudo=""
+        [ "$(id -u)" = 0 ] || sudo="sudo"
+        command -v apt-get >/dev/null || die "apt-get not found: install ${missing[*]} by hand"
+        $sudo apt-get update -qq || die "apt-get update failed"
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null \
+            || die "cannot install ${missing[*]}"
+    fi
+fi
+say "ready"

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs the whole test suite from a fresh machine: installs what the tests need, builds the Wasm
+# tracker and the gateway, checks formatting and lints, then runs every test (unit, integration,
+# headless Chromium end-to-end, crash).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh --test
+scripts/build-tracker.sh
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy -p pulse-tracker -p pulse-protocol --target wasm32-unknown-unknown -- -D warnings
+cargo build --workspace --bins
+cargo test --workspace
