@@ -15,16 +15,16 @@ use pulse_gateway::{Config, EmbeddedStore, Gateway, serve};
 #[command(name = "gateway", version)]
 struct Args {
     /// Configuration file (TOML; see examples/pulse.toml for every key).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address to listen on for HTTP/1.1, overriding `server.listen` (port 0: any free port).
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, global = true, value_name = "ADDR")]
     listen: Option<SocketAddr>,
     /// Folder of the embedded store, overriding `server.data`.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, global = true, value_name = "DIR")]
     data: Option<PathBuf>,
     /// Log level: error, warn, info, debug or trace.
-    #[arg(long, default_value = "info", value_name = "LEVEL")]
+    #[arg(long, global = true, default_value = "info", value_name = "LEVEL")]
     log: tracing::Level,
     #[command(subcommand)]
     command: Option<Command>,

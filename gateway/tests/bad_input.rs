@@ -24,6 +24,8 @@ impl Server {
         config.server.data = dir.path().join("data");
         config.limits.max_body_bytes = max_body;
         config.limits.max_decoded_bytes = max_decoded;
+        // These tests check decisions, not the deadline: be generous on busy machines.
+        config.limits.decision_deadline_ms = 2000.try_into().unwrap();
         config.sites = vec![SiteConfig {
             key: "demo".into(),
             origins: vec!["https://news.example".into()],

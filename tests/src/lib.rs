@@ -113,7 +113,9 @@ impl Drop for GatewayProcess {
 pub fn demo_config(dir: &Path) -> PathBuf {
     let root = workspace_root().canonicalize().expect("workspace root");
     let text = format!(
-        "[server]\nsite_dir = {site:?}\ntracker_dir = {tracker:?}\n\n[meter]\nlimit = 3\nwindow_days = 30\n\n\
+        "[server]\nsite_dir = {site:?}\ntracker_dir = {tracker:?}\n\n\
+         # The tests check the scorer's decisions, not its deadline: be generous on busy machines.\n\
+         [limits]\ndecision_deadline_ms = 2000\n\n[meter]\nlimit = 3\nwindow_days = 30\n\n\
          [[sites]]\nkey = \"demo\"\norigins = []\nallow_same_origin = true\n",
         site = root.join("examples/site").display().to_string(),
         tracker = root.join("target/pulse-tracker").display().to_string(),
