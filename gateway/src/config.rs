@@ -2,8 +2,8 @@
 //! file are relative to the file's own folder. Every field is documented with its unit and default;
 //! `examples/pulse.toml` shows them all.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -77,18 +77,56 @@ pub struct Config {
     /// The meter rule the scorer applies.
     #[serde(default)]
     pub meter: MeterRules,
+    /// Connection-level limits of the listeners, per protocol.
+    #[serde(default)]
+    pub transport: Transport,
+    /// Rate limits per client address, per site and global; tunable while running.
+    #[serde(default)]
+    pub rate_limits: RateLimits,
+    /// Where accepted events are made durable.
+    #[serde(default)]
+    pub sink: SinkConfig,
     /// The sites allowed to send events, each with its key and origins.
     #[serde(default)]
     pub sites: Vec<SiteConfig>,
+    /// The file this configuration was read from (for writing limits back and for SIGHUP).
+    #[serde(skip)]
+    pub path: Option<PathBuf>,
 }
 
 /// `[server]`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
-    /// Address for HTTP/1.1. Default `127.0.0.1:8080`; port 0 picks a free port.
+    /// Cleartext TCP address for HTTP/1.1 and HTTP/2 (prior knowledge). Default `127.0.0.1:8080`;
+    /// port 0 picks a free port.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// TLS address: HTTP/1.1 and HTTP/2 (ALPN) on TCP and HTTP/3 on UDP, same port. Default: none.
+    #[serde(default)]
+    pub tls_listen: Option<SocketAddr>,
+    /// Certificate chain (PEM) for TLS and QUIC. Without it (and `tls_key`) a self-signed
+    /// certificate is generated at start and its SHA-256 fingerprint logged. Default: none.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of `tls_cert`. Default: none.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// Serve HTTP/3 over QUIC on `tls_listen`'s port (UDP). Default true.
+    #[serde(default = "default_true")]
+    pub http3: bool,
+    /// Admin address (limits API, `/metrics`), protected by `admin_token`. Default
+    /// `127.0.0.1:9090`.
+    #[serde(default = "default_admin_listen")]
+    pub admin_listen: SocketAddr,
+    /// Bearer token of the admin API. `PULSE_ADMIN_TOKEN` overrides it; with neither, a random
+    /// token is generated and written to `<data>/admin.token`. Default: none.
+    #[serde(default)]
+    pub admin_token: Option<String>,
+    /// Peers whose `Forwarded` / `X-Forwarded-For` headers are believed (addresses or CIDR
+    /// blocks, e.g. `10.0.0.0/8`). Default: none (the socket's address is the client's).
+    #[serde(default)]
+    pub trusted_proxies: Vec<IpNet>,
     /// Folder of the embedded store (events, dead letters, reader state). Default `data`.
     #[serde(default = "default_data")]
     pub data: PathBuf,
@@ -105,6 +143,14 @@ fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
 }
 
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9090))
+}
+
+fn default_true() -> bool {
+    true
+}
+
 fn default_data() -> PathBuf {
     PathBuf::from("data")
 }
@@ -117,6 +163,13 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: default_listen(),
+            tls_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            http3: true,
+            admin_listen: default_admin_listen(),
+            admin_token: None,
+            trusted_proxies: Vec::new(),
             data: default_data(),
             site_dir: None,
             tracker_dir: default_tracker_dir(),
@@ -180,6 +233,250 @@ impl Default for Limits {
     }
 }
 
+/// An address block (`10.0.0.0/8`, `::1/128`), or one address.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    /// Whether `ip` lies in this block (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl TryFrom<String> for IpNet {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        let (addr, prefix) = text
+            .split_once('/')
+            .map_or((text.as_str(), None), |(a, p)| (a, Some(p)));
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{text:?} is not an address or CIDR block"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{text:?} has a bad prefix length"))?,
+        };
+        Ok(Self { addr, prefix })
+    }
+}
+
+impl From<IpNet> for String {
+    fn from(net: IpNet) -> Self {
+        format!("{}/{}", net.addr, net.prefix)
+    }
+}
+
+/// `[transport]`: connection-level limits of the listeners. Every limit has a safe default.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Transport {
+    /// Open TCP connections (cleartext and TLS together); past it the gateway stops accepting
+    /// until one closes. Default 10000.
+    pub max_connections: usize,
+    /// Largest request head (request line and headers) in bytes: HTTP/1.1 read buffer, HTTP/2
+    /// header list, HTTP/3 field section. At least 8192. Default 16384.
+    pub max_header_bytes: usize,
+    /// Most headers in one HTTP/1.1 request. Default 64.
+    pub max_headers: usize,
+    /// Time for a TLS handshake, in ms. Default 10000.
+    pub tls_handshake_timeout_ms: Millis,
+    /// HTTP/2 streams a connection may have open at once. Default 100.
+    pub h2_max_concurrent_streams: u32,
+    /// Open QUIC connections; past it new ones are refused. Default 10000.
+    pub quic_max_connections: usize,
+    /// HTTP/3 request streams a QUIC connection may have open at once. Default 100.
+    pub quic_max_streams: u32,
+    /// A QUIC connection idle this long is closed, in ms. Default 30000.
+    pub quic_idle_timeout_ms: Millis,
+}
+
+impl Default for Transport {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            max_header_bytes: 16_384,
+            max_headers: 64,
+            tls_handshake_timeout_ms: Millis(Duration::from_secs(10)),
+            h2_max_concurrent_streams: 100,
+            quic_max_connections: 10_000,
+            quic_max_streams: 100,
+            quic_idle_timeout_ms: Millis(Duration::from_secs(30)),
+        }
+    }
+}
+
+/// A token bucket: `per_second` sustained, up to `burst` at once. `per_second = 0` turns the
+/// limit off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    /// Sustained rate, per second; 0 means unlimited.
+    pub per_second: u32,
+    /// Largest burst; at least `per_second` when the limit is on.
+    pub burst: u32,
+}
+
+impl Rate {
+    /// A rate of `per_second` with bursts of `burst`.
+    pub const fn new(per_second: u32, burst: u32) -> Self {
+        Self { per_second, burst }
+    }
+
+    /// No limit.
+    pub const OFF: Self = Self::new(0, 0);
+
+    /// Whether the limit applies.
+    pub fn is_on(&self) -> bool {
+        self.per_second > 0
+    }
+}
+
+/// `[rate_limits]`: operators change these while the gateway runs (admin API, SIGHUP).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimits {
+    /// Requests per second from one client address. Default 100/s, bursts of 500.
+    pub ip_requests: Rate,
+    /// Events per second for one site. Default 20000/s, bursts of 40000.
+    pub site_events: Rate,
+    /// Body bytes (as sent) per second for one site. Default 20 MiB/s, bursts of 40 MiB.
+    pub site_bytes: Rate,
+    /// Requests per second to the whole gateway. Default 0 (off).
+    pub global_requests: Rate,
+    /// Distinct client addresses (and sites) tracked at once; past it the least recently seen
+    /// are forgotten and newcomers share one bucket until room frees. Default 100000.
+    pub max_keys: usize,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            ip_requests: Rate::new(100, 500),
+            site_events: Rate::new(20_000, 40_000),
+            site_bytes: Rate::new(20 << 20, 40 << 20),
+            global_requests: Rate::OFF,
+            max_keys: 100_000,
+        }
+    }
+}
+
+impl RateLimits {
+    /// Every problem with these limits.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (name, rate) in [
+            ("ip_requests", self.ip_requests),
+            ("site_events", self.site_events),
+            ("site_bytes", self.site_bytes),
+            ("global_requests", self.global_requests),
+        ] {
+            if rate.is_on() && rate.burst < rate.per_second {
+                problems.push(format!(
+                    "rate_limits.{name}.burst ({}) must be at least per_second ({})",
+                    rate.burst, rate.per_second
+                ));
+            }
+        }
+        if self.max_keys == 0 {
+            problems.push("rate_limits.max_keys must be at least 1".to_owned());
+        }
+        problems
+    }
+}
+
+/// Which durable log the gateway appends to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkKind {
+    /// The embedded store in `server.data` (fjall, group-committed fsync).
+    #[default]
+    Embedded,
+    /// Kafka topics `pulse.events` and `pulse.deadletter` (see `[sink.kafka]`).
+    Kafka,
+}
+
+/// `[sink]`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinkConfig {
+    /// `embedded` (default) or `kafka`.
+    pub kind: SinkKind,
+    /// Producer settings, used when `kind = "kafka"`.
+    pub kafka: KafkaConfig,
+}
+
+/// `[sink.kafka]`: the Kafka producer. Idempotence and `acks=all` are always on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers, comma-separated `host:port`. Default `127.0.0.1:9092`.
+    pub brokers: String,
+    /// Topic of accepted events, keyed by reader. Default `pulse.events`.
+    pub events_topic: String,
+    /// Topic of rejected events and refused batches, keyed by site. Default `pulse.deadletter`.
+    pub deadletter_topic: String,
+    /// Time for every event of a batch to get its delivery report before the page gets 503 with
+    /// `Retry-After`, in ms. Default 5000.
+    pub delivery_timeout_ms: Millis,
+    /// Messages the producer may hold in memory; past it batches are refused with 503 at once.
+    /// Default 100000.
+    pub queue_max_messages: u32,
+    /// Kilobytes the producer may hold in memory (same effect). Default 65536.
+    pub queue_max_kbytes: u32,
+    /// Time the producer waits to fill a Kafka batch, in ms (`linger.ms`). Default 5.
+    pub linger_ms: u32,
+    /// Compression of Kafka batches: `none`, `gzip`, `snappy`, `lz4` or `zstd`. Default `lz4`.
+    pub compression: String,
+    /// Further librdkafka producer properties (e.g. `security.protocol`, `sasl.*`); they may not
+    /// weaken idempotence or `acks`.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".to_owned(),
+            events_topic: "pulse.events".to_owned(),
+            deadletter_topic: "pulse.deadletter".to_owned(),
+            delivery_timeout_ms: Millis(Duration::from_secs(5)),
+            queue_max_messages: 100_000,
+            queue_max_kbytes: 65_536,
+            linger_ms: 5,
+            compression: "lz4".to_owned(),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
 /// `[[sites]]`: one publisher site.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -217,6 +514,9 @@ impl Config {
         config.server.data = base.join(&config.server.data);
         config.server.tracker_dir = base.join(&config.server.tracker_dir);
         config.server.site_dir = config.server.site_dir.map(|d| base.join(d));
+        config.server.tls_cert = config.server.tls_cert.map(|p| base.join(p));
+        config.server.tls_key = config.server.tls_key.map(|p| base.join(p));
+        config.path = Some(path.to_owned());
         Ok(config)
     }
 
@@ -240,6 +540,30 @@ impl Config {
         if l.max_decoded_bytes < l.max_body_bytes {
             problems
                 .push("limits.max_decoded_bytes must be at least limits.max_body_bytes".to_owned());
+        }
+        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
+            problems.push("server.tls_cert and server.tls_key go together".to_owned());
+        }
+        if self.transport.max_header_bytes < 8192 {
+            problems.push("transport.max_header_bytes must be at least 8192".to_owned());
+        }
+        problems.extend(self.rate_limits.problems());
+        let kafka = &self.sink.kafka;
+        for key in self.sink.kafka.properties.keys() {
+            if matches!(
+                key.as_str(),
+                "enable.idempotence" | "acks" | "request.required.acks" | "bootstrap.servers"
+            ) {
+                problems.push(format!(
+                    "sink.kafka.properties may not set {key:?} (idempotence and acks=all are fixed; brokers go in sink.kafka.brokers)"
+                ));
+            }
+        }
+        if !["none", "gzip", "snappy", "lz4", "zstd"].contains(&kafka.compression.as_str()) {
+            problems.push(format!(
+                "sink.kafka.compression must be none, gzip, snappy, lz4 or zstd, not {:?}",
+                kafka.compression
+            ));
         }
         let mut seen = HashMap::new();
         for (i, site) in self.sites.iter().enumerate() {
@@ -304,6 +628,38 @@ mod tests {
             panic!("accepted")
         };
         assert_eq!(problems.len(), 5, "{problems:#?}");
+    }
+
+    #[test]
+    fn ip_blocks() {
+        let net = IpNet::try_from("10.0.0.0/8".to_owned()).unwrap();
+        assert!(net.contains("10.200.3.4".parse().unwrap()));
+        assert!(net.contains("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(!net.contains("11.0.0.1".parse().unwrap()));
+        let one = IpNet::try_from("::1".to_owned()).unwrap();
+        assert!(one.contains("::1".parse().unwrap()));
+        assert!(!one.contains("::2".parse().unwrap()));
+        let all = IpNet::try_from("0.0.0.0/0".to_owned()).unwrap();
+        assert!(all.contains("192.0.2.1".parse().unwrap()));
+        for bad in ["10.0.0.0/33", "nope", "10.0.0.0/x"] {
+            assert!(IpNet::try_from(bad.to_owned()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn rate_limits_are_checked() {
+        let text = "[rate_limits]\nip_requests = { per_second = 10, burst = 5 }\nmax_keys = 0";
+        let Err(ConfigError::Invalid(problems)) = Config::parse(text) else {
+            panic!("accepted")
+        };
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        let ok = Config::parse("[rate_limits]\nglobal_requests = { per_second = 5, burst = 5 }")
+            .unwrap();
+        assert_eq!(ok.rate_limits.global_requests, Rate::new(5, 5));
+        assert_eq!(
+            ok.rate_limits.ip_requests,
+            RateLimits::default().ip_requests
+        );
     }
 
     #[test]

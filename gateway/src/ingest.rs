@@ -14,7 +14,7 @@ use crate::admit::{Admitted, Sites};
 use crate::config::Config;
 use crate::decode::decode;
 use crate::metrics::Metrics;
-use crate::sink::{EmbeddedStore, Sink, SinkBatch, SinkError};
+use crate::sink::{self, EmbeddedStore, Sink, SinkBatch, SinkError};
 
 /// A refused request: its code (which fixes the status), a safe message, and for retryable
 /// errors the seconds to wait.
@@ -61,15 +61,24 @@ pub fn now_ms() -> u64 {
 }
 
 /// The gateway: configuration, the store, the scorer and the counters. Shared by every listener.
-#[derive(Debug)]
 pub struct Gateway {
     /// The configuration it was started with.
     pub config: Config,
     sites: Sites,
     store: Arc<EmbeddedStore>,
+    sink: Arc<dyn Sink>,
     scorer: Arc<Scorer<Arc<EmbeddedStore>>>,
     /// The counters served at `/metrics`.
     pub metrics: Metrics,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("config", &self.config)
+            .field("sink", &self.sink.kind())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Gateway {
@@ -98,18 +107,34 @@ impl Gateway {
                 "replayed the log into reader state"
             );
         }
+        let sink = sink::open(&config, &store)?;
         Ok(Self {
             sites: Sites::new(&config.sites),
             config,
             store,
+            sink,
             scorer,
             metrics: Metrics::default(),
         })
     }
 
-    /// The embedded store (for tools and tests).
+    /// The embedded store, which keeps reader state (and the log, unless Kafka is the sink).
     pub fn store(&self) -> &Arc<EmbeddedStore> {
         &self.store
+    }
+
+    /// The log accepted events are appended to.
+    pub fn sink(&self) -> &Arc<dyn Sink> {
+        &self.sink
+    }
+
+    /// Flushes the log and closes the store; call once the listeners have stopped.
+    pub async fn close(&self) -> Result<(), SinkError> {
+        self.sink.close().await?;
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || store.close())
+            .await
+            .map_err(|e| SinkError::Io(format!("close: {e}")))?
     }
 
     /// Admits a request by its `?k=`, `Origin` and `Host`, before its body is read.
@@ -195,11 +220,14 @@ impl Gateway {
             .map(|(r, raw)| DeadLetter::event(site, r.reason, r.index, now, raw))
             .collect();
         let n_dead = dead_letters.len();
-        let append = self.store.append(SinkBatch {
+        let append = self.sink.append(SinkBatch {
             events,
             dead_letters,
         });
-        let receipt = match tokio::time::timeout(limits.store_deadline_ms.get(), append).await {
+        let started = std::time::Instant::now();
+        let appended = tokio::time::timeout(limits.store_deadline_ms.get(), append).await;
+        self.metrics.sink_latency.observe(started.elapsed());
+        let receipt = match appended {
             Ok(Ok(receipt)) => receipt,
             Ok(Err(e)) => {
                 tracing::error!(site, error = %e, "append failed");
@@ -246,7 +274,11 @@ impl Gateway {
             decision
         });
         let version = self.scorer.rules().map(|r| r.version()).unwrap_or_default();
-        match tokio::time::timeout(self.config.limits.decision_deadline_ms.get(), task).await {
+        let started = std::time::Instant::now();
+        let decided =
+            tokio::time::timeout(self.config.limits.decision_deadline_ms.get(), task).await;
+        self.metrics.decision_latency.observe(started.elapsed());
+        match decided {
             Ok(Ok(Ok(decision))) => return decision,
             Ok(Ok(Err(e))) => tracing::error!(error = %e, "scorer failed"),
             Ok(Err(e)) => tracing::error!(error = %e, "scorer task failed"),
@@ -271,7 +303,7 @@ impl Gateway {
         };
         match tokio::time::timeout(
             self.config.limits.store_deadline_ms.get(),
-            self.store.append(batch),
+            self.sink.append(batch),
         )
         .await
         {

@@ -9,17 +9,22 @@ mod admit;
 mod config;
 mod decode;
 mod ingest;
+mod listen;
 mod metrics;
 mod server;
 mod sink;
 mod statics;
 
 pub use admit::{Admitted, Sites};
-pub use config::{Config, ConfigError, Limits, Millis, ServerConfig, SiteConfig};
+pub use config::{
+    Config, ConfigError, IpNet, KafkaConfig, Limits, Millis, Rate, RateLimits, ServerConfig,
+    SinkConfig, SinkKind, SiteConfig, Transport,
+};
 pub use decode::{DecodeError, Encoding, decode, sniff};
 pub use ingest::{ApiError, Gateway, now_ms};
-pub use metrics::Metrics;
-pub use server::serve;
+pub use listen::serve;
+pub use metrics::{Histogram, LIMIT_NAMES, Metrics};
+pub use server::{ConnInfo, Protocol, Resp, handle};
 pub use sink::{
     AppliedGuard, BoxFuture, EmbeddedStore, Receipt, Sink, SinkBatch, SinkError, StoredEvent,
 };

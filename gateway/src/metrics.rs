@@ -1,17 +1,77 @@
-//! Counters of everything the gateway answers, rendered in the Prometheus text format at
-//! `GET /metrics`. Names follow `pulse_<component>_<what>_<unit>`.
+//! Counters and latency histograms of everything the gateway answers, rendered in the
+//! Prometheus text format at `GET /metrics` on the admin listener. Names follow
+//! `pulse_<component>_<what>_<unit>`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
 
 use pulse_protocol::{ErrorCode, RejectReason};
+
+use crate::server::Protocol;
+
+/// The rate limits, as named in answers and metrics.
+pub const LIMIT_NAMES: [&str; 4] = [
+    "ip_requests",
+    "site_events",
+    "site_bytes",
+    "global_requests",
+];
+
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A latency histogram with fixed buckets (cumulative when rendered).
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_micros.fetch_add(d.as_micros() as u64, Relaxed);
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Relaxed)
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, n) in BUCKETS.iter().zip(&self.buckets) {
+            cumulative += n.load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.sum_micros.load(Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+    }
+}
 
 /// The gateway's counters.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<u16, u64>>,
+    requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    rate_limited: [AtomicU64; LIMIT_NAMES.len()],
+    /// Time to make a batch durable in the sink.
+    pub sink_latency: Histogram,
+    /// Time for the scorer's decision (including fallbacks at the deadline).
+    pub decision_latency: Histogram,
     errors: [AtomicU64; ErrorCode::ALL.len()],
     rejected: [AtomicU64; RejectReason::ALL.len()],
     events_accepted: AtomicU64,
@@ -23,11 +83,28 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Counts an answered request by status.
-    pub fn request(&self, status: u16) {
+    /// Counts an answered request by protocol and status.
+    pub fn request(&self, protocol: Protocol, status: u16) {
         if let Ok(mut map) = self.requests.lock() {
-            *map.entry(status).or_default() += 1;
+            *map.entry((protocol.as_str(), status)).or_default() += 1;
         }
+    }
+
+    /// Counts a request refused by the rate limit `limit` (one of [`LIMIT_NAMES`]).
+    pub fn rate_limited(&self, limit: &str) {
+        if let Some(i) = LIMIT_NAMES.iter().position(|l| *l == limit) {
+            self.rate_limited[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Requests answered over `protocol`, any status.
+    pub fn requests_by(&self, protocol: Protocol) -> u64 {
+        self.requests.lock().map_or(0, |m| {
+            m.iter()
+                .filter(|((p, _), _)| *p == protocol.as_str())
+                .map(|(_, n)| n)
+                .sum()
+        })
     }
 
     /// Counts a refused request by its code.
@@ -89,7 +166,16 @@ impl Metrics {
             "Requests answered, by protocol and status.",
             requests
                 .iter()
-                .map(|(s, n)| (format!("{{protocol=\"http1\",status=\"{s}\"}}"), *n))
+                .map(|((p, s), n)| (format!("{{protocol=\"{p}\",status=\"{s}\"}}"), *n))
+                .collect(),
+        );
+        counter(
+            "pulse_gateway_rate_limited_total",
+            "Requests refused by a rate limit, by limit.",
+            LIMIT_NAMES
+                .iter()
+                .zip(&self.rate_limited)
+                .map(|(l, n)| (format!("{{limit=\"{l}\"}}"), n.load(Relaxed)))
                 .collect(),
         );
         counter(
@@ -141,6 +227,16 @@ impl Metrics {
             "Decisions that fell back.",
             plain(&self.fallback_decisions),
         );
+        self.sink_latency.render(
+            &mut out,
+            "pulse_gateway_sink_seconds",
+            "Time to make a batch durable in the sink.",
+        );
+        self.decision_latency.render(
+            &mut out,
+            "pulse_gateway_decision_seconds",
+            "Time to decide, fallbacks included.",
+        );
         out
     }
 }
@@ -152,7 +248,10 @@ mod tests {
     #[test]
     fn renders_every_counter() {
         let m = Metrics::default();
-        m.request(200);
+        m.request(Protocol::Http1, 200);
+        m.request(Protocol::Http3, 429);
+        m.rate_limited("site_bytes");
+        m.sink_latency.observe(Duration::from_micros(700));
         m.error(ErrorCode::OriginNotAllowed);
         m.rejected(RejectReason::PropsTooLarge);
         m.accepted(3);
@@ -161,6 +260,13 @@ mod tests {
         assert!(text.contains("pulse_gateway_errors_total{code=\"origin_not_allowed\"} 1"));
         assert!(text.contains("pulse_gateway_events_rejected_total{reason=\"props_too_large\"} 1"));
         assert!(text.contains("pulse_gateway_events_accepted_total 3"));
+        assert!(text.contains("pulse_gateway_requests_total{protocol=\"http3\",status=\"429\"} 1"));
+        assert!(text.contains("pulse_gateway_rate_limited_total{limit=\"site_bytes\"} 1"));
+        assert!(text.contains("pulse_gateway_sink_seconds_bucket{le=\"0.0005\"} 0"));
+        assert!(text.contains("pulse_gateway_sink_seconds_bucket{le=\"0.001\"} 1"));
+        assert!(text.contains("pulse_gateway_sink_seconds_bucket{le=\"+Inf\"} 1"));
+        assert!(text.contains("pulse_gateway_sink_seconds_count 1"));
         assert_eq!(m.error_count(ErrorCode::OriginNotAllowed), 1);
+        assert_eq!(m.requests_by(Protocol::Http3), 1);
     }
 }

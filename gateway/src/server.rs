@@ -1,90 +1,77 @@
-//! The HTTP/1.1 listener (hyper): routing, CORS, body limits and timeouts, graceful shutdown.
-//! It turns requests into calls on [`Gateway`] and errors into status + JSON reason.
+//! Routing, the same for every protocol: CORS, body limits and timeouts, the collect endpoint,
+//! static files. It turns requests into calls on [`Gateway`] and errors into status + JSON
+//! reason. The listeners (`listen`) bring requests here from HTTP/1.1, HTTP/2 and HTTP/3.
 
-use std::convert::Infallible;
-use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
+use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use hyper::body::Body;
 use hyper::header::{self, HeaderMap, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper::{Method, Request, Response, StatusCode, Version};
 use pulse_protocol::{ErrorBody, ErrorCode};
-use tokio::net::TcpListener;
 
 use crate::ingest::{ApiError, Gateway};
 use crate::statics::{self, StaticError};
 
-/// How long in-flight requests get to finish after shutdown is asked for.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Every answer: a whole body.
+pub type Resp = Response<Full<Bytes>>;
 
-type Resp = Response<Full<Bytes>>;
-
-/// Serves HTTP/1.1 on `listener` until `shutdown` resolves, then stops accepting, lets in-flight
-/// requests finish (up to a grace period) and syncs the store.
-pub async fn serve(
-    gateway: Arc<Gateway>,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
-    let graceful = GracefulShutdown::new();
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(gateway.config.limits.header_read_timeout_ms.get());
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, _peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let gw = Arc::clone(&gateway);
-        let service = hyper::service::service_fn(move |req| {
-            let gw = Arc::clone(&gw);
-            async move { Ok::<_, Infallible>(handle(&gw, req).await) }
-        });
-        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    tracing::info!("shutting down: finishing in-flight requests");
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("grace period over; closing remaining connections");
-    }
-    let store = Arc::clone(gateway.store());
-    tokio::task::spawn_blocking(move || store.close())
-        .await
-        .map_err(std::io::Error::other)?
-        .map_err(std::io::Error::other)
+/// The protocol a request came over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// HTTP/1.1 (or 1.0), cleartext or TLS.
+    Http1,
+    /// HTTP/2, cleartext (prior knowledge) or TLS (ALPN).
+    Http2,
+    /// HTTP/3 over QUIC.
+    Http3,
 }
 
-/// Answers one request.
-async fn handle(gw: &Gateway, req: Request<Incoming>) -> Resp {
-    let resp = route(gw, req).await;
-    gw.metrics.request(resp.status().as_u16());
+impl Protocol {
+    /// The label used in metrics: `http1`, `http2`, `http3`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http1 => "http1",
+            Self::Http2 => "http2",
+            Self::Http3 => "http3",
+        }
+    }
+
+    /// The protocol of a request, from its version.
+    pub fn of(version: Version) -> Self {
+        match version {
+            Version::HTTP_2 => Self::Http2,
+            Version::HTTP_3 => Self::Http3,
+            _ => Self::Http1,
+        }
+    }
+}
+
+/// What the listener knows of the connection a request came on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnInfo {
+    /// The peer's address (a proxy's, when the gateway sits behind one).
+    pub peer: SocketAddr,
+}
+
+/// Answers one request, whatever protocol it came over.
+pub async fn handle<B>(gw: &Gateway, req: Request<B>, conn: ConnInfo) -> Resp
+where
+    B: Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let protocol = Protocol::of(req.version());
+    let resp = route(gw, req, conn).await;
+    gw.metrics.request(protocol, resp.status().as_u16());
     resp
 }
 
-async fn route(gw: &Gateway, req: Request<Incoming>) -> Resp {
+async fn route<B>(gw: &Gateway, req: Request<B>, _conn: ConnInfo) -> Resp
+where
+    B: Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
     let path = req.uri().path().to_owned();
     match (req.method(), path.as_str()) {
         (&Method::POST, "/v1/collect") => collect(gw, req).await,
@@ -127,7 +114,11 @@ fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
     })
 }
 
-async fn collect(gw: &Gateway, req: Request<Incoming>) -> Resp {
+async fn collect<B>(gw: &Gateway, req: Request<B>) -> Resp
+where
+    B: Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
     let headers = req.headers();
     let origin = header_str(headers, header::ORIGIN);
     let host = header_str(headers, header::HOST);

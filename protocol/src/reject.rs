@@ -102,6 +102,12 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// 408: the body did not arrive in time.
     RequestTimeout,
+    /// 429: a rate limit was exceeded; `limit` names which one and `Retry-After` says when.
+    RateLimited,
+    /// 401: the admin API was called without the right bearer token.
+    Unauthorized,
+    /// 400: a configuration change was refused (the old one stays).
+    InvalidConfig,
     /// 503: the store could not make the events durable in time; retry later.
     StoreUnavailable,
     /// 500: an unexpected server error.
@@ -110,7 +116,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for metrics.
-    pub const ALL: [Self; 18] = [
+    pub const ALL: [Self; 21] = [
         Self::MalformedJson,
         Self::InvalidBatch,
         Self::UnsupportedVersion,
@@ -127,6 +133,9 @@ impl ErrorCode {
         Self::NotFound,
         Self::MethodNotAllowed,
         Self::RequestTimeout,
+        Self::RateLimited,
+        Self::Unauthorized,
+        Self::InvalidConfig,
         Self::StoreUnavailable,
         Self::Internal,
     ];
@@ -138,8 +147,9 @@ impl ErrorCode {
             | Self::InvalidBatch
             | Self::UnsupportedVersion
             | Self::SiteKeyMismatch
-            | Self::EmptyBatch => 400,
-            Self::MissingSiteKey | Self::UnknownSiteKey => 401,
+            | Self::EmptyBatch
+            | Self::InvalidConfig => 400,
+            Self::MissingSiteKey | Self::UnknownSiteKey | Self::Unauthorized => 401,
             Self::OriginNotAllowed => 403,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
@@ -147,6 +157,7 @@ impl ErrorCode {
             Self::TooManyEvents | Self::BodyTooLarge | Self::DecodedTooLarge => 413,
             Self::UnsupportedEncoding => 415,
             Self::UndecodableBody => 422,
+            Self::RateLimited => 429,
             Self::Internal => 500,
             Self::StoreUnavailable => 503,
         }
@@ -156,7 +167,7 @@ impl ErrorCode {
     pub fn is_retryable(self) -> bool {
         matches!(
             self,
-            Self::StoreUnavailable | Self::Internal | Self::RequestTimeout
+            Self::StoreUnavailable | Self::Internal | Self::RequestTimeout | Self::RateLimited
         )
     }
 
@@ -179,6 +190,9 @@ impl ErrorCode {
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::RequestTimeout => "request_timeout",
+            Self::RateLimited => "rate_limited",
+            Self::Unauthorized => "unauthorized",
+            Self::InvalidConfig => "invalid_config",
             Self::StoreUnavailable => "store_unavailable",
             Self::Internal => "internal",
         }
@@ -199,6 +213,10 @@ pub struct ErrorDetail {
     pub code: ErrorCode,
     /// Human-readable explanation; never contains internal details.
     pub message: String,
+    /// For `rate_limited`: which limit (`ip_requests`, `site_events`, `site_bytes`,
+    /// `global_requests`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
 }
 
 impl ErrorBody {
@@ -208,6 +226,7 @@ impl ErrorBody {
             error: ErrorDetail {
                 code,
                 message: message.into(),
+                limit: None,
             },
         }
     }
