@@ -390,9 +390,23 @@ impl Default for RateLimits {
 }
 
 impl RateLimits {
-    /// Every problem with these limits.
-    pub fn problems(&self) -> Vec<String> {
+    /// Every problem with these limits, given the largest body a request may have.
+    pub fn problems(&self, max_body_bytes: usize) -> Vec<String> {
         let mut problems = Vec::new();
+        let events = pulse_protocol::MAX_EVENTS_PER_BATCH as u32;
+        if self.site_events.is_on()
+            && self.site_events.burst.max(self.site_events.per_second) < events
+        {
+            problems.push(format!(
+                "rate_limits.site_events.burst must be at least {events} (a full batch), or the limit off"
+            ));
+        }
+        let body = u32::try_from(max_body_bytes).unwrap_or(u32::MAX);
+        if self.site_bytes.is_on() && self.site_bytes.burst.max(self.site_bytes.per_second) < body {
+            problems.push(format!(
+                "rate_limits.site_bytes.burst must be at least limits.max_body_bytes ({body}), or the limit off"
+            ));
+        }
         for (name, rate) in [
             ("ip_requests", self.ip_requests),
             ("site_events", self.site_events),
@@ -547,7 +561,7 @@ impl Config {
         if self.transport.max_header_bytes < 8192 {
             problems.push("transport.max_header_bytes must be at least 8192".to_owned());
         }
-        problems.extend(self.rate_limits.problems());
+        problems.extend(self.rate_limits.problems(self.limits.max_body_bytes));
         let kafka = &self.sink.kafka;
         for key in self.sink.kafka.properties.keys() {
             if matches!(

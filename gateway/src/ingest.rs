@@ -14,6 +14,7 @@ use crate::admit::{Admitted, Sites};
 use crate::config::Config;
 use crate::decode::decode;
 use crate::metrics::Metrics;
+use crate::ratelimit::{Limited, RateLimiter};
 use crate::sink::{self, EmbeddedStore, Sink, SinkBatch, SinkError};
 
 /// A refused request: its code (which fixes the status), a safe message, and for retryable
@@ -26,6 +27,8 @@ pub struct ApiError {
     pub message: String,
     /// `Retry-After` in seconds, for retryable errors.
     pub retry_after: Option<u32>,
+    /// For `rate_limited`: the limit that refused the request.
+    pub limit: Option<&'static str>,
 }
 
 impl ApiError {
@@ -36,6 +39,18 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after,
+            limit: None,
+        }
+    }
+
+    /// A request refused by a rate limit.
+    pub fn limited(limited: Limited) -> Self {
+        let secs = limited.retry_after.as_secs_f64().ceil().max(1.0) as u32;
+        Self {
+            code: ErrorCode::RateLimited,
+            message: format!("rate limit {} exceeded; retry in {secs} s", limited.limit),
+            retry_after: Some(secs),
+            limit: Some(limited.limit),
         }
     }
 }
@@ -70,6 +85,8 @@ pub struct Gateway {
     scorer: Arc<Scorer<Arc<EmbeddedStore>>>,
     /// The counters served at `/metrics`.
     pub metrics: Metrics,
+    /// The rate limits, swapped at runtime by the admin API and SIGHUP.
+    pub limiter: RateLimiter,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -108,6 +125,7 @@ impl Gateway {
             );
         }
         let sink = sink::open(&config, &store)?;
+        let config_limits = config.rate_limits.clone();
         Ok(Self {
             sites: Sites::new(&config.sites),
             config,
@@ -115,12 +133,21 @@ impl Gateway {
             sink,
             scorer,
             metrics: Metrics::default(),
+            limiter: RateLimiter::new(&config_limits),
         })
     }
 
     /// The embedded store, which keeps reader state (and the log, unless Kafka is the sink).
     pub fn store(&self) -> &Arc<EmbeddedStore> {
         &self.store
+    }
+
+    /// Replaces the meter rules for every decision from now on.
+    pub fn set_rules(
+        &self,
+        rules: pulse_scorer::MeterRules,
+    ) -> Result<(), pulse_scorer::ScoreError> {
+        self.scorer.set_rules(rules)
     }
 
     /// The log accepted events are appended to.
@@ -191,6 +218,10 @@ impl Gateway {
                 ErrorCode::SiteKeyMismatch,
                 "the batch's site_key differs from ?k=",
             ));
+        }
+        if let Err(limited) = self.limiter.check_events(site, parsed.accepted.len()) {
+            self.metrics.rate_limited(limited.limit);
+            return Err(ApiError::limited(limited));
         }
         let reader = header.reader_key().to_owned();
         let timed: Vec<(Event, u64)> = parsed

@@ -5,16 +5,22 @@
 //! IO lives in [`serve`] (sockets) and the sink (disk); admission, decoding and the scorer's core
 //! are pure and tested without either.
 
+mod admin;
 mod admit;
 mod config;
 mod decode;
 mod ingest;
 mod listen;
 mod metrics;
+mod ratelimit;
 mod server;
 mod sink;
 mod statics;
 
+pub use admin::{
+    ChangeError, TOKEN_ENV, TokenSource, admin_token, apply_limits, merge_limits, serve_admin,
+    token_file, write_back,
+};
 pub use admit::{Admitted, Sites};
 pub use config::{
     Config, ConfigError, IpNet, KafkaConfig, Limits, Millis, Rate, RateLimits, ServerConfig,
@@ -24,6 +30,7 @@ pub use decode::{DecodeError, Encoding, decode, sniff};
 pub use ingest::{ApiError, Gateway, now_ms};
 pub use listen::serve;
 pub use metrics::{Histogram, LIMIT_NAMES, Metrics};
+pub use ratelimit::{Limited, RateLimiter, client_ip};
 pub use server::{ConnInfo, Protocol, Resp, handle};
 pub use sink::{
     AppliedGuard, BoxFuture, EmbeddedStore, Receipt, Sink, SinkBatch, SinkError, StoredEvent,

@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use pulse_gateway::{Config, EmbeddedStore, Gateway, serve};
+use pulse_gateway::{
+    Config, EmbeddedStore, Gateway, TOKEN_ENV, TokenSource, admin_token, serve, serve_admin,
+};
+use tokio::sync::watch;
 
 /// The Pulse gateway: collects reader events from publisher pages, stores them durably and
 /// answers each batch with a paywall decision. With no arguments it reads ./pulse.toml when
@@ -41,6 +44,31 @@ enum Command {
         #[arg(long)]
         dead_letters: bool,
     },
+    /// Show or change the rate limits of a running gateway through its admin API.
+    Limits {
+        #[command(subcommand)]
+        action: LimitsAction,
+        /// Admin address, overriding `server.admin_listen` (e.g. `http://127.0.0.1:9090`).
+        #[arg(long, value_name = "URL")]
+        admin: Option<String>,
+        /// Admin token, overriding `PULSE_ADMIN_TOKEN`, `server.admin_token` and
+        /// `<data>/admin.token`.
+        #[arg(long, value_name = "TOKEN")]
+        token: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum LimitsAction {
+    /// Print the limits in force (JSON).
+    Show,
+    /// Change limits, e.g. `ip_requests.per_second=50 ip_requests.burst=200`; the change is
+    /// checked, applied at once and written back to the gateway's config file.
+    Set {
+        /// `name.field=value` pairs (fields: per_second, burst; or `max_keys=N`).
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        changes: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -70,6 +98,11 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Dump { dead_letters }) => dump(&config, dead_letters),
+        Some(Command::Limits {
+            action,
+            admin,
+            token,
+        }) => limits(&config, action, admin, token),
         None => run(config),
     }
 }
@@ -99,23 +132,193 @@ fn run(config: Config) -> anyhow::Result<()> {
             Gateway::open(config)
                 .with_context(|| format!("opening the store in {}", data.display()))?,
         );
-        let listen = gateway.config.server.listen;
+        let server = &gateway.config.server;
+        let listen = server.listen;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding {listen}"))?;
+        let admin_listener = tokio::net::TcpListener::bind(server.admin_listen)
+            .await
+            .with_context(|| format!("binding the admin address {}", server.admin_listen))?;
+        let (token, source) = admin_token(&gateway.config).context("preparing the admin token")?;
         let addr = listener.local_addr()?;
+        let admin_addr = admin_listener.local_addr()?;
         // The first line on stdout names the address (tests and scripts read it).
         println!("pulse gateway listening on http://{addr}/");
-        if gateway.config.server.site_dir.is_some() {
+        println!("pulse admin listening on http://{admin_addr}/");
+        if server.site_dir.is_some() {
             println!("  demo site:  http://{addr}/   (the first three articles are free)");
         }
         println!("  collect:    POST http://{addr}/v1/collect?k=<site key>");
-        println!("  health:     http://{addr}/healthz   metrics: http://{addr}/metrics");
+        println!("  health:     http://{addr}/healthz");
+        println!(
+            "  admin:      http://{admin_addr}/admin/limits, /metrics (token {})",
+            match &source {
+                TokenSource::Env => format!("from {TOKEN_ENV}"),
+                TokenSource::Config => "from server.admin_token".to_owned(),
+                TokenSource::File(path) => format!("in {}", path.display()),
+            }
+        );
         println!("  store:      {}", data.display());
-        serve(gateway, listener, shutdown_signal()).await?;
+        println!("  sink:       {}", gateway.sink().kind());
+
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        });
+        let stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        tokio::spawn(serve_admin(
+            Arc::clone(&gateway),
+            admin_listener,
+            token,
+            stopped(stop_rx.clone()),
+        ));
+        tokio::spawn(reload_on_hangup(Arc::clone(&gateway)));
+        let sweeper = Arc::clone(&gateway);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(10));
+            loop {
+                every.tick().await;
+                sweeper.limiter.sweep();
+            }
+        });
+        serve(Arc::clone(&gateway), listener, stopped(stop_rx)).await?;
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// Re-reads the config file on SIGHUP and applies what can change while running: rate limits
+/// and the meter rules. A bad file is reported and changes nothing.
+async fn reload_on_hangup(gateway: Arc<Gateway>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot watch SIGHUP; reload through the admin API only");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let Some(path) = gateway.config.path.clone() else {
+            tracing::warn!("SIGHUP: the gateway runs without a config file; nothing to reload");
+            continue;
+        };
+        match Config::load(&path) {
+            Ok(fresh) => {
+                if let Err(e) = gateway.set_rules(fresh.meter.clone()) {
+                    tracing::error!(error = %e, "SIGHUP: meter rules not changed");
+                }
+                // The file already holds these limits: apply without writing back.
+                gateway.limiter.replace(&fresh.rate_limits);
+                tracing::info!(
+                    file = %path.display(),
+                    limits = ?fresh.rate_limits,
+                    meter = %fresh.meter.version(),
+                    "SIGHUP: configuration reloaded (listeners, sites and sink need a restart)"
+                );
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: configuration refused; nothing changed");
+            }
+        }
+    }
+}
+
+/// `gateway limits show|set`.
+fn limits(
+    config: &Config,
+    action: LimitsAction,
+    admin: Option<String>,
+    token: Option<String>,
+) -> anyhow::Result<()> {
+    let base = match admin {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None if config.server.admin_listen.port() == 0 => {
+            anyhow::bail!(
+                "server.admin_listen has port 0: name the running gateway's admin address with --admin URL"
+            )
+        }
+        None => format!("http://{}", config.server.admin_listen),
+    };
+    let token = match token {
+        Some(t) => t,
+        None => {
+            let path = pulse_gateway::token_file(&config.server.data);
+            std::env::var(TOKEN_ENV)
+                .ok()
+                .filter(|t| !t.is_empty())
+                .or_else(|| config.server.admin_token.clone())
+                .or_else(|| {
+                    std::fs::read_to_string(&path)
+                        .ok()
+                        .map(|t| t.trim().to_owned())
+                })
+                .with_context(|| {
+                    format!(
+                        "no admin token: pass --token, set {TOKEN_ENV}, or run where {} exists",
+                        path.display()
+                    )
+                })?
+        }
+    };
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(10)))
+        .build()
+        .into();
+    let url = format!("{base}/admin/limits");
+    let auth = format!("Bearer {token}");
+    let mut response = match action {
+        LimitsAction::Show => agent.get(&url).header("authorization", &auth).call(),
+        LimitsAction::Set { changes } => {
+            let patch = limits_patch(&changes)?;
+            agent
+                .put(&url)
+                .header("authorization", &auth)
+                .header("content-type", "application/json")
+                .send(patch.to_string())
+        }
+    }
+    .with_context(|| format!("calling {url}"))?;
+    let status = response.status();
+    let body = response.body_mut().read_to_string()?;
+    if status.is_success() {
+        let value: serde_json::Value = serde_json::from_str(&body)?;
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        Ok(())
+    } else {
+        anyhow::bail!("{url} answered {status}: {body}")
+    }
+}
+
+/// `a.b=1 c=2` → `{"a":{"b":1},"c":2}`; values are whole numbers.
+fn limits_patch(changes: &[String]) -> anyhow::Result<serde_json::Value> {
+    let mut patch = serde_json::Map::new();
+    for change in changes {
+        let (key, value) = change
+            .split_once('=')
+            .with_context(|| format!("{change:?} is not KEY=VALUE"))?;
+        let value: u64 = value
+            .trim()
+            .parse()
+            .with_context(|| format!("{change:?}: the value must be a whole number"))?;
+        match key.trim().split_once('.') {
+            Some((limit, field)) => {
+                let entry = patch
+                    .entry(limit.to_owned())
+                    .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+                let Some(map) = entry.as_object_mut() else {
+                    anyhow::bail!("{change:?}: {limit} is set twice in different ways");
+                };
+                map.insert(field.to_owned(), value.into());
+            }
+            None => {
+                patch.insert(key.trim().to_owned(), value.into());
+            }
+        }
+    }
+    Ok(serde_json::Value::Object(patch))
 }
 
 async fn shutdown_signal() {

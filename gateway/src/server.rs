@@ -12,6 +12,7 @@ use hyper::{Method, Request, Response, StatusCode, Version};
 use pulse_protocol::{ErrorBody, ErrorCode};
 
 use crate::ingest::{ApiError, Gateway};
+use crate::ratelimit::client_ip;
 use crate::statics::{self, StaticError};
 
 /// Every answer: a whole body.
@@ -67,14 +68,14 @@ where
     resp
 }
 
-async fn route<B>(gw: &Gateway, req: Request<B>, _conn: ConnInfo) -> Resp
+async fn route<B>(gw: &Gateway, req: Request<B>, conn: ConnInfo) -> Resp
 where
     B: Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let path = req.uri().path().to_owned();
     match (req.method(), path.as_str()) {
-        (&Method::POST, "/v1/collect") => collect(gw, req).await,
+        (&Method::POST, "/v1/collect") => collect(gw, req, conn).await,
         (&Method::OPTIONS, "/v1/collect") => preflight(gw, req.headers()),
         (_, "/v1/collect") => error(
             gw,
@@ -86,14 +87,6 @@ where
             Bytes::from_static(b"{\"status\":\"ok\"}"),
             None,
         ),
-        (&Method::GET, "/metrics") => {
-            let mut resp = Response::new(Full::new(Bytes::from(gw.metrics.render())));
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4"),
-            );
-            resp
-        }
         (&Method::GET | &Method::HEAD, _) => static_file(gw, &path).await,
         _ => error(
             gw,
@@ -103,7 +96,7 @@ where
     }
 }
 
-fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+fn header_str(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -114,13 +107,27 @@ fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
     })
 }
 
-async fn collect<B>(gw: &Gateway, req: Request<B>) -> Resp
+async fn collect<B>(gw: &Gateway, req: Request<B>, conn: ConnInfo) -> Resp
 where
     B: Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let headers = req.headers();
     let origin = header_str(headers, header::ORIGIN);
+    let client = client_ip(
+        conn.peer.ip(),
+        header_str(headers, header::FORWARDED),
+        header_str(headers, "x-forwarded-for"),
+        &gw.config.server.trusted_proxies,
+    );
+    if let Err(limited) = gw.limiter.check_request(client) {
+        gw.metrics.rate_limited(limited.limit);
+        // The origin is not checked yet; echo it only if some site allows it, so the page can
+        // read the reason.
+        let host = header_str(headers, header::HOST);
+        let cors = origin.filter(|o| gw.preflight_allowed(o, host));
+        return error(gw, &ApiError::limited(limited), cors);
+    }
     let host = header_str(headers, header::HOST);
     let key = query_param(req.uri().query(), "k");
     let admitted = match gw.admit(key, origin, host) {
@@ -157,6 +164,10 @@ where
             return error(gw, &e, cors.as_deref());
         }
     };
+    if let Err(limited) = gw.limiter.check_bytes(admitted.key, body.len()) {
+        gw.metrics.rate_limited(limited.limit);
+        return error(gw, &ApiError::limited(limited), cors.as_deref());
+    }
     match gw.ingest(admitted.key, &body, encoding.as_deref()).await {
         Ok(answer) => match serde_json::to_vec(&answer) {
             Ok(bytes) => json(StatusCode::OK, Bytes::from(bytes), cors.as_deref()),
@@ -231,7 +242,9 @@ fn json(status: StatusCode, body: Bytes, origin: Option<&str>) -> Resp {
 fn error(gw: &Gateway, e: &ApiError, origin: Option<&str>) -> Resp {
     gw.metrics.error(e.code);
     let status = StatusCode::from_u16(e.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = serde_json::to_vec(&ErrorBody::new(e.code, e.message.clone())).unwrap_or_default();
+    let mut answer = ErrorBody::new(e.code, e.message.clone());
+    answer.error.limit = e.limit.map(str::to_owned);
+    let body = serde_json::to_vec(&answer).unwrap_or_default();
     let mut resp = json(status, Bytes::from(body), origin);
     if let Some(secs) = e.retry_after {
         resp.headers_mut()

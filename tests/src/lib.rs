@@ -48,6 +48,8 @@ pub struct GatewayProcess {
     pub url: String,
     /// The address it listens on.
     pub addr: String,
+    /// `http://127.0.0.1:PORT` of the admin listener.
+    pub admin_url: String,
 }
 
 impl GatewayProcess {
@@ -74,10 +76,39 @@ impl GatewayProcess {
             .strip_prefix("pulse gateway listening on ")
             .map(|u| u.trim_end_matches('/').to_owned())
             .unwrap_or_else(|| panic!("the gateway did not start: {first:?}"));
+        let admin_url = lines
+            .by_ref()
+            .take(20)
+            .map_while(Result::ok)
+            .find_map(|line| {
+                line.strip_prefix("pulse admin listening on ")
+                    .map(|u| u.trim_end_matches('/').to_owned())
+            })
+            .expect("the gateway names its admin address");
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         let addr = url.trim_start_matches("http://").to_owned();
-        Self { child, url, addr }
+        Self {
+            child,
+            url,
+            addr,
+            admin_url,
+        }
+    }
+
+    /// Sends `signal` (e.g. `HUP`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal}");
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Sends SIGTERM and waits for a clean exit.
@@ -113,7 +144,9 @@ impl Drop for GatewayProcess {
 pub fn demo_config(dir: &Path) -> PathBuf {
     let root = workspace_root().canonicalize().expect("workspace root");
     let text = format!(
-        "[server]\nsite_dir = {site:?}\ntracker_dir = {tracker:?}\n\n\
+        "[server]\nsite_dir = {site:?}\ntracker_dir = {tracker:?}\nadmin_listen = \"127.0.0.1:0\"\n\n\
+         # The tests send from one address as fast as they can.\n\
+         [rate_limits]\nip_requests = {{ per_second = 0, burst = 0 }}\n\n\
          # The tests check the scorer's decisions, not its deadline: be generous on busy machines.\n\
          [limits]\ndecision_deadline_ms = 2000\n\n[meter]\nlimit = 3\nwindow_days = 30\n\n\
          [[sites]]\nkey = \"demo\"\norigins = []\nallow_same_origin = true\n",

@@ -1,0 +1,497 @@
+//! Rate limits (governor's GCRA): per client address, per site (events and bytes) and global.
+//! Operators swap the limits while the gateway runs; a swap is atomic for new requests and keeps
+//! the buckets of every limit whose rate did not change. Keyed limits hold at most
+//! `max_keys` keys: stale keys are dropped by `retain_recent`, and while the table is full every
+//! newcomer shares one overflow bucket, so memory stays bounded whatever arrives.
+//!
+//! Also here: which address a request is from, given the trusted proxies.
+
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
+
+use crate::config::{IpNet, Rate, RateLimits};
+
+/// A request refused by a limit: which one, and when to retry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limited {
+    /// `ip_requests`, `site_events`, `site_bytes` or `global_requests`.
+    pub limit: &'static str,
+    /// When the same request would pass.
+    pub retry_after: Duration,
+}
+
+fn quota(rate: Rate) -> Option<Quota> {
+    let per_second = NonZeroU32::new(rate.per_second)?;
+    let burst = NonZeroU32::new(rate.burst.max(rate.per_second))?;
+    Some(Quota::per_second(per_second).allow_burst(burst))
+}
+
+/// Seconds to wait until `earliest`, from the clock's now.
+fn wait_from(clock: &DefaultClock, earliest: <DefaultClock as Clock>::Instant) -> Duration {
+    earliest.saturating_duration_since(clock.now())
+}
+
+/// One unkeyed limit.
+#[derive(Debug)]
+struct Direct {
+    rate: Rate,
+    limiter: DefaultDirectRateLimiter,
+}
+
+impl Direct {
+    fn new(rate: Rate) -> Option<Self> {
+        Some(Self {
+            rate,
+            limiter: DefaultDirectRateLimiter::direct(quota(rate)?),
+        })
+    }
+
+    fn check(&self, n: u32, clock: &DefaultClock) -> Result<(), Duration> {
+        let Some(n) = NonZeroU32::new(n) else {
+            return Ok(());
+        };
+        match self.limiter.check_n(n) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => Err(wait_from(clock, not_until.earliest_possible())),
+            // More than a whole burst: never conforms. Config checks keep bursts above the
+            // largest request, so this is a misconfiguration; answer with a full period.
+            Err(_) => Err(Duration::from_secs(1)),
+        }
+    }
+}
+
+/// One limit per key, with a bounded key table and a shared overflow bucket.
+#[derive(Debug)]
+struct Keyed<K: Hash + Eq + Clone> {
+    rate: Rate,
+    limiter: DefaultKeyedRateLimiter<K>,
+    overflow: DefaultDirectRateLimiter,
+    max_keys: usize,
+    /// When `retain_recent` last ran because the table was full (ms since the limiter began).
+    last_sweep_ms: AtomicU64,
+    started: std::time::Instant,
+}
+
+impl<K: Hash + Eq + Clone> Keyed<K> {
+    fn new(rate: Rate, max_keys: usize) -> Option<Self> {
+        let q = quota(rate)?;
+        Some(Self {
+            rate,
+            limiter: DefaultKeyedRateLimiter::dashmap(q),
+            overflow: DefaultDirectRateLimiter::direct(q),
+            max_keys,
+            last_sweep_ms: AtomicU64::new(0),
+            started: std::time::Instant::now(),
+        })
+    }
+
+    fn check(&self, key: &K, n: u32, clock: &DefaultClock) -> Result<(), Duration> {
+        let Some(n) = NonZeroU32::new(n) else {
+            return Ok(());
+        };
+        if self.limiter.len() >= self.max_keys {
+            // Full: sweep stale keys, at most every 100 ms (the sweep walks the table).
+            let now_ms = self.started.elapsed().as_millis() as u64;
+            let last = self.last_sweep_ms.load(Relaxed);
+            if now_ms >= last + 100
+                && self
+                    .last_sweep_ms
+                    .compare_exchange(last, now_ms, Relaxed, Relaxed)
+                    .is_ok()
+            {
+                self.limiter.retain_recent();
+            }
+        }
+        let outcome = if self.limiter.len() < self.max_keys {
+            self.limiter.check_key_n(key, n)
+        } else {
+            self.overflow.check_n(n)
+        };
+        match outcome {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => Err(wait_from(clock, not_until.earliest_possible())),
+            Err(_) => Err(Duration::from_secs(1)),
+        }
+    }
+
+    fn sweep(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+}
+
+/// Reuses `old` when it has the same rate (its buckets carry over), else builds anew.
+fn reuse<T>(
+    old: Option<&Arc<T>>,
+    rate: Rate,
+    rate_of: impl Fn(&T) -> Rate,
+    make: impl FnOnce() -> Option<T>,
+) -> Option<Arc<T>> {
+    match old {
+        Some(o) if rate_of(o) == rate => Some(Arc::clone(o)),
+        _ => make().map(Arc::new),
+    }
+}
+
+/// One generation of limits; swapped whole.
+#[derive(Debug)]
+struct Set {
+    limits: RateLimits,
+    ip: Option<Arc<Keyed<IpAddr>>>,
+    site_events: Option<Arc<Keyed<String>>>,
+    site_bytes: Option<Arc<Keyed<String>>>,
+    global: Option<Arc<Direct>>,
+}
+
+impl Set {
+    fn build(limits: &RateLimits, old: Option<&Self>) -> Self {
+        let max = limits.max_keys;
+        let same_max = old.is_some_and(|o| o.limits.max_keys == max);
+        let old = old.filter(|_| same_max);
+        Self {
+            ip: reuse(
+                old.and_then(|o| o.ip.as_ref()),
+                limits.ip_requests,
+                |k| k.rate,
+                || Keyed::new(limits.ip_requests, max),
+            ),
+            site_events: reuse(
+                old.and_then(|o| o.site_events.as_ref()),
+                limits.site_events,
+                |k| k.rate,
+                || Keyed::new(limits.site_events, max),
+            ),
+            site_bytes: reuse(
+                old.and_then(|o| o.site_bytes.as_ref()),
+                limits.site_bytes,
+                |k| k.rate,
+                || Keyed::new(limits.site_bytes, max),
+            ),
+            global: reuse(
+                old.and_then(|o| o.global.as_ref()),
+                limits.global_requests,
+                |d| d.rate,
+                || Direct::new(limits.global_requests),
+            ),
+            limits: limits.clone(),
+        }
+    }
+}
+
+/// The gateway's rate limits.
+#[derive(Debug)]
+pub struct RateLimiter {
+    current: RwLock<Arc<Set>>,
+    clock: DefaultClock,
+}
+
+impl RateLimiter {
+    /// Limits as configured.
+    pub fn new(limits: &RateLimits) -> Self {
+        Self {
+            current: RwLock::new(Arc::new(Set::build(limits, None))),
+            clock: DefaultClock::default(),
+        }
+    }
+
+    fn set(&self) -> Arc<Set> {
+        match self.current.read() {
+            Ok(set) => Arc::clone(&set),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> RateLimits {
+        self.set().limits.clone()
+    }
+
+    /// Replaces the limits for every request from now on (checked by the caller).
+    pub fn replace(&self, limits: &RateLimits) {
+        let mut current = match self.current.write() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let next = Set::build(limits, Some(&current));
+        *current = Arc::new(next);
+    }
+
+    /// Checks one request from `ip` against the global and per-address limits.
+    pub fn check_request(&self, ip: IpAddr) -> Result<(), Limited> {
+        let set = self.set();
+        if let Some(global) = &set.global {
+            global
+                .check(1, &self.clock)
+                .map_err(|retry_after| Limited {
+                    limit: "global_requests",
+                    retry_after,
+                })?;
+        }
+        if let Some(per_ip) = &set.ip {
+            per_ip
+                .check(&ip, 1, &self.clock)
+                .map_err(|retry_after| Limited {
+                    limit: "ip_requests",
+                    retry_after,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Checks `bytes` of body (as sent) for `site`.
+    pub fn check_bytes(&self, site: &str, bytes: usize) -> Result<(), Limited> {
+        let set = self.set();
+        let Some(limit) = &set.site_bytes else {
+            return Ok(());
+        };
+        let n = u32::try_from(bytes).unwrap_or(u32::MAX);
+        limit
+            .check(&site.to_owned(), n, &self.clock)
+            .map_err(|retry_after| Limited {
+                limit: "site_bytes",
+                retry_after,
+            })
+    }
+
+    /// Checks `events` events for `site`.
+    pub fn check_events(&self, site: &str, events: usize) -> Result<(), Limited> {
+        let set = self.set();
+        let Some(limit) = &set.site_events else {
+            return Ok(());
+        };
+        let n = u32::try_from(events).unwrap_or(u32::MAX);
+        limit
+            .check(&site.to_owned(), n, &self.clock)
+            .map_err(|retry_after| Limited {
+                limit: "site_events",
+                retry_after,
+            })
+    }
+
+    /// Drops keys whose buckets are full again (they are indistinguishable from new ones).
+    /// The gateway calls it periodically.
+    pub fn sweep(&self) {
+        let set = self.set();
+        if let Some(k) = &set.ip {
+            k.sweep();
+        }
+        if let Some(k) = &set.site_events {
+            k.sweep();
+        }
+        if let Some(k) = &set.site_bytes {
+            k.sweep();
+        }
+    }
+
+    /// Client addresses tracked now (for tests and metrics).
+    pub fn tracked_addresses(&self) -> usize {
+        self.set().ip.as_ref().map_or(0, |k| k.limiter.len())
+    }
+}
+
+/// The client's address: the socket peer, unless the peer is a trusted proxy; then the
+/// `Forwarded` (RFC 7239) or else `X-Forwarded-For` chain is walked from the nearest hop back,
+/// skipping trusted proxies, and the first untrusted address is the client. Headers from an
+/// untrusted peer are ignored; an unparseable hop ends the walk at the last trusted address.
+pub fn client_ip(
+    peer: IpAddr,
+    forwarded: Option<&str>,
+    x_forwarded_for: Option<&str>,
+    trusted: &[IpNet],
+) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let hops: Vec<&str> = if let Some(fwd) = forwarded {
+        fwd.split(',')
+            .flat_map(|element| element.split(';'))
+            .filter_map(|pair| {
+                let (k, v) = pair.split_once('=')?;
+                k.trim().eq_ignore_ascii_case("for").then_some(v.trim())
+            })
+            .collect()
+    } else if let Some(xff) = x_forwarded_for {
+        xff.split(',').map(str::trim).collect()
+    } else {
+        return peer;
+    };
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        let Some(ip) = parse_hop(hop) else {
+            return client;
+        };
+        client = ip;
+        if !is_trusted(ip) {
+            return ip;
+        }
+    }
+    client
+}
+
+/// `192.0.2.1`, `192.0.2.1:443`, `"[2001:db8::1]:443"`, `2001:db8::1`.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim().trim_matches('"');
+    if let Ok(ip) = hop.parse() {
+        return Some(ip);
+    }
+    if let Some(rest) = hop.strip_prefix('[') {
+        return rest.split_once(']')?.0.parse().ok();
+    }
+    let (host, port) = hop.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    host.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter()
+            .map(|s| IpNet::try_from((*s).to_owned()).unwrap())
+            .collect()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn untrusted_peers_cannot_spoof() {
+        let trusted = nets(&["10.0.0.0/8"]);
+        let got = client_ip(
+            ip("203.0.113.9"),
+            Some("for=1.2.3.4"),
+            Some("5.6.7.8"),
+            &trusted,
+        );
+        assert_eq!(got, ip("203.0.113.9"));
+    }
+
+    #[test]
+    fn trusted_proxies_are_walked_from_the_nearest_hop() {
+        let trusted = nets(&["10.0.0.0/8", "192.168.1.1"]);
+        // client, then a trusted proxy; the spoofed first entry is beyond the client.
+        let xff = "6.6.6.6, 198.51.100.7, 10.1.1.1";
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), None, Some(xff), &trusted),
+            ip("198.51.100.7")
+        );
+        let fwd = r#"for=6.6.6.6, for="[2001:db8::7]:4711";proto=https, for=192.168.1.1:80"#;
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), Some(fwd), Some("9.9.9.9"), &trusted),
+            ip("2001:db8::7")
+        );
+        // No header: the proxy itself.
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), None, None, &trusted),
+            ip("10.0.0.2")
+        );
+        // Garbage ends the walk at the last trusted hop.
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), Some("for=unknown"), None, &trusted),
+            ip("10.0.0.2")
+        );
+        // Every hop trusted: the farthest.
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), None, Some("10.9.9.9"), &trusted),
+            ip("10.9.9.9")
+        );
+    }
+
+    #[test]
+    fn per_ip_limit_refuses_past_the_burst_and_names_itself() {
+        let limits = RateLimits {
+            ip_requests: Rate::new(1, 3),
+            ..RateLimits::default()
+        };
+        let rl = RateLimiter::new(&limits);
+        for _ in 0..3 {
+            rl.check_request(ip("192.0.2.1")).unwrap();
+        }
+        let refused = rl.check_request(ip("192.0.2.1")).unwrap_err();
+        assert_eq!(refused.limit, "ip_requests");
+        assert!(refused.retry_after <= Duration::from_secs(1));
+        // Another address has its own bucket.
+        rl.check_request(ip("192.0.2.2")).unwrap();
+    }
+
+    #[test]
+    fn site_limits_count_events_and_bytes() {
+        let limits = RateLimits {
+            site_events: Rate::new(100, 150),
+            site_bytes: Rate::new(1000, 1000),
+            ..RateLimits::default()
+        };
+        let rl = RateLimiter::new(&limits);
+        rl.check_events("a", 100).unwrap();
+        assert_eq!(rl.check_events("a", 100).unwrap_err().limit, "site_events");
+        rl.check_events("b", 100).unwrap();
+        rl.check_bytes("a", 600).unwrap();
+        assert_eq!(rl.check_bytes("a", 600).unwrap_err().limit, "site_bytes");
+    }
+
+    #[test]
+    fn global_limit_and_off() {
+        let limits = RateLimits {
+            ip_requests: Rate::OFF,
+            global_requests: Rate::new(2, 2),
+            ..RateLimits::default()
+        };
+        let rl = RateLimiter::new(&limits);
+        rl.check_request(ip("192.0.2.1")).unwrap();
+        rl.check_request(ip("192.0.2.2")).unwrap();
+        assert_eq!(
+            rl.check_request(ip("192.0.2.3")).unwrap_err().limit,
+            "global_requests"
+        );
+        assert_eq!(rl.tracked_addresses(), 0);
+    }
+
+    #[test]
+    fn replacing_keeps_unchanged_buckets() {
+        let limits = RateLimits {
+            ip_requests: Rate::new(1, 1),
+            site_events: Rate::new(10, 10),
+            ..RateLimits::default()
+        };
+        let rl = RateLimiter::new(&limits);
+        rl.check_request(ip("192.0.2.1")).unwrap();
+        rl.check_events("a", 10).unwrap();
+        rl.replace(&RateLimits {
+            site_events: Rate::new(20, 20),
+            ..limits.clone()
+        });
+        // The per-address bucket carried over (still empty); the site bucket is new.
+        assert!(rl.check_request(ip("192.0.2.1")).is_err());
+        rl.check_events("a", 20).unwrap();
+        assert_eq!(rl.limits().site_events, Rate::new(20, 20));
+    }
+
+    #[test]
+    fn the_key_table_is_bounded() {
+        let limits = RateLimits {
+            ip_requests: Rate::new(1000, 1000),
+            max_keys: 1000,
+            ..RateLimits::default()
+        };
+        let rl = RateLimiter::new(&limits);
+        for i in 0..100_000u32 {
+            let addr = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            let _ = rl.check_request(addr);
+        }
+        assert!(rl.tracked_addresses() <= 1000, "{}", rl.tracked_addresses());
+        // Once their buckets refill, the sweep forgets them.
+        std::thread::sleep(Duration::from_millis(1100));
+        rl.sweep();
+        assert_eq!(rl.tracked_addresses(), 0);
+    }
+}
