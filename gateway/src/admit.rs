@@ -15,9 +15,9 @@ pub struct Sites {
 
 /// An admitted request: the site and the origin to echo in `Access-Control-Allow-Origin`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Admitted<'a> {
+pub struct Admitted {
     /// The site's key.
-    pub key: &'a str,
+    pub key: String,
     /// The request's origin, when it sent one (and it is allowed).
     pub origin: Option<String>,
 }
@@ -32,12 +32,12 @@ impl Sites {
 
     /// Admits a request with site key `key` (from `?k=`), `Origin` header `origin` and `Host`
     /// header `host`, or says why not.
-    pub fn admit<'a>(
-        &'a self,
+    pub fn admit(
+        &self,
         key: Option<&str>,
         origin: Option<&str>,
         host: Option<&str>,
-    ) -> Result<Admitted<'a>, ErrorCode> {
+    ) -> Result<Admitted, ErrorCode> {
         let key = key
             .filter(|k| !k.is_empty())
             .ok_or(ErrorCode::MissingSiteKey)?;
@@ -49,14 +49,17 @@ impl Sites {
             return if site.require_origin {
                 Err(ErrorCode::OriginNotAllowed)
             } else {
-                Ok(Admitted { key, origin: None })
+                Ok(Admitted {
+                    key: key.clone(),
+                    origin: None,
+                })
             };
         };
         let listed = site.origins.iter().any(|o| o.eq_ignore_ascii_case(origin));
         let same = site.allow_same_origin && host.is_some_and(|h| same_origin(origin, h));
         if listed || same {
             Ok(Admitted {
-                key,
+                key: key.clone(),
                 origin: Some(origin.to_owned()),
             })
         } else {

@@ -79,7 +79,7 @@ pub fn now_ms() -> u64 {
 pub struct Gateway {
     /// The configuration it was started with.
     pub config: Config,
-    sites: Sites,
+    sites: std::sync::RwLock<Arc<Sites>>,
     store: Arc<EmbeddedStore>,
     sink: Arc<dyn Sink>,
     scorer: Arc<Scorer<Arc<EmbeddedStore>>>,
@@ -127,7 +127,7 @@ impl Gateway {
         let sink = sink::open(&config, &store)?;
         let config_limits = config.rate_limits.clone();
         Ok(Self {
-            sites: Sites::new(&config.sites),
+            sites: std::sync::RwLock::new(Arc::new(Sites::new(&config.sites))),
             config,
             store,
             sink,
@@ -140,6 +140,22 @@ impl Gateway {
     /// The embedded store, which keeps reader state (and the log, unless Kafka is the sink).
     pub fn store(&self) -> &Arc<EmbeddedStore> {
         &self.store
+    }
+
+    fn sites(&self) -> Arc<Sites> {
+        match self.sites.read() {
+            Ok(sites) => Arc::clone(&sites),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Replaces the sites (keys and origins) for every request from now on.
+    pub fn set_sites(&self, sites: &[crate::config::SiteConfig]) {
+        let fresh = Arc::new(Sites::new(sites));
+        match self.sites.write() {
+            Ok(mut s) => *s = fresh,
+            Err(poisoned) => *poisoned.into_inner() = fresh,
+        }
     }
 
     /// Replaces the meter rules for every decision from now on.
@@ -170,8 +186,8 @@ impl Gateway {
         key: Option<&str>,
         origin: Option<&str>,
         host: Option<&str>,
-    ) -> Result<Admitted<'_>, ApiError> {
-        self.sites.admit(key, origin, host).map_err(|code| {
+    ) -> Result<Admitted, ApiError> {
+        self.sites().admit(key, origin, host).map_err(|code| {
             let message = match code {
                 ErrorCode::MissingSiteKey => "the site key is missing: send it as ?k=<key>",
                 ErrorCode::UnknownSiteKey => "the site key is not known to this gateway",
@@ -183,7 +199,7 @@ impl Gateway {
 
     /// Whether a preflight from `origin` should be allowed.
     pub fn preflight_allowed(&self, origin: &str, host: Option<&str>) -> bool {
-        self.sites.any_allows(origin, host)
+        self.sites().any_allows(origin, host)
     }
 
     /// Ingests one admitted batch body: decode, check, append durably, decide.

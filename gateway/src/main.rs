@@ -191,8 +191,8 @@ fn run(config: Config) -> anyhow::Result<()> {
     })
 }
 
-/// Re-reads the config file on SIGHUP and applies what can change while running: rate limits
-/// and the meter rules. A bad file is reported and changes nothing.
+/// Re-reads the config file on SIGHUP and applies what can change while running: rate limits,
+/// sites (keys and origins) and the meter rules. A bad file is reported and changes nothing.
 async fn reload_on_hangup(gateway: Arc<Gateway>) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
@@ -209,13 +209,15 @@ async fn reload_on_hangup(gateway: Arc<Gateway>) {
                 if let Err(e) = gateway.set_rules(fresh.meter.clone()) {
                     tracing::error!(error = %e, "SIGHUP: meter rules not changed");
                 }
+                gateway.set_sites(&fresh.sites);
                 // The file already holds these limits: apply without writing back.
                 gateway.limiter.replace(&fresh.rate_limits);
                 tracing::info!(
                     file = %path.display(),
                     limits = ?fresh.rate_limits,
                     meter = %fresh.meter.version(),
-                    "SIGHUP: configuration reloaded (listeners, sites and sink need a restart)"
+                    sites = fresh.sites.len(),
+                    "SIGHUP: configuration reloaded ([server], [limits], [transport] and [sink] need a restart)"
                 );
             }
             Err(e) => {

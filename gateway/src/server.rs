@@ -164,11 +164,11 @@ where
             return error(gw, &e, cors.as_deref());
         }
     };
-    if let Err(limited) = gw.limiter.check_bytes(admitted.key, body.len()) {
+    if let Err(limited) = gw.limiter.check_bytes(&admitted.key, body.len()) {
         gw.metrics.rate_limited(limited.limit);
         return error(gw, &ApiError::limited(limited), cors.as_deref());
     }
-    match gw.ingest(admitted.key, &body, encoding.as_deref()).await {
+    match gw.ingest(&admitted.key, &body, encoding.as_deref()).await {
         Ok(answer) => match serde_json::to_vec(&answer) {
             Ok(bytes) => json(StatusCode::OK, Bytes::from(bytes), cors.as_deref()),
             Err(_) => error(

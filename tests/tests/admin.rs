@@ -24,9 +24,14 @@ fn limits_cli(config: &Path, data: &Path, admin: &str, args: &[&str]) -> Output 
 }
 
 fn post(gw: &GatewayProcess, seq: u64) -> u16 {
-    let batch = page_view_batch("admin-reader", seq, u128::from(seq) << 8, 1, now_ms());
+    post_to(gw, "demo", seq)
+}
+
+fn post_to(gw: &GatewayProcess, site: &str, seq: u64) -> u16 {
+    let mut batch = page_view_batch("admin-reader", seq, u128::from(seq) << 8, 1, now_ms());
+    batch.header.site_key = site.to_owned();
     agent()
-        .post(format!("{}/v1/collect?k=demo", gw.url))
+        .post(format!("{}/v1/collect?k={site}", gw.url))
         .header("Origin", gw.url.as_str())
         .send(serde_json::to_vec(&batch).unwrap())
         .map(|r| r.status().as_u16())
@@ -57,6 +62,7 @@ fn limits_change_through_the_cli_and_on_sighup() {
     assert_eq!(shown["ip_requests"]["per_second"], 0, "{shown}");
 
     assert_eq!(post(&gw, 1), 200);
+    assert_eq!(post_to(&gw, "late", 5), 401);
     let set = limits_cli(
         &config,
         &data,
@@ -89,11 +95,11 @@ fn limits_change_through_the_cli_and_on_sighup() {
     let typo = limits_cli(&config, &data, &gw.admin_url, &["set", "ip_requests=x"]);
     assert!(!typo.status.success());
 
-    // SIGHUP: edit the file by hand, signal, and the gateway follows.
+    // SIGHUP: edit the file by hand (a looser limit, a new site), signal, and the gateway follows.
     let edited = written.replace(
         "ip_requests = { per_second = 1, burst = 1 }",
         "ip_requests = { per_second = 500, burst = 500 }",
-    );
+    ) + "\n[[sites]]\nkey = \"late\"\nallow_same_origin = true\n";
     std::fs::write(&config, edited).unwrap();
     gw.signal("HUP");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -106,6 +112,7 @@ fn limits_change_through_the_cli_and_on_sighup() {
         assert!(Instant::now() < deadline, "SIGHUP did not apply the file");
         std::thread::sleep(Duration::from_millis(100));
     }
+    assert_eq!(post_to(&gw, "late", 6), 200);
     let show = limits_cli(&config, &data, &gw.admin_url, &["show"]);
     let shown: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
     assert_eq!(shown["ip_requests"]["per_second"], 500, "{shown}");
