@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use pulse_gateway::{Config, EmbeddedStore, Gateway, serve};
+use pulse_gateway::{Config, EmbeddedStore, Gateway, Listeners, serve_all};
 
 /// The Pulse gateway: collects reader events from publisher pages, stores them durably and
 /// answers each batch with a paywall decision. With no arguments it reads ./pulse.toml when
@@ -20,6 +20,10 @@ struct Args {
     /// Address to listen on for HTTP/1.1, overriding `server.listen` (port 0: any free port).
     #[arg(long, global = true, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    /// Address for TLS (HTTP/1.1 and HTTP/2 on TCP) and HTTP/3 (QUIC on UDP, same port),
+    /// overriding `server.tls_listen` (port 0: any free port).
+    #[arg(long, global = true, value_name = "ADDR")]
+    tls_listen: Option<SocketAddr>,
     /// Folder of the embedded store, overriding `server.data`.
     #[arg(long, global = true, value_name = "DIR")]
     data: Option<PathBuf>,
@@ -56,6 +60,9 @@ fn main() -> anyhow::Result<()> {
     };
     if let Some(listen) = args.listen {
         config.server.listen = listen;
+    }
+    if let Some(tls_listen) = args.tls_listen {
+        config.server.tls_listen = Some(tls_listen);
     }
     if let Some(data) = args.data {
         config.server.data = data;
@@ -99,20 +106,44 @@ fn run(config: Config) -> anyhow::Result<()> {
             Gateway::open(config)
                 .with_context(|| format!("opening the store in {}", data.display()))?,
         );
-        let listen = gateway.config.server.listen;
-        let listener = tokio::net::TcpListener::bind(listen)
+        let listeners = Listeners::bind(&gateway.config)
             .await
-            .with_context(|| format!("binding {listen}"))?;
-        let addr = listener.local_addr()?;
+            .context("binding the listeners")?;
+        let addr = listeners.http_addr();
         // The first line on stdout names the address (tests and scripts read it).
         println!("pulse gateway listening on http://{addr}/");
+        if let Some(tls) = listeners.https_addr() {
+            let quic = if listeners.quic_addr().is_some() {
+                "; QUIC: h3"
+            } else {
+                ""
+            };
+            println!("pulse gateway listening on https://{tls}/ (TLS: h2, http/1.1{quic})");
+        }
+        if let Some(cert) = listeners.certificate() {
+            let kind = if cert.self_signed {
+                " (self-signed)"
+            } else {
+                ""
+            };
+            println!("  certificate: {}{kind}", cert.cert_path.display());
+            println!("  sha256:      {}", cert.sha256);
+            println!("  spki sha256: {}", cert.spki_sha256_base64);
+            tracing::info!(
+                cert = %cert.cert_path.display(),
+                self_signed = cert.self_signed,
+                sha256 = %cert.sha256,
+                spki_sha256 = %cert.spki_sha256_base64,
+                "TLS certificate"
+            );
+        }
         if gateway.config.server.site_dir.is_some() {
             println!("  demo site:  http://{addr}/   (the first three articles are free)");
         }
         println!("  collect:    POST http://{addr}/v1/collect?k=<site key>");
         println!("  health:     http://{addr}/healthz   metrics: http://{addr}/metrics");
         println!("  store:      {}", data.display());
-        serve(gateway, listener, shutdown_signal()).await?;
+        serve_all(gateway, listeners, shutdown_signal()).await?;
         tracing::info!("stopped");
         Ok(())
     })
