@@ -609,7 +609,7 @@ async fn sniff_h2(stream: &mut TcpStream) -> io::Result<(bool, Bytes)> {
         }
     }
     Ok((
-        filled == H2_PREFACE.len(),
+        buf[..filled] == *H2_PREFACE,
         Bytes::copy_from_slice(&buf[..filled]),
     ))
 }
@@ -678,6 +678,10 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         for (sent, h2) in [
             (&b"GET / HTTP/1.1\r\n\r\n"[..], false),
+            (
+                b"POST /v1/collect?k=demo HTTP/1.1\r\nHost: x\r\n\r\n",
+                false,
+            ),
             (H2_PREFACE, true),
             (b"PRI * HTTP/1.1\r\n", false),
             (b"P", false),
