@@ -23,12 +23,13 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::rt::{Read, Write};
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper::{Request, Version};
+use hyper::{Request, StatusCode, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -39,7 +40,7 @@ use tokio::time::Instant;
 use crate::config::Config;
 use crate::ingest::Gateway;
 use crate::quic;
-use crate::server::{ConnInfo, Resp, handle};
+use crate::server::{ConnInfo, Protocol, Resp, handle};
 use crate::tls::{Certified, TlsError};
 
 /// How long in-flight requests get to finish after shutdown is asked for.
@@ -229,19 +230,9 @@ pub async fn serve_all(
         .and_then(|a| HeaderValue::from_str(&format!("h3=\":{}\"; ma=86400", a.port())).ok());
     let shared = Arc::new(Shared::new(Arc::clone(&gateway), alt_svc));
     let mut loops = JoinSet::new();
-    loops.spawn(accept_tcp(
-        listeners.plain,
-        None,
-        Arc::clone(&shared),
-        Stop(stop_rx.clone()),
-    ));
+    let mut tls_tcp = None;
     if let Some(tls) = listeners.tls {
-        loops.spawn(accept_tcp(
-            tls.tcp,
-            Some(tls.acceptor),
-            Arc::clone(&shared),
-            Stop(stop_rx.clone()),
-        ));
+        tls_tcp = Some((tls.tcp, tls.acceptor));
         if let Some(endpoint) = tls.quic {
             loops.spawn(quic::serve(
                 endpoint,
@@ -250,6 +241,12 @@ pub async fn serve_all(
             ));
         }
     }
+    loops.spawn(accept_tcp(
+        listeners.plain,
+        tls_tcp,
+        Arc::clone(&shared),
+        Stop(stop_rx.clone()),
+    ));
     drop(stop_rx);
     shutdown.await;
     tracing::info!("shutting down: finishing in-flight requests");
@@ -347,15 +344,16 @@ impl std::fmt::Debug for Shared {
     }
 }
 
-/// Accepts TCP connections (cleartext, or TLS with `acceptor`) until shutdown, holding one of
-/// `max_connections` permits per open connection; then drains them.
+/// Accepts TCP connections on the cleartext listener and, when there is one, the TLS listener
+/// until shutdown, holding one of `max_connections` permits per open connection; then drains
+/// them. One loop serves both, so that a freed permit goes to whichever listener has a
+/// connection waiting.
 async fn accept_tcp(
-    listener: TcpListener,
-    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    plain: TcpListener,
+    tls: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
     shared: Arc<Shared>,
     mut stop: Stop,
 ) {
-    let what = if acceptor.is_some() { "tls" } else { "tcp" };
     let mut connections = JoinSet::new();
     loop {
         while connections.try_join_next().is_some() {}
@@ -367,28 +365,37 @@ async fn accept_tcp(
             },
             _ = stop.requested() => break,
         };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::warn!(listener = what, error = %e, "accept failed");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
-                }
-            },
+        let on_tls = async {
+            match &tls {
+                Some((listener, acceptor)) => (listener.accept().await, Some(acceptor.clone())),
+                None => std::future::pending().await,
+            }
+        };
+        let (accepted, acceptor) = tokio::select! {
+            accepted = plain.accept() => (accepted, None),
+            accepted = on_tls => accepted,
             _ = stop.requested() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
         };
         connections.spawn(tcp_connection(
             stream,
             peer,
-            acceptor.clone(),
+            acceptor,
             Arc::clone(&shared),
             stop.clone(),
             permit,
         ));
     }
-    drop(listener);
-    drain(&mut connections, &stop, what).await;
+    drop(plain);
+    drop(tls);
+    drain(&mut connections, &stop, "tcp").await;
 }
 
 /// One TCP connection: the TLS handshake or the cleartext protocol sniff (each within its time
@@ -510,12 +517,34 @@ fn log_end(outcome: Result<(), hyper::Error>, info: ConnInfo) {
 /// One request from a TCP connection: `Host` from the authority when absent (HTTP/2), the
 /// common handler, `Alt-Svc` when HTTP/3 is on.
 async fn answer(shared: &Shared, mut req: Request<Incoming>, info: ConnInfo) -> Resp {
-    host_from_authority(&mut req);
-    let mut resp = handle(&shared.gateway, req, info).await;
+    // hyper enforces `max_headers` on HTTP/1.1 itself, not on HTTP/2.
+    let mut resp = match too_many_headers(&shared.gateway, &req) {
+        Some(refused) => refused,
+        None => {
+            host_from_authority(&mut req);
+            handle(&shared.gateway, req, info).await
+        }
+    };
     if let Some(alt_svc) = &shared.alt_svc {
         resp.headers_mut().insert(header::ALT_SVC, alt_svc.clone());
     }
     resp
+}
+
+/// The answer to a request with more than `transport.max_headers` headers: 431 with no body,
+/// as hyper gives on HTTP/1.1 (where it applies the limit itself; it is checked here for HTTP/2
+/// and HTTP/3). Counted in the request metrics.
+pub(crate) fn too_many_headers<B>(gateway: &Gateway, req: &Request<B>) -> Option<Resp> {
+    if req.headers().len() <= gateway.config.transport.max_headers {
+        return None;
+    }
+    let status = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+    gateway
+        .metrics
+        .request(Protocol::of(req.version()), status.as_u16());
+    let mut resp = Resp::new(Full::new(Bytes::new()));
+    *resp.status_mut() = status;
+    Some(resp)
 }
 
 /// HTTP/2 and HTTP/3 carry the host in the `:authority` pseudo-header, which is equivalent to

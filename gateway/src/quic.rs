@@ -19,14 +19,14 @@ use bytes::{Buf, Bytes};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame};
 use hyper::header::{self, HeaderValue};
-use hyper::{Method, Response, StatusCode};
+use hyper::{Method, Response};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::ingest::Gateway;
-use crate::listen::{ListenError, Stop, drain, host_from_authority};
-use crate::server::{ConnInfo, Protocol, handle};
+use crate::listen::{ListenError, Stop, drain, host_from_authority, too_many_headers};
+use crate::server::{ConnInfo, handle};
 use crate::tls::Certified;
 
 /// Unidirectional streams a peer may open: HTTP/3 needs three (control, QPACK encoder and
@@ -211,19 +211,13 @@ async fn request(gateway: Arc<Gateway>, resolver: Resolver, info: ConnInfo) {
     };
     let (mut send, recv) = stream.split();
     let head_only = req.method() == Method::HEAD;
-    let resp = if req.headers().len() > gateway.config.transport.max_headers {
-        // Same answer as HTTP/1.1 gives for too many headers.
-        gateway.metrics.request(
-            Protocol::Http3,
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE.as_u16(),
-        );
-        let mut resp = Response::new(http_body_util::Full::new(Bytes::new()));
-        *resp.status_mut() = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
-        resp
-    } else {
-        let mut req = req.map(|()| H3Body::new(recv));
-        host_from_authority(&mut req);
-        handle(&gateway, req, info).await
+    let resp = match too_many_headers(&gateway, &req) {
+        Some(refused) => refused,
+        None => {
+            let mut req = req.map(|()| H3Body::new(recv));
+            host_from_authority(&mut req);
+            handle(&gateway, req, info).await
+        }
     };
     let (mut parts, body) = resp.into_parts();
     let body = match body.collect().await {
