@@ -205,7 +205,7 @@ impl H3Client {
             .send
             .send_request(head.body(()).unwrap())
             .await
-            .unwrap();
+            .map_err(|e| format!("{e:?}"))?;
         if !req.body.is_empty() {
             stream.send_data(req.body.clone()).await.unwrap();
         }
