@@ -178,6 +178,11 @@ pub struct Browser {
 impl Browser {
     /// Starts chromedriver and a headless Chromium session with a fresh profile.
     pub fn start() -> Self {
+        Self::start_with_args(&[])
+    }
+
+    /// Like [`Browser::start`], with further Chromium arguments (e.g. `--enable-quic`).
+    pub fn start_with_args(extra: &[String]) -> Self {
         let port = free_port();
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
@@ -192,7 +197,7 @@ impl Browser {
             std::thread::sleep(Duration::from_millis(100));
         }
         let profile = tempfile::tempdir().expect("profile dir");
-        let args = json!([
+        let mut args = json!([
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
@@ -203,6 +208,9 @@ impl Browser {
             "--disable-sync",
             format!("--user-data-dir={}", profile.path().display()),
         ]);
+        if let Some(list) = args.as_array_mut() {
+            list.extend(extra.iter().map(|a| json!(a)));
+        }
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args},
@@ -307,4 +315,81 @@ fn post(url: &str, body: &Value) -> Value {
         .unwrap_or_else(|e| panic!("POST {url}: {e}"));
     let text = resp.body_mut().read_to_string().unwrap_or_default();
     serde_json::from_str(&text).unwrap_or(Value::Null)
+}
+
+/// A gateway process with TLS (HTTP/1.1, HTTP/2) and HTTP/3 on one more port.
+#[derive(Debug)]
+pub struct TlsGateway {
+    /// The process; its `url` is the cleartext one.
+    pub process: GatewayProcess,
+    /// `127.0.0.1:PORT` of TLS (TCP) and QUIC (UDP).
+    pub tls_addr: String,
+    /// The generated self-signed certificate (PEM).
+    pub cert_path: PathBuf,
+    /// Base64 SHA-256 of the certificate's SubjectPublicKeyInfo, as Chromium's
+    /// `--ignore-certificate-errors-spki-list` takes it.
+    pub spki_sha256: String,
+}
+
+impl TlsGateway {
+    /// Starts the gateway with `config`, storing in `data`, on cleartext `127.0.0.1:0` and TLS +
+    /// QUIC `127.0.0.1:0` (a self-signed certificate is generated into `data/tls`), and waits
+    /// until it names both addresses.
+    pub fn start(config: &Path, data: &Path) -> Self {
+        let mut child = Command::new(gateway_bin())
+            .arg("--config")
+            .arg(config)
+            .arg("--data")
+            .arg(data)
+            .args(["--listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0"])
+            .args(["--log", "warn"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the gateway");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let mut line = || lines.next().and_then(Result::ok).unwrap_or_default();
+        let first = line();
+        let url = first
+            .strip_prefix("pulse gateway listening on ")
+            .map(|u| u.trim_end_matches('/').to_owned())
+            .unwrap_or_else(|| panic!("the gateway did not start: {first:?}"));
+        let second = line();
+        let tls_addr = second
+            .strip_prefix("pulse gateway listening on https://")
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or_else(|| panic!("no TLS address: {second:?}"))
+            .to_owned();
+        std::thread::spawn(move || for _ in lines {});
+        let addr = url.trim_start_matches("http://").to_owned();
+        let cert_path = data.join("tls/cert.pem");
+        let spki_sha256 = std::fs::read_to_string(data.join("tls/spki.sha256.base64"))
+            .expect("the gateway writes the SPKI hash of its certificate")
+            .trim()
+            .to_owned();
+        Self {
+            process: GatewayProcess { child, url, addr },
+            tls_addr,
+            cert_path,
+            spki_sha256,
+        }
+    }
+}
+
+/// The gateway's Prometheus metrics text (one place to change if they move to another listener).
+pub fn metrics_text(gateway: &GatewayProcess) -> String {
+    let mut resp = agent()
+        .get(format!("{}/metrics", gateway.url))
+        .call()
+        .expect("GET /metrics");
+    resp.body_mut().read_to_string().unwrap_or_default()
+}
+
+/// The value of one metric line (`name{labels}`), 0 when absent.
+pub fn metric(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
 }
