@@ -33,6 +33,10 @@ use crate::tls::Certified;
 /// decoder) and clients may add a few (e.g. grease); there is no server push.
 const MAX_UNI_STREAMS: u32 = 16;
 
+/// Least and most time a connection lingers after its last answer before it is closed.
+const LINGER_MIN: Duration = Duration::from_millis(100);
+const LINGER_MAX: Duration = Duration::from_secs(1);
+
 /// The receive side of an HTTP/3 request stream.
 type RecvStream = h3::server::RequestStream<h3_quinn::RecvStream, Bytes>;
 /// An HTTP/3 request whose head has not been read yet.
@@ -139,7 +143,7 @@ async fn connection(
     };
     let mut builder = h3::server::builder();
     builder.max_field_section_size(transport.max_header_bytes as u64);
-    let h3 = builder.build::<_, Bytes>(h3_quinn::Connection::new(conn));
+    let h3 = builder.build::<_, Bytes>(h3_quinn::Connection::new(conn.clone()));
     let started = tokio::select! {
         h = tokio::time::timeout(handshake_timeout, h3) => h,
         _ = stop.requested() => return,
@@ -183,8 +187,13 @@ async fn connection(
         }
     }
     // In-flight requests finish (bounded by the listener's grace period, which aborts this
-    // task and with it `requests`); dropping `h3` then closes the connection.
+    // task and with it `requests`).
     while requests.join_next().await.is_some() {}
+    // Closing a QUIC connection abandons stream data not yet sent, and h3 does not say when a
+    // response was delivered: give the last answers a few round trips to go out (or the client
+    // time to close first) before dropping `h3`, which closes the connection.
+    let linger = (conn.rtt() * 4).clamp(LINGER_MIN, LINGER_MAX);
+    let _ = tokio::time::timeout(linger, conn.closed()).await;
     drop(h3);
 }
 

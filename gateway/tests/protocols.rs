@@ -32,7 +32,7 @@ struct Gw {
     https: SocketAddr,
     quic: SocketAddr,
     cert: CertificateDer<'static>,
-    stop: oneshot::Sender<()>,
+    stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
     _dir: tempfile::TempDir,
 }
@@ -78,15 +78,22 @@ impl Gw {
             https,
             quic,
             cert,
-            stop,
+            stop: Some(stop),
             task,
             _dir: dir,
         }
     }
 
     /// Stops the gateway and checks that it shut down cleanly.
-    async fn stop(self) {
-        let _ = self.stop.send(());
+    /// Asks the gateway to shut down (like SIGTERM) without waiting for it.
+    fn request_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    async fn stop(mut self) {
+        self.request_stop();
         tokio::time::timeout(Duration::from_secs(20), self.task)
             .await
             .expect("the gateway stops within the grace period")
@@ -690,4 +697,117 @@ async fn tls_alone_without_http3_has_no_alt_svc() {
     assert!(!got.contains("alt-svc"), "{got}");
     let _ = stop.send(());
     task.await.unwrap().unwrap();
+}
+
+/// A request body fed through a channel, to send part of it, wait, then the rest.
+struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        self.get_mut()
+            .0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|c| Ok(hyper::body::Frame::data(c))))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_requests_finish_when_shutdown_starts_on_every_protocol() {
+    let mut gw = Gw::start(|_| {}).await;
+    let bodies: Vec<Vec<u8>> = (0..3u128)
+        .map(|i| batch(&format!("drain-{i}"), (i + 1) << 40))
+        .collect();
+    let half = |b: &[u8]| b.len() / 2;
+
+    // HTTP/1.1: the head and half the body.
+    let (body, split) = (&bodies[0], half(&bodies[0]));
+    let mut h1 = TcpStream::connect(gw.http).await.unwrap();
+    let head = format!(
+        "POST /v1/collect?k=demo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    h1.write_all(head.as_bytes()).await.unwrap();
+    h1.write_all(&body[..split]).await.unwrap();
+
+    // HTTP/2 (prior knowledge): the same, through a body channel.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let tcp = TcpStream::connect(gw.http).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = Request::post(format!(
+        "http://localhost:{}/v1/collect?k=demo",
+        gw.http.port()
+    ))
+    .header("content-length", bodies[1].len())
+    .body(ChannelBody(rx))
+    .unwrap();
+    let h2 = tokio::spawn(async move {
+        let resp = sender.send_request(req).await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.into_body().collect().await.unwrap().to_bytes())
+    });
+    tx.send(Bytes::copy_from_slice(&bodies[1][..half(&bodies[1])]))
+        .await
+        .unwrap();
+
+    // HTTP/3: the same on a request stream.
+    let mut client = gw.h3().await.unwrap();
+    let req = Request::post(format!(
+        "https://localhost:{}/v1/collect?k=demo",
+        gw.quic.port()
+    ))
+    .header("content-length", bodies[2].len())
+    .body(())
+    .unwrap();
+    let mut h3 = client.send.send_request(req).await.unwrap();
+    h3.send_data(Bytes::copy_from_slice(&bodies[2][..half(&bodies[2])]))
+        .await
+        .unwrap();
+
+    // Shutdown starts while all three wait for the rest of their bodies.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.request_stop();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        TcpStream::connect(gw.http).await.is_err(),
+        "no new connections once shutdown started"
+    );
+
+    h1.write_all(&body[split..]).await.unwrap();
+    let (got, closed) = read_until_closed(&mut h1, MARGIN).await;
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(closed, "the connection closes after its last answer");
+
+    tx.send(Bytes::copy_from_slice(&bodies[1][half(&bodies[1])..]))
+        .await
+        .unwrap();
+    drop(tx);
+    let (status, answer) = tokio::time::timeout(MARGIN, h2).await.unwrap().unwrap();
+    assert_eq!(status, 200, "{answer:?}");
+
+    h3.send_data(Bytes::copy_from_slice(&bodies[2][half(&bodies[2])..]))
+        .await
+        .unwrap();
+    h3.finish().await.unwrap();
+    let resp = tokio::time::timeout(MARGIN, h3.recv_response())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    client.close().await;
+
+    let gateway = Arc::clone(&gw.gateway);
+    gw.stop().await;
+    // Every acknowledged event is in the log after the shutdown.
+    assert_eq!(gateway.store().events_from(0).count(), 6);
 }
