@@ -811,3 +811,87 @@ async fn in_flight_requests_finish_when_shutdown_starts_on_every_protocol() {
     // Every acknowledged event is in the log after the shutdown.
     assert_eq!(gateway.store().events_from(0).count(), 6);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_caps_hold_the_next_request_until_one_finishes() {
+    let gw = Gw::start(|c| {
+        c.transport.h2_max_concurrent_streams = 1;
+        c.transport.quic_max_streams = 1;
+    })
+    .await;
+    let hold = Duration::from_millis(500);
+    let body = batch("streams", 7 << 40);
+    let split = body.len() / 2;
+
+    // HTTP/2: one stream waits for the rest of its body; a second request waits for it.
+    let tcp = TcpStream::connect(gw.http).await.unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let uri = format!("http://localhost:{}", gw.http.port());
+    let first = Request::post(format!("{uri}/v1/collect?k=demo"))
+        .header("content-length", body.len())
+        .body(http_body_util::Either::Left(ChannelBody(rx)))
+        .unwrap();
+    let mut first_sender = sender.clone();
+    let first = tokio::spawn(async move { first_sender.send_request(first).await.unwrap() });
+    tx.send(Bytes::copy_from_slice(&body[..split]))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = Request::get(format!("{uri}/healthz"))
+        .body(http_body_util::Either::Right(Full::new(Bytes::new())))
+        .unwrap();
+    let mut second_sender = sender.clone();
+    let second = tokio::spawn(async move { second_sender.send_request(second).await });
+    tokio::time::sleep(hold).await;
+    assert!(!second.is_finished(), "a second HTTP/2 stream past the cap");
+    tx.send(Bytes::copy_from_slice(&body[split..]))
+        .await
+        .unwrap();
+    drop(tx);
+    assert_eq!(first.await.unwrap().status().as_u16(), 200);
+    let second = tokio::time::timeout(MARGIN, second).await.unwrap().unwrap();
+    assert_eq!(second.unwrap().status().as_u16(), 200);
+
+    // HTTP/3: the same with request streams.
+    let mut client = gw.h3().await.unwrap();
+    let post = Request::post(format!(
+        "https://localhost:{}/v1/collect?k=demo",
+        gw.quic.port()
+    ))
+    .header("content-length", body.len())
+    .body(())
+    .unwrap();
+    let mut first = client.send.send_request(post).await.unwrap();
+    first
+        .send_data(Bytes::copy_from_slice(&body[..split]))
+        .await
+        .unwrap();
+    let mut other = client.send.clone();
+    let quic = gw.quic;
+    let second = tokio::spawn(async move {
+        let get = Request::get(format!("https://localhost:{}/healthz", quic.port()))
+            .body(())
+            .unwrap();
+        let mut stream = other.send_request(get).await.unwrap();
+        stream.finish().await.unwrap();
+        stream.recv_response().await.unwrap().status().as_u16()
+    });
+    tokio::time::sleep(hold).await;
+    assert!(!second.is_finished(), "a second HTTP/3 stream past the cap");
+    first
+        .send_data(Bytes::copy_from_slice(&body[split..]))
+        .await
+        .unwrap();
+    first.finish().await.unwrap();
+    assert_eq!(first.recv_response().await.unwrap().status().as_u16(), 200);
+    while first.recv_data().await.unwrap().is_some() {}
+    let second = tokio::time::timeout(MARGIN, second).await.unwrap().unwrap();
+    assert_eq!(second, 200);
+    client.close().await;
+    gw.stop().await;
+}
