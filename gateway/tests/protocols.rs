@@ -540,7 +540,6 @@ async fn slow_clients_are_closed_within_their_limits() {
     .await;
 
     // Silent: no byte after connecting.
-    let started = Instant::now();
     let mut silent = TcpStream::connect(gw.http).await.unwrap();
     let (_, closed) = read_until_closed(&mut silent, limit + MARGIN).await;
     assert!(closed, "a silent connection is closed");
@@ -611,8 +610,6 @@ async fn slow_clients_are_closed_within_their_limits() {
     assert_eq!(resp.status().as_u16(), 408);
     client.close().await;
 
-    // Everything above took about one limit each, never the defaults (10 s).
-    assert!(started.elapsed() < Duration::from_secs(8 * 3 + 3));
     gw.stop().await;
 }
 
