@@ -2,7 +2,7 @@
 //! them with hard caps, appends the accepted events durably, asks the scorer for a decision and
 //! answers with both. It also serves the tracker and the demo site.
 //!
-//! IO lives in [`serve`] (sockets) and the sink (disk); admission, decoding and the scorer's core
+//! IO lives in [`serve_all`] (sockets: TCP, TLS, QUIC) and the sink (disk); admission, decoding and the scorer's core
 //! are pure and tested without either.
 
 mod admin;
@@ -12,10 +12,12 @@ mod decode;
 mod ingest;
 mod listen;
 mod metrics;
+mod quic;
 mod ratelimit;
 mod server;
 mod sink;
 mod statics;
+mod tls;
 
 pub use admin::{
     ChangeError, TOKEN_ENV, TokenSource, admin_token, apply_limits, merge_limits, serve_admin,
@@ -28,10 +30,12 @@ pub use config::{
 };
 pub use decode::{DecodeError, Encoding, decode, sniff};
 pub use ingest::{ApiError, Gateway, now_ms};
-pub use listen::serve;
+pub use listen::{ListenError, Listeners, serve, serve_all};
 pub use metrics::{Histogram, LIMIT_NAMES, Metrics};
+pub use quic::H3Body;
 pub use ratelimit::{Limited, RateLimiter, client_ip};
 pub use server::{ConnInfo, Protocol, Resp, handle};
 pub use sink::{
     AppliedGuard, BoxFuture, EmbeddedStore, Receipt, Sink, SinkBatch, SinkError, StoredEvent,
 };
+pub use tls::{Certified, TlsError};

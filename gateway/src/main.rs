@@ -7,7 +7,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use pulse_gateway::{
-    Config, EmbeddedStore, Gateway, TOKEN_ENV, TokenSource, admin_token, serve, serve_admin,
+    Config, EmbeddedStore, Gateway, Listeners, TOKEN_ENV, TokenSource, admin_token, serve_admin,
+    serve_all,
 };
 use tokio::sync::watch;
 
@@ -23,6 +24,10 @@ struct Args {
     /// Address to listen on for HTTP/1.1, overriding `server.listen` (port 0: any free port).
     #[arg(long, global = true, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    /// Address for TLS (HTTP/1.1 and HTTP/2 on TCP) and HTTP/3 (QUIC on UDP, same port),
+    /// overriding `server.tls_listen` (port 0: any free port).
+    #[arg(long, global = true, value_name = "ADDR")]
+    tls_listen: Option<SocketAddr>,
     /// Folder of the embedded store, overriding `server.data`.
     #[arg(long, global = true, value_name = "DIR")]
     data: Option<PathBuf>,
@@ -85,6 +90,9 @@ fn main() -> anyhow::Result<()> {
     if let Some(listen) = args.listen {
         config.server.listen = listen;
     }
+    if let Some(tls_listen) = args.tls_listen {
+        config.server.tls_listen = Some(tls_listen);
+    }
     if let Some(data) = args.data {
         config.server.data = data;
     }
@@ -132,20 +140,44 @@ fn run(config: Config) -> anyhow::Result<()> {
             Gateway::open(config)
                 .with_context(|| format!("opening the store in {}", data.display()))?,
         );
-        let server = &gateway.config.server;
-        let listen = server.listen;
-        let listener = tokio::net::TcpListener::bind(listen)
+        let listeners = Listeners::bind(&gateway.config)
             .await
-            .with_context(|| format!("binding {listen}"))?;
+            .context("binding the listeners")?;
+        let server = &gateway.config.server;
         let admin_listener = tokio::net::TcpListener::bind(server.admin_listen)
             .await
             .with_context(|| format!("binding the admin address {}", server.admin_listen))?;
         let (token, source) = admin_token(&gateway.config).context("preparing the admin token")?;
-        let addr = listener.local_addr()?;
         let admin_addr = admin_listener.local_addr()?;
+        let addr = listeners.http_addr();
         // The first line on stdout names the address (tests and scripts read it).
         println!("pulse gateway listening on http://{addr}/");
         println!("pulse admin listening on http://{admin_addr}/");
+        if let Some(tls) = listeners.https_addr() {
+            let quic = if listeners.quic_addr().is_some() {
+                "; QUIC: h3"
+            } else {
+                ""
+            };
+            println!("pulse gateway listening on https://{tls}/ (TLS: h2, http/1.1{quic})");
+        }
+        if let Some(cert) = listeners.certificate() {
+            let kind = if cert.self_signed {
+                " (self-signed)"
+            } else {
+                ""
+            };
+            println!("  certificate: {}{kind}", cert.cert_path.display());
+            println!("  sha256:      {}", cert.sha256);
+            println!("  spki sha256: {}", cert.spki_sha256_base64);
+            tracing::info!(
+                cert = %cert.cert_path.display(),
+                self_signed = cert.self_signed,
+                sha256 = %cert.sha256,
+                spki_sha256 = %cert.spki_sha256_base64,
+                "TLS certificate"
+            );
+        }
         if server.site_dir.is_some() {
             println!("  demo site:  http://{addr}/   (the first three articles are free)");
         }
@@ -185,7 +217,7 @@ fn run(config: Config) -> anyhow::Result<()> {
                 sweeper.limiter.sweep();
             }
         });
-        serve(Arc::clone(&gateway), listener, stopped(stop_rx)).await?;
+        serve_all(gateway, listeners, stopped(stop_rx)).await?;
         tracing::info!("stopped");
         Ok(())
     })

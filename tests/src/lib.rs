@@ -50,21 +50,29 @@ pub struct GatewayProcess {
     pub addr: String,
     /// `http://127.0.0.1:PORT` of the admin listener.
     pub admin_url: String,
+    /// `127.0.0.1:PORT` of TLS (TCP) and QUIC (UDP), when started with `--tls-listen`.
+    pub tls_addr: Option<String>,
+    /// Its data folder.
+    pub data: PathBuf,
 }
 
 impl GatewayProcess {
     /// Starts the gateway with `config`, storing in `data`, on `listen` (`127.0.0.1:0` for any
     /// port), and waits until it names its address.
     pub fn start(config: &Path, data: &Path, listen: &str) -> Self {
+        Self::start_with(config, data, &["--listen", listen])
+    }
+
+    /// Starts the gateway with `config`, storing in `data`, with more arguments, and waits until
+    /// it names its addresses (the TLS one too when `--tls-listen` is among `args`).
+    pub fn start_with(config: &Path, data: &Path, args: &[&str]) -> Self {
         let mut child = Command::new(gateway_bin())
             .arg("--config")
             .arg(config)
             .arg("--data")
             .arg(data)
-            .arg("--listen")
-            .arg(listen)
-            .arg("--log")
-            .arg("warn")
+            .args(args)
+            .args(["--log", "warn"])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -76,15 +84,21 @@ impl GatewayProcess {
             .strip_prefix("pulse gateway listening on ")
             .map(|u| u.trim_end_matches('/').to_owned())
             .unwrap_or_else(|| panic!("the gateway did not start: {first:?}"));
-        let admin_url = lines
-            .by_ref()
-            .take(20)
-            .map_while(Result::ok)
-            .find_map(|line| {
-                line.strip_prefix("pulse admin listening on ")
-                    .map(|u| u.trim_end_matches('/').to_owned())
-            })
-            .expect("the gateway names its admin address");
+        let want_tls = args.contains(&"--tls-listen");
+        let (mut admin_url, mut tls_addr) = (None, None);
+        for line in lines.by_ref().take(30).map_while(Result::ok) {
+            if let Some(u) = line.strip_prefix("pulse admin listening on ") {
+                admin_url = Some(u.trim_end_matches('/').to_owned());
+            }
+            if let Some(rest) = line.strip_prefix("pulse gateway listening on https://") {
+                tls_addr = rest.split('/').next().map(str::to_owned);
+            }
+            if admin_url.is_some() && (tls_addr.is_some() || !want_tls) {
+                break;
+            }
+        }
+        let admin_url = admin_url.expect("the gateway names its admin address");
+        assert!(tls_addr.is_some() || !want_tls, "no TLS address printed");
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         let addr = url.trim_start_matches("http://").to_owned();
@@ -93,7 +107,17 @@ impl GatewayProcess {
             url,
             addr,
             admin_url,
+            tls_addr,
+            data: data.to_owned(),
         }
+    }
+
+    /// The admin token the gateway generated into its data folder.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data.join("admin.token"))
+            .expect("the gateway writes its admin token")
+            .trim()
+            .to_owned()
     }
 
     /// Sends `signal` (e.g. `HUP`) to the process.
@@ -211,6 +235,11 @@ pub struct Browser {
 impl Browser {
     /// Starts chromedriver and a headless Chromium session with a fresh profile.
     pub fn start() -> Self {
+        Self::start_with_args(&[])
+    }
+
+    /// Like [`Browser::start`], with further Chromium arguments (e.g. `--enable-quic`).
+    pub fn start_with_args(extra: &[String]) -> Self {
         let port = free_port();
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
@@ -225,7 +254,7 @@ impl Browser {
             std::thread::sleep(Duration::from_millis(100));
         }
         let profile = tempfile::tempdir().expect("profile dir");
-        let args = json!([
+        let mut args = json!([
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
@@ -236,6 +265,9 @@ impl Browser {
             "--disable-sync",
             format!("--user-data-dir={}", profile.path().display()),
         ]);
+        if let Some(list) = args.as_array_mut() {
+            list.extend(extra.iter().map(|a| json!(a)));
+        }
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args},
@@ -340,4 +372,61 @@ fn post(url: &str, body: &Value) -> Value {
         .unwrap_or_else(|e| panic!("POST {url}: {e}"));
     let text = resp.body_mut().read_to_string().unwrap_or_default();
     serde_json::from_str(&text).unwrap_or(Value::Null)
+}
+
+/// A gateway process with TLS (HTTP/1.1, HTTP/2) and HTTP/3 on one more port.
+#[derive(Debug)]
+pub struct TlsGateway {
+    /// The process; its `url` is the cleartext one.
+    pub process: GatewayProcess,
+    /// `127.0.0.1:PORT` of TLS (TCP) and QUIC (UDP).
+    pub tls_addr: String,
+    /// The generated self-signed certificate (PEM).
+    pub cert_path: PathBuf,
+    /// Base64 SHA-256 of the certificate's SubjectPublicKeyInfo, as Chromium's
+    /// `--ignore-certificate-errors-spki-list` takes it.
+    pub spki_sha256: String,
+}
+
+impl TlsGateway {
+    /// Starts the gateway with `config`, storing in `data`, on cleartext `127.0.0.1:0` and TLS +
+    /// QUIC `127.0.0.1:0` (a self-signed certificate is generated into `data/tls`), and waits
+    /// until it names both addresses.
+    pub fn start(config: &Path, data: &Path) -> Self {
+        let process = GatewayProcess::start_with(
+            config,
+            data,
+            &["--listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0"],
+        );
+        let tls_addr = process.tls_addr.clone().expect("a TLS address");
+        let cert_path = data.join("tls/cert.pem");
+        let spki_sha256 = std::fs::read_to_string(data.join("tls/spki.sha256.base64"))
+            .expect("the gateway writes the SPKI hash of its certificate")
+            .trim()
+            .to_owned();
+        Self {
+            process,
+            tls_addr,
+            cert_path,
+            spki_sha256,
+        }
+    }
+}
+
+/// The gateway's Prometheus metrics text (one place to change if they move to another listener).
+pub fn metrics_text(gateway: &GatewayProcess) -> String {
+    let mut resp = agent()
+        .get(format!("{}/metrics", gateway.admin_url))
+        .header("authorization", format!("Bearer {}", gateway.admin_token()))
+        .call()
+        .expect("GET /metrics");
+    resp.body_mut().read_to_string().unwrap_or_default()
+}
+
+/// The value of one metric line (`name{labels}`), 0 when absent.
+pub fn metric(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
 }

@@ -1,0 +1,307 @@
+//! HTTP/3 over QUIC (quinn + h3): the UDP listener beside the TLS one, at the same port number.
+//! Each request goes to the same [`handle`] as HTTP/1.1 and HTTP/2, its body read through
+//! [`H3Body`] so that the same size caps and deadlines apply.
+//!
+//! Limits applied here: open QUIC connections (`quic_max_connections`; past it new ones are
+//! refused), concurrent request streams per connection (`quic_max_streams`), the idle timeout
+//! (`quic_idle_timeout_ms`), the handshake time (`tls_handshake_timeout_ms`), the request head's
+//! size (`max_header_bytes`, answered 431 by h3) and count (`max_headers`, answered 431 here) and
+//! the time for it (`header_read_timeout_ms`). 0-RTT is never accepted.
+//!
+//! IO boundary: the quinn endpoint; everything else is request plumbing.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame};
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Response};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::config::Config;
+use crate::ingest::Gateway;
+use crate::listen::{ListenError, Stop, drain, host_from_authority, too_many_headers};
+use crate::server::{ConnInfo, handle};
+use crate::tls::Certified;
+
+/// Unidirectional streams a peer may open: HTTP/3 needs three (control, QPACK encoder and
+/// decoder) and clients may add a few (e.g. grease); there is no server push.
+const MAX_UNI_STREAMS: u32 = 16;
+
+/// Least and most time a connection lingers after its last answer before it is closed.
+const LINGER_MIN: Duration = Duration::from_millis(100);
+const LINGER_MAX: Duration = Duration::from_secs(1);
+
+/// The receive side of an HTTP/3 request stream.
+type RecvStream = h3::server::RequestStream<h3_quinn::RecvStream, Bytes>;
+/// An HTTP/3 request whose head has not been read yet.
+type Resolver = h3::server::RequestResolver<h3_quinn::Connection, Bytes>;
+
+/// The quinn server settings: TLS 1.3 with ALPN `h3` and no 0-RTT, and the transport limits.
+pub(crate) fn server_config(
+    certified: &Certified,
+    config: &Config,
+) -> Result<quinn::ServerConfig, ListenError> {
+    let transport = &config.transport;
+    let crypto = certified.quic_config()?;
+    let mut settings = quinn::TransportConfig::default();
+    let idle = quinn::IdleTimeout::try_from(transport.quic_idle_timeout_ms.get())
+        .map_err(|_| ListenError::Quic("transport.quic_idle_timeout_ms is too large".into()))?;
+    // Flow control: a stream may hold one whole request (head and body) in flight, the
+    // connection a few of them; every buffer is bounded by these windows.
+    let stream_window = (config.limits.max_body_bytes + transport.max_header_bytes + 16 * 1024)
+        .max(64 * 1024) as u64;
+    let stream_window = quinn::VarInt::try_from(stream_window)
+        .map_err(|_| ListenError::Quic("limits.max_body_bytes is too large".into()))?;
+    let conn_window = quinn::VarInt::from_u64(stream_window.into_inner().saturating_mul(8))
+        .map_err(|_| ListenError::Quic("limits.max_body_bytes is too large".into()))?;
+    settings
+        .max_concurrent_bidi_streams(quinn::VarInt::from_u32(transport.quic_max_streams))
+        .max_concurrent_uni_streams(quinn::VarInt::from_u32(MAX_UNI_STREAMS))
+        .max_idle_timeout(Some(idle))
+        .stream_receive_window(stream_window)
+        .receive_window(conn_window);
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    server.transport_config(Arc::new(settings));
+    Ok(server)
+}
+
+/// Accepts QUIC connections until shutdown, refusing those past `quic_max_connections`; then
+/// asks each connection to finish (GOAWAY), waits for in-flight requests within the grace period
+/// and closes the endpoint.
+pub(crate) async fn serve(endpoint: quinn::Endpoint, gateway: Arc<Gateway>, mut stop: Stop) {
+    let limit = Arc::new(Semaphore::new(
+        gateway.config.transport.quic_max_connections,
+    ));
+    let mut connections = JoinSet::new();
+    loop {
+        while connections.try_join_next().is_some() {}
+        let incoming = tokio::select! {
+            incoming = endpoint.accept() => match incoming {
+                Some(incoming) => incoming,
+                None => break, // the endpoint was closed
+            },
+            _ = stop.requested() => break,
+        };
+        let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
+            tracing::debug!(peer = %incoming.remote_address(), "too many QUIC connections; refused");
+            incoming.refuse();
+            continue;
+        };
+        connections.spawn(connection(
+            incoming,
+            Arc::clone(&gateway),
+            stop.clone(),
+            permit,
+        ));
+    }
+    // New connection attempts are refused from here on.
+    endpoint.set_server_config(None);
+    drain(&mut connections, &stop, "quic").await;
+    endpoint.close(quinn::VarInt::from_u32(0), b"shutting down");
+    // Let the close frames go out; bounded, the grace period may already be spent.
+    let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+}
+
+/// One QUIC connection: the handshake, the HTTP/3 settings exchange, then its requests until
+/// it closes or shutdown.
+async fn connection(
+    incoming: quinn::Incoming,
+    gateway: Arc<Gateway>,
+    mut stop: Stop,
+    _permit: OwnedSemaphorePermit,
+) {
+    let peer = incoming.remote_address();
+    let transport = &gateway.config.transport;
+    let handshake_timeout = transport.tls_handshake_timeout_ms.get();
+    let connecting = match incoming.accept() {
+        Ok(connecting) => connecting,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "QUIC connection not accepted");
+            return;
+        }
+    };
+    let established = tokio::select! {
+        c = tokio::time::timeout(handshake_timeout, connecting) => c,
+        _ = stop.requested() => return,
+    };
+    let conn = match established {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "QUIC handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "QUIC handshake not done in time; closing");
+            return;
+        }
+    };
+    let mut builder = h3::server::builder();
+    builder.max_field_section_size(transport.max_header_bytes as u64);
+    let h3 = builder.build::<_, Bytes>(h3_quinn::Connection::new(conn.clone()));
+    let started = tokio::select! {
+        h = tokio::time::timeout(handshake_timeout, h3) => h,
+        _ = stop.requested() => return,
+    };
+    let mut h3 = match started {
+        Ok(Ok(h3)) => h3,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "HTTP/3 connection setup failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "HTTP/3 settings not exchanged in time; closing");
+            return;
+        }
+    };
+    let mut requests = JoinSet::new();
+    let info = ConnInfo { peer };
+    loop {
+        while requests.try_join_next().is_some() {}
+        tokio::select! {
+            accepted = h3.accept() => match accepted {
+                Ok(Some(resolver)) => {
+                    requests.spawn(request(Arc::clone(&gateway), resolver, info));
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    if !e.is_h3_no_error() {
+                        tracing::debug!(%peer, error = %e, "HTTP/3 connection ended");
+                    }
+                    break;
+                }
+            },
+            _ = stop.requested() => {
+                // GOAWAY: requests up to the last one accepted are served, later ones refused
+                // (the client may retry them elsewhere).
+                if let Err(e) = h3.shutdown(1).await {
+                    tracing::debug!(%peer, error = %e, "GOAWAY not sent");
+                }
+                break;
+            }
+        }
+    }
+    // In-flight requests finish (bounded by the listener's grace period, which aborts this
+    // task and with it `requests`).
+    while requests.join_next().await.is_some() {}
+    // Closing a QUIC connection abandons stream data not yet sent, and h3 does not say when a
+    // response was delivered: give the last answers a few round trips to go out (or the client
+    // time to close first) before dropping `h3`, which closes the connection.
+    let linger = (conn.rtt() * 4).clamp(LINGER_MIN, LINGER_MAX);
+    let _ = tokio::time::timeout(linger, conn.closed()).await;
+    drop(h3);
+}
+
+/// One HTTP/3 request: its head within the header read timeout, the common handler with the
+/// body as an [`H3Body`], then the response.
+async fn request(gateway: Arc<Gateway>, resolver: Resolver, info: ConnInfo) {
+    let limits = &gateway.config.limits;
+    let resolved = tokio::time::timeout(
+        limits.header_read_timeout_ms.get(),
+        resolver.resolve_request(),
+    )
+    .await;
+    let (req, stream) = match resolved {
+        Ok(Ok(resolved)) => resolved,
+        Ok(Err(e)) => {
+            // Malformed or oversized heads are answered by h3 itself (400-like reset, 431).
+            tracing::debug!(peer = %info.peer, error = %e, "HTTP/3 request head refused");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(peer = %info.peer, "HTTP/3 request head not in time");
+            return;
+        }
+    };
+    let (mut send, recv) = stream.split();
+    let head_only = req.method() == Method::HEAD;
+    let resp = match too_many_headers(&gateway, &req) {
+        Some(refused) => refused,
+        None => {
+            let mut req = req.map(|()| H3Body::new(recv));
+            host_from_authority(&mut req);
+            handle(&gateway, req, info).await
+        }
+    };
+    let (mut parts, body) = resp.into_parts();
+    let body = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(never) => match never {},
+    };
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    let respond = async {
+        send.send_response(Response::from_parts(parts, ())).await?;
+        if !head_only && !body.is_empty() {
+            send.send_data(body).await?;
+        }
+        send.finish().await
+    };
+    // A client that does not read its answer is not waited on past the body deadline.
+    match tokio::time::timeout(limits.body_timeout_ms.get(), respond).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(peer = %info.peer, error = %e, "HTTP/3 response not sent"),
+        Err(_) => tracing::debug!(peer = %info.peer, "HTTP/3 response not taken in time"),
+    }
+}
+
+/// The body of an HTTP/3 request, read from the receive side of its stream: an
+/// [`http_body::Body`](Body) like hyper's, so the handler applies the same caps and deadlines.
+pub struct H3Body {
+    recv: RecvStream,
+    done: bool,
+}
+
+impl H3Body {
+    fn new(recv: RecvStream) -> Self {
+        Self { recv, done: false }
+    }
+}
+
+impl std::fmt::Debug for H3Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("H3Body")
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Body for H3Body {
+    type Data = Bytes;
+    type Error = h3::error::StreamError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        match this.recv.poll_recv_data(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(Some(mut data))) => {
+                let bytes = data.copy_to_bytes(data.remaining());
+                Poll::Ready(Some(Ok(Frame::data(bytes))))
+            }
+            Poll::Ready(Ok(None)) => {
+                this.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Err(e)) => {
+                this.done = true;
+                Poll::Ready(Some(Err(e)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+}
