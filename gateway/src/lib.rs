@@ -30,7 +30,7 @@ pub use config::{
 };
 pub use decode::{DecodeError, Encoding, decode, sniff};
 pub use ingest::{ApiError, Gateway, now_ms};
-pub use listen::{ListenError, Listeners, serve, serve_all};
+pub use listen::{App, ListenError, Listeners, serve, serve_all};
 pub use metrics::{Histogram, LIMIT_NAMES, Metrics};
 pub use quic::H3Body;
 pub use ratelimit::{Limited, RateLimiter, client_ip};

@@ -71,6 +71,47 @@ pub enum ListenError {
     Quic(String),
 }
 
+/// What the listeners serve: the gateway, or anything else that answers requests the same way
+/// (the benchmark floor). The listeners read `[transport]` and `[limits]` from its config.
+pub trait App: Send + Sync + 'static {
+    /// The configuration the listeners take their limits from.
+    fn config(&self) -> &Config;
+
+    /// Answers one request, whatever protocol it came over.
+    fn answer<B>(&self, req: Request<B>, conn: ConnInfo) -> impl Future<Output = Resp> + Send
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: std::error::Error + Send + Sync + 'static;
+
+    /// Counts a request the listener answered itself (431 for too many headers).
+    fn count(&self, protocol: Protocol, status: u16);
+
+    /// Runs once after every listener has stopped (flush the sink, close the store).
+    fn close(&self) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+impl App for Gateway {
+    fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn answer<B>(&self, req: Request<B>, conn: ConnInfo) -> impl Future<Output = Resp> + Send
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        handle(self, req, conn)
+    }
+
+    fn count(&self, protocol: Protocol, status: u16) {
+        self.metrics.request(protocol, status);
+    }
+
+    async fn close(&self) -> io::Result<()> {
+        Gateway::close(self).await.map_err(io::Error::other)
+    }
+}
+
 /// The bound sockets of a gateway: cleartext TCP, and when `server.tls_listen` is set, TLS on TCP
 /// and (with `server.http3`) QUIC on UDP at the same port number.
 #[derive(Debug)]
@@ -208,8 +249,8 @@ fn local_addr(
 /// Serves HTTP/1.1 and HTTP/2 (prior knowledge) on `listener` until `shutdown` resolves, then
 /// stops accepting, lets in-flight requests finish (up to a grace period) and closes the sink and
 /// the store.
-pub async fn serve(
-    gateway: Arc<Gateway>,
+pub async fn serve<A: App>(
+    gateway: Arc<A>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
@@ -219,8 +260,8 @@ pub async fn serve(
 /// Serves every listener until `shutdown` resolves; then stops accepting on all of them, lets
 /// in-flight requests of every protocol finish within a grace period (connections still open
 /// after it are closed), and closes the sink and the store once.
-pub async fn serve_all(
-    gateway: Arc<Gateway>,
+pub async fn serve_all<A: App>(
+    gateway: Arc<A>,
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
@@ -257,7 +298,7 @@ pub async fn serve_all(
         }
     }
     drop(shared);
-    gateway.close().await.map_err(io::Error::other)
+    gateway.close().await
 }
 
 /// The shutdown signal as the listeners see it: once asked for, it carries the deadline by which
@@ -300,8 +341,8 @@ pub(crate) async fn drain<T: 'static>(tasks: &mut JoinSet<T>, stop: &Stop, what:
 }
 
 /// What every TCP connection shares: the gateway, the protocol settings and the limits.
-struct Shared {
-    gateway: Arc<Gateway>,
+struct Shared<A> {
+    gateway: Arc<A>,
     h1: http1::Builder,
     h2: http2::Builder<TokioExecutor>,
     alt_svc: Option<HeaderValue>,
@@ -310,10 +351,10 @@ struct Shared {
     handshake_timeout: Duration,
 }
 
-impl Shared {
-    fn new(gateway: Arc<Gateway>, alt_svc: Option<HeaderValue>) -> Self {
-        let transport = &gateway.config.transport;
-        let header_timeout = gateway.config.limits.header_read_timeout_ms.get();
+impl<A: App> Shared<A> {
+    fn new(gateway: Arc<A>, alt_svc: Option<HeaderValue>) -> Self {
+        let transport = &gateway.config().transport;
+        let header_timeout = gateway.config().limits.header_read_timeout_ms.get();
         let mut h1 = http1::Builder::new();
         h1.timer(TokioTimer::new())
             // hyper starts this timer whenever it waits for a request head, so it also closes
@@ -338,7 +379,7 @@ impl Shared {
     }
 }
 
-impl std::fmt::Debug for Shared {
+impl<A> std::fmt::Debug for Shared<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shared").finish_non_exhaustive()
     }
@@ -348,10 +389,10 @@ impl std::fmt::Debug for Shared {
 /// until shutdown, holding one of `max_connections` permits per open connection; then drains
 /// them. One loop serves both, so that a freed permit goes to whichever listener has a
 /// connection waiting.
-async fn accept_tcp(
+async fn accept_tcp<A: App>(
     plain: TcpListener,
     tls: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
-    shared: Arc<Shared>,
+    shared: Arc<Shared<A>>,
     mut stop: Stop,
 ) {
     let mut connections = JoinSet::new();
@@ -400,11 +441,11 @@ async fn accept_tcp(
 
 /// One TCP connection: the TLS handshake or the cleartext protocol sniff (each within its time
 /// limit), then HTTP/1.1 or HTTP/2 until it closes or shutdown.
-async fn tcp_connection(
+async fn tcp_connection<A: App>(
     mut stream: TcpStream,
     peer: SocketAddr,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
-    shared: Arc<Shared>,
+    shared: Arc<Shared<A>>,
     mut stop: Stop,
     _permit: OwnedSemaphorePermit,
 ) {
@@ -458,8 +499,14 @@ async fn tcp_connection(
 /// Serves HTTP/1.1 or HTTP/2 on an established connection. On shutdown the connection finishes
 /// its in-flight requests and closes (HTTP/2: GOAWAY). An HTTP/2 connection with no request in
 /// flight for the header read timeout is closed the same way (HTTP/1.1 does this itself).
-async fn serve_http<I>(io: I, is_h2: bool, info: ConnInfo, shared: &Arc<Shared>, mut stop: Stop)
-where
+async fn serve_http<A, I>(
+    io: I,
+    is_h2: bool,
+    info: ConnInfo,
+    shared: &Arc<Shared<A>>,
+    mut stop: Stop,
+) where
+    A: App,
     I: Read + Write + Unpin + Send + 'static,
 {
     let activity = Arc::new(Activity::default());
@@ -516,13 +563,13 @@ fn log_end(outcome: Result<(), hyper::Error>, info: ConnInfo) {
 
 /// One request from a TCP connection: `Host` from the authority when absent (HTTP/2), the
 /// common handler, `Alt-Svc` when HTTP/3 is on.
-async fn answer(shared: &Shared, mut req: Request<Incoming>, info: ConnInfo) -> Resp {
+async fn answer<A: App>(shared: &Shared<A>, mut req: Request<Incoming>, info: ConnInfo) -> Resp {
     // hyper enforces `max_headers` on HTTP/1.1 itself, not on HTTP/2.
-    let mut resp = match too_many_headers(&shared.gateway, &req) {
+    let mut resp = match too_many_headers(&*shared.gateway, &req) {
         Some(refused) => refused,
         None => {
             host_from_authority(&mut req);
-            handle(&shared.gateway, req, info).await
+            shared.gateway.answer(req, info).await
         }
     };
     if let Some(alt_svc) = &shared.alt_svc {
@@ -534,14 +581,12 @@ async fn answer(shared: &Shared, mut req: Request<Incoming>, info: ConnInfo) -> 
 /// The answer to a request with more than `transport.max_headers` headers: 431 with no body,
 /// as hyper gives on HTTP/1.1 (where it applies the limit itself; it is checked here for HTTP/2
 /// and HTTP/3). Counted in the request metrics.
-pub(crate) fn too_many_headers<B>(gateway: &Gateway, req: &Request<B>) -> Option<Resp> {
-    if req.headers().len() <= gateway.config.transport.max_headers {
+pub(crate) fn too_many_headers<A: App, B>(gateway: &A, req: &Request<B>) -> Option<Resp> {
+    if req.headers().len() <= gateway.config().transport.max_headers {
         return None;
     }
     let status = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
-    gateway
-        .metrics
-        .request(Protocol::of(req.version()), status.as_u16());
+    gateway.count(Protocol::of(req.version()), status.as_u16());
     let mut resp = Resp::new(Full::new(Bytes::new()));
     *resp.status_mut() = status;
     Some(resp)

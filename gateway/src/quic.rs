@@ -24,9 +24,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::config::Config;
-use crate::ingest::Gateway;
-use crate::listen::{ListenError, Stop, drain, host_from_authority, too_many_headers};
-use crate::server::{ConnInfo, handle};
+use crate::listen::{App, ListenError, Stop, drain, host_from_authority, too_many_headers};
+use crate::server::ConnInfo;
 use crate::tls::Certified;
 
 /// Unidirectional streams a peer may open: HTTP/3 needs three (control, QPACK encoder and
@@ -74,9 +73,9 @@ pub(crate) fn server_config(
 /// Accepts QUIC connections until shutdown, refusing those past `quic_max_connections`; then
 /// asks each connection to finish (GOAWAY), waits for in-flight requests within the grace period
 /// and closes the endpoint.
-pub(crate) async fn serve(endpoint: quinn::Endpoint, gateway: Arc<Gateway>, mut stop: Stop) {
+pub(crate) async fn serve<A: App>(endpoint: quinn::Endpoint, gateway: Arc<A>, mut stop: Stop) {
     let limit = Arc::new(Semaphore::new(
-        gateway.config.transport.quic_max_connections,
+        gateway.config().transport.quic_max_connections,
     ));
     let mut connections = JoinSet::new();
     loop {
@@ -110,14 +109,14 @@ pub(crate) async fn serve(endpoint: quinn::Endpoint, gateway: Arc<Gateway>, mut 
 
 /// One QUIC connection: the handshake, the HTTP/3 settings exchange, then its requests until
 /// it closes or shutdown.
-async fn connection(
+async fn connection<A: App>(
     incoming: quinn::Incoming,
-    gateway: Arc<Gateway>,
+    gateway: Arc<A>,
     mut stop: Stop,
     _permit: OwnedSemaphorePermit,
 ) {
     let peer = incoming.remote_address();
-    let transport = &gateway.config.transport;
+    let transport = &gateway.config().transport;
     let handshake_timeout = transport.tls_handshake_timeout_ms.get();
     let connecting = match incoming.accept() {
         Ok(connecting) => connecting,
@@ -199,8 +198,8 @@ async fn connection(
 
 /// One HTTP/3 request: its head within the header read timeout, the common handler with the
 /// body as an [`H3Body`], then the response.
-async fn request(gateway: Arc<Gateway>, resolver: Resolver, info: ConnInfo) {
-    let limits = &gateway.config.limits;
+async fn request<A: App>(gateway: Arc<A>, resolver: Resolver, info: ConnInfo) {
+    let limits = &gateway.config().limits;
     let resolved = tokio::time::timeout(
         limits.header_read_timeout_ms.get(),
         resolver.resolve_request(),
@@ -220,12 +219,12 @@ async fn request(gateway: Arc<Gateway>, resolver: Resolver, info: ConnInfo) {
     };
     let (mut send, recv) = stream.split();
     let head_only = req.method() == Method::HEAD;
-    let resp = match too_many_headers(&gateway, &req) {
+    let resp = match too_many_headers(&*gateway, &req) {
         Some(refused) => refused,
         None => {
             let mut req = req.map(|()| H3Body::new(recv));
             host_from_authority(&mut req);
-            handle(&gateway, req, info).await
+            gateway.answer(req, info).await
         }
     };
     let (mut parts, body) = resp.into_parts();
