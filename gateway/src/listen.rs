@@ -108,7 +108,7 @@ impl App for Gateway {
     }
 
     async fn close(&self) -> io::Result<()> {
-        Gateway::close(self).await.map_err(io::Error::other)
+        Self::close(self).await.map_err(io::Error::other)
     }
 }
 
