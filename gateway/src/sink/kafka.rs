@@ -615,7 +615,11 @@ mod tests {
                 .await
             })
         };
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        let until = Instant::now() + Duration::from_secs(10);
+        while sink.producer.in_flight_count() < 5 {
+            assert!(Instant::now() < until, "the first batch was never queued");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let started = Instant::now();
         let result = sink
             .append(SinkBatch {
