@@ -372,6 +372,7 @@ fn brokers_down_give_503_with_bounded_memory_then_recover() {
     let started = Instant::now();
     let answer = post_batch(&url, &page_view_batch("r-down", 0, base + 100, 2, now_ms()));
     let took = started.elapsed();
+    eprintln!("503 after {took:?} with a {deadline:?} delivery deadline");
     assert_eq!(answer.status, 503, "{}", answer.body);
     assert_eq!(answer.body["error"]["code"], "store_unavailable");
     assert!(answer.retry_after.is_some(), "503 without Retry-After");
