@@ -11,10 +11,15 @@
 //! `queue_max_kbytes`. A batch that does not fit is refused at once (never waited on), and a
 //! batch's delivery futures live only as long as its request.
 //!
+//! Fatal errors: should librdkafka declare the idempotent producer broken (e.g. a sequence
+//! desynchronization with a broker), it refuses every later message; the first batch that fails
+//! afterwards replaces it with a fresh producer, so the pages' retries succeed again.
+//!
 //! IO boundary: librdkafka's own threads (network, retries, delivery reports); `append` only
 //! enqueues and awaits reports, `close` flushes on a blocking thread.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use pulse_protocol::{DeadLetter, EventRecord};
@@ -92,9 +97,18 @@ impl ClientContext for KafkaLog {
     }
 }
 
+/// The producer in use, numbered so that a fatal error replaces it only once.
+struct Current {
+    generation: u64,
+    producer: FutureProducer<KafkaLog>,
+}
+
 /// The Kafka sink. Reader state stays in the embedded store; only the log moves to Kafka.
 pub(crate) struct KafkaSink {
-    producer: FutureProducer<KafkaLog>,
+    /// Read-locked only for synchronous calls (enqueueing, counting), never across an await.
+    current: RwLock<Current>,
+    /// Kept to build a fresh producer after a fatal error.
+    client: ClientConfig,
     events_topic: String,
     deadletter_topic: String,
     delivery_timeout: Duration,
@@ -157,13 +171,14 @@ impl KafkaSink {
     /// Creates the producer. It connects in the background: brokers that are down now only
     /// make appends fail (503) until they are back.
     pub(crate) fn new(config: &KafkaConfig) -> Result<Self, SinkError> {
-        let producer: FutureProducer<KafkaLog> = client_config(config)?
-            .create_with_context(KafkaLog)
-            .map_err(|e| {
-                SinkError::Unavailable(format!("cannot create the kafka producer: {e}"))
-            })?;
+        let client = client_config(config)?;
+        let producer = create(&client)?;
         Ok(Self {
-            producer,
+            current: RwLock::new(Current {
+                generation: 0,
+                producer,
+            }),
+            client,
             events_topic: config.events_topic.clone(),
             deadletter_topic: config.deadletter_topic.clone(),
             delivery_timeout: config.delivery_timeout_ms.get(),
@@ -172,9 +187,57 @@ impl KafkaSink {
         })
     }
 
+    /// The current producer, read-locked.
+    fn current(&self) -> Result<RwLockReadGuard<'_, Current>, SinkError> {
+        self.current
+            .read()
+            .map_err(|_| SinkError::Io("kafka producer lock poisoned".into()))
+    }
+
+    /// After a failed batch: when the producer of `generation` hit a fatal error (librdkafka
+    /// can no longer vouch for idempotence and refuses every message from then on), replaces
+    /// it with a fresh one, so that the pages' retries can succeed. The old producer's queued
+    /// messages fail; their pages were or will be answered 503.
+    fn replace_if_fatal(&self, generation: u64) {
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let Ok(mut current) = self.current.write() else {
+            return;
+        };
+        if current.generation != generation {
+            return; // another request replaced it already
+        }
+        let Some((code, reason)) = current.producer.client().fatal_error() else {
+            return;
+        };
+        match create(&self.client) {
+            Ok(fresh) => {
+                let old = std::mem::replace(&mut current.producer, fresh);
+                current.generation += 1;
+                drop(current);
+                tracing::error!(
+                    sink = "kafka",
+                    error = %code,
+                    reason,
+                    "fatal kafka producer error: replaced the producer"
+                );
+                // Dropping a producer purges its queue and joins its thread: not on a runtime
+                // worker.
+                tokio::task::spawn_blocking(move || drop(old));
+            }
+            Err(e) => tracing::error!(
+                sink = "kafka",
+                error = %e,
+                "fatal kafka producer error, and no new producer could be created"
+            ),
+        }
+    }
+
     /// Hands one message to librdkafka without waiting: a full queue is an error at once.
     fn enqueue(
         &self,
+        producer: &FutureProducer<KafkaLog>,
         topic: &str,
         key: &str,
         payload: &[u8],
@@ -188,7 +251,7 @@ impl KafkaSink {
         if let Ok(ms) = i64::try_from(timestamp) {
             record = record.timestamp(ms);
         }
-        self.producer.send_result(record).map_err(|(e, _)| match e {
+        producer.send_result(record).map_err(|(e, _)| match e {
             KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => {
                 SinkError::Unavailable("the kafka producer queue is full".into())
             }
@@ -199,7 +262,11 @@ impl KafkaSink {
     /// Encodes and enqueues a whole batch; on the first refusal the rest is not enqueued.
     /// Messages enqueued before a refusal are still delivered: the page retries the batch and
     /// consumers dedupe by event id.
-    fn enqueue_batch(&self, batch: &SinkBatch) -> Result<Vec<DeliveryFuture>, SinkError> {
+    fn enqueue_batch(
+        &self,
+        producer: &FutureProducer<KafkaLog>,
+        batch: &SinkBatch,
+    ) -> Result<Vec<DeliveryFuture>, SinkError> {
         // Encode everything first, so an encoding error enqueues nothing.
         let events = batch
             .events
@@ -232,6 +299,7 @@ impl KafkaSink {
                     value: Some("application/json"),
                 });
             pending.push(self.enqueue(
+                producer,
                 &self.events_topic,
                 &record.reader,
                 payload,
@@ -254,6 +322,7 @@ impl KafkaSink {
                     value: Some("application/json"),
                 });
             pending.push(self.enqueue(
+                producer,
                 &self.deadletter_topic,
                 &letter.site,
                 payload,
@@ -263,6 +332,13 @@ impl KafkaSink {
         }
         Ok(pending)
     }
+}
+
+/// Creates a producer from `client`; it connects in the background.
+fn create(client: &ClientConfig) -> Result<FutureProducer<KafkaLog>, SinkError> {
+    client
+        .create_with_context(KafkaLog)
+        .map_err(|e| SinkError::Unavailable(format!("cannot create the kafka producer: {e}")))
 }
 
 /// Waits for every delivery report; the first failure fails the batch.
@@ -301,41 +377,53 @@ impl Sink for KafkaSink {
                 });
             }
             let deadline = tokio::time::Instant::now() + self.delivery_timeout;
-            // Refuse a batch that cannot fit before enqueueing any of it (librdkafka's count
-            // includes messages in flight, so this errs on the side of refusing).
-            if self.queue_max_messages > 0 {
-                let queued = usize::try_from(self.producer.in_flight_count()).unwrap_or(0);
-                if queued + total > self.queue_max_messages {
+            let (generation, enqueued) = {
+                let current = self.current()?;
+                // Refuse a batch that cannot fit before enqueueing any of it (librdkafka's
+                // count includes messages in flight, so this errs on the side of refusing).
+                let queued = usize::try_from(current.producer.in_flight_count()).unwrap_or(0);
+                if self.queue_max_messages > 0 && queued + total > self.queue_max_messages {
                     return Err(SinkError::Unavailable(format!(
                         "the kafka producer queue is full ({queued} messages waiting)"
                     )));
                 }
+                (
+                    current.generation,
+                    self.enqueue_batch(&current.producer, &batch),
+                )
+            };
+            let result = match enqueued {
+                Ok(pending) => match tokio::time::timeout_at(deadline, delivered(pending)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(SinkError::Unavailable(format!(
+                        "kafka did not confirm the batch within {} ms",
+                        self.delivery_timeout.as_millis()
+                    ))),
+                },
+                Err(e) => Err(e),
+            };
+            if result.is_err() {
+                self.replace_if_fatal(generation);
             }
-            let pending = self.enqueue_batch(&batch)?;
-            match tokio::time::timeout_at(deadline, delivered(pending)).await {
-                Ok(Ok(())) => Ok(Receipt {
-                    events,
-                    applied: None,
-                }),
-                Ok(Err(e)) => Err(e),
-                Err(_) => Err(SinkError::Unavailable(format!(
-                    "kafka did not confirm the batch within {} ms",
-                    self.delivery_timeout.as_millis()
-                ))),
-            }
+            result.map(|()| Receipt {
+                events,
+                applied: None,
+            })
         })
     }
 
     fn close(&self) -> BoxFuture<'_, Result<(), SinkError>> {
         Box::pin(async move {
             self.closed.store(true, Ordering::Release);
-            let producer = self.producer.clone();
+            let producer = self.current()?.producer.clone();
             let wait = self.delivery_timeout + CLOSE_GRACE;
             // flush blocks; every message in the queue is delivered or times out within `wait`.
-            let flushed = tokio::task::spawn_blocking(move || producer.flush(wait))
-                .await
-                .map_err(|e| SinkError::Io(format!("kafka flush: {e}")))?;
-            let left = self.producer.in_flight_count();
+            let (flushed, left) = tokio::task::spawn_blocking(move || {
+                let flushed = producer.flush(wait);
+                (flushed, producer.in_flight_count())
+            })
+            .await
+            .map_err(|e| SinkError::Io(format!("kafka flush: {e}")))?;
             match flushed {
                 Ok(()) if left == 0 => {
                     tracing::info!(sink = "kafka", "producer flushed");
@@ -616,7 +704,7 @@ mod tests {
             })
         };
         let until = Instant::now() + Duration::from_secs(10);
-        while sink.producer.in_flight_count() < 5 {
+        while sink.current().unwrap().producer.in_flight_count() < 5 {
             assert!(Instant::now() < until, "the first batch was never queued");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -654,6 +742,48 @@ mod tests {
             "{result:?}"
         );
         assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fatal_producer_error_is_survived() {
+        let cluster = cluster();
+        let brokers = cluster.bootstrap_servers();
+        let sink = KafkaSink::new(&config(&brokers, 5_000)).unwrap();
+        // A head-of-line sequence error: librdkafka can no longer vouch for idempotence.
+        cluster.request_errors(
+            RDKafkaApiKey::Produce,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER],
+        );
+        let first = sink
+            .append(SinkBatch {
+                events: vec![record(1, "user-1")],
+                dead_letters: vec![],
+            })
+            .await;
+        assert!(first.is_err(), "{first:?}");
+        let until = Instant::now() + Duration::from_secs(20);
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let next = sink
+                .append(SinkBatch {
+                    events: vec![record(100 + tries, "user-2")],
+                    dead_letters: vec![],
+                })
+                .await;
+            if next.is_ok() {
+                break;
+            }
+            // Each failed batch that finds the producer fatally broken replaces it.
+            assert!(Instant::now() < until, "no recovery: {next:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        eprintln!("recovered from the fatal error after {tries} tries");
+        let ids: Vec<u128> = consume(&brokers, "pulse.events", 1)
+            .iter()
+            .map(|(_, p, _)| serde_json::from_slice::<EventRecord>(p).unwrap().event.id.0)
+            .collect();
+        assert!(ids.contains(&(100 + tries)), "{ids:?}");
     }
 
     #[test]
