@@ -78,9 +78,12 @@ enum LimitsAction {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // Logs go to stderr; stdout carries the addresses (scripts read its first line) and the
+    // output of the subcommands.
     tracing_subscriber::fmt()
         .with_max_level(args.log)
         .with_target(false)
+        .with_writer(std::io::stderr)
         .init();
     let mut config = match &args.config {
         Some(path) => Config::load(path)?,

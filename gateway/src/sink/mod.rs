@@ -4,6 +4,7 @@
 //! `acks=all`) serves a publisher who outgrew one machine.
 
 mod embedded;
+mod kafka;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,6 +15,7 @@ use crate::config::{Config, SinkKind};
 use pulse_protocol::{DeadLetter, EventRecord};
 
 pub use embedded::{AppliedGuard, EmbeddedStore, StoredEvent};
+use kafka::KafkaSink;
 
 /// What one request appends: its accepted events and its dead letters.
 #[derive(Debug, Default)]
@@ -67,15 +69,45 @@ pub trait Sink: Send + Sync + 'static {
 }
 
 /// Opens the log the configuration names. `state` is the embedded store, which also keeps reader
-/// state; with `kind = "embedded"` it is the log as well.
+/// state; with `kind = "embedded"` it is the log as well. With `kind = "kafka"` the events and
+/// dead letters go to Kafka, while reader state stays in the embedded store (`server.data`).
 pub(crate) fn open(
     config: &Config,
     state: &Arc<EmbeddedStore>,
 ) -> Result<Arc<dyn Sink>, SinkError> {
     match config.sink.kind {
-        SinkKind::Embedded => Ok(Arc::clone(state) as Arc<dyn Sink>),
-        SinkKind::Kafka => Err(SinkError::Unavailable(
-            "the kafka sink is not built into this gateway yet".into(),
-        )),
+        SinkKind::Embedded => {
+            tracing::info!(
+                sink = "embedded",
+                data = %config.server.data.display(),
+                "events, dead letters and reader state go to the embedded store"
+            );
+            Ok(Arc::clone(state) as Arc<dyn Sink>)
+        }
+        SinkKind::Kafka => {
+            let kafka = &config.sink.kafka;
+            let sink = KafkaSink::new(kafka)?;
+            tracing::info!(
+                sink = "kafka",
+                brokers = %kafka.brokers,
+                events_topic = %kafka.events_topic,
+                deadletter_topic = %kafka.deadletter_topic,
+                delivery_timeout_ms = kafka.delivery_timeout_ms.get().as_millis() as u64,
+                data = %config.server.data.display(),
+                "events and dead letters go to kafka; reader state stays in the embedded store"
+            );
+            let store_deadline = config.limits.store_deadline_ms.get();
+            if kafka.delivery_timeout_ms.get() > store_deadline {
+                // The page gets its 503 at the store deadline, while the producer may still
+                // deliver the batch later: the page's retry then writes it twice (harmless, as
+                // consumers dedupe by id, but wasteful).
+                tracing::warn!(
+                    delivery_timeout_ms = kafka.delivery_timeout_ms.get().as_millis() as u64,
+                    store_deadline_ms = store_deadline.as_millis() as u64,
+                    "sink.kafka.delivery_timeout_ms exceeds limits.store_deadline_ms; pages get 503 at the store deadline"
+                );
+            }
+            Ok(Arc::new(sink) as Arc<dyn Sink>)
+        }
     }
 }
