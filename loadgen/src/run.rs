@@ -80,7 +80,7 @@ fn default_pool(opts: &RunOptions) -> usize {
     let wanted = match (opts.rate, opts.requests) {
         (Some(rate), _) => (rate * total.as_secs_f64()).ceil() as usize + 64,
         (None, Some(n)) => n as usize + 1_000,
-        (None, None) => 50_000,
+        (None, None) => 20_000,
     };
     wanted.clamp(256, 300_000)
 }
@@ -413,7 +413,7 @@ mod tests {
         o.rate = Some(1000.0);
         assert_eq!(default_pool(&o), 11_064);
         o.rate = None;
-        assert_eq!(default_pool(&o), 50_000);
+        assert_eq!(default_pool(&o), 20_000);
         o.requests = Some(10);
         assert_eq!(default_pool(&o), 1_010);
     }

@@ -81,7 +81,7 @@ struct RunArgs {
     #[arg(long)]
     seed: Option<u64>,
     /// Distinct request bodies to prepare before the run (default: enough for the run, up to
-    /// 300000); after that they are sent again.
+    /// 300000; closed loop without --requests: 20000); after that they are sent again.
     #[arg(long)]
     pool: Option<usize>,
     /// Seconds before a request counts as failed (reason `timeout`).
