@@ -33,6 +33,10 @@ pub struct BytesTable {
     pub dictionary_bytes: usize,
     /// Batches measured per row.
     pub batches: usize,
+    /// Share of each event type over all measured events (`page_view`, `click`, …).
+    pub mix: std::collections::BTreeMap<String, f64>,
+    /// Share of batches that carry a `user_id` (logged-in readers).
+    pub logged_in_batches: f64,
 }
 
 /// Measures `batches` batches of each size in `sizes` (from 1,000 readers), with a dictionary of
@@ -55,6 +59,8 @@ pub fn bytes_table(
     let mut with_dict = zstd::bulk::Compressor::with_dictionary(3, &dict)?;
     let mut plain3 = zstd::bulk::Compressor::new(3)?;
     let mut rows = Vec::with_capacity(sizes.len());
+    let mut kinds: std::collections::BTreeMap<String, usize> = Default::default();
+    let (mut all_events, mut all_batches, mut logged_in) = (0usize, 0usize, 0usize);
     for &n in sizes {
         let mut traffic = Traffic::new(&TrafficConfig {
             readers: 1_000,
@@ -66,6 +72,12 @@ pub fn bytes_table(
             let batch = traffic.next_batch(n, now);
             let text = batch_json(&batch);
             events += batch.events.len();
+            all_batches += 1;
+            logged_in += usize::from(batch.header.user_id.is_some());
+            for e in &batch.events {
+                *kinds.entry(e.kind.as_str().to_owned()).or_default() += 1;
+                all_events += 1;
+            }
             json += text.len();
             let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
             gz.write_all(&text)?;
@@ -88,6 +100,11 @@ pub fn bytes_table(
         rows,
         dictionary_bytes: dict.len(),
         batches,
+        mix: kinds
+            .into_iter()
+            .map(|(k, v)| (k, v as f64 / all_events.max(1) as f64))
+            .collect(),
+        logged_in_batches: logged_in as f64 / all_batches.max(1) as f64,
     })
 }
 
@@ -126,5 +143,7 @@ mod tests {
         assert!(table.rows[1].zstd_3 < table.rows[0].zstd_3);
         assert!(table.dictionary_bytes <= 4096);
         assert!(table.markdown().contains("| 10 |"));
+        assert!(table.mix["page_view"] > 0.2, "{:?}", table.mix);
+        assert!((table.mix.values().sum::<f64>() - 1.0).abs() < 1e-9);
     }
 }

@@ -126,6 +126,16 @@ fn main() -> anyhow::Result<ExitCode> {
                 "\nbytes per event, mean of {batches} batches per size; dictionary {} bytes",
                 table.dictionary_bytes
             );
+            let mix: Vec<String> = table
+                .mix
+                .iter()
+                .map(|(k, v)| format!("{k} {:.1}%", v * 100.0))
+                .collect();
+            println!(
+                "event mix: {}; batches from logged-in readers {:.1}%",
+                mix.join(", "),
+                table.logged_in_batches * 100.0
+            );
         }
         return Ok(ExitCode::SUCCESS);
     }
