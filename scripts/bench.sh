@@ -111,7 +111,8 @@ if [ "$profiler" = perf ]; then
     python3 "$root/scripts/bench_driver.py" profile "$prof_url" 1500
     kill -INT "$perf_pid"; wait "$perf_pid" || true
     stop "$prof_pid"
-    perf report -i "$work/perf.data" --no-children --stdio 2>/dev/null | grep -v '^#' | grep '%' | head -25 >"$work/profile.txt"
+    perf report -i "$work/perf.data" --no-children --stdio >"$work/perf.txt" 2>/dev/null || true
+    grep -v '^#' "$work/perf.txt" | grep '%' | head -25 >"$work/profile.txt" || true
 else
     read -r prof_pid prof_url < <(start gateway-prof "pulse gateway listening on " \
         valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" \
@@ -119,10 +120,17 @@ else
     pids+=("$prof_pid")
     python3 "$root/scripts/bench_driver.py" profile "$prof_url" 100
     stop "$prof_pid"
-    callgrind_annotate --inclusive=no "$work/callgrind.out" 2>/dev/null | head -45 >"$work/profile.txt"
-    callgrind_annotate --inclusive=yes "$work/callgrind.out" 2>/dev/null | head -60 >"$work/profile-inclusive.txt"
+    callgrind_annotate --inclusive=no "$work/callgrind.out" >"$work/annotate.txt" 2>/dev/null || true
+    head -45 "$work/annotate.txt" >"$work/profile.txt"
+    callgrind_annotate --inclusive=yes "$work/callgrind.out" >"$work/annotate-incl.txt" 2>/dev/null || true
+    head -60 "$work/annotate-incl.txt" >"$work/profile-inclusive.txt"
+    # Kept for writing up where the time goes (outside the temporary folder).
+    mkdir -p "$target/bench"
+    cp "$work/callgrind.out" "$work/annotate.txt" "$work/annotate-incl.txt" "$target/bench/"
 fi
 echo "$profiler" >"$work/profiler.txt"
 
+mkdir -p "$target/bench"
+cp "$work"/*.json "$work"/*.txt "$target/bench/" 2>/dev/null || true
 python3 "$root/scripts/bench_driver.py" write
 say "BENCH.md rewritten"

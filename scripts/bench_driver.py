@@ -109,6 +109,7 @@ def machine():
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                          text=True, cwd=ROOT).stdout.strip()
     return {"nproc": os.cpu_count(), "cpu": cpu, "kernel": platform.release(),
+            "load_before": os.getloadavg(),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": rev}
 
 
@@ -135,6 +136,7 @@ def cmd_load():
                                     + workers("h1", False))
     res["memory_kib"] = {"gateway": vm_hwm(os.environ["GW_PID"]),
                          "floor": vm_hwm(os.environ["FLOOR_PID"])}
+    res["load_after"] = os.getloadavg()
     res["commands"] = COMMANDS
     with open(f"{WORK}/load.json", "w") as f:
         json.dump(res, f, indent=1)
@@ -143,7 +145,7 @@ def cmd_load():
 def cmd_profile(url, rate):
     # Under valgrind the gateway is far slower: errors are expected and allowed here.
     r = load(url, ["--proto", "h1", "--events-per-batch", 10, "--rate", rate, "--connections",
-                   16, "--duration", 5 if QUICK else 15, "--warmup", 2, "--timeout", 30])
+                   16, "--duration", 5 if QUICK else 15, "--warmup", 2])
     with open(f"{WORK}/profile-load.json", "w") as f:
         json.dump({"report": r, "command": COMMANDS[-1]}, f, indent=1)
 
@@ -198,6 +200,10 @@ def cmd_write():
         f"- Run: {m['date']}, commit `{m['commit']}`" + (" (BENCH_QUICK=1: short steps)" if res["quick"] else ""),
         f"- `nproc`: {m['nproc']}; CPU: {m['cpu']}; `uname -r`: {m['kernel']}",
         "- Client (pulse-load) and servers share the same cores over loopback.",
+        "- Load average (1, 5, 15 min) when the load runs started: "
+        + ", ".join(f"{x:.2f}" for x in m["load_before"])
+        + "; when they ended: " + ", ".join(f"{x:.2f}" for x in res["load_after"])
+        + ". Above 2 means other work (builds) competed for the 2 cores.",
     ]))
     rows = ["| proto | events/batch | floor | gateway | gateway / floor |", "|---|---:|---|---|---:|"]
     for r in res["ingest"]:
@@ -229,7 +235,7 @@ def cmd_write():
         rows.append(f"| {r['events_per_batch']} | {r['json']:.0f} | {r['gzip']:.0f} | {r['zstd_tracker']:.0f} | "
                     f"{r['zstd_3']:.0f} | {r['zstd_3_dict']:.0f} |")
     rows += ["", f"Bytes per event, mean of {by['batches']} batches per size; the dictionary "
-             f"({by['dictionary_bytes']:,} bytes) was trained on 3,000 batches of other readers."]
+             f"({by['dictionary_bytes']:,} bytes) was trained on {by.get('trained_on', 3000):,} batches of other readers."]
     text = replace(text, "bytes", "\n".join(rows))
     mem = res["memory_kib"]
     text = replace(text, "memory", "\n".join([

@@ -33,6 +33,8 @@ pub struct BytesTable {
     pub dictionary_bytes: usize,
     /// Batches measured per row.
     pub batches: usize,
+    /// Batches the dictionary was trained on.
+    pub trained_on: usize,
     /// Share of each event type over all measured events (`page_view`, `click`, …).
     pub mix: std::collections::BTreeMap<String, f64>,
     /// Share of batches that carry a `user_id` (logged-in readers).
@@ -40,20 +42,22 @@ pub struct BytesTable {
 }
 
 /// Measures `batches` batches of each size in `sizes` (from 1,000 readers), with a dictionary of
-/// at most `dict_size` bytes trained on 3,000 batches of other readers (sizes mixed).
+/// at most `dict_size` bytes trained on `train` batches of other readers (sizes 1, 10 and 50 in
+/// turn).
 pub fn bytes_table(
     sizes: &[usize],
     batches: usize,
     dict_size: usize,
+    train: usize,
 ) -> std::io::Result<BytesTable> {
     let now = 1_800_000_000_000;
-    let mut train = Traffic::new(&TrafficConfig {
+    let mut others = Traffic::new(&TrafficConfig {
         readers: 1_000,
         seed: 7,
         ..TrafficConfig::default()
     });
-    let samples: Vec<Vec<u8>> = (0..3_000)
-        .map(|i| batch_json(&train.next_batch([1, 10, 50][i % 3], now)))
+    let samples: Vec<Vec<u8>> = (0..train)
+        .map(|i| batch_json(&others.next_batch([1, 10, 50][i % 3], now)))
         .collect();
     let dict = zstd::dict::from_samples(&samples, dict_size)?;
     let mut with_dict = zstd::bulk::Compressor::with_dictionary(3, &dict)?;
@@ -100,6 +104,7 @@ pub fn bytes_table(
         rows,
         dictionary_bytes: dict.len(),
         batches,
+        trained_on: train,
         mix: kinds
             .into_iter()
             .map(|(k, v)| (k, v as f64 / all_events.max(1) as f64))
@@ -131,7 +136,7 @@ mod tests {
 
     #[test]
     fn compression_helps_and_grows_with_the_batch() {
-        let table = bytes_table(&[1, 10], 20, 4096).unwrap();
+        let table = bytes_table(&[1, 10], 20, 4096, 300).unwrap();
         assert_eq!(table.rows.len(), 2);
         for r in &table.rows {
             assert!(

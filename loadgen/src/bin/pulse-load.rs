@@ -25,6 +25,9 @@ enum Command {
     /// Print bytes per event for JSON, gzip, zstd as the tracker sends it, zstd -3 and zstd -3
     /// with a trained dictionary, for batches of 1, 10 and 50 events.
     Bytes {
+        /// Batches (of other readers) the dictionary is trained on.
+        #[arg(long, default_value_t = 3000)]
+        train: usize,
         /// Batches measured per batch size.
         #[arg(long, default_value_t = 2000)]
         batches: usize,
@@ -112,12 +115,13 @@ fn seconds(s: f64, what: &str) -> anyhow::Result<Duration> {
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     if let Some(Command::Bytes {
+        train,
         batches,
         dict_size,
         json,
     }) = cli.command
     {
-        let table = bytes_table(&[1, 10, 50], batches, dict_size)?;
+        let table = bytes_table(&[1, 10, 50], batches, dict_size, train)?;
         if json {
             println!("{}", serde_json::to_string_pretty(&table)?);
         } else {
