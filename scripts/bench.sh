@@ -123,7 +123,7 @@ else
     callgrind_annotate --inclusive=no "$work/callgrind.out" >"$work/annotate.txt" 2>/dev/null || true
     head -45 "$work/annotate.txt" >"$work/profile.txt"
     callgrind_annotate --inclusive=yes "$work/callgrind.out" >"$work/annotate-incl.txt" 2>/dev/null || true
-    head -60 "$work/annotate-incl.txt" >"$work/profile-inclusive.txt"
+    head -200 "$work/annotate-incl.txt" >"$work/profile-inclusive.txt"
     # Kept for writing up where the time goes (outside the temporary folder).
     mkdir -p "$target/bench"
     cp "$work/callgrind.out" "$work/annotate.txt" "$work/annotate-incl.txt" "$target/bench/"

@@ -245,7 +245,20 @@ def cmd_write():
     with open(f"{WORK}/profiler.txt") as f:
         profiler = f.read().strip()
     with open(f"{WORK}/profile.txt") as f:
-        prof = f.read().rstrip()
+        lines = f.read().splitlines()
+    # callgrind_annotate prints a header first; keep the table after its "file:function" line.
+    marks = [i for i, l in enumerate(lines) if l.rstrip().endswith("file:function")]
+    prof = "\n".join(l[:160] for l in lines[marks[-1] + 2:] if l.strip()) if marks else "\n".join(lines)
+    incl = ""
+    try:
+        with open(f"{WORK}/profile-inclusive.txt") as f:
+            keep = [l[:160] for l in f.read().splitlines()
+                    if re.search(r"pulse_|fjall::|lsm_tree::|decompress_stream|EventRecord", l)]
+        if keep:
+            incl = ("\n\nInclusive cost of Pulse's own functions and the store (callgrind):\n\n```\n"
+                    + "\n".join(keep[:25]) + "\n```")
+    except OSError:
+        pass
     try:
         with open(f"{WORK}/profile-load.json") as f:
             pl = json.load(f)
@@ -254,7 +267,7 @@ def cmd_write():
                      f"{plr['errors']} errors, p99 {plr['latency_ms']['p99']:.1f} ms (under {profiler}).")
     except (OSError, KeyError, TypeError, json.JSONDecodeError):
         load_line = "Load during the profile: see scripts/bench_driver.py (report missing)."
-    text = replace(text, "profile", f"{load_line}\n\nSelf cost, top entries ({profiler}):\n\n```\n{prof}\n```")
+    text = replace(text, "profile", f"{load_line}\n\nSelf cost, top entries ({profiler}):\n\n```\n{prof}\n```{incl}")
     text = replace(text, "commands", "```\n" + "\n".join(res["commands"]) + "\n```")
     with open(path, "w") as f:
         f.write(text)
