@@ -17,18 +17,75 @@ pub fn workspace_root() -> PathBuf {
 
 /// The `gateway` binary of this build (`cargo build --bins` puts it beside the test binaries).
 pub fn gateway_bin() -> PathBuf {
+    workspace_bin("gateway")
+}
+
+/// A binary of this workspace's build (`gateway`, `pulse-load`, `pulse-floor`), which
+/// `cargo build --workspace --bins` puts beside the test binaries' folder.
+pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("target profile folder");
-    let bin = dir.join("gateway");
+    let bin = dir.join(name);
     assert!(
         bin.exists(),
         "{} is missing: run `cargo build --workspace --bins` first",
         bin.display()
     );
     bin
+}
+
+/// A running `pulse-floor` process.
+#[derive(Debug)]
+pub struct FloorProcess {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+impl FloorProcess {
+    /// Starts the floor server on any free loopback port and waits until it names its address.
+    pub fn start() -> Self {
+        let mut child = Command::new(workspace_bin("pulse-floor"))
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start pulse-floor");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().and_then(Result::ok).unwrap_or_default();
+        let url = first
+            .strip_prefix("pulse floor listening on ")
+            .map(|u| u.trim_end_matches('/').to_owned())
+            .unwrap_or_else(|| panic!("pulse-floor did not start: {first:?}"));
+        std::thread::spawn(move || for _ in lines {});
+        Self { child, url }
+    }
+}
+
+impl Drop for FloorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the `pulse-load` binary with `args` (split at whitespace) plus `--json --quiet`, and
+/// returns its exit status and its JSON report.
+pub fn run_load(args: &str) -> (std::process::ExitStatus, Value) {
+    let out = Command::new(workspace_bin("pulse-load"))
+        .args(args.split_whitespace())
+        .args(["--json", "--quiet"])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run pulse-load");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let report = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("pulse-load printed no JSON report ({e}): {text}"));
+    (out.status, report)
 }
 
 /// An HTTP agent that returns error statuses as answers.

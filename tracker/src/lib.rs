@@ -6,7 +6,8 @@
 //! On `wasm32` a thin `web-sys` shell (`web.rs`) drives the core from the page: it owns every
 //! clock read, timer, `fetch`, `localStorage` access and DOM change.
 //!
-//! A load generator builds a [`pulse_protocol::Batch`] (or takes [`sample_batch`]) and POSTs
+//! A load generator builds a [`pulse_protocol::Batch`] (or takes [`sample_batch`], or many
+//! readers' sessions from [`Traffic`]) and POSTs
 //! [`encode_batch`]`(&batch)` to `/v1/collect?k=KEY`.
 
 mod encode;
@@ -20,5 +21,5 @@ mod web;
 pub use encode::{ZSTD_MAGIC, batch_json, encode_batch};
 pub use engagement::{ACTIVE_GAP_MS, Engagement};
 pub use queue::{Outcome, Queue, QueueConfig, Reaction, Transmit};
-pub use sample::{sample_batch, sample_event};
+pub use sample::{Traffic, TrafficConfig, sample_batch, sample_event};
 pub use session::{SESSION_IDLE_MS, Session, hex_id};
