@@ -27,11 +27,16 @@ def log(msg):
     print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
 
+CA = {}  # https URL -> the certificate to trust
+
+
 def load(url, args):
     """Runs pulse-load with `args` against `url`; returns its JSON report."""
     cmd = [f"{BIN}/pulse-load", "--url", url, "--origin", url, "--json", "--quiet",
            "--timeout", "5", "--max-error-rate", "1"] + [str(a) for a in args]
-    COMMANDS.append(" ".join(cmd[1:]).replace(url, "$URL"))
+    if url in CA:
+        cmd += ["--ca", CA[url]]
+    COMMANDS.append(" ".join(cmd[1:]).replace(url, "$URL").replace(CA.get(url, "\0"), "$CA"))
     out = subprocess.run(cmd, capture_output=True, text=True)
     try:
         return json.loads(out.stdout)
@@ -136,12 +141,17 @@ def machine():
 
 def cmd_load():
     floor, gw = os.environ["FLOOR_URL"], os.environ["GW_URL"]
+    floor_tls, gw_tls = os.environ.get("FLOOR_TLS_URL", "-"), os.environ.get("GW_TLS_URL", "-")
+    CA[floor_tls], CA[gw_tls] = os.environ.get("FLOOR_CA", ""), os.environ.get("GW_CA", "")
     res = {"machine": machine(), "ingest": [], "quick": QUICK,
            "fsync_before": fsync_probe(WORK)}
-    for proto in ["h1", "h2"]:
+    for proto in ["h1", "h2", "h3"]:
         for epb in [1, 10, 50]:
             row = {"proto": proto, "events_per_batch": epb}
-            for name, url in [("floor", floor), ("gateway", gw)]:
+            servers = [("floor", floor), ("gateway", gw)]
+            if proto == "h3":
+                servers = [("floor", floor_tls), ("gateway", gw_tls)]
+            for name, url in servers:
                 log(f"ingest: {name} {proto} {epb} events/batch")
                 row[name] = find_max(url, proto, epb)
             res["ingest"].append(row)
@@ -249,7 +259,7 @@ def cmd_write():
         ratio = "–"
         if fl.get("best") and gw.get("best"):
             ratio = f"{gw['best']['events_per_s'] / fl['best']['events_per_s']:.2f}"
-        proto = {"h1": "HTTP/1.1", "h2": "HTTP/2 (h2c)"}[r["proto"]]
+        proto = {"h1": "HTTP/1.1", "h2": "HTTP/2 (h2c)", "h3": "HTTP/3 (QUIC)"}[r["proto"]]
         rows.append(f"| {proto} | {r['events_per_batch']} | {ingest_cell(fl)} | {ingest_cell(gw)} | {ratio} |")
 
         def top(x):
@@ -261,8 +271,8 @@ def cmd_write():
         if fl.get("probe") and gw.get("probe") and gw.get("supported"):
             cratio = f"{gw['probe']['events_per_s'] / fl['probe']['events_per_s']:.2f}"
         ceil.append(f"| {proto} | {r['events_per_batch']} | {top(fl)} | {top(gw)} | {cratio} |")
-    rows += ["", "Throughput ceiling: the closed-loop probe (HTTP/1.1 32 connections, HTTP/2 4 × 16 "
-             "streams, 3 s), whatever the latency:", ""] + ceil
+    rows += ["", "Throughput ceiling: the closed-loop probe (HTTP/1.1 32 connections, HTTP/2 and "
+             "HTTP/3 4 × 16 streams, 3 s), whatever the latency:", ""] + ceil
     text = replace(text, "ingest", "\n".join(rows))
     lat = res["latency"]
     rows = [f"Open loop at {lat['rate']} req/s ({lat.get('why', '')}; 10 events per batch, "
