@@ -2,7 +2,9 @@
 //! (HTTP/2 with prior knowledge, closed loop): no errors, consistent counts, and the gateway
 //! stored what it acknowledged. Nothing here asserts a time.
 
-use pulse_e2e::{FloorProcess, GatewayProcess, demo_config, metrics_text, run_load};
+use pulse_e2e::{
+    FloorProcess, GatewayProcess, TlsGateway, demo_config, metric, metrics_text, run_load,
+};
 use serde_json::Value;
 
 fn counter(metrics: &str, name: &str) -> u64 {
@@ -82,4 +84,31 @@ fn errors_are_counted_by_reason_and_fail_the_run() {
         report["requests"]
     );
     assert_eq!(report["errors_by_status"]["403"], report["requests"]);
+}
+
+#[test]
+fn h2_over_tls_and_h3_against_the_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = demo_config(dir.path());
+    let gateway = TlsGateway::start(&config, &dir.path().join("data"));
+    let url = format!("https://{}", gateway.tls_addr);
+    let ca = gateway.cert_path.display().to_string();
+    for proto in ["h2", "h3"] {
+        let (status, report) = run_load(&format!(
+            "--url {url} --origin {url} --ca {ca} --proto {proto} --rate 40 --duration 2 \
+             --warmup 0 --events-per-batch 10 --connections 2 --streams 4 --readers 100"
+        ));
+        assert!(status.success(), "pulse-load {proto} failed: {report}");
+        assert_consistent(&report, 10);
+        assert_eq!(report["setup"]["proto"], proto);
+    }
+    let metrics = metrics_text(&gateway.process);
+    for proto in ["http2", "http3"] {
+        let ok = metric(
+            &metrics,
+            &format!("pulse_gateway_requests_total{{protocol=\"{proto}\",status=\"200\"}}"),
+        );
+        assert!(ok >= 80.0, "{proto}: {ok} answered 200");
+    }
+    gateway.process.stop();
 }
