@@ -411,25 +411,13 @@ impl Connector {
                 let req = builder.body(Full::new(body)).map_err(|e| request_err(&e))?;
                 send.ready().await.map_err(|e| request_err(&e))?;
                 let resp = send.send_request(req).await.map_err(|e| request_err(&e))?;
-                let status = resp.status().as_u16();
-                let bytes = resp
-                    .into_body()
-                    .collect()
-                    .await
-                    .map_err(|e| request_err(&e))?;
-                Ok((status, bytes.to_bytes()))
+                read_answer(resp).await
             }
             Sender::H2(send) => {
                 let req = builder.body(Full::new(body)).map_err(|e| request_err(&e))?;
                 send.ready().await.map_err(|e| request_err(&e))?;
                 let resp = send.send_request(req).await.map_err(|e| request_err(&e))?;
-                let status = resp.status().as_u16();
-                let bytes = resp
-                    .into_body()
-                    .collect()
-                    .await
-                    .map_err(|e| request_err(&e))?;
-                Ok((status, bytes.to_bytes()))
+                read_answer(resp).await
             }
             Sender::H3(send) => {
                 let req = builder.body(()).map_err(|e| request_err(&e))?;
@@ -476,6 +464,19 @@ impl Sender {
             Self::H3(s) => Some(Self::H3(s.clone())),
         }
     }
+}
+
+/// The status and whole body of an HTTP/1.1 or HTTP/2 answer.
+async fn read_answer(
+    resp: hyper::Response<hyper::body::Incoming>,
+) -> Result<(u16, Bytes), TransportError> {
+    let status = resp.status().as_u16();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| TransportError::Request(e.to_string()))?;
+    Ok((status, bytes.to_bytes()))
 }
 
 #[cfg(test)]

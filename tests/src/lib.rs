@@ -5,6 +5,9 @@ use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use pulse_protocol::{Batch, BatchHeader, Event, EventId, EventType, PageContext};
@@ -486,4 +489,77 @@ pub fn metric(metrics: &str, series: &str) -> f64 {
         .lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
         .unwrap_or(0.0)
+}
+
+/// Client threads that send batches of 5 page views to a collect URL as fast as they can and
+/// record the ids of every event answered 200 with all 5 accepted. A client ends at the first
+/// request that fails to get an answer (the gateway is gone) or when told to stop.
+#[derive(Debug)]
+pub struct AckingClients {
+    acked: Arc<Mutex<Vec<u128>>>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl AckingClients {
+    /// Starts `clients` threads posting to `url`; event ids are `id_base + (client << 40) +
+    /// batch * 10 + k`.
+    pub fn start(url: &str, clients: u128, id_base: u128) -> Self {
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..clients)
+            .map(|c| {
+                let (url, acked, stop) = (url.to_owned(), Arc::clone(&acked), Arc::clone(&stop));
+                std::thread::spawn(move || {
+                    let agent = agent();
+                    for i in 0..100_000u128 {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let first = id_base + (c << 40) + i * 10;
+                        let now = pulse_gateway::now_ms();
+                        let batch =
+                            page_view_batch(&format!("reader-{c}"), i as u64, first, 5, now);
+                        let Ok(mut resp) = agent.post(&url).send_json(&batch) else {
+                            break;
+                        };
+                        let ok = resp.status().as_u16() == 200
+                            && resp
+                                .body_mut()
+                                .read_to_string()
+                                .is_ok_and(|t| t.contains("\"accepted\":5"));
+                        if ok {
+                            acked.lock().unwrap().extend((0..5).map(|k| first + k));
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self {
+            acked,
+            stop,
+            threads,
+        }
+    }
+
+    /// Waits until at least `n` events are acknowledged or `timeout` passes; returns how many are.
+    pub fn wait_for(&self, n: usize, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let acked = self.acked.lock().unwrap().len();
+            if acked >= n || Instant::now() >= deadline {
+                return acked;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the clients, waits for them and returns every acknowledged event id.
+    pub fn finish(self) -> Vec<u128> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        self.acked.lock().unwrap().clone()
+    }
 }

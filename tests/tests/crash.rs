@@ -1,11 +1,9 @@
 //! The gateway is killed with SIGKILL while clients send batches; after a restart, every event
 //! that was acknowledged (answered 200) is in the store.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pulse_e2e::{GatewayProcess, agent, demo_config, page_view_batch};
+use pulse_e2e::{AckingClients, GatewayProcess, agent, demo_config, page_view_batch};
 use pulse_gateway::{EmbeddedStore, now_ms};
 
 #[test]
@@ -14,47 +12,11 @@ fn acknowledged_events_survive_sigkill() {
     let config = demo_config(dir.path());
     let data = dir.path().join("data");
     let gateway = GatewayProcess::start(&config, &data, "127.0.0.1:0");
-    let url = format!("{}/v1/collect?k=demo", gateway.url);
-    let acked = Arc::new(Mutex::new(Vec::<u128>::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..4u128)
-        .map(|c| {
-            let (url, acked, stop) = (url.clone(), Arc::clone(&acked), Arc::clone(&stop));
-            std::thread::spawn(move || {
-                let agent = agent();
-                for i in 0..100_000u128 {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let first = (c << 64) | (i * 10);
-                    let batch =
-                        page_view_batch(&format!("reader-{c}"), i as u64, first, 5, now_ms());
-                    let Ok(mut resp) = agent.post(&url).send_json(&batch) else {
-                        break;
-                    };
-                    let ok = resp.status().as_u16() == 200
-                        && resp
-                            .body_mut()
-                            .read_to_string()
-                            .is_ok_and(|t| t.contains("\"accepted\":5"));
-                    if ok {
-                        acked.lock().unwrap().extend((0..5).map(|k| first + k));
-                    }
-                }
-            })
-        })
-        .collect();
+    let clients = AckingClients::start(&format!("{}/v1/collect?k=demo", gateway.url), 4, 0);
     // Let the clients get going, then kill the gateway mid-stream.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while acked.lock().unwrap().len() < 500 && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    clients.wait_for(500, Duration::from_secs(20));
     gateway.kill();
-    stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        c.join().unwrap();
-    }
-    let acked = acked.lock().unwrap().clone();
+    let acked = clients.finish();
     assert!(
         acked.len() >= 500,
         "clients got {} acks before the kill",

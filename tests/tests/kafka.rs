@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pulse_e2e::{GatewayProcess, agent, page_view_batch, workspace_root};
+use pulse_e2e::{AckingClients, GatewayProcess, agent, page_view_batch, workspace_root};
 use pulse_gateway::now_ms;
 use pulse_protocol::{Batch, DeadLetter, EventRecord};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -494,45 +494,10 @@ fn sigterm_under_load(brokers: &str, tag: u8) {
     let gateway = GatewayProcess::start(&config, &dir.path().join("data"), "127.0.0.1:0");
     let url = format!("{}/v1/collect?k=demo", gateway.url);
     let base = id_base(tag);
-    let acked = Arc::new(Mutex::new(Vec::<u128>::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..4u128)
-        .map(|c| {
-            let (url, acked, stop) = (url.clone(), Arc::clone(&acked), Arc::clone(&stop));
-            std::thread::spawn(move || {
-                let agent = agent();
-                for i in 0..100_000u128 {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let first = base + (c << 40) + i * 10;
-                    let batch =
-                        page_view_batch(&format!("reader-{c}"), i as u64, first, 5, now_ms());
-                    let Ok(mut resp) = agent.post(&url).send_json(&batch) else {
-                        break;
-                    };
-                    let ok = resp.status().as_u16() == 200
-                        && resp
-                            .body_mut()
-                            .read_to_string()
-                            .is_ok_and(|t| t.contains("\"accepted\":5"));
-                    if ok {
-                        acked.lock().unwrap().extend((0..5).map(|k| first + k));
-                    }
-                }
-            })
-        })
-        .collect();
-    let until = Instant::now() + Duration::from_secs(30);
-    while acked.lock().unwrap().len() < 500 && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let clients = AckingClients::start(&url, 4, base);
+    clients.wait_for(500, Duration::from_secs(30));
     gateway.stop(); // SIGTERM mid-run; asserts a clean exit
-    stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        c.join().unwrap();
-    }
-    let acked = acked.lock().unwrap().clone();
+    let acked = clients.finish();
     assert!(
         acked.len() >= 500,
         "only {} acks before SIGTERM",
