@@ -68,6 +68,18 @@ impl From<BatchError> for ApiError {
     }
 }
 
+/// At most `max` bytes of `s`, cut at a character boundary (for echoing client input in messages).
+fn shorten(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// Milliseconds since the Unix epoch on this machine's clock.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -188,10 +200,18 @@ impl Gateway {
         host: Option<&str>,
     ) -> Result<Admitted, ApiError> {
         self.sites().admit(key, origin, host).map_err(|code| {
-            let message = match code {
-                ErrorCode::MissingSiteKey => "the site key is missing: send it as ?k=<key>",
-                ErrorCode::UnknownSiteKey => "the site key is not known to this gateway",
-                _ => "this origin may not send events for this site",
+            let message = match (code, origin) {
+                (ErrorCode::MissingSiteKey, _) => {
+                    "the site key is missing: send it as ?k=<key>".to_owned()
+                }
+                (ErrorCode::UnknownSiteKey, _) => {
+                    "the site key is not known to this gateway".to_owned()
+                }
+                (_, Some(origin)) => format!(
+                    "the origin {} is not among this site's origins",
+                    shorten(origin, 200)
+                ),
+                (_, None) => "this site requires an Origin header".to_owned(),
             };
             ApiError::new(code, message)
         })

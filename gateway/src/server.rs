@@ -132,7 +132,10 @@ where
     let key = query_param(req.uri().query(), "k");
     let admitted = match gw.admit(key, origin, host) {
         Ok(a) => a,
-        Err(e) => return error(gw, &e, None),
+        // Refused before the body is read: nothing is stored and no decision is given. The
+        // origin is echoed so that the page can read the reason (the tracker logs it and stops
+        // resending) instead of seeing an opaque CORS failure that it would retry forever.
+        Err(e) => return error(gw, &e, origin),
     };
     let cors = admitted.origin.clone();
     let max = gw.config.limits.max_body_bytes;
@@ -216,6 +219,8 @@ fn preflight(gw: &Gateway, headers: &HeaderMap) -> Resp {
 
 fn cors_headers(h: &mut HeaderMap, origin: Option<&str>) {
     if let Some(value) = origin.and_then(|o| HeaderValue::from_str(o).ok()) {
+        // The page may also read the request's timing (its RUM can see collect's latency).
+        h.insert("timing-allow-origin", value.clone());
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
         h.insert(
             header::ACCESS_CONTROL_EXPOSE_HEADERS,
@@ -267,6 +272,20 @@ async fn static_file(gw: &Gateway, path: &str) -> Resp {
                 header::CACHE_CONTROL,
                 HeaderValue::from_static(file.cache_control),
             );
+            if file.cross_origin {
+                // The tracker runs on publishers' pages, whose origins are not the gateway's:
+                // the page's `fetch` of pulse_bg.wasm is a CORS request (no credentials), and a
+                // page isolated with COEP may only embed resources that opt in with CORP.
+                h.insert(
+                    header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                    HeaderValue::from_static("*"),
+                );
+                h.insert(
+                    "cross-origin-resource-policy",
+                    HeaderValue::from_static("cross-origin"),
+                );
+                h.insert("timing-allow-origin", HeaderValue::from_static("*"));
+            }
             resp
         }
         Err(StaticError::TrackerMissing) => {

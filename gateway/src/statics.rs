@@ -12,6 +12,9 @@ pub(crate) struct StaticFile {
     pub(crate) content_type: &'static str,
     /// Its `Cache-Control`.
     pub(crate) cache_control: &'static str,
+    /// Whether any origin may read it: the tracker's files are loaded by publishers' pages on
+    /// their own origins (`fetch` of the Wasm is a CORS request), the demo site only by itself.
+    pub(crate) cross_origin: bool,
 }
 
 /// Why a file was not served.
@@ -80,6 +83,7 @@ pub(crate) async fn load(
             } else {
                 "public, max-age=60"
             },
+            cross_origin: tracker,
         }),
         Err(_) if tracker => Err(StaticError::TrackerMissing),
         Err(_) => Err(StaticError::NotFound),

@@ -19,11 +19,17 @@ struct Server {
 
 impl Server {
     fn start(max_body: usize, max_decoded: usize) -> Self {
+        Self::start_with(|config, _| {
+            config.limits.max_body_bytes = max_body;
+            config.limits.max_decoded_bytes = max_decoded;
+        })
+    }
+
+    /// A server with the default test config changed by `change` (given the temp folder).
+    fn start_with(change: impl FnOnce(&mut Config, &std::path::Path)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::default();
         config.server.data = dir.path().join("data");
-        config.limits.max_body_bytes = max_body;
-        config.limits.max_decoded_bytes = max_decoded;
         // These tests check decisions, not the deadline: be generous on busy machines.
         config.limits.decision_deadline_ms = 2000.try_into().unwrap();
         config.sites = vec![SiteConfig {
@@ -32,6 +38,7 @@ impl Server {
             allow_same_origin: false,
             require_origin: false,
         }];
+        change(&mut config, dir.path());
         let gateway = Arc::new(Gateway::open(config).unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
@@ -84,14 +91,26 @@ impl Server {
     }
 
     fn get(&self, path: &str) -> (u16, String) {
+        let (status, body, _) = self.get_from(path, None);
+        (status, body)
+    }
+
+    /// GET `path` as a page on `origin` would (with its `Origin` header, as `fetch` sends it).
+    fn get_from(&self, path: &str, origin: Option<&str>) -> (u16, String, ureq::http::HeaderMap) {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build()
             .into();
-        let mut resp = agent.get(format!("{}{path}", self.url)).call().unwrap();
+        let mut req = agent.get(format!("{}{path}", self.url));
+        if let Some(o) = origin {
+            req = req.header("Origin", o);
+        }
+        let mut resp = req.call().unwrap();
+        let headers = resp.headers().clone();
         (
             resp.status().as_u16(),
             resp.body_mut().read_to_string().unwrap(),
+            headers,
         )
     }
 }
@@ -345,4 +364,70 @@ fn preflight_and_wrong_methods() {
     assert_eq!(status, 405, "{body}");
     let (status, body) = s.get("/../Cargo.toml");
     assert_eq!(status, 404, "{body}");
+}
+
+#[test]
+fn the_tracker_files_load_from_any_origin_and_refusals_say_why() {
+    let s = Server::start_with(|config, dir| {
+        let tracker = dir.join("tracker");
+        std::fs::create_dir_all(&tracker).unwrap();
+        std::fs::write(tracker.join("pulse.js"), "/* tracker */").unwrap();
+        std::fs::write(tracker.join("pulse_bg.wasm"), b"\0asm\x01\0\0\0").unwrap();
+        config.server.tracker_dir = tracker;
+        config.sites[0].require_origin = true;
+    });
+    // A publisher's page (any origin: the gateway cannot know every page that embeds the tag)
+    // fetches the Wasm with CORS; the script needs no CORS but gets the same headers.
+    for (path, content_type) in [
+        ("/pulse.js", "text/javascript; charset=utf-8"),
+        ("/pulse_bg.wasm", "application/wasm"),
+    ] {
+        let (status, _, headers) = s.get_from(path, Some("https://any-publisher.example"));
+        assert_eq!(status, 200, "{path}");
+        assert_eq!(headers["content-type"], content_type, "{path}");
+        assert_eq!(headers["access-control-allow-origin"], "*", "{path}");
+        assert_eq!(
+            headers["cross-origin-resource-policy"], "cross-origin",
+            "{path}"
+        );
+    }
+    // The demo site is the gateway's own: not opened to other origins.
+    let (_, _, headers) = s.get_from("/healthz", Some("https://any-publisher.example"));
+    assert!(headers.get("access-control-allow-origin").is_none());
+
+    // A listed origin gets its decision, readable by the page.
+    let good = serde_json::to_vec(&batch(vec![event(1, "page_view")])).unwrap();
+    let (status, answer, headers) = s.post("?k=demo", Some("https://news.example"), &good);
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer["decision"]["action"].is_string(), "{answer}");
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "https://news.example"
+    );
+    // An unlisted origin gets no decision and nothing is stored; the refusal is readable by the
+    // page, so the tracker can log why instead of retrying an opaque CORS failure.
+    let other = serde_json::to_vec(&batch(vec![event(2, "page_view")])).unwrap();
+    let (status, answer, headers) = s.post("?k=demo", Some("https://elsewhere.example"), &other);
+    assert_eq!((status, code(&answer)), (403, "origin_not_allowed"));
+    assert!(answer.get("decision").is_none(), "{answer}");
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "https://elsewhere.example"
+    );
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("https://elsewhere.example"), "{message}");
+    // Without an Origin, a site that requires one refuses too.
+    let (status, answer, _) = s.post("?k=demo", None, &other);
+    assert_eq!(
+        (status, code(&answer)),
+        (403, "origin_not_allowed"),
+        "{answer}"
+    );
+    let stored: Vec<_> = s
+        .gateway
+        .store()
+        .events_from(0)
+        .map(|e| e.unwrap().record.event.id.0)
+        .collect();
+    assert_eq!(stored, vec![1], "only the listed origin's event is stored");
 }

@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 use pulse_protocol::{Batch, BatchHeader, Event, EventId, EventType, PageContext};
 use serde_json::{Value, json};
 
+mod publisher;
+
+pub use publisher::{StaticServer, publisher_site, readme_snippet};
+
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -225,16 +229,34 @@ impl Drop for GatewayProcess {
 }
 
 /// Writes a configuration for the demo site with absolute paths into `dir`, returning its path.
+/// The site `demo` takes events from pages the gateway serves itself (the quick start).
 pub fn demo_config(dir: &Path) -> PathBuf {
+    site_config(dir, "origins = []\nallow_same_origin = true\n")
+}
+
+/// Like [`demo_config`], but the site `demo` takes events only from pages on `origins` (a
+/// publisher's own site), as a publisher configures it.
+pub fn publisher_config(dir: &Path, origins: &[&str]) -> PathBuf {
+    let list: Vec<String> = origins.iter().map(|o| format!("{o:?}")).collect();
+    site_config(
+        dir,
+        &format!(
+            "origins = [{}]\nallow_same_origin = false\nrequire_origin = true\n",
+            list.join(", ")
+        ),
+    )
+}
+
+fn site_config(dir: &Path, site: &str) -> PathBuf {
     let root = workspace_root().canonicalize().expect("workspace root");
     let text = format!(
-        "[server]\nsite_dir = {site:?}\ntracker_dir = {tracker:?}\nadmin_listen = \"127.0.0.1:0\"\n\n\
+        "[server]\nsite_dir = {site_dir:?}\ntracker_dir = {tracker:?}\nadmin_listen = \"127.0.0.1:0\"\n\n\
          # The tests send from one address as fast as they can.\n\
          [rate_limits]\nip_requests = {{ per_second = 0, burst = 0 }}\n\n\
          # The tests check the scorer's decisions, not its deadline: be generous on busy machines.\n\
          [limits]\ndecision_deadline_ms = 2000\n\n[meter]\nlimit = 3\nwindow_days = 30\n\n\
-         [[sites]]\nkey = \"demo\"\norigins = []\nallow_same_origin = true\n",
-        site = root.join("examples/site").display().to_string(),
+         [[sites]]\nkey = \"demo\"\n{site}",
+        site_dir = root.join("examples/site").display().to_string(),
         tracker = root.join("target/pulse-tracker").display().to_string(),
     );
     let path = dir.join("pulse.toml");

@@ -1,10 +1,13 @@
-//! A reader in real headless Chromium reads four articles of the demo site served by the real
-//! gateway binary: three are free with the meter counting down, the fourth is walled; the count
-//! survives a restart; a subscriber is never walled.
+//! A reader in real headless Chromium reads four articles on a publisher's own site (a plain
+//! static server on its own origin, each page carrying the README's snippet pointed at the real
+//! gateway binary on another origin): three are free with the meter counting down, the fourth is
+//! walled; the count survives a gateway restart; a subscriber is never walled.
 
 use std::time::Duration;
 
-use pulse_e2e::{Browser, GatewayProcess, demo_config};
+use pulse_e2e::{
+    Browser, GatewayProcess, StaticServer, publisher_config, publisher_site, readme_snippet,
+};
 use pulse_gateway::{Config, EmbeddedStore};
 use serde_json::{Value, json};
 
@@ -48,10 +51,20 @@ fn no_errors(browser: &mut Browser) {
 #[test]
 fn three_free_articles_then_the_paywall_surviving_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let config = demo_config(dir.path());
+    let site = dir.path().join("site");
+    let publisher = StaticServer::folder(&site);
+    let config = publisher_config(dir.path(), &[&publisher.url]);
     let data = dir.path().join("data");
     let gateway = GatewayProcess::start(&config, &data, "127.0.0.1:0");
-    let (base, addr) = (gateway.url.clone(), gateway.addr.clone());
+    let addr = gateway.addr.clone();
+    // The publisher's pages, with the README's tag pointed at this gateway.
+    let tag = readme_snippet("tag").replace("https://pulse.example", &gateway.url);
+    publisher_site(&site, &tag);
+    let base = publisher.url.clone();
+    assert_ne!(
+        base, gateway.url,
+        "the pages and the gateway are on different origins"
+    );
     let mut browser = Browser::start();
 
     let expected = [
@@ -117,7 +130,8 @@ fn three_free_articles_then_the_paywall_surviving_a_restart() {
         assert_eq!(readers.len(), 1, "one reader across pages: {readers:?}");
     }
 
-    // Same address (same origin, so the same reader id in the browser), new process.
+    // A new process on the same address (the pages name it); the reader id lives in the
+    // publisher origin's storage.
     let gateway = GatewayProcess::start(&config, &data, &addr);
     let (action, remaining, ..) = read(&mut browser, &base, ARTICLES[4]);
     assert_eq!(
