@@ -1,11 +1,12 @@
-//! Request bodies made before a run: batches from [`pulse_tracker::Traffic`], encoded exactly
+//! Request bodies made before a run: batches from [`pulse_sim::Traffic`], encoded exactly
 //! as the tracker sends them ([`pulse_tracker::encode_batch`]), so that generating and
 //! compressing traffic does not take CPU from the server while it is measured.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
-use pulse_tracker::{Traffic, TrafficConfig, encode_batch};
+use pulse_sim::{Traffic, TrafficConfig};
+use pulse_tracker::encode_batch;
 
 /// One request body and how many events it carries.
 #[derive(Debug, Clone)]

@@ -147,7 +147,8 @@ pub async fn serve_floor(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pulse_tracker::{Traffic, TrafficConfig, batch_json, encode_batch};
+    use pulse_sim::{Traffic, TrafficConfig};
+    use pulse_tracker::{batch_json, encode_batch};
 
     #[test]
     fn answers_a_tracker_batch_with_every_event_accepted() {

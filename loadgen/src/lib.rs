@@ -1,6 +1,6 @@
 //! Pulse's load generator and floor server.
 //!
-//! `pulse-load` sends realistic reader traffic ([`pulse_tracker::Traffic`], encoded by
+//! `pulse-load` sends realistic reader traffic ([`pulse_sim::Traffic`], encoded by
 //! [`pulse_tracker::encode_batch`] exactly as the tracker does) to a collect endpoint over
 //! HTTP/1.1, HTTP/2 or HTTP/3, closed loop or open loop, checks every answer and reports
 //! throughput, bytes per event, latency percentiles and errors by reason. `pulse-load bytes`

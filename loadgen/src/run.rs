@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use pulse_tracker::TrafficConfig;
+use pulse_sim::TrafficConfig;
 use tokio::sync::{Mutex, mpsc};
 use tokio::time::Instant;
 

@@ -4,7 +4,8 @@
 
 use std::io::Write;
 
-use pulse_tracker::{Traffic, TrafficConfig, batch_json, encode_batch};
+use pulse_sim::{Traffic, TrafficConfig};
+use pulse_tracker::{batch_json, encode_batch};
 use serde::Serialize;
 
 /// Bytes per event of one batch size, averaged over many batches.

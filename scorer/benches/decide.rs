@@ -9,7 +9,7 @@ use std::hint::black_box;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use pulse_protocol::{Event, EventId};
 use pulse_scorer::{DAY_MS, MemoryStore, MeterRules, Scorer};
-use pulse_tracker::{Traffic, TrafficConfig};
+use pulse_sim::{Traffic, TrafficConfig};
 
 const NOW: u64 = 20_000 * DAY_MS;
 

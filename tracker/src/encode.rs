@@ -26,7 +26,7 @@ pub fn encode_batch(batch: &Batch) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sample::sample_batch;
+    use pulse_sim::sample_batch;
     use std::io::Read;
 
     fn decode(body: &[u8]) -> Vec<u8> {

@@ -6,14 +6,12 @@
 //! On `wasm32` a thin `web-sys` shell (`web.rs`) drives the core from the page: it owns every
 //! clock read, timer, `fetch`, `localStorage` access and DOM change.
 //!
-//! A load generator builds a [`pulse_protocol::Batch`] (or takes [`sample_batch`], or many
-//! readers' sessions from [`Traffic`]) and POSTs
-//! [`encode_batch`]`(&batch)` to `/v1/collect?k=KEY`.
+//! A load generator builds a [`pulse_protocol::Batch`] (or takes one from the `pulse-sim`
+//! crate's simulated readership) and POSTs [`encode_batch`]`(&batch)` to `/v1/collect?k=KEY`.
 
 mod encode;
 mod engagement;
 mod queue;
-mod sample;
 mod session;
 #[cfg(target_arch = "wasm32")]
 mod web;
@@ -21,5 +19,4 @@ mod web;
 pub use encode::{ZSTD_MAGIC, batch_json, encode_batch};
 pub use engagement::{ACTIVE_GAP_MS, Engagement};
 pub use queue::{Outcome, Queue, QueueConfig, Reaction, Transmit};
-pub use sample::{Traffic, TrafficConfig, sample_batch, sample_event};
 pub use session::{SESSION_IDLE_MS, Session, hex_id};

@@ -1,5 +1,5 @@
-//! Realistic sample batches (page views, clicks, engagement, custom events with real-looking
-//! URLs, titles and referrers), for tests, compression measurements and load generation.
+//! The simulated readership ([`Traffic`]) and realistic sample batches ([`sample_batch`]): page
+//! views, clicks, engagement and custom events with real-looking URLs, titles and referrers.
 
 use serde_json::{Map, Value, json};
 
@@ -587,7 +587,7 @@ mod tests {
             for _ in 0..50 {
                 let batch = traffic.next_batch(n, NOW);
                 assert_eq!(batch.events.len(), n);
-                let json = crate::batch_json(&batch);
+                let json = serde_json::to_vec(&batch).unwrap();
                 let parsed = pulse_protocol::parse_batch(&json, NOW).unwrap();
                 assert_eq!(parsed.accepted.len(), n, "{:?}", parsed.rejected);
                 assert!(batch.events.iter().all(|e| e.ts <= NOW));
