@@ -5,12 +5,20 @@
 //! per-reader locking and persistence through a [`StateStore`], which is its only IO boundary:
 //! the gateway backs it with its embedded store.
 
+mod event;
+mod filter;
+mod state;
+mod templates;
+mod time;
+mod value;
+mod window;
+
+mod legacy_state;
+mod legacy_store;
 mod rules;
 mod scorer;
-mod state;
-mod store;
 
 pub use rules::{MeterRules, RulesError, WindowDays};
 pub use scorer::{ScoreError, Scorer, TimedEvent};
-pub use state::{DAY_MS, ReaderState, page_key};
-pub use store::{MemoryStore, StateStore, StoreError};
+pub use legacy_state::{DAY_MS, ReaderState, page_key};
+pub use legacy_store::{MemoryStore, StateStore, StoreError};

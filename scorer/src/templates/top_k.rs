@@ -1,0 +1,257 @@
+//! `top_k`: the `k` most frequent values of a field in the window, with their counts (the
+//! sections a reader reads most). Each slot keeps at most `4 k` counters (Space-Saving: a new
+//! value past that replaces the least counted one and inherits its count), so memory is bounded
+//! and counts are exact while a slot holds fewer than `4 k` values. Values are kept up to 64
+//! bytes.
+//!
+//! ```toml
+//! [features.top_sections_30d]
+//! template = "top_k"
+//! of = "props.section"
+//! k = 3
+//! window = "30d"
+//! filter = { type = "page_view" }
+//! ```
+
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+
+use super::{At, CompileCx, Kind, Template};
+use crate::event::Observed;
+use crate::filter::Field;
+use crate::state::codec::{CodecError, Reader, Writer};
+use crate::value::Value;
+use crate::window::{Acc, Clock, Window, Windowed};
+
+/// Largest `k`.
+pub const MAX_K: u32 = 20;
+/// Longest value kept, in bytes.
+const MAX_TEXT: usize = 64;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    of: String,
+    #[serde(default = "default_k")]
+    k: u32,
+}
+
+fn default_k() -> u32 {
+    3
+}
+
+/// The compiled spec.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Spec {
+    of: Field,
+    k: usize,
+    window: Window,
+}
+
+/// Counters of one slot.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Counters {
+    items: Vec<(Box<str>, u64)>,
+}
+
+impl Counters {
+    fn add(&mut self, value: &str, capacity: usize) {
+        if let Some(item) = self.items.iter_mut().find(|(v, _)| &**v == value) {
+            item.1 += 1;
+            return;
+        }
+        if self.items.len() < capacity {
+            self.items.push((value.into(), 1));
+            return;
+        }
+        if let Some(min) = self
+            .items
+            .iter_mut()
+            .min_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
+        {
+            *min = (value.into(), min.1 + 1);
+        }
+    }
+
+    fn ranked(&self) -> Vec<(&str, u64)> {
+        let mut all: Vec<(&str, u64)> = self.items.iter().map(|(v, n)| (&**v, *n)).collect();
+        all.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+        all
+    }
+}
+
+impl Acc for Counters {
+    fn merge(&mut self, other: &Self) {
+        for (v, n) in &other.items {
+            match self.items.iter_mut().find(|(x, _)| x == v) {
+                Some(item) => item.1 += n,
+                None => self.items.push((v.clone(), *n)),
+            }
+        }
+    }
+    fn encode(&self, w: &mut Writer) {
+        w.u64(self.items.len() as u64);
+        for (v, n) in &self.items {
+            w.str(v);
+            w.u64(*n);
+        }
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        let len = r.len(4 * MAX_K as usize)?;
+        let mut items = Vec::with_capacity(len);
+        for _ in 0..len {
+            items.push((r.str(MAX_TEXT)?.into(), r.u64()?));
+        }
+        Ok(Self { items })
+    }
+    fn heap_bytes(&self) -> usize {
+        self.items.capacity() * 24 + self.items.iter().map(|(v, _)| v.len()).sum::<usize>()
+    }
+}
+
+/// The state: counters over the window.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct State(Windowed<Counters>);
+
+impl State {
+    fn merged(&self, spec: &Spec, now: u64) -> Counters {
+        self.0.fold(&spec.window, now, Counters::default(), |mut a, c| {
+            a.merge(c);
+            a
+        })
+    }
+}
+
+fn truncate(s: &str) -> &str {
+    if s.len() <= MAX_TEXT {
+        return s;
+    }
+    let mut end = MAX_TEXT;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+impl Template for State {
+    type Spec = Spec;
+    const NAMES: &'static [&'static str] = &["top_k"];
+
+    fn compile(_: &str, params: toml::Table, cx: &CompileCx) -> Result<Spec, Vec<String>> {
+        let p = super::params::<Params>(params)?;
+        let mut problems = Vec::new();
+        let of = super::field(&p.of, &mut problems);
+        if p.k == 0 || p.k > MAX_K {
+            problems.push(format!("k: between 1 and {MAX_K}, not {}", p.k));
+        }
+        if problems.is_empty() {
+            Ok(Spec {
+                of,
+                k: p.k as usize,
+                window: cx.window_or_lifetime(),
+            })
+        } else {
+            Err(problems)
+        }
+    }
+
+    fn new(spec: &Spec) -> Self {
+        Self(Windowed::new(&spec.window))
+    }
+
+    fn apply<E: Observed + ?Sized>(&mut self, spec: &Spec, ev: &E, time: u64, clock: Clock) {
+        let Some(text) = spec.of.text(ev) else { return };
+        if let Some(c) = self.0.slot(&spec.window, time, clock) {
+            c.add(truncate(&text), 4 * spec.k);
+            if c.items.len() > 4 * spec.k {
+                // Two sessions bridged by this event merged their counters: keep the most counted.
+                let mut ranked: Vec<(Box<str>, u64)> = c
+                    .ranked()
+                    .into_iter()
+                    .map(|(v, n)| (v.into(), n))
+                    .collect();
+                ranked.truncate(4 * spec.k);
+                c.items = ranked;
+            }
+        }
+    }
+
+    fn prune(&mut self, spec: &Spec, clock: Clock) {
+        self.0.prune(&spec.window, clock);
+    }
+
+    fn value(&self, spec: &Spec, at: &At<'_>) -> Value {
+        let merged = self.merged(spec, at.now);
+        Value::Top(
+            merged
+                .ranked()
+                .into_iter()
+                .take(spec.k)
+                .map(|(v, n)| (v.to_owned(), n))
+                .collect(),
+        )
+    }
+
+    fn explain(&self, spec: &Spec, at: &At<'_>) -> Json {
+        let merged = self.merged(spec, at.now);
+        json!({ "counters": merged.ranked().into_iter().map(|(v, n)| json!([v, n])).collect::<Vec<_>>() })
+    }
+
+    fn encode(&self, _: &Spec, w: &mut Writer) {
+        self.0.encode(w);
+    }
+
+    fn decode(spec: &Spec, r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        Windowed::decode(&spec.window, r).map(Self)
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.0.heap_bytes()
+    }
+
+    fn kind(_: &Spec) -> Kind {
+        Kind::Top
+    }
+
+    fn window(spec: &Spec) -> Option<Window> {
+        Some(spec.window)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{Golden, event};
+    use super::*;
+    use pulse_protocol::EventType;
+    use serde_json::json;
+
+    #[test]
+    fn golden_top_sections() {
+        let g = Golden::new("template = \"top_k\"\nof = \"props.section\"\nk = 2\nwindow = \"2d\"");
+        let mut s = g.state();
+        let sections = ["sport", "politics", "sport", "culture", "sport", "politics"];
+        for (i, sec) in sections.iter().enumerate() {
+            let e = event(i as u128, EventType::PageView, None, "/a", json!({ "section": sec }));
+            g.apply(&mut s, &e, g.day(5, i as u64));
+        }
+        assert_eq!(
+            g.value(&s, g.day(5, 12)),
+            Value::Top(vec![("sport".into(), 3), ("politics".into(), 2)])
+        );
+        g.round_trip(&s);
+    }
+
+    #[test]
+    fn bounded_counters_under_a_flood_of_values() {
+        let g = Golden::new("template = \"top_k\"\nof = \"props.section\"\nk = 1");
+        let mut s = g.state();
+        for i in 0..10_000u64 {
+            let sec = if i % 2 == 0 { "sport".to_owned() } else { format!("junk-{i}") };
+            let e = event(u128::from(i), EventType::PageView, None, "/a", json!({ "section": sec }));
+            g.apply(&mut s, &e, g.day(5, 1) + i);
+        }
+        let Value::Top(top) = g.value(&s, g.day(5, 2)) else { panic!() };
+        assert_eq!(top[0].0, "sport");
+        assert!(s.heap_bytes() < 1024, "{}", s.heap_bytes());
+    }
+}
