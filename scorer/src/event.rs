@@ -129,7 +129,7 @@ pub fn page_key(url: &str) -> u64 {
 }
 
 /// FNV-1a, 64 bits: the stable hash of values kept in state (it is part of the state format).
-pub fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })

@@ -21,7 +21,7 @@ const TYPES: [EventType; 5] = [
 ];
 
 /// The bit of an event type in a type mask.
-pub fn type_bit(kind: EventType) -> u8 {
+pub(crate) fn type_bit(kind: EventType) -> u8 {
     match kind {
         EventType::PageView => 1,
         EventType::Engagement => 2,
@@ -38,7 +38,7 @@ fn parse_type(s: &str) -> Option<EventType> {
 /// One value or a list of them, as TOML lets a bundle write either.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(untagged)]
-pub enum OneOrMany<T> {
+pub(crate) enum OneOrMany<T> {
     /// A single value.
     One(T),
     /// A list.
@@ -57,25 +57,25 @@ impl<T> OneOrMany<T> {
 /// The `filter` table of a feature, as written in the bundle.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct FilterSpec {
+pub(crate) struct FilterSpec {
     /// Event types (`page_view`, `engagement`, `click`, `identify`, `custom`); default all.
     #[serde(rename = "type")]
-    pub kind: Option<OneOrMany<String>>,
+    pub(crate) kind: Option<OneOrMany<String>>,
     /// Names of custom events; default any.
-    pub name: Option<OneOrMany<String>>,
+    pub(crate) name: Option<OneOrMany<String>>,
     /// The page's URL path must start with this (`/articles/`).
-    pub path_prefix: Option<String>,
+    pub(crate) path_prefix: Option<String>,
     /// Properties that must equal a value (a scalar) or one of several (a list).
     #[serde(default)]
-    pub props: BTreeMap<String, toml::Value>,
+    pub(crate) props: BTreeMap<String, toml::Value>,
     /// Properties that must be present.
     #[serde(default)]
-    pub has: Vec<String>,
+    pub(crate) has: Vec<String>,
 }
 
 /// A scalar to compare a property with.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Scalar {
+pub(crate) enum Scalar {
     /// A boolean.
     Bool(bool),
     /// A number.
@@ -107,9 +107,9 @@ impl Scalar {
 
 /// A compiled event filter.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Filter {
+pub(crate) struct Filter {
     /// Bits of the event types it admits ([`type_bit`]); all types when the spec names none.
-    pub types: u8,
+    pub(crate) types: u8,
     names: Vec<String>,
     path_prefix: Option<String>,
     props: Vec<(String, Vec<Scalar>)>,
@@ -118,7 +118,7 @@ pub struct Filter {
 
 impl Filter {
     /// A filter that admits every event.
-    pub fn any() -> Self {
+    pub(crate) fn any() -> Self {
         Self {
             types: 0x1f,
             ..Self::default()
@@ -126,7 +126,7 @@ impl Filter {
     }
 
     /// Compiles a spec, or lists what is wrong with it (messages relative to the filter).
-    pub fn compile(spec: &FilterSpec) -> Result<Self, Vec<String>> {
+    pub(crate) fn compile(spec: &FilterSpec) -> Result<Self, Vec<String>> {
         let mut problems = Vec::new();
         let mut types = 0u8;
         for t in spec.kind.clone().map(OneOrMany::into_vec).unwrap_or_default() {
@@ -179,7 +179,7 @@ impl Filter {
 
     /// Whether the event passes (its type is checked by the caller through [`Filter::types`]
     /// first, the cheapest test; checked again here so the filter is whole on its own).
-    pub fn matches<E: Observed + ?Sized>(&self, ev: &E) -> bool {
+    pub(crate) fn matches<E: Observed + ?Sized>(&self, ev: &E) -> bool {
         if self.types & type_bit(ev.kind()) == 0 {
             return false;
         }
@@ -201,7 +201,7 @@ impl Filter {
 
 /// The part of an event a template reads.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Field {
+pub(crate) enum Field {
     /// The page: its URL without query and fragment (keyed by [`page_key`]).
     Page,
     /// The URL path (`/articles/a.html`).
@@ -218,7 +218,7 @@ pub enum Field {
 
 /// A scalar read from an event, for `last`.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Read<'e> {
+pub(crate) enum Read<'e> {
     /// A boolean.
     Bool(bool),
     /// A number.
@@ -229,7 +229,7 @@ pub enum Read<'e> {
 
 impl Field {
     /// Parses `page`, `path`, `referrer_host`, `name`, `type` or `props.<key>`.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub(crate) fn parse(s: &str) -> Result<Self, String> {
         Ok(match s {
             "page" => Self::Page,
             "path" => Self::Path,
@@ -248,7 +248,7 @@ impl Field {
     }
 
     /// The field as text (numbers and booleans formatted), if the event has it.
-    pub fn text<'e, E: Observed + ?Sized>(&self, ev: &'e E) -> Option<Cow<'e, str>> {
+    pub(crate) fn text<'e, E: Observed + ?Sized>(&self, ev: &'e E) -> Option<Cow<'e, str>> {
         match self {
             Self::Page => {
                 let url = ev.url();
@@ -274,7 +274,7 @@ impl Field {
     }
 
     /// A stable 64-bit key of the field's value ([`page_key`] for pages).
-    pub fn key<E: Observed + ?Sized>(&self, ev: &E) -> Option<u64> {
+    pub(crate) fn key<E: Observed + ?Sized>(&self, ev: &E) -> Option<u64> {
         match self {
             Self::Page => Some(page_key(ev.url())),
             _ => self.text(ev).map(|t| fnv1a(t.as_bytes())),
@@ -282,7 +282,7 @@ impl Field {
     }
 
     /// The field as a number, if it is one.
-    pub fn num<E: Observed + ?Sized>(&self, ev: &E) -> Option<f64> {
+    pub(crate) fn num<E: Observed + ?Sized>(&self, ev: &E) -> Option<f64> {
         match self {
             Self::Prop(key) => ev.prop(key).as_num(),
             _ => None,
@@ -290,7 +290,7 @@ impl Field {
     }
 
     /// The field as a scalar.
-    pub fn read<'e, E: Observed + ?Sized>(&self, ev: &'e E) -> Option<Read<'e>> {
+    pub(crate) fn read<'e, E: Observed + ?Sized>(&self, ev: &'e E) -> Option<Read<'e>> {
         match self {
             Self::Prop(key) => match ev.prop(key) {
                 Prop::Bool(b) => Some(Read::Bool(b)),

@@ -1,24 +1,48 @@
-//! The Pulse scoring tier as a library: per-reader state over event-time windows, the meter rule,
-//! and the decision the gateway returns with every batch.
+//! The Pulse scoring tier as a library: features defined as data and maintained incrementally
+//! over event time, compact reader state, and the decision the gateway returns with every batch.
 //!
-//! The pure core ([`ReaderState`], [`MeterRules`]) takes time as an argument. [`Scorer`] adds
-//! per-reader locking and persistence through a [`StateStore`], which is its only IO boundary:
-//! the gateway backs it with its embedded store.
+//! - [`bundle`](Bundle): a TOML file of settings, features (each a template and parameters) and
+//!   the decision; checked whole ([`BundleError`] lists every problem), identified by a hash of
+//!   its content.
+//! - templates: one file each (`templates/`), the same shape: spec → state → apply → value.
+//! - windows by event time (`window/`): lifetime, sliding days and hours over buckets, session.
+//! - state (`state/`): one reader's [`ReaderState`] (watermark, dedupe, features), its binary
+//!   codec, and the [`StateStore`] trait.
+//! - [`decide`]: the decision from features, at decision time.
+//! - [`Engine`]: the only IO: a byte-bounded cache of readers by partition, write-behind to the
+//!   store with the log position it covers, TTL by event time, rebuilds for new feature sets.
+//! - [`Batcher`]: replaying a log as live traffic applied it.
+//!
+//! Time is an argument everywhere but in the engine's write-behind thread.
 
+mod bundle;
+mod decide;
+mod engine;
 mod event;
 mod filter;
+mod replay;
 mod state;
 mod templates;
 mod time;
 mod value;
 mod window;
 
-mod legacy_state;
-mod legacy_store;
-mod rules;
-mod scorer;
-
-pub use rules::{MeterRules, RulesError, WindowDays};
-pub use scorer::{ScoreError, Scorer, TimedEvent};
-pub use legacy_state::{DAY_MS, ReaderState, page_key};
-pub use legacy_store::{MemoryStore, StateStore, StoreError};
+pub use bundle::{
+    ActiveBundle, Bundle, BundleError, DecisionSpec, Feature, MAX_FEATURES, Problem, STATE_FORMAT,
+    Settings,
+};
+pub use decide::decide;
+pub use engine::{
+    CacheView, Engine, EngineConfig, EngineError, FjallStore, Progress, Rebuild, SWEEP_SLACK_MS,
+    Scored, Startup, Stats, murmur2, partition_of,
+};
+pub use event::{Observed, Prop, page_key, url_path};
+pub use replay::Batcher;
+pub use state::{
+    CodecError, Dedupe, MemoryStore, Outcome, ReaderState, Seen, StateError, StateStore,
+    StoreError, Write,
+};
+pub use templates::Kind;
+pub use time::{DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS, parse_duration};
+pub use value::Value;
+pub use window::Window;

@@ -1,5 +1,5 @@
-//! The binary codec of reader state: LEB128 varints, zigzag for signed deltas, little-endian
-//! floats, length-prefixed bytes. Small and explicit, so the format is documented by the code
+//! The binary codec of reader state: LEB128 varints, little-endian floats, fixed 8-byte hashes,
+//! length-prefixed bytes. Small and explicit, so the format is documented by the code
 //! and stays stable (every template writes its own fields in order through these calls).
 
 /// Why bytes could not be read back as state.
@@ -16,14 +16,14 @@ pub enum CodecError {
 
 /// Appends values to a buffer.
 #[derive(Debug, Default)]
-pub struct Writer {
+pub(crate) struct Writer {
     /// The bytes written so far.
-    pub buf: Vec<u8>,
+    pub(crate) buf: Vec<u8>,
 }
 
 impl Writer {
     /// An unsigned varint.
-    pub fn u64(&mut self, mut v: u64) {
+    pub(crate) fn u64(&mut self, mut v: u64) {
         while v >= 0x80 {
             self.buf.push((v as u8) | 0x80);
             v >>= 7;
@@ -31,57 +31,53 @@ impl Writer {
         self.buf.push(v as u8);
     }
 
-    /// A signed varint (zigzag).
-    pub fn i64(&mut self, v: i64) {
-        self.u64(((v << 1) ^ (v >> 63)) as u64);
-    }
 
     /// A float, 8 bytes little-endian.
-    pub fn f64(&mut self, v: f64) {
+    pub(crate) fn f64(&mut self, v: f64) {
         self.buf.extend_from_slice(&v.to_le_bytes());
     }
 
     /// A fixed 8-byte value (hashes, which do not shrink as varints).
-    pub fn fixed64(&mut self, v: u64) {
+    pub(crate) fn fixed64(&mut self, v: u64) {
         self.buf.extend_from_slice(&v.to_le_bytes());
     }
 
     /// One byte.
-    pub fn byte(&mut self, v: u8) {
+    pub(crate) fn byte(&mut self, v: u8) {
         self.buf.push(v);
     }
 
     /// Length-prefixed bytes.
-    pub fn bytes(&mut self, v: &[u8]) {
+    pub(crate) fn bytes(&mut self, v: &[u8]) {
         self.u64(v.len() as u64);
         self.buf.extend_from_slice(v);
     }
 
     /// A length-prefixed UTF-8 string.
-    pub fn str(&mut self, v: &str) {
+    pub(crate) fn str(&mut self, v: &str) {
         self.bytes(v.as_bytes());
     }
 }
 
 /// Reads values back, in the order they were written.
 #[derive(Debug)]
-pub struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     buf: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
     /// A reader over `buf`.
-    pub fn new(buf: &'a [u8]) -> Self {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
         Self { buf }
     }
 
     /// Whether everything was read.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.buf.is_empty()
     }
 
     /// An unsigned varint.
-    pub fn u64(&mut self) -> Result<u64, CodecError> {
+    pub(crate) fn u64(&mut self) -> Result<u64, CodecError> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
             let (&b, rest) = self.buf.split_first().ok_or(CodecError::Truncated)?;
@@ -94,13 +90,9 @@ impl<'a> Reader<'a> {
         Err(CodecError::Invalid("varint over 64 bits"))
     }
 
-    /// An unsigned varint that must fit `u32`.
-    pub fn u32(&mut self) -> Result<u32, CodecError> {
-        u32::try_from(self.u64()?).map_err(|_| CodecError::Invalid("u32 out of range"))
-    }
 
     /// A length, at most `max`.
-    pub fn len(&mut self, max: usize) -> Result<usize, CodecError> {
+    pub(crate) fn len(&mut self, max: usize) -> Result<usize, CodecError> {
         let n = self.u64()?;
         usize::try_from(n)
             .ok()
@@ -108,11 +100,6 @@ impl<'a> Reader<'a> {
             .ok_or(CodecError::Invalid("length over its bound"))
     }
 
-    /// A signed varint (zigzag).
-    pub fn i64(&mut self) -> Result<i64, CodecError> {
-        let v = self.u64()?;
-        Ok(((v >> 1) as i64) ^ -((v & 1) as i64))
-    }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
         if self.buf.len() < n {
@@ -124,7 +111,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A float.
-    pub fn f64(&mut self) -> Result<f64, CodecError> {
+    pub(crate) fn f64(&mut self) -> Result<f64, CodecError> {
         let b = self.take(8)?;
         let mut a = [0u8; 8];
         a.copy_from_slice(b);
@@ -132,7 +119,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A fixed 8-byte value.
-    pub fn fixed64(&mut self) -> Result<u64, CodecError> {
+    pub(crate) fn fixed64(&mut self) -> Result<u64, CodecError> {
         let b = self.take(8)?;
         let mut a = [0u8; 8];
         a.copy_from_slice(b);
@@ -140,18 +127,18 @@ impl<'a> Reader<'a> {
     }
 
     /// One byte.
-    pub fn byte(&mut self) -> Result<u8, CodecError> {
+    pub(crate) fn byte(&mut self) -> Result<u8, CodecError> {
         Ok(self.take(1)?[0])
     }
 
     /// Length-prefixed bytes, at most `max` long.
-    pub fn bytes(&mut self, max: usize) -> Result<&'a [u8], CodecError> {
+    pub(crate) fn bytes(&mut self, max: usize) -> Result<&'a [u8], CodecError> {
         let n = self.len(max)?;
         self.take(n)
     }
 
     /// A length-prefixed UTF-8 string, at most `max` bytes.
-    pub fn str(&mut self, max: usize) -> Result<&'a str, CodecError> {
+    pub(crate) fn str(&mut self, max: usize) -> Result<&'a str, CodecError> {
         std::str::from_utf8(self.bytes(max)?).map_err(|_| CodecError::Invalid("not UTF-8"))
     }
 }
@@ -163,16 +150,14 @@ mod tests {
 
     proptest! {
         #[test]
-        fn round_trips(a: u64, b: i64, c: f64, s in ".{0,40}", h: u64) {
+        fn round_trips(a: u64, c: f64, s in ".{0,40}", h: u64) {
             let mut w = Writer::default();
             w.u64(a);
-            w.i64(b);
             w.f64(c);
             w.str(&s);
             w.fixed64(h);
             let mut r = Reader::new(&w.buf);
             prop_assert_eq!(r.u64().unwrap(), a);
-            prop_assert_eq!(r.i64().unwrap(), b);
             prop_assert_eq!(r.f64().unwrap().to_bits(), c.to_bits());
             prop_assert_eq!(r.str(1000).unwrap(), s.as_str());
             prop_assert_eq!(r.fixed64().unwrap(), h);

@@ -2,3 +2,11 @@
 //! lives in between batches.
 
 pub(crate) mod codec;
+mod dedupe;
+mod reader;
+mod store;
+
+pub use codec::CodecError;
+pub use dedupe::{Dedupe, Seen};
+pub use reader::{Outcome, ReaderState, StateError};
+pub use store::{MemoryStore, StateStore, StoreError, Write};

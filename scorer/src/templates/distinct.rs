@@ -24,7 +24,7 @@ use crate::value::Value;
 use crate::window::{Clock, Window};
 
 /// Most exact values a `distinct` feature may keep.
-pub const MAX_EXACT: u32 = 1000;
+pub(crate) const MAX_EXACT: u32 = 1000;
 /// Longest label kept per value, in bytes (for explanations).
 const MAX_LABEL: usize = 96;
 /// HyperLogLog registers per bucket (2^8).
@@ -64,6 +64,9 @@ struct Entry {
 pub(crate) struct State {
     entries: Vec<Entry>,
     sketch: Option<Vec<(u64, Box<[u8; REGISTERS]>)>>,
+    /// The latest event taken, by (time, id): its time, id and key, kept even when its entry
+    /// was evicted (a decision asks whether the current page is that event's).
+    latest: Option<(u64, u64, u64)>,
 }
 
 fn slot_of(window: &Window, time: u64, watermark: u64) -> Option<u64> {
@@ -100,6 +103,18 @@ fn sketch_add(registers: &mut [u8; REGISTERS], key: u64) {
     registers[idx] = registers[idx].max(rho);
 }
 
+/// The registers of `slot`, created empty when missing (slots kept in order).
+fn sketch_slot(sketch: &mut Vec<(u64, Box<[u8; REGISTERS]>)>, slot: u64) -> &mut [u8; REGISTERS] {
+    let at = match sketch.binary_search_by_key(&slot, |(s, _)| *s) {
+        Ok(at) => at,
+        Err(at) => {
+            sketch.insert(at, (slot, Box::new([0; REGISTERS])));
+            at
+        }
+    };
+    &mut sketch[at].1
+}
+
 fn sketch_estimate(registers: &[u8; REGISTERS]) -> f64 {
     let m = REGISTERS as f64;
     let alpha = 0.7213 / (1.0 + 1.079 / m);
@@ -110,6 +125,22 @@ fn sketch_estimate(registers: &[u8; REGISTERS]) -> f64 {
         m * (m / zeros as f64).ln()
     } else {
         e
+    }
+}
+
+impl Spec {
+    /// Whether ranks up to `rank` are always exact (the meter's limit must be).
+    pub(crate) fn covers_rank(&self, rank: u32) -> bool {
+        rank as usize <= self.exact
+    }
+
+    /// Whether an event at `time` is inside the window at `now`.
+    pub(crate) fn contains(&self, time: u64, now: u64) -> bool {
+        let slot = match self.window {
+            Window::Sliding { unit_ms, .. } => time / unit_ms,
+            _ => 0,
+        };
+        in_window(&self.window, slot, now)
     }
 }
 
@@ -162,6 +193,11 @@ impl State {
         Some(1 + firsts.iter().filter(|(t, k, _)| (*t, *k) < (mine, key)).count() as u64)
     }
 
+    /// The time and key of the latest event taken.
+    pub(crate) fn latest(&self) -> Option<(u64, u64)> {
+        self.latest.map(|(t, _, k)| (t, k))
+    }
+
     fn evict_latest(&mut self) {
         if let Some(at) = self
             .entries
@@ -170,7 +206,7 @@ impl State {
             .max_by_key(|(_, e)| (e.first, e.key))
             .map(|(i, _)| i)
         {
-            self.entries.swap_remove(at);
+            self.entries.remove(at);
         }
     }
 }
@@ -207,48 +243,45 @@ impl Template for State {
         let Some(slot) = slot_of(&spec.window, time, clock.watermark) else {
             return;
         };
-        if let Some(sketch) = &mut self.sketch {
-            let at = match sketch.iter().position(|(s, _)| *s == slot) {
-                Some(at) => at,
-                None => {
-                    sketch.push((slot, Box::new([0; REGISTERS])));
-                    sketch.len() - 1
-                }
-            };
-            sketch_add(&mut sketch[at].1, key);
+        let tie = ev.id() as u64;
+        if self.latest.is_none_or(|(t, id, _)| (time, tie) > (t, id)) {
+            self.latest = Some((time, tie, key));
         }
+        if let Some(sketch) = &mut self.sketch {
+            sketch_add(sketch_slot(sketch, slot), key);
+        }
+        // Entries are kept sorted by (key, slot): lookups are a binary search, and the state is
+        // the same whatever order events arrived in.
         match self
             .entries
-            .iter_mut()
-            .find(|e| e.key == key && e.slot == slot)
+            .binary_search_by_key(&(key, slot), |e| (e.key, e.slot))
         {
-            Some(e) => e.first = e.first.min(time),
-            None => {
+            Ok(at) => {
+                let e = &mut self.entries[at];
+                e.first = e.first.min(time);
+            }
+            Err(at) => {
                 let label = spec
                     .of
                     .text(ev)
                     .map(|t| truncate(&t, MAX_LABEL).into())
                     .unwrap_or_default();
-                self.entries.push(Entry {
-                    key,
-                    slot,
-                    first: time,
-                    label,
-                });
+                self.entries.insert(
+                    at,
+                    Entry {
+                        key,
+                        slot,
+                        first: time,
+                        label,
+                    },
+                );
             }
         }
         if self.entries.len() > spec.exact {
             if self.sketch.is_none() {
                 let mut sketch: Vec<(u64, Box<[u8; REGISTERS]>)> = Vec::new();
-                for e in &self.entries {
-                    let at = match sketch.iter().position(|(s, _)| *s == e.slot) {
-                        Some(at) => at,
-                        None => {
-                            sketch.push((e.slot, Box::new([0; REGISTERS])));
-                            sketch.len() - 1
-                        }
-                    };
-                    sketch_add(&mut sketch[at].1, e.key);
+                for e in self.entries.iter() {
+                    sketch_add(sketch_slot(&mut sketch, e.slot), e.key);
                 }
                 self.sketch = Some(sketch);
             }
@@ -295,6 +328,15 @@ impl Template for State {
             w.u64(e.first);
             w.str(&e.label);
         }
+        match self.latest {
+            None => w.byte(0),
+            Some((t, id, k)) => {
+                w.byte(1);
+                w.u64(t);
+                w.fixed64(id);
+                w.fixed64(k);
+            }
+        }
         match &self.sketch {
             None => w.byte(0),
             Some(sketch) => {
@@ -319,6 +361,11 @@ impl Template for State {
                 label: r.str(MAX_LABEL)?.into(),
             });
         }
+        let latest = match r.byte()? {
+            0 => None,
+            1 => Some((r.u64()?, r.fixed64()?, r.fixed64()?)),
+            _ => return Err(CodecError::Invalid("distinct latest flag")),
+        };
         let sketch = match r.byte()? {
             0 => None,
             1 => {
@@ -336,7 +383,11 @@ impl Template for State {
             }
             _ => return Err(CodecError::Invalid("distinct sketch flag")),
         };
-        Ok(Self { entries, sketch })
+        Ok(Self {
+            entries,
+            sketch,
+            latest,
+        })
     }
 
     fn heap_bytes(&self) -> usize {

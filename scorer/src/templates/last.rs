@@ -50,11 +50,10 @@ pub(crate) struct State {
 }
 
 impl State {
-    /// The key of the latest value when it is a string (a page's [`crate::event::page_key`]),
-    /// if it is inside the window at `now`.
-    pub(crate) fn key(&self, spec: &Spec, now: u64) -> Option<u64> {
+    /// The time and key of the latest value when it is a string inside the window at `now`.
+    pub(crate) fn at_key(&self, spec: &Spec, now: u64) -> Option<(u64, u64)> {
         match &self.last {
-            Some((t, _, Kept::Text(_, key))) if visible(&spec.window, *t, now) => Some(*key),
+            Some((t, _, Kept::Text(_, key))) if visible(&spec.window, *t, now) => Some((*t, *key)),
             _ => None,
         }
     }

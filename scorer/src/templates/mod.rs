@@ -15,11 +15,11 @@ use crate::window::{Clock, Window};
 
 /// What a template is compiled with besides its own parameters.
 #[derive(Clone, Debug)]
-pub struct CompileCx {
+pub(crate) struct CompileCx {
     /// The feature's `window`, parsed, when it set one.
-    pub window: Option<Window>,
+    pub(crate) window: Option<Window>,
     /// The bundle's session gap (the default of session windows and session templates).
-    pub session_idle_ms: u64,
+    pub(crate) session_idle_ms: u64,
 }
 
 impl CompileCx {
@@ -54,11 +54,11 @@ pub enum Kind {
 
 /// The moment a value is read at, with the values of the features this one is derived from.
 #[derive(Clone, Copy, Debug)]
-pub struct At<'a> {
+pub(crate) struct At<'a> {
     /// The time of the decision (ms since the epoch).
-    pub now: u64,
+    pub(crate) now: u64,
     /// Values of the features named by [`Template::inputs`], in that order.
-    pub inputs: &'a [Value],
+    pub(crate) inputs: &'a [Value],
 }
 
 /// The shape every template has.

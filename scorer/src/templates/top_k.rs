@@ -24,7 +24,7 @@ use crate::value::Value;
 use crate::window::{Acc, Clock, Window, Windowed};
 
 /// Largest `k`.
-pub const MAX_K: u32 = 20;
+pub(crate) const MAX_K: u32 = 20;
 /// Longest value kept, in bytes.
 const MAX_TEXT: usize = 64;
 
@@ -55,21 +55,29 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
+    /// Counts one more `value`; items stay sorted by value (the state is the same whatever the
+    /// arrival order, while under capacity).
     fn add(&mut self, value: &str, capacity: usize) {
-        if let Some(item) = self.items.iter_mut().find(|(v, _)| &**v == value) {
-            item.1 += 1;
-            return;
-        }
-        if self.items.len() < capacity {
-            self.items.push((value.into(), 1));
-            return;
-        }
-        if let Some(min) = self
-            .items
-            .iter_mut()
-            .min_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
-        {
-            *min = (value.into(), min.1 + 1);
+        match self.items.binary_search_by(|(v, _)| (**v).cmp(value)) {
+            Ok(at) => self.items[at].1 += 1,
+            Err(at) if self.items.len() < capacity => self.items.insert(at, (value.into(), 1)),
+            Err(_) => {
+                let Some(min) = self
+                    .items
+                    .iter()
+                    .enumerate()
+                    .min_by(|a, b| a.1.1.cmp(&b.1.1).then_with(|| b.1.0.cmp(&a.1.0)))
+                    .map(|(i, _)| i)
+                else {
+                    return;
+                };
+                let (_, count) = self.items.remove(min);
+                let at = self
+                    .items
+                    .binary_search_by(|(v, _)| (**v).cmp(value))
+                    .unwrap_or_else(|at| at);
+                self.items.insert(at, (value.into(), count + 1));
+            }
         }
     }
 
@@ -83,9 +91,9 @@ impl Counters {
 impl Acc for Counters {
     fn merge(&mut self, other: &Self) {
         for (v, n) in &other.items {
-            match self.items.iter_mut().find(|(x, _)| x == v) {
-                Some(item) => item.1 += n,
-                None => self.items.push((v.clone(), *n)),
+            match self.items.binary_search_by(|(x, _)| x.cmp(v)) {
+                Ok(at) => self.items[at].1 += n,
+                Err(at) => self.items.insert(at, (v.clone(), *n)),
             }
         }
     }
@@ -100,7 +108,11 @@ impl Acc for Counters {
         let len = r.len(4 * MAX_K as usize)?;
         let mut items = Vec::with_capacity(len);
         for _ in 0..len {
-            items.push((r.str(MAX_TEXT)?.into(), r.u64()?));
+            let v: Box<str> = r.str(MAX_TEXT)?.into();
+            if items.last().is_some_and(|(last, _): &(Box<str>, u64)| *last >= v) {
+                return Err(CodecError::Invalid("top_k counters out of order"));
+            }
+            items.push((v, r.u64()?));
         }
         Ok(Self { items })
     }
@@ -171,6 +183,7 @@ impl Template for State {
                     .map(|(v, n)| (v.into(), n))
                     .collect();
                 ranked.truncate(4 * spec.k);
+                ranked.sort_unstable_by(|a, b| a.0.cmp(&b.0));
                 c.items = ranked;
             }
         }

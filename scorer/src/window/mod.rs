@@ -14,9 +14,9 @@ pub(crate) use buckets::Buckets;
 pub(crate) use session::Sessions;
 
 /// Longest sliding window in days.
-pub const MAX_WINDOW_DAYS: u64 = 400;
+pub(crate) const MAX_WINDOW_DAYS: u64 = 400;
 /// Longest sliding window in hours.
-pub const MAX_WINDOW_HOURS: u64 = 720;
+pub(crate) const MAX_WINDOW_HOURS: u64 = 720;
 
 /// A window kind, as a bundle writes it: `"lifetime"`, `"30d"`, `"12h"` or `"session"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,11 +85,11 @@ impl std::fmt::Display for Window {
 
 /// What windows need to know of the reader when an event arrives or state is pruned.
 #[derive(Clone, Copy, Debug)]
-pub struct Clock {
+pub(crate) struct Clock {
     /// The reader's watermark: the latest event time applied.
-    pub watermark: u64,
+    pub(crate) watermark: u64,
     /// The bundle's allowed lateness: no event older than `watermark - lateness` arrives.
-    pub lateness: u64,
+    pub(crate) lateness: u64,
 }
 
 /// An accumulator that windows keep per slot and merge across slots.

@@ -105,10 +105,6 @@ impl<A: Acc> Sessions<A> {
             .collect()
     }
 
-    /// The number of sessions kept.
-    pub(crate) fn len(&self) -> usize {
-        self.items.len()
-    }
 
     pub(crate) fn encode(&self, w: &mut Writer) {
         w.u64(self.items.len() as u64);

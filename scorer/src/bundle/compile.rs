@@ -1,0 +1,588 @@
+//! Checking a bundle and building what the engine runs: settings in range, every feature's
+//! template and parameters, filters, windows no longer than the TTL, features that use other
+//! features (which must exist, be numeric and not form a cycle), and a decision that names
+//! features of the right kind. Every problem is listed at once.
+
+use std::sync::Arc;
+
+use pulse_protocol::{EventType, MAX_EVENT_AGE_MS};
+
+use super::spec::{self, DecisionTable, FeatureSpec, Problem};
+use crate::filter::{Filter, FilterSpec, type_bit};
+use crate::templates::{self, CompileCx, Kind, Spec};
+use crate::time::{DAY_MS, HOUR_MS, MINUTE_MS, parse_duration};
+use crate::window::{MAX_WINDOW_DAYS, Window};
+
+/// Most features in a bundle.
+pub const MAX_FEATURES: usize = 256;
+/// The version of the reader-state format; part of every feature-set hash.
+pub const STATE_FORMAT: u8 = 1;
+
+/// A bundle that could not be used, with every problem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the bundle has {} problem(s):\n{}", .0.len(), .0.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+pub struct BundleError(pub Vec<Problem>);
+
+/// Engine settings of a bundle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// A reader with no event for this long (by event time) is forgotten, ms.
+    pub ttl_ms: u64,
+    /// How far behind the reader's latest event an event may be and still apply, ms.
+    pub lateness_ms: u64,
+    /// The gap that ends a session, ms.
+    pub session_idle_ms: u64,
+    /// Most event ids remembered per reader.
+    pub max_dedupe_ids: usize,
+}
+
+/// One compiled feature.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Feature {
+    /// Its name.
+    pub name: String,
+    /// The template's name.
+    pub template: String,
+    pub(crate) spec: Spec,
+    pub(crate) filter: Filter,
+    /// Indices of the features it is computed from.
+    pub(crate) inputs: Vec<usize>,
+    /// Index of its state in a reader's state, when it keeps state.
+    pub(crate) state: Option<usize>,
+    /// Its window, for display.
+    pub window: Option<Window>,
+}
+
+/// What decides.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DecisionSpec {
+    /// Always allow.
+    Allow,
+    /// The meter.
+    Meter {
+        /// Index of the `distinct` feature of metered pages.
+        pages: usize,
+        /// Index of the `last` feature of the current page.
+        current_page: usize,
+        /// Free pages per window.
+        limit: u32,
+        /// Index of the subscriber feature.
+        subscriber: Option<usize>,
+    },
+}
+
+/// A checked bundle, ready to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bundle {
+    /// The hash of its content: 12 hex digits of SHA-256.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// The hash of what reader state depends on (settings and stateful features).
+    pub feature_set: u64,
+    /// Engine settings.
+    pub settings: Settings,
+    /// The features, by name order.
+    pub features: Vec<Feature>,
+    /// The order to compute values in (inputs before the features that use them).
+    pub(crate) order: Vec<usize>,
+    /// For each event type ([`type_bit`] order), the stateful features whose filter admits it.
+    pub(crate) by_type: [Vec<usize>; 5],
+    /// Number of stateful features.
+    pub(crate) states: usize,
+    /// What decides.
+    pub decision: DecisionSpec,
+    /// The text it was compiled from.
+    pub source: Arc<str>,
+}
+
+fn sha256(parts: &[&[u8]]) -> [u8; 32] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for p in parts {
+        ctx.update(&(p.len() as u64).to_le_bytes());
+        ctx.update(p);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+fn type_index(kind: EventType) -> usize {
+    type_bit(kind).trailing_zeros() as usize
+}
+
+fn valid_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_lowercase())
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && name.len() <= 64
+}
+
+impl Bundle {
+    /// Checks and compiles a bundle's text.
+    pub fn compile(text: &str) -> Result<Self, BundleError> {
+        let (spec, mut problems) = spec::read(text);
+        let settings = settings(spec.settings.as_ref(), &mut problems);
+        if spec.features.len() > MAX_FEATURES {
+            problems.push(Problem::new(
+                "features",
+                format!("at most {MAX_FEATURES} features, not {}", spec.features.len()),
+            ));
+        }
+        let mut features = Vec::new();
+        for f in &spec.features {
+            if let Some(feature) = feature(f, &settings, &mut problems) {
+                features.push(feature);
+            }
+        }
+        let names: Vec<&str> = spec.features.iter().map(|f| f.name.as_str()).collect();
+        resolve_inputs(&mut features, &names, &mut problems);
+        let order = order(&features, &mut problems);
+        let decision = decision(spec.decision.as_ref(), &features, &mut problems);
+        if !problems.is_empty() {
+            return Err(BundleError(problems));
+        }
+        let mut states = 0;
+        let mut by_type: [Vec<usize>; 5] = Default::default();
+        for (i, f) in features.iter_mut().enumerate() {
+            if f.inputs.is_empty() {
+                f.state = Some(states);
+                states += 1;
+                for (t, list) in by_type.iter_mut().enumerate() {
+                    if f.filter.types & (1 << t) != 0 {
+                        list.push(i);
+                    }
+                }
+            }
+        }
+        let mut parts: Vec<Vec<u8>> = vec![
+            vec![STATE_FORMAT],
+            settings.ttl_ms.to_le_bytes().to_vec(),
+            settings.lateness_ms.to_le_bytes().to_vec(),
+            settings.session_idle_ms.to_le_bytes().to_vec(),
+            (settings.max_dedupe_ids as u64).to_le_bytes().to_vec(),
+        ];
+        for (f, s) in features.iter().zip(&spec.features) {
+            if f.state.is_some() {
+                parts.push(f.name.as_bytes().to_vec());
+                parts.push(s.canonical.as_bytes().to_vec());
+            }
+        }
+        let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        let fs = sha256(&refs);
+        let id = sha256(&[spec.canonical.as_bytes()]);
+        Ok(Self {
+            id: id[..6].iter().map(|b| format!("{b:02x}")).collect(),
+            name: spec.settings.map(|s| s.name).unwrap_or_default(),
+            feature_set: u64::from_le_bytes(fs[..8].try_into().unwrap_or_default()),
+            settings,
+            features,
+            order,
+            by_type,
+            states,
+            decision,
+            source: Arc::from(text),
+        })
+    }
+
+    /// The stateful features that may take an event of this type.
+    pub(crate) fn features_for(&self, kind: EventType) -> &[usize] {
+        &self.by_type[type_index(kind)]
+    }
+
+    /// The index of the feature named `name`.
+    pub fn feature(&self, name: &str) -> Option<usize> {
+        self.features.iter().position(|f| f.name == name)
+    }
+}
+
+fn settings(spec: Option<&spec::SettingsSpec>, problems: &mut Vec<Problem>) -> Settings {
+    let mut s = Settings {
+        ttl_ms: 35 * DAY_MS,
+        lateness_ms: DAY_MS,
+        session_idle_ms: 30 * MINUTE_MS,
+        max_dedupe_ids: 2048,
+    };
+    let Some(spec) = spec else { return s };
+    if spec.name.trim().is_empty() {
+        problems.push(Problem::new("bundle.name", "must not be empty"));
+    }
+    if (1..=MAX_WINDOW_DAYS as u32).contains(&spec.ttl_days) {
+        s.ttl_ms = u64::from(spec.ttl_days) * DAY_MS;
+    } else {
+        problems.push(Problem::new(
+            "bundle.ttl_days",
+            format!("between 1 and {MAX_WINDOW_DAYS}, not {}", spec.ttl_days),
+        ));
+    }
+    match parse_duration(&spec.allowed_lateness) {
+        Ok(ms) if ms <= MAX_EVENT_AGE_MS => s.lateness_ms = ms,
+        Ok(_) => problems.push(Problem::new(
+            "bundle.allowed_lateness",
+            "at most 35d (the oldest event the gateway accepts)",
+        )),
+        Err(e) => problems.push(Problem::new("bundle.allowed_lateness", e)),
+    }
+    match parse_duration(&spec.session_idle) {
+        Ok(ms) if (MINUTE_MS..=24 * HOUR_MS).contains(&ms) => s.session_idle_ms = ms,
+        Ok(_) => problems.push(Problem::new("bundle.session_idle", "between 1m and 24h")),
+        Err(e) => problems.push(Problem::new("bundle.session_idle", e)),
+    }
+    if (16..=65_536).contains(&spec.max_dedupe_ids) {
+        s.max_dedupe_ids = spec.max_dedupe_ids as usize;
+    } else {
+        problems.push(Problem::new(
+            "bundle.max_dedupe_ids",
+            format!("between 16 and 65536, not {}", spec.max_dedupe_ids),
+        ));
+    }
+    if s.lateness_ms >= s.ttl_ms {
+        problems.push(Problem::new(
+            "bundle.allowed_lateness",
+            "must be shorter than the TTL",
+        ));
+    }
+    s
+}
+
+fn feature(f: &FeatureSpec, settings: &Settings, problems: &mut Vec<Problem>) -> Option<Feature> {
+    let path = format!("features.{}", f.name);
+    if !valid_name(&f.name) {
+        problems.push(Problem::new(
+            &path,
+            "a name is lowercase letters, digits and _, starting with a letter, at most 64",
+        ));
+    }
+    let window = match f.window.as_deref().map(|w| Window::parse(w, settings.session_idle_ms)) {
+        None => None,
+        Some(Ok(w)) => Some(w),
+        Some(Err(e)) => {
+            problems.push(Problem::new(format!("{path}.window"), e));
+            None
+        }
+    };
+    let filter = match &f.filter {
+        None => Filter::any(),
+        Some(v) => match FilterSpec::deserialize_from(v) {
+            Ok(spec) => Filter::compile(&spec).unwrap_or_else(|es| {
+                for e in es {
+                    problems.push(Problem::new(format!("{path}.filter"), e));
+                }
+                Filter::any()
+            }),
+            Err(e) => {
+                problems.push(Problem::new(format!("{path}.filter"), e));
+                Filter::any()
+            }
+        },
+    };
+    let template = f.template.as_deref()?;
+    let cx = CompileCx {
+        window,
+        session_idle_ms: settings.session_idle_ms,
+    };
+    let spec = match templates::compile(template, f.params.clone(), &cx) {
+        None => {
+            problems.push(Problem::new(
+                format!("{path}.template"),
+                format!(
+                    "unknown template {template:?} (one of {})",
+                    templates::names().join(", ")
+                ),
+            ));
+            return None;
+        }
+        Some(Err(es)) => {
+            for e in es {
+                problems.push(Problem::new(&path, e));
+            }
+            return None;
+        }
+        Some(Ok(spec)) => spec,
+    };
+    if let Some(span) = spec.window().and_then(|w| w.span_ms())
+        && span > settings.ttl_ms
+    {
+        problems.push(Problem::new(
+            format!("{path}.window"),
+            format!(
+                "{} is longer than the TTL ({} days): state would be forgotten before the window ends",
+                spec.window().map(|w| w.to_string()).unwrap_or_default(),
+                settings.ttl_ms / DAY_MS
+            ),
+        ));
+    }
+    // Kept even when its name or window has problems, so later checks can name it.
+    Some(Feature {
+        name: f.name.clone(),
+        template: template.to_owned(),
+        inputs: Vec::new(),
+        state: None,
+        window: spec.window(),
+        spec,
+        filter,
+    })
+}
+
+trait FromToml: Sized {
+    fn deserialize_from(v: &toml::Value) -> Result<Self, String>;
+}
+
+impl FromToml for FilterSpec {
+    fn deserialize_from(v: &toml::Value) -> Result<Self, String> {
+        use serde::Deserialize;
+        Self::deserialize(v.clone()).map_err(|e| e.message().to_owned())
+    }
+}
+
+fn resolve_inputs(features: &mut [Feature], declared: &[&str], problems: &mut Vec<Problem>) {
+    let kinds: Vec<(String, Kind)> = features
+        .iter()
+        .map(|f| (f.name.clone(), f.spec.kind()))
+        .collect();
+    for f in features.iter_mut() {
+        for input in f.spec.inputs() {
+            match kinds.iter().position(|(n, _)| *n == input) {
+                Some(i) if kinds[i].1 == Kind::Num => f.inputs.push(i),
+                Some(_) => problems.push(Problem::new(
+                    format!("features.{}", f.name),
+                    format!("uses {input:?}, which is not numeric"),
+                )),
+                None if declared.contains(&input.as_str()) => {} // has problems of its own
+                None => problems.push(Problem::new(
+                    format!("features.{}", f.name),
+                    format!("uses {input:?}, which is not a feature of this bundle"),
+                )),
+            }
+        }
+    }
+}
+
+/// A topological order of the features (inputs first); a cycle is a problem.
+fn order(features: &[Feature], problems: &mut Vec<Problem>) -> Vec<usize> {
+    let mut order = Vec::with_capacity(features.len());
+    let mut mark = vec![0u8; features.len()]; // 0 new, 1 visiting, 2 done
+    fn visit(i: usize, fs: &[Feature], mark: &mut [u8], order: &mut Vec<usize>) -> bool {
+        match mark[i] {
+            2 => return true,
+            1 => return false,
+            _ => {}
+        }
+        mark[i] = 1;
+        for &j in &fs[i].inputs {
+            if !visit(j, fs, mark, order) {
+                return false;
+            }
+        }
+        mark[i] = 2;
+        order.push(i);
+        true
+    }
+    for i in 0..features.len() {
+        if !visit(i, features, &mut mark, &mut order) {
+            problems.push(Problem::new(
+                format!("features.{}", features[i].name),
+                "its inputs form a cycle",
+            ));
+            return (0..features.len()).collect();
+        }
+    }
+    order
+}
+
+fn decision(
+    spec: Option<&DecisionTable>,
+    features: &[Feature],
+    problems: &mut Vec<Problem>,
+) -> DecisionSpec {
+    let find = |name: &str, template: &str, key: &str, problems: &mut Vec<Problem>| {
+        match features.iter().position(|f| f.name == name) {
+            Some(i) if features[i].template == template => Some(i),
+            Some(_) => {
+                problems.push(Problem::new(
+                    format!("decision.{key}"),
+                    format!("{name:?} must be a `{template}` feature"),
+                ));
+                None
+            }
+            None => {
+                problems.push(Problem::new(
+                    format!("decision.{key}"),
+                    format!("{name:?} is not a feature of this bundle"),
+                ));
+                None
+            }
+        }
+    };
+    match spec {
+        None | Some(DecisionTable::Allow) => DecisionSpec::Allow,
+        Some(DecisionTable::Meter {
+            pages,
+            current_page,
+            limit,
+            subscriber,
+        }) => {
+            let p = find(pages, "distinct", "pages", problems);
+            let c = find(current_page, "last", "current_page", problems);
+            let s = subscriber
+                .as_deref()
+                .and_then(|s| find(s, "last", "subscriber", problems));
+            if let Some(p) = p
+                && let Spec::Distinct(d) = &features[p].spec
+                && !d.covers_rank(*limit)
+            {
+                problems.push(Problem::new(
+                    "decision.limit",
+                    format!("{limit} is more than the exact values `{pages}` keeps"),
+                ));
+            }
+            match (p, c) {
+                (Some(pages), Some(current_page)) => DecisionSpec::Meter {
+                    pages,
+                    current_page,
+                    limit: *limit,
+                    subscriber: s,
+                },
+                _ => DecisionSpec::Allow,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const METER: &str = r#"
+[bundle]
+name = "meter"
+
+[features.metered_pages]
+template = "distinct"
+of = "page"
+window = "30d"
+filter = { type = "page_view", props = { content_type = "article" } }
+
+[features.last_page]
+template = "last"
+of = "page"
+filter = { type = "page_view" }
+
+[features.subscriber]
+template = "last"
+of = "props.subscriber"
+filter = { type = "identify", has = ["subscriber"] }
+
+[decision]
+kind = "meter"
+pages = "metered_pages"
+current_page = "last_page"
+limit = 3
+subscriber = "subscriber"
+"#;
+
+    #[test]
+    fn the_meter_compiles() {
+        let b = Bundle::compile(METER).unwrap();
+        assert_eq!(b.features.len(), 3);
+        assert_eq!(b.states, 3);
+        assert_eq!(b.id.len(), 12);
+        assert!(matches!(b.decision, DecisionSpec::Meter { limit: 3, .. }));
+        let page_views = b.features_for(EventType::PageView);
+        assert_eq!(page_views.len(), 2, "{page_views:?}");
+        assert_eq!(b.features_for(EventType::Identify).len(), 1);
+    }
+
+    #[test]
+    fn ids_follow_content_and_feature_sets_follow_features() {
+        let a = Bundle::compile(METER).unwrap();
+        let comments = Bundle::compile(&format!("# a comment\n{METER}")).unwrap();
+        assert_eq!(a.id, comments.id, "formatting is not content");
+        let limit = Bundle::compile(&METER.replace("limit = 3", "limit = 5")).unwrap();
+        assert_ne!(a.id, limit.id);
+        assert_eq!(a.feature_set, limit.feature_set, "the decision is not state");
+        let window = Bundle::compile(&METER.replace("\"30d\"", "\"31d\"")).unwrap();
+        assert_ne!(a.feature_set, window.feature_set);
+    }
+
+    #[test]
+    fn every_problem_at_once() {
+        let bad = r#"
+[bundle]
+name = "bad"
+ttl_days = 10
+allowed_lateness = "forever"
+
+[features.a]
+template = "countt"
+
+[features.b]
+template = "count"
+window = "30d"
+
+[features.c]
+template = "distinct"
+of = "pagee"
+filter = { type = "page_vieww" }
+
+[features.d]
+template = "rfv"
+recency = "nope"
+frequency = "b"
+volume = "b"
+
+[features.Bad-Name]
+template = "count"
+
+[features.e]
+template = "count"
+colour = "blue"
+
+[decision]
+kind = "meter"
+pages = "b"
+current_page = "zz"
+limit = 3
+
+[model]
+file = "m.json"
+"#;
+        let e = Bundle::compile(bad).unwrap_err();
+        let text = e.to_string();
+        for needle in [
+            "bundle.allowed_lateness",
+            "features.a.template: unknown template \"countt\"",
+            "features.b.window: 30d is longer than the TTL",
+            "features.c: of:",
+            "features.c.filter: type: unknown event type",
+            "features.d: uses \"nope\", which is not a feature",
+            "features.Bad-Name",
+            "features.e: unknown field `colour`",
+            "decision.pages: \"b\" must be a `distinct` feature",
+            "decision.current_page: \"zz\" is not a feature",
+            "model: unknown section",
+        ] {
+            assert!(text.contains(needle), "{needle:?} not in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn cycles_are_refused() {
+        let text = r#"
+[bundle]
+name = "cycle"
+[features.a]
+template = "rfv"
+recency = "b"
+frequency = "b"
+volume = "b"
+[features.b]
+template = "rfv"
+recency = "a"
+frequency = "a"
+volume = "a"
+"#;
+        let e = Bundle::compile(text).unwrap_err().to_string();
+        assert!(e.contains("cycle"), "{e}");
+    }
+}

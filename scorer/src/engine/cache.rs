@@ -1,0 +1,104 @@
+//! The working set of one partition: readers' decoded state in memory, with what the cache needs
+//! to stay within its byte budget: a recency tick per reader, whether its state is dirty (not
+//! yet written behind) and the flush generation that wrote it. Only clean readers whose last
+//! write is durable are evicted; a dirty one waits for the next flush.
+
+use std::collections::HashMap;
+
+use crate::state::ReaderState;
+
+/// Bytes a cached reader costs besides its state: the map entry and the key.
+pub(crate) const SLOT_OVERHEAD: usize = 96;
+
+/// One cached reader.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pub(crate) state: ReaderState,
+    /// When it was last used (a per-partition counter).
+    pub(crate) tick: u64,
+    /// Changed since it was last written.
+    pub(crate) dirty: bool,
+    /// The flush generation that last wrote it (0: never written by this process).
+    pub(crate) generation: u64,
+    /// Bytes accounted for it.
+    pub(crate) bytes: usize,
+}
+
+/// One partition's cache.
+#[derive(Debug, Default)]
+pub(crate) struct Part {
+    pub(crate) readers: HashMap<Box<str>, Slot>,
+    pub(crate) bytes: usize,
+    pub(crate) tick: u64,
+    /// Flush generations up to this one are durable.
+    pub(crate) durable: u64,
+}
+
+impl Part {
+    /// Re-accounts a slot's bytes after its state changed.
+    pub(crate) fn account(&mut self, reader: &str) {
+        if let Some(slot) = self.readers.get_mut(reader) {
+            let now = SLOT_OVERHEAD + reader.len() + slot.state.heap_bytes();
+            self.bytes = self.bytes.saturating_sub(slot.bytes) + now;
+            slot.bytes = now;
+        }
+    }
+
+    /// Inserts a reader's state.
+    pub(crate) fn insert(&mut self, reader: &str, state: ReaderState, dirty: bool) -> &mut Slot {
+        self.tick += 1;
+        let bytes = SLOT_OVERHEAD + reader.len() + state.heap_bytes();
+        self.bytes += bytes;
+        let slot = Slot {
+            state,
+            tick: self.tick,
+            dirty,
+            generation: 0,
+            bytes,
+        };
+        if let Some(old) = self.readers.insert(reader.into(), slot) {
+            self.bytes -= old.bytes.min(self.bytes);
+        }
+        self.readers.get_mut(reader).expect("just inserted")
+    }
+
+    /// Removes a reader.
+    pub(crate) fn remove(&mut self, reader: &str) -> Option<Slot> {
+        let slot = self.readers.remove(reader)?;
+        self.bytes -= slot.bytes.min(self.bytes);
+        Some(slot)
+    }
+
+    /// Evicts the least recently used evictable readers until the partition is under `budget`
+    /// (to 90 % of it, so eviction runs in batches). Returns how many went, and whether dirty
+    /// readers are holding memory (a flush would free it).
+    pub(crate) fn evict(&mut self, budget: usize) -> (usize, bool) {
+        if self.bytes <= budget {
+            return (0, false);
+        }
+        let target = budget / 10 * 9;
+        let durable = self.durable;
+        let mut candidates: Vec<(u64, Box<str>)> = self
+            .readers
+            .iter()
+            .filter(|(_, s)| !s.dirty && s.generation <= durable)
+            .map(|(k, s)| (s.tick, k.clone()))
+            .collect();
+        candidates.sort_unstable_by_key(|(t, _)| *t);
+        let mut evicted = 0;
+        for (_, key) in candidates {
+            if self.bytes <= target {
+                break;
+            }
+            self.remove(&key);
+            evicted += 1;
+        }
+        (evicted, self.bytes > budget)
+    }
+}
+
+impl Slot {
+    pub(crate) fn touch(&mut self, tick: u64) {
+        self.tick = tick;
+    }
+}

@@ -1,0 +1,141 @@
+//! Reader state on disk in the embedded store (fjall): a keyspace per feature set
+//! (`state_<hash>`), keys `partition (u16, big-endian) ++ reader key`, and a `scorer_meta`
+//! keyspace. Writes go in one atomic batch per flush without fsync: state need not be durable
+//! on its own (the log is), only consistent with the replay position written in the same batch.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions};
+
+use crate::state::{StateStore, StoreError, Write};
+
+const META: &str = "scorer_meta";
+const PREFIX: &str = "state_";
+
+/// Reader state in a fjall database (shared with the gateway's log).
+pub struct FjallStore {
+    db: Database,
+    meta: Keyspace,
+    sets: Mutex<HashMap<u64, Keyspace>>,
+}
+
+impl std::fmt::Debug for FjallStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FjallStore").finish_non_exhaustive()
+    }
+}
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError(e.to_string())
+}
+
+fn key(partition: u16, reader: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + reader.len());
+    k.extend_from_slice(&partition.to_be_bytes());
+    k.extend_from_slice(reader.as_bytes());
+    k
+}
+
+impl FjallStore {
+    /// Reader state in `db`.
+    pub fn new(db: Database) -> Result<Self, StoreError> {
+        let meta = db
+            .keyspace(META, KeyspaceCreateOptions::default)
+            .map_err(err)?;
+        Ok(Self {
+            db,
+            meta,
+            sets: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn set(&self, fs: u64) -> Result<Keyspace, StoreError> {
+        let mut sets = self.sets.lock().map_err(err_poison)?;
+        if let Some(ks) = sets.get(&fs) {
+            return Ok(ks.clone());
+        }
+        let ks = self
+            .db
+            .keyspace(&format!("{PREFIX}{fs:016x}"), KeyspaceCreateOptions::default)
+            .map_err(err)?;
+        sets.insert(fs, ks.clone());
+        Ok(ks)
+    }
+}
+
+fn err_poison<T>(_: T) -> StoreError {
+    StoreError("poisoned".into())
+}
+
+impl StateStore for FjallStore {
+    fn get(&self, fs: u64, partition: u16, reader: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .set(fs)?
+            .get(key(partition, reader))
+            .map_err(err)?
+            .map(|v| v.to_vec()))
+    }
+
+    fn write(&self, fs: u64, writes: &[Write], meta: &[(&str, Vec<u8>)]) -> Result<(), StoreError> {
+        let ks = self.set(fs)?;
+        let mut batch = self.db.batch();
+        for w in writes {
+            match &w.value {
+                Some(v) => batch.insert(&ks, key(w.partition, &w.reader), v.as_slice()),
+                None => batch.remove(&ks, key(w.partition, &w.reader)),
+            }
+        }
+        for (k, v) in meta {
+            batch.insert(&self.meta, k.as_bytes(), v.as_slice());
+        }
+        batch.commit().map_err(err)
+    }
+
+    fn scan(
+        &self,
+        fs: u64,
+        partition: u16,
+        f: &mut dyn FnMut(&str, &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        let ks = self.set(fs)?;
+        for guard in ks.prefix(partition.to_be_bytes()) {
+            let (k, v) = guard.into_inner().map_err(err)?;
+            let reader = std::str::from_utf8(&k[2..]).unwrap_or_default();
+            if !f(reader, &v) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.meta.get(key).map_err(err)?.map(|v| v.to_vec()))
+    }
+
+    fn feature_sets(&self) -> Result<Vec<u64>, StoreError> {
+        Ok(self
+            .db
+            .list_keyspace_names()
+            .iter()
+            .filter_map(|n| {
+                let name: &str = n;
+                u64::from_str_radix(name.strip_prefix(PREFIX)?, 16).ok()
+            })
+            .collect())
+    }
+
+    fn drop_feature_set(&self, fs: u64) -> Result<(), StoreError> {
+        let name = format!("{PREFIX}{fs:016x}");
+        if !self.db.keyspace_exists(&name) {
+            return Ok(());
+        }
+        let ks = self.set(fs)?;
+        self.sets.lock().map_err(err_poison)?.remove(&fs);
+        self.db.delete_keyspace(ks).map_err(err)
+    }
+
+    fn disk_bytes(&self) -> u64 {
+        self.db.disk_space().unwrap_or(0)
+    }
+}

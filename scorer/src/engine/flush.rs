@@ -1,0 +1,213 @@
+//! Write-behind: a thread that, every `flush_interval` (or at once when memory is held by
+//! unwritten changes), writes every changed reader state to the store in one atomic batch with
+//! the log position it covers and the watermark; forgets cached readers past their TTL; and,
+//! every `sweep_interval`, sweeps the stored state of readers past their TTL.
+//!
+//! Why the position is right: it is read *before* the dirty states are collected, and every
+//! event below it was applied in memory before it was read, so its reader is either in this
+//! batch or was written before. Events applied after it may be in the batch too; replaying them
+//! after a crash changes nothing (dedupe by event id).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use super::{Core, EngineError, SWEEP_SLACK_MS, Shared, meta};
+use crate::state::{ReaderState, StateStore, Write};
+
+pub(crate) fn spawn<S: StateStore + 'static>(shared: Arc<Shared<S>>) -> JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("pulse-state-flush".into())
+        .spawn(move || run(&shared))
+        .expect("spawn the state flusher")
+}
+
+fn run<S: StateStore>(shared: &Shared<S>) {
+    let mut last_sweep = Instant::now();
+    loop {
+        let stopping = {
+            let Ok(stop) = shared.stop.lock() else { return };
+            if *stop {
+                true
+            } else {
+                let waited = shared
+                    .wake
+                    .wait_timeout_while(stop, shared.config.flush_interval, |s| {
+                        !*s && !shared.flush_now.load(Ordering::Relaxed)
+                    });
+                match waited {
+                    Ok((s, _)) => *s,
+                    Err(_) => return,
+                }
+            }
+        };
+        if stopping {
+            // `Engine::close` writes last; a drop without it leaves what a crash would.
+            return;
+        }
+        shared.flush_now.store(false, Ordering::Relaxed);
+        let Some(core) = shared.core.read().ok().map(|c| Arc::clone(&c)) else {
+            return;
+        };
+        if let Err(e) = flush(shared, &core) {
+            tracing::warn!(error = %e, "write-behind of reader state failed; retrying");
+        }
+        if last_sweep.elapsed() >= shared.config.sweep_interval {
+            last_sweep = Instant::now();
+            match sweep_store(shared, &core) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(readers = n, "forgot readers past their TTL"),
+                Err(e) => tracing::warn!(error = %e, "TTL sweep failed"),
+            }
+        }
+    }
+}
+
+/// Writes the active core's changed states with the log position and the watermark.
+pub(crate) fn flush<S: StateStore>(shared: &Shared<S>, core: &Core) -> Result<(), EngineError> {
+    let position = shared
+        .progress
+        .read()
+        .ok()
+        .and_then(|p| p.as_ref().and_then(|f| f()));
+    let watermark = shared.watermark.load(Ordering::Relaxed);
+    let mut meta_writes = vec![
+        (meta::WATERMARK, watermark.to_le_bytes().to_vec()),
+        (meta::FEATURE_SET, core.feature_set.to_le_bytes().to_vec()),
+    ];
+    if let Some(p) = position {
+        meta_writes.push((meta::REPLAY_FROM, p.to_le_bytes().to_vec()));
+    }
+    write_core(shared, core, &meta_writes)
+}
+
+/// Writes a core's changed states (and forgets its readers past their TTL) with `meta`, in one
+/// batch. On failure the states stay dirty for the next attempt.
+pub(crate) fn write_core<S: StateStore>(
+    shared: &Shared<S>,
+    core: &Core,
+    meta_writes: &[(&str, Vec<u8>)],
+) -> Result<(), EngineError> {
+    let started = Instant::now();
+    let bundle = core.bundle.get();
+    let watermark = shared.watermark.load(Ordering::Relaxed);
+    let generation = shared.generation.fetch_add(1, Ordering::Relaxed) + 1;
+    let mut writes = Vec::new();
+    let mut expired = 0u64;
+    for (p, part) in core.parts.iter().enumerate() {
+        let mut part = part.lock().map_err(|_| EngineError::Poisoned)?;
+        let gone: Vec<Box<str>> = part
+            .readers
+            .iter()
+            .filter(|(_, s)| sweepable(s.state.watermark(), bundle.settings.ttl_ms, watermark))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in gone {
+            part.remove(&key);
+            expired += 1;
+            writes.push(Write {
+                partition: p as u16,
+                reader: key.into(),
+                value: None,
+            });
+        }
+        for (key, slot) in part.readers.iter_mut() {
+            if slot.dirty {
+                writes.push(Write {
+                    partition: p as u16,
+                    reader: key.to_string(),
+                    value: Some(slot.state.encode(&bundle)),
+                });
+                slot.dirty = false;
+                slot.generation = generation;
+            }
+        }
+    }
+    let written = writes.len() as u64;
+    match shared.store.write(core.feature_set, &writes, meta_writes) {
+        Ok(()) => {
+            // What was written can go: evict down to the budget now rather than at the next
+            // batch of each partition.
+            let budget = shared.config.cache_bytes / core.parts.len();
+            let mut evicted = 0;
+            for part in core.parts.iter() {
+                if let Ok(mut part) = part.lock() {
+                    part.durable = part.durable.max(generation);
+                    evicted += part.evict(budget).0;
+                }
+            }
+            shared
+                .stats
+                .evictions
+                .fetch_add(evicted as u64, Ordering::Relaxed);
+            let s = &shared.stats;
+            s.flushes.fetch_add(1, Ordering::Relaxed);
+            s.written.fetch_add(written, Ordering::Relaxed);
+            s.expired.fetch_add(expired, Ordering::Relaxed);
+            s.last_flush_us
+                .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            Ok(())
+        }
+        Err(e) => {
+            for part in core.parts.iter() {
+                if let Ok(mut part) = part.lock() {
+                    for slot in part.readers.values_mut() {
+                        if slot.generation == generation {
+                            slot.dirty = true;
+                        }
+                    }
+                }
+            }
+            shared.stats.flush_errors.fetch_add(1, Ordering::Relaxed);
+            Err(e.into())
+        }
+    }
+}
+
+/// Whether a reader last seen at `reader_watermark` can be dropped: past its TTL, and past the
+/// slack in which an accepted event could still reach its old state.
+pub(crate) fn sweepable(reader_watermark: u64, ttl_ms: u64, watermark: u64) -> bool {
+    reader_watermark > 0
+        && reader_watermark
+            .saturating_add(ttl_ms)
+            .saturating_add(SWEEP_SLACK_MS)
+            < watermark
+}
+
+/// Deletes stored readers past their TTL that are not in memory. Returns how many.
+pub(crate) fn sweep_store<S: StateStore>(shared: &Shared<S>, core: &Core) -> Result<u64, EngineError> {
+    let bundle = core.bundle.get();
+    let watermark = shared.watermark.load(Ordering::Relaxed);
+    let mut total = 0u64;
+    for (p, part) in core.parts.iter().enumerate() {
+        let mut candidates = Vec::new();
+        shared.store.scan(core.feature_set, p as u16, &mut |reader, bytes| {
+            let wm = ReaderState::peek_watermark(bytes).unwrap_or(0);
+            if sweepable(wm, bundle.settings.ttl_ms, watermark) {
+                candidates.push(reader.to_owned());
+            }
+            true
+        })?;
+        if candidates.is_empty() {
+            continue;
+        }
+        let part = part.lock().map_err(|_| EngineError::Poisoned)?;
+        let writes: Vec<Write> = candidates
+            .into_iter()
+            .filter(|r| !part.readers.contains_key(r.as_str()))
+            .map(|reader| Write {
+                partition: p as u16,
+                reader,
+                value: None,
+            })
+            .collect();
+        for chunk in writes.chunks(4096) {
+            shared.store.write(core.feature_set, chunk, &[])?;
+            total += chunk.len() as u64;
+        }
+        drop(part);
+    }
+    shared.stats.expired.fetch_add(total, Ordering::Relaxed);
+    Ok(total)
+}

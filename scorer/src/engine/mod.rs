@@ -1,0 +1,555 @@
+//! The engine: the scoring tier's only IO. It keeps readers' state in a byte-bounded cache,
+//! partitioned by [`partition_of`] the reader key; applies each batch and decides under the
+//! active bundle; writes changed state behind to a [`StateStore`] in batches (with the log
+//! position it covers, so a crash replays only the rest); forgets readers past their TTL by
+//! event time; and rebuilds state from the log when a bundle changes the features.
+//!
+//! Concurrency: one lock per partition (a batch locks its reader's partition for the apply and
+//! the decision, microseconds); a read lock on the core (bundle + caches) for the duration of a
+//! batch, taken exclusively only to switch to a rebuilt feature set.
+
+mod cache;
+mod fjall_store;
+mod flush;
+mod partition;
+mod rebuild;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use pulse_protocol::{Decision, MAX_EVENT_AGE_MS, MAX_FUTURE_SKEW_MS};
+use serde_json::{Value as Json, json};
+
+use crate::bundle::{ActiveBundle, Bundle};
+use crate::decide::decide;
+use crate::event::Observed;
+use crate::state::{Outcome, ReaderState, StateError, StateStore, StoreError};
+use crate::time::HOUR_MS;
+
+use cache::Part;
+pub use fjall_store::FjallStore;
+pub use partition::{murmur2, partition_of};
+pub use rebuild::Rebuild;
+
+/// How long after a reader's TTL its memory and stored state are freed: until then an event
+/// the gateway still accepts (up to 35 days old, 5 minutes ahead) could reach its old state,
+/// which the TTL check on apply forgets anyway; past it, nothing can, and dropping it is
+/// unobservable.
+pub const SWEEP_SLACK_MS: u64 = MAX_EVENT_AGE_MS + MAX_FUTURE_SKEW_MS + HOUR_MS;
+
+/// Metadata keys the engine keeps beside state.
+pub(crate) mod meta {
+    /// The log position from which events are not yet in stored state (u64 LE).
+    pub(crate) const REPLAY_FROM: &str = "replay_from";
+    /// The latest event time applied by any reader (u64 LE).
+    pub(crate) const WATERMARK: &str = "watermark";
+    /// The feature set stored state belongs to (u64 LE).
+    pub(crate) const FEATURE_SET: &str = "feature_set";
+    /// The text of the active bundle.
+    pub(crate) const BUNDLE: &str = "bundle";
+}
+
+/// The engine's settings (from the gateway's `[scorer]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Partitions of reader state (match `pulse.events`'s partitions in Kafka). Default 32.
+    pub partitions: u16,
+    /// Bytes of reader state kept in memory; past it cold readers are evicted (after they were
+    /// written) and reloaded on demand. Default 64 MiB.
+    pub cache_bytes: usize,
+    /// How often changed state is written behind. Default 1 s.
+    pub flush_interval: Duration,
+    /// How often stored state is swept for readers past their TTL. Default 10 min.
+    pub sweep_interval: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            partitions: 32,
+            cache_bytes: 64 << 20,
+            flush_interval: Duration::from_secs(1),
+            sweep_interval: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Why the engine could not score.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The state store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A bundle changes the features: its state must be rebuilt from the log first.
+    #[error("the bundle changes the features; state must be rebuilt from the log")]
+    NeedsRebuild(Box<Bundle>),
+    /// A lock was poisoned by a panic elsewhere.
+    #[error("engine lock poisoned")]
+    Poisoned,
+}
+
+/// What one batch did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scored {
+    /// The decision (after the batch's events).
+    pub decision: Decision,
+    /// Events applied.
+    pub applied: u32,
+    /// Events whose id was applied before.
+    pub duplicates: u32,
+    /// Indices (in the batch) of events not applied because they were too late, with why
+    /// ([`Outcome::TooLate`] or [`Outcome::DedupeFull`]).
+    pub refused: Vec<(usize, Outcome)>,
+}
+
+/// Counters, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Events applied.
+    pub applied: AtomicU64,
+    /// Duplicate events.
+    pub duplicates: AtomicU64,
+    /// Events too late.
+    pub too_late: AtomicU64,
+    /// Events refused by dedupe's bound.
+    pub dedupe_full: AtomicU64,
+    /// Readers loaded from the store (cache misses).
+    pub loads: AtomicU64,
+    /// Readers evicted from memory.
+    pub evictions: AtomicU64,
+    /// Readers forgotten past their TTL.
+    pub expired: AtomicU64,
+    /// Stored states that could not be read (and were started afresh).
+    pub unreadable: AtomicU64,
+    /// Write-behind flushes done.
+    pub flushes: AtomicU64,
+    /// Flushes that failed (retried at the next one).
+    pub flush_errors: AtomicU64,
+    /// States written by flushes.
+    pub written: AtomicU64,
+    /// Duration of the last flush, microseconds.
+    pub last_flush_us: AtomicU64,
+    /// Rebuild: events replayed so far.
+    pub rebuild_events: AtomicU64,
+    /// Rebuild: 1 while one runs.
+    pub rebuilding: AtomicU64,
+}
+
+/// A point-in-time view of the cache, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheView {
+    /// Readers in memory.
+    pub readers: usize,
+    /// Bytes accounted.
+    pub bytes: usize,
+    /// Readers changed and not yet written.
+    pub dirty: usize,
+}
+
+/// The bundle and the partitions' caches that go with it.
+#[derive(Debug)]
+pub(crate) struct Core {
+    pub(crate) bundle: ActiveBundle,
+    pub(crate) feature_set: u64,
+    pub(crate) parts: Box<[Mutex<Part>]>,
+}
+
+impl Core {
+    pub(crate) fn new(bundle: Bundle, partitions: u16) -> Self {
+        Self {
+            feature_set: bundle.feature_set,
+            bundle: ActiveBundle::new(bundle),
+            parts: (0..partitions.max(1)).map(|_| Mutex::new(Part::default())).collect(),
+        }
+    }
+}
+
+/// Where the log stands, as the gateway tells it: the position below which every event has been
+/// applied to the engine (in memory). `None` when there is no local log to replay (Kafka mode).
+pub type Progress = Box<dyn Fn() -> Option<u64> + Send + Sync>;
+
+pub(crate) struct Shared<S> {
+    pub(crate) store: S,
+    pub(crate) config: EngineConfig,
+    pub(crate) core: RwLock<Arc<Core>>,
+    pub(crate) progress: RwLock<Option<Progress>>,
+    /// The latest event time applied to any reader: the watermark TTL sweeps go by.
+    pub(crate) watermark: AtomicU64,
+    pub(crate) stats: Stats,
+    pub(crate) generation: AtomicU64,
+    pub(crate) stop: Mutex<bool>,
+    pub(crate) wake: Condvar,
+    pub(crate) flush_now: AtomicBool,
+}
+
+/// What the engine found at start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Startup {
+    /// Replay the log from this position to bring stored state up to date.
+    pub replay_from: u64,
+    /// The configured bundle changes the features of the stored state: the engine runs the
+    /// stored bundle until this one is rebuilt ([`Engine::rebuild`]).
+    pub rebuild: Option<Box<Bundle>>,
+}
+
+/// The engine over a state store.
+pub struct Engine<S: StateStore + 'static> {
+    shared: Arc<Shared<S>>,
+    flusher: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl<S: StateStore + 'static> std::fmt::Debug for Engine<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn u64_meta(store: &impl StateStore, key: &str) -> Result<Option<u64>, StoreError> {
+    Ok(store
+        .meta(key)?
+        .and_then(|v| v.try_into().ok())
+        .map(u64::from_le_bytes))
+}
+
+impl<S: StateStore + 'static> Engine<S> {
+    /// Opens the engine over `store` with `bundle`, and starts its write-behind thread.
+    ///
+    /// When the stored state belongs to another feature set and the store holds the bundle it
+    /// was built with, that bundle stays active and [`Startup::rebuild`] carries `bundle`;
+    /// otherwise the old state is dropped and the log is replayed from the start.
+    pub fn open(store: S, bundle: Bundle, config: EngineConfig) -> Result<(Self, Startup), EngineError> {
+        let stored_fs = u64_meta(&store, meta::FEATURE_SET)?;
+        let mut replay_from = u64_meta(&store, meta::REPLAY_FROM)?.unwrap_or(0);
+        let watermark = u64_meta(&store, meta::WATERMARK)?.unwrap_or(0);
+        let mut rebuild = None;
+        let active = match stored_fs {
+            Some(fs) if fs != bundle.feature_set => {
+                let stored = store
+                    .meta(meta::BUNDLE)?
+                    .and_then(|t| String::from_utf8(t).ok())
+                    .and_then(|t| Bundle::compile(&t).ok())
+                    .filter(|b| b.feature_set == fs);
+                match stored {
+                    Some(old) => {
+                        rebuild = Some(Box::new(bundle));
+                        old
+                    }
+                    None => {
+                        tracing::warn!(
+                            "stored reader state belongs to an unknown bundle: it is dropped and rebuilt from the whole log"
+                        );
+                        replay_from = 0;
+                        bundle
+                    }
+                }
+            }
+            _ => bundle,
+        };
+        // Leftovers of bundles no longer active (a rebuild cut short, a switch that crashed
+        // before dropping the old set).
+        for fs in store.feature_sets()? {
+            if fs != active.feature_set {
+                store.drop_feature_set(fs)?;
+            }
+        }
+        store.write(
+            active.feature_set,
+            &[],
+            &[
+                (meta::FEATURE_SET, active.feature_set.to_le_bytes().to_vec()),
+                (meta::BUNDLE, active.source.as_bytes().to_vec()),
+                (meta::REPLAY_FROM, replay_from.to_le_bytes().to_vec()),
+            ],
+        )?;
+        let shared = Arc::new(Shared {
+            core: RwLock::new(Arc::new(Core::new(active, config.partitions))),
+            store,
+            config,
+            progress: RwLock::new(None),
+            watermark: AtomicU64::new(watermark),
+            stats: Stats::default(),
+            generation: AtomicU64::new(0),
+            stop: Mutex::new(false),
+            wake: Condvar::new(),
+            flush_now: AtomicBool::new(false),
+        });
+        let engine = Self {
+            flusher: Mutex::new(Some(flush::spawn(Arc::clone(&shared)))),
+            shared,
+        };
+        Ok((
+            engine,
+            Startup {
+                replay_from,
+                rebuild,
+            },
+        ))
+    }
+
+    /// Tells the engine where the log stands (see [`Progress`]); written with each flush.
+    pub fn set_progress(&self, progress: Progress) {
+        if let Ok(mut p) = self.shared.progress.write() {
+            *p = Some(progress);
+        }
+    }
+
+    fn core(&self) -> Result<std::sync::RwLockReadGuard<'_, Arc<Core>>, EngineError> {
+        self.shared.core.read().map_err(|_| EngineError::Poisoned)
+    }
+
+    /// The active bundle.
+    pub fn bundle(&self) -> Result<Arc<Bundle>, EngineError> {
+        Ok(self.core()?.bundle.get())
+    }
+
+    /// The state store.
+    pub fn store(&self) -> &S {
+        &self.shared.store
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.shared.config
+    }
+
+    /// The latest event time applied by any reader.
+    pub fn watermark(&self) -> u64 {
+        self.shared.watermark.load(Ordering::Relaxed)
+    }
+
+    /// Applies a batch of one reader's events (each with its event time) and decides at `now`.
+    pub fn score<E: Observed + ?Sized>(
+        &self,
+        reader: &str,
+        events: &[(&E, u64)],
+        now: u64,
+    ) -> Result<Scored, EngineError> {
+        let core = self.core()?;
+        self.shared.update(&core, reader, events, |bundle, state| decide(bundle, state, now))
+            .map(|(decision, counts)| Scored {
+                decision,
+                applied: counts.applied,
+                duplicates: counts.duplicates,
+                refused: counts.refused,
+            })
+    }
+
+    /// Applies events without deciding (replay of the log).
+    pub fn replay<E: Observed + ?Sized>(&self, reader: &str, events: &[(&E, u64)]) -> Result<u32, EngineError> {
+        let core = self.core()?;
+        self.shared
+            .update(&core, reader, events, |_, _| ())
+            .map(|(_, c)| c.applied)
+    }
+
+    /// A reader's features, their values and what they are made of, and the decision the
+    /// active bundle would make now; `None` when the reader is unknown.
+    pub fn explain(&self, reader: &str, now: u64) -> Result<Option<Json>, EngineError> {
+        let core = self.core()?;
+        let bundle = core.bundle.get();
+        let p = partition_of(reader, self.shared.config.partitions);
+        let part = core.parts[p as usize].lock().map_err(|_| EngineError::Poisoned)?;
+        let loaded;
+        let state = match part.readers.get(reader) {
+            Some(slot) => &slot.state,
+            None => match self.shared.store.get(core.feature_set, p, reader)? {
+                None => return Ok(None),
+                Some(bytes) => match ReaderState::decode(&bundle, &bytes) {
+                    Ok(s) => {
+                        loaded = s;
+                        &loaded
+                    }
+                    Err(e) => return Ok(Some(json!({"reader": reader, "error": e.to_string()}))),
+                },
+            },
+        };
+        let mut out = state.explain(&bundle, now);
+        out["reader"] = json!(reader);
+        out["partition"] = json!(p);
+        out["bundle"] = json!({"id": bundle.id, "name": bundle.name});
+        out["decision"] = serde_json::to_value(decide(&bundle, state, now)).unwrap_or(Json::Null);
+        Ok(Some(out))
+    }
+
+    /// Puts a bundle in force at once when it keeps the feature set (only the decision
+    /// changed); else [`EngineError::NeedsRebuild`].
+    pub fn activate(&self, bundle: Bundle) -> Result<Arc<Bundle>, EngineError> {
+        let core = self.core()?;
+        if bundle.feature_set != core.feature_set {
+            return Err(EngineError::NeedsRebuild(Box::new(bundle)));
+        }
+        self.shared.store.write(
+            core.feature_set,
+            &[],
+            &[(meta::BUNDLE, bundle.source.as_bytes().to_vec())],
+        )?;
+        Ok(core.bundle.set(Arc::new(bundle)))
+    }
+
+    /// Starts building state for a bundle with other features (see [`Rebuild`]).
+    pub fn rebuild(&self, bundle: Bundle) -> Result<Rebuild<S>, EngineError> {
+        Rebuild::new(self, bundle)
+    }
+
+    /// The cache's size now.
+    pub fn cache(&self) -> CacheView {
+        let Ok(core) = self.core() else {
+            return CacheView::default();
+        };
+        let mut view = CacheView::default();
+        for part in core.parts.iter() {
+            if let Ok(p) = part.lock() {
+                view.readers += p.readers.len();
+                view.bytes += p.bytes;
+                view.dirty += p.readers.values().filter(|s| s.dirty).count();
+            }
+        }
+        view
+    }
+
+    /// Writes every changed state now (and the log position it covers).
+    pub fn flush(&self) -> Result<(), EngineError> {
+        let core = Arc::clone(&*self.core()?);
+        flush::flush(&self.shared, &core)
+    }
+
+    /// Sweeps stored state for readers past their TTL now (the write-behind thread does it every
+    /// `sweep_interval`). Returns how many were forgotten.
+    pub fn sweep(&self) -> Result<u64, EngineError> {
+        let core = Arc::clone(&*self.core()?);
+        flush::sweep_store(&self.shared, &core)
+    }
+
+    /// Stops the write-behind thread after a last flush.
+    pub fn close(&self) -> Result<(), EngineError> {
+        if let Ok(mut stop) = self.shared.stop.lock() {
+            *stop = true;
+        }
+        self.shared.wake.notify_all();
+        if let Some(handle) = self.flusher.lock().ok().and_then(|mut h| h.take()) {
+            let _ = handle.join();
+        }
+        self.flush()
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared<S>> {
+        &self.shared
+    }
+}
+
+impl<S: StateStore + 'static> Drop for Engine<S> {
+    fn drop(&mut self) {
+        if let Ok(mut stop) = self.shared.stop.lock() {
+            *stop = true;
+        }
+        self.shared.wake.notify_all();
+        if let Some(handle) = self.flusher.lock().ok().and_then(|mut h| h.take()) {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// What applying a batch did.
+#[derive(Debug, Default)]
+pub(crate) struct Counts {
+    pub(crate) applied: u32,
+    pub(crate) duplicates: u32,
+    pub(crate) refused: Vec<(usize, Outcome)>,
+    /// Memory is held by changes not yet written.
+    pub(crate) pressure: bool,
+}
+
+impl<S: StateStore> Shared<S> {
+    /// Loads (or creates) the reader in its partition, applies the events, then runs `then`.
+    pub(crate) fn update<E: Observed + ?Sized, T>(
+        &self,
+        core: &Core,
+        reader: &str,
+        events: &[(&E, u64)],
+        then: impl FnOnce(&Bundle, &ReaderState) -> T,
+    ) -> Result<(T, Counts), EngineError> {
+        let bundle = core.bundle.get();
+        let p = partition_of(reader, self.config.partitions);
+        let mut part = core.parts[p as usize].lock().map_err(|_| EngineError::Poisoned)?;
+        if !part.readers.contains_key(reader) {
+            let state = self.load(core, &bundle, p, reader)?;
+            part.insert(reader, state, false);
+        }
+        part.tick += 1;
+        let tick = part.tick;
+        let slot = part.readers.get_mut(reader).ok_or(EngineError::Poisoned)?;
+        slot.touch(tick);
+        let mut counts = Counts::default();
+        let mut latest = 0;
+        for (i, (event, time)) in events.iter().enumerate() {
+            match slot.state.apply(&bundle, *event, *time) {
+                Outcome::Applied => {
+                    counts.applied += 1;
+                    latest = latest.max(*time);
+                }
+                Outcome::Duplicate => counts.duplicates += 1,
+                refused => counts.refused.push((i, refused)),
+            }
+        }
+        if counts.applied > 0 {
+            slot.state.finish(&bundle);
+            slot.dirty = true;
+        }
+        let out = then(&bundle, &slot.state);
+        if counts.applied > 0 {
+            part.account(reader);
+            self.watermark.fetch_max(latest, Ordering::Relaxed);
+        }
+        let budget = self.config.cache_bytes / core.parts.len();
+        let (evicted, dirty_held) = part.evict(budget);
+        drop(part);
+        self.count(&counts, evicted);
+        counts.pressure = dirty_held;
+        if dirty_held {
+            // Memory is held by changes not yet written: write now rather than at the interval.
+            self.flush_now.store(true, Ordering::Relaxed);
+            self.wake.notify_all();
+        }
+        Ok((out, counts))
+    }
+
+    fn load(&self, core: &Core, bundle: &Bundle, p: u16, reader: &str) -> Result<ReaderState, EngineError> {
+        let Some(bytes) = self.store.get(core.feature_set, p, reader)? else {
+            return Ok(ReaderState::new(bundle));
+        };
+        self.stats.loads.fetch_add(1, Ordering::Relaxed);
+        match ReaderState::decode(bundle, &bytes) {
+            Ok(state) => Ok(state),
+            Err(e) => {
+                // Unreadable state is started afresh (the log still holds the events): counted
+                // and logged, never a failed request.
+                self.stats.unreadable.fetch_add(1, Ordering::Relaxed);
+                let e: StateError = e;
+                tracing::warn!(reader, error = %e, "unreadable reader state started afresh");
+                Ok(ReaderState::new(bundle))
+            }
+        }
+    }
+
+    fn count(&self, c: &Counts, evicted: usize) {
+        let s = &self.stats;
+        s.applied.fetch_add(u64::from(c.applied), Ordering::Relaxed);
+        s.duplicates.fetch_add(u64::from(c.duplicates), Ordering::Relaxed);
+        for (_, why) in &c.refused {
+            match why {
+                Outcome::TooLate => s.too_late.fetch_add(1, Ordering::Relaxed),
+                _ => s.dedupe_full.fetch_add(1, Ordering::Relaxed),
+            };
+        }
+        s.evictions.fetch_add(evicted as u64, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,269 @@
+//! One reader's state: the watermark (the latest event time applied), the dedupe of event ids,
+//! and one state per stateful feature of the bundle. Pure: every call takes the time.
+//!
+//! The order of checks for an event at time `t`:
+//! 1. TTL: if `t` is more than the TTL after the watermark, the old state is forgotten first
+//!    (the reader returns as new), exactly as if it had been swept.
+//! 2. Lateness: `t` more than the allowed lateness before the watermark is refused (`too_late`).
+//! 3. Dedupe: an id already applied is a `duplicate`; past the bound, `dedupe_full`.
+//! 4. The watermark moves to `max(watermark, t)`, and every feature whose filter passes takes
+//!    the event. After a batch, [`ReaderState::finish`] prunes what no window can read.
+//!
+//! Encoded: the format byte, the bundle's feature-set hash (so state is never read with the
+//! wrong features), the watermark, the dedupe ids, then each feature's state in bundle order.
+
+use pulse_protocol::EventType;
+use serde_json::{Value as Json, json};
+
+use super::codec::{CodecError, Reader, Writer};
+use super::dedupe::{Dedupe, Seen};
+use crate::bundle::Bundle;
+use crate::event::Observed;
+use crate::templates::{At, State};
+use crate::value::Value;
+use crate::window::Clock;
+
+/// What happened to one event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Applied to the features.
+    Applied,
+    /// Its id was applied before.
+    Duplicate,
+    /// Older than the allowed lateness behind the reader's watermark.
+    TooLate,
+    /// Refused by dedupe's bound (a flood of events within the lateness).
+    DedupeFull,
+}
+
+impl Outcome {
+    /// The reason as metrics and dead letters name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Duplicate => "duplicate",
+            Self::TooLate => "too_late",
+            Self::DedupeFull => "dedupe_full",
+        }
+    }
+}
+
+/// Why stored state could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    /// It was written for another feature set (the bundle's features changed).
+    #[error("state of another feature set")]
+    OtherFeatureSet,
+    /// It is damaged.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+}
+
+/// One reader's state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReaderState {
+    watermark: u64,
+    dedupe: Dedupe,
+    features: Vec<State>,
+}
+
+impl ReaderState {
+    /// A new reader under `bundle`.
+    pub fn new(bundle: &Bundle) -> Self {
+        Self {
+            watermark: 0,
+            dedupe: Dedupe::default(),
+            features: bundle
+                .features
+                .iter()
+                .filter(|f| f.state.is_some())
+                .map(|f| f.spec.new_state())
+                .collect(),
+        }
+    }
+
+    /// The latest event time applied (0 for a new reader).
+    pub fn watermark(&self) -> u64 {
+        self.watermark
+    }
+
+    fn clock(&self, bundle: &Bundle) -> Clock {
+        Clock {
+            watermark: self.watermark,
+            lateness: bundle.settings.lateness_ms,
+        }
+    }
+
+    /// Applies one event at event time `time`.
+    pub fn apply<E: Observed + ?Sized>(&mut self, bundle: &Bundle, ev: &E, time: u64) -> Outcome {
+        let s = &bundle.settings;
+        if self.watermark > 0 && time > self.watermark.saturating_add(s.ttl_ms) {
+            *self = Self::new(bundle);
+        }
+        if self.watermark > 0 && time.saturating_add(s.lateness_ms) < self.watermark {
+            return Outcome::TooLate;
+        }
+        match self.dedupe.check(ev.id(), time, s.max_dedupe_ids) {
+            Seen::Fresh => {}
+            Seen::Duplicate => return Outcome::Duplicate,
+            Seen::Full => return Outcome::DedupeFull,
+        }
+        self.watermark = self.watermark.max(time);
+        let clock = self.clock(bundle);
+        for &i in bundle.features_for(ev.kind()) {
+            let f = &bundle.features[i];
+            if let Some(si) = f.state
+                && f.filter.matches(ev)
+            {
+                self.features[si].apply(&f.spec, ev, time, clock);
+            }
+        }
+        Outcome::Applied
+    }
+
+    /// Prunes what can no longer be read (call after a batch).
+    pub fn finish(&mut self, bundle: &Bundle) {
+        let clock = self.clock(bundle);
+        self.dedupe
+            .expire(self.watermark.saturating_sub(bundle.settings.lateness_ms));
+        for f in &bundle.features {
+            if let Some(si) = f.state {
+                self.features[si].prune(&f.spec, clock);
+            }
+        }
+    }
+
+    /// Whether the reader is forgotten at `now` (no event for the TTL).
+    pub fn expired(&self, bundle: &Bundle, now: u64) -> bool {
+        self.watermark > 0 && now > self.watermark.saturating_add(bundle.settings.ttl_ms)
+    }
+
+    /// The value of feature `index` at `now` (its inputs computed first).
+    pub fn value(&self, bundle: &Bundle, index: usize, now: u64) -> Value {
+        if self.expired(bundle, now) {
+            return Value::Missing;
+        }
+        let f = &bundle.features[index];
+        let inputs: Vec<Value> = f
+            .inputs
+            .iter()
+            .map(|&i| self.value(bundle, i, now))
+            .collect();
+        match f.state {
+            Some(si) => self.features[si].value(&f.spec, &At { now, inputs: &[] }),
+            None => f.spec.new_state().value(&f.spec, &At { now, inputs: &inputs }),
+        }
+    }
+
+    /// The state of feature `index`, when it keeps one.
+    pub(crate) fn feature_state(&self, bundle: &Bundle, index: usize) -> Option<&State> {
+        bundle.features[index].state.map(|si| &self.features[si])
+    }
+
+    /// Every feature's value and what it is made of, for operators.
+    pub fn explain(&self, bundle: &Bundle, now: u64) -> Json {
+        let expired = self.expired(bundle, now);
+        let mut values: Vec<Value> = vec![Value::Missing; bundle.features.len()];
+        let mut features = serde_json::Map::new();
+        for &i in &bundle.order {
+            let f = &bundle.features[i];
+            let inputs: Vec<Value> = f.inputs.iter().map(|&j| values[j].clone()).collect();
+            let at = At {
+                now,
+                inputs: &inputs,
+            };
+            let (value, detail) = match (expired, f.state) {
+                (true, _) => (Value::Missing, Json::Null),
+                (false, Some(si)) => (
+                    self.features[si].value(&f.spec, &at),
+                    self.features[si].explain(&f.spec, &at),
+                ),
+                (false, None) => {
+                    let st = f.spec.new_state();
+                    (st.value(&f.spec, &at), st.explain(&f.spec, &at))
+                }
+            };
+            features.insert(
+                f.name.clone(),
+                json!({
+                    "template": f.template,
+                    "window": f.window.map(|w| w.to_string()),
+                    "value": value.to_json(),
+                    "detail": detail,
+                }),
+            );
+            values[i] = value;
+        }
+        json!({
+            "watermark": self.watermark,
+            "expired": expired,
+            "dedupe": {"ids": self.dedupe.len(), "floor": self.dedupe.floor()},
+            "features": features,
+        })
+    }
+
+    /// Heap bytes held (approximate), for the cache's accounting.
+    pub fn heap_bytes(&self) -> usize {
+        self.dedupe.heap_bytes()
+            + self.features.capacity() * size_of::<State>()
+            + self.features.iter().map(State::heap_bytes).sum::<usize>()
+    }
+
+    /// The binary form.
+    pub fn encode(&self, bundle: &Bundle) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.byte(crate::bundle::STATE_FORMAT);
+        w.fixed64(bundle.feature_set);
+        w.u64(self.watermark);
+        self.dedupe.encode(&mut w);
+        for f in &bundle.features {
+            if let Some(si) = f.state {
+                self.features[si].encode(&f.spec, &mut w);
+            }
+        }
+        w.buf
+    }
+
+    /// Reads the watermark of encoded state without decoding the rest (for TTL sweeps).
+    pub fn peek_watermark(bytes: &[u8]) -> Result<u64, CodecError> {
+        let mut r = Reader::new(bytes);
+        r.byte()?;
+        r.fixed64()?;
+        r.u64()
+    }
+
+    /// Reads state written by [`ReaderState::encode`] under the same feature set.
+    pub fn decode(bundle: &Bundle, bytes: &[u8]) -> Result<Self, StateError> {
+        let mut r = Reader::new(bytes);
+        if r.byte()? != crate::bundle::STATE_FORMAT || r.fixed64()? != bundle.feature_set {
+            return Err(StateError::OtherFeatureSet);
+        }
+        let watermark = r.u64()?;
+        let dedupe = Dedupe::decode(&mut r, bundle.settings.max_dedupe_ids)?;
+        let mut features = Vec::with_capacity(bundle.states);
+        for f in &bundle.features {
+            if f.state.is_some() {
+                features.push(f.spec.decode(&mut r)?);
+            }
+        }
+        if !r.is_empty() {
+            return Err(CodecError::Invalid("trailing bytes").into());
+        }
+        Ok(Self {
+            watermark,
+            dedupe,
+            features,
+        })
+    }
+
+    /// Canonical form for comparisons (ids in time order).
+    pub fn normalize(&mut self) {
+        self.dedupe.normalize();
+    }
+
+    /// Whether an event of this type could change any feature (else it only moves the
+    /// watermark and the dedupe).
+    pub fn interested(bundle: &Bundle, kind: EventType) -> bool {
+        !bundle.features_for(kind).is_empty()
+    }
+}
