@@ -240,7 +240,9 @@ async fn handle(gw: &Gateway, token: &str, req: Request<Incoming>) -> Resp {
     }
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => {
-            let mut resp = Response::new(Full::new(Bytes::from(gw.metrics.render())));
+            let mut text = gw.metrics.render();
+            crate::metrics::render_scorer(&mut text, gw.engine());
+            let mut resp = Response::new(Full::new(Bytes::from(text)));
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -283,11 +285,87 @@ async fn handle(gw: &Gateway, token: &str, req: Request<Incoming>) -> Resp {
                 }
             }
         }
-        (_, "/metrics" | "/admin/limits") => {
+        (&Method::GET, "/admin/bundle") => bundle(gw),
+        (&Method::GET, path) if path.starts_with("/admin/readers/") => {
+            reader(gw, &path["/admin/readers/".len()..]).await
+        }
+        (_, "/metrics" | "/admin/limits" | "/admin/bundle") => {
             error(ErrorCode::MethodNotAllowed, "method not allowed")
         }
         _ => error(ErrorCode::NotFound, "no such admin path"),
     }
+}
+
+/// `GET /admin/bundle`: the active bundle, its features and whether a rebuild runs.
+fn bundle(gw: &Gateway) -> Resp {
+    let Ok(b) = gw.engine().bundle() else {
+        return error(ErrorCode::Internal, "the scorer is unavailable");
+    };
+    let features: Vec<serde_json::Value> = b
+        .features
+        .iter()
+        .map(|f| {
+            serde_json::json!({
+                "name": f.name,
+                "template": f.template,
+                "window": f.window.map(|w| w.to_string()),
+            })
+        })
+        .collect();
+    let stats = gw.engine().stats();
+    let answer = serde_json::json!({
+        "id": b.id,
+        "name": b.name,
+        "feature_set": format!("{:016x}", b.feature_set),
+        "features": features,
+        "rebuilding": stats.rebuilding.load(std::sync::atomic::Ordering::Relaxed) == 1,
+        "source": &*b.source,
+    });
+    json(
+        StatusCode::OK,
+        serde_json::to_vec(&answer).unwrap_or_default(),
+    )
+}
+
+/// `GET /admin/readers/{id}`: one reader's features and the decision now.
+async fn reader(gw: &Gateway, encoded: &str) -> Resp {
+    let Some(id) = percent_decode(encoded).filter(|id| !id.is_empty() && id.len() <= 512) else {
+        return error(ErrorCode::NotFound, "no such reader");
+    };
+    let engine = Arc::clone(gw.engine());
+    let now = crate::ingest::now_ms();
+    let found = tokio::task::spawn_blocking(move || engine.explain(&id, now)).await;
+    match found {
+        Ok(Ok(Some(value))) => json(
+            StatusCode::OK,
+            serde_json::to_vec(&value).unwrap_or_default(),
+        ),
+        Ok(Ok(None)) => error(
+            ErrorCode::NotFound,
+            "no such reader (or forgotten past its TTL)",
+        ),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "reader lookup failed");
+            error(ErrorCode::Internal, "the reader could not be read")
+        }
+        Err(_) => error(ErrorCode::Internal, "the reader could not be read"),
+    }
+}
+
+/// Decodes `%XX` escapes; `None` when they are broken or the result is not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let hi = (bytes.next()? as char).to_digit(16)?;
+            let lo = (bytes.next()? as char).to_digit(16)?;
+            out.push((hi * 16 + lo) as u8);
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// Serves the admin API on `listener` until `shutdown` resolves.

@@ -7,8 +7,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use pulse_scorer::MeterRules;
+use pulse_scorer::{Bundle, EngineConfig};
 use serde::{Deserialize, Serialize};
+
+/// The bundle the gateway runs when `[scorer] bundle` names none: the demo's meter.
+pub const BUILTIN_BUNDLE: &str = include_str!("../../examples/bundles/meter.toml");
 
 /// A configuration that could not be loaded; lists every problem found.
 #[derive(Debug, thiserror::Error)]
@@ -74,9 +77,12 @@ pub struct Config {
     /// Size caps and deadlines of the ingest path.
     #[serde(default)]
     pub limits: Limits,
-    /// The meter rule the scorer applies.
+    /// The scorer: its bundle and its state cache.
     #[serde(default)]
-    pub meter: MeterRules,
+    pub scorer: ScorerConfig,
+    /// The meter settings of earlier versions, now in the bundle; only read to say so.
+    #[serde(default, skip_serializing)]
+    pub meter: Option<toml::Value>,
     /// Connection-level limits of the listeners, per protocol.
     #[serde(default)]
     pub transport: Transport,
@@ -92,6 +98,71 @@ pub struct Config {
     /// The file this configuration was read from (for writing limits back and for SIGHUP).
     #[serde(skip)]
     pub path: Option<PathBuf>,
+}
+
+/// `[scorer]`: the bundle of features and decision, and where reader state lives.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScorerConfig {
+    /// The bundle file (TOML: settings, features, decision), relative to this file. SIGHUP
+    /// re-reads it. Default: the built-in demo meter (`examples/bundles/meter.toml`).
+    pub bundle: Option<PathBuf>,
+    /// Memory for reader state, in MiB; past it, readers not used lately are evicted (after
+    /// their state was written) and reloaded when they return. Default 64.
+    pub cache_mb: u32,
+    /// Partitions of reader state (a Kafka-compatible hash of the reader key). Changing it
+    /// rebuilds state from the log. 1 to 1024, default 32.
+    pub partitions: u16,
+    /// How often changed reader state is written to the store, in ms. Default 1000.
+    pub flush_interval_ms: Millis,
+    /// How often stored reader state is swept for readers past the bundle's TTL, in seconds.
+    /// Default 600.
+    pub sweep_interval_s: u32,
+}
+
+impl Default for ScorerConfig {
+    fn default() -> Self {
+        Self {
+            bundle: None,
+            cache_mb: 64,
+            partitions: 32,
+            flush_interval_ms: Millis(Duration::from_secs(1)),
+            sweep_interval_s: 600,
+        }
+    }
+}
+
+impl ScorerConfig {
+    /// The engine's settings.
+    pub fn engine(&self) -> EngineConfig {
+        EngineConfig {
+            partitions: self.partitions,
+            cache_bytes: (self.cache_mb as usize) << 20,
+            flush_interval: self.flush_interval_ms.get(),
+            sweep_interval: Duration::from_secs(u64::from(self.sweep_interval_s)),
+        }
+    }
+
+    /// Reads and compiles the bundle; every problem is listed, prefixed with the file.
+    pub fn load_bundle(&self) -> Result<Bundle, ConfigError> {
+        let (text, name) = match &self.bundle {
+            None => (BUILTIN_BUNDLE.to_owned(), "the built-in bundle".to_owned()),
+            Some(path) => (
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?,
+                path.display().to_string(),
+            ),
+        };
+        Bundle::compile(&text).map_err(|e| {
+            ConfigError::Invalid(
+                e.0.iter()
+                    .map(|p| format!("scorer.bundle ({name}): {p}"))
+                    .collect(),
+            )
+        })
+    }
 }
 
 /// `[server]`.
@@ -530,7 +601,9 @@ impl Config {
         config.server.site_dir = config.server.site_dir.map(|d| base.join(d));
         config.server.tls_cert = config.server.tls_cert.map(|p| base.join(p));
         config.server.tls_key = config.server.tls_key.map(|p| base.join(p));
+        config.scorer.bundle = config.scorer.bundle.map(|p| base.join(p));
         config.path = Some(path.to_owned());
+        config.scorer.load_bundle()?;
         Ok(config)
     }
 
@@ -547,6 +620,23 @@ impl Config {
     /// Every problem with values that parse, reported together.
     fn check(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
+        if self.meter.is_some() {
+            problems.push(
+                "[meter] moved into the bundle: see examples/bundles/meter.toml (limit, window) and set [scorer] bundle".to_owned(),
+            );
+        }
+        if !(1..=1024).contains(&self.scorer.partitions) {
+            problems.push(format!(
+                "scorer.partitions must be between 1 and 1024, not {}",
+                self.scorer.partitions
+            ));
+        }
+        if self.scorer.cache_mb == 0 {
+            problems.push("scorer.cache_mb must be at least 1".to_owned());
+        }
+        if self.scorer.sweep_interval_s == 0 {
+            problems.push("scorer.sweep_interval_s must be at least 1".to_owned());
+        }
         let l = &self.limits;
         if l.max_body_bytes == 0 {
             problems.push("limits.max_body_bytes must be at least 1".to_owned());
@@ -623,8 +713,14 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pulse.toml");
         let config = Config::load(&path).unwrap();
         assert_eq!(config.sites[0].key, "demo");
-        assert_eq!(config.meter.limit, 3);
         assert!(config.server.site_dir.unwrap().ends_with("site"));
+        let bundle = config.scorer.load_bundle().unwrap();
+        assert_eq!(bundle.name, "demo-meter");
+        assert_eq!(
+            bundle.id,
+            Config::default().scorer.load_bundle().unwrap().id,
+            "the example names the built-in bundle's file"
+        );
     }
 
     #[test]
@@ -686,7 +782,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("body_timeout_ms"), "{err}");
-        let err = Config::parse("[meter]\nlimt = 3").unwrap_err().to_string();
-        assert!(err.contains("limt"), "{err}");
+        let err = Config::parse("[scorer]\nbundel = \"x.toml\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bundel"), "{err}");
+        let err = Config::parse("[meter]\nlimit = 3").unwrap_err().to_string();
+        assert!(err.contains("moved into the bundle"), "{err}");
     }
 }

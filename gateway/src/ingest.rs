@@ -6,9 +6,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use pulse_protocol::{
     Action, BatchError, CollectResponse, DeadLetter, Decision, ErrorCode, Event, EventRecord,
-    parse_batch,
+    MAX_EVENTS_PER_BATCH, parse_batch,
 };
-use pulse_scorer::Scorer;
+use pulse_scorer::{Batcher, Bundle, Engine, EngineError, FjallStore, Outcome};
 
 use crate::admit::{Admitted, Sites};
 use crate::config::Config;
@@ -94,7 +94,9 @@ pub struct Gateway {
     sites: std::sync::RwLock<Arc<Sites>>,
     store: Arc<EmbeddedStore>,
     sink: Arc<dyn Sink>,
-    scorer: Arc<Scorer<Arc<EmbeddedStore>>>,
+    engine: Arc<Engine<FjallStore>>,
+    /// Set while a bundle with new features is being rebuilt from the log.
+    rebuilding: Arc<std::sync::atomic::AtomicBool>,
     /// The counters served at `/metrics`.
     pub metrics: Metrics,
     /// The rate limits, swapped at runtime by the admin API and SIGHUP.
@@ -111,42 +113,118 @@ impl std::fmt::Debug for Gateway {
 }
 
 impl Gateway {
-    /// Opens the store in `config.server.data`, and brings reader state up to date with the log
-    /// (events appended before a crash but not yet applied are replayed).
+    /// Opens the store in `config.server.data` and the scorer's engine with the configured
+    /// bundle, and brings reader state up to date with the log: events appended before a crash
+    /// but not yet in stored state are replayed. When the bundle changes the features of the
+    /// stored state, the state's own bundle keeps deciding while the new one is rebuilt from the
+    /// log in the background.
     pub fn open(config: Config) -> Result<Self, SinkError> {
+        let bundle = config
+            .scorer
+            .load_bundle()
+            .map_err(|e| SinkError::Io(e.to_string()))?;
         let store = Arc::new(EmbeddedStore::open(&config.server.data)?);
-        let scorer = Arc::new(Scorer::new(Arc::clone(&store), config.meter.clone()));
-        let from = store.replay_from()?;
-        let now = now_ms();
-        let (mut replayed, mut next) = (0u64, from);
-        for stored in store.events_from(from) {
-            let stored = stored?;
-            let r = &stored.record;
-            scorer
-                .replay(&r.reader, &[(&r.event, r.time)], now)
-                .map_err(|e| SinkError::Io(format!("replay: {e}")))?;
-            replayed += 1;
-            next = stored.seq + 1;
+        let state = FjallStore::new(store.database()).map_err(|e| SinkError::Io(e.to_string()))?;
+        let (engine, startup) = Engine::open(state, bundle, config.scorer.engine())
+            .map_err(|e| SinkError::Io(format!("scorer: {e}")))?;
+        let engine = Arc::new(engine);
+        if matches!(config.sink.kind, crate::config::SinkKind::Embedded) {
+            let log = Arc::clone(&store);
+            engine.set_progress(Box::new(move || Some(log.replay_point())));
         }
+        let replayed = replay(&store, &engine, startup.replay_from)?;
         if replayed > 0 {
-            store.set_replay_from(next)?;
+            engine
+                .flush()
+                .map_err(|e| SinkError::Io(format!("scorer: {e}")))?;
             tracing::info!(
                 events = replayed,
-                from,
+                from = startup.replay_from,
                 "replayed the log into reader state"
             );
         }
+        let active = engine.bundle().map_err(|e| SinkError::Io(e.to_string()))?;
+        tracing::info!(bundle = %active.id, name = %active.name, features = active.features.len(), "scorer bundle");
         let sink = sink::open(&config, &store)?;
         let config_limits = config.rate_limits.clone();
-        Ok(Self {
+        let gateway = Self {
             sites: std::sync::RwLock::new(Arc::new(Sites::new(&config.sites))),
             config,
             store,
             sink,
-            scorer,
+            engine,
+            rebuilding: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             metrics: Metrics::default(),
             limiter: RateLimiter::new(&config_limits),
-        })
+        };
+        if let Some(next) = startup.rebuild {
+            tracing::warn!(
+                active = %active.id,
+                configured = %next.id,
+                "the configured bundle changes the features: rebuilding its state from the log; the stored bundle decides until then"
+            );
+            gateway.start_rebuild(*next);
+        }
+        Ok(gateway)
+    }
+
+    /// Puts a bundle in force: at once when it keeps the feature set; else its state is rebuilt
+    /// from the log in the background (the active bundle decides until it is ready). Refused
+    /// while another rebuild runs.
+    pub fn set_bundle(&self, bundle: Bundle) -> Result<BundleChange, String> {
+        match self.engine.activate(bundle) {
+            Ok(old) => Ok(BundleChange::Active {
+                replaced: old.id.clone(),
+            }),
+            Err(EngineError::NeedsRebuild(bundle)) => {
+                if self.rebuilding.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Err(
+                        "a rebuild for another bundle is running; retry when it is done".into(),
+                    );
+                }
+                let id = bundle.id.clone();
+                self.start_rebuild(*bundle);
+                Ok(BundleChange::Rebuilding { id })
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Rebuilds reader state for `bundle` from the whole log on a thread of its own, then makes
+    /// it the active bundle. Without a local log (Kafka), the new features start empty.
+    fn start_rebuild(&self, bundle: Bundle) {
+        if self
+            .rebuilding
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
+        let (engine, store, flag) = (
+            Arc::clone(&self.engine),
+            Arc::clone(&self.store),
+            Arc::clone(&self.rebuilding),
+        );
+        let local_log = matches!(self.config.sink.kind, crate::config::SinkKind::Embedded);
+        let spawned = std::thread::Builder::new()
+            .name("pulse-rebuild".into())
+            .spawn(move || {
+                let id = bundle.id.clone();
+                match rebuild(&engine, &store, bundle, local_log) {
+                    Ok(events) => tracing::info!(bundle = %id, events, "rebuild done: the bundle is active"),
+                    Err(e) => tracing::error!(bundle = %id, error = %e, "rebuild failed: the old bundle stays active"),
+                }
+                flag.store(false, std::sync::atomic::Ordering::SeqCst);
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the rebuild");
+            self.rebuilding
+                .store(false, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// The scoring engine.
+    pub fn engine(&self) -> &Arc<Engine<FjallStore>> {
+        &self.engine
     }
 
     /// The embedded store, which keeps reader state (and the log, unless Kafka is the sink).
@@ -170,22 +248,20 @@ impl Gateway {
         }
     }
 
-    /// Replaces the meter rules for every decision from now on.
-    pub fn set_rules(
-        &self,
-        rules: pulse_scorer::MeterRules,
-    ) -> Result<(), pulse_scorer::ScoreError> {
-        self.scorer.set_rules(rules)
-    }
-
     /// The log accepted events are appended to.
     pub fn sink(&self) -> &Arc<dyn Sink> {
         &self.sink
     }
 
-    /// Flushes the log and closes the store; call once the listeners have stopped.
+    /// Flushes the log, writes reader state and closes the store; call once the listeners have
+    /// stopped.
     pub async fn close(&self) -> Result<(), SinkError> {
         self.sink.close().await?;
+        let engine = Arc::clone(&self.engine);
+        tokio::task::spawn_blocking(move || engine.close())
+            .await
+            .map_err(|e| SinkError::Io(format!("close: {e}")))?
+            .map_err(|e| SinkError::Io(format!("scorer: {e}")))?;
         let store = Arc::clone(&self.store);
         tokio::task::spawn_blocking(move || store.close())
             .await
@@ -316,7 +392,7 @@ impl Gateway {
         for (r, _) in &parsed.rejected {
             self.metrics.rejected(r.reason);
         }
-        let decision = self.decide(reader, timed, receipt.applied, now).await;
+        let decision = self.decide(site, reader, timed, receipt.applied, now).await;
         Ok(CollectResponse {
             accepted: receipt.events as u32,
             rejected: parsed.rejected.into_iter().map(|(r, _)| r).collect(),
@@ -325,28 +401,42 @@ impl Gateway {
     }
 
     /// Applies the events to the reader's state and decides, within the decision deadline; past
-    /// it, answers the safe fallback while the scorer finishes in the background.
+    /// it, answers the safe fallback while the scorer finishes in the background. Events the
+    /// scorer does not apply because they are too late are counted and dead-lettered (they are
+    /// in the log all the same).
     async fn decide<G: Send + 'static>(
         &self,
+        site: &str,
         reader: String,
         timed: Vec<(Event, u64)>,
         guard: G,
         now: u64,
     ) -> Decision {
-        let scorer = Arc::clone(&self.scorer);
+        let engine = Arc::clone(&self.engine);
         let task = tokio::task::spawn_blocking(move || {
             let refs: Vec<_> = timed.iter().map(|(e, t)| (e, *t)).collect();
-            let decision = scorer.score(&reader, &refs, now);
+            let scored = engine.score(&reader, &refs, now);
             drop(guard); // applied: the replay point may move past these events
-            decision
+            scored.map(|s| {
+                let late: Vec<(Event, Outcome)> = s
+                    .refused
+                    .iter()
+                    .filter_map(|(i, why)| timed.get(*i).map(|(e, _)| (e.clone(), *why)))
+                    .collect();
+                (s.decision, late)
+            })
         });
-        let version = self.scorer.rules().map(|r| r.version()).unwrap_or_default();
         let started = std::time::Instant::now();
         let decided =
             tokio::time::timeout(self.config.limits.decision_deadline_ms.get(), task).await;
         self.metrics.decision_latency.observe(started.elapsed());
         match decided {
-            Ok(Ok(Ok(decision))) => return decision,
+            Ok(Ok(Ok((decision, late)))) => {
+                if !late.is_empty() {
+                    self.dead_letter_late(site, late, now);
+                }
+                return decision;
+            }
             Ok(Ok(Err(e))) => tracing::error!(error = %e, "scorer failed"),
             Ok(Err(e)) => tracing::error!(error = %e, "scorer task failed"),
             Err(_) => tracing::warn!("scorer missed its deadline"),
@@ -358,8 +448,44 @@ impl Gateway {
             limit: None,
             reason: "fallback".into(),
             fallback: true,
-            version,
+            version: self
+                .engine
+                .bundle()
+                .map(|b| b.id.clone())
+                .unwrap_or_default(),
         }
+    }
+
+    /// Writes dead letters for events stored but not applied (too late, or past dedupe's bound),
+    /// in the background: the page's answer does not wait for them.
+    fn dead_letter_late(&self, site: &str, late: Vec<(Event, Outcome)>, now: u64) {
+        let dead_letters: Vec<DeadLetter> = late
+            .iter()
+            .map(|(e, why)| {
+                let raw = serde_json::to_string(e).unwrap_or_default();
+                let mut dl = DeadLetter::batch(site, why.as_str(), now, raw.as_bytes());
+                dl.index = None;
+                dl
+            })
+            .collect();
+        let n = dead_letters.len();
+        let sink = Arc::clone(&self.sink);
+        let deadline = self.config.limits.store_deadline_ms.get();
+        let site = site.to_owned();
+        tokio::spawn(async move {
+            let batch = SinkBatch {
+                events: vec![],
+                dead_letters,
+            };
+            match tokio::time::timeout(deadline, sink.append(batch)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(site, error = %e, "late events' dead letters not stored")
+                }
+                Err(_) => tracing::error!(site, "late events' dead letters missed their deadline"),
+            }
+        });
+        self.metrics.dead_letters(n);
     }
 
     /// Keeps a refused batch of a known site, with its reason, in the dead-letter log.
@@ -379,4 +505,97 @@ impl Gateway {
             Err(_) => tracing::error!(site, "dead letter missed its deadline"),
         }
     }
+}
+
+/// What putting a bundle in force did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BundleChange {
+    /// It decides from the next batch on (same features); `replaced` was the active bundle.
+    Active {
+        /// The id of the bundle it replaced.
+        replaced: String,
+    },
+    /// Its features differ: its state is being rebuilt from the log, then it becomes active.
+    Rebuilding {
+        /// Its id.
+        id: String,
+    },
+}
+
+/// Applies the log from `from` to the engine as live traffic did (batches of one reader and
+/// one request together). Returns how many events were read.
+fn replay(store: &EmbeddedStore, engine: &Engine<FjallStore>, from: u64) -> Result<u64, SinkError> {
+    let mut batcher = Batcher::new(MAX_EVENTS_PER_BATCH);
+    let mut apply = |reader: &str, events: &[(&Event, u64)], _: u64| {
+        engine
+            .replay(reader, events)
+            .map(|_| ())
+            .map_err(|e| SinkError::Io(format!("replay: {e}")))
+    };
+    let mut n = 0;
+    for stored in store.events_from(from) {
+        let r = stored?.record;
+        batcher.push(&r.reader, r.received_at, r.event, r.time, &mut apply)?;
+        n += 1;
+    }
+    batcher.flush(&mut apply)?;
+    Ok(n)
+}
+
+/// Builds state for `bundle` from the whole log, then, with scoring paused, from the rest that
+/// arrived meanwhile, and makes it active. Returns how many events it read.
+fn rebuild(
+    engine: &Engine<FjallStore>,
+    store: &EmbeddedStore,
+    bundle: Bundle,
+    local_log: bool,
+) -> Result<u64, String> {
+    let mut rb = engine.rebuild(bundle).map_err(|e| e.to_string())?;
+    if !local_log {
+        tracing::warn!("no local event log (Kafka sink): the new features start empty");
+        rb.finish(|_| Ok(None)).map_err(|e| e.to_string())?;
+        return Ok(0);
+    }
+    let total = store.next_seq();
+    let mut next = 0u64;
+    let mut batcher = Batcher::new(MAX_EVENTS_PER_BATCH);
+    let mut last_report = 0;
+    {
+        let mut apply = |reader: &str, events: &[(&Event, u64)], _: u64| rb.apply(reader, events);
+        for stored in store.events_from(0) {
+            let stored = stored.map_err(|e| e.to_string())?;
+            next = stored.seq + 1;
+            let r = stored.record;
+            batcher
+                .push(&r.reader, r.received_at, r.event, r.time, &mut apply)
+                .map_err(|e| e.to_string())?;
+            let percent = next * 100 / total.max(1);
+            if percent >= last_report + 10 {
+                last_report = percent;
+                tracing::info!(
+                    events = next,
+                    of = total,
+                    percent,
+                    "rebuilding reader state"
+                );
+            }
+        }
+        batcher.flush(&mut apply).map_err(|e| e.to_string())?;
+    }
+    rb.finish(|rb| {
+        let mut batcher = Batcher::new(MAX_EVENTS_PER_BATCH);
+        let mut apply = |reader: &str, events: &[(&Event, u64)], _: u64| rb.apply(reader, events);
+        let mut end = next;
+        for stored in store.events_from(next) {
+            let stored =
+                stored.map_err(|e| EngineError::Store(pulse_scorer::StoreError(e.to_string())))?;
+            end = stored.seq + 1;
+            let r = stored.record;
+            batcher.push(&r.reader, r.received_at, r.event, r.time, &mut apply)?;
+        }
+        batcher.flush(&mut apply)?;
+        Ok(Some(end))
+    })
+    .map_err(|e| e.to_string())?;
+    Ok(next)
 }

@@ -25,11 +25,11 @@ pub use admin::{
 };
 pub use admit::{Admitted, Sites};
 pub use config::{
-    Config, ConfigError, IpNet, KafkaConfig, Limits, Millis, Rate, RateLimits, ServerConfig,
-    SinkConfig, SinkKind, SiteConfig, Transport,
+    BUILTIN_BUNDLE, Config, ConfigError, IpNet, KafkaConfig, Limits, Millis, Rate, RateLimits,
+    ScorerConfig, ServerConfig, SinkConfig, SinkKind, SiteConfig, Transport,
 };
 pub use decode::{DecodeError, Encoding, decode, sniff};
-pub use ingest::{ApiError, Gateway, now_ms};
+pub use ingest::{ApiError, BundleChange, Gateway, now_ms};
 pub use listen::{App, ListenError, Listeners, serve, serve_all};
 pub use metrics::{Histogram, LIMIT_NAMES, Metrics};
 pub use quic::H3Body;

@@ -40,8 +40,26 @@ struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Check the configuration file and exit (every problem is listed).
+    /// Check the configuration file and its bundle and exit (every problem is listed).
     Check,
+    /// Work with bundles (the features and the decision the scorer runs).
+    Bundle {
+        #[command(subcommand)]
+        action: BundleAction,
+    },
+    /// Show one reader of a running gateway: every feature's value and what it is made of,
+    /// and the decision the active bundle makes now ("why was this reader walled?").
+    Reader {
+        /// The reader key: the user id of a logged-in reader, else the anonymous id.
+        id: String,
+        /// Admin address, overriding `server.admin_listen` (e.g. `http://127.0.0.1:9090`).
+        #[arg(long, value_name = "URL")]
+        admin: Option<String>,
+        /// Admin token, overriding `PULSE_ADMIN_TOKEN`, `server.admin_token` and
+        /// `<data>/admin.token`.
+        #[arg(long, value_name = "TOKEN")]
+        token: Option<String>,
+    },
     /// Print the stored events (or dead letters) as JSON lines and exit. The gateway must be
     /// stopped: the store is opened exclusively.
     Dump {
@@ -60,6 +78,15 @@ enum Command {
         /// `<data>/admin.token`.
         #[arg(long, value_name = "TOKEN")]
         token: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BundleAction {
+    /// Check a bundle file: prints its id and features, or every problem (exit status 1).
+    Check {
+        /// The bundle (TOML).
+        file: PathBuf,
     },
 }
 
@@ -85,6 +112,12 @@ fn main() -> anyhow::Result<()> {
         .with_target(false)
         .with_writer(std::io::stderr)
         .init();
+    if let Some(Command::Bundle {
+        action: BundleAction::Check { file },
+    }) = &args.command
+    {
+        return bundle_check(file);
+    }
     let mut config = match &args.config {
         Some(path) => Config::load(path)?,
         None if std::path::Path::new("pulse.toml").exists() => Config::load("pulse.toml".as_ref())?,
@@ -101,11 +134,21 @@ fn main() -> anyhow::Result<()> {
     }
     match args.command {
         Some(Command::Check) => {
+            let bundle = config.scorer.load_bundle()?;
             println!(
-                "configuration ok: {} site(s), meter {}",
+                "configuration ok: {} site(s), bundle {} ({}, {} features)",
                 config.sites.len(),
-                config.meter.version()
+                bundle.id,
+                bundle.name,
+                bundle.features.len()
             );
+            Ok(())
+        }
+        Some(Command::Bundle { .. }) => Ok(()),
+        Some(Command::Reader { id, admin, token }) => {
+            let path = format!("/admin/readers/{}", percent_encode(&id));
+            let value = admin_call(&config, admin, token, "GET", &path, None)?;
+            println!("{}", serde_json::to_string_pretty(&value)?);
             Ok(())
         }
         Some(Command::Dump { dead_letters }) => dump(&config, dead_letters),
@@ -227,7 +270,8 @@ fn run(config: Config) -> anyhow::Result<()> {
 }
 
 /// Re-reads the config file on SIGHUP and applies what can change while running: rate limits,
-/// sites (keys and origins) and the meter rules. A bad file is reported and changes nothing.
+/// sites (keys and origins) and the bundle (a bundle with new features is rebuilt from the log
+/// first). A bad file or bundle is reported with every problem and changes nothing.
 async fn reload_on_hangup(gateway: Arc<Gateway>) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
@@ -239,10 +283,12 @@ async fn reload_on_hangup(gateway: Arc<Gateway>) {
             tracing::warn!("SIGHUP: the gateway runs without a config file; nothing to reload");
             continue;
         };
-        match Config::load(&path) {
-            Ok(fresh) => {
-                if let Err(e) = gateway.set_rules(fresh.meter.clone()) {
-                    tracing::error!(error = %e, "SIGHUP: meter rules not changed");
+        match Config::load(&path).and_then(|c| Ok((c.scorer.load_bundle()?, c))) {
+            Ok((bundle, fresh)) => {
+                let id = bundle.id.clone();
+                let change = gateway.set_bundle(bundle);
+                if let Err(e) = &change {
+                    tracing::error!(error = %e, "SIGHUP: bundle not changed");
                 }
                 gateway.set_sites(&fresh.sites);
                 // The file already holds these limits: apply without writing back.
@@ -250,14 +296,41 @@ async fn reload_on_hangup(gateway: Arc<Gateway>) {
                 tracing::info!(
                     file = %path.display(),
                     limits = ?fresh.rate_limits,
-                    meter = %fresh.meter.version(),
+                    bundle = %id,
+                    change = ?change,
                     sites = fresh.sites.len(),
-                    "SIGHUP: configuration reloaded ([server], [limits], [transport] and [sink] need a restart)"
+                    "SIGHUP: configuration reloaded ([server], [limits], [transport], [sink] and the [scorer] cache need a restart)"
                 );
             }
             Err(e) => {
                 tracing::error!(error = %e, "SIGHUP: configuration refused; nothing changed");
             }
+        }
+    }
+}
+
+/// `gateway bundle check FILE`.
+fn bundle_check(file: &std::path::Path) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    match pulse_scorer::Bundle::compile(&text) {
+        Ok(bundle) => {
+            println!(
+                "bundle ok: {} ({}), feature set {:016x}, {} features:",
+                bundle.id,
+                bundle.name,
+                bundle.feature_set,
+                bundle.features.len()
+            );
+            for f in &bundle.features {
+                let window = f.window.map(|w| format!(" over {w}")).unwrap_or_default();
+                println!("  {}: {}{window}", f.name, f.template);
+            }
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            std::process::exit(1);
         }
     }
 }
@@ -269,6 +342,26 @@ fn limits(
     admin: Option<String>,
     token: Option<String>,
 ) -> anyhow::Result<()> {
+    let value = match action {
+        LimitsAction::Show => admin_call(config, admin, token, "GET", "/admin/limits", None)?,
+        LimitsAction::Set { changes } => {
+            let patch = limits_patch(&changes)?;
+            admin_call(config, admin, token, "PUT", "/admin/limits", Some(patch))?
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&value)?);
+    Ok(())
+}
+
+/// Calls the admin API of the running gateway this config describes, and returns its JSON.
+fn admin_call(
+    config: &Config,
+    admin: Option<String>,
+    token: Option<String>,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<serde_json::Value> {
     let base = match admin {
         Some(url) => url.trim_end_matches('/').to_owned(),
         None if config.server.admin_listen.port() == 0 => {
@@ -304,29 +397,37 @@ fn limits(
         .timeout_global(Some(std::time::Duration::from_secs(10)))
         .build()
         .into();
-    let url = format!("{base}/admin/limits");
+    let url = format!("{base}{path}");
     let auth = format!("Bearer {token}");
-    let mut response = match action {
-        LimitsAction::Show => agent.get(&url).header("authorization", &auth).call(),
-        LimitsAction::Set { changes } => {
-            let patch = limits_patch(&changes)?;
-            agent
-                .put(&url)
-                .header("authorization", &auth)
-                .header("content-type", "application/json")
-                .send(patch.to_string())
-        }
+    let mut response = match (method, body) {
+        ("GET", _) => agent.get(&url).header("authorization", &auth).call(),
+        (_, body) => agent
+            .put(&url)
+            .header("authorization", &auth)
+            .header("content-type", "application/json")
+            .send(body.unwrap_or_default().to_string()),
     }
     .with_context(|| format!("calling {url}"))?;
     let status = response.status();
-    let body = response.body_mut().read_to_string()?;
+    let text = response.body_mut().read_to_string()?;
     if status.is_success() {
-        let value: serde_json::Value = serde_json::from_str(&body)?;
-        println!("{}", serde_json::to_string_pretty(&value)?);
-        Ok(())
+        Ok(serde_json::from_str(&text)?)
     } else {
-        anyhow::bail!("{url} answered {status}: {body}")
+        anyhow::bail!("{url} answered {status}: {text}")
     }
+}
+
+/// Percent-encodes a path segment (reader keys may hold any character).
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// `a.b=1 c=2` → `{"a":{"b":1},"c":2}`; values are whole numbers.

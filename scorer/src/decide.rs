@@ -43,9 +43,10 @@ pub fn decide(bundle: &Bundle, state: &ReaderState, now: u64) -> Decision {
     if subscriber.is_some_and(|s| state.value(bundle, s, now) == Value::Bool(true)) {
         return made(Action::Allow, None, None, "subscriber");
     }
-    let (Some(State::Distinct(seen)), Spec::Distinct(seen_spec)) =
-        (state.feature_state(bundle, pages), &bundle.features[pages].spec)
-    else {
+    let (Some(State::Distinct(seen)), Spec::Distinct(seen_spec)) = (
+        state.feature_state(bundle, pages),
+        &bundle.features[pages].spec,
+    ) else {
         return made(Action::Allow, None, None, "no_rule");
     };
     let current = match (

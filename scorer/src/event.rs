@@ -148,7 +148,10 @@ mod tests {
             page_key("https://n.example/a/"),
             page_key("https://n.example/a?utm=1")
         );
-        assert_ne!(page_key("https://n.example/a"), page_key("https://n.example/b"));
+        assert_ne!(
+            page_key("https://n.example/a"),
+            page_key("https://n.example/b")
+        );
         // The state format depends on it: FNV-1a of "a".
         assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
     }

@@ -129,7 +129,12 @@ impl Filter {
     pub(crate) fn compile(spec: &FilterSpec) -> Result<Self, Vec<String>> {
         let mut problems = Vec::new();
         let mut types = 0u8;
-        for t in spec.kind.clone().map(OneOrMany::into_vec).unwrap_or_default() {
+        for t in spec
+            .kind
+            .clone()
+            .map(OneOrMany::into_vec)
+            .unwrap_or_default()
+        {
             match parse_type(&t) {
                 Some(kind) => types |= type_bit(kind),
                 None => problems.push(format!(
@@ -140,7 +145,11 @@ impl Filter {
         if spec.kind.is_none() {
             types = 0x1f;
         }
-        let names = spec.name.clone().map(OneOrMany::into_vec).unwrap_or_default();
+        let names = spec
+            .name
+            .clone()
+            .map(OneOrMany::into_vec)
+            .unwrap_or_default();
         if !names.is_empty() && spec.kind.is_none() {
             types = type_bit(EventType::Custom);
         } else if !names.is_empty() && types & type_bit(EventType::Custom) == 0 {
@@ -183,8 +192,7 @@ impl Filter {
         if self.types & type_bit(ev.kind()) == 0 {
             return false;
         }
-        if !self.names.is_empty() && !ev.name().is_some_and(|n| self.names.iter().any(|x| x == n))
-        {
+        if !self.names.is_empty() && !ev.name().is_some_and(|n| self.names.iter().any(|x| x == n)) {
             return false;
         }
         if let Some(prefix) = &self.path_prefix
@@ -347,8 +355,9 @@ mod tests {
         );
         let f = filter("type = \"page_view\"\nprops = { content_type = \"article\" }").unwrap();
         assert!(f.matches(&article));
-        let f = filter("path_prefix = \"/articles/\"\nprops = { section = [\"sport\", \"culture\"] }")
-            .unwrap();
+        let f =
+            filter("path_prefix = \"/articles/\"\nprops = { section = [\"sport\", \"culture\"] }")
+                .unwrap();
         assert!(f.matches(&article));
         let f = filter("path_prefix = \"/opinion/\"").unwrap();
         assert!(!f.matches(&article));
@@ -356,7 +365,12 @@ mod tests {
         assert!(f.matches(&article));
         let f = filter("has = [\"author\"]").unwrap();
         assert!(!f.matches(&article));
-        let play = ev(EventType::Custom, Some("video.play"), "https://n.example/v", json!({}));
+        let play = ev(
+            EventType::Custom,
+            Some("video.play"),
+            "https://n.example/v",
+            json!({}),
+        );
         let f = filter("name = \"video.play\"").unwrap();
         assert!(f.matches(&play) && !f.matches(&article));
         assert!(Filter::any().matches(&play));
@@ -379,7 +393,10 @@ mod tests {
             "https://n.example/a/b/?utm=1",
             json!({"section": "sport", "depth": 40, "paid": true}),
         );
-        assert_eq!(Field::parse("page").unwrap().text(&e).unwrap(), "https://n.example/a/b");
+        assert_eq!(
+            Field::parse("page").unwrap().text(&e).unwrap(),
+            "https://n.example/a/b"
+        );
         assert_eq!(Field::parse("path").unwrap().text(&e).unwrap(), "/a/b/");
         assert_eq!(
             Field::parse("referrer_host").unwrap().text(&e).unwrap(),
@@ -393,9 +410,6 @@ mod tests {
         );
         assert_eq!(Field::parse("props.none").unwrap().read(&e), None);
         assert!(Field::parse("section").is_err());
-        assert_eq!(
-            Field::Page.key(&e),
-            Some(page_key("https://n.example/a/b"))
-        );
+        assert_eq!(Field::Page.key(&e), Some(page_key("https://n.example/a/b")));
     }
 }

@@ -27,12 +27,21 @@ impl<E: Observed> Batcher<E> {
     }
 
     /// Adds one record; applies the batch before it when this one starts another.
-    pub fn push<R, F>(&mut self, reader: &str, received_at: u64, event: E, time: u64, apply: &mut F) -> Result<(), R>
+    pub fn push<R, F>(
+        &mut self,
+        reader: &str,
+        received_at: u64,
+        event: E,
+        time: u64,
+        apply: &mut F,
+    ) -> Result<(), R>
     where
         F: FnMut(&str, &[(&E, u64)], u64) -> Result<(), R>,
     {
         if !self.events.is_empty()
-            && (self.reader != reader || self.received_at != received_at || self.events.len() >= self.max)
+            && (self.reader != reader
+                || self.received_at != received_at
+                || self.events.len() >= self.max)
         {
             self.flush(apply)?;
         }

@@ -70,7 +70,12 @@ fn engine(bundle: Bundle) -> Engine<Arc<MemoryStore>> {
     e
 }
 
-fn read(e: &Engine<Arc<MemoryStore>>, reader: &str, ev: &Event, at: u64) -> (Action, Option<u32>, String) {
+fn read(
+    e: &Engine<Arc<MemoryStore>>,
+    reader: &str,
+    ev: &Event,
+    at: u64,
+) -> (Action, Option<u32>, String) {
     let d = e.score(reader, &[(ev, at)], at).unwrap().decision;
     (d.action, d.remaining, d.reason)
 }
@@ -80,7 +85,12 @@ fn the_demo_meter_as_a_bundle() {
     let e = engine(meter());
     let got: Vec<_> = (1..=4)
         .map(|i| {
-            let (a, r, _) = read(&e, "r", &page(i, &format!("/a{i}"), true), T0 + i as u64 * MINUTE_MS);
+            let (a, r, _) = read(
+                &e,
+                "r",
+                &page(i, &format!("/a{i}"), true),
+                T0 + i as u64 * MINUTE_MS,
+            );
             (a, r)
         })
         .collect();
@@ -95,15 +105,26 @@ fn the_demo_meter_as_a_bundle() {
     );
     // A granted article stays free, its reload with a query string too; a section front is not
     // metered; a subscriber is never walled.
-    assert_eq!(read(&e, "r", &page(10, "/a2?utm=x", true), T0 + HOUR_MS).0, Action::Meter);
+    assert_eq!(
+        read(&e, "r", &page(10, "/a2?utm=x", true), T0 + HOUR_MS).0,
+        Action::Meter
+    );
     assert_eq!(
         read(&e, "r", &page(11, "/", false), T0 + HOUR_MS).0,
         Action::Allow
     );
-    assert_eq!(read(&e, "r", &identify(12, true), T0 + HOUR_MS).2, "subscriber");
-    assert_eq!(read(&e, "r", &page(13, "/a9", true), T0 + HOUR_MS).0, Action::Allow);
+    assert_eq!(
+        read(&e, "r", &identify(12, true), T0 + HOUR_MS).2,
+        "subscriber"
+    );
+    assert_eq!(
+        read(&e, "r", &page(13, "/a9", true), T0 + HOUR_MS).0,
+        Action::Allow
+    );
     // The decision names the bundle.
-    let d = e.score("r", &[(&page(14, "/a9", true), T0 + HOUR_MS)], T0 + HOUR_MS).unwrap();
+    let d = e
+        .score("r", &[(&page(14, "/a9", true), T0 + HOUR_MS)], T0 + HOUR_MS)
+        .unwrap();
     assert_eq!(d.decision.version, meter().id);
 }
 
@@ -112,7 +133,10 @@ fn an_old_article_is_outside_every_window() {
     // A fresh reader whose only article is 31 days old: not walled, three left.
     let e = engine(meter());
     let now = T0 + 31 * DAY_MS;
-    let d = e.score("fresh", &[(&page(1, "/old", true), T0)], now).unwrap().decision;
+    let d = e
+        .score("fresh", &[(&page(1, "/old", true), T0)], now)
+        .unwrap()
+        .decision;
     assert_eq!((d.action, d.remaining), (Action::Meter, Some(3)), "{d:?}");
 }
 
@@ -127,8 +151,16 @@ fn a_new_limit_applies_to_the_next_decision_without_touching_state() {
     let looser = Bundle::compile(&bundle_text("meter").replace("limit = 3", "limit = 5")).unwrap();
     e.activate(looser).unwrap();
     let (a, r, _) = read(&e, "r", &page(6, "/a4", true), T0);
-    assert_eq!((a, r), (Action::Meter, Some(1)), "the fourth article is now free");
-    assert_eq!(e.store().len(meter().feature_set), before, "no state rewritten");
+    assert_eq!(
+        (a, r),
+        (Action::Meter, Some(1)),
+        "the fourth article is now free"
+    );
+    assert_eq!(
+        e.store().len(meter().feature_set),
+        before,
+        "no state rewritten"
+    );
 }
 
 /// A reader's events at random times within a few days, with duplicates.
@@ -272,7 +304,12 @@ fn ttl_frees_exactly_the_readers_it_should() {
     let e = engine(meter());
     // Readers last seen on days 0, 5, 10, ... 45.
     for i in 0..10u64 {
-        read(&e, &format!("r{i}"), &page(u128::from(i), "/a", true), T0 + i * 5 * DAY_MS);
+        read(
+            &e,
+            &format!("r{i}"),
+            &page(u128::from(i), "/a", true),
+            T0 + i * 5 * DAY_MS,
+        );
     }
     e.flush().unwrap();
     assert_eq!(e.store().len(bundle.feature_set), 10);
@@ -305,7 +342,10 @@ fn a_flood_from_one_reader_stays_bounded_and_walled() {
     for i in 1..=4 {
         read(&e, "flooder", &page(i, &format!("/a{i}"), true), T0);
     }
-    assert_eq!(read(&e, "flooder", &page(5, "/a4", true), T0).0, Action::Paywall);
+    assert_eq!(
+        read(&e, "flooder", &page(5, "/a4", true), T0).0,
+        Action::Paywall
+    );
     // 150,000 distinct custom events in batches of 100, then distinct articles.
     let mut id = 1_000u128;
     for b in 0..1_500u64 {
@@ -327,15 +367,27 @@ fn a_flood_from_one_reader_stays_bounded_and_walled() {
         e.score("flooder", &refs, t).unwrap();
     }
     for j in 0..3_000u128 {
-        read(&e, "flooder", &page(500_000 + j, &format!("/art/{j}"), true), T0 + 2_000_000);
+        read(
+            &e,
+            "flooder",
+            &page(500_000 + j, &format!("/art/{j}"), true),
+            T0 + 2_000_000,
+        );
     }
     let d = e
-        .score("flooder", &[(&page(900_000, "/a4", true), T0 + 2_000_001)], T0 + 2_000_001)
+        .score(
+            "flooder",
+            &[(&page(900_000, "/a4", true), T0 + 2_000_001)],
+            T0 + 2_000_001,
+        )
         .unwrap()
         .decision;
     assert_eq!(d.action, Action::Paywall, "a walled reader stays walled");
     let cache = e.cache();
-    assert!(cache.bytes < 512 * 1024, "one reader's state is bounded: {cache:?}");
+    assert!(
+        cache.bytes < 512 * 1024,
+        "one reader's state is bounded: {cache:?}"
+    );
     let explained = e.explain("flooder", T0 + 2_000_001).unwrap().unwrap();
     assert!(explained["dedupe"]["ids"].as_u64().unwrap() <= bundle.settings.max_dedupe_ids as u64);
     // Others are unaffected.
@@ -360,17 +412,32 @@ fn a_small_cache_evicts_and_reloads_with_the_same_decisions() {
         for r in 0..400u64 {
             let ev = page(u128::from(round * 1000 + r), &format!("/a{round}"), true);
             let t = T0 + round * HOUR_MS;
-            let a = big.score(&format!("r{r}"), &[(&ev, t)], t).unwrap().decision;
-            let b = small.score(&format!("r{r}"), &[(&ev, t)], t).unwrap().decision;
+            let a = big
+                .score(&format!("r{r}"), &[(&ev, t)], t)
+                .unwrap()
+                .decision;
+            let b = small
+                .score(&format!("r{r}"), &[(&ev, t)], t)
+                .unwrap()
+                .decision;
             assert_eq!(a, b);
-            if small.stats().evictions.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+            if small
+                .stats()
+                .evictions
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > 0
+            {
                 evicted_any = true;
             }
         }
         small.flush().unwrap();
     }
     assert!(evicted_any, "the small cache evicted");
-    assert!(small.cache().bytes <= 64 * 1024 + 8 * 1024, "{:?}", small.cache());
+    assert!(
+        small.cache().bytes <= 64 * 1024 + 8 * 1024,
+        "{:?}",
+        small.cache()
+    );
 }
 
 #[test]
@@ -378,7 +445,12 @@ fn state_survives_a_crash_through_the_store_and_the_replay_position() {
     let dir = tempfile::tempdir().unwrap();
     let open = || {
         let db = fjall::Database::builder(dir.path()).open().unwrap();
-        Engine::open(FjallStore::new(db).unwrap(), meter(), EngineConfig::default()).unwrap()
+        Engine::open(
+            FjallStore::new(db).unwrap(),
+            meter(),
+            EngineConfig::default(),
+        )
+        .unwrap()
     };
     let log: Vec<Event> = (1..=6).map(|i| page(i, &format!("/a{i}"), true)).collect();
     let position = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -386,7 +458,9 @@ fn state_survives_a_crash_through_the_store_and_the_replay_position() {
         let (e, start) = open();
         assert_eq!(start.replay_from, 0);
         let p = Arc::clone(&position);
-        e.set_progress(Box::new(move || Some(p.load(std::sync::atomic::Ordering::SeqCst))));
+        e.set_progress(Box::new(move || {
+            Some(p.load(std::sync::atomic::Ordering::SeqCst))
+        }));
         for (seq, ev) in log.iter().enumerate().take(3) {
             e.score("r", &[(ev, T0)], T0).unwrap();
             position.store(seq as u64 + 1, std::sync::atomic::Ordering::SeqCst);
@@ -400,12 +474,19 @@ fn state_survives_a_crash_through_the_store_and_the_replay_position() {
         drop(e); // no close, so no last flush: what a crash leaves
     }
     let (e, start) = open();
-    assert_eq!(start.replay_from, 3, "replay from the first event not in stored state");
+    assert_eq!(
+        start.replay_from, 3,
+        "replay from the first event not in stored state"
+    );
     for ev in &log[start.replay_from as usize..5] {
         e.replay("r", &[(ev, T0)]).unwrap();
     }
     let d = e.score("r", &[(&log[5], T0)], T0).unwrap().decision;
-    assert_eq!(d.action, Action::Paywall, "six articles: the sixth is walled");
+    assert_eq!(
+        d.action,
+        Action::Paywall,
+        "six articles: the sixth is walled"
+    );
     let explained = e.explain("r", T0).unwrap().unwrap();
     assert_eq!(explained["features"]["metered_pages"]["value"], 6.0);
     e.close().unwrap();
@@ -415,7 +496,12 @@ fn state_survives_a_crash_through_the_store_and_the_replay_position() {
 fn a_bundle_with_new_features_is_rebuilt_from_the_log() {
     let e = engine(meter());
     let log: Vec<(String, Event)> = (0..30u128)
-        .map(|i| (format!("r{}", i % 3), page(i, &format!("/a{i}"), i % 2 == 0)))
+        .map(|i| {
+            (
+                format!("r{}", i % 3),
+                page(i, &format!("/a{i}"), i % 2 == 0),
+            )
+        })
         .collect();
     for (r, ev) in &log {
         e.score(r, &[(ev, T0)], T0).unwrap();
@@ -440,5 +526,8 @@ fn a_bundle_with_new_features_is_rebuilt_from_the_log() {
     assert_eq!(e.bundle().unwrap().id, profile().id);
     let r0 = e.explain("r0", T0).unwrap().unwrap();
     assert_eq!(r0["features"]["page_views_lifetime"]["value"], 11.0, "{r0}");
-    assert_eq!(e.store().feature_sets().unwrap(), vec![profile().feature_set]);
+    assert_eq!(
+        e.store().feature_sets().unwrap(),
+        vec![profile().feature_set]
+    );
 }

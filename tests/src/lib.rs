@@ -231,7 +231,12 @@ impl Drop for GatewayProcess {
 /// Writes a configuration for the demo site with absolute paths into `dir`, returning its path.
 /// The site `demo` takes events from pages the gateway serves itself (the quick start).
 pub fn demo_config(dir: &Path) -> PathBuf {
-    site_config(dir, "origins = []\nallow_same_origin = true\n")
+    site_config(dir, "meter", "origins = []\nallow_same_origin = true\n")
+}
+
+/// Like [`demo_config`], with the bundle `examples/bundles/{bundle}.toml`.
+pub fn demo_config_with_bundle(dir: &Path, bundle: &str) -> PathBuf {
+    site_config(dir, bundle, "origins = []\nallow_same_origin = true\n")
 }
 
 /// Like [`demo_config`], but the site `demo` takes events only from pages on `origins` (a
@@ -240,6 +245,7 @@ pub fn publisher_config(dir: &Path, origins: &[&str]) -> PathBuf {
     let list: Vec<String> = origins.iter().map(|o| format!("{o:?}")).collect();
     site_config(
         dir,
+        "meter",
         &format!(
             "origins = [{}]\nallow_same_origin = false\nrequire_origin = true\n",
             list.join(", ")
@@ -247,16 +253,20 @@ pub fn publisher_config(dir: &Path, origins: &[&str]) -> PathBuf {
     )
 }
 
-fn site_config(dir: &Path, site: &str) -> PathBuf {
+fn site_config(dir: &Path, bundle: &str, site: &str) -> PathBuf {
     let root = workspace_root().canonicalize().expect("workspace root");
     let text = format!(
         "[server]\nsite_dir = {site_dir:?}\ntracker_dir = {tracker:?}\nadmin_listen = \"127.0.0.1:0\"\n\n\
          # The tests send from one address as fast as they can.\n\
          [rate_limits]\nip_requests = {{ per_second = 0, burst = 0 }}\n\n\
          # The tests check the scorer's decisions, not its deadline: be generous on busy machines.\n\
-         [limits]\ndecision_deadline_ms = 2000\n\n[meter]\nlimit = 3\nwindow_days = 30\n\n\
+         [limits]\ndecision_deadline_ms = 2000\n\n[scorer]\nbundle = {bundle:?}\nflush_interval_ms = 100\n\n\
          [[sites]]\nkey = \"demo\"\n{site}",
         site_dir = root.join("examples/site").display().to_string(),
+        bundle = root
+            .join(format!("examples/bundles/{bundle}.toml"))
+            .display()
+            .to_string(),
         tracker = root.join("target/pulse-tracker").display().to_string(),
     );
     let path = dir.join("pulse.toml");

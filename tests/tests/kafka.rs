@@ -49,7 +49,6 @@ fn kafka_config(dir: &Path, brokers: &str, delivery_timeout_ms: u64, kafka_extra
     let text = format!(
         "[server]\nadmin_listen = \"127.0.0.1:0\"\ntracker_dir = {tracker:?}\n\n\
          [limits]\ndecision_deadline_ms = 2000\nstore_deadline_ms = {delivery_timeout_ms}\n\n\
-         [meter]\nlimit = 3\nwindow_days = 30\n\n\
          [rate_limits]\nip_requests = {{ per_second = 0, burst = 0 }}\n\
          site_events = {{ per_second = 0, burst = 0 }}\nsite_bytes = {{ per_second = 0, burst = 0 }}\n\n\
          [sink]\nkind = \"kafka\"\n\n[sink.kafka]\nbrokers = {brokers:?}\nlinger_ms = 1\n\

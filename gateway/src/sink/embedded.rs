@@ -1,5 +1,5 @@
-//! The embedded store (fjall): the event log, the dead-letter log, reader state and the replay
-//! point, in one folder. Appends go through one writer thread that group-commits: every batch
+//! The embedded store (fjall): the event log and the dead-letter log, in one folder whose
+//! database also holds the scorer's reader state (`pulse_scorer::FjallStore`). Appends go through one writer thread that group-commits: every batch
 //! that arrived while the last fsync ran is written and synced by the next single fsync, and each
 //! waiting request is answered only after that fsync.
 //!
@@ -12,7 +12,6 @@ use std::thread::JoinHandle;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use pulse_protocol::{DeadLetter, EventRecord};
-use pulse_scorer::{StateStore, StoreError};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{BoxFuture, Receipt, Sink, SinkBatch, SinkError};
@@ -21,7 +20,6 @@ use super::{BoxFuture, Receipt, Sink, SinkBatch, SinkError};
 const QUEUE_CAPACITY: usize = 4096;
 /// Most requests one group commit takes.
 const MAX_GROUP: usize = 512;
-const REPLAY_FROM_KEY: &[u8] = b"replay_from";
 
 /// One event as the log holds it, with its position.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,7 +46,6 @@ struct Watermark {
 
 struct Shared {
     watermark: Mutex<Watermark>,
-    meta: Keyspace,
 }
 
 impl Shared {
@@ -70,17 +67,6 @@ impl Drop for AppliedGuard {
         if let Ok(mut wm) = self.shared.watermark.lock() {
             wm.pending.remove(&self.first_seq);
         }
-        if let Some(point) = self.shared.replay_point() {
-            // Not synced on purpose: the journal is ordered, so a replay point that survives a
-            // crash never runs ahead of the state writes before it. A lost one replays more.
-            if let Err(e) = self
-                .shared
-                .meta
-                .insert(REPLAY_FROM_KEY, point.to_be_bytes())
-            {
-                tracing::warn!(error = %e, "cannot record the replay point");
-            }
-        }
     }
 }
 
@@ -97,7 +83,6 @@ pub struct EmbeddedStore {
     db: Database,
     events: Keyspace,
     dead: Keyspace,
-    state: Keyspace,
     shared: Arc<Shared>,
     tx: RwLock<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -149,12 +134,16 @@ impl EmbeddedStore {
         let dead = db
             .keyspace("deadletter", KeyspaceCreateOptions::default)
             .map_err(io)?;
-        let state = db
-            .keyspace("state", KeyspaceCreateOptions::default)
-            .map_err(io)?;
-        let meta = db
-            .keyspace("meta", KeyspaceCreateOptions::default)
-            .map_err(io)?;
+        // Reader state of earlier versions (a JSON blob per reader): state is rebuilt from the
+        // log by the scorer, so the old keyspace goes.
+        for old in ["state", "meta"] {
+            if db.keyspace_exists(old) {
+                let ks = db
+                    .keyspace(old, KeyspaceCreateOptions::default)
+                    .map_err(io)?;
+                db.delete_keyspace(ks).map_err(io)?;
+            }
+        }
         let next_event = next_key(&events)?;
         let next_dead = next_key(&dead)?;
         let shared = Arc::new(Shared {
@@ -162,7 +151,6 @@ impl EmbeddedStore {
                 pending: BTreeSet::new(),
                 next_seq: next_event,
             }),
-            meta,
         });
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let writer = Writer {
@@ -181,7 +169,6 @@ impl EmbeddedStore {
             db,
             events,
             dead,
-            state,
             shared,
             tx: RwLock::new(Some(tx)),
             writer: Mutex::new(Some(handle)),
@@ -202,25 +189,24 @@ impl EmbeddedStore {
         self.db.persist(PersistMode::SyncAll).map_err(io)
     }
 
-    /// Where state replay must start: the first event the scorer may not have applied.
-    pub fn replay_from(&self) -> Result<u64, SinkError> {
-        Ok(match self.shared.meta.get(REPLAY_FROM_KEY).map_err(io)? {
-            Some(v) => u64::from_be_bytes(
-                v.as_ref()
-                    .try_into()
-                    .map_err(|_| SinkError::Io("bad replay point".into()))?,
-            ),
-            None => 0,
-        })
+    /// The position below which every appended event has been applied by the scorer (its
+    /// receipt's guard dropped): the lowest event still pending, or the log's end.
+    pub fn replay_point(&self) -> u64 {
+        self.shared.replay_point().unwrap_or(0)
     }
 
-    /// Records that every event before `seq` has been applied.
-    pub fn set_replay_from(&self, seq: u64) -> Result<(), SinkError> {
+    /// The position the next appended event will get (the log's length).
+    pub fn next_seq(&self) -> u64 {
         self.shared
-            .meta
-            .insert(REPLAY_FROM_KEY, seq.to_be_bytes())
-            .map_err(io)?;
-        self.db.persist(PersistMode::SyncAll).map_err(io)
+            .watermark
+            .lock()
+            .map(|wm| wm.next_seq)
+            .unwrap_or(0)
+    }
+
+    /// The database (the scorer keeps reader state in it, beside the log).
+    pub fn database(&self) -> Database {
+        self.db.clone()
     }
 
     /// The events from position `from` on, in log order.
@@ -307,21 +293,6 @@ impl Sink for EmbeddedStore {
 
     fn kind(&self) -> &'static str {
         "embedded"
-    }
-}
-
-impl StateStore for EmbeddedStore {
-    fn load(&self, reader: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.state
-            .get(reader)
-            .map(|v| v.map(|v| v.to_vec()))
-            .map_err(|e| StoreError(e.to_string()))
-    }
-
-    fn save(&self, reader: &str, state: &[u8]) -> Result<(), StoreError> {
-        self.state
-            .insert(reader, state)
-            .map_err(|e| StoreError(e.to_string()))
     }
 }
 
@@ -435,7 +406,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn appends_survive_reopen_and_replay_point_follows_guards() {
+    async fn appends_survive_reopen_and_the_replay_point_follows_guards() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
         let mut tasks = Vec::new();
@@ -457,13 +428,13 @@ mod tests {
         assert!(receipts.iter().all(|r| r.events == 2));
         let held = receipts.pop().unwrap();
         drop(receipts);
-        let point = store.replay_from().unwrap();
+        let point = store.replay_point();
         assert!(
             point < 40,
             "a held guard keeps the replay point back: {point}"
         );
         drop(held);
-        assert_eq!(store.replay_from().unwrap(), 40);
+        assert_eq!(store.replay_point(), 40);
         let dl = DeadLetter::batch("demo", "malformed_json", 1, b"{");
         store
             .append(SinkBatch {

@@ -126,7 +126,10 @@ impl Bundle {
         if spec.features.len() > MAX_FEATURES {
             problems.push(Problem::new(
                 "features",
-                format!("at most {MAX_FEATURES} features, not {}", spec.features.len()),
+                format!(
+                    "at most {MAX_FEATURES} features, not {}",
+                    spec.features.len()
+                ),
             ));
         }
         let mut features = Vec::new();
@@ -253,7 +256,11 @@ fn feature(f: &FeatureSpec, settings: &Settings, problems: &mut Vec<Problem>) ->
             "a name is lowercase letters, digits and _, starting with a letter, at most 64",
         ));
     }
-    let window = match f.window.as_deref().map(|w| Window::parse(w, settings.session_idle_ms)) {
+    let window = match f
+        .window
+        .as_deref()
+        .map(|w| Window::parse(w, settings.session_idle_ms))
+    {
         None => None,
         Some(Ok(w)) => Some(w),
         Some(Err(e)) => {
@@ -395,23 +402,24 @@ fn decision(
     features: &[Feature],
     problems: &mut Vec<Problem>,
 ) -> DecisionSpec {
-    let find = |name: &str, template: &str, key: &str, problems: &mut Vec<Problem>| {
-        match features.iter().position(|f| f.name == name) {
-            Some(i) if features[i].template == template => Some(i),
-            Some(_) => {
-                problems.push(Problem::new(
-                    format!("decision.{key}"),
-                    format!("{name:?} must be a `{template}` feature"),
-                ));
-                None
-            }
-            None => {
-                problems.push(Problem::new(
-                    format!("decision.{key}"),
-                    format!("{name:?} is not a feature of this bundle"),
-                ));
-                None
-            }
+    let find = |name: &str, template: &str, key: &str, problems: &mut Vec<Problem>| match features
+        .iter()
+        .position(|f| f.name == name)
+    {
+        Some(i) if features[i].template == template => Some(i),
+        Some(_) => {
+            problems.push(Problem::new(
+                format!("decision.{key}"),
+                format!("{name:?} must be a `{template}` feature"),
+            ));
+            None
+        }
+        None => {
+            problems.push(Problem::new(
+                format!("decision.{key}"),
+                format!("{name:?} is not a feature of this bundle"),
+            ));
+            None
         }
     };
     match spec {
@@ -500,7 +508,10 @@ subscriber = "subscriber"
         assert_eq!(a.id, comments.id, "formatting is not content");
         let limit = Bundle::compile(&METER.replace("limit = 3", "limit = 5")).unwrap();
         assert_ne!(a.id, limit.id);
-        assert_eq!(a.feature_set, limit.feature_set, "the decision is not state");
+        assert_eq!(
+            a.feature_set, limit.feature_set,
+            "the decision is not state"
+        );
         let window = Bundle::compile(&METER.replace("\"30d\"", "\"31d\"")).unwrap();
         assert_ne!(a.feature_set, window.feature_set);
     }

@@ -12,5 +12,7 @@ mod compile;
 mod spec;
 
 pub use active::ActiveBundle;
-pub use compile::{Bundle, BundleError, DecisionSpec, Feature, MAX_FEATURES, STATE_FORMAT, Settings};
+pub use compile::{
+    Bundle, BundleError, DecisionSpec, Feature, MAX_FEATURES, STATE_FORMAT, Settings,
+};
 pub use spec::Problem;

@@ -155,7 +155,10 @@ pub(crate) fn read(text: &str) -> (BundleSpec, Vec<Problem>) {
         }
     }
     if spec.settings.is_none() && !problems.iter().any(|p| p.path == "bundle") {
-        problems.push(Problem::new("bundle", "missing [bundle] with at least `name`"));
+        problems.push(Problem::new(
+            "bundle",
+            "missing [bundle] with at least `name`",
+        ));
     }
     (spec, problems)
 }
@@ -183,7 +186,11 @@ fn read_feature(
     };
     let template = string("template", problems);
     let window = string("window", problems);
-    if template.is_none() && !problems.iter().any(|p| p.path == format!("{path}.template")) {
+    if template.is_none()
+        && !problems
+            .iter()
+            .any(|p| p.path == format!("{path}.template"))
+    {
         problems.push(Problem::new(format!("{path}.template"), "missing"));
     }
     let filter = table.remove("filter");

@@ -57,7 +57,10 @@ impl FjallStore {
         }
         let ks = self
             .db
-            .keyspace(&format!("{PREFIX}{fs:016x}"), KeyspaceCreateOptions::default)
+            .keyspace(
+                &format!("{PREFIX}{fs:016x}"),
+                KeyspaceCreateOptions::default,
+            )
             .map_err(err)?;
         sets.insert(fs, ks.clone());
         Ok(ks)

@@ -31,11 +31,12 @@ fn run<S: StateStore>(shared: &Shared<S>) {
             if *stop {
                 true
             } else {
-                let waited = shared
-                    .wake
-                    .wait_timeout_while(stop, shared.config.flush_interval, |s| {
-                        !*s && !shared.flush_now.load(Ordering::Relaxed)
-                    });
+                let waited =
+                    shared
+                        .wake
+                        .wait_timeout_while(stop, shared.config.flush_interval, |s| {
+                            !*s && !shared.flush_now.load(Ordering::Relaxed)
+                        });
                 match waited {
                     Ok((s, _)) => *s,
                     Err(_) => return,
@@ -176,19 +177,24 @@ pub(crate) fn sweepable(reader_watermark: u64, ttl_ms: u64, watermark: u64) -> b
 }
 
 /// Deletes stored readers past their TTL that are not in memory. Returns how many.
-pub(crate) fn sweep_store<S: StateStore>(shared: &Shared<S>, core: &Core) -> Result<u64, EngineError> {
+pub(crate) fn sweep_store<S: StateStore>(
+    shared: &Shared<S>,
+    core: &Core,
+) -> Result<u64, EngineError> {
     let bundle = core.bundle.get();
     let watermark = shared.watermark.load(Ordering::Relaxed);
     let mut total = 0u64;
     for (p, part) in core.parts.iter().enumerate() {
         let mut candidates = Vec::new();
-        shared.store.scan(core.feature_set, p as u16, &mut |reader, bytes| {
-            let wm = ReaderState::peek_watermark(bytes).unwrap_or(0);
-            if sweepable(wm, bundle.settings.ttl_ms, watermark) {
-                candidates.push(reader.to_owned());
-            }
-            true
-        })?;
+        shared
+            .store
+            .scan(core.feature_set, p as u16, &mut |reader, bytes| {
+                let wm = ReaderState::peek_watermark(bytes).unwrap_or(0);
+                if sweepable(wm, bundle.settings.ttl_ms, watermark) {
+                    candidates.push(reader.to_owned());
+                }
+                true
+            })?;
         if candidates.is_empty() {
             continue;
         }

@@ -161,7 +161,9 @@ impl Core {
         Self {
             feature_set: bundle.feature_set,
             bundle: ActiveBundle::new(bundle),
-            parts: (0..partitions.max(1)).map(|_| Mutex::new(Part::default())).collect(),
+            parts: (0..partitions.max(1))
+                .map(|_| Mutex::new(Part::default()))
+                .collect(),
         }
     }
 }
@@ -221,7 +223,11 @@ impl<S: StateStore + 'static> Engine<S> {
     /// When the stored state belongs to another feature set and the store holds the bundle it
     /// was built with, that bundle stays active and [`Startup::rebuild`] carries `bundle`;
     /// otherwise the old state is dropped and the log is replayed from the start.
-    pub fn open(store: S, bundle: Bundle, config: EngineConfig) -> Result<(Self, Startup), EngineError> {
+    pub fn open(
+        store: S,
+        bundle: Bundle,
+        config: EngineConfig,
+    ) -> Result<(Self, Startup), EngineError> {
         let stored_fs = u64_meta(&store, meta::FEATURE_SET)?;
         let mut replay_from = u64_meta(&store, meta::REPLAY_FROM)?.unwrap_or(0);
         let watermark = u64_meta(&store, meta::WATERMARK)?.unwrap_or(0);
@@ -334,7 +340,10 @@ impl<S: StateStore + 'static> Engine<S> {
         now: u64,
     ) -> Result<Scored, EngineError> {
         let core = self.core()?;
-        self.shared.update(&core, reader, events, |bundle, state| decide(bundle, state, now))
+        self.shared
+            .update(&core, reader, events, |bundle, state| {
+                decide(bundle, state, now)
+            })
             .map(|(decision, counts)| Scored {
                 decision,
                 applied: counts.applied,
@@ -344,7 +353,11 @@ impl<S: StateStore + 'static> Engine<S> {
     }
 
     /// Applies events without deciding (replay of the log).
-    pub fn replay<E: Observed + ?Sized>(&self, reader: &str, events: &[(&E, u64)]) -> Result<u32, EngineError> {
+    pub fn replay<E: Observed + ?Sized>(
+        &self,
+        reader: &str,
+        events: &[(&E, u64)],
+    ) -> Result<u32, EngineError> {
         let core = self.core()?;
         self.shared
             .update(&core, reader, events, |_, _| ())
@@ -357,7 +370,9 @@ impl<S: StateStore + 'static> Engine<S> {
         let core = self.core()?;
         let bundle = core.bundle.get();
         let p = partition_of(reader, self.shared.config.partitions);
-        let part = core.parts[p as usize].lock().map_err(|_| EngineError::Poisoned)?;
+        let part = core.parts[p as usize]
+            .lock()
+            .map_err(|_| EngineError::Poisoned)?;
         let loaded;
         let state = match part.readers.get(reader) {
             Some(slot) => &slot.state,
@@ -479,7 +494,9 @@ impl<S: StateStore> Shared<S> {
     ) -> Result<(T, Counts), EngineError> {
         let bundle = core.bundle.get();
         let p = partition_of(reader, self.config.partitions);
-        let mut part = core.parts[p as usize].lock().map_err(|_| EngineError::Poisoned)?;
+        let mut part = core.parts[p as usize]
+            .lock()
+            .map_err(|_| EngineError::Poisoned)?;
         if !part.readers.contains_key(reader) {
             let state = self.load(core, &bundle, p, reader)?;
             part.insert(reader, state, false);
@@ -522,7 +539,13 @@ impl<S: StateStore> Shared<S> {
         Ok((out, counts))
     }
 
-    fn load(&self, core: &Core, bundle: &Bundle, p: u16, reader: &str) -> Result<ReaderState, EngineError> {
+    fn load(
+        &self,
+        core: &Core,
+        bundle: &Bundle,
+        p: u16,
+        reader: &str,
+    ) -> Result<ReaderState, EngineError> {
         let Some(bytes) = self.store.get(core.feature_set, p, reader)? else {
             return Ok(ReaderState::new(bundle));
         };
@@ -543,7 +566,8 @@ impl<S: StateStore> Shared<S> {
     fn count(&self, c: &Counts, evicted: usize) {
         let s = &self.stats;
         s.applied.fetch_add(u64::from(c.applied), Ordering::Relaxed);
-        s.duplicates.fetch_add(u64::from(c.duplicates), Ordering::Relaxed);
+        s.duplicates
+            .fetch_add(u64::from(c.duplicates), Ordering::Relaxed);
         for (_, why) in &c.refused {
             match why {
                 Outcome::TooLate => s.too_late.fetch_add(1, Ordering::Relaxed),

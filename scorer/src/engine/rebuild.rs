@@ -43,7 +43,11 @@ impl<S: StateStore + 'static> Rebuild<S> {
     }
 
     /// Applies events of the log to the new state.
-    pub fn apply<E: Observed + ?Sized>(&mut self, reader: &str, events: &[(&E, u64)]) -> Result<(), EngineError> {
+    pub fn apply<E: Observed + ?Sized>(
+        &mut self,
+        reader: &str,
+        events: &[(&E, u64)],
+    ) -> Result<(), EngineError> {
         let (_, counts) = self.shared.update(&self.core, reader, events, |_, _| ())?;
         self.shared
             .stats
@@ -72,7 +76,10 @@ impl<S: StateStore + 'static> Rebuild<S> {
         let position = tail(&mut self)?;
         let bundle = self.core.bundle.get();
         let mut meta_writes = vec![
-            (meta::FEATURE_SET, self.core.feature_set.to_le_bytes().to_vec()),
+            (
+                meta::FEATURE_SET,
+                self.core.feature_set.to_le_bytes().to_vec(),
+            ),
             (meta::BUNDLE, bundle.source.as_bytes().to_vec()),
         ];
         if let Some(p) = position {

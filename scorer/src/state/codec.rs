@@ -31,7 +31,6 @@ impl Writer {
         self.buf.push(v as u8);
     }
 
-
     /// A float, 8 bytes little-endian.
     pub(crate) fn f64(&mut self, v: f64) {
         self.buf.extend_from_slice(&v.to_le_bytes());
@@ -90,7 +89,6 @@ impl<'a> Reader<'a> {
         Err(CodecError::Invalid("varint over 64 bits"))
     }
 
-
     /// A length, at most `max`.
     pub(crate) fn len(&mut self, max: usize) -> Result<usize, CodecError> {
         let n = self.u64()?;
@@ -99,7 +97,6 @@ impl<'a> Reader<'a> {
             .filter(|n| *n <= max)
             .ok_or(CodecError::Invalid("length over its bound"))
     }
-
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
         if self.buf.len() < n {

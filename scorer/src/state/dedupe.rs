@@ -123,7 +123,12 @@ impl Dedupe {
 
     /// Puts the ids in a canonical order (state compares equal whatever the arrival order).
     pub(crate) fn normalize(&mut self) {
-        let mut pairs: Vec<(u64, u64)> = self.times.iter().copied().zip(self.ids.iter().copied()).collect();
+        let mut pairs: Vec<(u64, u64)> = self
+            .times
+            .iter()
+            .copied()
+            .zip(self.ids.iter().copied())
+            .collect();
         pairs.sort_unstable();
         (self.times, self.ids) = pairs.into_iter().unzip();
     }
@@ -143,7 +148,11 @@ mod tests {
         assert_eq!(d.check(4, 13, 3), Seen::Fresh);
         assert_eq!(d.len(), 3);
         assert_eq!(d.floor(), 10, "the oldest went: the floor is its time");
-        assert_eq!(d.check(1, 10, 3), Seen::Full, "a retry of the forgotten one");
+        assert_eq!(
+            d.check(1, 10, 3),
+            Seen::Full,
+            "a retry of the forgotten one"
+        );
         assert_eq!(d.check(5, 9, 3), Seen::Full);
         d.expire(13);
         assert_eq!(d.len(), 1);

@@ -151,7 +151,13 @@ impl ReaderState {
             .collect();
         match f.state {
             Some(si) => self.features[si].value(&f.spec, &At { now, inputs: &[] }),
-            None => f.spec.new_state().value(&f.spec, &At { now, inputs: &inputs }),
+            None => f.spec.new_state().value(
+                &f.spec,
+                &At {
+                    now,
+                    inputs: &inputs,
+                },
+            ),
         }
     }
 

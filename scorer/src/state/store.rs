@@ -135,7 +135,10 @@ impl StateStore for MemoryStore {
     }
 
     fn drop_feature_set(&self, fs: u64) -> Result<(), StoreError> {
-        self.states.lock().map_err(poisoned)?.retain(|k, _| k.0 != fs);
+        self.states
+            .lock()
+            .map_err(poisoned)?
+            .retain(|k, _| k.0 != fs);
         Ok(())
     }
 }

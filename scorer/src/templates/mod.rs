@@ -32,7 +32,10 @@ impl CompileCx {
     pub(crate) fn window_not_session(&self, problems: &mut Vec<String>) -> Window {
         match self.window_or_lifetime() {
             Window::Session { .. } => {
-                problems.push("window: this template takes \"lifetime\" or a sliding window, not \"session\"".into());
+                problems.push(
+                    "window: this template takes \"lifetime\" or a sliding window, not \"session\""
+                        .into(),
+                );
                 Window::Lifetime
             }
             w => w,

@@ -59,9 +59,9 @@ impl Golden {
             .remove("template")
             .and_then(|t| t.as_str().map(str::to_owned))
             .expect("template");
-        let window = table
-            .remove("window")
-            .map(|w| Window::parse(w.as_str().expect("window string"), 30 * MINUTE_MS).expect("window"));
+        let window = table.remove("window").map(|w| {
+            Window::parse(w.as_str().expect("window string"), 30 * MINUTE_MS).expect("window")
+        });
         let filter = table
             .remove("filter")
             .map(|f| Filter::compile(&f.try_into().expect("filter table")).expect("filter"))

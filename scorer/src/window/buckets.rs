@@ -54,7 +54,11 @@ impl<A: Acc> Buckets<A> {
     pub(crate) fn parts(&self, unit: u64, n: u64, now: u64) -> Vec<(String, &A)> {
         let last = now / unit;
         let first = (last + 1).saturating_sub(n);
-        let name = if unit == crate::time::DAY_MS { "day" } else { "hour" };
+        let name = if unit == crate::time::DAY_MS {
+            "day"
+        } else {
+            "hour"
+        };
         self.items
             .iter()
             .filter(|(i, _)| (first..=last).contains(i))
@@ -92,7 +96,11 @@ impl<A: Acc> Buckets<A> {
 
     pub(crate) fn heap_bytes(&self) -> usize {
         self.items.capacity() * size_of::<(u64, A)>()
-            + self.items.iter().map(|(_, a)| a.heap_bytes()).sum::<usize>()
+            + self
+                .items
+                .iter()
+                .map(|(_, a)| a.heap_bytes())
+                .sum::<usize>()
     }
 }
 
@@ -136,6 +144,9 @@ mod tests {
         assert_eq!(b.items.len(), 2);
         let mut w = Writer::default();
         b.encode(&mut w);
-        assert_eq!(Buckets::<N>::decode(3, &mut Reader::new(&w.buf)).unwrap(), b);
+        assert_eq!(
+            Buckets::<N>::decode(3, &mut Reader::new(&w.buf)).unwrap(),
+            b
+        );
     }
 }

@@ -141,7 +141,13 @@ impl<A: Acc> Windowed<A> {
     }
 
     /// Folds the slots inside the window that ends at `now`.
-    pub(crate) fn fold<R>(&self, window: &Window, now: u64, init: R, f: impl FnMut(R, &A) -> R) -> R {
+    pub(crate) fn fold<R>(
+        &self,
+        window: &Window,
+        now: u64,
+        init: R,
+        f: impl FnMut(R, &A) -> R,
+    ) -> R {
         match (self, window) {
             (Self::Lifetime(a), _) => {
                 let mut f = f;
@@ -210,7 +216,10 @@ mod tests {
     #[test]
     fn parses_windows() {
         assert_eq!(Window::parse("lifetime", 1), Ok(Window::Lifetime));
-        assert_eq!(Window::parse("session", 7), Ok(Window::Session { idle_ms: 7 }));
+        assert_eq!(
+            Window::parse("session", 7),
+            Ok(Window::Session { idle_ms: 7 })
+        );
         assert_eq!(
             Window::parse("30d", 1),
             Ok(Window::Sliding {

@@ -26,7 +26,9 @@ pub(crate) struct Sessions<A> {
 
 impl<A: Acc> Sessions<A> {
     pub(crate) fn slot(&mut self, idle: u64, time: u64) -> Option<&mut A> {
-        let joins = |s: &Session<A>| time < s.end.saturating_add(idle) && s.start < time.saturating_add(idle);
+        let joins = |s: &Session<A>| {
+            time < s.end.saturating_add(idle) && s.start < time.saturating_add(idle)
+        };
         let first = self.items.iter().position(joins);
         let at = match first {
             None => {
@@ -105,7 +107,6 @@ impl<A: Acc> Sessions<A> {
             .collect()
     }
 
-
     pub(crate) fn encode(&self, w: &mut Writer) {
         w.u64(self.items.len() as u64);
         for s in &self.items {
@@ -182,12 +183,19 @@ mod tests {
         }
         assert_eq!(late, in_order);
         assert_eq!(late.fold(IDLE, 60 * MINUTE_MS, 0, |t, a| t + a.0), 3);
-        assert_eq!(late.fold(IDLE, 80 * MINUTE_MS, 0, |t, a| t + a.0), 0, "timed out");
+        assert_eq!(
+            late.fold(IDLE, 80 * MINUTE_MS, 0, |t, a| t + a.0),
+            0,
+            "timed out"
+        );
         add(&mut late, 200);
         assert_eq!(late.items.len(), 2);
         let mut w = Writer::default();
         late.encode(&mut w);
-        assert_eq!(Sessions::<N>::decode(&mut Reader::new(&w.buf), MAX_SESSIONS).unwrap(), late);
+        assert_eq!(
+            Sessions::<N>::decode(&mut Reader::new(&w.buf), MAX_SESSIONS).unwrap(),
+            late
+        );
     }
 
     #[test]
