@@ -241,36 +241,6 @@ impl Metrics {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn renders_every_counter() {
-        let m = Metrics::default();
-        m.request(Protocol::Http1, 200);
-        m.request(Protocol::Http3, 429);
-        m.rate_limited("site_bytes");
-        m.sink_latency.observe(Duration::from_micros(700));
-        m.error(ErrorCode::OriginNotAllowed);
-        m.rejected(RejectReason::PropsTooLarge);
-        m.accepted(3);
-        let text = m.render();
-        assert!(text.contains("pulse_gateway_requests_total{protocol=\"http1\",status=\"200\"} 1"));
-        assert!(text.contains("pulse_gateway_errors_total{code=\"origin_not_allowed\"} 1"));
-        assert!(text.contains("pulse_gateway_events_rejected_total{reason=\"props_too_large\"} 1"));
-        assert!(text.contains("pulse_gateway_events_accepted_total 3"));
-        assert!(text.contains("pulse_gateway_requests_total{protocol=\"http3\",status=\"429\"} 1"));
-        assert!(text.contains("pulse_gateway_rate_limited_total{limit=\"site_bytes\"} 1"));
-        assert!(text.contains("pulse_gateway_sink_seconds_bucket{le=\"0.0005\"} 0"));
-        assert!(text.contains("pulse_gateway_sink_seconds_bucket{le=\"0.001\"} 1"));
-        assert!(text.contains("pulse_gateway_sink_seconds_bucket{le=\"+Inf\"} 1"));
-        assert!(text.contains("pulse_gateway_sink_seconds_count 1"));
-        assert_eq!(m.error_count(ErrorCode::OriginNotAllowed), 1);
-        assert_eq!(m.requests_by(Protocol::Http3), 1);
-    }
-}
-
 /// Appends the scorer's series: events by outcome, the state cache, write-behind, TTL, the
 /// rebuild's progress and the active bundle.
 pub(crate) fn render_scorer<S: pulse_scorer::StateStore>(
@@ -399,5 +369,35 @@ pub(crate) fn render_scorer<S: pulse_scorer::StateStore>(
             b.id,
             b.name.replace(['"', '\\', '\n'], "_")
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_counter() {
+        let m = Metrics::default();
+        m.request(Protocol::Http1, 200);
+        m.request(Protocol::Http3, 429);
+        m.rate_limited("site_bytes");
+        m.sink_latency.observe(Duration::from_micros(700));
+        m.error(ErrorCode::OriginNotAllowed);
+        m.rejected(RejectReason::PropsTooLarge);
+        m.accepted(3);
+        let text = m.render();
+        assert!(text.contains("pulse_gateway_requests_total{protocol=\"http1\",status=\"200\"} 1"));
+        assert!(text.contains("pulse_gateway_errors_total{code=\"origin_not_allowed\"} 1"));
+        assert!(text.contains("pulse_gateway_events_rejected_total{reason=\"props_too_large\"} 1"));
+        assert!(text.contains("pulse_gateway_events_accepted_total 3"));
+        assert!(text.contains("pulse_gateway_requests_total{protocol=\"http3\",status=\"429\"} 1"));
+        assert!(text.contains("pulse_gateway_rate_limited_total{limit=\"site_bytes\"} 1"));
+        assert!(text.contains("pulse_gateway_sink_seconds_bucket{le=\"0.0005\"} 0"));
+        assert!(text.contains("pulse_gateway_sink_seconds_bucket{le=\"0.001\"} 1"));
+        assert!(text.contains("pulse_gateway_sink_seconds_bucket{le=\"+Inf\"} 1"));
+        assert!(text.contains("pulse_gateway_sink_seconds_count 1"));
+        assert_eq!(m.error_count(ErrorCode::OriginNotAllowed), 1);
+        assert_eq!(m.requests_by(Protocol::Http3), 1);
     }
 }

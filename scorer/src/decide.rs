@@ -57,7 +57,11 @@ pub fn decide(bundle: &Bundle, state: &ReaderState, now: u64) -> Decision {
         _ => None,
     };
     let live = !state.expired(bundle, now);
-    let count = if live { seen.count(seen_spec, now) } else { 0 };
+    let count = if live {
+        seen.count_up_to(seen_spec, now, u64::from(limit))
+    } else {
+        0
+    };
     let remaining = limit.saturating_sub(u32::try_from(count).unwrap_or(u32::MAX));
     // The current page is metered when the latest metered view is the current view, and that
     // view is inside the window (an old view is about no window).

@@ -3,6 +3,7 @@
 //! body); the engine never needs an owned copy.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 
 use pulse_protocol::{Event, EventType};
 use serde_json::Value as Json;
@@ -54,6 +55,115 @@ pub trait Observed {
     fn referrer(&self) -> &str;
     /// A top-level property.
     fn prop(&self, key: &str) -> Prop<'_>;
+
+    /// The page: the URL without query, fragment and trailing slash.
+    fn page(&self) -> &str {
+        page_of(self.url())
+    }
+    /// [`page_key`] of the page.
+    fn page_key(&self) -> u64 {
+        fnv1a(self.page().as_bytes())
+    }
+    /// The URL's path.
+    fn path(&self) -> &str {
+        url_path(self.url())
+    }
+    /// The referrer's host, if any.
+    fn referrer_host(&self) -> Option<&str> {
+        host_of(self.referrer())
+    }
+    /// The truth of filter condition `id` (interned by the bundle), computed by `eval`; an
+    /// implementation may remember it for the rest of the event.
+    fn condition(&self, _id: u16, eval: &dyn Fn() -> bool) -> bool {
+        eval()
+    }
+}
+
+/// An event with what several features read of it computed once: the page and its key, the
+/// path, the referrer's host, and the filter conditions already decided (the first 64 of the
+/// bundle's). The engine wraps each event in one before handing it to the features.
+pub(crate) struct Cached<'e, E: ?Sized> {
+    ev: &'e E,
+    page: Cell<Option<&'e str>>,
+    page_key: Cell<Option<u64>>,
+    path: Cell<Option<&'e str>>,
+    known: Cell<u64>,
+    truth: Cell<u64>,
+}
+
+impl<'e, E: Observed + ?Sized> Cached<'e, E> {
+    pub(crate) fn new(ev: &'e E) -> Self {
+        Self {
+            ev,
+            page: Cell::new(None),
+            page_key: Cell::new(None),
+            path: Cell::new(None),
+            known: Cell::new(0),
+            truth: Cell::new(0),
+        }
+    }
+}
+
+impl<E: Observed + ?Sized> Observed for Cached<'_, E> {
+    fn id(&self) -> u128 {
+        self.ev.id()
+    }
+    fn kind(&self) -> EventType {
+        self.ev.kind()
+    }
+    fn name(&self) -> Option<&str> {
+        self.ev.name()
+    }
+    fn url(&self) -> &str {
+        self.ev.url()
+    }
+    fn referrer(&self) -> &str {
+        self.ev.referrer()
+    }
+    fn prop(&self, key: &str) -> Prop<'_> {
+        self.ev.prop(key)
+    }
+    fn page(&self) -> &str {
+        if let Some(p) = self.page.get() {
+            return p;
+        }
+        let p = self.ev.page();
+        self.page.set(Some(p));
+        p
+    }
+    fn page_key(&self) -> u64 {
+        if let Some(k) = self.page_key.get() {
+            return k;
+        }
+        let k = fnv1a(self.page().as_bytes());
+        self.page_key.set(Some(k));
+        k
+    }
+    fn path(&self) -> &str {
+        if let Some(p) = self.path.get() {
+            return p;
+        }
+        let p = self.ev.path();
+        self.path.set(Some(p));
+        p
+    }
+    fn referrer_host(&self) -> Option<&str> {
+        self.ev.referrer_host()
+    }
+    fn condition(&self, id: u16, eval: &dyn Fn() -> bool) -> bool {
+        let Some(bit) = 1u64.checked_shl(u32::from(id)) else {
+            return eval();
+        };
+        if self.known.get() & bit != 0 {
+            return self.truth.get() & bit != 0;
+        }
+        let t = eval();
+        self.known.set(self.known.get() | bit);
+        if t {
+            self.truth.set(self.truth.get() | bit);
+        }
+        t
+    }
 }
 
 impl Observed for Event {
@@ -110,22 +220,54 @@ impl<T: Observed + ?Sized> Observed for &T {
     }
 }
 
+/// The URL without its query and fragment.
+fn strip_query(url: &str) -> &str {
+    match memchr::memchr2(b'?', b'#', url.as_bytes()) {
+        Some(end) => &url[..end],
+        None => url,
+    }
+}
+
+/// The page of a URL: without query, fragment and trailing slashes.
+pub(crate) fn page_of(url: &str) -> &str {
+    strip_query(url).trim_end_matches('/')
+}
+
+/// Where the authority of a URL starts: after `scheme://`, else 0.
+fn after_scheme(url: &str) -> usize {
+    let bytes = url.as_bytes();
+    // A scheme is short and ends at the first ':'.
+    match bytes.iter().take(32).position(|b| *b == b':') {
+        Some(i) if bytes.get(i + 1..i + 3) == Some(b"//") => i + 3,
+        _ => 0,
+    }
+}
+
 /// The path of a URL: without scheme and host, query and fragment (`/articles/a.html`).
 pub fn url_path(url: &str) -> &str {
-    let end = url.find(['?', '#']).unwrap_or(url.len());
-    let url = &url[..end];
-    let after_scheme = url.find("://").map_or(0, |i| i + 3);
-    match url[after_scheme..].find('/') {
-        Some(i) => &url[after_scheme + i..],
+    let url = strip_query(url);
+    let start = after_scheme(url);
+    if start == 0 && url.starts_with('/') {
+        return url;
+    }
+    match memchr::memchr(b'/', &url.as_bytes()[start..]) {
+        Some(i) => &url[start + i..],
         None => "/",
     }
+}
+
+/// The host of a URL (`www.google.com`), if it has one.
+pub(crate) fn host_of(url: &str) -> Option<&str> {
+    let start = after_scheme(url);
+    let rest = &url[start..];
+    let end = memchr::memchr3(b'/', b'?', b'#', rest.as_bytes()).unwrap_or(rest.len());
+    (end > 0).then(|| &rest[..end])
 }
 
 /// A stable 64-bit key of a page: its URL without query and fragment, and without a trailing
 /// slash (FNV-1a), so that a reload or a tracking parameter is the same page.
 pub fn page_key(url: &str) -> u64 {
-    let end = url.find(['?', '#']).unwrap_or(url.len());
-    fnv1a(url[..end].trim_end_matches('/').as_bytes())
+    fnv1a(page_of(url).as_bytes())
 }
 
 /// FNV-1a, 64 bits: the stable hash of values kept in state (it is part of the state format).
@@ -144,6 +286,12 @@ mod tests {
         assert_eq!(url_path("https://n.example/a/b.html?x=1#y"), "/a/b.html");
         assert_eq!(url_path("https://n.example"), "/");
         assert_eq!(url_path("/relative/p"), "/relative/p");
+        assert_eq!(url_path("https://n.example?x=/y"), "/");
+        assert_eq!(
+            host_of("https://www.google.com/search?q=1"),
+            Some("www.google.com")
+        );
+        assert_eq!(host_of(""), None);
         assert_eq!(
             page_key("https://n.example/a/"),
             page_key("https://n.example/a?utm=1")

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use pulse_protocol::EventType;
 use serde::Deserialize;
 
-use crate::event::{Observed, Prop, fnv1a, page_key, url_path};
+use crate::event::{Observed, Prop, fnv1a};
 
 /// The event types, in the order of their bit in a [`Filter`]'s type mask.
 const TYPES: [EventType; 5] = [
@@ -105,15 +105,43 @@ impl Scalar {
     }
 }
 
-/// A compiled event filter.
+/// One condition of a filter besides the event type.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Cond {
+    /// The custom event's name is one of these.
+    Name(Vec<String>),
+    /// The URL path starts with this.
+    Path(String),
+    /// The property equals one of these.
+    Prop(String, Vec<Scalar>),
+    /// The property is present.
+    Has(String),
+}
+
+impl Cond {
+    fn eval<E: Observed + ?Sized>(&self, ev: &E) -> bool {
+        match self {
+            Self::Name(names) => ev.name().is_some_and(|n| names.iter().any(|x| x == n)),
+            Self::Path(prefix) => ev.path().starts_with(prefix.as_str()),
+            Self::Prop(key, values) => {
+                let p = ev.prop(key);
+                values.iter().any(|v| v.matches(&p))
+            }
+            Self::Has(key) => ev.prop(key).exists(),
+        }
+    }
+}
+
+/// A compiled event filter: a type mask and conditions. The bundle interns every condition of
+/// every feature (`ids`), so that an event decides each distinct condition once however many
+/// features ask.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct Filter {
     /// Bits of the event types it admits ([`type_bit`]); all types when the spec names none.
     pub(crate) types: u8,
-    names: Vec<String>,
-    path_prefix: Option<String>,
-    props: Vec<(String, Vec<Scalar>)>,
-    has: Vec<String>,
+    pub(crate) conds: Vec<Cond>,
+    /// The interned id of each condition (empty until the bundle interns them).
+    pub(crate) ids: Vec<u16>,
 }
 
 impl Filter {
@@ -145,6 +173,7 @@ impl Filter {
         if spec.kind.is_none() {
             types = 0x1f;
         }
+        let mut conds = Vec::new();
         let names = spec
             .name
             .clone()
@@ -155,55 +184,67 @@ impl Filter {
         } else if !names.is_empty() && types & type_bit(EventType::Custom) == 0 {
             problems.push("name: only custom events have names; add type = \"custom\"".into());
         }
-        if let Some(p) = &spec.path_prefix
-            && !p.starts_with('/')
-        {
-            problems.push(format!("path_prefix: {p:?} must start with '/'"));
+        if !names.is_empty() {
+            conds.push(Cond::Name(names));
         }
-        let mut props = Vec::new();
+        if let Some(p) = &spec.path_prefix {
+            if p.starts_with('/') {
+                conds.push(Cond::Path(p.clone()));
+            } else {
+                problems.push(format!("path_prefix: {p:?} must start with '/'"));
+            }
+        }
         for (key, value) in &spec.props {
             let values = match value {
                 toml::Value::Array(items) => items.iter().map(Scalar::from_toml).collect(),
                 v => Scalar::from_toml(v).map(|s| vec![s]),
             };
             match values {
-                Some(v) if !v.is_empty() => props.push((key.clone(), v)),
+                Some(v) if !v.is_empty() => conds.push(Cond::Prop(key.clone(), v)),
                 _ => problems.push(format!(
                     "props.{key}: a string, number or boolean, or a non-empty list of them"
                 )),
             }
         }
+        conds.extend(spec.has.iter().cloned().map(Cond::Has));
         if problems.is_empty() {
             Ok(Self {
                 types,
-                names,
-                path_prefix: spec.path_prefix.clone(),
-                props,
-                has: spec.has.clone(),
+                conds,
+                ids: Vec::new(),
             })
         } else {
             Err(problems)
         }
     }
 
-    /// Whether the event passes (its type is checked by the caller through [`Filter::types`]
-    /// first, the cheapest test; checked again here so the filter is whole on its own).
+    /// Gives every condition its id in the bundle-wide `table` (adding new ones).
+    pub(crate) fn intern(&mut self, table: &mut Vec<Cond>) {
+        self.ids = self
+            .conds
+            .iter()
+            .map(|c| {
+                let at = table.iter().position(|t| t == c).unwrap_or_else(|| {
+                    table.push(c.clone());
+                    table.len() - 1
+                });
+                u16::try_from(at).unwrap_or(u16::MAX)
+            })
+            .collect();
+    }
+
+    /// Whether the event passes.
     pub(crate) fn matches<E: Observed + ?Sized>(&self, ev: &E) -> bool {
         if self.types & type_bit(ev.kind()) == 0 {
             return false;
         }
-        if !self.names.is_empty() && !ev.name().is_some_and(|n| self.names.iter().any(|x| x == n)) {
-            return false;
-        }
-        if let Some(prefix) = &self.path_prefix
-            && !url_path(ev.url()).starts_with(prefix.as_str())
-        {
-            return false;
-        }
-        self.props.iter().all(|(key, values)| {
-            let p = ev.prop(key);
-            values.iter().any(|v| v.matches(&p))
-        }) && self.has.iter().all(|key| ev.prop(key).exists())
+        self.conds
+            .iter()
+            .enumerate()
+            .all(|(i, c)| match self.ids.get(i) {
+                Some(&id) if id != u16::MAX => ev.condition(id, &|| c.eval(ev)),
+                _ => c.eval(ev),
+            })
     }
 }
 
@@ -258,18 +299,9 @@ impl Field {
     /// The field as text (numbers and booleans formatted), if the event has it.
     pub(crate) fn text<'e, E: Observed + ?Sized>(&self, ev: &'e E) -> Option<Cow<'e, str>> {
         match self {
-            Self::Page => {
-                let url = ev.url();
-                let end = url.find(['?', '#']).unwrap_or(url.len());
-                Some(Cow::Borrowed(url[..end].trim_end_matches('/')))
-            }
-            Self::Path => Some(Cow::Borrowed(url_path(ev.url()))),
-            Self::ReferrerHost => {
-                let r = ev.referrer();
-                let rest = r.split_once("://").map_or(r, |(_, rest)| rest);
-                let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
-                (!host.is_empty()).then_some(Cow::Borrowed(host))
-            }
+            Self::Page => Some(Cow::Borrowed(ev.page())),
+            Self::Path => Some(Cow::Borrowed(ev.path())),
+            Self::ReferrerHost => ev.referrer_host().map(Cow::Borrowed),
             Self::Name => ev.name().map(Cow::Borrowed),
             Self::Type => Some(Cow::Borrowed(ev.kind().as_str())),
             Self::Prop(key) => match ev.prop(key) {
@@ -281,10 +313,10 @@ impl Field {
         }
     }
 
-    /// A stable 64-bit key of the field's value ([`page_key`] for pages).
+    /// A stable 64-bit key of the field's value ([`crate::event::page_key`] for pages).
     pub(crate) fn key<E: Observed + ?Sized>(&self, ev: &E) -> Option<u64> {
         match self {
-            Self::Page => Some(page_key(ev.url())),
+            Self::Page => Some(ev.page_key()),
             _ => self.text(ev).map(|t| fnv1a(t.as_bytes())),
         }
     }
@@ -410,6 +442,9 @@ mod tests {
         );
         assert_eq!(Field::parse("props.none").unwrap().read(&e), None);
         assert!(Field::parse("section").is_err());
-        assert_eq!(Field::Page.key(&e), Some(page_key("https://n.example/a/b")));
+        assert_eq!(
+            Field::Page.key(&e),
+            Some(crate::event::page_key("https://n.example/a/b"))
+        );
     }
 }

@@ -190,7 +190,7 @@ fn state_bytes(bundle: &Bundle, events: &[(Event, u64)]) -> Vec<u8> {
         s.apply(bundle, e, *t);
         s.finish(bundle);
     }
-    s.normalize();
+    s.normalize(bundle);
     s.encode(bundle)
 }
 

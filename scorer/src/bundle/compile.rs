@@ -88,8 +88,10 @@ pub struct Bundle {
     pub(crate) order: Vec<usize>,
     /// For each event type ([`type_bit`] order), the stateful features whose filter admits it.
     pub(crate) by_type: [Vec<usize>; 5],
-    /// Number of stateful features.
-    pub(crate) states: usize,
+    /// For each state of a reader, the feature that owns it (applies events to it). Features
+    /// of one template family with the same state-relevant parameters and filter share one
+    /// state (`first_seen`, `last_seen` and `recency` of page views keep one span).
+    pub(crate) owners: Vec<usize>,
     /// What decides.
     pub decision: DecisionSpec,
     /// The text it was compiled from.
@@ -145,14 +147,26 @@ impl Bundle {
         if !problems.is_empty() {
             return Err(BundleError(problems));
         }
-        let mut states = 0;
+        // Every distinct filter condition gets one id: an event decides each once.
+        let mut conditions = Vec::new();
+        for f in &mut features {
+            f.filter.intern(&mut conditions);
+        }
+        let mut owners: Vec<usize> = Vec::new();
         let mut by_type: [Vec<usize>; 5] = Default::default();
-        for (i, f) in features.iter_mut().enumerate() {
-            if f.inputs.is_empty() {
-                f.state = Some(states);
-                states += 1;
+        for i in 0..features.len() {
+            if !features[i].inputs.is_empty() {
+                continue;
+            }
+            let shared = owners.iter().position(|&o| {
+                features[o].filter == features[i].filter
+                    && features[o].spec.same_state(&features[i].spec)
+            });
+            features[i].state = Some(shared.unwrap_or(owners.len()));
+            if shared.is_none() {
+                owners.push(i);
                 for (t, list) in by_type.iter_mut().enumerate() {
-                    if f.filter.types & (1 << t) != 0 {
+                    if features[i].filter.types & (1 << t) != 0 {
                         list.push(i);
                     }
                 }
@@ -182,7 +196,7 @@ impl Bundle {
             features,
             order,
             by_type,
-            states,
+            owners,
             decision,
             source: Arc::from(text),
         })
@@ -493,7 +507,7 @@ subscriber = "subscriber"
     fn the_meter_compiles() {
         let b = Bundle::compile(METER).unwrap();
         assert_eq!(b.features.len(), 3);
-        assert_eq!(b.states, 3);
+        assert_eq!(b.owners.len(), 3);
         assert_eq!(b.id.len(), 12);
         assert!(matches!(b.decision, DecisionSpec::Meter { limit: 3, .. }));
         let page_views = b.features_for(EventType::PageView);
@@ -575,6 +589,26 @@ file = "m.json"
         ] {
             assert!(text.contains(needle), "{needle:?} not in:\n{text}");
         }
+    }
+
+    #[test]
+    fn features_with_the_same_state_share_it() {
+        let b = Bundle::compile(include_str!(
+            "../../../examples/bundles/reader-profile.toml"
+        ))
+        .unwrap();
+        let state = |name: &str| b.features[b.feature(name).unwrap()].state;
+        assert_eq!(state("first_seen"), state("last_seen"));
+        assert_eq!(state("first_seen"), state("days_since_last_visit"));
+        assert_eq!(state("sessions_30d"), state("pages_per_session_30d"));
+        assert_ne!(
+            state("sessions_30d"),
+            state("session_length"),
+            "other window"
+        );
+        assert_ne!(state("read_depth_avg_30d"), state("read_depth_max_7d"));
+        assert_eq!(state("rfv"), None, "derived");
+        assert!(b.owners.len() < b.features.len() - 3, "{}", b.owners.len());
     }
 
     #[test]

@@ -90,6 +90,9 @@ pub(crate) fn write_core<S: StateStore>(
     core: &Core,
     meta_writes: &[(&str, Vec<u8>)],
 ) -> Result<(), EngineError> {
+    // One flush at a time: a later flush's success must not mark as durable a reader that an
+    // earlier one is still writing.
+    let _one = shared.flushing.lock().map_err(|_| EngineError::Poisoned)?;
     let started = Instant::now();
     let bundle = core.bundle.get();
     let watermark = shared.watermark.load(Ordering::Relaxed);
@@ -97,27 +100,41 @@ pub(crate) fn write_core<S: StateStore>(
     let mut writes = Vec::new();
     let mut expired = 0u64;
     for (p, part) in core.parts.iter().enumerate() {
-        let mut part = part.lock().map_err(|_| EngineError::Poisoned)?;
-        let gone: Vec<Box<str>> = part
-            .readers
-            .iter()
-            .filter(|(_, s)| sweepable(s.state.watermark(), bundle.settings.ttl_ms, watermark))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in gone {
-            part.remove(&key);
-            expired += 1;
-            writes.push(Write {
-                partition: p as u16,
-                reader: key.into(),
-                value: None,
-            });
-        }
-        for (key, slot) in part.readers.iter_mut() {
-            if slot.dirty {
+        // Which readers to write or forget, found under the lock; each is then encoded under
+        // the lock alone, so a batch never waits for more than one reader's encoding.
+        let (dirty, gone): (Vec<Box<str>>, Vec<Box<str>>) = {
+            let mut part = part.lock().map_err(|_| EngineError::Poisoned)?;
+            let gone: Vec<Box<str>> = part
+                .readers
+                .iter()
+                .filter(|(_, s)| sweepable(s.state.watermark(), bundle.settings.ttl_ms, watermark))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in &gone {
+                part.remove(key);
+            }
+            let dirty = part
+                .readers
+                .iter()
+                .filter(|(_, s)| s.dirty)
+                .map(|(k, _)| k.clone())
+                .collect();
+            (dirty, gone)
+        };
+        expired += gone.len() as u64;
+        writes.extend(gone.into_iter().map(|key| Write {
+            partition: p as u16,
+            reader: key.into(),
+            value: None,
+        }));
+        for key in dirty {
+            let mut part = part.lock().map_err(|_| EngineError::Poisoned)?;
+            if let Some(slot) = part.readers.get_mut(&key)
+                && slot.dirty
+            {
                 writes.push(Write {
                     partition: p as u16,
-                    reader: key.to_string(),
+                    reader: key.into(),
                     value: Some(slot.state.encode(&bundle)),
                 });
                 slot.dirty = false;

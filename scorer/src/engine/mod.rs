@@ -184,6 +184,8 @@ pub(crate) struct Shared<S> {
     pub(crate) stop: Mutex<bool>,
     pub(crate) wake: Condvar,
     pub(crate) flush_now: AtomicBool,
+    /// Held by a flush while it writes.
+    pub(crate) flushing: Mutex<()>,
 }
 
 /// What the engine found at start.
@@ -282,6 +284,7 @@ impl<S: StateStore + 'static> Engine<S> {
             stop: Mutex::new(false),
             wake: Condvar::new(),
             flush_now: AtomicBool::new(false),
+            flushing: Mutex::new(()),
         });
         let engine = Self {
             flusher: Mutex::new(Some(flush::spawn(Arc::clone(&shared)))),

@@ -18,7 +18,7 @@ use serde_json::{Value as Json, json};
 use super::codec::{CodecError, Reader, Writer};
 use super::dedupe::{Dedupe, Seen};
 use crate::bundle::Bundle;
-use crate::event::Observed;
+use crate::event::{Cached, Observed};
 use crate::templates::{At, State};
 use crate::value::Value;
 use crate::window::Clock;
@@ -65,6 +65,8 @@ pub struct ReaderState {
     watermark: u64,
     dedupe: Dedupe,
     features: Vec<State>,
+    /// The watermark's hour at the last prune (not stored: a loaded state prunes at once).
+    pruned_hour: u64,
 }
 
 impl ReaderState {
@@ -74,11 +76,11 @@ impl ReaderState {
             watermark: 0,
             dedupe: Dedupe::default(),
             features: bundle
-                .features
+                .owners
                 .iter()
-                .filter(|f| f.state.is_some())
-                .map(|f| f.spec.new_state())
+                .map(|&o| bundle.features[o].spec.new_state())
                 .collect(),
+            pruned_hour: 0,
         }
     }
 
@@ -110,26 +112,35 @@ impl ReaderState {
         }
         self.watermark = self.watermark.max(time);
         let clock = self.clock(bundle);
+        let ev = Cached::new(ev);
         for &i in bundle.features_for(ev.kind()) {
             let f = &bundle.features[i];
             if let Some(si) = f.state
-                && f.filter.matches(ev)
+                && f.filter.matches(&ev)
             {
-                self.features[si].apply(&f.spec, ev, time, clock);
+                self.features[si].apply(&f.spec, &ev, time, clock);
             }
         }
         Outcome::Applied
     }
 
-    /// Prunes what can no longer be read (call after a batch).
+    /// Prunes what can no longer be read (call after a batch). Windows and dedupe ignore what
+    /// is outside them on their own, so pruning runs once per hour of event time: it frees
+    /// memory and never changes a value.
     pub fn finish(&mut self, bundle: &Bundle) {
+        let hour = self.watermark / crate::time::HOUR_MS;
+        if hour != self.pruned_hour {
+            self.pruned_hour = hour;
+            self.prune(bundle);
+        }
+    }
+
+    fn prune(&mut self, bundle: &Bundle) {
         let clock = self.clock(bundle);
         self.dedupe
             .expire(self.watermark.saturating_sub(bundle.settings.lateness_ms));
-        for f in &bundle.features {
-            if let Some(si) = f.state {
-                self.features[si].prune(&f.spec, clock);
-            }
+        for (si, &o) in bundle.owners.iter().enumerate() {
+            self.features[si].prune(&bundle.features[o].spec, clock);
         }
     }
 
@@ -221,13 +232,27 @@ impl ReaderState {
         w.byte(crate::bundle::STATE_FORMAT);
         w.fixed64(bundle.feature_set);
         w.u64(self.watermark);
-        self.dedupe.encode(&mut w);
-        for f in &bundle.features {
-            if let Some(si) = f.state {
-                self.features[si].encode(&f.spec, &mut w);
-            }
+        self.dedupe.encode(&mut w, self.watermark);
+        for (si, &o) in bundle.owners.iter().enumerate() {
+            self.features[si].encode(&bundle.features[o].spec, &mut w);
         }
         w.buf
+    }
+
+    /// Encoded bytes per state (named by the features that own them) and of the dedupe, for
+    /// operators and benchmarks.
+    pub fn sizes(&self, bundle: &Bundle) -> Vec<(String, usize)> {
+        let mut out = Vec::with_capacity(bundle.owners.len() + 1);
+        let mut w = Writer::default();
+        self.dedupe.encode(&mut w, self.watermark);
+        out.push(("(dedupe)".to_owned(), w.buf.len()));
+        for (si, &o) in bundle.owners.iter().enumerate() {
+            let f = &bundle.features[o];
+            let mut w = Writer::default();
+            self.features[si].encode(&f.spec, &mut w);
+            out.push((f.name.clone(), w.buf.len()));
+        }
+        out
     }
 
     /// Reads the watermark of encoded state without decoding the rest (for TTL sweeps).
@@ -245,12 +270,10 @@ impl ReaderState {
             return Err(StateError::OtherFeatureSet);
         }
         let watermark = r.u64()?;
-        let dedupe = Dedupe::decode(&mut r, bundle.settings.max_dedupe_ids)?;
-        let mut features = Vec::with_capacity(bundle.states);
-        for f in &bundle.features {
-            if f.state.is_some() {
-                features.push(f.spec.decode(&mut r)?);
-            }
+        let dedupe = Dedupe::decode(&mut r, bundle.settings.max_dedupe_ids, watermark)?;
+        let mut features = Vec::with_capacity(bundle.owners.len());
+        for &o in &bundle.owners {
+            features.push(bundle.features[o].spec.decode(&mut r)?);
         }
         if !r.is_empty() {
             return Err(CodecError::Invalid("trailing bytes").into());
@@ -259,12 +282,13 @@ impl ReaderState {
             watermark,
             dedupe,
             features,
+            pruned_hour: 0,
         })
     }
 
-    /// Canonical form for comparisons (ids in time order).
-    pub fn normalize(&mut self) {
-        self.dedupe.normalize();
+    /// Canonical form for comparisons: pruned now.
+    pub fn normalize(&mut self, bundle: &Bundle) {
+        self.prune(bundle);
     }
 
     /// Whether an event of this type could change any feature (else it only moves the

@@ -10,6 +10,7 @@
 //! of = "page"            # or "props.section", "referrer_host", ...
 //! window = "30d"
 //! exact = 64             # default 64, at most 1000
+//! labels = true          # keep each value's text for explanations (default false: keys only)
 //! filter = { type = "page_view", props = { content_type = "article" } }
 //! ```
 
@@ -36,6 +37,8 @@ struct Params {
     of: String,
     #[serde(default = "default_exact")]
     exact: u32,
+    #[serde(default)]
+    labels: bool,
 }
 
 fn default_exact() -> u32 {
@@ -48,9 +51,11 @@ pub(crate) struct Spec {
     of: Field,
     window: Window,
     exact: usize,
+    labels: bool,
 }
 
-/// One value seen in one slot (bucket, or 0 for lifetime), with its first time there.
+/// One value seen in one slot (bucket, or 0 for lifetime), with its first time there, and its
+/// text when the feature keeps labels (empty otherwise).
 #[derive(Clone, Debug, PartialEq)]
 struct Entry {
     key: u64,
@@ -118,7 +123,11 @@ fn sketch_slot(sketch: &mut Vec<(u64, Box<[u8; REGISTERS]>)>, slot: u64) -> &mut
 fn sketch_estimate(registers: &[u8; REGISTERS]) -> f64 {
     let m = REGISTERS as f64;
     let alpha = 0.7213 / (1.0 + 1.079 / m);
-    let sum: f64 = registers.iter().map(|r| 2f64.powi(-i32::from(*r))).sum();
+    // 2^-r for every register value a 64-bit hash can give.
+    let sum: f64 = registers
+        .iter()
+        .map(|r| f64::from_bits((1023 - u64::from((*r).min(64))) << 52))
+        .sum();
     let zeros = registers.iter().filter(|r| **r == 0).count();
     let e = alpha * m * m / sum;
     if e <= 2.5 * m && zeros > 0 {
@@ -154,23 +163,54 @@ impl State {
             .min()
     }
 
-    /// Exact values in the window at `now`, each with its first time there, earliest first.
+    /// Exact values in the window at `now`, each with its first time there, earliest first
+    /// (for explanations; decisions use the allocation-free [`State::count`] and
+    /// [`State::rank_of`]).
     fn firsts(&self, spec: &Spec, now: u64) -> Vec<(u64, u64, &str)> {
         let mut firsts: Vec<(u64, u64, &str)> = Vec::new();
-        for e in self.entries.iter().filter(|e| in_window(&spec.window, e.slot, now)) {
-            match firsts.iter_mut().find(|(_, k, _)| *k == e.key) {
-                Some(f) if e.first < f.0 => f.0 = e.first,
-                Some(_) => {}
-                None => firsts.push((e.first, e.key, &e.label)),
-            }
-        }
+        self.each_first(spec, now, |first, key, label| firsts.push((first, key, label)));
         firsts.sort_unstable_by_key(|(t, k, _)| (*t, *k));
         firsts
     }
 
+    /// Calls `f(first time in the window, key, label)` once per exact value in the window at
+    /// `now`. Entries are sorted by (key, slot), so a value's entries are adjacent.
+    fn each_first<'s>(&'s self, spec: &Spec, now: u64, mut f: impl FnMut(u64, u64, &'s str)) {
+        let mut current: Option<(u64, u64, &str)> = None;
+        for e in &self.entries {
+            if !in_window(&spec.window, e.slot, now) {
+                continue;
+            }
+            match &mut current {
+                Some((first, key, _)) if *key == e.key => *first = (*first).min(e.first),
+                _ => {
+                    if let Some((first, key, label)) = current.take() {
+                        f(first, key, label);
+                    }
+                    current = Some((e.first, e.key, &e.label));
+                }
+            }
+        }
+        if let Some((first, key, label)) = current {
+            f(first, key, label);
+        }
+    }
+
+    /// `min(count, cap)`: the sketch is read only when the exact values are fewer than `cap`
+    /// (a meter needs no more than its limit).
+    pub(crate) fn count_up_to(&self, spec: &Spec, now: u64, cap: u64) -> u64 {
+        let mut exact = 0u64;
+        self.each_first(spec, now, |_, _, _| exact += 1);
+        if exact >= cap {
+            return cap;
+        }
+        self.count(spec, now).min(cap)
+    }
+
     /// How many distinct values are in the window at `now` (estimated once over `exact`).
     pub(crate) fn count(&self, spec: &Spec, now: u64) -> u64 {
-        let exact = self.firsts(spec, now).len() as u64;
+        let mut exact = 0u64;
+        self.each_first(spec, now, |_, _, _| exact += 1);
         let Some(sketch) = &self.sketch else {
             return exact;
         };
@@ -189,8 +229,24 @@ impl State {
     /// `None` when it is not in the window.
     pub(crate) fn rank_of(&self, spec: &Spec, key: u64, now: u64) -> Option<u64> {
         let mine = self.first_in_window(spec, key, now)?;
-        let firsts = self.firsts(spec, now);
-        Some(1 + firsts.iter().filter(|(t, k, _)| (*t, *k) < (mine, key)).count() as u64)
+        let mut before = 0u64;
+        self.each_first(spec, now, |first, k, _| {
+            if (first, k) < (mine, key) {
+                before += 1;
+            }
+        });
+        Some(1 + before)
+    }
+
+    /// Starts the sketch from the exact entries when it does not exist yet.
+    fn add_to_sketch_all(&mut self) {
+        if self.sketch.is_none() {
+            let mut sketch: Vec<(u64, Box<[u8; REGISTERS]>)> = Vec::new();
+            for e in &self.entries {
+                sketch_add(sketch_slot(&mut sketch, e.slot), e.key);
+            }
+            self.sketch = Some(sketch);
+        }
     }
 
     /// The time and key of the latest event taken.
@@ -228,6 +284,7 @@ impl Template for State {
                 of,
                 window,
                 exact: p.exact as usize,
+                labels: p.labels,
             })
         } else {
             Err(problems)
@@ -244,6 +301,9 @@ impl Template for State {
             return;
         };
         let tie = ev.id() as u64;
+        // Every entry's first time is the time of an event taken, so none is later than the
+        // latest event before this one.
+        let later_than_all = self.latest.is_none_or(|(t, _, _)| time > t);
         if self.latest.is_none_or(|(t, id, _)| (time, tie) > (t, id)) {
             self.latest = Some((time, tie, key));
         }
@@ -260,12 +320,23 @@ impl Template for State {
                 let e = &mut self.entries[at];
                 e.first = e.first.min(time);
             }
+            // Full, and this value later than every kept one: only the sketch takes it.
+            Err(_) if later_than_all && self.entries.len() >= spec.exact => {
+                self.add_to_sketch_all();
+                if let Some(sketch) = &mut self.sketch {
+                    sketch_add(sketch_slot(sketch, slot), key);
+                }
+                return;
+            }
             Err(at) => {
-                let label = spec
-                    .of
-                    .text(ev)
-                    .map(|t| truncate(&t, MAX_LABEL).into())
-                    .unwrap_or_default();
+                let label = if spec.labels {
+                    spec.of
+                        .text(ev)
+                        .map(|t| truncate(&t, MAX_LABEL).into())
+                        .unwrap_or_default()
+                } else {
+                    Box::default()
+                };
                 self.entries.insert(
                     at,
                     Entry {
@@ -278,13 +349,17 @@ impl Template for State {
             }
         }
         if self.entries.len() > spec.exact {
-            if self.sketch.is_none() {
-                let mut sketch: Vec<(u64, Box<[u8; REGISTERS]>)> = Vec::new();
-                for e in self.entries.iter() {
-                    sketch_add(sketch_slot(&mut sketch, e.slot), e.key);
-                }
-                self.sketch = Some(sketch);
+            // Usually the entry just added is later than every other, so it is the one to go.
+            if later_than_all
+                && let Ok(at) = self
+                    .entries
+                    .binary_search_by_key(&(key, slot), |e| (e.key, e.slot))
+            {
+                self.add_to_sketch_all();
+                self.entries.remove(at);
+                return;
             }
+            self.add_to_sketch_all();
             self.evict_latest();
         }
     }
@@ -311,7 +386,14 @@ impl Template for State {
             .firsts(spec, at.now)
             .into_iter()
             .enumerate()
-            .map(|(i, (first, _, label))| json!({"rank": i + 1, "value": label, "first_seen": first}))
+            .map(|(i, (first, key, label))| {
+                let value = if label.is_empty() {
+                    json!(format!("#{key:016x}"))
+                } else {
+                    json!(label)
+                };
+                json!({"rank": i + 1, "value": value, "first_seen": first})
+            })
             .collect();
         json!({
             "count": self.count(spec, at.now),
@@ -437,7 +519,9 @@ mod tests {
 
     #[test]
     fn golden_pages_in_a_thirty_day_window_with_ranks() {
-        let g = Golden::new("template = \"distinct\"\nof = \"page\"\nwindow = \"30d\"");
+        let g = Golden::new(
+            "template = \"distinct\"\nof = \"page\"\nwindow = \"30d\"\nlabels = true",
+        );
         let mut s = g.state();
         // a on day 0, b on day 1, a again on day 2 (with a query string: the same page), c day 20.
         g.apply(&mut s, &view(1, "/a"), g.day(100, 9));

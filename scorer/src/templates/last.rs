@@ -40,7 +40,7 @@ enum Kept {
     Bool(bool),
     Num(f64),
     /// A string and the key of its whole value.
-    Text(Box<str>, u64),
+    Text(String, u64),
 }
 
 /// The state: the latest value with its time and id.
@@ -114,10 +114,20 @@ impl Template for State {
             Some(Read::Num(n)) => Kept::Num(n),
             Some(Read::Str(s)) => {
                 let key = match spec.of {
-                    Field::Page => crate::event::page_key(ev.url()),
+                    Field::Page => ev.page_key(),
                     _ => fnv1a(s.as_bytes()),
                 };
-                Kept::Text(truncate(&s).into(), key)
+                // Reuse the string's buffer: no allocation per event.
+                if let Some((t, id, Kept::Text(text, k))) = &mut self.last {
+                    if *k != key {
+                        text.clear();
+                        text.push_str(truncate(&s));
+                        *k = key;
+                    }
+                    (*t, *id) = (time, tie);
+                    return;
+                }
+                Kept::Text(truncate(&s).to_owned(), key)
             }
             None => return,
         };
@@ -129,7 +139,7 @@ impl Template for State {
             Some((t, _, kept)) if visible(&spec.window, *t, at.now) => match kept {
                 Kept::Bool(b) => Value::Bool(*b),
                 Kept::Num(n) => Value::Num(*n),
-                Kept::Text(s, _) => Value::Str(s.to_string()),
+                Kept::Text(s, _) => Value::Str(s.clone()),
             },
             _ => Value::Missing,
         }
@@ -172,7 +182,7 @@ impl Template for State {
             0 => return Ok(Self::default()),
             1 => Kept::Bool(r.byte()? != 0),
             2 => Kept::Num(r.f64()?),
-            3 => Kept::Text(r.str(MAX_TEXT)?.into(), r.fixed64()?),
+            3 => Kept::Text(r.str(MAX_TEXT)?.to_owned(), r.fixed64()?),
             _ => return Err(CodecError::Invalid("last: kind")),
         };
         Ok(Self {
@@ -182,7 +192,7 @@ impl Template for State {
 
     fn heap_bytes(&self) -> usize {
         match &self.last {
-            Some((_, _, Kept::Text(s, _))) => s.len(),
+            Some((_, _, Kept::Text(s, _))) => s.capacity(),
             _ => 0,
         }
     }

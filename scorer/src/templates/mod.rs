@@ -102,6 +102,11 @@ pub(crate) trait Template: Sized + Clone + std::fmt::Debug + PartialEq {
     fn window(_spec: &Self::Spec) -> Option<Window> {
         None
     }
+    /// Whether features with these two specs (and the same filter) keep identical state, so
+    /// that one state serves both (e.g. `sum` and `avg` of the same property and window).
+    fn same_state(a: &Self::Spec, b: &Self::Spec) -> bool {
+        a == b
+    }
 }
 
 /// Deserializes a template's own parameters, listing unknown or mistyped keys.
@@ -176,6 +181,14 @@ macro_rules! templates {
             pub(crate) fn window(&self) -> Option<Window> {
                 match self {
                     $(Self::$variant(s) => <$module::State as Template>::window(s),)*
+                }
+            }
+
+            pub(crate) fn same_state(&self, other: &Spec) -> bool {
+                match (self, other) {
+                    $((Self::$variant(a), Self::$variant(b)) => <$module::State as Template>::same_state(a, b),)*
+                    #[allow(unreachable_patterns)]
+                    _ => false,
                 }
             }
 

@@ -193,6 +193,10 @@ impl Template for State {
     fn window(spec: &Spec) -> Option<Window> {
         Some(spec.window)
     }
+
+    fn same_state(a: &Spec, b: &Spec) -> bool {
+        a.of == b.of && a.window == b.window
+    }
 }
 
 #[cfg(test)]

@@ -166,6 +166,10 @@ impl Template for State {
     fn window(spec: &Spec) -> Option<Window> {
         Some(spec.window)
     }
+
+    fn same_state(a: &Spec, b: &Spec) -> bool {
+        a.window == b.window
+    }
 }
 
 #[cfg(test)]

@@ -205,6 +205,10 @@ impl Template for State {
     fn window(spec: &Spec) -> Option<Window> {
         Some(spec.window)
     }
+
+    fn same_state(a: &Spec, b: &Spec) -> bool {
+        a.idle == b.idle && a.window == b.window
+    }
 }
 
 #[cfg(test)]

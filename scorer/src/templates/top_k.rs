@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
 use super::{At, CompileCx, Kind, Template};
-use crate::event::Observed;
+use crate::event::{Observed, fnv1a};
 use crate::filter::Field;
 use crate::state::codec::{CodecError, Reader, Writer};
 use crate::value::Value;
@@ -48,41 +48,42 @@ pub(crate) struct Spec {
     window: Window,
 }
 
-/// Counters of one slot.
+/// Counters of one slot: (hash of the value, the value, count), sorted by hash, so a lookup
+/// is a binary search over integers and the state is the same whatever the arrival order.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct Counters {
-    items: Vec<(Box<str>, u64)>,
+    items: Vec<(u64, Box<str>, u64)>,
 }
 
 impl Counters {
-    /// Counts one more `value`; items stay sorted by value (the state is the same whatever the
-    /// arrival order, while under capacity).
-    fn add(&mut self, value: &str, capacity: usize) {
-        match self.items.binary_search_by(|(v, _)| (**v).cmp(value)) {
-            Ok(at) => self.items[at].1 += 1,
-            Err(at) if self.items.len() < capacity => self.items.insert(at, (value.into(), 1)),
+    /// Counts one more `value` (whose hash is `hash`).
+    fn add(&mut self, hash: u64, value: &str, capacity: usize) {
+        match self.items.binary_search_by_key(&hash, |(h, _, _)| *h) {
+            Ok(at) => self.items[at].2 += 1,
+            Err(at) if self.items.len() < capacity => self.items.insert(at, (hash, value.into(), 1)),
             Err(_) => {
+                // Space-Saving: the least counted goes, its count inherited (ties: larger value).
                 let Some(min) = self
                     .items
                     .iter()
                     .enumerate()
-                    .min_by(|a, b| a.1.1.cmp(&b.1.1).then_with(|| b.1.0.cmp(&a.1.0)))
+                    .min_by(|a, b| a.1.2.cmp(&b.1.2).then_with(|| b.1.1.cmp(&a.1.1)))
                     .map(|(i, _)| i)
                 else {
                     return;
                 };
-                let (_, count) = self.items.remove(min);
+                let (_, _, count) = self.items.remove(min);
                 let at = self
                     .items
-                    .binary_search_by(|(v, _)| (**v).cmp(value))
+                    .binary_search_by_key(&hash, |(h, _, _)| *h)
                     .unwrap_or_else(|at| at);
-                self.items.insert(at, (value.into(), count + 1));
+                self.items.insert(at, (hash, value.into(), count + 1));
             }
         }
     }
 
     fn ranked(&self) -> Vec<(&str, u64)> {
-        let mut all: Vec<(&str, u64)> = self.items.iter().map(|(v, n)| (&**v, *n)).collect();
+        let mut all: Vec<(&str, u64)> = self.items.iter().map(|(_, v, n)| (&**v, *n)).collect();
         all.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
         all
     }
@@ -90,34 +91,35 @@ impl Counters {
 
 impl Acc for Counters {
     fn merge(&mut self, other: &Self) {
-        for (v, n) in &other.items {
-            match self.items.binary_search_by(|(x, _)| x.cmp(v)) {
-                Ok(at) => self.items[at].1 += n,
-                Err(at) => self.items.insert(at, (v.clone(), *n)),
+        for (h, v, n) in &other.items {
+            match self.items.binary_search_by_key(h, |(x, _, _)| *x) {
+                Ok(at) => self.items[at].2 += n,
+                Err(at) => self.items.insert(at, (*h, v.clone(), *n)),
             }
         }
     }
     fn encode(&self, w: &mut Writer) {
         w.u64(self.items.len() as u64);
-        for (v, n) in &self.items {
+        for (_, v, n) in &self.items {
             w.str(v);
             w.u64(*n);
         }
     }
     fn decode(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let len = r.len(4 * MAX_K as usize)?;
-        let mut items = Vec::with_capacity(len);
+        let mut items: Vec<(u64, Box<str>, u64)> = Vec::with_capacity(len);
         for _ in 0..len {
             let v: Box<str> = r.str(MAX_TEXT)?.into();
-            if items.last().is_some_and(|(last, _): &(Box<str>, u64)| *last >= v) {
+            let h = fnv1a(v.as_bytes());
+            if items.last().is_some_and(|(last, _, _)| *last >= h) {
                 return Err(CodecError::Invalid("top_k counters out of order"));
             }
-            items.push((v, r.u64()?));
+            items.push((h, v, r.u64()?));
         }
         Ok(Self { items })
     }
     fn heap_bytes(&self) -> usize {
-        self.items.capacity() * 24 + self.items.iter().map(|(v, _)| v.len()).sum::<usize>()
+        self.items.capacity() * 32 + self.items.iter().map(|(_, v, _)| v.len()).sum::<usize>()
     }
 }
 
@@ -173,18 +175,17 @@ impl Template for State {
 
     fn apply<E: Observed + ?Sized>(&mut self, spec: &Spec, ev: &E, time: u64, clock: Clock) {
         let Some(text) = spec.of.text(ev) else { return };
+        let value = truncate(&text);
+        let hash = fnv1a(value.as_bytes());
         if let Some(c) = self.0.slot(&spec.window, time, clock) {
-            c.add(truncate(&text), 4 * spec.k);
+            c.add(hash, value, 4 * spec.k);
             if c.items.len() > 4 * spec.k {
                 // Two sessions bridged by this event merged their counters: keep the most counted.
-                let mut ranked: Vec<(Box<str>, u64)> = c
-                    .ranked()
-                    .into_iter()
-                    .map(|(v, n)| (v.into(), n))
-                    .collect();
-                ranked.truncate(4 * spec.k);
-                ranked.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-                c.items = ranked;
+                let mut kept = c.items.clone();
+                kept.sort_unstable_by(|a, b| b.2.cmp(&a.2).then_with(|| a.1.cmp(&b.1)));
+                kept.truncate(4 * spec.k);
+                kept.sort_unstable_by_key(|(h, _, _)| *h);
+                c.items = kept;
             }
         }
     }

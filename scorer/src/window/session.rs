@@ -29,7 +29,18 @@ impl<A: Acc> Sessions<A> {
         let joins = |s: &Session<A>| {
             time < s.end.saturating_add(idle) && s.start < time.saturating_add(idle)
         };
-        let first = self.items.iter().position(joins);
+        // Most events extend the latest session: look from the end. Sessions are sorted and
+        // apart by at least `idle`, so only those starting before `time + idle` can join, and
+        // the ones that do are contiguous, ending at the last of those.
+        let last_before = self
+            .items
+            .partition_point(|s| s.start < time.saturating_add(idle));
+        let mut first = None;
+        let mut i = last_before;
+        while i > 0 && joins(&self.items[i - 1]) {
+            i -= 1;
+            first = Some(i);
+        }
         let at = match first {
             None => {
                 let at = self.items.partition_point(|s| s.start < time);
@@ -92,6 +103,9 @@ impl<A: Acc> Sessions<A> {
     /// returns them.
     pub(crate) fn take_where(&mut self, pred: impl Fn(u64, u64) -> bool) -> Vec<(u64, u64, A)> {
         let latest = self.items.len().saturating_sub(1);
+        if !self.items[..latest].iter().any(|s| pred(s.start, s.end)) {
+            return Vec::new();
+        }
         self.items
             .extract_if(..latest, |s| pred(s.start, s.end))
             .map(|s| (s.start, s.end, s.acc))
@@ -101,6 +115,9 @@ impl<A: Acc> Sessions<A> {
     /// Removes the oldest sessions past `cap`, and returns them.
     pub(crate) fn take_oldest_over(&mut self, cap: usize) -> Vec<(u64, u64, A)> {
         let over = self.items.len().saturating_sub(cap);
+        if over == 0 {
+            return Vec::new();
+        }
         self.items
             .drain(..over)
             .map(|s| (s.start, s.end, s.acc))
