@@ -297,6 +297,36 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// Whatever the readers' last days and however far the watermark moves, the sweep frees
+    /// exactly the readers whose last event is more than TTL + slack behind it, and a freed
+    /// reader answers as a new one.
+    #[test]
+    fn ttl_frees_exactly_the_readers_it_should_whatever_the_days(
+        days in proptest::collection::vec(0u64..120, 1..12),
+        ahead in 0u64..200,
+    ) {
+        let ttl = meter().settings.ttl_ms;
+        let e = engine(meter());
+        for (i, d) in days.iter().enumerate() {
+            read(&e, &format!("r{i}"), &page(i as u128, "/a", true), T0 + d * DAY_MS);
+        }
+        e.flush().unwrap();
+        let watermark = T0 + ahead * DAY_MS;
+        read(&e, "ahead", &page(1_000, "/b", true), watermark);
+        e.flush().unwrap();
+        e.sweep().unwrap();
+        let top = e.watermark();
+        for (i, d) in days.iter().enumerate() {
+            let last = T0 + d * DAY_MS;
+            let kept = e.explain(&format!("r{i}"), top).unwrap().is_some();
+            prop_assert_eq!(kept, last + ttl + SWEEP_SLACK_MS >= top, "reader {} last seen day {}", i, d);
+        }
+    }
+}
+
 #[test]
 fn ttl_frees_exactly_the_readers_it_should() {
     let bundle = meter();

@@ -17,10 +17,11 @@ use serde_json::Value;
 
 const DAY: u64 = 24 * 60 * 60 * 1000;
 
-/// Posts one article view for `reader` at event time `ts` and returns the answer.
+/// Posts one article view for `reader` at event time `ts` (plus `id` ms, so that views are
+/// apart as real ones are) and returns the answer.
 fn view(gw: &GatewayProcess, reader: &str, id: u128, ts: u64) -> Value {
     let mut batch = page_view_batch(reader, 0, id, 1, now_ms());
-    batch.events[0].ts = ts;
+    batch.events[0].ts = ts + id as u64;
     let mut resp = agent()
         .post(format!("{}/v1/collect?k=demo", gw.url))
         .send_json(&batch)
@@ -219,4 +220,36 @@ fn an_event_too_late_is_stored_counted_and_dead_lettered() {
             .any(|d| d.reason == "too_late" && d.raw.contains(&format!("{:032x}", 2))),
         "{dead:?}"
     );
+}
+
+#[test]
+fn the_gateway_refuses_to_start_with_a_bad_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = demo_config(dir.path());
+    use_bundle(
+        &config,
+        &meter_text().replace("of = \"page\"", "of = \"pages\""),
+    );
+    let out = Command::new(gateway_bin())
+        .arg("--config")
+        .arg(&config)
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("features.metered_pages: of: \"pages\" is not a field")
+            && err.contains("features.current_page: of: \"pages\" is not a field"),
+        "{err}"
+    );
+    let check = Command::new(gateway_bin())
+        .arg("--config")
+        .arg(&config)
+        .arg("check")
+        .output()
+        .unwrap();
+    assert!(!check.status.success());
 }
