@@ -5,7 +5,9 @@
 
 use std::collections::HashMap;
 
-use pulse_scorer::{Bundle, DAY_MS, ReaderState, decide};
+use std::sync::Arc;
+
+use pulse_scorer::{Bundle, DAY_MS, Engine, EngineConfig, MemoryStore, ReaderState, decide};
 use pulse_sim::{Traffic, TrafficConfig};
 
 fn main() {
@@ -31,6 +33,21 @@ fn main() {
     };
     let warm = batches(40_000);
     let measured = batches(20_000);
+    if std::env::args().any(|a| a == "--engine") {
+        let (engine, _) = Engine::open(
+            Arc::new(MemoryStore::default()),
+            bundle,
+            EngineConfig {
+                cache_bytes: 1 << 30,
+                ..EngineConfig::default()
+            },
+        )
+        .expect("engine");
+        engine_batches(&engine, &warm);
+        let walls = run_engine(&engine, &measured);
+        println!("engine: {walls} walls");
+        return;
+    }
     let mut states: HashMap<&str, ReaderState> = HashMap::new();
     warm_up(&bundle, &warm, &mut states);
     let walls = run(&bundle, &measured, &mut states);
@@ -91,4 +108,26 @@ fn run<'a>(
         walls += u64::from(decide(bundle, s, *now).action == pulse_protocol::Action::Paywall);
     }
     walls
+}
+
+fn engine_batches(
+    engine: &Engine<Arc<MemoryStore>>,
+    batches: &[(String, Vec<pulse_protocol::Event>, u64)],
+) -> u64 {
+    let mut walls = 0;
+    for (reader, events, now) in batches {
+        let timed: Vec<_> = events.iter().map(|e| (e, e.ts)).collect();
+        let d = engine.score(reader, &timed, *now).expect("score").decision;
+        walls += u64::from(d.action == pulse_protocol::Action::Paywall);
+    }
+    walls
+}
+
+/// The measured part through the engine (`--engine`; `--toggle-collect=*run_engine*`).
+#[inline(never)]
+fn run_engine(
+    engine: &Engine<Arc<MemoryStore>>,
+    batches: &[(String, Vec<pulse_protocol::Event>, u64)],
+) -> u64 {
+    engine_batches(engine, batches)
 }
