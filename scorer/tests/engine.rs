@@ -523,6 +523,36 @@ fn state_survives_a_crash_through_the_store_and_the_replay_position() {
 }
 
 #[test]
+fn new_partitions_start_from_the_whole_log() {
+    let store = Arc::new(MemoryStore::default());
+    let open = |partitions| {
+        Engine::open(
+            Arc::clone(&store),
+            meter(),
+            EngineConfig {
+                partitions,
+                ..EngineConfig::default()
+            },
+        )
+        .unwrap()
+    };
+    let (e, start) = open(8);
+    assert_eq!(start.replay_from, 0);
+    e.score("r", &[(&page(1, "/a", true), T0)], T0).unwrap();
+    e.set_progress(Box::new(|| Some(1)));
+    e.close().unwrap();
+    drop(e);
+    let (_, same) = open(8);
+    assert_eq!(
+        same.replay_from, 1,
+        "the same partitions: replay the rest only"
+    );
+    let (e, changed) = open(16);
+    assert_eq!(changed.replay_from, 0, "other partitions: the whole log");
+    assert!(e.explain("r", T0).unwrap().is_none(), "old keys are gone");
+}
+
+#[test]
 fn a_bundle_with_new_features_is_rebuilt_from_the_log() {
     let e = engine(meter());
     let log: Vec<(String, Event)> = (0..30u128)

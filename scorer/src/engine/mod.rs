@@ -49,6 +49,8 @@ pub(crate) mod meta {
     pub(crate) const FEATURE_SET: &str = "feature_set";
     /// The text of the active bundle.
     pub(crate) const BUNDLE: &str = "bundle";
+    /// The number of partitions state is keyed by (u64 LE).
+    pub(crate) const PARTITIONS: &str = "partitions";
 }
 
 /// The engine's settings (from the gateway's `[scorer]`).
@@ -230,9 +232,21 @@ impl<S: StateStore + 'static> Engine<S> {
         bundle: Bundle,
         config: EngineConfig,
     ) -> Result<(Self, Startup), EngineError> {
-        let stored_fs = u64_meta(&store, meta::FEATURE_SET)?;
+        let mut stored_fs = u64_meta(&store, meta::FEATURE_SET)?;
         let mut replay_from = u64_meta(&store, meta::REPLAY_FROM)?.unwrap_or(0);
         let watermark = u64_meta(&store, meta::WATERMARK)?.unwrap_or(0);
+        let partitions = u64::from(config.partitions.max(1));
+        if u64_meta(&store, meta::PARTITIONS)?.is_some_and(|p| p != partitions) {
+            tracing::warn!(
+                partitions,
+                "the number of partitions changed: reader state is rebuilt from the whole log"
+            );
+            for fs in store.feature_sets()? {
+                store.drop_feature_set(fs)?;
+            }
+            stored_fs = None;
+            replay_from = 0;
+        }
         let mut rebuild = None;
         let active = match stored_fs {
             Some(fs) if fs != bundle.feature_set => {
@@ -271,6 +285,7 @@ impl<S: StateStore + 'static> Engine<S> {
                 (meta::FEATURE_SET, active.feature_set.to_le_bytes().to_vec()),
                 (meta::BUNDLE, active.source.as_bytes().to_vec()),
                 (meta::REPLAY_FROM, replay_from.to_le_bytes().to_vec()),
+                (meta::PARTITIONS, partitions.to_le_bytes().to_vec()),
             ],
         )?;
         let shared = Arc::new(Shared {
