@@ -56,10 +56,14 @@ impl Part {
             generation: 0,
             bytes,
         };
-        if let Some(old) = self.readers.insert(reader.into(), slot) {
-            self.bytes -= old.bytes.min(self.bytes);
+        match self.readers.entry(reader.into()) {
+            std::collections::hash_map::Entry::Occupied(mut o) => {
+                let old = o.insert(slot);
+                self.bytes -= old.bytes.min(self.bytes);
+                o.into_mut()
+            }
+            std::collections::hash_map::Entry::Vacant(v) => v.insert(slot),
         }
-        self.readers.get_mut(reader).expect("just inserted")
     }
 
     /// Removes a reader.

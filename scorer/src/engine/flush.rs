@@ -16,11 +16,12 @@ use std::time::Instant;
 use super::{Core, EngineError, SWEEP_SLACK_MS, Shared, meta};
 use crate::state::{ReaderState, StateStore, Write};
 
-pub(crate) fn spawn<S: StateStore + 'static>(shared: Arc<Shared<S>>) -> JoinHandle<()> {
+pub(crate) fn spawn<S: StateStore + 'static>(
+    shared: Arc<Shared<S>>,
+) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("pulse-state-flush".into())
         .spawn(move || run(&shared))
-        .expect("spawn the state flusher")
 }
 
 fn run<S: StateStore>(shared: &Shared<S>) {

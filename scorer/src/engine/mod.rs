@@ -90,6 +90,9 @@ pub enum EngineError {
     /// A lock was poisoned by a panic elsewhere.
     #[error("engine lock poisoned")]
     Poisoned,
+    /// The write-behind thread could not be started.
+    #[error("cannot start the write-behind thread: {0}")]
+    Thread(#[from] std::io::Error),
 }
 
 /// What one batch did.
@@ -302,7 +305,7 @@ impl<S: StateStore + 'static> Engine<S> {
             flushing: Mutex::new(()),
         });
         let engine = Self {
-            flusher: Mutex::new(Some(flush::spawn(Arc::clone(&shared)))),
+            flusher: Mutex::new(Some(flush::spawn(Arc::clone(&shared))?)),
             shared,
         };
         Ok((
