@@ -415,7 +415,7 @@ impl Gateway {
         let engine = Arc::clone(&self.engine);
         let task = tokio::task::spawn_blocking(move || {
             let refs: Vec<_> = timed.iter().map(|(e, t)| (e, *t)).collect();
-            let scored = engine.score(&reader, &refs, now);
+            let scored = engine.score(&reader, &refs, now, &pulse_scorer::Request::default());
             drop(guard); // applied: the replay point may move past these events
             scored.map(|s| {
                 let late: Vec<(Event, Outcome)> = s
@@ -442,17 +442,14 @@ impl Gateway {
             Err(_) => tracing::warn!("scorer missed its deadline"),
         }
         self.metrics.fallback();
+        let version = self
+            .engine
+            .bundle()
+            .map(|b| b.id.clone())
+            .unwrap_or_default();
         Decision {
-            action: Action::Allow,
-            remaining: None,
-            limit: None,
-            reason: "fallback".into(),
             fallback: true,
-            version: self
-                .engine
-                .bundle()
-                .map(|b| b.id.clone())
-                .unwrap_or_default(),
+            ..Decision::new(Action::Allow, "fallback", version)
         }
     }
 

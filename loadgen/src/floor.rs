@@ -24,14 +24,7 @@ use tokio::net::TcpListener;
 
 /// The decision the floor always gives.
 fn fixed_decision() -> Decision {
-    Decision {
-        action: Action::Allow,
-        remaining: None,
-        limit: None,
-        reason: "not_metered".to_owned(),
-        fallback: false,
-        version: "floor".to_owned(),
-    }
+    Decision::new(Action::Allow, "not_metered", "floor")
 }
 
 fn error_body(e: &ApiError) -> (u16, Bytes) {

@@ -13,7 +13,7 @@ mod record;
 mod reject;
 
 pub use batch::{Batch, BatchError, BatchHeader, ParsedBatch, parse_batch};
-pub use decision::{Action, Decision};
+pub use decision::{Action, Assignment, Decision};
 pub use event::{Event, EventType, PageContext};
 pub use id::{EventId, ParseIdError};
 pub use limits::*;

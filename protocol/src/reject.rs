@@ -233,7 +233,7 @@ impl ErrorBody {
 }
 
 /// The answer to an accepted batch (HTTP 200).
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
 pub struct CollectResponse {
     /// How many events were accepted and are durable.
     pub accepted: u32,

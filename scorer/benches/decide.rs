@@ -88,7 +88,7 @@ fn warm_engine(events: usize) -> (Engine<Arc<MemoryStore>>, Stream) {
     for _ in 0..DAY_MS / STEP_MS {
         let (reader, evs, now) = stream.next();
         let timed: Vec<_> = evs.iter().map(|e| (e, e.ts)).collect();
-        let _ = engine.score(&reader, &timed, now);
+        let _ = engine.score(&reader, &timed, now, &pulse_scorer::Request::default());
     }
     (engine, stream)
 }
@@ -168,7 +168,11 @@ fn decide(c: &mut Criterion) {
                     let started = Instant::now();
                     for (reader, evs, now) in &chunk {
                         let timed: Vec<_> = evs.iter().map(|e| (e, e.ts)).collect();
-                        black_box(engine.score(reader, &timed, *now).ok());
+                        black_box(
+                            engine
+                                .score(reader, &timed, *now, &pulse_scorer::Request::default())
+                                .ok(),
+                        );
                     }
                     spent += started.elapsed();
                 }
@@ -189,7 +193,12 @@ fn latency() {
             for (reader, evs, now) in stream.chunk(1_000) {
                 let timed: Vec<_> = evs.iter().map(|e| (e, e.ts)).collect();
                 let started = Instant::now();
-                let _ = black_box(engine.score(&reader, &timed, now));
+                let _ = black_box(engine.score(
+                    &reader,
+                    &timed,
+                    now,
+                    &pulse_scorer::Request::default(),
+                ));
                 ns.push(started.elapsed().as_nanos() as u64);
             }
         }

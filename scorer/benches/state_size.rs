@@ -54,7 +54,9 @@ fn run<S: StateStore + 'static>(store: S, readers: usize, cache_bytes: usize, la
         let b = traffic.next_batch(10, now);
         let reader = b.header.reader_key().to_owned();
         let timed: Vec<_> = b.events.iter().map(|e| (e, e.ts)).collect();
-        engine.score(&reader, &timed, now).expect("score");
+        engine
+            .score(&reader, &timed, now, &pulse_scorer::Request::default())
+            .expect("score");
         seen.insert(reader);
         batches += 1;
     }

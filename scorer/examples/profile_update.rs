@@ -7,7 +7,9 @@ use std::collections::HashMap;
 
 use std::sync::Arc;
 
-use pulse_scorer::{Bundle, DAY_MS, Engine, EngineConfig, MemoryStore, ReaderState, decide};
+use pulse_scorer::{
+    Bundle, DAY_MS, Engine, EngineConfig, MemoryStore, PageFacts, ReaderState, Request, decide,
+};
 use pulse_sim::{Traffic, TrafficConfig};
 
 fn main() {
@@ -105,7 +107,9 @@ fn run<'a>(
             s.apply(bundle, e, e.ts);
         }
         s.finish(bundle);
-        walls += u64::from(decide(bundle, s, *now).action == pulse_protocol::Action::Paywall);
+        let page = PageFacts::of(&events.iter().map(|e| (e, e.ts)).collect::<Vec<_>>());
+        let d = decide(bundle, reader, s, *now, &page, &Request::default(), None);
+        walls += u64::from(d.decision.action == pulse_protocol::Action::Paywall);
     }
     walls
 }
@@ -117,7 +121,10 @@ fn engine_batches(
     let mut walls = 0;
     for (reader, events, now) in batches {
         let timed: Vec<_> = events.iter().map(|e| (e, e.ts)).collect();
-        let d = engine.score(reader, &timed, *now).expect("score").decision;
+        let d = engine
+            .score(reader, &timed, *now, &Request::default())
+            .expect("score")
+            .decision;
         walls += u64::from(d.action == pulse_protocol::Action::Paywall);
     }
     walls

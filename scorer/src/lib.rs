@@ -8,7 +8,8 @@
 //! - windows by event time (`window/`): lifetime, sliding days and hours over buckets, session.
 //! - state (`state/`): one reader's [`ReaderState`] (watermark, dedupe, features), its binary
 //!   codec, and the [`StateStore`] trait.
-//! - [`decide`]: the decision from features, at decision time.
+//! - rules (`rules/`): ordered CEL conditions over features, the page, the request, the model's
+//!   score and entitlements, each with an action (or an experiment over actions); [`decide`].
 //! - [`Engine`]: the only IO: a byte-bounded cache of readers by partition, write-behind to the
 //!   store with the log position it covers, TTL by event time, rebuilds for new feature sets.
 //! - [`Batcher`]: replaying a log as live traffic applied it.
@@ -16,11 +17,11 @@
 //! Time is an argument everywhere but in the engine's write-behind thread.
 
 mod bundle;
-mod decide;
 mod engine;
 mod event;
 mod filter;
 mod replay;
+mod rules;
 mod state;
 mod templates;
 mod time;
@@ -28,16 +29,15 @@ mod value;
 mod window;
 
 pub use bundle::{
-    ActiveBundle, Bundle, BundleError, DecisionSpec, Feature, MAX_FEATURES, Problem, STATE_FORMAT,
-    Settings,
+    ActiveBundle, Bundle, BundleError, Feature, MAX_FEATURES, Problem, STATE_FORMAT, Settings,
 };
-pub use decide::decide;
 pub use engine::{
     CacheView, Engine, EngineConfig, EngineError, FjallStore, Progress, Rebuild, SWEEP_SLACK_MS,
     Scored, Startup, Stats, murmur2, partition_of,
 };
 pub use event::{Observed, Prop, page_key, url_path};
 pub use replay::Batcher;
+pub use rules::{Decided, MAX_RULES, PageFacts, RESERVED, Request, Rules, decide};
 pub use state::{
     CodecError, Dedupe, MemoryStore, Outcome, ReaderState, Seen, StateError, StateStore,
     StoreError, Write,

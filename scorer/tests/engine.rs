@@ -76,7 +76,10 @@ fn read(
     ev: &Event,
     at: u64,
 ) -> (Action, Option<u32>, String) {
-    let d = e.score(reader, &[(ev, at)], at).unwrap().decision;
+    let d = e
+        .score(reader, &[(ev, at)], at, &pulse_scorer::Request::default())
+        .unwrap()
+        .decision;
     (d.action, d.remaining, d.reason)
 }
 
@@ -123,7 +126,12 @@ fn the_demo_meter_as_a_bundle() {
     );
     // The decision names the bundle.
     let d = e
-        .score("r", &[(&page(14, "/a9", true), T0 + HOUR_MS)], T0 + HOUR_MS)
+        .score(
+            "r",
+            &[(&page(14, "/a9", true), T0 + HOUR_MS)],
+            T0 + HOUR_MS,
+            &pulse_scorer::Request::default(),
+        )
         .unwrap();
     assert_eq!(d.decision.version, meter().id);
 }
@@ -134,7 +142,12 @@ fn an_old_article_is_outside_every_window() {
     let e = engine(meter());
     let now = T0 + 31 * DAY_MS;
     let d = e
-        .score("fresh", &[(&page(1, "/old", true), T0)], now)
+        .score(
+            "fresh",
+            &[(&page(1, "/old", true), T0)],
+            now,
+            &pulse_scorer::Request::default(),
+        )
         .unwrap()
         .decision;
     assert_eq!((d.action, d.remaining), (Action::Meter, Some(3)), "{d:?}");
@@ -268,7 +281,7 @@ proptest! {
             let received = T0 + chunk.iter().map(|r| r.1).max().unwrap_or(0) * MINUTE_MS;
             let evs: Vec<(Event, u64)> = chunk.iter().map(|r| (to_event(r), T0 + r.1 * MINUTE_MS)).collect();
             let refs: Vec<(&Event, u64)> = evs.iter().map(|(e, t)| (e, *t)).collect();
-            decisions.push(live.score(&reader, &refs, received).unwrap().decision);
+            decisions.push(live.score(&reader, &refs, received, &pulse_scorer::Request::default()).unwrap().decision);
             for (e, t) in evs {
                 log.push((reader.clone(), e, t, received));
             }
@@ -278,12 +291,12 @@ proptest! {
         let mut batcher = Batcher::new(batch);
         for (reader, e, t, received) in log {
             batcher.push(&reader, received, e, t, &mut |r: &str, evs: &[(&Event, u64)], at| {
-                again.push(replayed.score(r, evs, at)?.decision);
+                again.push(replayed.score(r, evs, at, &pulse_scorer::Request::default())?.decision);
                 Ok::<(), pulse_scorer::EngineError>(())
             }).unwrap();
         }
         batcher.flush(&mut |r: &str, evs: &[(&Event, u64)], at| {
-            again.push(replayed.score(r, evs, at)?.decision);
+            again.push(replayed.score(r, evs, at, &pulse_scorer::Request::default())?.decision);
             Ok::<(), pulse_scorer::EngineError>(())
         }).unwrap();
         prop_assert_eq!(&decisions, &again);
@@ -394,7 +407,8 @@ fn a_flood_from_one_reader_stays_bounded_and_walled() {
             .collect();
         let t = T0 + b * 1_000;
         let refs: Vec<(&Event, u64)> = evs.iter().map(|e| (e, t)).collect();
-        e.score("flooder", &refs, t).unwrap();
+        e.score("flooder", &refs, t, &pulse_scorer::Request::default())
+            .unwrap();
     }
     for j in 0..3_000u128 {
         read(
@@ -409,6 +423,7 @@ fn a_flood_from_one_reader_stays_bounded_and_walled() {
             "flooder",
             &[(&page(900_000, "/a4", true), T0 + 2_000_001)],
             T0 + 2_000_001,
+            &pulse_scorer::Request::default(),
         )
         .unwrap()
         .decision;
@@ -443,11 +458,21 @@ fn a_small_cache_evicts_and_reloads_with_the_same_decisions() {
             let ev = page(u128::from(round * 1000 + r), &format!("/a{round}"), true);
             let t = T0 + round * HOUR_MS;
             let a = big
-                .score(&format!("r{r}"), &[(&ev, t)], t)
+                .score(
+                    &format!("r{r}"),
+                    &[(&ev, t)],
+                    t,
+                    &pulse_scorer::Request::default(),
+                )
                 .unwrap()
                 .decision;
             let b = small
-                .score(&format!("r{r}"), &[(&ev, t)], t)
+                .score(
+                    &format!("r{r}"),
+                    &[(&ev, t)],
+                    t,
+                    &pulse_scorer::Request::default(),
+                )
                 .unwrap()
                 .decision;
             assert_eq!(a, b);
@@ -492,13 +517,15 @@ fn state_survives_a_crash_through_the_store_and_the_replay_position() {
             Some(p.load(std::sync::atomic::Ordering::SeqCst))
         }));
         for (seq, ev) in log.iter().enumerate().take(3) {
-            e.score("r", &[(ev, T0)], T0).unwrap();
+            e.score("r", &[(ev, T0)], T0, &pulse_scorer::Request::default())
+                .unwrap();
             position.store(seq as u64 + 1, std::sync::atomic::Ordering::SeqCst);
         }
         e.flush().unwrap();
         // Two more applied in memory, never written: the crash loses them.
         for (seq, ev) in log.iter().enumerate().skip(3).take(2) {
-            e.score("r", &[(ev, T0)], T0).unwrap();
+            e.score("r", &[(ev, T0)], T0, &pulse_scorer::Request::default())
+                .unwrap();
             position.store(seq as u64 + 1, std::sync::atomic::Ordering::SeqCst);
         }
         drop(e); // no close, so no last flush: what a crash leaves
@@ -511,7 +538,10 @@ fn state_survives_a_crash_through_the_store_and_the_replay_position() {
     for ev in &log[start.replay_from as usize..5] {
         e.replay("r", &[(ev, T0)]).unwrap();
     }
-    let d = e.score("r", &[(&log[5], T0)], T0).unwrap().decision;
+    let d = e
+        .score("r", &[(&log[5], T0)], T0, &pulse_scorer::Request::default())
+        .unwrap()
+        .decision;
     assert_eq!(
         d.action,
         Action::Paywall,
@@ -538,7 +568,13 @@ fn new_partitions_start_from_the_whole_log() {
     };
     let (e, start) = open(8);
     assert_eq!(start.replay_from, 0);
-    e.score("r", &[(&page(1, "/a", true), T0)], T0).unwrap();
+    e.score(
+        "r",
+        &[(&page(1, "/a", true), T0)],
+        T0,
+        &pulse_scorer::Request::default(),
+    )
+    .unwrap();
     e.set_progress(Box::new(|| Some(1)));
     e.close().unwrap();
     drop(e);
@@ -564,7 +600,8 @@ fn a_bundle_with_new_features_is_rebuilt_from_the_log() {
         })
         .collect();
     for (r, ev) in &log {
-        e.score(r, &[(ev, T0)], T0).unwrap();
+        e.score(r, &[(ev, T0)], T0, &pulse_scorer::Request::default())
+            .unwrap();
     }
     let mut rebuild = e.rebuild(profile()).unwrap();
     for (r, ev) in &log[..20] {
@@ -572,7 +609,8 @@ fn a_bundle_with_new_features_is_rebuilt_from_the_log() {
     }
     // Live traffic goes on meanwhile under the old bundle.
     let late = page(99, "/late", true);
-    e.score("r0", &[(&late, T0)], T0).unwrap();
+    e.score("r0", &[(&late, T0)], T0, &pulse_scorer::Request::default())
+        .unwrap();
     let active = rebuild
         .finish(|rb| {
             for (r, ev) in &log[20..] {

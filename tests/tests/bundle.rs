@@ -91,7 +91,7 @@ fn bundle_check_lists_every_problem() {
         "features.metered_pages.window: 40d is longer than the TTL",
         "features.current_page.template: unknown template \"latest\"",
         "features.subscriber.template: unknown template \"latest\"",
-        "decision: unknown field `colour`",
+        "rules[1]: unknown field `colour`",
     ] {
         assert!(err.contains(needle), "{needle:?} not in:\n{err}");
     }

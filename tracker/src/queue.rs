@@ -66,7 +66,7 @@ pub struct Transmit {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
     /// 2xx: the events are durable. The answer, when it parsed.
-    Accepted(Option<CollectResponse>),
+    Accepted(Option<Box<CollectResponse>>),
     /// Network error, timeout, 408, 429 or 5xx: send the same batch again later.
     Retry {
         /// The server's `Retry-After`, in ms, when it gave one.
@@ -114,7 +114,7 @@ pub enum Reaction {
     /// The batch is done.
     Accepted {
         /// The decision to apply, when the answer carried one.
-        decision: Option<Decision>,
+        decision: Option<Box<Decision>>,
         /// Events the server rejected (each is also in its dead-letter log).
         rejected: Vec<Rejection>,
     },
@@ -283,10 +283,15 @@ impl Queue {
             Outcome::Accepted(answer) => {
                 self.outbox.remove(index);
                 match answer {
-                    Some(answer) => Reaction::Accepted {
-                        decision: Some(answer.decision),
-                        rejected: answer.rejected,
-                    },
+                    Some(answer) => {
+                        let CollectResponse {
+                            decision, rejected, ..
+                        } = *answer;
+                        Reaction::Accepted {
+                            decision: Some(Box::new(decision)),
+                            rejected,
+                        }
+                    }
                     None => Reaction::Accepted {
                         decision: None,
                         rejected: Vec::new(),

@@ -649,6 +649,16 @@ fn apply(decision: &Decision) {
             Some(n) => html.set_attribute("data-pulse-remaining", &n.to_string()),
             None => html.remove_attribute("data-pulse-remaining"),
         };
+        for (name, value) in [
+            ("data-pulse-variant", &decision.variant),
+            ("data-pulse-offer", &decision.offer),
+            ("data-pulse-prompt", &decision.prompt),
+        ] {
+            let _ = match value {
+                Some(v) => html.set_attribute(name, v),
+                None => html.remove_attribute(name),
+            };
+        }
     }
     let text = serde_json::to_string(decision).unwrap_or_default();
     let Ok(object) = JSON::parse(&text) else {

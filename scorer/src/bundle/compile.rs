@@ -1,14 +1,17 @@
 //! Checking a bundle and building what the engine runs: settings in range, every feature's
 //! template and parameters, filters, windows no longer than the TTL, features that use other
-//! features (which must exist, be numeric and not form a cycle), and a decision that names
-//! features of the right kind. Every problem is listed at once.
+//! features (which must exist, be numeric and not form a cycle), and rules whose conditions
+//! compile and name features that exist and whose actions name features of the right kind.
+//! Every problem is listed at once.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use pulse_protocol::{EventType, MAX_EVENT_AGE_MS};
 
-use super::spec::{self, DecisionTable, FeatureSpec, Problem};
+use super::spec::{self, FeatureSpec, Problem};
 use crate::filter::{Filter, FilterSpec, type_bit};
+use crate::rules::Rules;
 use crate::templates::{self, CompileCx, Kind, Spec};
 use crate::time::{DAY_MS, HOUR_MS, MINUTE_MS, parse_duration};
 use crate::window::{MAX_WINDOW_DAYS, Window};
@@ -53,24 +56,6 @@ pub struct Feature {
     pub window: Option<Window>,
 }
 
-/// What decides.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum DecisionSpec {
-    /// Always allow.
-    Allow,
-    /// The meter.
-    Meter {
-        /// Index of the `distinct` feature of metered pages.
-        pages: usize,
-        /// Index of the `last` feature of the current page.
-        current_page: usize,
-        /// Free pages per window.
-        limit: u32,
-        /// Index of the subscriber feature.
-        subscriber: Option<usize>,
-    },
-}
-
 /// A checked bundle, ready to run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bundle {
@@ -92,8 +77,10 @@ pub struct Bundle {
     /// of one template family with the same state-relevant parameters and filter share one
     /// state (`first_seen`, `last_seen` and `recency` of page views keep one span).
     pub(crate) owners: Vec<usize>,
-    /// What decides.
-    pub decision: DecisionSpec,
+    /// The rules that decide, in order.
+    pub rules: Rules,
+    /// Feature indices by name.
+    pub(crate) by_name: HashMap<String, usize>,
     /// The text it was compiled from.
     pub source: Arc<str>,
 }
@@ -143,7 +130,36 @@ impl Bundle {
         let names: Vec<&str> = spec.features.iter().map(|f| f.name.as_str()).collect();
         resolve_inputs(&mut features, &names, &mut problems);
         let order = order(&features, &mut problems);
-        let decision = decision(spec.decision.as_ref(), &features, &mut problems);
+        for f in &features {
+            if crate::rules::RESERVED.contains(&f.name.as_str()) {
+                problems.push(Problem::new(
+                    format!("features.{}", f.name),
+                    "this name is reserved for rules (page, request, model, entitled, reader)",
+                ));
+            }
+        }
+        let find = |name: &str| {
+            features
+                .iter()
+                .position(|f| f.name == name)
+                .map(|i| (i, features[i].template.clone()))
+        };
+        let mut rule_problems = Vec::new();
+        let rules = Rules::compile(&spec.rules, &find, &names, false, &mut rule_problems);
+        problems.extend(rule_problems.into_iter().map(|(p, m)| Problem::new(p, m)));
+        for (rule, pages, limit) in rules.meters() {
+            if let Spec::Distinct(d) = &features[pages].spec
+                && !d.covers_rank(limit)
+            {
+                problems.push(Problem::new(
+                    format!("rules ({rule})"),
+                    format!(
+                        "limit {limit} is more than the exact values `{}` keeps",
+                        features[pages].name
+                    ),
+                ));
+            }
+        }
         if !problems.is_empty() {
             return Err(BundleError(problems));
         }
@@ -185,6 +201,11 @@ impl Bundle {
                 parts.push(s.canonical.as_bytes().to_vec());
             }
         }
+        let by_name = features
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name.clone(), i))
+            .collect();
         let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
         let fs = sha256(&refs);
         let id = sha256(&[spec.canonical.as_bytes()]);
@@ -197,7 +218,8 @@ impl Bundle {
             order,
             by_type,
             owners,
-            decision,
+            rules,
+            by_name,
             source: Arc::from(text),
         })
     }
@@ -209,7 +231,7 @@ impl Bundle {
 
     /// The index of the feature named `name`.
     pub fn feature(&self, name: &str) -> Option<usize> {
-        self.features.iter().position(|f| f.name == name)
+        self.by_name.get(name).copied()
     }
 }
 
@@ -411,66 +433,6 @@ fn order(features: &[Feature], problems: &mut Vec<Problem>) -> Vec<usize> {
     order
 }
 
-fn decision(
-    spec: Option<&DecisionTable>,
-    features: &[Feature],
-    problems: &mut Vec<Problem>,
-) -> DecisionSpec {
-    let find = |name: &str, template: &str, key: &str, problems: &mut Vec<Problem>| match features
-        .iter()
-        .position(|f| f.name == name)
-    {
-        Some(i) if features[i].template == template => Some(i),
-        Some(_) => {
-            problems.push(Problem::new(
-                format!("decision.{key}"),
-                format!("{name:?} must be a `{template}` feature"),
-            ));
-            None
-        }
-        None => {
-            problems.push(Problem::new(
-                format!("decision.{key}"),
-                format!("{name:?} is not a feature of this bundle"),
-            ));
-            None
-        }
-    };
-    match spec {
-        None | Some(DecisionTable::Allow) => DecisionSpec::Allow,
-        Some(DecisionTable::Meter {
-            pages,
-            current_page,
-            limit,
-            subscriber,
-        }) => {
-            let p = find(pages, "distinct", "pages", problems);
-            let c = find(current_page, "last", "current_page", problems);
-            let s = subscriber
-                .as_deref()
-                .and_then(|s| find(s, "last", "subscriber", problems));
-            if let Some(p) = p
-                && let Spec::Distinct(d) = &features[p].spec
-                && !d.covers_rank(*limit)
-            {
-                problems.push(Problem::new(
-                    "decision.limit",
-                    format!("{limit} is more than the exact values `{pages}` keeps"),
-                ));
-            }
-            match (p, c) {
-                (Some(pages), Some(current_page)) => DecisionSpec::Meter {
-                    pages,
-                    current_page,
-                    limit: *limit,
-                    subscriber: s,
-                },
-                _ => DecisionSpec::Allow,
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -495,12 +457,17 @@ template = "last"
 of = "props.subscriber"
 filter = { type = "identify", has = ["subscriber"] }
 
-[decision]
-kind = "meter"
+[[rules]]
+id = "subscriber"
+when = "subscriber == true"
+action = "allow"
+
+[[rules]]
+id = "meter"
+action = "meter"
 pages = "metered_pages"
 current_page = "last_page"
 limit = 3
-subscriber = "subscriber"
 "#;
 
     #[test]
@@ -509,7 +476,7 @@ subscriber = "subscriber"
         assert_eq!(b.features.len(), 3);
         assert_eq!(b.owners.len(), 3);
         assert_eq!(b.id.len(), 12);
-        assert!(matches!(b.decision, DecisionSpec::Meter { limit: 3, .. }));
+        assert_eq!(b.rules.ids(), vec!["subscriber", "meter"]);
         let page_views = b.features_for(EventType::PageView);
         assert_eq!(page_views.len(), 2, "{page_views:?}");
         assert_eq!(b.features_for(EventType::Identify).len(), 1);
@@ -563,11 +530,17 @@ template = "count"
 template = "count"
 colour = "blue"
 
-[decision]
-kind = "meter"
+[[rules]]
+id = "meter"
+action = "meter"
 pages = "b"
 current_page = "zz"
 limit = 3
+
+[[rules]]
+id = "bad-when"
+when = "nope > 3 && ("
+action = "shout"
 
 [model]
 file = "m.json"
@@ -583,8 +556,10 @@ file = "m.json"
             "features.d: uses \"nope\", which is not a feature",
             "features.Bad-Name",
             "features.e: unknown field `colour`",
-            "decision.pages: \"b\" must be a `distinct` feature",
-            "decision.current_page: \"zz\" is not a feature",
+            "rules[0] (meter): action: `pages` = \"b\" must be a `distinct` feature",
+            "rules[0] (meter): action: `current_page` = \"zz\" is not a feature",
+            "rules[1] (bad-when): when:",
+            "rules[1] (bad-when): action: unknown action \"shout\"",
             "model: unknown section",
         ] {
             assert!(text.contains(needle), "{needle:?} not in:\n{text}");

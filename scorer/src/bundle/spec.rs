@@ -82,32 +82,12 @@ pub(crate) struct FeatureSpec {
     pub(crate) canonical: String,
 }
 
-/// The `[decision]` table.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
-pub(crate) enum DecisionTable {
-    /// Always `allow` (a bundle that only computes features).
-    Allow,
-    /// The meter: `limit` free pages among the distinct pages of a `distinct` feature.
-    Meter {
-        /// A `distinct` feature of `page`: the metered pages of the window.
-        pages: String,
-        /// A `last` feature of `page`: the page the decision is about.
-        current_page: String,
-        /// Free pages per window.
-        limit: u32,
-        /// A feature whose `true` exempts the reader (a `last` of the subscriber trait).
-        #[serde(default)]
-        subscriber: Option<String>,
-    },
-}
-
 /// The whole file, read.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct BundleSpec {
     pub(crate) settings: Option<SettingsSpec>,
     pub(crate) features: Vec<FeatureSpec>,
-    pub(crate) decision: Option<DecisionTable>,
+    pub(crate) rules: Vec<crate::rules::RuleTable>,
     /// The file's content in a canonical form (for the bundle's id).
     pub(crate) canonical: String,
 }
@@ -127,7 +107,7 @@ pub(crate) fn read(text: &str) -> (BundleSpec, Vec<Problem>) {
     let mut spec = BundleSpec {
         settings: None,
         features: Vec::new(),
-        decision: None,
+        rules: Vec::new(),
         canonical,
     };
     for (key, value) in table {
@@ -144,13 +124,23 @@ pub(crate) fn read(text: &str) -> (BundleSpec, Vec<Problem>) {
                 }
                 _ => problems.push(Problem::new("features", "a table of features")),
             },
-            "decision" => match DecisionTable::deserialize(value) {
-                Ok(d) => spec.decision = Some(d),
-                Err(e) => problems.push(Problem::new("decision", e.message().to_owned())),
+            "rules" => match value {
+                toml::Value::Array(items) => {
+                    for (i, item) in items.into_iter().enumerate() {
+                        let mut msgs = Vec::new();
+                        if let Some(rule) = crate::rules::RuleTable::read(item, &mut msgs) {
+                            spec.rules.push(rule);
+                        }
+                        for m in msgs {
+                            problems.push(Problem::new(format!("rules[{i}]"), m));
+                        }
+                    }
+                }
+                _ => problems.push(Problem::new("rules", "a list of [[rules]] tables")),
             },
             other => problems.push(Problem::new(
                 other,
-                "unknown section (a bundle has [bundle], [features.NAME] and [decision])",
+                "unknown section (a bundle has [bundle], [features.NAME] and [[rules]])",
             )),
         }
     }

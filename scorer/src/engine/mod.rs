@@ -23,8 +23,8 @@ use pulse_protocol::{Decision, MAX_EVENT_AGE_MS, MAX_FUTURE_SKEW_MS};
 use serde_json::{Value as Json, json};
 
 use crate::bundle::{ActiveBundle, Bundle};
-use crate::decide::decide;
 use crate::event::Observed;
+use crate::rules::{PageFacts, Request, decide};
 use crate::state::{Outcome, ReaderState, StateError, StateStore, StoreError};
 use crate::time::HOUR_MS;
 
@@ -100,6 +100,8 @@ pub enum EngineError {
 pub struct Scored {
     /// The decision (after the batch's events).
     pub decision: Decision,
+    /// The probability of the reader's experiment arm, when a rule assigned one.
+    pub probability: Option<f64>,
     /// Events applied.
     pub applied: u32,
     /// Events whose id was applied before.
@@ -140,6 +142,8 @@ pub struct Stats {
     pub rebuild_events: AtomicU64,
     /// Rebuild: 1 while one runs.
     pub rebuilding: AtomicU64,
+    /// Rule conditions that failed at run time (the next rule was tried).
+    pub rule_errors: AtomicU64,
 }
 
 /// A point-in-time view of the cache, for `/metrics`.
@@ -353,24 +357,31 @@ impl<S: StateStore + 'static> Engine<S> {
         self.shared.watermark.load(Ordering::Relaxed)
     }
 
-    /// Applies a batch of one reader's events (each with its event time) and decides at `now`.
+    /// Applies a batch of one reader's events (each with its event time) and decides at `now`,
+    /// for the request `request` (its device and country, when known).
     pub fn score<E: Observed + ?Sized>(
         &self,
         reader: &str,
         events: &[(&E, u64)],
         now: u64,
+        request: &Request,
     ) -> Result<Scored, EngineError> {
         let core = self.core()?;
+        let page = PageFacts::of(events);
+        let (decided, counts) = self.shared.update(&core, reader, events, |bundle, state| {
+            decide(bundle, reader, state, now, &page, request, None)
+        })?;
         self.shared
-            .update(&core, reader, events, |bundle, state| {
-                decide(bundle, state, now)
-            })
-            .map(|(decision, counts)| Scored {
-                decision,
-                applied: counts.applied,
-                duplicates: counts.duplicates,
-                refused: counts.refused,
-            })
+            .stats
+            .rule_errors
+            .fetch_add(u64::from(decided.errors), Ordering::Relaxed);
+        Ok(Scored {
+            decision: decided.decision,
+            probability: decided.probability,
+            applied: counts.applied,
+            duplicates: counts.duplicates,
+            refused: counts.refused,
+        })
     }
 
     /// Applies events without deciding (replay of the log).
@@ -412,7 +423,16 @@ impl<S: StateStore + 'static> Engine<S> {
         out["reader"] = json!(reader);
         out["partition"] = json!(p);
         out["bundle"] = json!({"id": bundle.id, "name": bundle.name});
-        out["decision"] = serde_json::to_value(decide(&bundle, state, now)).unwrap_or(Json::Null);
+        let decided = decide(
+            &bundle,
+            reader,
+            state,
+            now,
+            &PageFacts::default(),
+            &Request::default(),
+            None,
+        );
+        out["decision"] = serde_json::to_value(decided.decision).unwrap_or(Json::Null);
         Ok(Some(out))
     }
 

@@ -1,0 +1,265 @@
+//! What a rule's condition can read, resolved when it reads it: a feature's value is computed
+//! the first time a condition names it in this decision (never for features no rule reads).
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use cel::common::value::CowVal;
+use pulse_protocol::EventType;
+
+use crate::bundle::Bundle;
+use crate::event::{Observed, host_of, url_path};
+use crate::state::ReaderState;
+use crate::value::Value;
+
+/// What a decision knows of the page: from the batch's latest page view.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PageFacts {
+    /// Its `content_type` property (`og:type`).
+    pub content_type: Option<String>,
+    /// Its `section` property.
+    pub section: Option<String>,
+    /// Its URL path.
+    pub path: Option<String>,
+    /// Where the reader came from: `search`, `social`, `internal`, `direct` or `other`.
+    pub referrer: Option<&'static str>,
+}
+
+const SEARCH: [&str; 8] = [
+    "google.",
+    "bing.",
+    "duckduckgo.",
+    "yahoo.",
+    "baidu.",
+    "yandex.",
+    "ecosia.",
+    "qwant.",
+];
+const SOCIAL: [&str; 10] = [
+    "facebook.",
+    "t.co",
+    "twitter.",
+    "x.com",
+    "linkedin.",
+    "reddit.",
+    "instagram.",
+    "news.ycombinator",
+    "bsky.",
+    "threads.",
+];
+
+/// The class of a referrer for a page on `page_host`.
+pub(crate) fn referrer_class(referrer: &str, page_host: Option<&str>) -> &'static str {
+    let Some(host) = host_of(referrer) else {
+        return "direct";
+    };
+    let bare = host.strip_prefix("www.").unwrap_or(host);
+    if page_host.is_some_and(|p| p.strip_prefix("www.").unwrap_or(p) == bare) {
+        "internal"
+    } else if SEARCH
+        .iter()
+        .any(|s| bare.starts_with(s) || bare.contains(&format!(".{s}")))
+    {
+        "search"
+    } else if SOCIAL
+        .iter()
+        .any(|s| bare.starts_with(s) || bare.contains(&format!(".{s}")))
+    {
+        "social"
+    } else {
+        "other"
+    }
+}
+
+impl PageFacts {
+    /// The facts of the latest page view among `events` (by event time), if any.
+    pub fn of<E: Observed + ?Sized>(events: &[(&E, u64)]) -> Self {
+        let Some((ev, _)) = events
+            .iter()
+            .filter(|(e, _)| e.kind() == EventType::PageView)
+            .max_by_key(|(_, t)| *t)
+        else {
+            return Self::default();
+        };
+        let text = |key: &str| match ev.prop(key) {
+            crate::event::Prop::Str(s) => Some(s.chars().take(128).collect::<String>()),
+            _ => None,
+        };
+        Self {
+            content_type: text("content_type"),
+            section: text("section"),
+            path: Some(url_path(ev.url()).chars().take(256).collect()),
+            referrer: Some(referrer_class(ev.referrer(), host_of(ev.url()))),
+        }
+    }
+}
+
+/// What the gateway knows of the request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Request {
+    /// `mobile`, `tablet` or `desktop`, from the User-Agent.
+    pub device: Option<String>,
+    /// The country, from the header the operator names (e.g. a CDN's `CF-IPCountry`).
+    pub country: Option<String>,
+}
+
+impl Request {
+    /// The device class of a User-Agent.
+    pub fn device_of(user_agent: &str) -> &'static str {
+        if user_agent.contains("iPad") || user_agent.contains("Tablet") {
+            "tablet"
+        } else if user_agent.contains("Mobi") || user_agent.contains("Android") {
+            "mobile"
+        } else {
+            "desktop"
+        }
+    }
+}
+
+/// Resolves a condition's variables for one decision.
+pub(crate) struct Resolver<'a> {
+    bundle: &'a Bundle,
+    state: &'a ReaderState,
+    now: u64,
+    page: cel::Value,
+    request: cel::Value,
+    model: cel::Value,
+    entitled: cel::Value,
+    values: Vec<OnceLock<Value>>,
+}
+
+fn map(entries: Vec<(&str, cel::Value)>) -> cel::Value {
+    let map: HashMap<String, cel::Value> = entries
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    cel::Value::from(map)
+}
+
+fn opt(s: &Option<String>) -> cel::Value {
+    s.as_ref().map_or(cel::Value::Null, |s| {
+        cel::Value::String(Arc::new(s.clone()))
+    })
+}
+
+fn to_cel(v: &Value) -> cel::Value {
+    match v {
+        Value::Missing => cel::Value::Null,
+        Value::Bool(b) => cel::Value::Bool(*b),
+        Value::Num(n) => cel::Value::Float(*n),
+        Value::Str(s) => cel::Value::String(Arc::new(s.clone())),
+        Value::Top(items) => cel::Value::List(Arc::new(
+            items
+                .iter()
+                .map(|(s, _)| cel::Value::String(Arc::new(s.clone())))
+                .collect(),
+        )),
+    }
+}
+
+impl<'a> Resolver<'a> {
+    pub(crate) fn new(
+        bundle: &'a Bundle,
+        state: &'a ReaderState,
+        now: u64,
+        page: &PageFacts,
+        metered: bool,
+        request: &Request,
+        score: Option<f64>,
+    ) -> Self {
+        Self {
+            bundle,
+            state,
+            now,
+            page: map(vec![
+                ("content_type", opt(&page.content_type)),
+                ("section", opt(&page.section)),
+                ("path", opt(&page.path)),
+                (
+                    "referrer",
+                    page.referrer.map_or(cel::Value::Null, cel::Value::from),
+                ),
+                ("metered", cel::Value::Bool(metered)),
+            ]),
+            request: map(vec![
+                ("device", opt(&request.device)),
+                ("country", opt(&request.country)),
+            ]),
+            model: map(vec![(
+                "score",
+                score.map_or(cel::Value::Null, cel::Value::Float),
+            )]),
+            entitled: map(Vec::new()),
+            values: (0..bundle.features.len())
+                .map(|_| OnceLock::new())
+                .collect(),
+        }
+    }
+
+    fn value(&self, i: usize) -> &Value {
+        self.values[i].get_or_init(|| self.state.value(self.bundle, i, self.now))
+    }
+
+    /// Feature `i`'s value as the explanation shows it.
+    pub(crate) fn describe(&self, i: usize) -> String {
+        match self.value(i) {
+            Value::Missing => "missing".into(),
+            Value::Bool(b) => b.to_string(),
+            Value::Num(n) if n.fract() == 0.0 && n.abs() < 1e15 => format!("{}", *n as i64),
+            Value::Num(n) => format!("{n:.4}"),
+            Value::Str(s) => format!("{s:?}"),
+            Value::Top(items) => format!("{:?}", items.iter().map(|(s, _)| s).collect::<Vec<_>>()),
+        }
+    }
+}
+
+fn owned<'b>(v: cel::Value) -> Option<CowVal<'b, 'b>> {
+    let boxed: Box<dyn cel::common::value::Val> = v.try_into().ok()?;
+    Some(CowVal::Owned(boxed))
+}
+
+impl cel::context::VariableResolver for Resolver<'_> {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        match variable {
+            "page" => owned(self.page.clone()),
+            "request" => owned(self.request.clone()),
+            "model" => owned(self.model.clone()),
+            "entitled" => owned(self.entitled.clone()),
+            name => {
+                let i = self.bundle.feature(name)?;
+                owned(to_cel(self.value(i)))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn referrer_classes() {
+        let page = Some("www.news.example");
+        assert_eq!(referrer_class("", page), "direct");
+        assert_eq!(referrer_class("https://news.example/a", page), "internal");
+        assert_eq!(
+            referrer_class("https://www.google.co.uk/search?q=x", page),
+            "search"
+        );
+        assert_eq!(referrer_class("https://t.co/xyz", page), "social");
+        assert_eq!(referrer_class("https://m.facebook.com/", page), "social");
+        assert_eq!(referrer_class("https://blog.example/", page), "other");
+        assert_eq!(
+            Request::device_of("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0) Mobile/15E148"),
+            "mobile"
+        );
+        assert_eq!(
+            Request::device_of("Mozilla/5.0 (iPad; CPU OS 17_0)"),
+            "tablet"
+        );
+        assert_eq!(
+            Request::device_of("Mozilla/5.0 (X11; Linux x86_64)"),
+            "desktop"
+        );
+    }
+}
