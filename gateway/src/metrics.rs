@@ -351,6 +351,12 @@ pub(crate) fn render_scorer<S: pulse_scorer::StateStore>(
         (engine.watermark() as f64 / 1e3).to_string(),
     );
     one(
+        "pulse_scorer_rule_errors_total",
+        "counter",
+        "Rule conditions that failed at run time (the next rule was tried).",
+        get(&s.rule_errors).to_string(),
+    );
+    one(
         "pulse_scorer_rebuilding",
         "gauge",
         "1 while state for a new bundle is rebuilt from the log.",
