@@ -16,6 +16,7 @@
 //!
 //! Time is an argument everywhere but in the engine's write-behind thread.
 
+mod backtest;
 mod bundle;
 mod engine;
 mod event;
@@ -28,6 +29,7 @@ mod time;
 mod value;
 mod window;
 
+pub use backtest::{LogEntry, Tally, backtest};
 pub use bundle::{
     ActiveBundle, Bundle, BundleError, Feature, MAX_FEATURES, Problem, STATE_FORMAT, Settings,
 };

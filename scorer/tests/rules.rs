@@ -272,3 +272,38 @@ arms = [{ name = "only", action = "allow" }]
         1
     );
 }
+
+#[test]
+fn a_shadow_bundle_decides_beside_the_active_one() {
+    let active = bundle("[[rules]]\nid = \"all\"\naction = \"allow\"\n");
+    let (e, _) = Engine::open(
+        Arc::new(MemoryStore::default()),
+        active,
+        EngineConfig::default(),
+    )
+    .unwrap();
+    let ev = article(1, "/a");
+    assert_eq!(
+        e.score("r", &[(&ev, T0)], T0, &Request::default())
+            .unwrap()
+            .shadow,
+        None
+    );
+    e.set_shadow(Some(bundle(
+        "[[rules]]\nid = \"wall\"\naction = \"paywall\"\n",
+    )))
+    .unwrap();
+    let ev2 = article(2, "/b");
+    let s = e
+        .score("r", &[(&ev2, T0)], T0, &Request::default())
+        .unwrap();
+    assert_eq!(
+        s.decision.action,
+        Action::Allow,
+        "the page sees the active bundle"
+    );
+    assert_eq!(s.shadow.map(|d| d.action), Some(Action::Paywall));
+    // A shadow with other features is refused: it would need state of its own.
+    let other = Bundle::compile(&FEATURES.replace("\"30d\"", "\"29d\"")).unwrap();
+    assert!(e.set_shadow(Some(other)).is_err());
+}

@@ -87,6 +87,11 @@ pub enum EngineError {
     /// A bundle changes the features: its state must be rebuilt from the log first.
     #[error("the bundle changes the features; state must be rebuilt from the log")]
     NeedsRebuild(Box<Bundle>),
+    /// A shadow bundle must keep the active bundle's feature set (it decides on the same state).
+    #[error(
+        "a shadow bundle must have the active bundle's features (backtest other features with `gateway replay`)"
+    )]
+    ShadowFeatures,
     /// A lock was poisoned by a panic elsewhere.
     #[error("engine lock poisoned")]
     Poisoned,
@@ -102,6 +107,8 @@ pub struct Scored {
     pub decision: Decision,
     /// The probability of the reader's experiment arm, when a rule assigned one.
     pub probability: Option<f64>,
+    /// What the shadow bundle decided, when one is set (the page never sees it).
+    pub shadow: Option<Decision>,
     /// Events applied.
     pub applied: u32,
     /// Events whose id was applied before.
@@ -211,6 +218,8 @@ pub struct Startup {
 pub struct Engine<S: StateStore + 'static> {
     shared: Arc<Shared<S>>,
     flusher: Mutex<Option<JoinHandle<()>>>,
+    /// A candidate bundle that decides beside the active one.
+    shadow: RwLock<Option<Arc<Bundle>>>,
 }
 
 impl<S: StateStore + 'static> std::fmt::Debug for Engine<S> {
@@ -311,6 +320,7 @@ impl<S: StateStore + 'static> Engine<S> {
         let engine = Self {
             flusher: Mutex::new(Some(flush::spawn(Arc::clone(&shared))?)),
             shared,
+            shadow: RwLock::new(None),
         };
         Ok((
             engine,
@@ -368,9 +378,15 @@ impl<S: StateStore + 'static> Engine<S> {
     ) -> Result<Scored, EngineError> {
         let core = self.core()?;
         let page = PageFacts::of(events);
-        let (decided, counts) = self.shared.update(&core, reader, events, |bundle, state| {
-            decide(bundle, reader, state, now, &page, request, None)
-        })?;
+        let shadow = self.shadow.read().ok().and_then(|s| s.clone());
+        let ((decided, shadow), counts) =
+            self.shared.update(&core, reader, events, |bundle, state| {
+                let active = decide(bundle, reader, state, now, &page, request, None);
+                let shadow = shadow
+                    .as_ref()
+                    .map(|b| decide(b, reader, state, now, &page, request, None).decision);
+                (active, shadow)
+            })?;
         self.shared
             .stats
             .rule_errors
@@ -378,6 +394,7 @@ impl<S: StateStore + 'static> Engine<S> {
         Ok(Scored {
             decision: decided.decision,
             probability: decided.probability,
+            shadow,
             applied: counts.applied,
             duplicates: counts.duplicates,
             refused: counts.refused,
@@ -449,6 +466,24 @@ impl<S: StateStore + 'static> Engine<S> {
             &[(meta::BUNDLE, bundle.source.as_bytes().to_vec())],
         )?;
         Ok(core.bundle.set(Arc::new(bundle)))
+    }
+
+    /// Sets (or clears) the shadow bundle: it decides every batch beside the active one, on the
+    /// same state, and its decision comes back in [`Scored::shadow`]. It must keep the active
+    /// bundle's feature set.
+    pub fn set_shadow(&self, bundle: Option<Bundle>) -> Result<Option<Arc<Bundle>>, EngineError> {
+        if let Some(b) = &bundle
+            && b.feature_set != self.core()?.feature_set
+        {
+            return Err(EngineError::ShadowFeatures);
+        }
+        let mut shadow = self.shadow.write().map_err(|_| EngineError::Poisoned)?;
+        Ok(std::mem::replace(&mut *shadow, bundle.map(Arc::new)))
+    }
+
+    /// The shadow bundle, if one is set.
+    pub fn shadow(&self) -> Option<Arc<Bundle>> {
+        self.shadow.read().ok().and_then(|s| s.clone())
     }
 
     /// Starts building state for a bundle with other features (see [`Rebuild`]).
