@@ -123,7 +123,7 @@ limit = 3
     ];
     let mobile = Request {
         device: Some("mobile".into()),
-        country: None,
+        ..Request::default()
     };
     let d = run(&b, "r", &two, &mobile).decision;
     assert_eq!(d.action, Action::Offer);
@@ -306,4 +306,19 @@ fn a_shadow_bundle_decides_beside_the_active_one() {
     // A shadow with other features is refused: it would need state of its own.
     let other = Bundle::compile(&FEATURES.replace("\"30d\"", "\"29d\"")).unwrap();
     assert!(e.set_shadow(Some(other)).is_err());
+}
+
+#[test]
+fn entitlements_come_from_the_request() {
+    let b = bundle(
+        "[[rules]]\nid = \"entitled\"\nwhen = \"has(entitled.subscriber) && entitled.subscriber\"\naction = \"allow\"\n\n[[rules]]\nid = \"wall\"\naction = \"paywall\"\n",
+    );
+    let plain = run(&b, "r", &[article(1, "/a")], &Request::default()).decision;
+    assert_eq!(plain.rule.as_deref(), Some("wall"));
+    let vouched = Request {
+        entitled: vec![("subscriber".into(), json!(true))],
+        ..Request::default()
+    };
+    let d = run(&b, "r", &[article(1, "/a")], &vouched).decision;
+    assert_eq!(d.rule.as_deref(), Some("entitled"));
 }

@@ -95,12 +95,15 @@ impl PageFacts {
 }
 
 /// What the gateway knows of the request.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Request {
     /// `mobile`, `tablet` or `desktop`, from the User-Agent.
     pub device: Option<String>,
     /// The country, from the header the operator names (e.g. a CDN's `CF-IPCountry`).
     pub country: Option<String>,
+    /// Entitlements a token signed by the publisher vouches for (`entitled.NAME`): booleans,
+    /// numbers or strings. Empty without a valid token.
+    pub entitled: Vec<(String, serde_json::Value)>,
 }
 
 impl Request {
@@ -140,6 +143,15 @@ fn opt(s: &Option<String>) -> cel::Value {
     s.as_ref().map_or(cel::Value::Null, |s| {
         cel::Value::String(Arc::new(s.clone()))
     })
+}
+
+fn json_to_cel(v: &serde_json::Value) -> cel::Value {
+    match v {
+        serde_json::Value::Bool(b) => cel::Value::Bool(*b),
+        serde_json::Value::Number(n) => n.as_f64().map_or(cel::Value::Null, cel::Value::Float),
+        serde_json::Value::String(s) => cel::Value::String(Arc::new(s.clone())),
+        _ => cel::Value::Null,
+    }
 }
 
 fn to_cel(v: &Value) -> cel::Value {
@@ -189,7 +201,11 @@ impl<'a> Resolver<'a> {
                 "score",
                 score.map_or(cel::Value::Null, cel::Value::Float),
             )]),
-            entitled: map(Vec::new()),
+            entitled: map(request
+                .entitled
+                .iter()
+                .map(|(k, v)| (k.as_str(), json_to_cel(v)))
+                .collect()),
             values: (0..bundle.features.len())
                 .map(|_| OnceLock::new())
                 .collect(),
