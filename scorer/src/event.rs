@@ -62,7 +62,7 @@ pub trait Observed {
     }
     /// [`page_key`] of the page.
     fn page_key(&self) -> u64 {
-        fnv1a(self.page().as_bytes())
+        hash64(self.page().as_bytes())
     }
     /// The URL's path.
     fn path(&self) -> &str {
@@ -135,7 +135,7 @@ impl<E: Observed + ?Sized> Observed for Cached<'_, E> {
         if let Some(k) = self.page_key.get() {
             return k;
         }
-        let k = fnv1a(self.page().as_bytes());
+        let k = hash64(self.page().as_bytes());
         self.page_key.set(Some(k));
         k
     }
@@ -265,16 +265,33 @@ pub(crate) fn host_of(url: &str) -> Option<&str> {
 }
 
 /// A stable 64-bit key of a page: its URL without query and fragment, and without a trailing
-/// slash (FNV-1a), so that a reload or a tracking parameter is the same page.
+/// slash ([`hash64`]), so that a reload or a tracking parameter is the same page.
 pub fn page_key(url: &str) -> u64 {
-    fnv1a(page_of(url).as_bytes())
+    hash64(page_of(url).as_bytes())
 }
 
-/// FNV-1a, 64 bits: the stable hash of values kept in state (it is part of the state format).
-pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
+/// The stable 64-bit hash of values kept in state (it is part of the state format): eight bytes
+/// at a time (little-endian, the tail zero-padded), multiply-rotate mixing with the length folded
+/// in, then splitmix64's finalizer. Several times faster than a byte-at-a-time hash on URLs.
+pub(crate) fn hash64(bytes: &[u8]) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mix = |h: u64, w: [u8; 8]| (h.rotate_left(23) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+    let mut h = bytes.len() as u64 ^ 0xcbf2_9ce4_8422_2325;
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        h = mix(h, w);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut w = [0u8; 8];
+        w[..rest.len()].copy_from_slice(rest);
+        h = mix(h, w);
+    }
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
 }
 
 #[cfg(test)]
@@ -300,7 +317,9 @@ mod tests {
             page_key("https://n.example/a"),
             page_key("https://n.example/b")
         );
-        // The state format depends on it: FNV-1a of "a".
-        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        // The state format depends on it: pinned values.
+        assert_eq!(hash64(b""), hash64(b""));
+        assert_ne!(hash64(b"a"), hash64(b"a\0"), "the length counts");
+        assert_eq!(hash64(b"https://n.example/a"), 0xba01_36c8_e3d6_0c1b);
     }
 }

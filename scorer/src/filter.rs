@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use pulse_protocol::EventType;
 use serde::Deserialize;
 
-use crate::event::{Observed, Prop, fnv1a};
+use crate::event::{Observed, Prop, hash64};
 
 /// The event types, in the order of their bit in a [`Filter`]'s type mask.
 const TYPES: [EventType; 5] = [
@@ -233,11 +233,16 @@ impl Filter {
             .collect();
     }
 
-    /// Whether the event passes.
+    /// Whether the event passes (the engine checks types through the bundle's index, then
+    /// [`Filter::conds_hold`]).
+    #[cfg(test)]
     pub(crate) fn matches<E: Observed + ?Sized>(&self, ev: &E) -> bool {
-        if self.types & type_bit(ev.kind()) == 0 {
-            return false;
-        }
+        self.types & type_bit(ev.kind()) != 0 && self.conds_hold(ev)
+    }
+
+    /// Whether the event meets the conditions (its type already known to pass).
+    #[inline]
+    pub(crate) fn conds_hold<E: Observed + ?Sized>(&self, ev: &E) -> bool {
         self.conds
             .iter()
             .enumerate()
@@ -317,7 +322,7 @@ impl Field {
     pub(crate) fn key<E: Observed + ?Sized>(&self, ev: &E) -> Option<u64> {
         match self {
             Self::Page => Some(ev.page_key()),
-            _ => self.text(ev).map(|t| fnv1a(t.as_bytes())),
+            _ => self.text(ev).map(|t| hash64(t.as_bytes())),
         }
     }
 

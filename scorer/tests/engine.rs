@@ -157,9 +157,12 @@ fn an_old_article_is_outside_every_window() {
 fn a_new_limit_applies_to_the_next_decision_without_touching_state() {
     let e = engine(meter());
     for i in 1..=4 {
-        read(&e, "r", &page(i, &format!("/a{i}"), true), T0);
+        read(&e, "r", &page(i, &format!("/a{i}"), true), T0 + i as u64);
     }
-    assert_eq!(read(&e, "r", &page(5, "/a4", true), T0).0, Action::Paywall);
+    assert_eq!(
+        read(&e, "r", &page(5, "/a4", true), T0 + 5).0,
+        Action::Paywall
+    );
     let before = e.store().len(meter().feature_set);
     let looser = Bundle::compile(&bundle_text("meter").replace("limit = 3", "limit = 5")).unwrap();
     e.activate(looser).unwrap();
@@ -383,10 +386,15 @@ fn a_flood_from_one_reader_stays_bounded_and_walled() {
     let bundle = profile();
     let e = engine(profile());
     for i in 1..=4 {
-        read(&e, "flooder", &page(i, &format!("/a{i}"), true), T0);
+        read(
+            &e,
+            "flooder",
+            &page(i, &format!("/a{i}"), true),
+            T0 + i as u64,
+        );
     }
     assert_eq!(
-        read(&e, "flooder", &page(5, "/a4", true), T0).0,
+        read(&e, "flooder", &page(5, "/a4", true), T0 + 5).0,
         Action::Paywall
     );
     // 150,000 distinct custom events in batches of 100, then distinct articles.
@@ -517,14 +525,16 @@ fn state_survives_a_crash_through_the_store_and_the_replay_position() {
             Some(p.load(std::sync::atomic::Ordering::SeqCst))
         }));
         for (seq, ev) in log.iter().enumerate().take(3) {
-            e.score("r", &[(ev, T0)], T0, &pulse_scorer::Request::default())
+            let t = T0 + seq as u64;
+            e.score("r", &[(ev, t)], t, &pulse_scorer::Request::default())
                 .unwrap();
             position.store(seq as u64 + 1, std::sync::atomic::Ordering::SeqCst);
         }
         e.flush().unwrap();
         // Two more applied in memory, never written: the crash loses them.
         for (seq, ev) in log.iter().enumerate().skip(3).take(2) {
-            e.score("r", &[(ev, T0)], T0, &pulse_scorer::Request::default())
+            let t = T0 + seq as u64;
+            e.score("r", &[(ev, t)], t, &pulse_scorer::Request::default())
                 .unwrap();
             position.store(seq as u64 + 1, std::sync::atomic::Ordering::SeqCst);
         }
@@ -535,11 +545,21 @@ fn state_survives_a_crash_through_the_store_and_the_replay_position() {
         start.replay_from, 3,
         "replay from the first event not in stored state"
     );
-    for ev in &log[start.replay_from as usize..5] {
-        e.replay("r", &[(ev, T0)]).unwrap();
+    for (seq, ev) in log
+        .iter()
+        .enumerate()
+        .take(5)
+        .skip(start.replay_from as usize)
+    {
+        e.replay("r", &[(ev, T0 + seq as u64)]).unwrap();
     }
     let d = e
-        .score("r", &[(&log[5], T0)], T0, &pulse_scorer::Request::default())
+        .score(
+            "r",
+            &[(&log[5], T0 + 5)],
+            T0 + 5,
+            &pulse_scorer::Request::default(),
+        )
         .unwrap()
         .decision;
     assert_eq!(

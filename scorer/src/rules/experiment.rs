@@ -6,7 +6,7 @@
 
 use super::Find;
 use super::action::Act;
-use crate::event::fnv1a;
+use crate::event::hash64;
 
 /// A compiled arm.
 #[derive(Clone, Debug)]
@@ -75,8 +75,8 @@ fn position(reader: &str, experiment: &str) -> f64 {
     key.extend_from_slice(experiment.as_bytes());
     key.push(0);
     key.extend_from_slice(reader.as_bytes());
-    // FNV's high bits are weak: mix before taking 53 of them.
-    let mut x = fnv1a(&key);
+    // Mixed once more: the experiment and the reader share the key.
+    let mut x = hash64(&key);
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^= x >> 31;

@@ -116,7 +116,7 @@ impl ReaderState {
         for &i in bundle.features_for(ev.kind()) {
             let f = &bundle.features[i];
             if let Some(si) = f.state
-                && f.filter.matches(&ev)
+                && f.filter.conds_hold(&ev)
             {
                 self.features[si].apply(&f.spec, &ev, time, clock);
             }

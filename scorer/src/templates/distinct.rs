@@ -94,7 +94,7 @@ fn in_window(window: &Window, slot: u64, now: u64) -> bool {
     }
 }
 
-/// splitmix64's finalizer: spreads FNV's bits for the sketch.
+/// splitmix64's finalizer once more: the sketch takes its register from the top bits.
 fn mix(mut x: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
 use super::{At, CompileCx, Kind, Template};
-use crate::event::{Observed, fnv1a};
+use crate::event::{Observed, hash64};
 use crate::filter::{Field, Read};
 use crate::state::codec::{CodecError, Reader, Writer};
 use crate::value::Value;
@@ -115,7 +115,7 @@ impl Template for State {
             Some(Read::Str(s)) => {
                 let key = match spec.of {
                     Field::Page => ev.page_key(),
-                    _ => fnv1a(s.as_bytes()),
+                    _ => hash64(s.as_bytes()),
                 };
                 // Reuse the string's buffer: no allocation per event.
                 if let Some((t, id, Kept::Text(text, k))) = &mut self.last {

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
 use super::{At, CompileCx, Kind, Template};
-use crate::event::{Observed, fnv1a};
+use crate::event::{Observed, hash64};
 use crate::filter::Field;
 use crate::state::codec::{CodecError, Reader, Writer};
 use crate::value::Value;
@@ -110,7 +110,7 @@ impl Acc for Counters {
         let mut items: Vec<(u64, Box<str>, u64)> = Vec::with_capacity(len);
         for _ in 0..len {
             let v: Box<str> = r.str(MAX_TEXT)?.into();
-            let h = fnv1a(v.as_bytes());
+            let h = hash64(v.as_bytes());
             if items.last().is_some_and(|(last, _, _)| *last >= h) {
                 return Err(CodecError::Invalid("top_k counters out of order"));
             }
@@ -176,7 +176,7 @@ impl Template for State {
     fn apply<E: Observed + ?Sized>(&mut self, spec: &Spec, ev: &E, time: u64, clock: Clock) {
         let Some(text) = spec.of.text(ev) else { return };
         let value = truncate(&text);
-        let hash = fnv1a(value.as_bytes());
+        let hash = hash64(value.as_bytes());
         if let Some(c) = self.0.slot(&spec.window, time, clock) {
             c.add(hash, value, 4 * spec.k);
             if c.items.len() > 4 * spec.k {

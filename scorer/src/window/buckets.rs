@@ -25,6 +25,11 @@ impl<A: Acc> Buckets<A> {
         if !readable(idx, n, watermark / unit) {
             return None;
         }
+        // Most events land in the latest bucket.
+        if self.items.last().is_some_and(|(i, _)| *i == idx) {
+            let at = self.items.len() - 1;
+            return Some(&mut self.items[at].1);
+        }
         let at = match self.items.binary_search_by_key(&idx, |(i, _)| *i) {
             Ok(at) => at,
             Err(at) => {
