@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
-use cel::common::value::CowVal;
+use cel::common::value::{CowVal, Val};
 use pulse_protocol::EventType;
 
 use crate::bundle::Bundle;
@@ -119,16 +119,22 @@ impl Request {
     }
 }
 
-/// Resolves a condition's variables for one decision.
+/// Resolves a condition's variables for one decision. Every variable is built once, the first
+/// time a condition reads it, and lent to the evaluator after that (no copies per access).
 pub(crate) struct Resolver<'a> {
     bundle: &'a Bundle,
     state: &'a ReaderState,
     now: u64,
-    page: cel::Value,
-    request: cel::Value,
-    model: cel::Value,
-    entitled: cel::Value,
+    page: &'a PageFacts,
+    metered: bool,
+    request: &'a Request,
+    score: Option<f64>,
     values: Vec<OnceLock<Value>>,
+    vals: Vec<OnceLock<Box<dyn Val>>>,
+    page_val: OnceLock<Box<dyn Val>>,
+    request_val: OnceLock<Box<dyn Val>>,
+    model_val: OnceLock<Box<dyn Val>>,
+    entitled_val: OnceLock<Box<dyn Val>>,
 }
 
 fn map(entries: Vec<(&str, cel::Value)>) -> cel::Value {
@@ -169,46 +175,39 @@ fn to_cel(v: &Value) -> cel::Value {
     }
 }
 
+fn boxed(v: cel::Value) -> Box<dyn Val> {
+    let converted: Result<Box<dyn Val>, _> = v.try_into();
+    converted.unwrap_or_else(|_| Box::new(cel::common::types::CelNull))
+}
+
 impl<'a> Resolver<'a> {
     pub(crate) fn new(
         bundle: &'a Bundle,
         state: &'a ReaderState,
         now: u64,
-        page: &PageFacts,
+        page: &'a PageFacts,
         metered: bool,
-        request: &Request,
+        request: &'a Request,
         score: Option<f64>,
     ) -> Self {
         Self {
             bundle,
             state,
             now,
-            page: map(vec![
-                ("content_type", opt(&page.content_type)),
-                ("section", opt(&page.section)),
-                ("path", opt(&page.path)),
-                (
-                    "referrer",
-                    page.referrer.map_or(cel::Value::Null, cel::Value::from),
-                ),
-                ("metered", cel::Value::Bool(metered)),
-            ]),
-            request: map(vec![
-                ("device", opt(&request.device)),
-                ("country", opt(&request.country)),
-            ]),
-            model: map(vec![(
-                "score",
-                score.map_or(cel::Value::Null, cel::Value::Float),
-            )]),
-            entitled: map(request
-                .entitled
-                .iter()
-                .map(|(k, v)| (k.as_str(), json_to_cel(v)))
-                .collect()),
+            page,
+            metered,
+            request,
+            score,
             values: (0..bundle.features.len())
                 .map(|_| OnceLock::new())
                 .collect(),
+            vals: (0..bundle.features.len())
+                .map(|_| OnceLock::new())
+                .collect(),
+            page_val: OnceLock::new(),
+            request_val: OnceLock::new(),
+            model_val: OnceLock::new(),
+            entitled_val: OnceLock::new(),
         }
     }
 
@@ -227,25 +226,96 @@ impl<'a> Resolver<'a> {
             Value::Top(items) => format!("{:?}", items.iter().map(|(s, _)| s).collect::<Vec<_>>()),
         }
     }
+
+    fn page(&self) -> Box<dyn Val> {
+        let p = self.page;
+        boxed(map(vec![
+            ("content_type", opt(&p.content_type)),
+            ("section", opt(&p.section)),
+            ("path", opt(&p.path)),
+            (
+                "referrer",
+                p.referrer.map_or(cel::Value::Null, cel::Value::from),
+            ),
+            ("metered", cel::Value::Bool(self.metered)),
+        ]))
+    }
+
+    fn request(&self) -> Box<dyn Val> {
+        boxed(map(vec![
+            ("device", opt(&self.request.device)),
+            ("country", opt(&self.request.country)),
+        ]))
+    }
+
+    fn model(&self) -> Box<dyn Val> {
+        boxed(map(vec![(
+            "score",
+            self.score.map_or(cel::Value::Null, cel::Value::Float),
+        )]))
+    }
+
+    fn entitled(&self) -> Box<dyn Val> {
+        boxed(map(self
+            .request
+            .entitled
+            .iter()
+            .map(|(k, v)| (k.as_str(), json_to_cel(v)))
+            .collect()))
+    }
 }
 
-fn owned<'b>(v: cel::Value) -> Option<CowVal<'b, 'b>> {
-    let boxed: Box<dyn cel::common::value::Val> = v.try_into().ok()?;
-    Some(CowVal::Owned(boxed))
+fn text(s: &Option<String>) -> Option<CowVal<'static, 'static>> {
+    Some(CowVal::Owned(boxed(opt(s))))
+}
+
+impl Resolver<'_> {
+    /// `page.x`, `request.x`, `model.score` and `entitled.x`, read without building their map
+    /// (the evaluator asks for the whole qualified name first).
+    fn qualified(&self, variable: &str) -> Option<CowVal<'static, 'static>> {
+        let (head, field) = variable.split_once('.')?;
+        match (head, field) {
+            ("page", "content_type") => text(&self.page.content_type),
+            ("page", "section") => text(&self.page.section),
+            ("page", "path") => text(&self.page.path),
+            ("page", "referrer") => Some(CowVal::Owned(boxed(
+                self.page
+                    .referrer
+                    .map_or(cel::Value::Null, cel::Value::from),
+            ))),
+            ("page", "metered") => Some(CowVal::Owned(boxed(cel::Value::Bool(self.metered)))),
+            ("request", "device") => text(&self.request.device),
+            ("request", "country") => text(&self.request.country),
+            ("model", "score") => Some(CowVal::Owned(boxed(
+                self.score.map_or(cel::Value::Null, cel::Value::Float),
+            ))),
+            ("entitled", name) => self
+                .request
+                .entitled
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| CowVal::Owned(boxed(json_to_cel(v)))),
+            _ => None,
+        }
+    }
 }
 
 impl cel::context::VariableResolver for Resolver<'_> {
     fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
-        match variable {
-            "page" => owned(self.page.clone()),
-            "request" => owned(self.request.clone()),
-            "model" => owned(self.model.clone()),
-            "entitled" => owned(self.entitled.clone()),
+        if variable.contains('.') {
+            return self.qualified(variable);
+        }
+        let lent = match variable {
+            "page" => self.page_val.get_or_init(|| self.page()),
+            "request" => self.request_val.get_or_init(|| self.request()),
+            "model" => self.model_val.get_or_init(|| self.model()),
+            "entitled" => self.entitled_val.get_or_init(|| self.entitled()),
             name => {
                 let i = self.bundle.feature(name)?;
-                owned(to_cel(self.value(i)))
+                self.vals[i].get_or_init(|| boxed(to_cel(self.value(i))))
             }
-        }
+        };
+        Some(CowVal::Borrowed(lent.as_ref()))
     }
 }
 
