@@ -27,6 +27,7 @@
 
 mod action;
 mod experiment;
+mod fast;
 mod resolve;
 
 use std::sync::Arc;
@@ -173,6 +174,8 @@ enum Then {
 struct Rule {
     id: String,
     when: Option<Arc<cel::Program>>,
+    /// The condition compiled natively, when it has the common shape.
+    native: Option<fast::Node>,
     source: String,
     /// Features the condition reads (indices), for the explanation.
     reads: Vec<usize>,
@@ -325,9 +328,13 @@ impl Rules {
                 problems.push((path.clone(), m));
             }
             if let Some(then) = then {
+                let native = when.as_ref().and_then(|p| {
+                    fast::compile(p.expression(), &|name: &str| find(name).map(|(i, _)| i))
+                });
                 rules.push(Rule {
                     id: t.id.clone(),
                     when,
+                    native,
                     source: t.when.clone().unwrap_or_default(),
                     reads,
                     reads_model,
@@ -394,14 +401,23 @@ pub fn decide(
     let mut errors = 0u32;
     let mut assignment: Option<(Assignment, f64)> = None;
     for rule in &rules.rules {
-        if let Some(program) = &rule.when {
-            match program.execute(&context) {
-                Ok(cel::Value::Bool(true)) => {}
-                Ok(cel::Value::Bool(false)) => continue,
-                Ok(_) | Err(_) => {
-                    errors += 1;
-                    continue;
-                }
+        let holds = match (&rule.native, &rule.when) {
+            (Some(node), _) => match node.eval(&resolver) {
+                Ok(fast::V::Bool(b)) => Some(b),
+                _ => None,
+            },
+            (None, Some(program)) => match program.execute(&context) {
+                Ok(cel::Value::Bool(b)) => Some(b),
+                _ => None,
+            },
+            (None, None) => Some(true),
+        };
+        match holds {
+            Some(true) => {}
+            Some(false) => continue,
+            None => {
+                errors += 1;
+                continue;
             }
         }
         let act = match &rule.then {

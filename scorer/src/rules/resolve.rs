@@ -300,6 +300,41 @@ impl Resolver<'_> {
     }
 }
 
+impl Resolver<'_> {
+    /// A variable for the native evaluator (an entitlement not granted fails, as in CEL).
+    pub(crate) fn native(
+        &self,
+        var: &super::fast::Var,
+    ) -> Result<super::fast::V<'_>, super::fast::Fail> {
+        use super::fast::{Fail, V, Var, from_value};
+        fn text(s: &Option<String>) -> V<'_> {
+            s.as_deref().map_or(V::Null, V::Str)
+        }
+        Ok(match var {
+            Var::Feature(i) => from_value(self.value(*i)),
+            Var::Page(field) => match *field {
+                "content_type" => text(&self.page.content_type),
+                "section" => text(&self.page.section),
+                "path" => text(&self.page.path),
+                "referrer" => self.page.referrer.map_or(V::Null, V::Str),
+                _ => V::Bool(self.metered),
+            },
+            Var::Request(field) => match *field {
+                "device" => text(&self.request.device),
+                _ => text(&self.request.country),
+            },
+            Var::ModelScore => self.score.map_or(V::Null, V::Num),
+            Var::Entitled(name) => match self.request.entitled.iter().find(|(k, _)| k == name) {
+                None => return Err(Fail),
+                Some((_, serde_json::Value::Bool(b))) => V::Bool(*b),
+                Some((_, serde_json::Value::Number(n))) => n.as_f64().map_or(V::Null, V::Num),
+                Some((_, serde_json::Value::String(s))) => V::Str(s),
+                Some(_) => V::Null,
+            },
+        })
+    }
+}
+
 impl cel::context::VariableResolver for Resolver<'_> {
     fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
         if variable.contains('.') {
