@@ -8,6 +8,9 @@
 //! - windows by event time (`window/`): lifetime, sliding days and hours over buckets, session.
 //! - state (`state/`): one reader's [`ReaderState`] (watermark, dedupe, features), its binary
 //!   codec, and the [`StateStore`] trait.
+//! - [`Model`] (`model/`): propensity models read from the trainers' own files (XGBoost JSON,
+//!   LightGBM text) and logistic regression from a TOML file of coefficients, evaluated natively
+//!   with the trainer's own split and missing-value rules; inputs named and kinded for bundles.
 //! - [`decide`]: the decision from features, at decision time.
 //! - [`Engine`]: the only IO: a byte-bounded cache of readers by partition, write-behind to the
 //!   store with the log position it covers, TTL by event time, rebuilds for new feature sets.
@@ -20,6 +23,7 @@ mod decide;
 mod engine;
 mod event;
 mod filter;
+mod model;
 mod replay;
 mod state;
 mod templates;
@@ -37,6 +41,10 @@ pub use engine::{
     Scored, Startup, Stats, murmur2, partition_of,
 };
 pub use event::{Observed, Prop, page_key, url_path};
+pub use model::{
+    InputKind, MAX_INPUTS, MAX_MODEL_BYTES, MAX_NODES, MAX_TREES, Model, ModelError, ModelFormat,
+    Output,
+};
 pub use replay::Batcher;
 pub use state::{
     CodecError, Dedupe, MemoryStore, Outcome, ReaderState, Seen, StateError, StateStore,
