@@ -146,14 +146,14 @@ impl Model {
         check_size(text.len())?;
         let model = match format {
             ModelFormat::XgboostJson => {
-                Self::from(format, xgboost::Xgboost::parse(text)?, Evaluator::Xgboost)
+                Self::assemble(format, xgboost::Xgboost::parse(text)?, Evaluator::Xgboost)
             }
-            ModelFormat::LightgbmText => Self::from(
+            ModelFormat::LightgbmText => Self::assemble(
                 format,
                 lightgbm::Lightgbm::parse(text)?,
                 Evaluator::Lightgbm,
             ),
-            ModelFormat::Logistic => Self::from(
+            ModelFormat::Logistic => Self::assemble(
                 format,
                 logistic::Logistic::parse(text)?,
                 Evaluator::Logistic,
@@ -163,7 +163,7 @@ impl Model {
         Ok(model)
     }
 
-    fn from<T>(format: ModelFormat, p: Parsed<T>, wrap: fn(T) -> Evaluator) -> Self {
+    fn assemble<T>(format: ModelFormat, p: Parsed<T>, wrap: fn(T) -> Evaluator) -> Self {
         Self {
             format,
             inputs: p.inputs,
