@@ -1,13 +1,19 @@
 //! The compact layout every tree ensemble is evaluated in, whatever trainer wrote it: one flat
-//! array of split nodes for all trees (24 bytes each), one array of leaf values, and a root per
-//! tree. A child is an index into the nodes, or, with the top bit set, into the leaves.
+//! array of nodes for all trees (24 bytes each) and a root per tree. A split holds its feature,
+//! threshold, flags and its two children's indices; a leaf holds its value and points at itself.
 //!
 //! Trees are checked and renumbered as they are added ([`Forest::add_tree`]): every child in
 //! range, every node reached at most once from the root (so no cycle and no shared child), every
 //! split on a known feature, thresholds and leaves numbers. Nodes are laid out in preorder (a
-//! split's left subtree follows it), so a child's index is always greater than its parent's:
-//! evaluation walks forward and ends within the tree's size, whatever the file said. Nodes no
-//! path reaches (XGBoost keeps pruned ones as "deleted") are dropped.
+//! split's left subtree follows it). Nodes no path reaches (XGBoost keeps pruned ones as
+//! "deleted") are dropped.
+//!
+//! Evaluation walks [`GROUP`] trees at once, in lockstep, for as many steps as the deepest of
+//! them: a walker at a leaf stays there (the leaf points at itself), so a step has no branch
+//! to mispredict and the walks of the group overlap in the CPU instead of waiting on one
+//! another. The number of steps is fixed when the trees are loaded, so a walk always ends.
+//! Leaves are then read in tree order, so sums are the trainer's (XGBoost's `f32` sum depends
+//! on the order).
 //!
 //! How a split decides (which side a value and a missing value go) belongs to the trainer: a
 //! [`Rule`] per trainer, chosen once per model so the loop is compiled for it.
@@ -15,8 +21,8 @@
 use super::error::ModelError;
 use super::{MAX_NODES, MAX_TREES};
 
-/// Marks a child reference as a leaf index.
-const LEAF: u32 = 1 << 31;
+/// Trees walked together.
+pub(crate) const GROUP: usize = 8;
 
 /// Flag: a missing value goes left.
 pub(crate) const DEFAULT_LEFT: u32 = 1;
@@ -29,19 +35,17 @@ pub(crate) const CATEGORICAL: u32 = 8;
 /// Where the category set index starts in `flags`.
 pub(crate) const CAT_SHIFT: u32 = 8;
 
-/// One split node.
+/// One node: a split, or a leaf (whose children are itself).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct Node {
-    /// The threshold (unused by categorical splits).
+    /// A split's threshold (unused by categorical splits); a leaf's value.
     pub(crate) threshold: f64,
-    /// The feature's index in the row.
+    /// The feature's index in the row (0 for a leaf: read, never used).
     pub(crate) feature: u32,
-    /// The left child: a node index, or a leaf index with [`LEAF`] set.
-    pub(crate) left: u32,
-    /// The right child, likewise.
-    pub(crate) right: u32,
+    /// The left and right children's indices.
+    pub(crate) children: [u32; 2],
     /// [`DEFAULT_LEFT`], [`MISSING_ZERO`], [`MISSING_NAN`], [`CATEGORICAL`] and the category
-    /// set index above [`CAT_SHIFT`].
+    /// set index above [`CAT_SHIFT`]; 0 for a leaf.
     pub(crate) flags: u32,
 }
 
@@ -71,9 +75,20 @@ pub(crate) enum RawNode {
     Leaf(f64),
 }
 
+/// A node waiting to be laid out while a tree is added.
+struct Pending {
+    /// Its index in the tree's raw nodes.
+    raw: usize,
+    /// Splits above it.
+    depth: u32,
+    /// Where its index goes: the parent's node index and side (0 left, 1 right).
+    parent: Option<(usize, usize)>,
+}
+
 /// How a trainer's split sends a value left or right.
 pub(crate) trait Rule {
-    /// Whether `x` (NaN when missing) goes to the left child of `node`.
+    /// Whether `x` (NaN when missing) goes to the left child of `node`. Called on leaves too
+    /// (where either answer stays put): it must not panic on them.
     fn left(node: &Node, x: f64, forest: &Forest) -> bool;
 }
 
@@ -81,8 +96,9 @@ pub(crate) trait Rule {
 #[derive(Clone, Debug, PartialEq, Default)]
 pub(crate) struct Forest {
     nodes: Vec<Node>,
-    leaves: Vec<f64>,
     roots: Vec<u32>,
+    /// For each group of [`GROUP`] trees, the depth of the deepest (splits on its longest path).
+    group_depths: Vec<u32>,
     /// Category sets: start and length in `cat_words`.
     cat_sets: Vec<(u32, u32)>,
     /// Bitsets of categories (bit `c % 32` of word `c / 32` is category `c`).
@@ -107,7 +123,7 @@ impl Forest {
 
     /// Split nodes and leaves in all trees.
     pub(crate) fn size(&self) -> usize {
-        self.nodes.len() + self.leaves.len()
+        self.nodes.len()
     }
 
     /// Adds a category set (a bitset), returning the flags a split on it carries.
@@ -168,35 +184,60 @@ impl Forest {
                 limit: MAX_NODES,
             });
         }
-        let (nodes_before, leaves_before) = (self.nodes.len(), self.leaves.len());
-        let result = self.add_checked(tree, raw);
-        if result.is_err() {
-            self.nodes.truncate(nodes_before);
-            self.leaves.truncate(leaves_before);
+        let before = self.nodes.len();
+        match self.add_checked(tree, raw) {
+            Ok(depth) => {
+                let root = before as u32;
+                if self.roots.len().is_multiple_of(GROUP) {
+                    self.group_depths.push(depth);
+                } else if let Some(d) = self.group_depths.last_mut() {
+                    *d = (*d).max(depth);
+                }
+                self.roots.push(root);
+                Ok(())
+            }
+            Err(e) => {
+                self.nodes.truncate(before);
+                Err(e)
+            }
         }
-        result
     }
 
-    fn add_checked(&mut self, tree: usize, raw: &[RawNode]) -> Result<(), ModelError> {
+    /// Appends the tree's reachable nodes in preorder (its root first) and returns its depth.
+    fn add_checked(&mut self, tree: usize, raw: &[RawNode]) -> Result<u32, ModelError> {
         let mut seen = vec![false; raw.len()];
-        // (raw index, where its reference goes: the parent's node index and side).
-        let mut stack: Vec<(usize, Option<(usize, bool)>)> = vec![(0, None)];
-        let mut root = None;
-        while let Some((r, slot)) = stack.pop() {
+        let mut stack = vec![Pending {
+            raw: 0,
+            depth: 0,
+            parent: None,
+        }];
+        let mut depth = 0;
+        while let Some(Pending {
+            raw: r,
+            depth: d,
+            parent: slot,
+        }) = stack.pop()
+        {
             if seen[r] {
                 return Err(ModelError::Cycle { tree, node: r });
             }
             seen[r] = true;
-            let reference = match raw[r] {
+            // Below 2^32: the node count is bounded by MAX_NODES.
+            let index = self.nodes.len();
+            match raw[r] {
                 RawNode::Leaf(value) => {
                     if !value.is_finite() {
                         return Err(ModelError::NotFinite(format!(
                             "tree {tree}: the value of leaf node {r}"
                         )));
                     }
-                    self.leaves.push(value);
-                    // Below 2^31: the node count is bounded by MAX_NODES.
-                    LEAF | (self.leaves.len() - 1) as u32
+                    depth = depth.max(d);
+                    self.nodes.push(Node {
+                        threshold: value,
+                        feature: 0,
+                        children: [index as u32; 2],
+                        flags: 0,
+                    });
                 }
                 RawNode::Split {
                     feature,
@@ -233,47 +274,54 @@ impl Forest {
                         threshold,
                         // Below MAX_INPUTS, checked by the loaders.
                         feature: feature as u32,
-                        left: 0,
-                        right: 0,
+                        children: [0; 2],
                         flags,
                     });
-                    let index = self.nodes.len() - 1;
                     // Right pushed first so the left subtree is laid out right after the split.
-                    stack.push((right, Some((index, false))));
-                    stack.push((left, Some((index, true))));
-                    index as u32
+                    stack.push(Pending {
+                        raw: right,
+                        depth: d + 1,
+                        parent: Some((index, 1)),
+                    });
+                    stack.push(Pending {
+                        raw: left,
+                        depth: d + 1,
+                        parent: Some((index, 0)),
+                    });
                 }
-            };
-            match slot {
-                None => root = Some(reference),
-                Some((parent, true)) => self.nodes[parent].left = reference,
-                Some((parent, false)) => self.nodes[parent].right = reference,
+            }
+            if let Some((parent, side)) = slot {
+                self.nodes[parent].children[side] = index as u32;
             }
         }
-        // The stack started with the root, so it was given a reference.
-        if let Some(root) = root {
-            self.roots.push(root);
-        }
-        Ok(())
+        Ok(depth)
     }
 
     /// Calls `f` with each tree's leaf value for `row`, in tree order. Values past the end of
     /// `row` are missing.
     #[inline]
     pub(crate) fn for_each_leaf<R: Rule>(&self, row: &[f64], mut f: impl FnMut(f64)) {
-        for &root in &self.roots {
-            let mut r = root;
-            // Children lie after their parent (preorder, checked in `add_tree`): this ends.
-            while r & LEAF == 0 {
-                let node = &self.nodes[r as usize];
-                let x = row.get(node.feature as usize).copied().unwrap_or(f64::NAN);
-                r = if R::left(node, x, self) {
-                    node.left
-                } else {
-                    node.right
-                };
+        for (group, &depth) in self.roots.chunks(GROUP).zip(&self.group_depths) {
+            // Walkers past the group's trees repeat its first tree, and are not read.
+            let mut at = [group[0]; GROUP];
+            at[..group.len()].copy_from_slice(group);
+            for _ in 0..depth {
+                let mut moved = false;
+                for a in &mut at {
+                    let node = &self.nodes[*a as usize];
+                    let x = row.get(node.feature as usize).copied().unwrap_or(f64::NAN);
+                    let next = node.children[usize::from(!R::left(node, x, self))];
+                    moved |= next != *a;
+                    *a = next;
+                }
+                // All at their leaves before the deepest path's end (uneven trees).
+                if !moved {
+                    break;
+                }
             }
-            f(self.leaves[(r & !LEAF) as usize]);
+            for &a in &at[..group.len()] {
+                f(self.nodes[a as usize].threshold);
+            }
         }
     }
 }
@@ -326,6 +374,7 @@ mod tests {
         f.add_tree(1, &[RawNode::Leaf(0.5)]).unwrap();
         assert_eq!(f.trees(), 2);
         assert_eq!(f.size(), 6, "the unreachable node is dropped");
+        assert_eq!(f.group_depths, [2]);
         assert_eq!(leaves(&f, &[0.0, 0.0]), [1.0, 0.5]);
         assert_eq!(leaves(&f, &[0.0, 7.0]), [2.0, 0.5]);
         assert_eq!(leaves(&f, &[1.0, 0.0]), [3.0, 0.5]);
@@ -333,8 +382,8 @@ mod tests {
         assert_eq!(leaves(&f, &[f64::NAN]), [3.0, 0.5]);
         assert_eq!(leaves(&f, &[]), [3.0, 0.5]);
         for (i, n) in f.nodes.iter().enumerate() {
-            for c in [n.left, n.right] {
-                assert!(c & LEAF != 0 || c as usize > i, "children after parents");
+            for c in n.children {
+                assert!(c as usize >= i, "children after parents; leaves at home");
             }
         }
     }
@@ -386,6 +435,86 @@ mod tests {
         raw[n as usize - 1] = split(0, 0.0, 0, 2 * n - 1);
         let e = Forest::new(1).add_tree(0, &raw).unwrap_err();
         assert_eq!(e, ModelError::Cycle { tree: 0, node: 0 });
+    }
+
+    /// Random trees of uneven depths, a number that is not a multiple of [`GROUP`]: the grouped
+    /// walk gives each tree's leaf, in order, as a plain walk of the raw nodes does.
+    #[test]
+    fn grouped_walks_match_a_plain_walk() {
+        let mut seed = 7u64;
+        let mut next = move || {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            seed >> 33
+        };
+        let mut forest = Forest::new(4);
+        let mut raws = Vec::new();
+        for t in 0..(3 * GROUP + 5) {
+            // Grow a tree by splitting random leaves.
+            let mut raw = vec![RawNode::Leaf(t as f64)];
+            for _ in 0..next() % 20 {
+                let leaves: Vec<usize> = (0..raw.len())
+                    .filter(|&i| matches!(raw[i], RawNode::Leaf(_)))
+                    .collect();
+                let at = leaves[next() as usize % leaves.len()];
+                let n = raw.len() as i64;
+                raw.push(RawNode::Leaf(next() as f64));
+                raw.push(RawNode::Leaf(next() as f64));
+                raw[at] = RawNode::Split {
+                    feature: (next() % 4) as i64,
+                    threshold: (next() % 100) as f64 / 100.0,
+                    left: n,
+                    right: n + 1,
+                    flags: (next() % 2) as u32,
+                };
+            }
+            forest.add_tree(t, &raw).unwrap();
+            raws.push(raw);
+        }
+        for _ in 0..200 {
+            let row: Vec<f64> = (0..4)
+                .map(|_| {
+                    if next() % 5 == 0 {
+                        f64::NAN
+                    } else {
+                        (next() % 100) as f64 / 100.0
+                    }
+                })
+                .collect();
+            let plain: Vec<f64> = raws
+                .iter()
+                .map(|raw| {
+                    let mut i = 0;
+                    loop {
+                        match raw[i] {
+                            RawNode::Leaf(v) => break v,
+                            RawNode::Split {
+                                feature,
+                                threshold,
+                                left,
+                                right,
+                                flags,
+                            } => {
+                                let node = Node {
+                                    threshold,
+                                    feature: feature as u32,
+                                    children: [0; 2],
+                                    flags,
+                                };
+                                let x = row[feature as usize];
+                                i = if Less::left(&node, x, &forest) {
+                                    left
+                                } else {
+                                    right
+                                } as usize;
+                            }
+                        }
+                    }
+                })
+                .collect();
+            assert_eq!(leaves(&forest, &row), plain);
+        }
     }
 
     #[test]

@@ -61,17 +61,14 @@ impl Rule for Split {
             }
             return forest.in_category_set(node.flags, x as i32 as u32);
         }
-        let x = if x.is_nan() && node.flags & MISSING_NAN == 0 {
-            0.0
-        } else {
-            x
-        };
-        if (node.flags & MISSING_ZERO != 0 && x == 0.0)
-            || (node.flags & MISSING_NAN != 0 && x.is_nan())
-        {
-            return node.default_left();
-        }
-        x <= node.threshold
+        // Without branches (see `forest`): NaN reads as 0 unless the missing type is NaN; a
+        // missing value (0 for type Zero, NaN for type NaN) takes the default direction.
+        let nan = x.is_nan();
+        let missing_nan = node.flags & MISSING_NAN != 0;
+        let missing_zero = node.flags & MISSING_ZERO != 0;
+        let x = if nan & !missing_nan { 0.0 } else { x };
+        let default = (missing_zero & (x == 0.0)) | (missing_nan & nan);
+        (default & node.default_left()) | (!default & (x <= node.threshold))
     }
 }
 

@@ -41,12 +41,9 @@ struct Split;
 impl Rule for Split {
     #[inline(always)]
     fn left(node: &Node, x: f64, _: &Forest) -> bool {
-        if x.is_nan() {
-            node.default_left()
-        } else {
-            // Thresholds were read as f32, so this is XGBoost's f32 comparison.
-            ((x as f32) as f64) < node.threshold
-        }
+        // Thresholds were read as f32, so this is XGBoost's f32 comparison; NaN compares
+        // false and takes the default direction instead. Without branches (see `forest`).
+        (((x as f32) as f64) < node.threshold) | (x.is_nan() & node.default_left())
     }
 }
 
