@@ -6,8 +6,9 @@
 //! - `lightgbm`: gradient-boosted trees from LightGBM's text (`Booster.save_model("m.txt")`);
 //! - `logistic`: logistic regression from a plain TOML file of coefficients.
 //!
-//! Trees of both trainers are checked and laid out flat by `forest` (24-byte nodes in preorder,
-//! leaves apart); how a split treats a value and a missing one is each trainer's own, exactly.
+//! Trees of both trainers are checked and laid out flat by `forest` (one array of 24-byte nodes
+//! in preorder, eight trees walked at once without branches); how a split treats a value and a
+//! missing one is each trainer's own, exactly.
 //!
 //! A row is the model's inputs in the order of [`Model::feature_names`], `f64::NAN` for a
 //! missing value (values past the row's end are missing too). The IO boundary is
