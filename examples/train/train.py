@@ -13,8 +13,10 @@ held-out set apart, and trains:
 - a logistic regression (numpy, Newton's method on standardized inputs, folded back into
   raw-scale coefficients)               -> propensity.logistic.toml
 
-and writes the held-out rows (holdout.csv: the features only, missing values empty) and each
-model's own predictions for them (holdout.<model>.pred, one per line, full precision).
+and writes the conformance rows (holdout.csv: the features only, missing values empty): 400
+held-out readers, half of them with a missing value, and 40 rows whose values sit exactly on the
+models' split thresholds; and each model's own predictions for them (holdout.<model>.pred, one
+per line, full precision).
 
     python examples/train/train.py [--data examples/train/data/readers.csv] [--out examples/train]
 
@@ -23,6 +25,7 @@ Deterministic: fixed seeds and one thread per trainer.
 
 import argparse
 import csv
+import json
 import math
 import os
 
@@ -31,6 +34,7 @@ import numpy as np
 import xgboost as xgb
 
 HOLDOUT_ROWS = 400
+EDGE_ROWS = 40
 NOT_FEATURES = ("propensity", "label")
 
 
@@ -60,6 +64,38 @@ def split(x, truth, y, seed=7):
     held = np.zeros(len(y), dtype=bool)
     held[take] = True
     return (x[~held], truth[~held], y[~held]), (x[held], truth[held], y[held])
+
+
+def edge_rows(rows, features, booster, model, n=EDGE_ROWS, seed=11):
+    """Copies of held-out rows with about half their values replaced by split thresholds of the
+    trained models on those features: XGBoost's (float32) for half the rows, LightGBM's
+    (float64) for the other half."""
+    xgb_thresholds = {j: [] for j in range(len(features))}
+    for tree in json.loads(booster.save_raw("json"))["learner"]["gradient_booster"]["model"]["trees"]:
+        for left, j, cond in zip(tree["left_children"], tree["split_indices"], tree["split_conditions"]):
+            if left != -1:
+                xgb_thresholds[j].append(float(np.float32(cond)))
+    lgb_thresholds = {j: [] for j in range(len(features))}
+
+    def walk(node):
+        if "split_feature" in node:
+            if node.get("decision_type") == "<=":
+                lgb_thresholds[node["split_feature"]].append(float(node["threshold"]))
+            walk(node["left_child"])
+            walk(node["right_child"])
+
+    for tree in model.dump_model()["tree_info"]:
+        walk(tree["tree_structure"])
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        row = rows[rng.integers(len(rows))].copy()
+        thresholds = xgb_thresholds if i % 2 == 0 else lgb_thresholds
+        for j in range(len(features)):
+            if thresholds[j] and rng.random() < 0.5:
+                row[j] = thresholds[j][rng.integers(len(thresholds[j]))]
+        out.append(row)
+    return np.array(out)
 
 
 def write_preds(path, preds):
@@ -123,12 +159,6 @@ def main():
     (xt, xe), (te, ye), yt = (xt[:cut], xt[cut:]), (tt[cut:], yt[cut:]), yt[:cut]
     out = lambda name: os.path.join(args.out, name)  # noqa: E731
 
-    with open(out("holdout.csv"), "w", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(features)
-        for row in xh:
-            w.writerow(["" if math.isnan(v) else repr(float(v)) for v in row])
-
     results = {"truth (the hidden propensity)": te}
 
     dtrain = xgb.DMatrix(xt, label=yt, feature_names=features)
@@ -146,8 +176,6 @@ def main():
         num_boost_round=200,
     )
     booster.save_model(out("propensity.xgb.json"))
-    p = booster.predict(xgb.DMatrix(xh, feature_names=features))
-    write_preds(out("holdout.xgb.pred"), p)
     results["xgboost"] = booster.predict(xgb.DMatrix(xe, feature_names=features))
 
     common = {
@@ -164,8 +192,6 @@ def main():
     }
     model = lgb.train(common, lgb.Dataset(xt, yt, feature_name=features), num_boost_round=200)
     model.save_model(out("propensity.lgb.txt"))
-    p = model.predict(xh)
-    write_preds(out("holdout.lgb.pred"), p)
     results["lightgbm"] = model.predict(xe)
 
     variant = lgb.train(
@@ -174,8 +200,6 @@ def main():
         num_boost_round=200,
     )
     variant.save_model(out("propensity.lgb-zero-cat.txt"))
-    p = variant.predict(xh)
-    write_preds(out("holdout.lgb-zero-cat.pred"), p)
     results["lightgbm (zero as missing, rfv categorical)"] = variant.predict(xe)
 
     intercept, coef, missing = logistic_regression(xt, yt)
@@ -185,10 +209,24 @@ def main():
         f.write(f"intercept = {intercept!r}\n")
         for name, c, m in zip(features, coef, missing):
             f.write(f'\n[[features]]\nname = "{name}"\ncoefficient = {c!r}\nmissing = {m!r}\n')
-    p = [logistic_predict(intercept, coef, missing, row) for row in xh]
-    write_preds(out("holdout.logistic.pred"), p)
     results["logistic regression"] = np.array(
         [logistic_predict(intercept, coef, missing, row) for row in xe]
+    )
+
+    # The conformance rows: the held-out readers, then rows whose values sit exactly on the
+    # trained models' thresholds (where `<` and `<=`, f32 and f64 part ways).
+    xh = np.vstack([xh, edge_rows(xh, features, booster, model)])
+    with open(out("holdout.csv"), "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(features)
+        for row in xh:
+            w.writerow(["" if math.isnan(v) else repr(float(v)) for v in row])
+    write_preds(out("holdout.xgb.pred"), booster.predict(xgb.DMatrix(xh, feature_names=features)))
+    write_preds(out("holdout.lgb.pred"), model.predict(xh))
+    write_preds(out("holdout.lgb-zero-cat.pred"), variant.predict(xh))
+    write_preds(
+        out("holdout.logistic.pred"),
+        [logistic_predict(intercept, coef, missing, row) for row in xh],
     )
 
     print(

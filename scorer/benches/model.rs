@@ -9,7 +9,7 @@
 //! - `model/xgboost_300x6_64f`, `model/lightgbm_300x6_64f`: one row, per row;
 //! - `model/propensity_xgb`, `model/propensity_lgb`, `model/propensity_logistic`: the trained
 //!   example models of `examples/train/` (200 trees of depth 4; 200 trees of 15 leaves; 28
-//!   coefficients) on its 400 held-out rows of simulated readers' features, in turn;
+//!   coefficients) on its 440 conformance rows of simulated readers' features, in turn;
 //! - then, outside criterion, p50/p99/p99.9 of one `predict` call, timed one call at a time
 //!   over the 100,000 rows (the target: p99 at most 10 µs).
 

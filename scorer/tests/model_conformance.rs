@@ -2,8 +2,9 @@
 //!
 //! `examples/train/train.py` trained the models in `examples/train/` with `xgboost-cpu` and
 //! `lightgbm` on simulated readers with a known ground truth, and wrote a held-out set
-//! (`holdout.csv`, half of its rows with a missing value) with each trainer's predictions for
-//! it (`holdout.<model>.pred`). Every row must score within 1e-6 of the trainer's prediction.
+//! (`holdout.csv`: 400 readers, half of them with a missing value, and 40 rows whose values sit
+//! exactly on the models' split thresholds) with each trainer's predictions for it
+//! (`holdout.<model>.pred`). Every row must score within 1e-6 of the trainer's prediction.
 
 use std::path::PathBuf;
 
