@@ -7,8 +7,9 @@
 //! - a node is a leaf when its left child is -1; its value is its `split_conditions` entry
 //!   (`base_weights` play no part in prediction);
 //! - the margin starts at the base score mapped to a margin (`learner_model_param.base_score`,
-//!   through the logit for logistic objectives, clamped to [1e-6, 1 − 1e-6] as XGBoost does)
-//!   and adds each tree's leaf in tree order, in `f32`;
+//!   through the logit for `binary:logistic` and `reg:logistic`, clamped to [1e-6, 1 − 1e-6] as
+//!   XGBoost does; as it is for `binary:logitraw` and `reg:squarederror`) and adds each tree's
+//!   leaf in tree order, in `f32`;
 //! - `binary:logistic` and `reg:logistic` output XGBoost's `f32` sigmoid of the margin;
 //!   `binary:logitraw` and `reg:squarederror` (`reg:linear`) output the margin.
 //!
@@ -53,7 +54,8 @@ impl Xgboost {
         let learner = file.learner;
         let (sigmoid, logit_base) = match learner.objective.name.as_str() {
             "binary:logistic" | "reg:logistic" => (true, true),
-            "binary:logitraw" => (false, true),
+            // XGBoost's LogisticRaw keeps the base score as it is (`regression_loss.h`).
+            "binary:logitraw" => (false, false),
             "reg:squarederror" | "reg:linear" => (false, false),
             other => return Err(ModelError::UnknownObjective(other.to_owned())),
         };
@@ -457,8 +459,10 @@ mod tests {
         assert_eq!(m.margin(&[0.0, 0.0]), -0.75);
         let p = m.predict(&[0.0, 0.0]);
         assert!((p - 1.0 / (1.0 + 0.75f64.exp())).abs() < 1e-7, "{p}");
+        // binary:logitraw keeps the base score as a margin (no logit).
         let raw = load(&stump("binary:logitraw", "[5E-1]", 0)).unwrap();
-        assert_eq!(raw.predict(&[0.0, 0.0]), -0.75);
+        assert_eq!(raw.output(), Output::Raw);
+        assert_eq!(raw.predict(&[0.0, 0.0]), 0.5 - 0.75);
     }
 
     #[test]
