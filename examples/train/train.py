@@ -10,6 +10,9 @@ held-out set apart, and trains:
 - a LightGBM variant with zero_as_missing and `rfv` as a categorical feature, so that the
   conformance test covers LightGBM's zero and categorical rules too
                                         -> propensity.lgb-zero-cat.txt
+- regression models of the hidden propensity itself (XGBoost reg:squarederror, LightGBM
+  regression), so that conformance covers raw outputs too
+                                        -> propensity-reg.xgb.json, propensity-reg.lgb.txt
 - a logistic regression (numpy, Newton's method on standardized inputs, folded back into
   raw-scale coefficients)               -> propensity.logistic.toml
 
@@ -202,6 +205,21 @@ def main():
     variant.save_model(out("propensity.lgb-zero-cat.txt"))
     results["lightgbm (zero as missing, rfv categorical)"] = variant.predict(xe)
 
+    # Regression objectives: the same trainers fitting the hidden propensity itself (a number,
+    # not a label), so that conformance covers raw outputs too.
+    reg_xgb = xgb.train(
+        {"objective": "reg:squarederror", "max_depth": 4, "eta": 0.1, "seed": 1, "nthread": 1},
+        xgb.DMatrix(xt, label=tt[:cut], feature_names=features),
+        num_boost_round=100,
+    )
+    reg_xgb.save_model(out("propensity-reg.xgb.json"))
+    reg_lgb = lgb.train(
+        {**common, "objective": "regression"},
+        lgb.Dataset(xt, tt[:cut], feature_name=features),
+        num_boost_round=100,
+    )
+    reg_lgb.save_model(out("propensity-reg.lgb.txt"))
+
     intercept, coef, missing = logistic_regression(xt, yt)
     with open(out("propensity.logistic.toml"), "w") as f:
         f.write("# Logistic regression fitted by examples/train/train.py (numpy).\n")
@@ -224,6 +242,8 @@ def main():
     write_preds(out("holdout.xgb.pred"), booster.predict(xgb.DMatrix(xh, feature_names=features)))
     write_preds(out("holdout.lgb.pred"), model.predict(xh))
     write_preds(out("holdout.lgb-zero-cat.pred"), variant.predict(xh))
+    write_preds(out("holdout.xgb-reg.pred"), reg_xgb.predict(xgb.DMatrix(xh, feature_names=features)))
+    write_preds(out("holdout.lgb-reg.pred"), reg_lgb.predict(xh))
     write_preds(
         out("holdout.logistic.pred"),
         [logistic_predict(intercept, coef, missing, row) for row in xh],

@@ -44,10 +44,10 @@ fn holdout() -> (Vec<String>, Vec<Vec<f64>>) {
 
 /// Loads `model`, scores every held-out row (its columns put in the model's input order by
 /// name) and returns the largest difference from the trainer's predictions in `preds`.
-fn check(model: &str, preds: &str, format: ModelFormat) -> f64 {
+fn check(model: &str, preds: &str, format: ModelFormat, output: Output) -> f64 {
     let m = Model::read(&dir().join(model)).expect("the model loads");
     assert_eq!(m.format(), format);
-    assert_eq!(m.output(), Output::Probability);
+    assert_eq!(m.output(), output);
     let (header, rows) = holdout();
     let columns: Vec<usize> = m
         .feature_names()
@@ -98,6 +98,7 @@ fn xgboost_scores_equal_xgboost_predictions() {
         "propensity.xgb.json",
         "holdout.xgb.pred",
         ModelFormat::XgboostJson,
+        Output::Probability,
     );
 }
 
@@ -107,6 +108,7 @@ fn lightgbm_scores_equal_lightgbm_predictions() {
         "propensity.lgb.txt",
         "holdout.lgb.pred",
         ModelFormat::LightgbmText,
+        Output::Probability,
     );
 }
 
@@ -116,6 +118,7 @@ fn lightgbm_zero_as_missing_and_categorical_scores_equal_lightgbm_predictions() 
         "propensity.lgb-zero-cat.txt",
         "holdout.lgb-zero-cat.pred",
         ModelFormat::LightgbmText,
+        Output::Probability,
     );
     let m = Model::read(&dir().join("propensity.lgb-zero-cat.txt")).unwrap();
     let rfv = m.feature_index("rfv").unwrap();
@@ -128,5 +131,26 @@ fn logistic_scores_equal_the_fitted_predictions() {
         "propensity.logistic.toml",
         "holdout.logistic.pred",
         ModelFormat::Logistic,
+        Output::Probability,
+    );
+}
+
+#[test]
+fn xgboost_regression_scores_equal_xgboost_predictions() {
+    check(
+        "propensity-reg.xgb.json",
+        "holdout.xgb-reg.pred",
+        ModelFormat::XgboostJson,
+        Output::Raw,
+    );
+}
+
+#[test]
+fn lightgbm_regression_scores_equal_lightgbm_predictions() {
+    check(
+        "propensity-reg.lgb.txt",
+        "holdout.lgb-reg.pred",
+        ModelFormat::LightgbmText,
+        Output::Raw,
     );
 }
