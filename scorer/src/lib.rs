@@ -8,6 +8,9 @@
 //! - windows by event time (`window/`): lifetime, sliding days and hours over buckets, session.
 //! - state (`state/`): one reader's [`ReaderState`] (watermark, dedupe, features), its binary
 //!   codec, and the [`StateStore`] trait.
+//! - [`Model`] (`model/`): propensity models read from the trainers' own files (XGBoost JSON,
+//!   LightGBM text) and logistic regression from a TOML file of coefficients, evaluated natively
+//!   with the trainer's own split and missing-value rules; inputs named and kinded for bundles.
 //! - rules (`rules/`): ordered CEL conditions over features, the page, the request, the model's
 //!   score and entitlements, each with an action (or an experiment over actions); [`decide`].
 //! - [`Engine`]: the only IO: a byte-bounded cache of readers by partition, write-behind to the
@@ -21,6 +24,7 @@ mod bundle;
 mod engine;
 mod event;
 mod filter;
+mod model;
 mod replay;
 mod rules;
 mod state;
@@ -38,6 +42,10 @@ pub use engine::{
     Scored, Startup, Stats, murmur2, partition_of,
 };
 pub use event::{Observed, Prop, page_key, url_path};
+pub use model::{
+    InputKind, MAX_INPUTS, MAX_MODEL_BYTES, MAX_NODES, MAX_TREES, Model, ModelError, ModelFormat,
+    Output,
+};
 pub use replay::Batcher;
 pub use rules::{Decided, MAX_RULES, PageFacts, RESERVED, Request, Rules, decide};
 pub use state::{

@@ -3,7 +3,13 @@
 //! (page views, clicks, custom events, engagement, identify) with realistic URLs, titles,
 //! referrers and properties; [`sample_batch`] one fixed reader's batch. Pure and seeded: time is
 //! an argument and the same seed gives the same traffic. Depends only on `protocol`.
+//!
+//! [`Readership`] is a readership with a known ground truth: readers with a hidden [`Profile`]
+//! and a documented propensity to subscribe ([`Profile::propensity`]), their visits over a
+//! period, and labels drawn from the propensity, for training and judging propensity models.
 
+mod readership;
 mod traffic;
 
+pub use readership::{Profile, Readership, ReadershipConfig};
 pub use traffic::{Traffic, TrafficConfig, sample_batch, sample_event};

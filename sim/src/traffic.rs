@@ -152,13 +152,13 @@ pub struct Traffic {
 
 /// A page of the simulated site.
 #[derive(Clone, Debug)]
-struct Page {
-    url: String,
-    title: String,
-    section: &'static str,
-    article: bool,
-    author: &'static str,
-    words: u32,
+pub(crate) struct Page {
+    pub(crate) url: String,
+    pub(crate) title: String,
+    pub(crate) section: &'static str,
+    pub(crate) article: bool,
+    pub(crate) author: &'static str,
+    pub(crate) words: u32,
 }
 
 /// One simulated reader and where they are in their current session.
@@ -178,7 +178,7 @@ struct Reader {
     pending: Vec<Event>,
 }
 
-const SECTIONS: [&str; 10] = [
+pub(crate) const SECTIONS: [&str; 10] = [
     "politics",
     "world",
     "business",
@@ -253,21 +253,21 @@ const AUTHORS: [&str; 8] = [
     "Lars Nilsson",
 ];
 
-const SEARCH: [&str; 4] = [
+pub(crate) const SEARCH: [&str; 4] = [
     "https://www.google.com/",
     "https://www.bing.com/",
     "https://duckduckgo.com/",
     "https://news.google.com/",
 ];
 
-const SOCIAL: [&str; 4] = [
+pub(crate) const SOCIAL: [&str; 4] = [
     "https://www.facebook.com/",
     "https://t.co/a8Xk2LmQ9z",
     "https://www.reddit.com/r/news/comments/1bq3xz/",
     "https://www.linkedin.com/feed/",
 ];
 
-const SITE: &str = "https://www.dailyherald.example";
+pub(crate) const SITE: &str = "https://www.dailyherald.example";
 
 impl Traffic {
     /// A readership as configured (at least one reader).
@@ -477,7 +477,7 @@ impl Reader {
 }
 
 /// The site's pages: 400 articles over ten sections, plus the section fronts.
-fn catalogue(rng: &mut Rng) -> Vec<Page> {
+pub(crate) fn catalogue(rng: &mut Rng) -> Vec<Page> {
     let mut pages: Vec<Page> = SECTIONS
         .iter()
         .map(|s| Page {
@@ -525,7 +525,7 @@ fn session_pages(rng: &mut Rng) -> u32 {
     1 + (rng.below(8) * rng.below(8) / 7) as u32
 }
 
-fn short_title(title: &str) -> &str {
+pub(crate) fn short_title(title: &str) -> &str {
     title.split(" | ").next().unwrap_or(title)
 }
 
@@ -537,16 +537,16 @@ fn capitalize(s: &str) -> String {
     }
 }
 
-fn hex(v: u128) -> String {
+pub(crate) fn hex(v: u128) -> String {
     format!("{v:032x}")
 }
 
 /// SplitMix64: small, fast and good enough for simulated traffic (not for secrets).
 #[derive(Clone, Debug)]
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -554,21 +554,21 @@ impl Rng {
         z ^ (z >> 31)
     }
 
-    fn next_u128(&mut self) -> u128 {
+    pub(crate) fn next_u128(&mut self) -> u128 {
         (u128::from(self.next_u64()) << 64) | u128::from(self.next_u64())
     }
 
     /// Uniform in `0..n` (`n` > 0; 0 gives 0).
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         if n == 0 { 0 } else { self.next_u64() % n }
     }
 
     /// Uniform in `[0, 1)`.
-    fn unit(&mut self) -> f64 {
+    pub(crate) fn unit(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    fn percent(&mut self, p: u8) -> bool {
+    pub(crate) fn percent(&mut self, p: u8) -> bool {
         self.below(100) < u64::from(p)
     }
 }
@@ -579,6 +579,7 @@ mod tests {
     use std::collections::{HashMap, HashSet};
 
     const NOW: u64 = 1_800_000_000_000;
+    const GOLDEN: u64 = 0x6e60_a4b2_83fb_b9d0;
 
     #[test]
     fn batches_parse_and_carry_the_requested_count() {
@@ -668,5 +669,21 @@ mod tests {
         for _ in 0..20 {
             assert_eq!(a.next_batch(7, NOW), b.next_batch(7, NOW));
         }
+    }
+
+    /// `next_batch` gives the same batches as before the readership (`readership.rs`) was added:
+    /// benchmarks and tests rely on the traffic of a seed staying the same.
+    #[test]
+    fn traffic_of_a_seed_is_unchanged() {
+        let mut traffic = Traffic::new(&TrafficConfig::default());
+        // FNV-1a over the JSON of the first 300 batches.
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for i in 0..300 {
+            let batch = traffic.next_batch(1 + i % 20, NOW + i as u64 * 1_000);
+            for b in serde_json::to_vec(&batch).unwrap() {
+                hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        assert_eq!(hash, GOLDEN, "{hash:#x}");
     }
 }
