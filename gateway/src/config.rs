@@ -145,17 +145,14 @@ impl ScorerConfig {
 
     /// Reads and compiles the bundle; every problem is listed, prefixed with the file.
     pub fn load_bundle(&self) -> Result<Bundle, ConfigError> {
-        let (text, name) = match &self.bundle {
-            None => (BUILTIN_BUNDLE.to_owned(), "the built-in bundle".to_owned()),
-            Some(path) => (
-                std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.clone(),
-                    source,
-                })?,
-                path.display().to_string(),
+        let (bundle, name) = match &self.bundle {
+            None => (
+                Bundle::compile(BUILTIN_BUNDLE),
+                "the built-in bundle".to_owned(),
             ),
+            Some(path) => (Bundle::read(path), path.display().to_string()),
         };
-        Bundle::compile(&text).map_err(|e| {
+        bundle.map_err(|e| {
             ConfigError::Invalid(
                 e.0.iter()
                     .map(|p| format!("scorer.bundle ({name}): {p}"))

@@ -311,9 +311,7 @@ async fn reload_on_hangup(gateway: Arc<Gateway>) {
 
 /// `gateway bundle check FILE`.
 fn bundle_check(file: &std::path::Path) -> anyhow::Result<()> {
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    match pulse_scorer::Bundle::compile(&text) {
+    match pulse_scorer::Bundle::read(file) {
         Ok(bundle) => {
             println!(
                 "bundle ok: {} ({}), feature set {:016x}, {} features:",
@@ -326,6 +324,20 @@ fn bundle_check(file: &std::path::Path) -> anyhow::Result<()> {
                 let window = f.window.map(|w| format!(" over {w}")).unwrap_or_default();
                 println!("  {}: {}{window}", f.name, f.template);
             }
+            if let Some(m) = &bundle.model {
+                println!(
+                    "model: {} ({}, {} inputs, {} trees)",
+                    m.file,
+                    m.model.format().as_str(),
+                    m.inputs.len(),
+                    m.model.trees()
+                );
+            }
+            println!(
+                "{} rules: {}",
+                bundle.rules.len(),
+                bundle.rules.ids().join(", ")
+            );
             Ok(())
         }
         Err(e) => {

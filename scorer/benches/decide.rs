@@ -30,12 +30,11 @@ const READERS: usize = 100_000;
 const STEP_MS: u64 = 100;
 
 fn bundle() -> Bundle {
-    let text = std::fs::read_to_string(concat!(
+    Bundle::read(std::path::Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../examples/bundles/reader-profile.toml"
-    ))
-    .expect("the example bundle");
-    Bundle::compile(&text).expect("it compiles")
+    )))
+    .expect("it compiles")
 }
 
 /// An endless stream of batches with time moving forward.

@@ -25,12 +25,11 @@ fn status(field: &str) -> u64 {
 }
 
 fn run<S: StateStore + 'static>(store: S, readers: usize, cache_bytes: usize, label: &str) {
-    let text = std::fs::read_to_string(concat!(
+    let bundle = Bundle::read(std::path::Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../examples/bundles/reader-profile.toml"
-    ))
-    .expect("bundle");
-    let bundle = Bundle::compile(&text).expect("compiles");
+    )))
+    .expect("compiles");
     let fs = bundle.feature_set;
     let (engine, _) = Engine::open(
         store,

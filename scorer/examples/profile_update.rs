@@ -13,12 +13,11 @@ use pulse_scorer::{
 use pulse_sim::{Traffic, TrafficConfig};
 
 fn main() {
-    let text = std::fs::read_to_string(concat!(
+    let bundle = Bundle::read(std::path::Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../examples/bundles/reader-profile.toml"
-    ))
-    .expect("bundle");
-    let bundle = Bundle::compile(&text).expect("compiles");
+    )))
+    .expect("compiles");
     let mut traffic = Traffic::new(&TrafficConfig {
         readers: 2_000,
         ..TrafficConfig::default()
@@ -108,7 +107,7 @@ fn run<'a>(
         }
         s.finish(bundle);
         let page = PageFacts::of(&events.iter().map(|e| (e, e.ts)).collect::<Vec<_>>());
-        let d = decide(bundle, reader, s, *now, &page, &Request::default(), None);
+        let d = decide(bundle, reader, s, *now, &page, &Request::default());
         walls += u64::from(d.decision.action == pulse_protocol::Action::Paywall);
     }
     walls

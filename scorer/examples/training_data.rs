@@ -54,11 +54,10 @@ fn main() -> Result<(), Box<dyn Error>> {
             _ => return Err(format!("unknown argument {arg:?}").into()),
         }
     }
-    let text = std::fs::read_to_string(concat!(
+    let bundle = Bundle::read(std::path::Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../examples/bundles/reader-profile.toml"
-    ))?;
-    let bundle = Bundle::compile(&text)?;
+    )))?;
     let columns: Vec<usize> = (0..bundle.features.len())
         .filter(|&i| {
             let t = bundle.features[i].template.as_str();

@@ -35,7 +35,8 @@ mod window;
 
 pub use backtest::{LogEntry, Tally, backtest};
 pub use bundle::{
-    ActiveBundle, Bundle, BundleError, Feature, MAX_FEATURES, Problem, STATE_FORMAT, Settings,
+    ActiveBundle, Bundle, BundleError, BundleModel, Feature, MAX_BUNDLE_BYTES, MAX_FEATURES,
+    Problem, STATE_FORMAT, Settings,
 };
 pub use engine::{
     CacheView, Engine, EngineConfig, EngineError, FjallStore, Progress, Rebuild, SWEEP_SLACK_MS,

@@ -26,7 +26,11 @@ fn meter() -> Bundle {
 }
 
 fn profile() -> Bundle {
-    Bundle::compile(&bundle_text("reader-profile")).unwrap()
+    Bundle::read(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/bundles/reader-profile.toml"
+    )))
+    .unwrap()
 }
 
 const T0: u64 = 20_000 * DAY_MS + 12 * HOUR_MS;

@@ -80,7 +80,7 @@ fn run(b: &Bundle, reader: &str, events: &[Event], request: &Request) -> pulse_s
         .map(|(i, e)| (e, T0 + i as u64 * 1000))
         .collect();
     let page = PageFacts::of(&timed);
-    decide(b, reader, &s, T0 + 10 * 1000, &page, request, None)
+    decide(b, reader, &s, T0 + 10 * 1000, &page, request)
 }
 
 #[test]

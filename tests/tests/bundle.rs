@@ -146,12 +146,19 @@ fn bundles_change_while_the_gateway_runs() {
     assert_eq!(view(&gw, "ana", 13, now)["decision"]["limit"], 6);
 
     // New features: rebuilt from the log, then in force, with values from past events.
+    // (Its model file named where the examples are, as the bundle moves to the test's folder.)
     let profile =
         std::fs::read_to_string(workspace_root().join("examples/bundles/reader-profile.toml"))
-            .unwrap();
+            .unwrap()
+            .replace(
+                "\"../train/",
+                &format!("\"{}/", workspace_root().join("examples/train").display()),
+            );
     use_bundle(&config, &profile);
     gw.signal("HUP");
-    let wanted = pulse_scorer::Bundle::compile(&profile).unwrap().id;
+    let wanted = pulse_scorer::Bundle::read(&config.with_file_name("bundle.toml"))
+        .unwrap()
+        .id;
     wait_until("the rebuilt bundle", || {
         admin(&gw, "/admin/bundle")["id"] == wanted.as_str()
     });

@@ -5,12 +5,15 @@
 //! Every problem is listed at once.
 
 use std::collections::HashMap;
+use std::io::Read;
+use std::path::Path;
 use std::sync::Arc;
 
 use pulse_protocol::{EventType, MAX_EVENT_AGE_MS};
 
 use super::spec::{self, FeatureSpec, Problem};
 use crate::filter::{Filter, FilterSpec, type_bit};
+use crate::model::{MAX_MODEL_BYTES, Model, ModelFormat};
 use crate::rules::Rules;
 use crate::templates::{self, CompileCx, Kind, Spec};
 use crate::time::{DAY_MS, HOUR_MS, MINUTE_MS, parse_duration};
@@ -56,6 +59,20 @@ pub struct Feature {
     pub window: Option<Window>,
 }
 
+/// The largest bundle file read, in bytes.
+pub const MAX_BUNDLE_BYTES: usize = 1 << 20;
+
+/// A bundle's model: the model and the bundle feature that feeds each of its inputs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BundleModel {
+    /// The file it was read from, as the bundle names it.
+    pub file: String,
+    /// The model.
+    pub model: Arc<Model>,
+    /// For each model input (in the model's order), the index of the feature feeding it.
+    pub inputs: Vec<usize>,
+}
+
 /// A checked bundle, ready to run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bundle {
@@ -79,6 +96,11 @@ pub struct Bundle {
     pub(crate) owners: Vec<usize>,
     /// The rules that decide, in order.
     pub rules: Rules,
+    /// The propensity model, when the bundle has one (`model.score` in rules).
+    pub model: Option<BundleModel>,
+    /// The files the bundle read beside its text (the model's), by the name it gives them:
+    /// stored with the text so that the stored bundle compiles again without them.
+    pub files: Vec<(String, Arc<[u8]>)>,
     /// Feature indices by name.
     pub(crate) by_name: HashMap<String, usize>,
     /// The text it was compiled from.
@@ -107,9 +129,47 @@ fn valid_name(name: &str) -> bool {
         && name.len() <= 64
 }
 
+/// The marker that starts a stored bundle with files (a bundle's text never starts with NUL).
+const STORED_WITH_FILES: u8 = 0;
+
 impl Bundle {
-    /// Checks and compiles a bundle's text.
+    /// Checks and compiles a bundle's text. A bundle with a `[model]` names a file: read it
+    /// with [`Bundle::read`] or [`Bundle::compile_with`].
     pub fn compile(text: &str) -> Result<Self, BundleError> {
+        Self::compile_with(text, &mut |name| {
+            Err(format!(
+                "{name}: a bundle with a model is read from its file, beside which the model is"
+            ))
+        })
+    }
+
+    /// Reads a bundle file and the files it names (relative to its folder), and compiles it.
+    pub fn read(path: &Path) -> Result<Self, BundleError> {
+        let text = read_bounded(path, MAX_BUNDLE_BYTES)
+            .and_then(|b| String::from_utf8(b).map_err(|_| "not UTF-8 text".to_owned()))
+            .map_err(|e| {
+                BundleError(vec![Problem::new(
+                    "bundle file",
+                    format!("{}: {e}", path.display()),
+                )])
+            })?;
+        let folder = path.parent().unwrap_or(Path::new("."));
+        Self::compile_with(&text, &mut |name| {
+            read_bounded(&folder.join(name), MAX_MODEL_BYTES)
+        })
+    }
+
+    /// Checks and compiles a bundle's text, reading the files it names with `load`.
+    pub fn compile_with(
+        text: &str,
+        load: &mut dyn FnMut(&str) -> Result<Vec<u8>, String>,
+    ) -> Result<Self, BundleError> {
+        if text.len() > MAX_BUNDLE_BYTES {
+            return Err(BundleError(vec![Problem::new(
+                "bundle file",
+                format!("at most {MAX_BUNDLE_BYTES} bytes"),
+            )]));
+        }
         let (spec, mut problems) = spec::read(text);
         let settings = settings(spec.settings.as_ref(), &mut problems);
         if spec.features.len() > MAX_FEATURES {
@@ -144,8 +204,19 @@ impl Bundle {
                 .position(|f| f.name == name)
                 .map(|i| (i, features[i].template.clone()))
         };
+        let mut files = Vec::new();
+        let model = spec
+            .model
+            .as_ref()
+            .and_then(|m| model(m, &features, load, &mut files, &mut problems));
         let mut rule_problems = Vec::new();
-        let rules = Rules::compile(&spec.rules, &find, &names, false, &mut rule_problems);
+        let rules = Rules::compile(
+            &spec.rules,
+            &find,
+            &names,
+            spec.model.is_some(),
+            &mut rule_problems,
+        );
         problems.extend(rule_problems.into_iter().map(|(p, m)| Problem::new(p, m)));
         for (rule, pages, limit) in rules.meters() {
             if let Spec::Distinct(d) = &features[pages].spec
@@ -208,7 +279,12 @@ impl Bundle {
             .collect();
         let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
         let fs = sha256(&refs);
-        let id = sha256(&[spec.canonical.as_bytes()]);
+        let mut id_parts: Vec<&[u8]> = vec![spec.canonical.as_bytes()];
+        for (name, bytes) in &files {
+            id_parts.push(name.as_bytes());
+            id_parts.push(bytes);
+        }
+        let id = sha256(&id_parts);
         Ok(Self {
             id: id[..6].iter().map(|b| format!("{b:02x}")).collect(),
             name: spec.settings.map(|s| s.name).unwrap_or_default(),
@@ -219,8 +295,63 @@ impl Bundle {
             by_type,
             owners,
             rules,
+            model,
+            files,
             by_name,
             source: Arc::from(text),
+        })
+    }
+
+    /// The bundle as stored beside reader state: its text, and the files it read.
+    pub fn stored(&self) -> Vec<u8> {
+        if self.files.is_empty() {
+            return self.source.as_bytes().to_vec();
+        }
+        let mut out = vec![STORED_WITH_FILES];
+        let mut put = |bytes: &[u8]| {
+            out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+            out.extend_from_slice(bytes);
+        };
+        put(self.source.as_bytes());
+        for (name, bytes) in &self.files {
+            put(name.as_bytes());
+            put(bytes);
+        }
+        out
+    }
+
+    /// A bundle from what [`Bundle::stored`] wrote.
+    pub fn from_stored(bytes: &[u8]) -> Result<Self, BundleError> {
+        let bad = || BundleError(vec![Problem::new("stored bundle", "unreadable")]);
+        if bytes.first() != Some(&STORED_WITH_FILES) {
+            let text = std::str::from_utf8(bytes).map_err(|_| bad())?;
+            return Self::compile(text);
+        }
+        let mut rest = &bytes[1..];
+        let mut parts = Vec::new();
+        while !rest.is_empty() {
+            let len = rest
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_le_bytes)
+                .ok_or_else(bad)?;
+            let len = usize::try_from(len).map_err(|_| bad())?;
+            let part = rest.get(8..8usize.saturating_add(len)).ok_or_else(bad)?;
+            parts.push(part);
+            rest = &rest[8 + len..];
+        }
+        let (text, files) = parts.split_first().ok_or_else(bad)?;
+        let text = std::str::from_utf8(text).map_err(|_| bad())?;
+        let files: Vec<(&[u8], &[u8])> = files
+            .chunks(2)
+            .filter_map(|c| Some((c[0], *c.get(1)?)))
+            .collect();
+        Self::compile_with(text, &mut |name| {
+            files
+                .iter()
+                .find(|(n, _)| *n == name.as_bytes())
+                .map(|(_, b)| b.to_vec())
+                .ok_or_else(|| format!("{name}: not stored with the bundle"))
         })
     }
 
@@ -233,6 +364,86 @@ impl Bundle {
     pub fn feature(&self, name: &str) -> Option<usize> {
         self.by_name.get(name).copied()
     }
+}
+
+/// Reads at most `limit` bytes of a file.
+fn read_bounded(path: &Path, limit: usize) -> Result<Vec<u8>, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(limit as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if bytes.len() > limit {
+        return Err(format!("{}: larger than {limit} bytes", path.display()));
+    }
+    Ok(bytes)
+}
+
+/// Loads the bundle's model and maps its inputs to features: every input needs a numeric
+/// feature (its own name, or the one `inputs` gives), every entry of `inputs` a model input.
+fn model(
+    spec: &spec::ModelSpec,
+    features: &[Feature],
+    load: &mut dyn FnMut(&str) -> Result<Vec<u8>, String>,
+    files: &mut Vec<(String, Arc<[u8]>)>,
+    problems: &mut Vec<Problem>,
+) -> Option<BundleModel> {
+    let bytes = match load(&spec.file) {
+        Ok(b) => b,
+        Err(e) => {
+            problems.push(Problem::new("model.file", e));
+            return None;
+        }
+    };
+    let parsed = std::str::from_utf8(&bytes)
+        .map_err(|_| "not UTF-8 text".to_owned())
+        .and_then(|text| Model::parse(ModelFormat::detect(text), text).map_err(|e| e.to_string()));
+    let model = match parsed {
+        Ok(m) => m,
+        Err(e) => {
+            problems.push(Problem::new("model.file", format!("{}: {e}", spec.file)));
+            return None;
+        }
+    };
+    for name in spec.inputs.keys() {
+        if model.feature_index(name).is_none() {
+            problems.push(Problem::new(
+                format!("model.inputs.{name}"),
+                format!("the model has no input `{name}`"),
+            ));
+        }
+    }
+    let mut inputs = Vec::with_capacity(model.feature_names().len());
+    for (input, kind) in model.feature_names().iter().zip(model.feature_kinds()) {
+        let feature = spec.inputs.get(input).unwrap_or(input);
+        let path = if spec.inputs.contains_key(input) {
+            format!("model.inputs.{input}")
+        } else {
+            "model".to_owned()
+        };
+        match features.iter().position(|f| &f.name == feature) {
+            None => problems.push(Problem::new(
+                path,
+                format!(
+                    "model input `{input}` has no feature `{feature}` in this bundle (map it in [model.inputs])"
+                ),
+            )),
+            Some(i) if features[i].spec.kind() != kind.value_kind() => problems.push(Problem::new(
+                path,
+                format!(
+                    "model input `{input}` takes a number; feature `{feature}` ({}) is not one",
+                    features[i].template
+                ),
+            )),
+            Some(i) => inputs.push(i),
+        }
+    }
+    files.push((spec.file.clone(), Arc::from(bytes)));
+    Some(BundleModel {
+        file: spec.file.clone(),
+        model: Arc::new(model),
+        inputs,
+    })
 }
 
 fn settings(spec: Option<&spec::SettingsSpec>, problems: &mut Vec<Problem>) -> Settings {
@@ -560,7 +771,7 @@ file = "m.json"
             "rules[0] (meter): action: `current_page` = \"zz\" is not a feature",
             "rules[1] (bad-when): when:",
             "rules[1] (bad-when): action: unknown action \"shout\"",
-            "model: unknown section",
+            "model.file: m.json: a bundle with a model is read from its file",
         ] {
             assert!(text.contains(needle), "{needle:?} not in:\n{text}");
         }
@@ -568,9 +779,10 @@ file = "m.json"
 
     #[test]
     fn features_with_the_same_state_share_it() {
-        let b = Bundle::compile(include_str!(
-            "../../../examples/bundles/reader-profile.toml"
-        ))
+        let b = Bundle::read(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/bundles/reader-profile.toml"
+        )))
         .unwrap();
         let state = |name: &str| b.features[b.feature(name).unwrap()].state;
         assert_eq!(state("first_seen"), state("last_seen"));

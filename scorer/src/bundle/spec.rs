@@ -70,6 +70,23 @@ fn default_dedupe() -> u32 {
     2048
 }
 
+/// The `[model]` table: a model file and which bundle feature feeds each of its inputs.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ModelSpec {
+    /// The model file, relative to the bundle file: XGBoost JSON, LightGBM text or logistic
+    /// TOML (detected from the content).
+    pub(crate) file: String,
+    /// Model input name → bundle feature name, for inputs whose feature is named otherwise
+    /// (an input with no entry is fed by the feature of its own name).
+    #[serde(default)]
+    pub(crate) inputs: std::collections::BTreeMap<String, String>,
+    /// What the model is for.
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub(crate) description: Option<String>,
+}
+
 /// One feature's table, split into what every feature has and the template's parameters.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct FeatureSpec {
@@ -88,6 +105,7 @@ pub(crate) struct BundleSpec {
     pub(crate) settings: Option<SettingsSpec>,
     pub(crate) features: Vec<FeatureSpec>,
     pub(crate) rules: Vec<crate::rules::RuleTable>,
+    pub(crate) model: Option<ModelSpec>,
     /// The file's content in a canonical form (for the bundle's id).
     pub(crate) canonical: String,
 }
@@ -108,6 +126,7 @@ pub(crate) fn read(text: &str) -> (BundleSpec, Vec<Problem>) {
         settings: None,
         features: Vec::new(),
         rules: Vec::new(),
+        model: None,
         canonical,
     };
     for (key, value) in table {
@@ -138,9 +157,13 @@ pub(crate) fn read(text: &str) -> (BundleSpec, Vec<Problem>) {
                 }
                 _ => problems.push(Problem::new("rules", "a list of [[rules]] tables")),
             },
+            "model" => match ModelSpec::deserialize(value) {
+                Ok(m) => spec.model = Some(m),
+                Err(e) => problems.push(Problem::new("model", e.message().to_owned())),
+            },
             other => problems.push(Problem::new(
                 other,
-                "unknown section (a bundle has [bundle], [features.NAME] and [[rules]])",
+                "unknown section (a bundle has [bundle], [features.NAME], [model] and [[rules]])",
             )),
         }
     }

@@ -268,8 +268,7 @@ impl<S: StateStore + 'static> Engine<S> {
             Some(fs) if fs != bundle.feature_set => {
                 let stored = store
                     .meta(meta::BUNDLE)?
-                    .and_then(|t| String::from_utf8(t).ok())
-                    .and_then(|t| Bundle::compile(&t).ok())
+                    .and_then(|t| Bundle::from_stored(&t).ok())
                     .filter(|b| b.feature_set == fs);
                 match stored {
                     Some(old) => {
@@ -299,7 +298,7 @@ impl<S: StateStore + 'static> Engine<S> {
             &[],
             &[
                 (meta::FEATURE_SET, active.feature_set.to_le_bytes().to_vec()),
-                (meta::BUNDLE, active.source.as_bytes().to_vec()),
+                (meta::BUNDLE, active.stored()),
                 (meta::REPLAY_FROM, replay_from.to_le_bytes().to_vec()),
                 (meta::PARTITIONS, partitions.to_le_bytes().to_vec()),
             ],
@@ -381,10 +380,10 @@ impl<S: StateStore + 'static> Engine<S> {
         let shadow = self.shadow.read().ok().and_then(|s| s.clone());
         let ((decided, shadow), counts) =
             self.shared.update(&core, reader, events, |bundle, state| {
-                let active = decide(bundle, reader, state, now, &page, request, None);
+                let active = decide(bundle, reader, state, now, &page, request);
                 let shadow = shadow
                     .as_ref()
-                    .map(|b| decide(b, reader, state, now, &page, request, None).decision);
+                    .map(|b| decide(b, reader, state, now, &page, request).decision);
                 (active, shadow)
             })?;
         self.shared
@@ -447,9 +446,28 @@ impl<S: StateStore + 'static> Engine<S> {
             now,
             &PageFacts::default(),
             &Request::default(),
-            None,
         );
         out["decision"] = serde_json::to_value(decided.decision).unwrap_or(Json::Null);
+        if let Some(m) = &bundle.model {
+            let row: Vec<f64> = m
+                .inputs
+                .iter()
+                .map(|&i| match state.value(&bundle, i, now) {
+                    crate::value::Value::Num(n) => n,
+                    crate::value::Value::Bool(b) => f64::from(u8::from(b)),
+                    _ => f64::NAN,
+                })
+                .collect();
+            let score = m.model.predict(&row);
+            out["model"] = json!({
+                "file": m.file,
+                "format": m.model.format().as_str(),
+                "score": score.is_finite().then_some(score),
+                "inputs": m.model.feature_names().iter().zip(&row)
+                    .map(|(name, v)| (name.clone(), if v.is_finite() { json!(v) } else { Json::Null }))
+                    .collect::<serde_json::Map<_, _>>(),
+            });
+        }
         Ok(Some(out))
     }
 
@@ -460,11 +478,9 @@ impl<S: StateStore + 'static> Engine<S> {
         if bundle.feature_set != core.feature_set {
             return Err(EngineError::NeedsRebuild(Box::new(bundle)));
         }
-        self.shared.store.write(
-            core.feature_set,
-            &[],
-            &[(meta::BUNDLE, bundle.source.as_bytes().to_vec())],
-        )?;
+        self.shared
+            .store
+            .write(core.feature_set, &[], &[(meta::BUNDLE, bundle.stored())])?;
         Ok(core.bundle.set(Arc::new(bundle)))
     }
 

@@ -80,7 +80,7 @@ impl<S: StateStore + 'static> Rebuild<S> {
                 meta::FEATURE_SET,
                 self.core.feature_set.to_le_bytes().to_vec(),
             ),
-            (meta::BUNDLE, bundle.source.as_bytes().to_vec()),
+            (meta::BUNDLE, bundle.stored()),
         ];
         if let Some(p) = position {
             meta_writes.push((meta::REPLAY_FROM, p.to_le_bytes().to_vec()));

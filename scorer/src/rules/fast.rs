@@ -403,7 +403,7 @@ of = "props.section"
                 country: None,
                 entitled: if sub { vec![("sub".into(), json!(true))] } else { vec![] },
             };
-            let resolver = Resolver::new(&bundle, &state, 2_000, &facts, flag, &request, None);
+            let resolver = Resolver::new(&bundle, &state, 2_000, &facts, flag, &request);
             let env = Arc::new(cel::Env::stdlib());
             let Ok(program) = env.compile(&src) else { return Ok(()); };
             let find = |n: &str| bundle.feature(n);

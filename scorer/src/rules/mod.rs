@@ -388,14 +388,13 @@ pub fn decide(
     now: u64,
     page: &PageFacts,
     request: &Request,
-    score: Option<f64>,
 ) -> Decided {
     let rules = &bundle.rules;
     let metered = rules
         .meter
         .map(|(p, c, l)| meter(bundle, state, now, p, c, l).metered)
         .unwrap_or(false);
-    let resolver = resolve::Resolver::new(bundle, state, now, page, metered, request, score);
+    let resolver = resolve::Resolver::new(bundle, state, now, page, metered, request);
     let mut context = cel::Context::with_env(Arc::clone(&rules.env));
     context.set_variable_resolver(&resolver);
     let mut errors = 0u32;
@@ -456,11 +455,11 @@ pub fn decide(
             .iter()
             .map(|&i| format!("{} = {}", bundle.features[i].name, resolver.describe(i)))
             .collect();
-        if rule.reads_model {
-            decision.score = score;
-            if let Some(s) = score {
-                decision.because.push(format!("model.score = {s:.4}"));
-            }
+        if rule.reads_model
+            && let Some(s) = resolver.score()
+        {
+            decision.score = Some(s);
+            decision.because.push(format!("model.score = {s:.4}"));
         }
         let probability = assignment.as_ref().map(|(_, p)| *p);
         decision.experiment = assignment.map(|(a, _)| a);
@@ -468,6 +467,7 @@ pub fn decide(
             decision,
             errors,
             probability,
+            score: resolver.scored(),
         };
     }
     let mut decision = Decision::new(Action::Allow, "no_rule", bundle.id.clone());
@@ -477,6 +477,7 @@ pub fn decide(
         decision,
         errors,
         probability,
+        score: resolver.scored(),
     }
 }
 
@@ -489,6 +490,8 @@ pub struct Decided {
     pub errors: u32,
     /// The probability of the reader's experiment arm (for unbiased estimates), if assigned.
     pub probability: Option<f64>,
+    /// The model's score, when a rule on the way read it.
+    pub score: Option<f64>,
 }
 
 fn act_decision(bundle: &Bundle, state: &ReaderState, now: u64, act: &Act, rule: &str) -> Decision {

@@ -128,7 +128,7 @@ pub(crate) struct Resolver<'a> {
     page: &'a PageFacts,
     metered: bool,
     request: &'a Request,
-    score: Option<f64>,
+    score: OnceLock<Option<f64>>,
     values: Vec<OnceLock<Value>>,
     vals: Vec<OnceLock<Box<dyn Val>>>,
     page_val: OnceLock<Box<dyn Val>>,
@@ -188,7 +188,6 @@ impl<'a> Resolver<'a> {
         page: &'a PageFacts,
         metered: bool,
         request: &'a Request,
-        score: Option<f64>,
     ) -> Self {
         Self {
             bundle,
@@ -197,7 +196,7 @@ impl<'a> Resolver<'a> {
             page,
             metered,
             request,
-            score,
+            score: OnceLock::new(),
             values: (0..bundle.features.len())
                 .map(|_| OnceLock::new())
                 .collect(),
@@ -213,6 +212,33 @@ impl<'a> Resolver<'a> {
 
     fn value(&self, i: usize) -> &Value {
         self.values[i].get_or_init(|| self.state.value(self.bundle, i, self.now))
+    }
+
+    /// The model's score for this reader, computed the first time it is read (`None` without
+    /// a model). Inputs are the features' values; a missing value or a non-number is missing.
+    pub(crate) fn score(&self) -> Option<f64> {
+        *self.score.get_or_init(|| {
+            let m = self.bundle.model.as_ref()?;
+            let row = self.row(m);
+            Some(m.model.predict(&row))
+        })
+    }
+
+    /// The model's inputs for this reader, in the model's order.
+    pub(crate) fn row(&self, m: &crate::bundle::BundleModel) -> Vec<f64> {
+        m.inputs
+            .iter()
+            .map(|&i| match self.value(i) {
+                Value::Num(n) => *n,
+                Value::Bool(b) => f64::from(u8::from(*b)),
+                _ => f64::NAN,
+            })
+            .collect()
+    }
+
+    /// Whether the model's score has been computed in this decision.
+    pub(crate) fn scored(&self) -> Option<f64> {
+        self.score.get().copied().flatten()
     }
 
     /// Feature `i`'s value as the explanation shows it.
@@ -251,7 +277,7 @@ impl<'a> Resolver<'a> {
     fn model(&self) -> Box<dyn Val> {
         boxed(map(vec![(
             "score",
-            self.score.map_or(cel::Value::Null, cel::Value::Float),
+            self.score().map_or(cel::Value::Null, cel::Value::Float),
         )]))
     }
 
@@ -287,7 +313,7 @@ impl Resolver<'_> {
             ("request", "device") => text(&self.request.device),
             ("request", "country") => text(&self.request.country),
             ("model", "score") => Some(CowVal::Owned(boxed(
-                self.score.map_or(cel::Value::Null, cel::Value::Float),
+                self.score().map_or(cel::Value::Null, cel::Value::Float),
             ))),
             ("entitled", name) => self
                 .request
@@ -323,7 +349,7 @@ impl Resolver<'_> {
                 "device" => text(&self.request.device),
                 _ => text(&self.request.country),
             },
-            Var::ModelScore => self.score.map_or(V::Null, V::Num),
+            Var::ModelScore => self.score().map_or(V::Null, V::Num),
             Var::Entitled(name) => match self.request.entitled.iter().find(|(k, _)| k == name) {
                 None => return Err(Fail),
                 Some((_, serde_json::Value::Bool(b))) => V::Bool(*b),
