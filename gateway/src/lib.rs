@@ -9,12 +9,14 @@ mod admin;
 mod admit;
 mod config;
 mod decode;
+mod entitlements;
 mod ingest;
 mod listen;
 mod metrics;
 mod quic;
 mod ratelimit;
 mod server;
+mod signing;
 mod sink;
 mod statics;
 mod tls;
@@ -29,12 +31,16 @@ pub use config::{
     ScorerConfig, ServerConfig, SinkConfig, SinkKind, SiteConfig, Transport,
 };
 pub use decode::{DecodeError, Encoding, decode, sniff};
+pub use entitlements::{
+    MAX_ENTITLEMENTS, MAX_TOKEN_BYTES, TokenError, TokenKeySpec, TokenKeys, Vouched, sign_hs256,
+};
 pub use ingest::{ApiError, BundleChange, Gateway, now_ms};
 pub use listen::{App, ListenError, Listeners, serve, serve_all};
 pub use metrics::{Histogram, LIMIT_NAMES, Metrics};
 pub use quic::H3Body;
 pub use ratelimit::{Limited, RateLimiter, client_ip};
 pub use server::{ConnInfo, Protocol, Resp, handle};
+pub use signing::{DECISION_TTL_S, DecisionSigner, SigningError};
 pub use sink::{
     AppliedGuard, BoxFuture, EmbeddedStore, Receipt, Sink, SinkBatch, SinkError, StoredEvent,
 };
