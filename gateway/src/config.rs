@@ -140,6 +140,7 @@ impl ScorerConfig {
             cache_bytes: (self.cache_mb as usize) << 20,
             flush_interval: self.flush_interval_ms.get(),
             sweep_interval: Duration::from_secs(u64::from(self.sweep_interval_s)),
+            ..EngineConfig::default()
         }
     }
 

@@ -40,7 +40,7 @@ pub use bundle::{
 };
 pub use engine::{
     CacheView, Engine, EngineConfig, EngineError, FjallStore, Progress, Rebuild, SWEEP_SLACK_MS,
-    Scored, Startup, Stats, murmur2, partition_of,
+    Scored, Snapshot, Startup, Stats, murmur2, partition_of,
 };
 pub use event::{Observed, Prop, page_key, url_path};
 pub use model::{

@@ -294,3 +294,49 @@ fn trained_models_score_as_the_example_bundle_feeds_them() {
     let score = d.score.expect("metered page: the model is read");
     assert_eq!(score, direct.predict(&row));
 }
+
+#[test]
+fn the_engine_snapshots_what_a_decision_read_and_decides_for_a_server_without_events() {
+    use pulse_scorer::{Engine, EngineConfig, MemoryStore};
+    use std::sync::Arc;
+    let events: Vec<Event> = (0..6).map(|n| article(n as u128 + 1, n)).collect();
+    let timed: Vec<(&Event, u64)> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e, T0 + i as u64 * HOUR_MS))
+        .collect();
+    let now = T0 + 7 * HOUR_MS;
+    for full in [false, true] {
+        let b = Bundle::read(&example("bundles/reader-profile.toml")).unwrap();
+        let features = b.features.len();
+        let config = EngineConfig {
+            full_snapshots: full,
+            ..EngineConfig::default()
+        };
+        let (engine, _) = Engine::open(Arc::new(MemoryStore::default()), b, config).unwrap();
+        let scored = engine
+            .score("r", &timed, now, &Request::default())
+            .unwrap();
+        assert!(scored.score.is_some(), "the rules read the model");
+        let snap = scored.snapshot.to_json();
+        let snap = snap.as_object().unwrap();
+        if full {
+            assert_eq!(snap.len(), features);
+        } else {
+            assert!(snap.len() >= 28 && snap.len() < features, "{}", snap.len());
+        }
+        assert_eq!(snap["articles_30d"], 6.0);
+
+        // A server asks for the same reader on a page: the same state decides, nothing applied.
+        let page = PageFacts {
+            content_type: Some("article".into()),
+            section: Some("politics".into()),
+            path: Some("/politics/5".into()),
+            referrer: Some("direct"),
+        };
+        let asked = engine.decide("r", &page, now, &Request::default()).unwrap();
+        assert_eq!(asked.applied, 0);
+        assert_eq!(asked.score, scored.score);
+        assert_eq!(asked.decision.rule, scored.decision.rule);
+    }
+}

@@ -65,6 +65,9 @@ pub struct EngineConfig {
     pub flush_interval: Duration,
     /// How often stored state is swept for readers past their TTL. Default 10 min.
     pub sweep_interval: Duration,
+    /// Whether a decision's snapshot holds every feature's value (for training a first model),
+    /// not only those the decision read. Default false.
+    pub full_snapshots: bool,
 }
 
 impl Default for EngineConfig {
@@ -74,6 +77,7 @@ impl Default for EngineConfig {
             cache_bytes: 64 << 20,
             flush_interval: Duration::from_secs(1),
             sweep_interval: Duration::from_secs(600),
+            full_snapshots: false,
         }
     }
 }
@@ -107,6 +111,10 @@ pub struct Scored {
     pub decision: Decision,
     /// The probability of the reader's experiment arm, when a rule assigned one.
     pub probability: Option<f64>,
+    /// The model's score, when a rule read it.
+    pub score: Option<f64>,
+    /// The feature values the decision read.
+    pub snapshot: Snapshot,
     /// What the shadow bundle decided, when one is set (the page never sees it).
     pub shadow: Option<Decision>,
     /// Events applied.
@@ -116,6 +124,51 @@ pub struct Scored {
     /// Indices (in the batch) of events not applied because they were too late, with why
     /// ([`Outcome::TooLate`] or [`Outcome::DedupeFull`]).
     pub refused: Vec<(usize, Outcome)>,
+}
+
+/// The feature values a decision read, named by the bundle that decided.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    /// The bundle.
+    pub bundle: Arc<Bundle>,
+    /// Feature index and value.
+    pub values: Vec<(u16, crate::value::Value)>,
+}
+
+impl Snapshot {
+    /// As a JSON object: feature name → value (`null` when missing).
+    pub fn to_json(&self) -> Json {
+        Json::Object(
+            self.values
+                .iter()
+                .filter_map(|(i, v)| {
+                    let f = self.bundle.features.get(usize::from(*i))?;
+                    Some((f.name.clone(), v.to_json()))
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Adds every feature's value the decision did not read.
+fn complete(
+    values: &mut Vec<(u16, crate::value::Value)>,
+    bundle: &Bundle,
+    state: &ReaderState,
+    now: u64,
+) {
+    let mut have = vec![false; bundle.features.len()];
+    for (i, _) in values.iter() {
+        if let Some(h) = have.get_mut(usize::from(*i)) {
+            *h = true;
+        }
+    }
+    for (i, had) in have.into_iter().enumerate() {
+        if !had {
+            values.push((i as u16, state.value(bundle, i, now)));
+        }
+    }
+    values.sort_by_key(|(i, _)| *i);
 }
 
 /// Counters, for `/metrics`.
@@ -375,15 +428,42 @@ impl<S: StateStore + 'static> Engine<S> {
         now: u64,
         request: &Request,
     ) -> Result<Scored, EngineError> {
+        self.score_on(reader, events, &PageFacts::of(events), now, request)
+    }
+
+    /// Decides for a reader on `page` at `now` without events (a publisher's server asking
+    /// before it renders the page): the same rules, state and shadow as [`Engine::score`].
+    pub fn decide(
+        &self,
+        reader: &str,
+        page: &PageFacts,
+        now: u64,
+        request: &Request,
+    ) -> Result<Scored, EngineError> {
+        let none: &[(&pulse_protocol::Event, u64)] = &[];
+        self.score_on(reader, none, page, now, request)
+    }
+
+    fn score_on<E: Observed + ?Sized>(
+        &self,
+        reader: &str,
+        events: &[(&E, u64)],
+        page: &PageFacts,
+        now: u64,
+        request: &Request,
+    ) -> Result<Scored, EngineError> {
         let core = self.core()?;
-        let page = PageFacts::of(events);
         let shadow = self.shadow.read().ok().and_then(|s| s.clone());
-        let ((decided, shadow), counts) =
+        let full = self.shared.config.full_snapshots;
+        let ((mut decided, shadow), counts) =
             self.shared.update(&core, reader, events, |bundle, state| {
-                let active = decide(bundle, reader, state, now, &page, request);
+                let mut active = decide(bundle, reader, state, now, page, request);
+                if full {
+                    complete(&mut active.read, bundle, state, now);
+                }
                 let shadow = shadow
                     .as_ref()
-                    .map(|b| decide(b, reader, state, now, &page, request).decision);
+                    .map(|b| decide(b, reader, state, now, page, request).decision);
                 (active, shadow)
             })?;
         self.shared
@@ -393,6 +473,11 @@ impl<S: StateStore + 'static> Engine<S> {
         Ok(Scored {
             decision: decided.decision,
             probability: decided.probability,
+            score: decided.score,
+            snapshot: Snapshot {
+                bundle: core.bundle.get(),
+                values: std::mem::take(&mut decided.read),
+            },
             shadow,
             applied: counts.applied,
             duplicates: counts.duplicates,

@@ -468,6 +468,7 @@ pub fn decide(
             errors,
             probability,
             score: resolver.scored(),
+            read: resolver.read_values(),
         };
     }
     let mut decision = Decision::new(Action::Allow, "no_rule", bundle.id.clone());
@@ -478,6 +479,7 @@ pub fn decide(
         errors,
         probability,
         score: resolver.scored(),
+        read: resolver.read_values(),
     }
 }
 
@@ -492,6 +494,9 @@ pub struct Decided {
     pub probability: Option<f64>,
     /// The model's score, when a rule on the way read it.
     pub score: Option<f64>,
+    /// The features the decision read (by index in the bundle), with their values: the
+    /// decision's feature snapshot (all the model's inputs when it read the model).
+    pub read: Vec<(u16, crate::value::Value)>,
 }
 
 fn act_decision(bundle: &Bundle, state: &ReaderState, now: u64, act: &Act, rule: &str) -> Decision {

@@ -236,6 +236,15 @@ impl<'a> Resolver<'a> {
             .collect()
     }
 
+    /// The features whose values this decision computed, with their values.
+    pub(crate) fn read_values(&self) -> Vec<(u16, Value)> {
+        self.values
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| Some((i as u16, v.get()?.clone())))
+            .collect()
+    }
+
     /// Whether the model's score has been computed in this decision.
     pub(crate) fn scored(&self) -> Option<f64> {
         self.score.get().copied().flatten()
