@@ -232,19 +232,28 @@ impl Model {
     pub fn top_contributions(&self, row: &[f64], n: usize) -> Vec<(usize, f64)> {
         let mut all = Vec::with_capacity(self.inputs.len());
         self.contributions(row, &mut all);
-        let mut top: Vec<(usize, f64)> = all
-            .into_iter()
-            .enumerate()
-            .filter(|&(_, c)| c != 0.0)
-            .collect();
-        let order = |a: &(usize, f64), b: &(usize, f64)| {
-            b.1.abs().total_cmp(&a.1.abs()).then(a.0.cmp(&b.0))
+        // Largest magnitude first, then the lower input.
+        let before = |a: &(usize, f64), b: &(usize, f64)| {
+            b.1.abs().total_cmp(&a.1.abs()).then(a.0.cmp(&b.0)) == std::cmp::Ordering::Less
         };
-        if n < top.len() {
-            top.select_nth_unstable_by(n, order);
+        let mut top: Vec<(usize, f64)> = Vec::with_capacity(n.min(all.len()));
+        if n <= 16 {
+            // The few kept in order as the inputs go by: no second buffer, no sort.
+            for (i, c) in all.into_iter().enumerate() {
+                // Inputs come in order, so one only as large as the last kept stays out.
+                let full = top.len() == n;
+                if c == 0.0 || full && top.last().is_none_or(|k| c.abs() <= k.1.abs()) {
+                    continue;
+                }
+                let at = top.partition_point(|k| before(k, &(i, c)));
+                top.truncate(n - 1);
+                top.insert(at, (i, c));
+            }
+        } else {
+            top.extend(all.into_iter().enumerate().filter(|&(_, c)| c != 0.0));
+            top.sort_unstable_by(|a, b| b.1.abs().total_cmp(&a.1.abs()).then(a.0.cmp(&b.0)));
             top.truncate(n);
         }
-        top.sort_unstable_by(order);
         top
     }
 
