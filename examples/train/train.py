@@ -18,8 +18,12 @@ held-out set apart, and trains:
 
 and writes the conformance rows (holdout.csv: the features only, missing values empty): 400
 held-out readers, half of them with a missing value, and 40 rows whose values sit exactly on the
-models' split thresholds; and each model's own predictions for them (holdout.<model>.pred, one
-per line, full precision).
+models' split thresholds; each model's own predictions for them (holdout.<model>.pred, one
+per line, full precision); and the trainers' own explanations of the binary models' margins
+for them (holdout.<model>.contribs.csv, a column per feature and then `bias`): XGBoost's
+`pred_contribs=True, approx_contribs=True` (Saabas's path attribution, which Pulse computes
+too) and LightGBM's `pred_contrib=True` (TreeSHAP, whose bias column is the trees' expected
+value, as Pulse's is).
 
     python examples/train/train.py [--data examples/train/data/readers.csv] [--out examples/train]
 
@@ -106,6 +110,14 @@ def write_preds(path, preds):
         for p in preds:
             # float32 outputs (XGBoost) widen exactly; repr round-trips a float64.
             f.write(repr(float(p)) + "\n")
+
+
+def write_contribs(path, features, contribs):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(list(features) + ["bias"])
+        for row in contribs:
+            w.writerow([repr(float(v)) for v in row])
 
 
 def auc(scores, labels):
@@ -248,6 +260,14 @@ def main():
         out("holdout.logistic.pred"),
         [logistic_predict(intercept, coef, missing, row) for row in xh],
     )
+    write_contribs(
+        out("holdout.xgb.contribs.csv"),
+        features,
+        booster.predict(
+            xgb.DMatrix(xh, feature_names=features), pred_contribs=True, approx_contribs=True
+        ),
+    )
+    write_contribs(out("holdout.lgb.contribs.csv"), features, model.predict(xh, pred_contrib=True))
 
     print(
         f"{len(yt)} training rows, {len(ye)} evaluation rows, {len(xh)} conformance rows "

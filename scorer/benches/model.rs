@@ -10,8 +10,14 @@
 //! - `model/propensity_xgb`, `model/propensity_lgb`, `model/propensity_logistic`: the trained
 //!   example models of `examples/train/` (200 trees of depth 4; 200 trees of 15 leaves; 28
 //!   coefficients) on its 440 conformance rows of simulated readers' features, in turn;
-//! - then, outside criterion, p50/p99/p99.9 of one `predict` call, timed one call at a time
-//!   over the 100,000 rows (the target: p99 at most 10 µs).
+//! - `contributions/xgboost_300x6_64f`, `contributions/propensity_xgb`: `Model::contributions`
+//!   (the margin split by input, into a buffer reused from row to row) on the same rows;
+//!   `contributions/top3_xgboost_300x6_64f`: `Model::top_contributions(row, 3)`, the
+//!   explanation a decision carries (with its allocations). The generated model has no covers,
+//!   so its children count equally: the work per row is the same;
+//! - then, outside criterion, p50/p99/p99.9 of one `predict` call, and of one `contributions`
+//!   call for the two XGBoost models, timed one call at a time over the 100,000 rows (the
+//!   target: p99 at most 10 µs for `predict`; a decision's whole budget is 20 µs).
 
 use std::fmt::Write as _;
 use std::hint::black_box;
@@ -271,29 +277,61 @@ fn predict(c: &mut Criterion) {
         });
     }
     group.finish();
-    latency(&models);
+
+    let explained: Vec<_> = models
+        .iter()
+        .filter(|(name, ..)| ["xgboost_300x6_64f", "propensity_xgb"].contains(name))
+        .collect();
+    let mut group = c.benchmark_group("contributions");
+    group.measurement_time(Duration::from_secs(5));
+    let mut out = Vec::new();
+    for (name, model, rows) in &explained {
+        let mut i = 0;
+        group.bench_function(*name, |b| {
+            b.iter(|| {
+                i = (i + 1) % rows.len();
+                black_box(model.contributions(black_box(&rows[i]), &mut out))
+            })
+        });
+    }
+    let (_, model, rows) = explained[0];
+    let mut i = 0;
+    group.bench_function("top3_xgboost_300x6_64f", |b| {
+        b.iter(|| {
+            i = (i + 1) % rows.len();
+            black_box(model.top_contributions(black_box(&rows[i]), 3))
+        })
+    });
+    group.finish();
+
+    for (name, model, rows) in &models {
+        latency("predict", name, rows, |row| model.predict(row));
+    }
+    for (name, model, rows) in explained {
+        latency("contributions", name, rows, |row| {
+            model.contributions(row, &mut out)
+        });
+    }
 }
 
-/// p50/p99/p99.9 of one `predict` call, timed one call at a time.
-fn latency(models: &[(&str, Model, Vec<Vec<f64>>)]) {
-    for (name, model, rows) in models {
-        let mut ns: Vec<u64> = Vec::with_capacity(rows.len());
-        for row in rows {
-            let started = Instant::now();
-            black_box(model.predict(black_box(row)));
-            ns.push(started.elapsed().as_nanos() as u64);
-        }
-        ns.sort_unstable();
-        let q = |p: f64| ns[((ns.len() as f64 * p) as usize).min(ns.len() - 1)] as f64 / 1000.0;
-        println!(
-            "model latency, {name}, {} rows: p50 {:.2} µs, p99 {:.2} µs, p99.9 {:.2} µs, max {:.1} µs",
-            ns.len(),
-            q(0.50),
-            q(0.99),
-            q(0.999),
-            q(1.0),
-        );
+/// p50/p99/p99.9 of one `call`, timed one call at a time over `rows`.
+fn latency(what: &str, name: &str, rows: &[Vec<f64>], mut call: impl FnMut(&[f64]) -> f64) {
+    let mut ns: Vec<u64> = Vec::with_capacity(rows.len());
+    for row in rows {
+        let started = Instant::now();
+        black_box(call(black_box(row)));
+        ns.push(started.elapsed().as_nanos() as u64);
     }
+    ns.sort_unstable();
+    let q = |p: f64| ns[((ns.len() as f64 * p) as usize).min(ns.len() - 1)] as f64 / 1000.0;
+    println!(
+        "{what} latency, {name}, {} rows: p50 {:.2} µs, p99 {:.2} µs, p99.9 {:.2} µs, max {:.1} µs",
+        ns.len(),
+        q(0.50),
+        q(0.99),
+        q(0.999),
+        q(1.0),
+    );
 }
 
 criterion_group!(benches, predict);

@@ -10,7 +10,8 @@
 //!   codec, and the [`StateStore`] trait.
 //! - [`Model`] (`model/`): propensity models read from the trainers' own files (XGBoost JSON,
 //!   LightGBM text) and logistic regression from a TOML file of coefficients, evaluated natively
-//!   with the trainer's own split and missing-value rules; inputs named and kinded for bundles.
+//!   with the trainer's own split and missing-value rules; inputs named and kinded for bundles;
+//!   each score explained by the inputs that mattered most ([`Model::top_contributions`]).
 //! - rules (`rules/`): ordered CEL conditions over features, the page, the request, the model's
 //!   score and entitlements, each with an action (or an experiment over actions); [`decide`].
 //! - [`Engine`]: the only IO: a byte-bounded cache of readers by partition, write-behind to the

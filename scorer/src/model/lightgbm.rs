@@ -16,6 +16,13 @@
 //!   (`regression`, `regression_l1`, `huber`, `fair`, `quantile`, `mape`) the score (with
 //!   `sqrt`: `sign(s)·s²`); a model without `objective` outputs the score.
 //!
+//! Contributions: LightGBM offers TreeSHAP only, so Pulse credits paths as XGBoost's
+//! `approx_contribs` does, a node's value being its leaves' values weighed by their data counts
+//! (`leaf_count`, `internal_count`): LightGBM's own measure of a tree's expected value
+//! (`Tree::ExpectedValue`), so the bias equals the bias column of LightGBM's
+//! `predict(pred_contrib=True)`. (`internal_value` is what the node would have output as a leaf,
+//! written to 6 digits, not that mean.) Without counts, children weigh equally.
+//!
 //! Not evaluated, and refused with a reason: several classes, linear trees, other objectives.
 
 use super::error::ModelError;
@@ -34,6 +41,8 @@ pub(super) struct Lightgbm {
     link: Link,
     /// `average_output`: divide the sum by the number of trees.
     average: bool,
+    /// The trees' expected outputs (averaged with `average`): the bias of contributions.
+    bias: f64,
 }
 
 /// How the score becomes the output.
@@ -148,6 +157,7 @@ impl Lightgbm {
 
         let mut forest = Forest::new(features);
         let mut raw = Vec::new();
+        let mut covers = Vec::new();
         let mut t = 0;
         loop {
             while lines.next_if(|l| l.trim().is_empty()).is_some() {}
@@ -172,18 +182,23 @@ impl Lightgbm {
                 let (key, value) = line.split_once('=').unwrap_or((line, ""));
                 tree.set(key, value);
             }
-            tree.raw_nodes(t, &mut forest, &mut raw)?;
-            forest.add_tree(t, &raw)?;
+            tree.raw_nodes(t, &mut forest, &mut raw, &mut covers)?;
+            forest.add_tree::<Split>(t, &raw, &covers)?;
             t += 1;
         }
         if t == 0 {
             return Err(syntax("trees", "the model has no tree"));
+        }
+        let mut bias = forest.expected();
+        if header.average_output {
+            bias /= forest.trees() as f64;
         }
         Ok(Parsed {
             model: Self {
                 forest,
                 link,
                 average: header.average_output,
+                bias,
             },
             inputs,
             kinds,
@@ -203,6 +218,17 @@ impl Lightgbm {
             sum /= self.forest.trees() as f64;
         }
         sum
+    }
+
+    /// Adds the row's contributions to `out` (zeros, one per input) and returns the bias.
+    #[inline]
+    pub(super) fn contributions(&self, row: &[f64], out: &mut [f64]) -> f64 {
+        self.forest.add_contributions::<Split>(row, out);
+        if self.average {
+            let trees = self.forest.trees() as f64;
+            out.iter_mut().for_each(|c| *c /= trees);
+        }
+        self.bias
     }
 
     #[inline]
@@ -291,6 +317,8 @@ struct TreeText<'a> {
     cat_boundaries: Option<&'a str>,
     cat_threshold: Option<&'a str>,
     is_linear: Option<&'a str>,
+    internal_count: Option<&'a str>,
+    leaf_count: Option<&'a str>,
 }
 
 impl<'a> TreeText<'a> {
@@ -307,17 +335,21 @@ impl<'a> TreeText<'a> {
             "cat_boundaries" => &mut self.cat_boundaries,
             "cat_threshold" => &mut self.cat_threshold,
             "is_linear" => &mut self.is_linear,
+            "internal_count" => &mut self.internal_count,
+            "leaf_count" => &mut self.leaf_count,
             _ => return,
         };
         *slot = Some(value);
     }
 
-    /// The tree's nodes: splits 0..n-1 as LightGBM numbers them, then the n leaves.
+    /// The tree's nodes: splits 0..n-1 as LightGBM numbers them, then the n leaves; and their
+    /// covers, the data counts (none when the file has no counts).
     fn raw_nodes(
         &self,
         t: usize,
         forest: &mut Forest,
         out: &mut Vec<RawNode>,
+        covers: &mut Vec<f64>,
     ) -> Result<(), ModelError> {
         let at = |key: &str| format!("Tree={t} {key}");
         if self.is_linear.is_some_and(|v| v.trim() != "0") {
@@ -337,6 +369,7 @@ impl<'a> TreeText<'a> {
         let leaf_value: Vec<f64> = numbers(&at("leaf_value"), self.leaf_value)?;
         check_len(t, "leaf_value", leaf_value.len(), leaves)?;
         out.clear();
+        covers.clear();
         if leaves == 1 {
             out.push(RawNode::Leaf(leaf_value[0]));
             return Ok(());
@@ -444,6 +477,13 @@ impl<'a> TreeText<'a> {
             });
         }
         out.extend(leaf_value.iter().map(|&v| RawNode::Leaf(v)));
+        if let (Some(i), Some(l)) = (self.internal_count, self.leaf_count) {
+            covers.extend(numbers::<f64>(&at("internal_count"), Some(i))?);
+            check_len(t, "internal_count", covers.len(), splits)?;
+            let leaf_count = numbers::<f64>(&at("leaf_count"), Some(l))?;
+            check_len(t, "leaf_count", leaf_count.len(), leaves)?;
+            covers.extend(leaf_count);
+        }
         Ok(())
     }
 }
@@ -616,6 +656,46 @@ mod tests {
         assert_eq!(m.margin(&[0.9, 0.0]), 2.0);
         assert_eq!(m.predict(&[0.9, 0.0]), 4.0);
         assert_eq!(m.predict(&[0.0, 0.0]), -1.0);
+    }
+
+    /// Split 0 on `a` at 0.5 (6 rows): left leaf 0 (-1, 3 rows), right split 1 on `b` at 0.5
+    /// (3 rows) into leaves 1 (2, 1 row) and 2 (4, 2 rows).
+    const THREE_LEAVES: &str = "num_leaves=3\nnum_cat=0\nsplit_feature=0 1\nsplit_gain=1 1\n\
+        threshold=0.5 0.5\ndecision_type=2 2\nleft_child=-1 -2\nright_child=1 -3\n\
+        leaf_value=-1 2 4\nleaf_weight=9 9 9\nleaf_count=3 1 2\ninternal_value=5 5\n\
+        internal_weight=9 9\ninternal_count=6 3\nis_linear=0";
+
+    #[test]
+    fn contributions_weigh_leaves_by_their_counts() {
+        let m = load(&model("regression", "[0:1] [0:1]", &[THREE_LEAVES])).unwrap();
+        // Split 1's value: (2·1 + 4·2) / 3 = 10/3; the root's: (-1·3 + 10/3·3) / 6 = 7/6
+        // (internal_value and the weights play no part).
+        let (root, split1) = ((-3.0 + 10.0 / 3.0 * 3.0) / 6.0, 10.0 / 3.0);
+        let mut out = Vec::new();
+        let bias = m.contributions(&[0.9, 0.9], &mut out);
+        assert_eq!(bias, root);
+        assert_eq!(out, [split1 - root, 4.0 - split1]);
+        assert!((bias + out[0] + out[1] - m.margin(&[0.9, 0.9])).abs() < 1e-15);
+        m.contributions(&[0.1, 0.9], &mut out);
+        assert_eq!(out, [-1.0 - root, 0.0]);
+        // NaN reads as 0 (missing type None), as in the score.
+        m.contributions(&[0.9, f64::NAN], &mut out);
+        assert_eq!(out, [split1 - root, 2.0 - split1]);
+        // average_output divides the bias and the contributions by the number of trees.
+        let text = model("regression", "[0:1] [0:1]", &[THREE_LEAVES, &stump(0)])
+            .replace("feature_names", "average_output\nfeature_names");
+        let m = load(&text).unwrap();
+        let bias = m.contributions(&[0.9, 0.9], &mut out);
+        // The stump's value is (-1 + 2) / 2 = 0.5; it credits a with 2 - 0.5.
+        assert_eq!(bias, (root + 0.5) / 2.0);
+        assert_eq!(out, [(split1 - root + 1.5) / 2.0, (4.0 - split1) / 2.0]);
+        assert_eq!(bias + out[0] + out[1], m.margin(&[0.9, 0.9]));
+        // Counts of the wrong length are refused.
+        let bad = THREE_LEAVES.replace("leaf_count=3 1 2", "leaf_count=3 1");
+        let e = load(&model("regression", "[0:1] [0:1]", &[&bad]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("leaf_count"), "{e}");
     }
 
     #[test]

@@ -14,6 +14,9 @@
 //! when it is NaN), and the output its sigmoid `1 / (1 + exp(-score))`. Standardization, if
 //! the model was fitted on standardized inputs, is folded into the coefficients and intercept
 //! when the file is written (`examples/train/train.py` does).
+//!
+//! Contributions: input `i`'s is `coefficient·x` (`x` or `missing`, as in the score), the bias
+//! the intercept; added in order from the intercept they are the score, to the bit.
 
 use serde::Deserialize;
 
@@ -111,6 +114,20 @@ impl Logistic {
         z
     }
 
+    /// Writes the row's contributions to `out` (one per input) and returns the bias.
+    pub(super) fn contributions(&self, row: &[f64], out: &mut [f64]) -> f64 {
+        for (i, ((o, &c), &m)) in out
+            .iter_mut()
+            .zip(&self.coefficients)
+            .zip(&self.missing)
+            .enumerate()
+        {
+            let x = row.get(i).copied().filter(|x| !x.is_nan()).unwrap_or(m);
+            *o = c * x;
+        }
+        self.intercept
+    }
+
     pub(super) fn predict(&self, row: &[f64]) -> f64 {
         let z = self.margin(row);
         if self.sigmoid {
@@ -149,6 +166,23 @@ mod tests {
         let raw = FILE.replace("intercept = -1.0", "intercept = -1.0\noutput = \"raw\"");
         let m = Model::parse(ModelFormat::Logistic, &raw).unwrap();
         assert_eq!((m.output(), m.predict(&[4.0, 2.0])), (Output::Raw, 0.5));
+    }
+
+    #[test]
+    fn contributions_are_the_terms() {
+        let m = Model::parse(ModelFormat::Logistic, FILE).unwrap();
+        let mut out = Vec::new();
+        assert_eq!(m.contributions(&[4.0, 2.0], &mut out), -1.0);
+        assert_eq!(out, [2.0, -0.5]);
+        assert_eq!(m.contributions(&[f64::NAN], &mut out), -1.0);
+        assert_eq!(out, [1.0, 0.0], "missing values, and values past the row");
+        assert_eq!(m.top_contributions(&[4.0, 2.0], 1), [(0, 2.0)]);
+        assert_eq!(m.top_contributions(&[1.0, -2.0], 5), [(0, 0.5), (1, 0.5)]);
+        assert_eq!(
+            m.top_contributions(&[0.0, 0.0], 5),
+            [],
+            "zeros are left out"
+        );
     }
 
     #[test]

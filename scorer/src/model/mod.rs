@@ -10,6 +10,14 @@
 //! in preorder, eight trees walked at once without branches); how a split treats a value and a
 //! missing one is each trainer's own, exactly.
 //!
+//! Every kind also explains a score: [`Model::contributions`] splits the margin into a bias and
+//! one contribution per input, and [`Model::top_contributions`] names the inputs that mattered
+//! most. Trees are explained by their paths (Saabas's attribution, XGBoost's
+//! `approx_contribs`): each split's feature is credited with the change in the expected output
+//! from the split to the child the row took, the expected output of a subtree being its leaves
+//! weighed by cover; the work is one more walk of the row's paths, as cheap as `predict`.
+//! Logistic regression is explained by its terms, `coefficient·x`.
+//!
 //! A row is the model's inputs in the order of [`Model::feature_names`], `f64::NAN` for a
 //! missing value (values past the row's end are missing too). The IO boundary is
 //! [`Model::read`]; everything else is pure. Loading is bounded: a file of at most
@@ -194,6 +202,59 @@ impl Model {
             Evaluator::Lightgbm(m) => m.margin(row),
             Evaluator::Logistic(m) => m.margin(row),
         }
+    }
+
+    /// The margin of one row split by input: fills `out` with one contribution per input, in
+    /// the order of [`Model::feature_names`], and returns the bias, so that
+    /// `bias + Σ out == margin(row)` up to float rounding (XGBoost's margin is summed in `f32`).
+    ///
+    /// For trees, Saabas's path attribution, as XGBoost's `predict(pred_contribs=True,
+    /// approx_contribs=True)`: along the row's path through each tree, the feature of each split
+    /// is credited with the value of the child taken less the value of the split, a node's value
+    /// being the expected output of its subtree (its leaves weighed by cover: XGBoost's
+    /// `sum_hessian`, LightGBM's data counts); the bias is the sum of the trees' root values,
+    /// plus XGBoost's base margin. An input no split on the row's paths reads gets 0. For
+    /// logistic regression, `coefficient·x` (`x` or its `missing` value); the bias is the
+    /// intercept. No allocation once `out` has room for the inputs.
+    pub fn contributions(&self, row: &[f64], out: &mut Vec<f64>) -> f64 {
+        out.clear();
+        out.resize(self.inputs.len(), 0.0);
+        match &self.evaluator {
+            Evaluator::Xgboost(m) => m.contributions(row, out),
+            Evaluator::Lightgbm(m) => m.contributions(row, out),
+            Evaluator::Logistic(m) => m.contributions(row, out),
+        }
+    }
+
+    /// The `n` inputs that mattered most to the row's score: `(input, contribution)` by
+    /// [`Model::contributions`], largest magnitude first (ties by input), inputs contributing
+    /// exactly 0 left out.
+    pub fn top_contributions(&self, row: &[f64], n: usize) -> Vec<(usize, f64)> {
+        let mut all = Vec::with_capacity(self.inputs.len());
+        self.contributions(row, &mut all);
+        // Largest magnitude first, then the lower input.
+        let before = |a: &(usize, f64), b: &(usize, f64)| {
+            b.1.abs().total_cmp(&a.1.abs()).then(a.0.cmp(&b.0)) == std::cmp::Ordering::Less
+        };
+        let mut top: Vec<(usize, f64)> = Vec::with_capacity(n.min(all.len()));
+        if n <= 16 {
+            // The few kept in order as the inputs go by: no second buffer, no sort.
+            for (i, c) in all.into_iter().enumerate() {
+                // Inputs come in order, so one only as large as the last kept stays out.
+                let full = top.len() == n;
+                if c == 0.0 || full && top.last().is_none_or(|k| c.abs() <= k.1.abs()) {
+                    continue;
+                }
+                let at = top.partition_point(|k| before(k, &(i, c)));
+                top.truncate(n - 1);
+                top.insert(at, (i, c));
+            }
+        } else {
+            top.extend(all.into_iter().enumerate().filter(|&(_, c)| c != 0.0));
+            top.sort_unstable_by(|a, b| b.1.abs().total_cmp(&a.1.abs()).then(a.0.cmp(&b.0)));
+            top.truncate(n);
+        }
+        top
     }
 
     /// The inputs' names, in row order.

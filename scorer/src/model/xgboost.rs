@@ -13,6 +13,14 @@
 //! - `binary:logistic` and `reg:logistic` output XGBoost's `f32` sigmoid of the margin;
 //!   `binary:logitraw` and `reg:squarederror` (`reg:linear`) output the margin.
 //!
+//! Contributions are XGBoost's `predict(pred_contribs=True, approx_contribs=True)`
+//! (`ApproxFeatureImportance` in `src/predictor/interpretability/shap.cc`, formerly
+//! `cpu_predictor.cc`): a node's value is worked out from the leaves by cover as
+//! `FillNodeMeanValues` does, in `f32` (`(left·left_hess + right·right_hess) / hess` over
+//! `sum_hessian`; `base_weights` play no part here either), and the bias is the roots' values
+//! plus the base margin. XGBoost then sums the credits in `f32`, Pulse in `f64`, so the two agree
+//! to about 1e-6, not to the bit. A file without `sum_hessian` weighs children equally.
+//!
 //! Not evaluated, and refused with a reason: categorical splits, several classes or targets,
 //! DART and linear boosters.
 
@@ -34,6 +42,8 @@ pub(super) struct Xgboost {
     base_margin: f32,
     /// Whether the output is the sigmoid of the margin.
     sigmoid: bool,
+    /// The base margin plus the trees' expected outputs: the bias of contributions.
+    bias: f64,
 }
 
 /// XGBoost's split: `f32` comparison, missing by the default direction.
@@ -45,6 +55,15 @@ impl Rule for Split {
         // Thresholds were read as f32, so this is XGBoost's f32 comparison; NaN compares
         // false and takes the default direction instead. Without branches (see `forest`).
         (((x as f32) as f64) < node.threshold) | (x.is_nan() & node.default_left())
+    }
+
+    /// `FillNodeMeanValues`, operation for operation in `f32` (values and covers were read as
+    /// `f32`, so the casts are exact).
+    fn expected(left: (f64, f64), right: (f64, f64), cover: f64) -> f64 {
+        let mut v = left.0 as f32 * left.1 as f32;
+        v += right.0 as f32 * right.1 as f32;
+        v /= cover as f32;
+        f64::from(v)
     }
 }
 
@@ -114,13 +133,15 @@ impl Xgboost {
         }
         let mut forest = Forest::new(inputs.len());
         let mut raw = Vec::new();
+        let mut covers = Vec::new();
         for (t, tree) in model.trees.0.iter().enumerate() {
-            tree.raw_nodes(t, &mut raw)?;
-            forest.add_tree(t, &raw)?;
+            tree.raw_nodes(t, &mut raw, &mut covers)?;
+            forest.add_tree::<Split>(t, &raw, &covers)?;
         }
         let kinds = vec![InputKind::Numeric; inputs.len()];
         Ok(Parsed {
             model: Self {
+                bias: f64::from(base_margin) + forest.expected(),
                 forest,
                 base_margin,
                 sigmoid,
@@ -156,6 +177,13 @@ impl Xgboost {
     pub(super) fn predict(&self, row: &[f64]) -> f64 {
         let m = self.margin32(row);
         f64::from(if self.sigmoid { sigmoid(m) } else { m })
+    }
+
+    /// Adds the row's contributions to `out` (zeros, one per input) and returns the bias.
+    #[inline]
+    pub(super) fn contributions(&self, row: &[f64], out: &mut [f64]) -> f64 {
+        self.forest.add_contributions::<Split>(row, out);
+        self.bias
     }
 }
 
@@ -258,6 +286,9 @@ struct Tree {
     default_left: Bounded<Flag, MAX_NODES>,
     #[serde(default)]
     split_type: Bounded<u8, MAX_NODES>,
+    /// The nodes' covers (sums of the hessian), for contributions only.
+    #[serde(default)]
+    sum_hessian: Bounded<f32, MAX_NODES>,
 }
 
 #[derive(Deserialize)]
@@ -268,8 +299,14 @@ struct TreeParam {
 }
 
 impl Tree {
-    /// The tree's nodes as XGBoost numbers them, checked for lengths.
-    fn raw_nodes(&self, t: usize, out: &mut Vec<RawNode>) -> Result<(), ModelError> {
+    /// The tree's nodes as XGBoost numbers them, checked for lengths, and their covers (none
+    /// when the file has no `sum_hessian`).
+    fn raw_nodes(
+        &self,
+        t: usize,
+        out: &mut Vec<RawNode>,
+        covers: &mut Vec<f64>,
+    ) -> Result<(), ModelError> {
         if let Some(v) = &self.tree_param.size_leaf_vector
             && count("size_leaf_vector", v, usize::MAX)? > 1
         {
@@ -285,6 +322,10 @@ impl Tree {
             ("split_conditions", self.split_conditions.0.len()),
             ("default_left", self.default_left.0.len()),
         ];
+        let hessians = self.sum_hessian.0.len();
+        let lengths = lengths
+            .into_iter()
+            .chain((hessians > 0).then_some(("sum_hessian", hessians)));
         for (field, found) in lengths {
             if found != n {
                 return Err(ModelError::Length {
@@ -300,6 +341,8 @@ impl Tree {
                 "tree {t}: node {i} is a categorical split (XGBoost's categorical splits are not evaluated)"
             )));
         }
+        covers.clear();
+        covers.extend(self.sum_hessian.0.iter().map(|&h| f64::from(h)));
         out.clear();
         out.extend((0..n).map(|i| {
             let value = f64::from(self.split_conditions.0[i]);
@@ -463,6 +506,62 @@ mod tests {
         let raw = load(&stump("binary:logitraw", "[5E-1]", 0)).unwrap();
         assert_eq!(raw.output(), Output::Raw);
         assert_eq!(raw.predict(&[0.0, 0.0]), 0.5 - 0.75);
+    }
+
+    /// The stump with covers: the split 4, its leaves 1 (left) and 3 (right); the single leaf 4.
+    fn stump_with_covers(objective: &str, base_score: &str) -> String {
+        stump(objective, base_score, 0)
+            .replace(
+                "\"base_weights\": [0, 0, 0]",
+                "\"base_weights\": [9, 9, 9], \"sum_hessian\": [4, 1, 3]",
+            )
+            .replace(
+                "\"base_weights\": [0]",
+                "\"base_weights\": [9], \"sum_hessian\": [4]",
+            )
+    }
+
+    #[test]
+    fn contributions_follow_the_path_from_the_cover_weighted_root() {
+        let m = load(&stump_with_covers("reg:squarederror", "[1E0]")).unwrap();
+        // The split's value: (-1·1 + 2·3) / 4 = 1.25 (base_weights play no part); the bias is
+        // the base score, 1.25 and the single leaf's 0.25.
+        let mut out = Vec::new();
+        assert_eq!(m.contributions(&[0.0, 0.0], &mut out), 2.5);
+        assert_eq!(out, [-1.0 - 1.25, 0.0]);
+        assert_eq!(2.5 + out[0], m.margin(&[0.0, 0.0]));
+        assert_eq!(m.contributions(&[f64::NAN, 5.0], &mut out), 2.5);
+        assert_eq!(out, [2.0 - 1.25, 0.0], "missing goes right");
+        assert_eq!(m.top_contributions(&[9.0, 9.0], 5), [(0, 0.75)]);
+        // binary:logistic: the base score enters the bias as a margin, as in the score.
+        let m = load(&stump_with_covers("binary:logistic", "[5E-1]")).unwrap();
+        assert_eq!(m.contributions(&[0.0, 0.0], &mut out), 1.5);
+        assert_eq!(1.5 + out[0], m.margin(&[0.0, 0.0]));
+        // Without sum_hessian the children count equally: the split's value is 0.5.
+        let m = load(&stump("reg:squarederror", "[1E0]", 0)).unwrap();
+        assert_eq!(m.contributions(&[0.0, 0.0], &mut out), 1.75);
+        assert_eq!(out, [-1.5, 0.0]);
+        // A sum_hessian of the wrong length is refused.
+        let bad = stump_with_covers("reg:squarederror", "[1E0]").replace("[4, 1, 3]", "[4, 1]");
+        let e = load(&bad).unwrap_err().to_string();
+        assert!(e.contains("sum_hessian"), "{e}");
+    }
+
+    #[test]
+    fn node_values_are_worked_out_in_f32() {
+        // XGBoost's FillNodeMeanValues: (l·hl + r·hr) / h, each step rounded to f32.
+        let (l, hl, r, hr, h) = (0.1f32, 3.3f32, -0.7f32, 1.9f32, 5.2f32);
+        let mut want = l * hl;
+        want += r * hr;
+        want /= h;
+        let got = Split::expected(
+            (f64::from(l), f64::from(hl)),
+            (f64::from(r), f64::from(hr)),
+            f64::from(h),
+        );
+        assert_eq!(got, f64::from(want));
+        let wide = (f64::from(l) * f64::from(hl) + f64::from(r) * f64::from(hr)) / f64::from(h);
+        assert_ne!(got, wide, "not in f64");
     }
 
     #[test]
