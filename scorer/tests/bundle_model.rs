@@ -180,13 +180,17 @@ fn the_score_is_the_models_prediction_for_the_readers_features() {
     assert_eq!(d.decision.action, Action::Offer);
     assert_eq!(d.decision.rule.as_deref(), Some("likely"));
     assert_eq!(d.decision.score, Some(score));
+    // The explanation names the inputs that moved the score most: 0.5 x 4 articles, then
+    // 0.02 x 80 of depth.
+    let model = d
+        .decision
+        .because
+        .iter()
+        .find(|b| b.starts_with("model.score"))
+        .expect("the model in the explanation");
     assert!(
-        d.decision
-            .because
-            .iter()
-            .any(|b| b.starts_with("model.score")),
-        "{:?}",
-        d.decision.because
+        model.ends_with("(articles_30d +2.00, depth +1.60)"),
+        "{model}"
     );
 
     // A fresh reader: both inputs missing, read as the file's `missing` (0): score of -2.
@@ -314,9 +318,7 @@ fn the_engine_snapshots_what_a_decision_read_and_decides_for_a_server_without_ev
             ..EngineConfig::default()
         };
         let (engine, _) = Engine::open(Arc::new(MemoryStore::default()), b, config).unwrap();
-        let scored = engine
-            .score("r", &timed, now, &Request::default())
-            .unwrap();
+        let scored = engine.score("r", &timed, now, &Request::default()).unwrap();
         assert!(scored.score.is_some(), "the rules read the model");
         let snap = scored.snapshot.to_json();
         let snap = snap.as_object().unwrap();

@@ -459,7 +459,12 @@ pub fn decide(
             && let Some(s) = resolver.score()
         {
             decision.score = Some(s);
-            decision.because.push(format!("model.score = {s:.4}"));
+            let top = resolver.top_inputs(3);
+            decision.because.push(if top.is_empty() {
+                format!("model.score = {s:.4}")
+            } else {
+                format!("model.score = {s:.4} ({})", top.join(", "))
+            });
         }
         let probability = assignment.as_ref().map(|(_, p)| *p);
         decision.experiment = assignment.map(|(a, _)| a);

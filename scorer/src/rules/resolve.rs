@@ -129,6 +129,7 @@ pub(crate) struct Resolver<'a> {
     metered: bool,
     request: &'a Request,
     score: OnceLock<Option<f64>>,
+    row: OnceLock<Vec<f64>>,
     values: Vec<OnceLock<Value>>,
     vals: Vec<OnceLock<Box<dyn Val>>>,
     page_val: OnceLock<Box<dyn Val>>,
@@ -197,6 +198,7 @@ impl<'a> Resolver<'a> {
             metered,
             request,
             score: OnceLock::new(),
+            row: OnceLock::new(),
             values: (0..bundle.features.len())
                 .map(|_| OnceLock::new())
                 .collect(),
@@ -219,20 +221,34 @@ impl<'a> Resolver<'a> {
     pub(crate) fn score(&self) -> Option<f64> {
         *self.score.get_or_init(|| {
             let m = self.bundle.model.as_ref()?;
-            let row = self.row(m);
-            Some(m.model.predict(&row))
+            Some(m.model.predict(self.row(m)))
         })
     }
 
-    /// The model's inputs for this reader, in the model's order.
-    pub(crate) fn row(&self, m: &crate::bundle::BundleModel) -> Vec<f64> {
-        m.inputs
-            .iter()
-            .map(|&i| match self.value(i) {
-                Value::Num(n) => *n,
-                Value::Bool(b) => f64::from(u8::from(*b)),
-                _ => f64::NAN,
-            })
+    /// The model's inputs for this reader, in the model's order (built once).
+    fn row(&self, m: &crate::bundle::BundleModel) -> &[f64] {
+        self.row.get_or_init(|| {
+            m.inputs
+                .iter()
+                .map(|&i| match self.value(i) {
+                    Value::Num(n) => *n,
+                    Value::Bool(b) => f64::from(u8::from(*b)),
+                    _ => f64::NAN,
+                })
+                .collect()
+        })
+    }
+
+    /// The `n` inputs that moved the model's score most for this reader, as the explanation
+    /// shows them (`articles_30d +0.84`: on the margin's scale, log-odds for a probability).
+    pub(crate) fn top_inputs(&self, n: usize) -> Vec<String> {
+        let Some(m) = self.bundle.model.as_ref() else {
+            return Vec::new();
+        };
+        m.model
+            .top_contributions(self.row(m), n)
+            .into_iter()
+            .map(|(input, c)| format!("{} {c:+.2}", m.model.feature_names()[input]))
             .collect()
     }
 
