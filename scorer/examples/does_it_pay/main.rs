@@ -165,6 +165,9 @@ struct Report {
     days: u32,
     policies: Vec<Policy>,
     experiment: Option<ExperimentReport>,
+    /// Months run, and the batches scored over them.
+    months: usize,
+    batches: u64,
 }
 
 /// Runs the months and makes the report.
@@ -209,6 +212,11 @@ fn report(readers: usize, seed: u64, folder: &Path) -> anyhow::Result<Report> {
     }
     let names: Vec<String> = jobs.iter().map(|j| j.name.clone()).collect();
     let months = run_all(&readership, jobs)?;
+    for (name, m) in names.iter().zip(&months) {
+        if m.unapplied > 0 {
+            anyhow::bail!("{name}: the engine did not apply {} events", m.unapplied);
+        }
+    }
     let policies = names
         .iter()
         .zip(&months)
@@ -280,6 +288,8 @@ fn report(readers: usize, seed: u64, folder: &Path) -> anyhow::Result<Report> {
         days: config.days,
         policies,
         experiment,
+        months: months.len(),
+        batches: months.iter().map(|m| m.batches).sum(),
     })
 }
 
@@ -455,6 +465,12 @@ impl fmt::Display for Report {
                 .collect();
             writeln!(f, "- {}: {}", p.name, list.join(", "))?;
         }
+        writeln!(
+            f,
+            "\n{} months (the three above and one per arm), {} batches scored.",
+            self.months,
+            thousands(self.batches)
+        )?;
         Ok(())
     }
 }

@@ -29,6 +29,9 @@ pub(crate) struct Month {
     pub(crate) rules: BTreeMap<String, u64>,
     /// Batches scored.
     pub(crate) batches: u64,
+    /// Events the engine did not apply (too late, or seen before): none when readers' batches
+    /// arrive in order.
+    pub(crate) unapplied: u64,
     /// The model's score of each reader at the end of the month (empty without a model).
     pub(crate) scores: Vec<Option<f64>>,
 }
@@ -64,6 +67,7 @@ pub(crate) fn month(
         assigned: vec![None; n],
         rules: BTreeMap::new(),
         batches: 0,
+        unapplied: 0,
         scores: Vec::new(),
     };
     let request = Request::default();
@@ -74,6 +78,7 @@ pub(crate) fn month(
         let events: Vec<(&Event, u64)> = batch.events.iter().map(|e| (e, e.ts)).collect();
         let scored = engine.score(batch.header.reader_key(), &events, now, &request)?;
         out.batches += 1;
+        out.unapplied += u64::from(scored.duplicates) + scored.refused.len() as u64;
         let reader = &mut readers[i];
         if reader.waiting() {
             let d = &scored.decision;
