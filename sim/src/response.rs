@@ -46,38 +46,38 @@
 //! With `p` the reader's propensity after lifts, and `n` the asks (paywalls and offers) shown
 //! before this one:
 //!
-//! - **Paywall**: `wall · variant · p · ask_fatigue^n` (0.3 · p at the first wall). Paywall
-//!   conversion is small per view (publishers report ~1–3 % of wall views for engaged readers;
+//! - **Paywall**: `wall · variant · p · ask_fatigue^n` (0.3 · p at the first wall). Conversion per
+//!   wall view is small (figures commonly quoted are a few percent at most, for engaged readers;
 //!   here 2.7 % at the first wall for the average reader). With the fatigue 0.7, the pulls sum to
 //!   `wall / (1 − ask_fatigue) · p = p`: most who will pay do so at the first few walls, and a
 //!   reader walled forever subscribes with about `p` (the propensity keeps its meaning). Variant
 //!   `premium` × 0.8 (a dearer plan; the revenue it adds is not counted here).
 //! - **Offer**: `wall · offer · p · min(offer_cap, offer_floor + offer_slope · p) · ask_fatigue^n`.
-//!   An offer does not block the page: most readers with a low propensity ignore it (at p → 0,
-//!   0.4 of a wall's pull), keen readers take a good one more readily than a wall (equal at
-//!   p = 0.3, 1.4 × at p = 0.5, before the offer's own factor). Offers: `trial-1eur` × 1.5 (a
-//!   €1 trial removes the price barrier), `annual-30off` × 1.3, `regional-price` × 1.3 (both
-//!   cheaper), `video-pass` × 0.6 (a narrower product), any other × 1. Walls and offers share
-//!   the fatigue: every ask to pay wears the next one down.
-//! - **Unasked**: `unasked · p` per visit (0.005 p: with ~8 visits a month, a reader never asked
-//!   subscribes with ~4 % of their propensity — the voluntary support of sites without walls).
+//!   An offer does not block the page: most readers with a low propensity ignore it (at p → 0, 0.4
+//!   of a wall's pull), keen readers take a good one more readily than a wall (equal at p = 0.3,
+//!   1.4 × at p = 0.5, before the offer's own factor). Offers: `trial-1eur` × 1.5 (a €1 trial
+//!   removes the price barrier), `annual-30off` × 1.3, `regional-price` × 1.3 (both cheaper),
+//!   `video-pass` × 0.6 (a narrower product), any other × 1. Walls and offers share the fatigue:
+//!   every ask to pay wears the next one down.
+//! - **Unasked**: `unasked · p` per visit (0.005 p: a reader with 8 visits a month who is never
+//!   asked subscribes with 4 % of their propensity; the voluntary support of sites without walls).
+//!   With no wall at all, about 8 readers in 1,000 subscribe in the month.
 //! - **Leaving a wall**: the visit ends; the visit rate is multiplied by `wall_visits` 0.95 per
-//!   paywall left and `register_wall_visits` 0.97 per register wall left, never below
-//!   `min_visits` 0.5 of the reader's own. Ten walls left cost 40 % of later visits: readers
-//!   who keep meeting a wall drift away, slowly (meter tightenings report losses of a few
-//!   percent of page views, not half).
-//! - **Register wall**: `(register + register_slope · p) · register_fatigue^k`, `k` the
-//!   register walls seen before (0.1 + 0.4 p, × 0.8 each): registration is free, so many more
-//!   register than pay (5–15 % of register-wall views are commonly reported), keen readers more.
-//!   Registering lifts the log-odds of `p` by `registered_lift` 0.3 (a known, e-mailable reader
-//!   is easier to convert; smaller than the gap observed between registered and anonymous
-//!   readers, much of which is selection).
-//! - **Prompt** (newsletter): `(prompt + prompt_slope · p) · prompt_fatigue^k`, `k` the
-//!   prompts seen before (0.04 + 0.2 p, × 0.8 each; newsletter boxes convert a few percent of
-//!   views). Signing up lifts the log-odds by `newsletter_lift` 0.3 and the visit rate by
-//!   `newsletter_visits` × 1.2, and half of the reader's visits then start from the newsletter
-//!   (as for readers the newsletter brings; their propensity has +0.5 for it, of which 0.3 is
-//!   taken here as caused by the newsletter and the rest as selection).
+//!   paywall left and `register_wall_visits` 0.97 per register wall left, never below `min_visits`
+//!   0.5 of the reader's own. Ten walls left cost 40 % of later visits: readers who keep meeting a
+//!   wall drift away, slowly.
+//! - **Register wall**: `(register + register_slope · p) · register_fatigue^k`, `k` the register
+//!   walls seen before (0.1 + 0.4 p, × 0.8 each): registration is free, so many more register than
+//!   pay (about 14 % at the first register wall for the average reader), keen readers more.
+//!   Registering lifts the log-odds of `p` by `registered_lift` 0.3 (a known, e-mailable reader is
+//!   easier to convert; smaller than the gap observed between registered and anonymous readers,
+//!   much of which is selection).
+//! - **Prompt** (newsletter): `(prompt + prompt_slope · p) · prompt_fatigue^k`, `k` the prompts
+//!   seen before (0.04 + 0.2 p, × 0.8 each: a few percent of the prompts shown, fewer than a free
+//!   register wall, which blocks the page). Signing up lifts the log-odds by `newsletter_lift` 0.3
+//!   and the visit rate by `newsletter_visits` × 1.2, and half of the reader's visits then start
+//!   from the newsletter (as for readers the newsletter brings; their propensity has +0.5 for it,
+//!   of which 0.3 is taken here as caused by the newsletter and the rest as selection).
 //!
 //! # What does not leak
 //!
