@@ -527,6 +527,12 @@ mod tests {
             }
         }
         assert_eq!(alone.outcome(), &a[77]);
+        // A page left without an answer is read, as if allowed.
+        let (answered, _) = run(&r, |_, _| Decision::default());
+        let mut unanswered = r.reader(5, Response::default());
+        while unanswered.next_batch().is_some() {}
+        assert_eq!(unanswered.outcome(), &answered[5]);
+        assert!(answered[5].page_views > 0);
     }
 
     #[test]
