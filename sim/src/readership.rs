@@ -25,9 +25,9 @@ const DAY_MS: u64 = 86_400_000;
 const MAX_PAGES_PER_VISIT: u32 = 12;
 /// The least time between two visits (the end of one and the start of the next): longer than
 /// the usual 30 minutes that end a session.
-const SESSION_GAP_MS: u64 = 31 * 60 * 1_000;
+pub(crate) const SESSION_GAP_MS: u64 = 31 * 60 * 1_000;
 /// Most visits simulated per reader (a reader at the top rate makes about 130 a month).
-const MAX_VISITS: usize = 5_000;
+pub(crate) const MAX_VISITS: usize = 5_000;
 
 /// Settings of a simulated readership (see [`Readership`]).
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -244,102 +244,16 @@ impl Readership {
     }
 
     fn visit(&self, rng: &mut Rng, anonymous_id: &str, profile: &Profile, start: u64) -> Batch {
-        let mut pages = 1;
-        while pages < MAX_PAGES_PER_VISIT && rng.unit() < 1.0 - 1.0 / profile.pages_per_visit {
-            pages += 1;
-        }
+        let pages = pages_in_visit(rng, profile);
         let mut events = Vec::new();
         let mut t = start;
         let mut previous: Option<usize> = None;
         for _ in 0..pages {
-            let index = self.pick_page(rng, profile);
-            let page = &self.catalogue[index];
-            let (mut url, referrer) = (
-                page.url.clone(),
-                match previous {
-                    Some(p) => self.catalogue[p].url.clone(),
-                    None if profile.newsletter && rng.percent(50) => String::new(),
-                    None => match rng.below(100) {
-                        0..45 => SEARCH[rng.below(SEARCH.len() as u64) as usize].to_owned(),
-                        45..65 => SOCIAL[rng.below(SOCIAL.len() as u64) as usize].to_owned(),
-                        65..80 => format!("{SITE}/"),
-                        _ => String::new(),
-                    },
-                },
-            );
-            if previous.is_none() && referrer.is_empty() && profile.newsletter {
-                url.push_str(
-                    "?utm_source=newsletter&utm_medium=email&utm_campaign=morning-briefing",
-                );
-            }
-            let context = PageContext {
-                url,
-                referrer,
-                title: page.title.clone(),
-            };
-            let mut event = |kind, name: Option<&str>, props: Value, rng: &mut Rng| {
-                events.push(Event {
-                    id: EventId(rng.next_u128()),
-                    ts: t,
-                    kind,
-                    name: name.map(str::to_owned),
-                    page: context.clone(),
-                    props: match props {
-                        Value::Object(map) => map,
-                        _ => Map::new(),
-                    },
-                });
-                t += 3_000 + rng.below(30_000);
-            };
-            let content_type = if page.article { "article" } else { "website" };
-            event(
-                EventType::PageView,
-                None,
-                json!({
-                    "content_type": content_type,
-                    "section": page.section,
-                    "author": page.author,
-                    "word_count": page.words,
-                }),
-                rng,
-            );
-            for _ in 0..rng.below(4).saturating_sub(1) {
-                let target = &self.catalogue[rng.below(self.catalogue.len() as u64) as usize];
-                event(
-                    EventType::Click,
-                    None,
-                    json!({"tag": "a", "href": target.url, "text": short_title(&target.title)}),
-                    rng,
-                );
-            }
-            if rng.percent(10) {
-                let (name, props) = if rng.percent(60) {
-                    (
-                        "video.play",
-                        json!({"video_id": format!("vid-{:06}", rng.below(1_000_000)), "position_s": 0}),
-                    )
-                } else {
-                    ("share", json!({"network": "facebook"}))
-                };
-                event(EventType::Custom, Some(name), props, rng);
-            }
-            let (depth, active_ms) = if page.article {
-                let depth = (profile.depth + 12.0 * normal(rng))
-                    .clamp(5.0, 100.0)
-                    .round();
-                // About a quarter of a second a word read.
-                let ms = f64::from(page.words) * depth / 100.0 * (200.0 + 100.0 * rng.unit());
-                (depth as u64, ms as u64 + 1_000)
-            } else {
-                (5 + rng.below(40), 2_000 + rng.below(28_000))
-            };
-            event(
-                EventType::Engagement,
-                None,
-                json!({"read_depth": depth, "active_ms": active_ms}),
-                rng,
-            );
-            t += 30_000 + rng.below(210_000);
+            let (index, view) = self.page_view(rng, profile, profile.newsletter, previous, &mut t);
+            let context = view.page.clone();
+            events.push(view);
+            self.reading(rng, profile.depth, index, &context, &mut t, &mut events);
+            t += page_gap(rng);
             previous = Some(index);
         }
         let sent_at = events.last().map_or(start, |e| e.ts);
@@ -357,6 +271,118 @@ impl Readership {
         }
     }
 
+    /// The next page of a visit and its page view at `*t` (which moves on past it): the first
+    /// page of a visit comes from search, social, the front page or (for a reader the
+    /// newsletter brings, `newsletter`) the newsletter; the next ones from `previous`.
+    pub(crate) fn page_view(
+        &self,
+        rng: &mut Rng,
+        profile: &Profile,
+        newsletter: bool,
+        previous: Option<usize>,
+        t: &mut u64,
+    ) -> (usize, Event) {
+        let index = self.pick_page(rng, profile);
+        let page = &self.catalogue[index];
+        let (mut url, referrer) = (
+            page.url.clone(),
+            match previous {
+                Some(p) => self.catalogue[p].url.clone(),
+                None if newsletter && rng.percent(50) => String::new(),
+                None => match rng.below(100) {
+                    0..45 => SEARCH[rng.below(SEARCH.len() as u64) as usize].to_owned(),
+                    45..65 => SOCIAL[rng.below(SOCIAL.len() as u64) as usize].to_owned(),
+                    65..80 => format!("{SITE}/"),
+                    _ => String::new(),
+                },
+            },
+        );
+        if previous.is_none() && referrer.is_empty() && newsletter {
+            url.push_str("?utm_source=newsletter&utm_medium=email&utm_campaign=morning-briefing");
+        }
+        let context = PageContext {
+            url,
+            referrer,
+            title: page.title.clone(),
+        };
+        let content_type = if page.article { "article" } else { "website" };
+        let view = event(
+            rng,
+            t,
+            EventType::PageView,
+            None,
+            &context,
+            json!({
+                "content_type": content_type,
+                "section": page.section,
+                "author": page.author,
+                "word_count": page.words,
+            }),
+        );
+        (index, view)
+    }
+
+    /// Whether page `index` is an article (else a section front).
+    pub(crate) fn is_article(&self, index: usize) -> bool {
+        self.catalogue[index].article
+    }
+
+    /// The reader's events on page `index` after its page view, from `*t` (which moves on):
+    /// clicks, sometimes a video play or a share, and an engagement report of a depth around
+    /// `depth` percent (an article) or a glance (a section front).
+    pub(crate) fn reading(
+        &self,
+        rng: &mut Rng,
+        depth: f64,
+        index: usize,
+        context: &PageContext,
+        t: &mut u64,
+        events: &mut Vec<Event>,
+    ) {
+        let page = &self.catalogue[index];
+        for _ in 0..rng.below(4).saturating_sub(1) {
+            let target = &self.catalogue[rng.below(self.catalogue.len() as u64) as usize];
+            let props = json!({"tag": "a", "href": target.url, "text": short_title(&target.title)});
+            events.push(event(rng, t, EventType::Click, None, context, props));
+        }
+        if rng.percent(10) {
+            let (name, props) = if rng.percent(60) {
+                (
+                    "video.play",
+                    json!({"video_id": format!("vid-{:06}", rng.below(1_000_000)), "position_s": 0}),
+                )
+            } else {
+                ("share", json!({"network": "facebook"}))
+            };
+            events.push(event(rng, t, EventType::Custom, Some(name), context, props));
+        }
+        let (depth, active_ms) = if page.article {
+            let depth = (depth + 12.0 * normal(rng)).clamp(5.0, 100.0).round();
+            // About a quarter of a second a word read.
+            let ms = f64::from(page.words) * depth / 100.0 * (200.0 + 100.0 * rng.unit());
+            (depth as u64, ms as u64 + 1_000)
+        } else {
+            (5 + rng.below(40), 2_000 + rng.below(28_000))
+        };
+        let props = json!({"read_depth": depth, "active_ms": active_ms});
+        events.push(event(rng, t, EventType::Engagement, None, context, props));
+    }
+
+    /// The site key of the readership's batches.
+    pub(crate) fn site_key(&self) -> &str {
+        &self.site_key
+    }
+
+    /// When the period starts, ms since the epoch.
+    pub(crate) fn start_ms(&self) -> u64 {
+        self.start_ms
+    }
+
+    /// The seed of the readership.
+    pub(crate) fn seed(&self) -> u64 {
+        self.seed
+    }
+
     /// A favourite section's article with the reader's affinity, else a page by popularity.
     fn pick_page(&self, rng: &mut Rng, profile: &Profile) -> usize {
         if rng.unit() < profile.affinity {
@@ -372,6 +398,45 @@ impl Readership {
         let u = rng.unit();
         ((u * u) * self.catalogue.len() as f64) as usize % self.catalogue.len()
     }
+}
+
+/// How many pages a visit takes: geometric with the reader's mean, at most
+/// [`MAX_PAGES_PER_VISIT`].
+pub(crate) fn pages_in_visit(rng: &mut Rng, profile: &Profile) -> u32 {
+    let mut pages = 1;
+    while pages < MAX_PAGES_PER_VISIT && rng.unit() < 1.0 - 1.0 / profile.pages_per_visit {
+        pages += 1;
+    }
+    pages
+}
+
+/// The time from the last event on a page to the next page view, ms (30 s to 4 min).
+pub(crate) fn page_gap(rng: &mut Rng) -> u64 {
+    30_000 + rng.below(210_000)
+}
+
+/// An event at `*t` on the page `context`, with a fresh id; `*t` moves on 3 to 33 s.
+pub(crate) fn event(
+    rng: &mut Rng,
+    t: &mut u64,
+    kind: EventType,
+    name: Option<&str>,
+    context: &PageContext,
+    props: Value,
+) -> Event {
+    let event = Event {
+        id: EventId(rng.next_u128()),
+        ts: *t,
+        kind,
+        name: name.map(str::to_owned),
+        page: context.clone(),
+        props: match props {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        },
+    };
+    *t += 3_000 + rng.below(30_000);
+    event
 }
 
 /// A standard normal draw (Box–Muller).
@@ -401,6 +466,23 @@ mod tests {
         }
         assert_eq!(a.labels(7), b.labels(7));
         assert_ne!(a.labels(7), a.labels(8));
+    }
+
+    /// `visits` gives the same batches as when the example models were trained on them
+    /// (`examples/train/`), whatever else comes to share its page code.
+    #[test]
+    fn visits_of_a_seed_are_unchanged() {
+        let r = readership(40);
+        // FNV-1a over the JSON of every reader's visits.
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for i in 0..r.readers() {
+            for batch in r.visits(i) {
+                for b in serde_json::to_vec(&batch).unwrap() {
+                    hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+                }
+            }
+        }
+        assert_eq!(hash, 0xc9cc_953a_0b0f_7e55, "{hash:#x}");
     }
 
     #[test]
