@@ -170,7 +170,7 @@ fn a_good_batch_is_stored_and_decided_with_per_event_rejections() {
     // The same batch again (a retry) is stored again but does not count twice.
     let (_, again, _) = s.post("?k=demo", Some("https://news.example"), &body);
     assert_eq!(again["decision"]["remaining"], 2);
-    let store = s.gateway.store();
+    let store = s.gateway.log().unwrap();
     assert_eq!(store.events_from(0).count(), 2);
     let dead = store.dead_letters().unwrap();
     assert_eq!(dead.len(), 2);
@@ -303,7 +303,8 @@ fn bad_input_gets_its_status_and_reason_and_is_counted() {
     // Batches from a known site that could not be read are kept as dead letters.
     let reasons: Vec<_> = s
         .gateway
-        .store()
+        .log()
+        .unwrap()
         .dead_letters()
         .unwrap()
         .into_iter()
@@ -425,9 +426,10 @@ fn the_tracker_files_load_from_any_origin_and_refusals_say_why() {
     );
     let stored: Vec<_> = s
         .gateway
-        .store()
+        .log()
+        .unwrap()
         .events_from(0)
-        .map(|e| e.unwrap().record.event.id.0)
+        .map(|e| e.unwrap().record().unwrap().event.id.0)
         .collect();
     assert_eq!(stored, vec![1], "only the listed origin's event is stored");
 }

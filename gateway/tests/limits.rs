@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use pulse_gateway::{Config, Gateway, serve, serve_admin};
+use pulse_gateway::{Config, Gateway, Listeners, serve_all};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
@@ -35,6 +35,7 @@ impl Server {
         std::fs::write(&config_path, text).unwrap();
         let mut config = Config::load(&config_path).unwrap();
         config.server.data = dir.path().join("data");
+        config.server.admin_token = Some(TOKEN.into());
         let gateway = Arc::new(Gateway::open(config).unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
@@ -47,16 +48,15 @@ impl Server {
                 addr_tx
                     .send((listener.local_addr().unwrap(), admin.local_addr().unwrap()))
                     .unwrap();
-                let (admin_stop, admin_stopped) = oneshot::channel::<()>();
-                tokio::spawn(serve_admin(Arc::clone(&gw), admin, TOKEN.into(), async {
-                    let _ = admin_stopped.await;
-                }));
-                serve(gw, listener, async {
+                let listeners = Listeners::from_tcp(listener, gw.config.listen_settings())
+                    .unwrap()
+                    .with_admin(admin)
+                    .unwrap();
+                serve_all(gw, listeners, async {
                     let _ = stopped.await;
                 })
                 .await
                 .unwrap();
-                let _ = admin_stop.send(());
             });
         });
         let (addr, admin) = addr_rx.recv().unwrap();
@@ -391,6 +391,6 @@ fn many_distinct_addresses_keep_the_key_table_bounded() {
             resp.status()
         );
     }
-    let tracked = s.gateway.limiter.tracked_addresses();
+    let tracked = s.gateway.control().limiter.tracked_addresses();
     assert!(tracked <= 100, "{tracked} addresses tracked");
 }

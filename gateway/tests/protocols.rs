@@ -42,6 +42,7 @@ impl Gw {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::default();
         config.server.listen = "127.0.0.1:0".parse().unwrap();
+        config.server.admin_listen = "127.0.0.1:0".parse().unwrap();
         config.server.tls_listen = Some("127.0.0.1:0".parse().unwrap());
         config.server.data = dir.path().join("data");
         config.limits.max_body_bytes = 4096;
@@ -56,7 +57,9 @@ impl Gw {
         }];
         tune(&mut config);
         let gateway = Arc::new(Gateway::open(config).unwrap());
-        let listeners = Listeners::bind(&gateway.config).await.unwrap();
+        let listeners = Listeners::bind(gateway.config.listen_settings())
+            .await
+            .unwrap();
         let http = listeners.http_addr();
         let https = listeners.https_addr().unwrap();
         let quic = listeners.quic_addr().unwrap();
@@ -84,7 +87,6 @@ impl Gw {
         }
     }
 
-    /// Stops the gateway and checks that it shut down cleanly.
     /// Asks the gateway to shut down (like SIGTERM) without waiting for it.
     fn request_stop(&mut self) {
         if let Some(stop) = self.stop.take() {
@@ -92,13 +94,15 @@ impl Gw {
         }
     }
 
-    async fn stop(mut self) {
+    /// Stops the gateway, checks that it shut down cleanly, and hands back its folder.
+    async fn stop(mut self) -> tempfile::TempDir {
         self.request_stop();
         tokio::time::timeout(Duration::from_secs(20), self.task)
             .await
             .expect("the gateway stops within the grace period")
             .unwrap()
             .unwrap();
+        self._dir
     }
 
     fn roots(&self) -> rustls::RootCertStore {
@@ -410,7 +414,7 @@ async fn the_same_request_gets_the_same_answer_on_every_protocol() {
             );
         }
     }
-    assert_eq!(gw.gateway.store().events_from(0).count(), 10);
+    assert_eq!(gw.gateway.log().unwrap().events_from(0).count(), 10);
 
     // Bad requests get the same status and the same error body everywhere.
     let cases = [
@@ -672,10 +676,11 @@ async fn tls_alone_without_http3_has_no_alt_svc() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::default();
     config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.server.admin_listen = "127.0.0.1:0".parse().unwrap();
     config.server.tls_listen = Some("127.0.0.1:0".parse().unwrap());
     config.server.http3 = false;
     config.server.data = dir.path().join("data");
-    let listeners = Listeners::bind(&config).await.unwrap();
+    let listeners = Listeners::bind(config.listen_settings()).await.unwrap();
     assert!(listeners.https_addr().is_some());
     assert!(listeners.quic_addr().is_none());
     let http = listeners.http_addr();
@@ -804,9 +809,9 @@ async fn in_flight_requests_finish_when_shutdown_starts_on_every_protocol() {
     client.close().await;
 
     let gateway = Arc::clone(&gw.gateway);
-    gw.stop().await;
+    let _dir = gw.stop().await;
     // Every acknowledged event is in the log after the shutdown.
-    assert_eq!(gateway.store().events_from(0).count(), 6);
+    assert_eq!(gateway.log().unwrap().events_from(0).count(), 6);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

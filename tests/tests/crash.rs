@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use pulse_e2e::{AckingClients, GatewayProcess, agent, demo_config, page_view_batch};
-use pulse_gateway::{EmbeddedStore, now_ms};
+use pulse_gateway::{LogFiles, now_ms};
 
 #[test]
 fn acknowledged_events_survive_sigkill() {
@@ -32,10 +32,10 @@ fn acknowledged_events_survive_sigkill() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
     gateway.stop();
-    let store = EmbeddedStore::open(&data).unwrap();
+    let store = LogFiles::open(&data).unwrap();
     let stored: std::collections::HashSet<u128> = store
         .events_from(0)
-        .map(|s| s.unwrap().record.event.id.0)
+        .map(|s| s.unwrap().record().unwrap().event.id.0)
         .collect();
     let missing: Vec<_> = acked.iter().filter(|id| !stored.contains(id)).collect();
     assert!(
