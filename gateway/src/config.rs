@@ -677,6 +677,24 @@ mod tests {
     }
 
     #[test]
+    fn new_keys_are_checked() {
+        let text = "[server]\npublic_origins = [\"https://a.example/x\", \"ftp://b\"]\n\
+                    [dead_letters]\nmax_bytes = 10\nretention_hours = 0\n\
+                    [rate_limits]\nmax_keys = 100000001";
+        let Err(ConfigError::Invalid(problems)) = Config::parse(text) else {
+            panic!("accepted")
+        };
+        assert_eq!(problems.len(), 5, "{problems:#?}");
+        let ok = Config::parse(
+            "[server]\npublic_origins = [\"https://pulse.example.com\"]\n[sink.kafka]\ncompression = \"zstd\"",
+        )
+        .unwrap();
+        assert_eq!(ok.sink.kafka.compression, Compression::Zstd);
+        let err = Config::parse("[sink.kafka]\ncompression = \"brotli\"").unwrap_err();
+        assert!(err.to_string().contains("compression"), "{err}");
+    }
+
+    #[test]
     fn ip_blocks() {
         let net = IpNet::try_from("10.0.0.0/8".to_owned()).unwrap();
         assert!(net.contains("10.200.3.4".parse().unwrap()));

@@ -897,3 +897,83 @@ async fn stream_caps_hold_the_next_request_until_one_finishes() {
     client.close().await;
     gw.stop().await;
 }
+
+/// Waits (at most 10 s) until `series` reaches `want` in the gateway's metrics; returns it.
+async fn metric_reaches(gateway: &Gateway, series: &str, want: u64) -> u64 {
+    let read = || {
+        gateway
+            .metrics
+            .render()
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0u64)
+    };
+    let until = Instant::now() + Duration::from_secs(10);
+    while read() < want && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    read()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_stream_is_not_an_invalid_batch() {
+    let gw = Gw::start(|_| {}).await;
+    let body = batch("cancel", 9 << 40);
+    // HTTP/2: half the body, then the client gives up (RST_STREAM CANCEL).
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let tcp = TcpStream::connect(gw.http).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = Request::post(format!(
+        "http://localhost:{}/v1/collect?k=demo",
+        gw.http.port()
+    ))
+    .header("content-length", body.len())
+    .body(ChannelBody(rx))
+    .unwrap();
+    let pending = tokio::spawn(async move { sender.send_request(req).await });
+    tx.send(Bytes::copy_from_slice(&body[..body.len() / 2]))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    pending.abort();
+    drop(tx);
+    // HTTP/1.1: the client closes the connection mid-body.
+    let mut h1 = TcpStream::connect(gw.http).await.unwrap();
+    let head = format!(
+        "POST /v1/collect?k=demo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    h1.write_all(head.as_bytes()).await.unwrap();
+    h1.write_all(&body[..body.len() / 2]).await.unwrap();
+    drop(h1);
+
+    let h2 = metric_reaches(
+        &gw.gateway,
+        "pulse_gateway_requests_total{protocol=\"http2\",status=\"499\"}",
+        1,
+    )
+    .await;
+    let h1 = metric_reaches(
+        &gw.gateway,
+        "pulse_gateway_requests_total{protocol=\"http1\",status=\"499\"}",
+        1,
+    )
+    .await;
+    assert_eq!((h1, h2), (1, 1));
+    assert_eq!(
+        gw.gateway
+            .metrics
+            .error_count(pulse_protocol::ErrorCode::InvalidBatch),
+        0
+    );
+    // Still serving.
+    let answer = gw
+        .send(Proto::H2c, Req::post("/v1/collect?k=demo", body))
+        .await;
+    assert_eq!(answer.status, 200);
+    let _dir = gw.stop().await;
+}

@@ -141,7 +141,7 @@ fn decode_zstd(body: &[u8], cap: usize, out: &mut Vec<u8>) -> Result<(), DecodeE
             if out.len() > cap {
                 return Err(DecodeError::TooLarge(cap));
             }
-            if (input.pos(), out.len()) == before && out.len() < out.capacity() {
+            if !frame_done && (input.pos(), out.len()) == before && out.len() < out.capacity() {
                 // No progress with room to write: the input ends inside a frame.
                 return Err(corrupt);
             }
@@ -238,6 +238,17 @@ mod tests {
             assert!(matches!(dec(&cut, None, 100), Err(DecodeError::Corrupt(_))));
             // Total size across frames counts against the cap.
             assert_eq!(dec(&two, None, 6), Err(DecodeError::TooLarge(6)));
+        }
+        // A body that decodes to exactly the cap, whatever the buffer's growth steps.
+        for size in [1, 16 * 1024, 256 * 1024, 512 * 1024] {
+            let data = vec![1u8; size];
+            for body in [zstd(&data), gzip(&data)] {
+                assert_eq!(dec(&body, None, size).unwrap().len(), size, "{size}");
+                assert_eq!(
+                    dec(&body, None, size - 1),
+                    Err(DecodeError::TooLarge(size - 1))
+                );
+            }
         }
     }
 
