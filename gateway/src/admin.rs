@@ -8,6 +8,7 @@
 //! - `POST /admin/reload`: re-reads the config file, as SIGHUP does (the same function).
 //! - `GET /metrics`: the Prometheus text exposition.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -119,7 +120,10 @@ where
                     return pulse_http::error(&e, None);
                 }
             };
-            match control.change_limits(&body) {
+            // Writing and reading the file back is blocking work: off the runtime's threads.
+            let control = Arc::clone(control);
+            let changed = tokio::task::spawn_blocking(move || control.change_limits(&body)).await;
+            match changed.unwrap_or_else(|e| Err(ChangeError::File(e.to_string()))) {
                 Ok((limits, persisted)) => ok_json(&Changed {
                     limits: &limits,
                     persisted,
@@ -128,14 +132,18 @@ where
                 Err(e) => refused(&e),
             }
         }
-        (&Method::POST, "/admin/reload") => match control.reload() {
-            Ok(applied) => ok_json(&Changed {
-                limits: &applied.limits,
-                persisted: false,
-                config: file(),
-            }),
-            Err(e) => refused(&e),
-        },
+        (&Method::POST, "/admin/reload") => {
+            let control = Arc::clone(control);
+            let reloaded = tokio::task::spawn_blocking(move || control.reload()).await;
+            match reloaded.unwrap_or_else(|e| Err(ChangeError::File(e.to_string()))) {
+                Ok(applied) => ok_json(&Changed {
+                    limits: &applied.limits,
+                    persisted: false,
+                    config: file(),
+                }),
+                Err(e) => refused(&e),
+            }
+        }
         (_, "/metrics" | "/admin/limits" | "/admin/reload") => pulse_http::error(
             &ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed"),
             None,

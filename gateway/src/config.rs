@@ -422,7 +422,9 @@ pub struct KafkaConfig {
     pub queue_max_messages: u32,
     /// Kilobytes the producer may hold in memory (same effect). Default 65536.
     pub queue_max_kbytes: u32,
-    /// Time the producer waits to fill a Kafka batch, in ms (`linger.ms`). Default 5.
+    /// Time the producer waits to fill a Kafka batch, in ms (`linger.ms`). Default 1: every page
+    /// waits for its batch's acknowledgement, and under load batches fill while others are in
+    /// flight anyway (librdkafka's own default, 5, doubled the median answer time in the bench).
     pub linger_ms: u32,
     /// Compression of Kafka batches: `none`, `gzip`, `snappy`, `lz4` or `zstd`. Default `lz4`.
     pub compression: Compression,
@@ -440,7 +442,7 @@ impl Default for KafkaConfig {
             delivery_timeout_ms: Millis::from_ms(5_000),
             queue_max_messages: 100_000,
             queue_max_kbytes: 65_536,
-            linger_ms: 5,
+            linger_ms: 1,
             compression: Compression::Lz4,
             properties: BTreeMap::new(),
         }

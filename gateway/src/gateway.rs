@@ -51,7 +51,7 @@ pub struct Gateway {
     /// The counters served at `/metrics`.
     pub metrics: Arc<Metrics>,
     ingest: Ingest,
-    control: Control,
+    control: Arc<Control>,
     log: Option<Arc<EventLog>>,
     states: Arc<ReaderStates>,
     admin_token: String,
@@ -92,7 +92,7 @@ impl Gateway {
         };
         let sink = sink::open(&config, log.clone(), Arc::clone(&pool))?;
         let (admin_token, admin_token_source) = token::admin_token(&config)?;
-        let control = Control::new(&config, Arc::clone(&decider));
+        let control = Arc::new(Control::new(&config, Arc::clone(&decider)));
         let ingest = Ingest::new(
             config.limits.clone(),
             sink,
@@ -124,7 +124,7 @@ impl Gateway {
     }
 
     /// The control side: sites, rate limits, meter rules, reload.
-    pub fn control(&self) -> &Control {
+    pub fn control(&self) -> &Arc<Control> {
         &self.control
     }
 

@@ -72,6 +72,8 @@ pub struct Metrics {
     pub decision_latency: Histogram,
     /// Time of one group commit of the embedded log (write and sync).
     pub log_commit_latency: Histogram,
+    /// Time a batch waits in the log writer's queue before its group commit starts.
+    pub log_queue_latency: Histogram,
     log_commits: AtomicU64,
     log_committed_requests: AtomicU64,
     errors: [AtomicU64; ErrorCode::ALL.len()],
@@ -335,6 +337,11 @@ impl Metrics {
                 &self.sink_latency,
                 "pulse_gateway_sink_seconds",
                 "Time to make a batch durable in the sink, queueing included.",
+            ),
+            (
+                &self.log_queue_latency,
+                "pulse_gateway_log_queue_seconds",
+                "Time a batch waits for the log writer before its group commit starts.",
             ),
             (
                 &self.log_commit_latency,

@@ -316,6 +316,7 @@ impl EventLog {
             frames,
             reply,
             _budget: budget,
+            queued: std::time::Instant::now(),
         })
         .await
         .map_err(|_| LogError::Closed)?;

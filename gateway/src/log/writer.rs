@@ -34,6 +34,8 @@ pub(crate) struct Job {
     pub(crate) reply: oneshot::Sender<Result<Appended, LogError>>,
     /// Its share of the queue's byte budget, given back once it is written.
     pub(crate) _budget: OwnedSemaphorePermit,
+    /// When it was queued.
+    pub(crate) queued: Instant,
 }
 
 pub(crate) struct Writer {
@@ -95,6 +97,11 @@ impl Writer {
     /// Writes and syncs a group, then answers each of its requests.
     fn commit(&mut self, group: &mut Vec<Job>) {
         let started = Instant::now();
+        for job in group.iter() {
+            self.metrics
+                .log_queue_latency
+                .observe(started.saturating_duration_since(job.queued));
+        }
         let outcome = if self.failed {
             Err(LogError::Failed)
         } else {
