@@ -196,7 +196,8 @@ impl Drop for Gateway {
 }
 
 /// Starts the housekeeping thread: the replay point written to the reader-state store every
-/// second, idle rate-limit keys forgotten every ten. It runs until its sender is dropped.
+/// second; every ten, idle rate-limit keys forgotten and the log writer nudged to apply the
+/// dead letters' retention. It runs until its sender is dropped.
 fn housekeeping(
     log: Option<Arc<EventLog>>,
     states: Arc<ReaderStates>,
@@ -213,6 +214,9 @@ fn housekeeping(
             }
             if last_sweep.elapsed() >= SWEEP_EVERY {
                 limiter.sweep();
+                if let Some(log) = &log {
+                    log.nudge();
+                }
                 last_sweep = Instant::now();
             }
         }

@@ -368,7 +368,7 @@ struct EventFields<'a> {
     ts: Option<u64>,
     kind: Option<EventType>,
     name: Option<Option<Cow<'a, str>>>,
-    page: Option<(Cow<'a, str>, Cow<'a, str>, Cow<'a, str>)>,
+    page: Option<Page<'a>>,
     props: Option<(&'a str, usize, usize)>,
     bad: bool,
 }
@@ -439,8 +439,17 @@ fn read_event<'a>(s: &mut Scanner<'a>) -> Result<Slot<'a>, Syntax> {
 
 /// Checks an event whose fields were all read.
 fn finish_event<'a>(e: EventFields<'a>, raw: &'a str) -> Slot<'a> {
-    let (Some(id), Some(ts), Some(kind), Some((url, referrer, title)), false) =
-        (e.id, e.ts, e.kind, e.page, e.bad)
+    let (
+        Some(id),
+        Some(ts),
+        Some(kind),
+        Some(Page {
+            url,
+            referrer,
+            title,
+        }),
+        false,
+    ) = (e.id, e.ts, e.kind, e.page, e.bad)
     else {
         return Err((RejectReason::InvalidEvent, None, raw));
     };
@@ -495,12 +504,15 @@ fn number_value<'a>(s: &mut Scanner<'a>, bad: &mut bool) -> Result<Option<Number
     Ok(None)
 }
 
+/// An event's `page`.
+struct Page<'a> {
+    url: Cow<'a, str>,
+    referrer: Cow<'a, str>,
+    title: Cow<'a, str>,
+}
+
 /// `page` (at its first byte): url (required), referrer and title; nothing else.
-#[allow(clippy::type_complexity)]
-fn read_page<'a>(
-    s: &mut Scanner<'a>,
-    bad: &mut bool,
-) -> Result<Option<(Cow<'a, str>, Cow<'a, str>, Cow<'a, str>)>, Syntax> {
+fn read_page<'a>(s: &mut Scanner<'a>, bad: &mut bool) -> Result<Option<Page<'a>>, Syntax> {
     if s.peek() != Some(b'{') {
         s.skip_value(3)?;
         return Ok(None);
@@ -525,12 +537,10 @@ fn read_page<'a>(
             }
         }
     }
-    Ok(url.map(|url| {
-        (
-            url,
-            referrer.unwrap_or(Cow::Borrowed("")),
-            title.unwrap_or(Cow::Borrowed("")),
-        )
+    Ok(url.map(|url| Page {
+        url,
+        referrer: referrer.unwrap_or(Cow::Borrowed("")),
+        title: title.unwrap_or(Cow::Borrowed("")),
     }))
 }
 

@@ -323,6 +323,25 @@ impl EventLog {
         answer.await.map_err(|_| LogError::Closed)?
     }
 
+    /// Wakes the writer without a batch, so that it applies the dead letters' retention even
+    /// when nothing is being written (the housekeeping thread calls it now and then). Never
+    /// waits: skipped when the queue is busy (the writer is awake then anyway).
+    pub fn nudge(&self) {
+        let Ok(budget) = Arc::clone(&self.budget).try_acquire_many_owned(1) else {
+            return;
+        };
+        let tx = self.tx.read().ok().and_then(|tx| tx.clone());
+        if let Some(tx) = tx {
+            let (reply, _) = oneshot::channel();
+            let _ = tx.try_send(Job {
+                frames: Frames::default(),
+                reply,
+                _budget: budget,
+                queued: std::time::Instant::now(),
+            });
+        }
+    }
+
     /// The event records from position `from` on, in log order (as of now).
     pub fn events_from(&self, from: u64) -> impl Iterator<Item = Result<StoredEvent, LogError>> {
         read_events(&self.events_dir, from)

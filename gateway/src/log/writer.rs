@@ -87,7 +87,6 @@ impl Writer {
                 }
             }
             self.commit(&mut group);
-            self.retain();
         }
         if let Err(e) = self.events.sync().and_then(|()| self.dead.sync()) {
             tracing::error!(error = %e, "final log sync failed");
@@ -96,6 +95,13 @@ impl Writer {
 
     /// Writes and syncs a group, then answers each of its requests.
     fn commit(&mut self, group: &mut Vec<Job>) {
+        let empty = |j: &Job| j.frames.event_count == 0 && j.frames.dead_count == 0;
+        if group.iter().all(empty) {
+            // Nudges (see `EventLog::nudge`): nothing to write, only retention to apply.
+            group.clear();
+            self.retain();
+            return;
+        }
         let started = Instant::now();
         for job in group.iter() {
             self.metrics
@@ -118,6 +124,11 @@ impl Writer {
                     }
                     wm.next = self.events.next();
                 }
+                // Counted, and past the cap deleted, before anyone hears back: an answer
+                // always finds the store's figures up to date.
+                self.metrics
+                    .dead_letter_store(self.dead.bytes(), self.dead.records());
+                self.retain();
                 for (job, first) in group.drain(..).zip(firsts) {
                     let applied = (job.frames.event_count > 0).then(|| AppliedGuard {
                         first,
@@ -139,8 +150,6 @@ impl Writer {
                 }
             }
         }
-        self.metrics
-            .dead_letter_store(self.dead.bytes(), self.dead.records());
     }
 
     /// The first event position of each job, once the group is durable.
