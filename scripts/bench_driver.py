@@ -542,6 +542,13 @@ def cost_table():
             "accepted; allocations are calls of malloc, calloc and realloc:\n\n" + "\n".join(rows))
 
 
+def short(line):
+    """A profile line without this machine's paths (only the object file's name), cut at 160."""
+    line = re.sub(r"\[(?:/[^\]]*/)?([^/\]]+)\]", r"[\1]", line)
+    line = re.sub(r"(^|\s)\./(?:[^/\s]+/)*", r"\1", line)
+    return line[:160]
+
+
 def cmd_write():
     with open(f"{WORK}/load.json") as f:
         res = json.load(f)
@@ -591,11 +598,11 @@ def cmd_write():
         lines = []
     # callgrind_annotate prints a header first; keep the table after its "file:function" line.
     marks = [i for i, l in enumerate(lines) if l.rstrip().endswith("file:function")]
-    prof = "\n".join(l[:160] for l in lines[marks[-1] + 2:] if l.strip()) if marks else "\n".join(lines)
+    prof = "\n".join(short(l) for l in lines[marks[-1] + 2:] if l.strip()) if marks else "\n".join(lines)
     incl = ""
     try:
         with open(f"{WORK}/profile-inclusive.txt") as f:
-            keep = [l[:160] for l in f.read().splitlines()
+            keep = [short(l) for l in f.read().splitlines()
                     if re.search(r"pulse_|fjall::|lsm_tree::|decompress_stream|rdkafka", l)]
         if keep:
             incl = ("\n\nInclusive cost of Pulse's own functions and the stores (callgrind):\n\n```\n"
