@@ -486,8 +486,8 @@ impl Compression {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeadLetters {
-    /// Most bytes of dead letters kept; past it the oldest are deleted. Default 268435456
-    /// (256 MiB). At least 1048576.
+    /// Most bytes of dead letters kept on disk (compressed); past it the oldest are deleted.
+    /// Default 268435456 (256 MiB). At least 1048576.
     pub max_bytes: u64,
     /// Hours a dead letter is kept. Default 168 (a week). At least 1.
     pub retention_hours: u32,

@@ -273,7 +273,7 @@ impl Metrics {
             (
                 "gauge",
                 "pulse_gateway_dead_letter_store_bytes",
-                "Bytes the embedded dead-letter store holds.",
+                "Bytes the embedded dead-letter store holds on disk (compressed).",
                 &self.dead_letter_store_bytes,
             ),
             (

@@ -1,7 +1,7 @@
 //! The embedded event log and dead-letter log: two segmented logs (`segment`) under
 //! `<data>/log/`, written by one thread of their own (`writer`) that group-commits: every batch
-//! that arrived while the last sync ran is written with one vectored write per log and made
-//! durable by one `fdatasync`, and each waiting request is answered only after it. The queue to
+//! that arrived while the last sync ran is written as one compressed block per log (`block`)
+//! and made durable by one `fdatasync`, and each waiting request is answered only after it. The queue to
 //! the writer is bounded by the bytes it holds; a request that cannot get into it in time gets
 //! 503 from the caller's deadline. Dead letters are kept under a size cap and for a retention
 //! period, the oldest segments deleted first.
@@ -10,6 +10,7 @@
 //!
 //! IO boundary: the writer thread (writes, syncs, deletions) and the readers.
 
+mod block;
 mod segment;
 mod writer;
 
@@ -27,7 +28,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use crate::metrics::Metrics;
 use crate::pool::BufPool;
 
-pub(crate) use segment::{FRAME_HEADER, frame_header};
+pub(crate) use block::{FRAME_HEADER, frame_header};
 use writer::{Job, Writer};
 
 /// Most requests waiting for the writer (their bytes are bounded separately).

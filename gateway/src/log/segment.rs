@@ -1,29 +1,21 @@
 //! A log in segment files: `<folder>/<position of its first record, 20 digits>.log`, each a
-//! sequence of frames `[payload length: u32 LE][CRC-32 of the payload: u32 LE][payload]`.
-//! Appends go to the newest segment, which rolls over to a new file past a size (or an age);
-//! whole old segments are deleted for retention. A crash can only tear what was written after
-//! the last sync: on open, the newest segment is cut back to its last whole frame.
+//! sequence of blocks (see `block`: the records of one append, compressed). Appends go to the
+//! newest segment, which rolls over to a new file past a size (or an age); whole old segments
+//! are deleted for retention. A crash can only tear what was written after the last sync: on
+//! open, the newest segment is cut back to its last whole block.
 //!
 //! Positions are implicit: a segment's first record is at the position in its name, each
-//! frame after it one further. IO: files only; the caller decides when to sync.
+//! record after it one further. IO: files only; the caller decides when to sync.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, IoSlice, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, IoSlice, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-/// Bytes before each payload: its length and its CRC-32.
-pub(crate) const FRAME_HEADER: usize = 8;
-/// The largest payload a frame may carry (a record is far smaller; this only guards reads).
-const MAX_FRAME: u32 = 16 << 20;
+use zstd::bulk::Decompressor;
 
-/// Writes the frame header for `payload` into `header` (its 8 bytes).
-pub(crate) fn frame_header(header: &mut [u8], payload: &[u8]) {
-    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
-    header[..4].copy_from_slice(&len.to_le_bytes());
-    header[4..8].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
-}
+use super::block::{Packer, next_frame, read_block, unpack};
 
 /// One segment file.
 #[derive(Debug, Clone)]
@@ -56,6 +48,7 @@ pub(crate) struct SegmentLog {
     dir_dirty: bool,
     /// Something was written since the last sync.
     unsynced: bool,
+    packer: Packer,
 }
 
 fn segment_path(dir: &Path, first: u64) -> PathBuf {
@@ -81,51 +74,14 @@ fn list(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     Ok(found)
 }
 
-/// Reads one frame; `Ok(None)` at a clean end, `Err` on a torn or corrupt frame.
-fn read_frame(reader: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<Option<()>> {
-    let mut header = [0u8; FRAME_HEADER];
-    let mut got = 0;
-    while got < FRAME_HEADER {
-        match reader.read(&mut header[got..])? {
-            0 if got == 0 => return Ok(None),
-            0 => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "torn frame header",
-                ));
-            }
-            n => got += n,
-        }
-    }
-    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
-    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-    // No record is empty: a zero length is a tail the file system zero-filled in a crash.
-    if len == 0 || len > MAX_FRAME {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "bad frame length",
-        ));
-    }
-    buf.clear();
-    buf.resize(len as usize, 0);
-    reader.read_exact(buf)?;
-    if crc32fast::hash(buf) != crc {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "frame checksum mismatch",
-        ));
-    }
-    Ok(Some(()))
-}
-
-/// Counts the whole frames of a segment and where the last one ends.
+/// Counts the records of a segment's whole blocks and where the last one ends.
 fn scan(path: &Path) -> io::Result<(u64, u64)> {
     let mut reader = BufReader::with_capacity(256 * 1024, File::open(path)?);
     let (mut records, mut end) = (0u64, 0u64);
-    let mut buf = Vec::new();
-    while let Ok(Some(())) = read_frame(&mut reader, &mut buf) {
-        records += 1;
-        end += (FRAME_HEADER + buf.len()) as u64;
+    let mut packed = Vec::new();
+    while let Ok(Some(block)) = read_block(&mut reader, &mut packed) {
+        records += block.records;
+        end += block.stored;
     }
     Ok((records, end))
 }
@@ -187,6 +143,7 @@ impl SegmentLog {
             segment_bytes: segment_bytes.max(1),
             dir_dirty,
             unsynced: false,
+            packer: Packer::new()?,
         };
         if log.dir_dirty {
             log.sync()?;
@@ -209,9 +166,9 @@ impl SegmentLog {
         self.segments.iter().map(|s| s.records).sum()
     }
 
-    /// Appends batches of framed records, each `(frames, records)`; a batch never straddles two
-    /// segments. Not durable until [`sync`](Self::sync). On error the log is cut back to where
-    /// it was (or the error says it could not be).
+    /// Appends batches of framed records, each `(frames, records)`, as one block per segment
+    /// (a batch never straddles two). Not durable until [`sync`](Self::sync). On error the log
+    /// is cut back to where it was (or the error says it could not be).
     pub(crate) fn append(
         &mut self,
         batches: &[(&[u8], u64)],
@@ -264,7 +221,15 @@ impl SegmentLog {
         bytes: u64,
         records: u64,
     ) -> io::Result<()> {
-        let mut rest: &mut [IoSlice<'_>] = slices;
+        if bytes == 0 {
+            slices.clear();
+            return Ok(());
+        }
+        let parts: Vec<&[u8]> = slices.iter().map(|s| &**s).collect();
+        let block = self.packer.pack(&parts, records)?;
+        let stored = (block[0].len() + block[1].len()) as u64;
+        let mut two = [IoSlice::new(block[0]), IoSlice::new(block[1])];
+        let mut rest: &mut [IoSlice<'_>] = &mut two;
         while !rest.is_empty() {
             let n = self.active.write_vectored(rest)?;
             if n == 0 {
@@ -276,13 +241,11 @@ impl SegmentLog {
             IoSlice::advance_slices(&mut rest, n);
         }
         slices.clear();
-        if bytes > 0 {
-            self.unsynced = true;
-            if let Some(active) = self.segments.back_mut() {
-                active.bytes += bytes;
-                active.records += records;
-                active.written = SystemTime::now();
-            }
+        self.unsynced = true;
+        if let Some(active) = self.segments.back_mut() {
+            active.bytes += stored;
+            active.records += records;
+            active.written = SystemTime::now();
         }
         Ok(())
     }
@@ -395,7 +358,8 @@ impl SegmentLog {
 }
 
 /// Reads the records of the log in `dir` from position `from` on, in order, stopping at the
-/// first torn or corrupt frame (which only a crash during an unacknowledged write leaves).
+/// first torn or corrupt block of the newest segment (which only a crash during an
+/// unacknowledged write leaves).
 pub(crate) fn read_from(dir: &Path, from: u64) -> io::Result<Reader> {
     let mut segments: VecDeque<(u64, PathBuf)> = list(dir)?.into();
     // Skip whole segments that end before `from`.
@@ -406,19 +370,66 @@ pub(crate) fn read_from(dir: &Path, from: u64) -> io::Result<Reader> {
         segments,
         current: None,
         from,
-        buf: Vec::new(),
+        decompressor: Decompressor::new()?,
+        packed: Vec::new(),
+        raw: Vec::new(),
+        at: 0,
         done: false,
     })
 }
 
-/// An iterator over `(position, payload)`.
-#[derive(Debug)]
+/// An iterator over `(position, record)`.
 pub(crate) struct Reader {
     segments: VecDeque<(u64, PathBuf)>,
+    /// The segment being read and the position of the next record.
     current: Option<(BufReader<File>, u64)>,
     from: u64,
-    buf: Vec<u8>,
+    decompressor: Decompressor<'static>,
+    packed: Vec<u8>,
+    /// The current block's frames, and where the next one starts.
+    raw: Vec<u8>,
+    at: usize,
     done: bool,
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader")
+            .field("segments", &self.segments)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reader {
+    /// The next record of the current segment; `Ok(None)` at its end.
+    fn next_in_segment(&mut self) -> io::Result<Option<(u64, Vec<u8>)>> {
+        loop {
+            let Some((file, position)) = self.current.as_mut() else {
+                return Ok(None);
+            };
+            if let Some(record) = next_frame(&self.raw, &mut self.at)? {
+                let at = *position;
+                *position += 1;
+                if at >= self.from {
+                    return Ok(Some((at, record.to_vec())));
+                }
+                continue;
+            }
+            match read_block(file, &mut self.packed)? {
+                // A whole block before `from`: skip it without decompressing.
+                Some(block) if *position + block.records <= self.from => {
+                    *position += block.records;
+                    self.raw.clear();
+                    self.at = 0;
+                }
+                Some(block) => {
+                    unpack(&mut self.decompressor, &self.packed, block, &mut self.raw)?;
+                    self.at = 0;
+                }
+                None => return Ok(None),
+            }
+        }
+    }
 }
 
 impl Iterator for Reader {
@@ -434,6 +445,8 @@ impl Iterator for Reader {
                 match File::open(&path) {
                     Ok(file) => {
                         self.current = Some((BufReader::with_capacity(256 * 1024, file), first));
+                        self.raw.clear();
+                        self.at = 0;
                     }
                     Err(e) => {
                         self.done = true;
@@ -441,20 +454,13 @@ impl Iterator for Reader {
                     }
                 }
             }
-            let (reader, position) = self.current.as_mut()?;
-            match read_frame(reader, &mut self.buf) {
-                Ok(Some(())) => {
-                    let at = *position;
-                    *position += 1;
-                    if at >= self.from {
-                        return Some(Ok((at, self.buf.clone())));
-                    }
-                }
+            match self.next_in_segment() {
+                Ok(Some(record)) => return Some(Ok(record)),
                 Ok(None) => self.current = None,
                 Err(e) if self.segments.is_empty() => {
                     // A torn tail of the newest segment (the gateway cuts it off when it next
                     // opens the log): nothing acknowledged is in it.
-                    tracing::debug!(error = %e, "the log ends in a torn frame");
+                    tracing::debug!(error = %e, "the log ends in a torn block");
                     self.done = true;
                 }
                 Err(e) => {
