@@ -56,6 +56,8 @@ pub struct Applied {
 pub struct Control {
     path: Option<PathBuf>,
     public_origins: Vec<String>,
+    /// `limits.max_body_bytes`, which the byte limit's burst must cover.
+    max_body_bytes: usize,
     sites: RwLock<Arc<Sites>>,
     /// The rate limits, read by every request.
     pub limiter: Arc<RateLimiter>,
@@ -69,6 +71,7 @@ impl Control {
         Self {
             path: config.path.clone(),
             public_origins: config.server.public_origins.clone(),
+            max_body_bytes: config.limits.max_body_bytes,
             sites: RwLock::new(Arc::new(Sites::new(&config.sites, own))),
             limiter: Arc::new(RateLimiter::new(&config.rate_limits)),
             decider,
@@ -139,7 +142,7 @@ impl Control {
     pub fn change_limits(&self, patch: &[u8]) -> Result<(RateLimits, bool), ChangeError> {
         let limits = merge_limits(&self.limiter.limits(), patch)?;
         let Some(path) = self.path.as_deref() else {
-            let problems = limits.problems(usize::MAX);
+            let problems = limits.problems(self.max_body_bytes);
             if !problems.is_empty() {
                 return Err(ChangeError::Invalid(problems));
             }

@@ -29,6 +29,8 @@ const MARGIN: Duration = Duration::from_secs(3);
 struct Gw {
     gateway: Arc<Gateway>,
     http: SocketAddr,
+    /// The admin listener (token `admin-token`).
+    admin: SocketAddr,
     https: SocketAddr,
     quic: SocketAddr,
     cert: CertificateDer<'static>,
@@ -43,6 +45,7 @@ impl Gw {
         let mut config = Config::default();
         config.server.listen = "127.0.0.1:0".parse().unwrap();
         config.server.admin_listen = "127.0.0.1:0".parse().unwrap();
+        config.server.admin_token = Some("admin-token".into());
         config.server.tls_listen = Some("127.0.0.1:0".parse().unwrap());
         config.server.data = dir.path().join("data");
         config.limits.max_body_bytes = 4096;
@@ -61,6 +64,7 @@ impl Gw {
             .await
             .unwrap();
         let http = listeners.http_addr();
+        let admin = listeners.admin_addr().unwrap();
         let https = listeners.https_addr().unwrap();
         let quic = listeners.quic_addr().unwrap();
         assert_eq!(
@@ -78,6 +82,7 @@ impl Gw {
         Self {
             gateway,
             http,
+            admin,
             https,
             quic,
             cert,
@@ -669,6 +674,50 @@ async fn past_max_connections_the_next_waits_until_one_closes() {
     assert_eq!(again.send(Req::get("/healthz"), gw.quic).await.status, 200);
     again.close().await;
     gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_has_its_own_cap_and_drains_like_the_others() {
+    let gw = Gw::start(|c| c.transport.admin_max_connections = 1).await;
+    let metrics = b"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: bearer admin-token\r\n\
+                    Connection: close\r\n\r\n";
+    // One idle connection holds the admin listener's only slot.
+    let first = TcpStream::connect(gw.admin).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut second = TcpStream::connect(gw.admin).await.unwrap();
+    second.write_all(metrics).await.unwrap();
+    let (got, _) = read_until_closed(&mut second, Duration::from_millis(700)).await;
+    assert!(got.is_empty(), "served past the admin cap");
+    // The public listeners are not held up by it.
+    assert_eq!(gw.send(Proto::H1, Req::get("/healthz")).await.status, 200);
+    drop(first);
+    let (got, closed) = read_until_closed(&mut second, MARGIN).await;
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(got.contains("pulse_gateway_requests_total"), "{got}");
+    assert!(closed);
+    // An admin request in flight at shutdown finishes; the listener then closes.
+    let mut slow = TcpStream::connect(gw.admin).await.unwrap();
+    slow.write_all(
+        b"PUT /admin/limits HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer admin-token\r\n\
+                     Content-Length: 2\r\nConnection: close\r\n\r\n{",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let admin = gw.admin;
+    let mut gw = gw;
+    gw.request_stop();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        TcpStream::connect(admin).await.is_err(),
+        "no new admin connections once shutdown started"
+    );
+    slow.write_all(b"}").await.unwrap();
+    let (got, _) = read_until_closed(&mut slow, MARGIN).await;
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    let _dir = gw.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
