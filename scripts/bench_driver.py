@@ -1,26 +1,39 @@
 #!/usr/bin/env python3
 """The load runs and the BENCH.md writer of scripts/bench.sh (run that, not this).
 
-  bench_driver.py load            ingest search, decision latency, memory -> $BENCH_WORK/load.json
-  bench_driver.py profile URL R   a steady h1 load at R req/s on the profiled gateway
-  bench_driver.py write           rewrites the generated sections of BENCH.md
+  bench_driver.py load     ingest search, decision latency with the gateway's own histograms,
+                           memory -> $BENCH_WORK/load.json
+  bench_driver.py cost     the floor and the gateway (embedded, Kafka) under callgrind: cost per
+                           event (instructions, allocations) and the gateway's profile
+                           -> $BENCH_WORK/cost.json, profile.txt, profile-inclusive.txt
+  bench_driver.py write    rewrites the generated sections of BENCH.md
+
+The servers under load are started by bench.sh; their addresses come in the environment:
+FLOOR_URL, GW_URL, KAFKA_GW_URL (cleartext), *_TLS_URL and *_CA (TLS + QUIC), *_ADMIN_URL
+(the gateways' admin listeners, token BENCH_TOKEN), *_PID.
 """
 
 import json
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
 import time
+import urllib.request
 
 BIN = os.environ.get("BENCH_BIN", "target/release")
 WORK = os.environ.get("BENCH_WORK", "/tmp")
 ROOT = os.environ.get("BENCH_ROOT", ".")
 QUICK = os.environ.get("BENCH_QUICK", "0") == "1"
+TOKEN = os.environ.get("BENCH_TOKEN", "bench")
 P99_MS = 10.0
 WARMUP, STEP = (0.5, 1.5) if QUICK else (1.0, 4.0)
 COMMANDS = []
+# The gateways under load, by name: embedded store, and Kafka (librdkafka's mock cluster).
+GATEWAYS = [("gateway", "GW"), ("kafka", "KAFKA_GW")]
+LABEL = {"gateway": "gateway (embedded)", "kafka": "gateway (Kafka)", "floor": "floor"}
 
 
 def log(msg):
@@ -30,13 +43,14 @@ def log(msg):
 CA = {}  # https URL -> the certificate to trust
 
 
-def load(url, args):
+def load(url, args, record=True):
     """Runs pulse-load with `args` against `url`; returns its JSON report."""
     cmd = [f"{BIN}/pulse-load", "--url", url, "--origin", url, "--json", "--quiet",
            "--timeout", "5", "--max-error-rate", "1"] + [str(a) for a in args]
     if url in CA:
         cmd += ["--ca", CA[url]]
-    COMMANDS.append(" ".join(cmd[1:]).replace(url, "$URL").replace(CA.get(url, "\0"), "$CA"))
+    if record:
+        COMMANDS.append(" ".join(cmd[1:]).replace(url, "$URL").replace(CA.get(url, "\0"), "$CA"))
     out = subprocess.run(cmd, capture_output=True, text=True)
     try:
         return json.loads(out.stdout)
@@ -98,7 +112,7 @@ def vm_hwm(pid):
             for line in f:
                 if line.startswith("VmHWM:"):
                     return int(line.split()[1])
-    except OSError:
+    except (OSError, TypeError):
         pass
     return None
 
@@ -134,45 +148,117 @@ def machine():
         pass
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                          text=True, cwd=ROOT).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True, cwd=ROOT).stdout.strip()
     return {"nproc": os.cpu_count(), "cpu": cpu, "kernel": platform.release(),
             "load_before": os.getloadavg(),
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": rev}
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "commit": rev + ("+changes" if dirty else ""),
+            "binaries": os.environ.get("BENCH_BIN_NOTE", "")}
+
+
+# --- The gateway's own histograms, scraped from its admin listener ------------------------------
+
+def scrape(admin):
+    """Every histogram of the gateway's /metrics: {name: [(le, cumulative count), ...]}."""
+    if not admin or admin == "-":
+        return {}
+    req = urllib.request.Request(f"{admin}/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            text = resp.read().decode()
+    except OSError as e:
+        log(f"cannot scrape {admin}: {e}")
+        return {}
+    out = {}
+    for m in re.finditer(r'^(pulse_\w+?)_bucket\{le="([^"]+)"\} (\d+)$', text, re.M):
+        name, le, n = m.group(1), m.group(2), int(m.group(3))
+        out.setdefault(name, []).append((float("inf") if le == "+Inf" else float(le), n))
+    for m in re.finditer(r"^(pulse_\w+?)_sum (\S+)$", text, re.M):
+        if m.group(1) in out:
+            out[m.group(1) + ":sum"] = float(m.group(2))
+    return out
+
+
+def histogram_delta(before, after):
+    """Per histogram: count, mean and p50/p99/p99.9 (interpolated within buckets) of the
+    observations made between the two scrapes."""
+    rows = {}
+    for name, buckets in after.items():
+        if name.endswith(":sum"):
+            continue
+        prev = dict(before.get(name, []))
+        cum = [(le, n - prev.get(le, 0)) for le, n in buckets]
+        count = cum[-1][1] if cum else 0
+        if count == 0:
+            continue
+        total = after.get(name + ":sum", 0.0) - before.get(name + ":sum", 0.0)
+
+        def quantile(q):
+            target = q * count
+            lo = 0.0
+            for le, n in cum:
+                if n >= target:
+                    if le == float("inf"):
+                        return None  # above the last bound
+                    below = next((c for l, c in reversed(cum) if l < le), 0)
+                    inside = n - below
+                    frac = (target - below) / inside if inside else 1.0
+                    return lo + (le - lo) * frac
+                lo = le
+            return None
+        rows[name] = {"count": count, "mean": total / count,
+                      "p50": quantile(0.5), "p99": quantile(0.99), "p999": quantile(0.999),
+                      "last_bound": max(le for le, _ in cum if le != float("inf"))}
+    return rows
 
 
 def cmd_load():
-    floor, gw = os.environ["FLOOR_URL"], os.environ["GW_URL"]
-    floor_tls, gw_tls = os.environ.get("FLOOR_TLS_URL", "-"), os.environ.get("GW_TLS_URL", "-")
-    CA[floor_tls], CA[gw_tls] = os.environ.get("FLOOR_CA", ""), os.environ.get("GW_CA", "")
+    urls = {"floor": (os.environ["FLOOR_URL"], os.environ.get("FLOOR_TLS_URL", "-"))}
+    for name, env in GATEWAYS:
+        if os.environ.get(f"{env}_URL", "-") != "-":
+            urls[name] = (os.environ[f"{env}_URL"], os.environ.get(f"{env}_TLS_URL", "-"))
+    for env in ["FLOOR"] + [e for _, e in GATEWAYS]:
+        CA[os.environ.get(f"{env}_TLS_URL", "-")] = os.environ.get(f"{env}_CA", "")
     res = {"machine": machine(), "ingest": [], "quick": QUICK,
-           "fsync_before": fsync_probe(WORK)}
+           "fsync_before": fsync_probe(WORK), "servers": list(urls)}
     for proto in ["h1", "h2", "h3"]:
         for epb in [1, 10, 50]:
             row = {"proto": proto, "events_per_batch": epb}
-            servers = [("floor", floor), ("gateway", gw)]
-            if proto == "h3":
-                servers = [("floor", floor_tls), ("gateway", gw_tls)]
-            for name, url in servers:
+            for name, (plain, tls) in urls.items():
+                url = tls if proto == "h3" else plain
                 log(f"ingest: {name} {proto} {epb} events/batch")
                 row[name] = find_max(url, proto, epb)
             res["ingest"].append(row)
-    # Decision latency: both servers at half the gateway's sustainable h1 rate, batches of 10.
-    g10 = next(r for r in res["ingest"] if r["proto"] == "h1" and r["events_per_batch"] == 10)
-    if g10["gateway"].get("rate"):
-        rate, why = round(g10["gateway"]["rate"] / 2, 1), "half the gateway's sustainable rate"
-    elif g10["gateway"].get("probe"):
-        rate = round(g10["gateway"]["probe"]["requests_per_s"] / 4, 1)
-        why = "a quarter of the gateway's closed-loop throughput (no rate met p99 < 10 ms)"
-    else:
-        rate, why = 100.0, "a fixed 100 req/s (the gateway's probe failed)"
+    # Decision latency: each gateway at half its sustainable h1 rate (batches of 10), the floor
+    # at the same rate; the gateway's sink and decision histograms scraped around the run.
     dur = 3 if QUICK else 10
-    res["latency"] = {"rate": rate, "why": why, "duration": dur}
-    for name, url in [("gateway", gw), ("floor", floor)]:
+    res["latency"] = []
+    for name, env in GATEWAYS:
+        if name not in urls:
+            continue
+        g10 = next(r for r in res["ingest"] if r["proto"] == "h1" and r["events_per_batch"] == 10)
+        g = g10[name]
+        if g.get("rate"):
+            rate, why = round(g["rate"] / 2, 1), "half its sustainable rate"
+        elif g.get("probe"):
+            rate = round(g["probe"]["requests_per_s"] / 4, 1)
+            why = "a quarter of its closed-loop throughput (no rate met p99 < 10 ms)"
+        else:
+            rate, why = 100.0, "a fixed 100 req/s (its probe failed)"
+        entry = {"gateway": name, "rate": rate, "why": why, "duration": dur}
+        admin = os.environ.get(f"{env}_ADMIN_URL", "-")
+        args = ["--proto", "h1", "--events-per-batch", 10, "--rate", rate, "--duration", dur,
+                "--warmup", WARMUP] + workers("h1", False)
         log(f"decision latency: {name} at {rate} req/s")
-        res["latency"][name] = load(url, ["--proto", "h1", "--events-per-batch", 10, "--rate",
-                                          rate, "--duration", dur, "--warmup", WARMUP]
-                                    + workers("h1", False))
-    res["memory_kib"] = {"gateway": vm_hwm(os.environ["GW_PID"]),
-                         "floor": vm_hwm(os.environ["FLOOR_PID"])}
+        before = scrape(admin)
+        entry["server"] = load(urls[name][0], args)
+        entry["histograms"] = histogram_delta(before, scrape(admin))
+        log(f"decision latency: floor at {rate} req/s")
+        entry["floor"] = load(urls["floor"][0], args)
+        res["latency"].append(entry)
+    res["memory_kib"] = {name: vm_hwm(os.environ.get(f"{env}_PID"))
+                         for name, env in [("floor", "FLOOR")] + GATEWAYS}
     res["load_after"] = os.getloadavg()
     res["fsync_after"] = fsync_probe(WORK)
     res["commands"] = COMMANDS
@@ -180,13 +266,139 @@ def cmd_load():
         json.dump(res, f, indent=1)
 
 
-def cmd_profile(url, rate):
-    # Under valgrind the gateway is far slower: errors are expected and allowed here.
-    r = load(url, ["--proto", "h1", "--events-per-batch", 10, "--rate", rate, "--connections",
-                   16, "--duration", 5 if QUICK else 15, "--warmup", 2])
-    with open(f"{WORK}/profile-load.json", "w") as f:
-        json.dump({"report": r, "command": COMMANDS[-1]}, f, indent=1)
+# --- Cost per event under callgrind --------------------------------------------------------------
 
+ALLOC_FNS = ("malloc", "calloc", "realloc", "posix_memalign", "aligned_alloc", "memalign")
+
+
+def callgrind_totals(path):
+    """Instructions and calls of the allocation functions in a callgrind dump."""
+    names, calls, total, pending = {}, {f: 0 for f in ALLOC_FNS}, None, None
+    with open(path) as f:
+        for line in f:
+            m = re.match(r"^(c?fn)=\((\d+)\)(?: (.*))?$", line.rstrip("\n"))
+            if m:
+                kind, i, name = m.groups()
+                if name:
+                    names[i] = name
+                pending = names.get(i) if kind == "cfn" else None
+                continue
+            if pending is not None and line.startswith("calls="):
+                if pending in calls:
+                    calls[pending] += int(line.split()[0][6:])
+                pending = None
+            elif line.startswith("summary:") or line.startswith("totals:"):
+                total = int(line.split()[1])
+    return total, calls
+
+
+def start_server(name, cmd, prefix):
+    """Starts a server; returns (process, url, admin url) once it printed its address."""
+    out = open(f"{WORK}/{name}.out", "w")
+    err = open(f"{WORK}/{name}.err", "w")
+    proc = subprocess.Popen(cmd, stdout=out, stderr=err)
+    for _ in range(1200):
+        time.sleep(0.1)
+        with open(f"{WORK}/{name}.out") as f:
+            text = f.read()
+        m = re.search(rf"^{prefix}(\S+?)/?$", text, re.M)
+        if m:
+            admin = re.search(r"^pulse admin listening on (\S+?)/?$", text, re.M)
+            return proc, m.group(1), admin.group(1) if admin else "-"
+        if proc.poll() is not None:
+            break
+    with open(f"{WORK}/{name}.err") as f:
+        log(f"{name} did not start: {f.read()[-800:]}")
+    proc.kill()
+    return None, None, None
+
+
+def stop_server(proc):
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def cost_of(name, cmd, prefix, epb, rate, dur, keep_profile):
+    """Runs `cmd` under callgrind, loads it at `rate` req/s of `epb`-event batches (h1) for
+    `dur` s after a warmup, and returns the instructions and allocations per accepted event
+    of the measured part only (counters zeroed before it, dumped after it)."""
+    out_file = f"{WORK}/callgrind.{name}.{epb}.out"
+    for old in [out_file, out_file + ".1"]:
+        if os.path.exists(old):
+            os.unlink(old)
+    proc, url, _ = start_server(f"{name}-cg", ["valgrind", "--tool=callgrind",
+                                              f"--callgrind-out-file={out_file}"] + cmd, prefix)
+    if proc is None:
+        return None
+    try:
+        args = ["--proto", "h1", "--events-per-batch", epb, "--connections", 16]
+        load(url, args + ["--rate", rate, "--duration", 2 if QUICK else 4], record=False)
+        subprocess.run(["callgrind_control", "-z", str(proc.pid)], capture_output=True)
+        report = load(url, args + ["--rate", rate, "--duration", dur])
+        subprocess.run(["callgrind_control", "-d", str(proc.pid)], capture_output=True)
+    finally:
+        stop_server(proc)
+    dump = out_file + ".1"
+    if report is None or not os.path.exists(dump):
+        return None
+    total, calls = callgrind_totals(dump)
+    events = report.get("events_accepted") or 0
+    if keep_profile:
+        # A dump taken while threads run charges the frames on their stacks (thread start, the
+        # runtime's loops) with everything below them, as if it were their own: leave those out
+        # of the self-cost table.
+        stack = re.compile(r"clone\.S|start_thread|thread_start|call_once|begin_short_backtrace|"
+                           r"tokio::runtime::|\{\{vtable")
+        for incl, dest in [("no", "profile.txt"), ("yes", "profile-inclusive.txt")]:
+            text = subprocess.run(["callgrind_annotate", f"--inclusive={incl}", "--threshold=100",
+                                   dump], capture_output=True, text=True).stdout
+            lines = text.splitlines()
+            if incl == "no":
+                lines = [l for l in lines if not stack.search(l)][:45]
+            with open(f"{WORK}/{dest}", "w") as f:
+                f.write("\n".join(lines[:400]))
+        with open(f"{WORK}/profile-load.json", "w") as f:
+            json.dump({"report": report, "command": COMMANDS[-1]}, f, indent=1)
+    allocs = sum(calls.values())
+    return {"events": events, "requests": report.get("ok"), "errors": report.get("errors"),
+            "instructions": total, "allocations": allocs,
+            "instructions_per_event": total / events if events else None,
+            "allocations_per_event": allocs / events if events else None,
+            "command": COMMANDS[-1]}
+
+
+def cmd_cost():
+    cfg, work = os.environ["BENCH_CONFIG"], WORK
+    servers = [
+        ("floor", [f"{BIN}/pulse-floor", "--listen", "127.0.0.1:0", "--data",
+                   f"{work}/cg-floor-data"], "pulse floor listening on "),
+        ("gateway", [f"{BIN}/gateway", "--config", cfg, "--data", f"{work}/cg-gw-data",
+                     "--log", "warn"], "pulse gateway listening on "),
+    ]
+    if os.environ.get("KAFKA_CONFIG"):
+        servers.append(("kafka", [f"{BIN}/gateway", "--config", os.environ["KAFKA_CONFIG"],
+                                  "--data", f"{work}/cg-kafka-data", "--log", "warn"],
+                        "pulse gateway listening on "))
+    # Rates a gateway keeps up with under callgrind (tens of times slower than native).
+    plan = [(10, 100)] if QUICK else [(1, 100), (10, 100), (50, 40)]
+    dur = 3 if QUICK else 10
+    res = {"rows": [], "duration": dur}
+    for epb, rate in plan:
+        for name, cmd, prefix in servers:
+            log(f"callgrind: {name}, {epb} events/batch at {rate} req/s")
+            row = cost_of(name, cmd, prefix, epb, rate, dur,
+                          keep_profile=(name == "gateway" and epb == 10))
+            res["rows"].append({"server": name, "events_per_batch": epb, "rate": rate,
+                                "cost": row})
+    with open(f"{WORK}/cost.json", "w") as f:
+        json.dump(res, f, indent=1)
+
+
+# --- BENCH.md ------------------------------------------------------------------------------------
 
 def fmt_int(v):
     return f"{v:,.0f}"
@@ -200,8 +412,8 @@ def replace(text, name, body):
 
 
 def ingest_cell(x):
-    if not x.get("supported"):
-        return f"not served ({x.get('why', '?')})"
+    if not x or not x.get("supported"):
+        return f"not served ({(x or {}).get('why', '?')})"
     b = x.get("best")
     if b is None:
         low = min(x.get("tried") or [{"rate": 0, "p99": float("nan")}], key=lambda t: t["p99"])
@@ -231,6 +443,112 @@ def fsync_text(f):
     return f"{f['p50']:.2f} / {f['p99']:.2f} / {f['max']:.2f}" if f else "?"
 
 
+PROTO = {"h1": "HTTP/1.1", "h2": "HTTP/2 (h2c)", "h3": "HTTP/3 (QUIC)"}
+
+
+def ingest_tables(res):
+    out = []
+    for name in [n for n, _ in GATEWAYS if n in res.get("servers", ["gateway"])]:
+        rows = [f"**{LABEL[name]} against the floor**, highest rate with p99 < 10 ms:", "",
+                f"| proto | events/batch | floor | {LABEL[name]} | {name} / floor |",
+                "|---|---:|---|---|---:|"]
+        ceil = ["", f"Throughput ceiling of the {LABEL[name]}: the closed-loop probe (HTTP/1.1 32 "
+                "connections, HTTP/2 and HTTP/3 4 × 16 streams, 3 s), whatever the latency:", "",
+                f"| proto | events/batch | floor | {LABEL[name]} | {name} / floor |",
+                "|---|---:|---:|---:|---:|"]
+        for r in res["ingest"]:
+            fl, gw = r["floor"], r.get(name) or {}
+            ratio = "–"
+            if fl.get("best") and gw.get("best"):
+                ratio = f"{gw['best']['events_per_s'] / fl['best']['events_per_s']:.2f}"
+            proto = PROTO[r["proto"]]
+            rows.append(f"| {proto} | {r['events_per_batch']} | {ingest_cell(fl)} | "
+                        f"{ingest_cell(gw)} | {ratio} |")
+
+            def top(x):
+                p = x.get("probe")
+                if not x.get("supported") or not p:
+                    return "not served"
+                return f"{fmt_int(p['events_per_s'])} ev/s (p99 {p['latency_ms']['p99']:.1f} ms)"
+            cratio = "–"
+            if fl.get("probe") and gw.get("probe") and gw.get("supported"):
+                cratio = f"{gw['probe']['events_per_s'] / fl['probe']['events_per_s']:.2f}"
+            ceil.append(f"| {proto} | {r['events_per_batch']} | {top(fl)} | {top(gw)} | {cratio} |")
+        out += rows + ceil + [""]
+    return "\n".join(out)
+
+
+def ms(v):
+    return "–" if v is None else f"{v * 1000:.2f}"
+
+
+def latency_tables(res):
+    lat = res["latency"]
+    if isinstance(lat, dict):  # a run of the earlier driver
+        lat = [{"gateway": "gateway", "rate": lat["rate"], "why": lat.get("why", ""),
+                "duration": lat["duration"], "server": lat.get("gateway"),
+                "floor": lat.get("floor"), "histograms": {}}]
+    rows = ["| server | rate req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    hist = ["| server | histogram | observations | mean ms | p50 ms | p99 ms | p99.9 ms |",
+            "|---|---|---:|---:|---:|---:|---:|"]
+    notes = []
+    for e in lat:
+        notes.append(f"{LABEL[e['gateway']]}: {e['rate']} req/s ({e['why']})")
+        for who, r in [(LABEL[e["gateway"]], e.get("server")), ("floor", e.get("floor"))]:
+            if r:
+                l = r["latency_ms"]
+                rows.append(f"| {who} | {e['rate']} | {l['p50']:.2f} | {l['p90']:.2f} | "
+                            f"{l['p99']:.2f} | {l['p999']:.2f} | {l['max']:.2f} | {r['errors']} |")
+        for hname, h in sorted(e.get("histograms", {}).items()):
+            short = hname.removeprefix("pulse_gateway_").removesuffix("_seconds")
+            hist.append(f"| {LABEL[e['gateway']]} | `{short}` | {h['count']:,} | "
+                        f"{h['mean'] * 1000:.3f} | {ms(h['p50'])} | {ms(h['p99'])} | "
+                        f"{ms(h['p999'])} |")
+    dur = lat[0]["duration"] if lat else "?"
+    head = (f"Open loop, 10 events per batch, HTTP/1.1, 64 connections, {dur} s measured; "
+            + "; ".join(notes) + ". The floor runs at the same rate as the gateway above it.")
+    text = head + "\n\n" + "\n".join(rows)
+    if len(hist) > 2:
+        text += ("\n\nThe gateway's own histograms over the same runs (admin `/metrics`, scraped "
+                 "before and after; quantiles interpolated within buckets, `–` when above the "
+                 "last bucket):\n\n" + "\n".join(hist))
+    return text
+
+
+def cost_table():
+    try:
+        with open(f"{WORK}/cost.json") as f:
+            cost = json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return "Not measured in this run."
+    rows = ["| events/batch | server | events measured | instructions per event | "
+            "allocations per event | instructions / floor's |", "|---:|---|---:|---:|---:|---:|"]
+    floor = {r["events_per_batch"]: (r["cost"] or {}).get("instructions_per_event")
+             for r in cost["rows"] if r["server"] == "floor"}
+    for r in cost["rows"]:
+        c = r["cost"]
+        if not c or not c.get("instructions_per_event"):
+            rows.append(f"| {r['events_per_batch']} | {LABEL[r['server']]} | – | – | – | – |")
+            continue
+        fl = floor.get(r["events_per_batch"])
+        ratio = f"{c['instructions_per_event'] / fl:.2f}" if fl else "–"
+        rows.append(f"| {r['events_per_batch']} | {LABEL[r['server']]} | {c['events']:,} | "
+                    f"{fmt_int(c['instructions_per_event'])} | {c['allocations_per_event']:.1f} | "
+                    f"{ratio} |")
+    return ("Whole process (every thread: listener, decode, parse, log writer, scorer, "
+            f"librdkafka), counted by callgrind over {cost['duration']} s of open-loop HTTP/1.1 "
+            "load after a warmup (counters zeroed before, dumped after), divided by the events "
+            "accepted; allocations are calls of malloc, calloc and realloc:\n\n" + "\n".join(rows))
+
+
+def short(line):
+    """A profile line without this machine's paths (only the object file's name), cut at 160."""
+    line = re.sub(r"\[(?:/[^\]]*/)?([^/\]]+)\]", r"[\1]", line)
+    line = re.sub(r"(^|\s)\./(?:[^/\s]+/)*", r"\1", line)
+    return line[:160]
+
+
 def cmd_write():
     with open(f"{WORK}/load.json") as f:
         res = json.load(f)
@@ -241,7 +559,8 @@ def cmd_write():
         text = f.read()
     m = res["machine"]
     text = replace(text, "machine", "\n".join([
-        f"- Run: {m['date']}, commit `{m['commit']}`" + (" (BENCH_QUICK=1: short steps)" if res["quick"] else ""),
+        f"- Run: {m['date']}, commit `{m['commit']}`" + (" (BENCH_QUICK=1: short steps)" if res["quick"] else "")
+        + (f"; {m['binaries']}" if m.get("binaries") else ""),
         f"- `nproc`: {m['nproc']}; CPU: {m['cpu']}; `uname -r`: {m['kernel']}",
         "- Client (pulse-load) and servers share the same cores over loopback.",
         "- Load average (1, 5, 15 min) when the load runs started: "
@@ -252,40 +571,8 @@ def cmd_write():
         "load runs " + fsync_text(res.get("fsync_before")) + "; after them "
         + fsync_text(res.get("fsync_after")) + ".",
     ]))
-    rows = ["| proto | events/batch | floor | gateway | gateway / floor |", "|---|---:|---|---|---:|"]
-    ceil = ["| proto | events/batch | floor | gateway | gateway / floor |", "|---|---:|---:|---:|---:|"]
-    for r in res["ingest"]:
-        fl, gw = r["floor"], r["gateway"]
-        ratio = "–"
-        if fl.get("best") and gw.get("best"):
-            ratio = f"{gw['best']['events_per_s'] / fl['best']['events_per_s']:.2f}"
-        proto = {"h1": "HTTP/1.1", "h2": "HTTP/2 (h2c)", "h3": "HTTP/3 (QUIC)"}[r["proto"]]
-        rows.append(f"| {proto} | {r['events_per_batch']} | {ingest_cell(fl)} | {ingest_cell(gw)} | {ratio} |")
-
-        def top(x):
-            p = x.get("probe")
-            if not x.get("supported") or not p:
-                return "not served"
-            return f"{fmt_int(p['events_per_s'])} ev/s (p99 {p['latency_ms']['p99']:.1f} ms)"
-        cratio = "–"
-        if fl.get("probe") and gw.get("probe") and gw.get("supported"):
-            cratio = f"{gw['probe']['events_per_s'] / fl['probe']['events_per_s']:.2f}"
-        ceil.append(f"| {proto} | {r['events_per_batch']} | {top(fl)} | {top(gw)} | {cratio} |")
-    rows += ["", "Throughput ceiling: the closed-loop probe (HTTP/1.1 32 connections, HTTP/2 and "
-             "HTTP/3 4 × 16 streams, 3 s), whatever the latency:", ""] + ceil
-    text = replace(text, "ingest", "\n".join(rows))
-    lat = res["latency"]
-    rows = [f"Open loop at {lat['rate']} req/s ({lat.get('why', '')}; 10 events per batch, "
-            f"HTTP/1.1, 64 connections), {lat['duration']} s measured:", "",
-            "| server | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors |",
-            "|---|---:|---:|---:|---:|---:|---:|"]
-    for name in ["gateway", "floor"]:
-        r = lat.get(name)
-        if r:
-            l = r["latency_ms"]
-            rows.append(f"| {name} | {l['p50']:.2f} | {l['p90']:.2f} | {l['p99']:.2f} | "
-                        f"{l['p999']:.2f} | {l['max']:.2f} | {r['errors']} |")
-    text = replace(text, "latency", "\n".join(rows))
+    text = replace(text, "ingest", ingest_tables(res))
+    text = replace(text, "latency", latency_tables(res))
     text = replace(text, "decide", "\n".join(
         ["| events/batch | median µs | mean µs | mean µs per event |", "|---:|---:|---:|---:|"]
         + criterion_rows()))
@@ -298,37 +585,47 @@ def cmd_write():
              f"({by['dictionary_bytes']:,} bytes) was trained on {by.get('trained_on', 3000):,} batches of other readers."]
     text = replace(text, "bytes", "\n".join(rows))
     mem = res["memory_kib"]
-    text = replace(text, "memory", "\n".join([
-        "| process | peak RSS (VmHWM) after all ingest and latency runs |", "|---|---:|",
-        f"| gateway | {fmt_int((mem['gateway'] or 0) / 1024)} MiB |",
-        f"| floor | {fmt_int((mem['floor'] or 0) / 1024)} MiB |"]))
-    with open(f"{WORK}/profiler.txt") as f:
-        profiler = f.read().strip()
-    with open(f"{WORK}/profile.txt") as f:
-        lines = f.read().splitlines()
+    rows = ["| process | peak RSS (VmHWM) after all ingest and latency runs |", "|---|---:|"]
+    for name in ["gateway", "kafka", "floor"]:
+        if mem.get(name):
+            rows.append(f"| {LABEL[name]} | {fmt_int(mem[name] / 1024)} MiB |")
+    text = replace(text, "memory", "\n".join(rows))
+    text = replace(text, "cost", cost_table())
+    try:
+        with open(f"{WORK}/profile.txt") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        lines = []
     # callgrind_annotate prints a header first; keep the table after its "file:function" line.
     marks = [i for i, l in enumerate(lines) if l.rstrip().endswith("file:function")]
-    prof = "\n".join(l[:160] for l in lines[marks[-1] + 2:] if l.strip()) if marks else "\n".join(lines)
+    prof = "\n".join(short(l) for l in lines[marks[-1] + 2:] if l.strip()) if marks else "\n".join(lines)
     incl = ""
     try:
         with open(f"{WORK}/profile-inclusive.txt") as f:
-            keep = [l[:160] for l in f.read().splitlines()
-                    if re.search(r"pulse_|fjall::|lsm_tree::|decompress_stream|EventRecord", l)]
+            keep = [short(l) for l in f.read().splitlines()
+                    if re.search(r"pulse_|fjall::|lsm_tree::|decompress_stream|rdkafka", l)]
         if keep:
-            incl = ("\n\nInclusive cost of Pulse's own functions and the store (callgrind):\n\n```\n"
-                    + "\n".join(keep[:25]) + "\n```")
+            incl = ("\n\nInclusive cost of Pulse's own functions and the stores (callgrind):\n\n```\n"
+                    + "\n".join(keep[:30]) + "\n```")
     except OSError:
         pass
     try:
         with open(f"{WORK}/profile-load.json") as f:
             pl = json.load(f)
         plr = pl["report"]
-        load_line = (f"Load during the profile: `{pl['command']}` — {plr['requests']} requests, "
-                     f"{plr['errors']} errors, p99 {plr['latency_ms']['p99']:.1f} ms (under {profiler}).")
+        load_line = (f"Load during the profile (measured part): `{pl['command']}` — "
+                     f"{plr['requests']} requests, {plr['errors']} errors, p99 "
+                     f"{plr['latency_ms']['p99']:.1f} ms (under callgrind).")
     except (OSError, KeyError, TypeError, json.JSONDecodeError):
         load_line = "Load during the profile: see scripts/bench_driver.py (report missing)."
-    text = replace(text, "profile", f"{load_line}\n\nSelf cost, top entries ({profiler}):\n\n```\n{prof}\n```{incl}")
-    text = replace(text, "commands", "```\n" + "\n".join(res["commands"]) + "\n```")
+    text = replace(text, "profile", f"{load_line}\n\nSelf cost, top entries (callgrind):\n\n```\n{prof}\n```{incl}")
+    cmds = list(res["commands"])
+    try:
+        with open(f"{WORK}/cost.json") as f:
+            cmds += [r["cost"]["command"] for r in json.load(f)["rows"] if r.get("cost")]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        pass
+    text = replace(text, "commands", "```\n" + "\n".join(cmds) + "\n```")
     with open(path, "w") as f:
         f.write(text)
 
@@ -337,8 +634,8 @@ if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else ""
     if what == "load":
         cmd_load()
-    elif what == "profile":
-        cmd_profile(sys.argv[2], float(sys.argv[3]))
+    elif what == "cost":
+        cmd_cost()
     elif what == "write":
         cmd_write()
     else:

@@ -1,43 +1,140 @@
-//! Admission: which site a request is for, whether its `Origin` may send for that site, and the
-//! CORS headers of the answer. Pure: header values in, a verdict out.
+//! Admission: which site a request is for and whether its `Origin` may send for that site.
+//! "The gateway's own origin" (sites with `allow_same_origin`) means the configured
+//! `server.public_origins` and the addresses the gateway listens on, never the request's
+//! `Host` header, which the page's own script effectively chooses (DNS rebinding). Pure: header
+//! values in, a verdict out.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
+use pulse_http::Bound;
 use pulse_protocol::ErrorCode;
 
 use crate::config::SiteConfig;
 
-/// The configured sites by key.
+/// The origins that are the gateway's own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OwnOrigins(Vec<String>);
+
+impl OwnOrigins {
+    /// The configured public origins, and the origins of the listen addresses: `http://` for
+    /// cleartext, `https://` for TLS; a loopback address also as `localhost`, an unspecified
+    /// one (`0.0.0.0`, `::`) as the loopback names only; the default port also without it.
+    pub fn new(public: &[String], bound: Option<&Bound>) -> Self {
+        let mut all: Vec<String> = public.iter().map(|o| o.to_ascii_lowercase()).collect();
+        if let Some(bound) = bound {
+            add_listener(&mut all, "http", bound.http, 80);
+            if let Some(https) = bound.https {
+                add_listener(&mut all, "https", https, 443);
+            }
+        }
+        all.sort();
+        all.dedup();
+        Self(all)
+    }
+
+    /// Whether `origin` is one of them.
+    pub fn contains(&self, origin: &str) -> bool {
+        self.0.iter().any(|o| o.eq_ignore_ascii_case(origin))
+    }
+
+    /// The list.
+    pub fn list(&self) -> &[String] {
+        &self.0
+    }
+}
+
+fn add_listener(all: &mut Vec<String>, scheme: &str, addr: SocketAddr, default_port: u16) {
+    let ip = addr.ip();
+    let mut hosts = Vec::new();
+    if ip.is_unspecified() || ip.is_loopback() {
+        hosts.push("localhost".to_owned());
+    }
+    if ip.is_unspecified() {
+        hosts.push("127.0.0.1".to_owned());
+        hosts.push("[::1]".to_owned());
+    } else {
+        hosts.push(match ip {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("[{v6}]"),
+        });
+    }
+    for host in hosts {
+        let port = addr.port();
+        all.push(format!("{scheme}://{host}:{port}"));
+        if port == default_port {
+            all.push(format!("{scheme}://{host}"));
+        }
+    }
+}
+
+/// One configured site.
+#[derive(Debug, Clone)]
+struct Site {
+    origins: Vec<String>,
+    allow_same_origin: bool,
+    require_origin: bool,
+}
+
+impl Site {
+    fn allows(&self, origin: &str, own: &OwnOrigins) -> bool {
+        self.origins.iter().any(|o| o.eq_ignore_ascii_case(origin))
+            || (self.allow_same_origin && own.contains(origin))
+    }
+}
+
+/// The configured sites by key, with the gateway's own origins.
 #[derive(Debug, Default)]
 pub struct Sites {
-    by_key: HashMap<String, SiteConfig>,
+    by_key: HashMap<Arc<str>, Site>,
+    own: OwnOrigins,
 }
 
 /// An admitted request: the site and the origin to echo in `Access-Control-Allow-Origin`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Admitted {
     /// The site's key.
-    pub key: String,
+    pub key: Arc<str>,
     /// The request's origin, when it sent one (and it is allowed).
     pub origin: Option<String>,
 }
 
 impl Sites {
     /// Indexes the configured sites.
-    pub fn new(sites: &[SiteConfig]) -> Self {
+    pub fn new(sites: &[SiteConfig], own: OwnOrigins) -> Self {
         Self {
-            by_key: sites.iter().map(|s| (s.key.clone(), s.clone())).collect(),
+            by_key: sites
+                .iter()
+                .map(|s| {
+                    let site = Site {
+                        origins: s.origins.clone(),
+                        allow_same_origin: s.allow_same_origin,
+                        require_origin: s.require_origin,
+                    };
+                    (Arc::from(s.key.as_str()), site)
+                })
+                .collect(),
+            own,
         }
     }
 
-    /// Admits a request with site key `key` (from `?k=`), `Origin` header `origin` and `Host`
-    /// header `host`, or says why not.
-    pub fn admit(
-        &self,
-        key: Option<&str>,
-        origin: Option<&str>,
-        host: Option<&str>,
-    ) -> Result<Admitted, ErrorCode> {
+    /// The same sites with other own origins.
+    pub fn with_own(&self, own: OwnOrigins) -> Self {
+        Self {
+            by_key: self.by_key.clone(),
+            own,
+        }
+    }
+
+    /// The gateway's own origins these sites were built with.
+    pub fn own(&self) -> &OwnOrigins {
+        &self.own
+    }
+
+    /// Admits a request with site key `key` (from `?k=`) and `Origin` header `origin`, or says
+    /// why not.
+    pub fn admit(&self, key: Option<&str>, origin: Option<&str>) -> Result<Admitted, ErrorCode> {
         let key = key
             .filter(|k| !k.is_empty())
             .ok_or(ErrorCode::MissingSiteKey)?;
@@ -45,111 +142,117 @@ impl Sites {
             .by_key
             .get_key_value(key)
             .ok_or(ErrorCode::UnknownSiteKey)?;
-        let Some(origin) = origin else {
-            return if site.require_origin {
-                Err(ErrorCode::OriginNotAllowed)
-            } else {
-                Ok(Admitted {
-                    key: key.clone(),
-                    origin: None,
-                })
-            };
-        };
-        let listed = site.origins.iter().any(|o| o.eq_ignore_ascii_case(origin));
-        let same = site.allow_same_origin && host.is_some_and(|h| same_origin(origin, h));
-        if listed || same {
-            Ok(Admitted {
-                key: key.clone(),
+        match origin {
+            None if site.require_origin => Err(ErrorCode::OriginNotAllowed),
+            None => Ok(Admitted {
+                key: Arc::clone(key),
+                origin: None,
+            }),
+            Some(origin) if site.allows(origin, &self.own) => Ok(Admitted {
+                key: Arc::clone(key),
                 origin: Some(origin.to_owned()),
-            })
-        } else {
-            Err(ErrorCode::OriginNotAllowed)
+            }),
+            Some(_) => Err(ErrorCode::OriginNotAllowed),
         }
     }
 
     /// Whether `origin` may send for some site (used for preflight answers, which carry no key
     /// in a form we can trust).
-    pub fn any_allows(&self, origin: &str, host: Option<&str>) -> bool {
-        self.by_key.values().any(|s| {
-            s.origins.iter().any(|o| o.eq_ignore_ascii_case(origin))
-                || (s.allow_same_origin && host.is_some_and(|h| same_origin(origin, h)))
-        })
+    pub fn any_allows(&self, origin: &str) -> bool {
+        self.by_key.values().any(|s| s.allows(origin, &self.own))
     }
-}
-
-/// Whether `origin` (`scheme://host[:port]`) names the same host and port as the `Host` header.
-fn same_origin(origin: &str, host: &str) -> bool {
-    let Some(rest) = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"))
-    else {
-        return false;
-    };
-    rest.eq_ignore_ascii_case(host)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn sites() -> Sites {
-        Sites::new(&[
-            SiteConfig {
-                key: "news".into(),
-                origins: vec!["https://news.example".into()],
-                allow_same_origin: false,
-                require_origin: true,
-            },
-            SiteConfig {
-                key: "demo".into(),
-                origins: vec![],
-                allow_same_origin: true,
-                require_origin: false,
-            },
-        ])
+    fn bound(http: &str, https: Option<&str>) -> Bound {
+        Bound {
+            http: http.parse().unwrap(),
+            https: https.map(|a| a.parse().unwrap()),
+            quic: None,
+            admin: None,
+        }
+    }
+
+    fn sites(own: OwnOrigins) -> Sites {
+        Sites::new(
+            &[
+                SiteConfig {
+                    key: "news".into(),
+                    origins: vec!["https://news.example".into()],
+                    allow_same_origin: false,
+                    require_origin: true,
+                },
+                SiteConfig {
+                    key: "demo".into(),
+                    origins: vec![],
+                    allow_same_origin: true,
+                    require_origin: false,
+                },
+            ],
+            own,
+        )
     }
 
     #[test]
     fn keys_and_origins() {
-        let s = sites();
-        assert_eq!(s.admit(None, None, None), Err(ErrorCode::MissingSiteKey));
+        let s = sites(OwnOrigins::new(&[], Some(&bound("10.0.0.5:9000", None))));
+        assert_eq!(s.admit(None, None), Err(ErrorCode::MissingSiteKey));
+        assert_eq!(s.admit(Some("nope"), None), Err(ErrorCode::UnknownSiteKey));
         assert_eq!(
-            s.admit(Some("nope"), None, None),
-            Err(ErrorCode::UnknownSiteKey)
-        );
-        assert_eq!(
-            s.admit(Some("news"), Some("https://news.example"), None)
+            s.admit(Some("news"), Some("https://news.example"))
                 .unwrap()
                 .origin
                 .as_deref(),
             Some("https://news.example")
         );
         assert_eq!(
-            s.admit(Some("news"), Some("https://evil.example"), None),
+            s.admit(Some("news"), Some("https://evil.example")),
             Err(ErrorCode::OriginNotAllowed)
         );
         assert_eq!(
-            s.admit(Some("news"), None, None),
+            s.admit(Some("news"), None),
             Err(ErrorCode::OriginNotAllowed)
         );
-        assert!(s.admit(Some("demo"), None, None).is_ok());
-        assert!(
-            s.admit(
-                Some("demo"),
-                Some("http://10.0.0.5:9000"),
-                Some("10.0.0.5:9000")
-            )
-            .is_ok()
-        );
+        assert!(s.admit(Some("demo"), None).is_ok());
+        assert!(s.admit(Some("demo"), Some("http://10.0.0.5:9000")).is_ok());
         assert_eq!(
-            s.admit(
-                Some("demo"),
-                Some("http://evil.example"),
-                Some("10.0.0.5:9000")
-            ),
+            s.admit(Some("demo"), Some("http://evil.example")),
             Err(ErrorCode::OriginNotAllowed)
         );
-        assert!(s.any_allows("https://news.example", None));
-        assert!(!s.any_allows("https://evil.example", Some("x")));
+        assert!(s.any_allows("https://news.example"));
+        assert!(!s.any_allows("https://evil.example"));
+    }
+
+    #[test]
+    fn own_origins_come_from_the_config_and_the_listeners_only() {
+        let own = OwnOrigins::new(
+            &["https://Pulse.Example.com".into()],
+            Some(&bound("127.0.0.1:8080", Some("0.0.0.0:443"))),
+        );
+        for yes in [
+            "https://pulse.example.com",
+            "http://127.0.0.1:8080",
+            "http://localhost:8080",
+            "https://localhost",
+            "https://localhost:443",
+            "https://127.0.0.1",
+            "https://[::1]",
+        ] {
+            assert!(own.contains(yes), "{yes}: {:?}", own.list());
+        }
+        for no in [
+            "http://evil.example",
+            "http://127.0.0.1:8081",
+            "https://127.0.0.1:8080",
+            "http://localhost",
+        ] {
+            assert!(!own.contains(no), "{no}");
+        }
+        let v6 = OwnOrigins::new(&[], Some(&bound("[2001:db8::1]:80", None)));
+        assert!(v6.contains("http://[2001:db8::1]"));
+        assert!(v6.contains("http://[2001:db8::1]:80"));
     }
 }

@@ -7,6 +7,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use pulse_http::{Millis, Transport};
+use pulse_protocol::{RateLimit, is_token};
 use pulse_scorer::{Bundle, EngineConfig};
 use serde::{Deserialize, Serialize};
 
@@ -37,36 +39,6 @@ pub enum ConfigError {
     Invalid(Vec<String>),
 }
 
-/// A duration in milliseconds, at least 1.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
-#[serde(try_from = "u64", into = "u64")]
-pub struct Millis(Duration);
-
-impl Millis {
-    /// The duration.
-    pub fn get(self) -> Duration {
-        self.0
-    }
-}
-
-impl TryFrom<u64> for Millis {
-    type Error = String;
-
-    fn try_from(ms: u64) -> Result<Self, Self::Error> {
-        if ms == 0 {
-            Err("a duration must be at least 1 ms".into())
-        } else {
-            Ok(Self(Duration::from_millis(ms)))
-        }
-    }
-}
-
-impl From<Millis> for u64 {
-    fn from(m: Millis) -> Self {
-        m.0.as_millis() as Self
-    }
-}
-
 /// The whole configuration file.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -92,6 +64,9 @@ pub struct Config {
     /// Where accepted events are made durable.
     #[serde(default)]
     pub sink: SinkConfig,
+    /// How much of refused input the embedded store keeps, and for how long.
+    #[serde(default)]
+    pub dead_letters: DeadLetters,
     /// The sites allowed to send events, each with its key and origins.
     #[serde(default)]
     pub sites: Vec<SiteConfig>,
@@ -118,6 +93,13 @@ pub struct ScorerConfig {
     /// How often stored reader state is swept for readers past the bundle's TTL, in seconds.
     /// Default 600.
     pub sweep_interval_s: u32,
+    /// The request header that carries the reader's country (two letters), set by the CDN or
+    /// proxy in front of the gateway (`CF-IPCountry`, `CloudFront-Viewer-Country`, ...); rules
+    /// read it as `request.country`. Default none: the country is unknown.
+    pub country_header: Option<String>,
+    /// Whether a decision's snapshot in the decision log holds every feature's value (for
+    /// training a first model), not only those the decision read. Default false.
+    pub full_snapshots: bool,
 }
 
 impl Default for ScorerConfig {
@@ -126,8 +108,10 @@ impl Default for ScorerConfig {
             bundle: None,
             cache_mb: 64,
             partitions: 32,
-            flush_interval_ms: Millis(Duration::from_secs(1)),
+            flush_interval_ms: Millis::from_ms(1000),
             sweep_interval_s: 600,
+            country_header: None,
+            full_snapshots: false,
         }
     }
 }
@@ -140,7 +124,7 @@ impl ScorerConfig {
             cache_bytes: (self.cache_mb as usize) << 20,
             flush_interval: self.flush_interval_ms.get(),
             sweep_interval: Duration::from_secs(u64::from(self.sweep_interval_s)),
-            ..EngineConfig::default()
+            full_snapshots: self.full_snapshots,
         }
     }
 
@@ -192,6 +176,12 @@ pub struct ServerConfig {
     /// token is generated and written to `<data>/admin.token`. Default: none.
     #[serde(default)]
     pub admin_token: Option<String>,
+    /// The origins at which pages reach this gateway, as browsers send them in `Origin`
+    /// (`https://pulse.example.com`), besides its own listen addresses: what a site with
+    /// `allow_same_origin` admits. Needed behind a proxy, under a host name, or when listening
+    /// on an unspecified address (`0.0.0.0`). Default: none.
+    #[serde(default)]
+    pub public_origins: Vec<String>,
     /// Peers whose `Forwarded` / `X-Forwarded-For` headers are believed (addresses or CIDR
     /// blocks, e.g. `10.0.0.0/8`). Default: none (the socket's address is the client's).
     #[serde(default)]
@@ -238,6 +228,7 @@ impl Default for ServerConfig {
             http3: true,
             admin_listen: default_admin_listen(),
             admin_token: None,
+            public_origins: Vec::new(),
             trusted_proxies: Vec::new(),
             data: default_data(),
             site_dir: None,
@@ -277,16 +268,16 @@ fn default_max_decoded() -> usize {
     pulse_protocol::DEFAULT_MAX_DECODED_BYTES
 }
 fn default_header_timeout() -> Millis {
-    Millis(Duration::from_secs(10))
+    Millis::from_ms(10_000)
 }
 fn default_body_timeout() -> Millis {
-    Millis(Duration::from_secs(10))
+    Millis::from_ms(10_000)
 }
 fn default_store_deadline() -> Millis {
-    Millis(Duration::from_secs(5))
+    Millis::from_ms(5_000)
 }
 fn default_decision_deadline() -> Millis {
-    Millis(Duration::from_millis(50))
+    Millis::from_ms(50)
 }
 
 impl Default for Limits {
@@ -364,45 +355,6 @@ impl From<IpNet> for String {
     }
 }
 
-/// `[transport]`: connection-level limits of the listeners. Every limit has a safe default.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Transport {
-    /// Open TCP connections (cleartext and TLS together); past it the gateway stops accepting
-    /// until one closes. Default 10000.
-    pub max_connections: usize,
-    /// Largest request head (request line and headers) in bytes: HTTP/1.1 read buffer, HTTP/2
-    /// header list, HTTP/3 field section. At least 8192. Default 16384.
-    pub max_header_bytes: usize,
-    /// Most headers in one HTTP/1.1 request. Default 64.
-    pub max_headers: usize,
-    /// Time for a TLS handshake, in ms. Default 10000.
-    pub tls_handshake_timeout_ms: Millis,
-    /// HTTP/2 streams a connection may have open at once. Default 100.
-    pub h2_max_concurrent_streams: u32,
-    /// Open QUIC connections; past it new ones are refused. Default 10000.
-    pub quic_max_connections: usize,
-    /// HTTP/3 request streams a QUIC connection may have open at once. Default 100.
-    pub quic_max_streams: u32,
-    /// A QUIC connection idle this long is closed, in ms. Default 30000.
-    pub quic_idle_timeout_ms: Millis,
-}
-
-impl Default for Transport {
-    fn default() -> Self {
-        Self {
-            max_connections: 10_000,
-            max_header_bytes: 16_384,
-            max_headers: 64,
-            tls_handshake_timeout_ms: Millis(Duration::from_secs(10)),
-            h2_max_concurrent_streams: 100,
-            quic_max_connections: 10_000,
-            quic_max_streams: 100,
-            quic_idle_timeout_ms: Millis(Duration::from_secs(30)),
-        }
-    }
-}
-
 /// A token bucket: `per_second` sustained, up to `burst` at once. `per_second = 0` turns the
 /// limit off.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -458,7 +410,20 @@ impl Default for RateLimits {
     }
 }
 
+/// The most keys the rate limiter may be asked to track (and what the config file can hold).
+pub const MAX_RATE_LIMIT_KEYS: usize = 100_000_000;
+
 impl RateLimits {
+    /// The rate of one limit.
+    pub fn rate(&self, limit: RateLimit) -> Rate {
+        match limit {
+            RateLimit::IpRequests => self.ip_requests,
+            RateLimit::SiteEvents => self.site_events,
+            RateLimit::SiteBytes => self.site_bytes,
+            RateLimit::GlobalRequests => self.global_requests,
+        }
+    }
+
     /// Every problem with these limits, given the largest body a request may have.
     pub fn problems(&self, max_body_bytes: usize) -> Vec<String> {
         let mut problems = Vec::new();
@@ -476,21 +441,22 @@ impl RateLimits {
                 "rate_limits.site_bytes.burst must be at least limits.max_body_bytes ({body}), or the limit off"
             ));
         }
-        for (name, rate) in [
-            ("ip_requests", self.ip_requests),
-            ("site_events", self.site_events),
-            ("site_bytes", self.site_bytes),
-            ("global_requests", self.global_requests),
-        ] {
+        for limit in RateLimit::ALL {
+            let rate = self.rate(limit);
             if rate.is_on() && rate.burst < rate.per_second {
                 problems.push(format!(
-                    "rate_limits.{name}.burst ({}) must be at least per_second ({})",
-                    rate.burst, rate.per_second
+                    "rate_limits.{}.burst ({}) must be at least per_second ({})",
+                    limit.as_str(),
+                    rate.burst,
+                    rate.per_second
                 ));
             }
         }
-        if self.max_keys == 0 {
-            problems.push("rate_limits.max_keys must be at least 1".to_owned());
+        if self.max_keys == 0 || self.max_keys > MAX_RATE_LIMIT_KEYS {
+            problems.push(format!(
+                "rate_limits.max_keys must be 1 to {MAX_RATE_LIMIT_KEYS}, not {}",
+                self.max_keys
+            ));
         }
         problems
     }
@@ -535,10 +501,12 @@ pub struct KafkaConfig {
     pub queue_max_messages: u32,
     /// Kilobytes the producer may hold in memory (same effect). Default 65536.
     pub queue_max_kbytes: u32,
-    /// Time the producer waits to fill a Kafka batch, in ms (`linger.ms`). Default 5.
+    /// Time the producer waits to fill a Kafka batch, in ms (`linger.ms`). Default 1: every page
+    /// waits for its batch's acknowledgement, and under load batches fill while others are in
+    /// flight anyway (librdkafka's own default, 5, doubled the median answer time in the bench).
     pub linger_ms: u32,
     /// Compression of Kafka batches: `none`, `gzip`, `snappy`, `lz4` or `zstd`. Default `lz4`.
-    pub compression: String,
+    pub compression: Compression,
     /// Further librdkafka producer properties (e.g. `security.protocol`, `sasl.*`); they may not
     /// weaken idempotence or `acks`.
     pub properties: BTreeMap<String, String>,
@@ -550,12 +518,65 @@ impl Default for KafkaConfig {
             brokers: "127.0.0.1:9092".to_owned(),
             events_topic: "pulse.events".to_owned(),
             deadletter_topic: "pulse.deadletter".to_owned(),
-            delivery_timeout_ms: Millis(Duration::from_secs(5)),
+            delivery_timeout_ms: Millis::from_ms(5_000),
             queue_max_messages: 100_000,
             queue_max_kbytes: 65_536,
-            linger_ms: 5,
-            compression: "lz4".to_owned(),
+            linger_ms: 1,
+            compression: Compression::Lz4,
             properties: BTreeMap::new(),
+        }
+    }
+}
+
+/// How Kafka batches are compressed (librdkafka's `compression.type`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    /// None.
+    None,
+    /// gzip.
+    Gzip,
+    /// Snappy.
+    Snappy,
+    /// LZ4 (the default).
+    #[default]
+    Lz4,
+    /// zstd.
+    Zstd,
+}
+
+impl Compression {
+    /// librdkafka's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Gzip => "gzip",
+            Self::Snappy => "snappy",
+            Self::Lz4 => "lz4",
+            Self::Zstd => "zstd",
+        }
+    }
+}
+
+/// `[dead_letters]`: what the embedded store keeps of refused input. Each dead letter keeps at
+/// most 4 KiB of what was refused (the protocol's `DEAD_LETTER_MAX_RAW`), and what it takes
+/// counts against the site's `site_bytes` limit. In Kafka mode the topic's own retention
+/// applies instead.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeadLetters {
+    /// Most bytes of dead letters kept on disk (compressed); past it the oldest are deleted.
+    /// Default 268435456 (256 MiB). At least 1048576.
+    pub max_bytes: u64,
+    /// Hours a dead letter is kept. Default 168 (a week). At least 1.
+    pub retention_hours: u32,
+}
+
+impl Default for DeadLetters {
+    fn default() -> Self {
+        Self {
+            max_bytes: 256 << 20,
+            retention_hours: 168,
         }
     }
 }
@@ -570,8 +591,9 @@ pub struct SiteConfig {
     /// (`https://news.example`, no path). Default: none.
     #[serde(default)]
     pub origins: Vec<String>,
-    /// Also allow pages served by the gateway itself (the `Origin` equals the request's `Host`).
-    /// Default false; the demo site sets it so that `--listen` on any address works.
+    /// Also allow pages served by the gateway itself: an `Origin` that is one of
+    /// `server.public_origins` or one of the gateway's listen addresses (never whatever the
+    /// request's `Host` says). Default false.
     #[serde(default)]
     pub allow_same_origin: bool,
     /// Refuse requests without an `Origin` header (server-side senders). Default false.
@@ -603,6 +625,24 @@ impl Config {
         config.path = Some(path.to_owned());
         config.scorer.load_bundle()?;
         Ok(config)
+    }
+
+    /// What the listeners need: addresses, certificate files, limits of every protocol.
+    pub fn listen_settings(&self) -> pulse_http::Settings {
+        let server = &self.server;
+        pulse_http::Settings {
+            listen: server.listen,
+            tls_listen: server.tls_listen,
+            http3: server.http3,
+            admin_listen: Some(server.admin_listen),
+            tls_cert: server.tls_cert.clone(),
+            tls_key: server.tls_key.clone(),
+            data: server.data.clone(),
+            transport: self.transport.clone(),
+            header_read_timeout: self.limits.header_read_timeout_ms.get(),
+            body_timeout: self.limits.body_timeout_ms.get(),
+            max_body_bytes: self.limits.max_body_bytes,
+        }
     }
 
     /// Parses and checks configuration text (paths stay as written).
@@ -650,7 +690,6 @@ impl Config {
             problems.push("transport.max_header_bytes must be at least 8192".to_owned());
         }
         problems.extend(self.rate_limits.problems(self.limits.max_body_bytes));
-        let kafka = &self.sink.kafka;
         for key in self.sink.kafka.properties.keys() {
             if matches!(
                 key.as_str(),
@@ -661,21 +700,22 @@ impl Config {
                 ));
             }
         }
-        if !["none", "gzip", "snappy", "lz4", "zstd"].contains(&kafka.compression.as_str()) {
-            problems.push(format!(
-                "sink.kafka.compression must be none, gzip, snappy, lz4 or zstd, not {:?}",
-                kafka.compression
-            ));
+        if self.dead_letters.max_bytes < 1 << 20 {
+            problems.push("dead_letters.max_bytes must be at least 1048576".to_owned());
+        }
+        if self.dead_letters.retention_hours == 0 {
+            problems.push("dead_letters.retention_hours must be at least 1".to_owned());
+        }
+        for (k, origin) in self.server.public_origins.iter().enumerate() {
+            if !is_origin(origin) {
+                problems.push(format!(
+                    "server.public_origins[{k}] must be scheme://host[:port] without a path, not {origin:?}"
+                ));
+            }
         }
         let mut seen = HashMap::new();
         for (i, site) in self.sites.iter().enumerate() {
-            let key_ok = !site.key.is_empty()
-                && site.key.len() <= pulse_protocol::MAX_TOKEN_LEN
-                && site
-                    .key
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-            if !key_ok {
+            if !is_token(&site.key) {
                 problems.push(format!(
                     "sites[{i}].key must be 1 to 64 characters of [A-Za-z0-9_-]"
                 ));
@@ -684,10 +724,7 @@ impl Config {
                 problems.push(format!("sites[{i}].key repeats sites[{j}].key"));
             }
             for (k, origin) in site.origins.iter().enumerate() {
-                let ok = (origin.starts_with("http://") || origin.starts_with("https://"))
-                    && !origin.ends_with('/')
-                    && origin.splitn(4, '/').nth(3).is_none();
-                if !ok {
+                if !is_origin(origin) {
                     problems.push(format!(
                         "sites[{i}].origins[{k}] must be scheme://host[:port] without a path, not {origin:?}"
                     ));
@@ -700,6 +737,13 @@ impl Config {
             Err(ConfigError::Invalid(problems))
         }
     }
+}
+
+/// Whether `origin` is `scheme://host[:port]` with an http(s) scheme and no path.
+fn is_origin(origin: &str) -> bool {
+    (origin.starts_with("http://") || origin.starts_with("https://"))
+        && !origin.ends_with('/')
+        && origin.splitn(4, '/').nth(3).is_none()
 }
 
 #[cfg(test)]
@@ -736,6 +780,24 @@ mod tests {
             panic!("accepted")
         };
         assert_eq!(problems.len(), 5, "{problems:#?}");
+    }
+
+    #[test]
+    fn new_keys_are_checked() {
+        let text = "[server]\npublic_origins = [\"https://a.example/x\", \"ftp://b\"]\n\
+                    [dead_letters]\nmax_bytes = 10\nretention_hours = 0\n\
+                    [rate_limits]\nmax_keys = 100000001";
+        let Err(ConfigError::Invalid(problems)) = Config::parse(text) else {
+            panic!("accepted")
+        };
+        assert_eq!(problems.len(), 5, "{problems:#?}");
+        let ok = Config::parse(
+            "[server]\npublic_origins = [\"https://pulse.example.com\"]\n[sink.kafka]\ncompression = \"zstd\"",
+        )
+        .unwrap();
+        assert_eq!(ok.sink.kafka.compression, Compression::Zstd);
+        let err = Config::parse("[sink.kafka]\ncompression = \"brotli\"").unwrap_err();
+        assert!(err.to_string().contains("compression"), "{err}");
     }
 
     #[test]

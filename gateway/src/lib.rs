@@ -1,47 +1,54 @@
-//! The Pulse ingest gateway: it admits batches from publisher pages (site key, origin), decodes
-//! them with hard caps, appends the accepted events durably, asks the scorer for a decision and
-//! answers with both. It also serves the tracker and the demo site.
+//! The Pulse ingest gateway: it admits batches from publisher pages (site key, origin, rate
+//! limits), decodes them with hard caps, parses each once, appends the accepted events durably,
+//! asks the scorer for a decision and answers with both. It also serves the tracker and the
+//! demo site, and the admin API.
 //!
-//! IO lives in [`serve_all`] (sockets: TCP, TLS, QUIC) and the sink (disk); admission, decoding and the scorer's core
-//! are pure and tested without either.
+//! The listeners live in `pulse-http` (shared with the benchmark floor); here: the ingest path
+//! (`ingest`, `decide`), the control side (`control`, `admit`, `ratelimit`), the stores (`log`
+//! for the event and dead-letter logs, `state` for reader state) and the sinks. IO lives in the
+//! log writer, the stores and the sinks; admission, parsing and the scorer's core are pure.
 
 mod admin;
 mod admit;
+mod app;
 mod config;
-mod decode;
+mod control;
+mod decide;
 mod entitlements;
+mod gateway;
 mod ingest;
-mod listen;
+mod log;
 mod metrics;
-mod quic;
+mod pool;
 mod ratelimit;
-mod server;
+mod routes;
 mod signing;
 mod sink;
+mod state;
 mod statics;
-mod tls;
+mod token;
 
-pub use admin::{
-    ChangeError, TOKEN_ENV, TokenSource, admin_token, apply_limits, merge_limits, serve_admin,
-    token_file, write_back,
-};
-pub use admit::{Admitted, Sites};
+pub use admit::{Admitted, OwnOrigins, Sites};
+pub use app::serve;
 pub use config::{
-    BUILTIN_BUNDLE, Config, ConfigError, IpNet, KafkaConfig, Limits, Millis, Rate, RateLimits,
-    ScorerConfig, ServerConfig, SinkConfig, SinkKind, SiteConfig, Transport,
+    BUILTIN_BUNDLE, Compression, Config, ConfigError, DeadLetters, IpNet, KafkaConfig, Limits,
+    MAX_RATE_LIMIT_KEYS, Millis, Rate, RateLimits, ScorerConfig, ServerConfig, SinkConfig,
+    SinkKind, SiteConfig, Transport,
 };
-pub use decode::{DecodeError, Encoding, decode, sniff};
+pub use control::{Applied, ChangeError, Control, merge_limits, write_back};
+pub use decide::{BundleChange, Decided, Decider};
 pub use entitlements::{
     MAX_ENTITLEMENTS, MAX_TOKEN_BYTES, TokenError, TokenKeySpec, TokenKeys, Vouched, sign_hs256,
 };
-pub use ingest::{ApiError, BundleChange, Gateway, now_ms};
-pub use listen::{App, ListenError, Listeners, serve, serve_all};
-pub use metrics::{Histogram, LIMIT_NAMES, Metrics};
-pub use quic::H3Body;
+pub use gateway::{Gateway, OpenError};
+pub use ingest::{Ingest, now_ms};
+pub use log::{AppliedGuard, EventLog, LogError, LogFiles, LogSettings, StoredEvent};
+pub use metrics::{Histogram, Metrics};
+pub use pool::BufPool;
 pub use ratelimit::{Limited, RateLimiter, client_ip};
-pub use server::{ConnInfo, Protocol, Resp, handle};
 pub use signing::{DECISION_TTL_S, DecisionSigner, SigningError};
-pub use sink::{
-    AppliedGuard, BoxFuture, EmbeddedStore, Receipt, Sink, SinkBatch, SinkError, StoredEvent,
-};
-pub use tls::{Certified, TlsError};
+pub use sink::{BoxFuture, EmbeddedSink, Receipt, RecordKind, Records, Sink, SinkBatch, SinkError};
+pub use token::{TOKEN_ENV, TokenSource, admin_token, token_file};
+
+// The listeners the gateway runs on, for its binary and its tests.
+pub use pulse_http::{App, Bound, ConnInfo, Endpoint, Listeners, Protocol, serve_all};

@@ -6,11 +6,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use pulse_gateway::{
-    Config, EmbeddedStore, Gateway, Listeners, TOKEN_ENV, TokenSource, admin_token, serve_admin,
-    serve_all,
-};
-use tokio::sync::watch;
+use pulse_gateway::{Config, Gateway, Listeners, LogFiles, TOKEN_ENV, TokenSource, serve_all};
+use pulse_protocol::{DeadLetter, EventRecord};
 
 /// The Pulse gateway: collects reader events from publisher pages, stores them durably and
 /// answers each batch with a paywall decision. With no arguments it reads ./pulse.toml when
@@ -42,10 +39,17 @@ struct Args {
 enum Command {
     /// Check the configuration file and its bundle and exit (every problem is listed).
     Check,
-    /// Work with bundles (the features and the decision the scorer runs).
+    /// Work with bundles (the features, model and rules the scorer runs).
     Bundle {
         #[command(subcommand)]
         action: BundleAction,
+        /// Admin address, overriding `server.admin_listen` (e.g. `http://127.0.0.1:9090`).
+        #[arg(long, global = true, value_name = "URL")]
+        admin: Option<String>,
+        /// Admin token, overriding `PULSE_ADMIN_TOKEN`, `server.admin_token` and
+        /// `<data>/admin.token`.
+        #[arg(long, global = true, value_name = "TOKEN")]
+        token: Option<String>,
     },
     /// Show one reader of a running gateway: every feature's value and what it is made of,
     /// and the decision the active bundle makes now ("why was this reader walled?").
@@ -61,7 +65,7 @@ enum Command {
         token: Option<String>,
     },
     /// Print the stored events (or dead letters) as JSON lines and exit. The gateway must be
-    /// stopped: the store is opened exclusively.
+    /// stopped: the log is opened exclusively.
     Dump {
         /// Print dead letters instead of events.
         #[arg(long)]
@@ -83,11 +87,14 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum BundleAction {
-    /// Check a bundle file: prints its id and features, or every problem (exit status 1).
+    /// Check a bundle file (and its model): prints its id, features, model and rules, or every
+    /// problem (exit status 1). Needs no running gateway.
     Check {
         /// The bundle (TOML).
         file: PathBuf,
     },
+    /// Show the bundle a running gateway decides with (JSON).
+    Show,
 }
 
 #[derive(Subcommand, Debug)]
@@ -114,6 +121,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     if let Some(Command::Bundle {
         action: BundleAction::Check { file },
+        ..
     }) = &args.command
     {
         return bundle_check(file);
@@ -136,15 +144,27 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Check) => {
             let bundle = config.scorer.load_bundle()?;
             println!(
-                "configuration ok: {} site(s), bundle {} ({}, {} features)",
+                "configuration ok: {} site(s), bundle {} ({}, {} features, {} rules)",
                 config.sites.len(),
                 bundle.id,
                 bundle.name,
-                bundle.features.len()
+                bundle.features.len(),
+                bundle.rules.len()
             );
             Ok(())
         }
-        Some(Command::Bundle { .. }) => Ok(()),
+        Some(Command::Bundle {
+            action,
+            admin,
+            token,
+        }) => match action {
+            BundleAction::Check { .. } => Ok(()),
+            BundleAction::Show => {
+                let value = admin_call(&config, admin, token, "GET", "/admin/bundle", None)?;
+                println!("{}", serde_json::to_string_pretty(&value)?);
+                Ok(())
+            }
+        },
         Some(Command::Reader { id, admin, token }) => {
             let path = format!("/admin/readers/{}", percent_encode(&id));
             let value = admin_call(&config, admin, token, "GET", &path, None)?;
@@ -162,14 +182,18 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn dump(config: &Config, dead_letters: bool) -> anyhow::Result<()> {
-    let store = EmbeddedStore::open(&config.server.data)?;
+    let files = LogFiles::open(&config.server.data)?;
+    // Records are stored as received (the client's whitespace and escapes included): print
+    // each one re-serialized, one line per record.
     if dead_letters {
-        for dl in store.dead_letters()? {
-            println!("{}", serde_json::to_string(&dl)?);
+        for stored in files.dead_letter_bytes() {
+            let letter: DeadLetter = serde_json::from_slice(&stored?)?;
+            println!("{}", serde_json::to_string(&letter)?);
         }
     } else {
-        for stored in store.events_from(0) {
-            println!("{}", serde_json::to_string(&stored?.record)?);
+        for stored in files.events_from(0) {
+            let record: EventRecord = stored?.record()?;
+            println!("{}", serde_json::to_string(&record)?);
         }
     }
     Ok(())
@@ -182,96 +206,75 @@ fn run(config: Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let data = config.server.data.clone();
-        let gateway = Arc::new(
-            Gateway::open(config)
-                .with_context(|| format!("opening the store in {}", data.display()))?,
-        );
-        let listeners = Listeners::bind(&gateway.config)
+        let listeners = Listeners::bind(config.listen_settings())
             .await
             .context("binding the listeners")?;
-        let server = &gateway.config.server;
-        let admin_listener = tokio::net::TcpListener::bind(server.admin_listen)
-            .await
-            .with_context(|| format!("binding the admin address {}", server.admin_listen))?;
-        let (token, source) = admin_token(&gateway.config).context("preparing the admin token")?;
-        let admin_addr = admin_listener.local_addr()?;
-        let addr = listeners.http_addr();
-        // The first line on stdout names the address (tests and scripts read it).
-        println!("pulse gateway listening on http://{addr}/");
-        println!("pulse admin listening on http://{admin_addr}/");
-        if let Some(tls) = listeners.https_addr() {
-            let quic = if listeners.quic_addr().is_some() {
-                "; QUIC: h3"
-            } else {
-                ""
-            };
-            println!("pulse gateway listening on https://{tls}/ (TLS: h2, http/1.1{quic})");
-        }
-        if let Some(cert) = listeners.certificate() {
-            let kind = if cert.self_signed {
-                " (self-signed)"
-            } else {
-                ""
-            };
-            println!("  certificate: {}{kind}", cert.cert_path.display());
-            println!("  sha256:      {}", cert.sha256);
-            println!("  spki sha256: {}", cert.spki_sha256_base64);
-            tracing::info!(
-                cert = %cert.cert_path.display(),
-                self_signed = cert.self_signed,
-                sha256 = %cert.sha256,
-                spki_sha256 = %cert.spki_sha256_base64,
-                "TLS certificate"
-            );
-        }
-        if server.site_dir.is_some() {
-            println!("  demo site:  http://{addr}/   (the first three articles are free)");
-        }
-        println!("  collect:    POST http://{addr}/v1/collect?k=<site key>");
-        println!("  health:     http://{addr}/healthz");
-        println!(
-            "  admin:      http://{admin_addr}/admin/limits, /metrics (token {})",
-            match &source {
-                TokenSource::Env => format!("from {TOKEN_ENV}"),
-                TokenSource::Config => "from server.admin_token".to_owned(),
-                TokenSource::File(path) => format!("in {}", path.display()),
-            }
+        let gateway = Arc::new(
+            Gateway::open(config)
+                .with_context(|| format!("opening the stores in {}", data.display()))?,
         );
-        println!("  store:      {}", data.display());
-        println!("  sink:       {}", gateway.sink().kind());
-
-        let (stop_tx, stop_rx) = watch::channel(false);
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            let _ = stop_tx.send(true);
-        });
-        let stopped = |mut rx: watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        };
-        tokio::spawn(serve_admin(
-            Arc::clone(&gateway),
-            admin_listener,
-            token,
-            stopped(stop_rx.clone()),
-        ));
+        print_addresses(&gateway, &listeners);
         tokio::spawn(reload_on_hangup(Arc::clone(&gateway)));
-        let sweeper = Arc::clone(&gateway);
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(std::time::Duration::from_secs(10));
-            loop {
-                every.tick().await;
-                sweeper.limiter.sweep();
-            }
-        });
-        serve_all(gateway, listeners, stopped(stop_rx)).await?;
+        serve_all(gateway, listeners, shutdown_signal()).await?;
         tracing::info!("stopped");
         Ok(())
     })
 }
 
-/// Re-reads the config file on SIGHUP and applies what can change while running: rate limits,
-/// sites (keys and origins) and the bundle (a bundle with new features is rebuilt from the log
-/// first). A bad file or bundle is reported with every problem and changes nothing.
+/// The addresses on stdout: the first line names the HTTP address (tests and scripts read it).
+fn print_addresses(gateway: &Gateway, listeners: &Listeners) {
+    let addr = listeners.http_addr();
+    println!("pulse gateway listening on http://{addr}/");
+    if let Some(admin) = listeners.admin_addr() {
+        println!("pulse admin listening on http://{admin}/");
+    }
+    if let Some(tls) = listeners.https_addr() {
+        let quic = if listeners.quic_addr().is_some() {
+            "; QUIC: h3"
+        } else {
+            ""
+        };
+        println!("pulse gateway listening on https://{tls}/ (TLS: h2, http/1.1{quic})");
+    }
+    if let Some(cert) = listeners.certificate() {
+        let kind = if cert.self_signed {
+            " (self-signed)"
+        } else {
+            ""
+        };
+        println!("  certificate: {}{kind}", cert.cert_path.display());
+        println!("  sha256:      {}", cert.sha256);
+        println!("  spki sha256: {}", cert.spki_sha256_base64);
+        tracing::info!(
+            cert = %cert.cert_path.display(),
+            self_signed = cert.self_signed,
+            sha256 = %cert.sha256,
+            spki_sha256 = %cert.spki_sha256_base64,
+            "TLS certificate"
+        );
+    }
+    let server = &gateway.config.server;
+    if server.site_dir.is_some() {
+        println!("  demo site:  http://{addr}/   (the first three articles are free)");
+    }
+    println!("  collect:    POST http://{addr}/v1/collect?k=<site key>");
+    println!("  health:     http://{addr}/healthz");
+    if let Some(admin) = listeners.admin_addr() {
+        println!(
+            "  admin:      http://{admin}/admin/limits, /admin/reload, /metrics (token {})",
+            match gateway.admin_token_source() {
+                TokenSource::Env => format!("from {TOKEN_ENV}"),
+                TokenSource::Config => "from server.admin_token".to_owned(),
+                TokenSource::File(path) => format!("in {}", path.display()),
+            }
+        );
+    }
+    println!("  store:      {}", server.data.display());
+    println!("  sink:       {}", gateway.sink_kind());
+}
+
+/// Re-reads the config file on SIGHUP and applies what can change while running (the same
+/// reload as `POST /admin/reload`). A bad file is reported and changes nothing.
 async fn reload_on_hangup(gateway: Arc<Gateway>) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
@@ -279,32 +282,20 @@ async fn reload_on_hangup(gateway: Arc<Gateway>) {
         return;
     };
     while hup.recv().await.is_some() {
-        let Some(path) = gateway.config.path.clone() else {
-            tracing::warn!("SIGHUP: the gateway runs without a config file; nothing to reload");
-            continue;
-        };
-        match Config::load(&path).and_then(|c| Ok((c.scorer.load_bundle()?, c))) {
-            Ok((bundle, fresh)) => {
-                let id = bundle.id.clone();
-                let change = gateway.set_bundle(bundle);
-                if let Err(e) = &change {
-                    tracing::error!(error = %e, "SIGHUP: bundle not changed");
-                }
-                gateway.set_sites(&fresh.sites);
-                // The file already holds these limits: apply without writing back.
-                gateway.limiter.replace(&fresh.rate_limits);
-                tracing::info!(
-                    file = %path.display(),
-                    limits = ?fresh.rate_limits,
-                    bundle = %id,
-                    change = ?change,
-                    sites = fresh.sites.len(),
-                    "SIGHUP: configuration reloaded ([server], [limits], [transport], [sink] and the [scorer] cache need a restart)"
-                );
+        let gw = Arc::clone(&gateway);
+        // Reading and checking the file is blocking work: off the runtime's threads.
+        let reloaded = tokio::task::spawn_blocking(move || gw.control().reload()).await;
+        match reloaded {
+            Ok(Ok(applied)) => tracing::info!(
+                limits = ?applied.limits,
+                bundle = ?applied.bundle,
+                sites = applied.sites,
+                "SIGHUP: configuration reloaded ([server], [limits], [transport], [sink] and [dead_letters] need a restart)"
+            ),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "SIGHUP: configuration refused; nothing changed")
             }
-            Err(e) => {
-                tracing::error!(error = %e, "SIGHUP: configuration refused; nothing changed");
-            }
+            Err(e) => tracing::error!(error = %e, "SIGHUP: reload failed"),
         }
     }
 }

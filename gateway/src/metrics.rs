@@ -1,28 +1,24 @@
 //! Counters and latency histograms of everything the gateway answers, rendered in the
 //! Prometheus text format at `GET /metrics` on the admin listener. Names follow
-//! `pulse_<component>_<what>_<unit>`.
+//! `pulse_<component>_<what>_<unit>`. Every hot-path update is one atomic add: no locks.
 
-use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use pulse_protocol::{ErrorCode, RejectReason};
+use pulse_http::Protocol;
+use pulse_protocol::{ErrorCode, RateLimit, RejectReason};
 
-use crate::server::Protocol;
-
-/// The rate limits, as named in answers and metrics.
-pub const LIMIT_NAMES: [&str; 4] = [
-    "ip_requests",
-    "site_events",
-    "site_bytes",
-    "global_requests",
+/// Upper bounds of the latency buckets, in seconds: fine below 10 ms, where the targets are.
+const BUCKETS: [f64; 22] = [
+    0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.02,
+    0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// Upper bounds of the latency buckets, in seconds.
-const BUCKETS: [f64; 14] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+/// The statuses counted per protocol; any other is counted as `other`.
+/// 499 is a client that closed the connection or reset the stream before its body arrived.
+const STATUSES: [u16; 18] = [
+    200, 204, 304, 400, 401, 403, 404, 405, 408, 413, 415, 422, 429, 431, 499, 500, 503, 0,
 ];
 
 /// A latency histogram with fixed buckets (cumulative when rendered).
@@ -66,57 +62,70 @@ impl Histogram {
 /// The gateway's counters.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
-    rate_limited: [AtomicU64; LIMIT_NAMES.len()],
-    /// Time to make a batch durable in the sink.
+    requests: [[AtomicU64; STATUSES.len()]; Protocol::ALL.len()],
+    rate_limited: [AtomicU64; RateLimit::ALL.len()],
+    /// Time from a collect request's head to its answer (body, decode, log, decision).
+    pub request_latency: Histogram,
+    /// Time to make a batch durable in the sink, queueing for the log writer included.
     pub sink_latency: Histogram,
     /// Time for the scorer's decision (including fallbacks at the deadline).
     pub decision_latency: Histogram,
+    /// Time of one group commit of the embedded log (write and sync).
+    pub log_commit_latency: Histogram,
+    /// Time a batch waits in the log writer's queue before its group commit starts.
+    pub log_queue_latency: Histogram,
+    log_commits: AtomicU64,
+    log_committed_requests: AtomicU64,
     errors: [AtomicU64; ErrorCode::ALL.len()],
     rejected: [AtomicU64; RejectReason::ALL.len()],
     events_accepted: AtomicU64,
     batches_accepted: AtomicU64,
     dead_letters: AtomicU64,
+    dead_letter_bytes: AtomicU64,
+    dead_letters_stored: AtomicU64,
+    dead_letter_store_bytes: AtomicU64,
+    dead_letters_evicted: AtomicU64,
+    dead_letter_bytes_evicted: AtomicU64,
     bytes_received: AtomicU64,
     bytes_decoded: AtomicU64,
     fallback_decisions: AtomicU64,
 }
 
+fn index<T: PartialEq>(all: &[T], item: &T) -> Option<usize> {
+    all.iter().position(|x| x == item)
+}
+
 impl Metrics {
     /// Counts an answered request by protocol and status.
     pub fn request(&self, protocol: Protocol, status: u16) {
-        if let Ok(mut map) = self.requests.lock() {
-            *map.entry((protocol.as_str(), status)).or_default() += 1;
-        }
+        let p = index(&Protocol::ALL, &protocol).unwrap_or(0);
+        let s = index(&STATUSES, &status).unwrap_or(STATUSES.len() - 1);
+        self.requests[p][s].fetch_add(1, Relaxed);
     }
 
-    /// Counts a request refused by the rate limit `limit` (one of [`LIMIT_NAMES`]).
-    pub fn rate_limited(&self, limit: &str) {
-        if let Some(i) = LIMIT_NAMES.iter().position(|l| *l == limit) {
+    /// Counts a request refused by the rate limit `limit`.
+    pub fn rate_limited(&self, limit: RateLimit) {
+        if let Some(i) = index(&RateLimit::ALL, &limit) {
             self.rate_limited[i].fetch_add(1, Relaxed);
         }
     }
 
     /// Requests answered over `protocol`, any status.
     pub fn requests_by(&self, protocol: Protocol) -> u64 {
-        self.requests.lock().map_or(0, |m| {
-            m.iter()
-                .filter(|((p, _), _)| *p == protocol.as_str())
-                .map(|(_, n)| n)
-                .sum()
-        })
+        let p = index(&Protocol::ALL, &protocol).unwrap_or(0);
+        self.requests[p].iter().map(|n| n.load(Relaxed)).sum()
     }
 
     /// Counts a refused request by its code.
     pub fn error(&self, code: ErrorCode) {
-        if let Some(i) = ErrorCode::ALL.iter().position(|c| *c == code) {
+        if let Some(i) = index(&ErrorCode::ALL, &code) {
             self.errors[i].fetch_add(1, Relaxed);
         }
     }
 
     /// Counts a rejected event by its reason.
     pub fn rejected(&self, reason: RejectReason) {
-        if let Some(i) = RejectReason::ALL.iter().position(|r| *r == reason) {
+        if let Some(i) = index(&RejectReason::ALL, &reason) {
             self.rejected[i].fetch_add(1, Relaxed);
         }
     }
@@ -127,9 +136,30 @@ impl Metrics {
         self.events_accepted.fetch_add(events as u64, Relaxed);
     }
 
-    /// Counts dead letters written.
-    pub fn dead_letters(&self, n: usize) {
+    /// Counts dead letters written and the bytes they take.
+    pub fn dead_letters(&self, n: usize, bytes: usize) {
         self.dead_letters.fetch_add(n as u64, Relaxed);
+        self.dead_letter_bytes.fetch_add(bytes as u64, Relaxed);
+    }
+
+    /// What the embedded dead-letter store holds now.
+    pub fn dead_letter_store(&self, bytes: u64, records: u64) {
+        self.dead_letter_store_bytes.store(bytes, Relaxed);
+        self.dead_letters_stored.store(records, Relaxed);
+    }
+
+    /// Dead letters deleted by the size cap or the retention.
+    pub fn dead_letters_evicted(&self, records: u64, bytes: u64) {
+        self.dead_letters_evicted.fetch_add(records, Relaxed);
+        self.dead_letter_bytes_evicted.fetch_add(bytes, Relaxed);
+    }
+
+    /// One group commit of the embedded log: its duration and how many requests it covered.
+    pub fn log_commit(&self, took: Duration, requests: usize) {
+        self.log_commit_latency.observe(took);
+        self.log_commits.fetch_add(1, Relaxed);
+        self.log_committed_requests
+            .fetch_add(requests as u64, Relaxed);
     }
 
     /// Counts body bytes as received and after decoding.
@@ -145,98 +175,187 @@ impl Metrics {
 
     /// The value of the error counter for `code`.
     pub fn error_count(&self, code: ErrorCode) -> u64 {
-        ErrorCode::ALL
-            .iter()
-            .position(|c| *c == code)
-            .map_or(0, |i| self.errors[i].load(Relaxed))
+        index(&ErrorCode::ALL, &code).map_or(0, |i| self.errors[i].load(Relaxed))
     }
 
     /// The Prometheus text exposition of every counter.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        let mut counter = |name: &str, help: &str, rows: Vec<(String, u64)>| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        let mut out = String::with_capacity(16 * 1024);
+        let mut family = |kind: &str, name: &str, help: &str, rows: Vec<(String, u64)>| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for (labels, value) in rows {
                 let _ = writeln!(out, "{name}{labels} {value}");
             }
         };
-        let requests = self.requests.lock().map(|m| m.clone()).unwrap_or_default();
-        counter(
+        let mut requests = Vec::new();
+        for (p, row) in Protocol::ALL.iter().zip(&self.requests) {
+            for (status, n) in STATUSES.iter().zip(row) {
+                let n = n.load(Relaxed);
+                if n > 0 {
+                    let status = match status {
+                        0 => "other".to_owned(),
+                        s => s.to_string(),
+                    };
+                    let labels = format!("{{protocol=\"{}\",status=\"{status}\"}}", p.as_str());
+                    requests.push((labels, n));
+                }
+            }
+        }
+        family(
+            "counter",
             "pulse_gateway_requests_total",
             "Requests answered, by protocol and status.",
-            requests
-                .iter()
-                .map(|((p, s), n)| (format!("{{protocol=\"{p}\",status=\"{s}\"}}"), *n))
-                .collect(),
+            requests,
         );
-        counter(
+        let labelled = |label: &str, names: Vec<&str>, values: &[AtomicU64]| {
+            names
+                .into_iter()
+                .zip(values)
+                .map(|(v, n)| (format!("{{{label}=\"{v}\"}}"), n.load(Relaxed)))
+                .collect::<Vec<_>>()
+        };
+        family(
+            "counter",
             "pulse_gateway_rate_limited_total",
             "Requests refused by a rate limit, by limit.",
-            LIMIT_NAMES
-                .iter()
-                .zip(&self.rate_limited)
-                .map(|(l, n)| (format!("{{limit=\"{l}\"}}"), n.load(Relaxed)))
-                .collect(),
+            labelled(
+                "limit",
+                RateLimit::ALL.iter().map(|l| l.as_str()).collect(),
+                &self.rate_limited,
+            ),
         );
-        counter(
+        family(
+            "counter",
             "pulse_gateway_errors_total",
             "Requests refused, by machine-readable code.",
-            ErrorCode::ALL
-                .iter()
-                .zip(&self.errors)
-                .map(|(c, n)| (format!("{{code=\"{}\"}}", c.as_str()), n.load(Relaxed)))
-                .collect(),
+            labelled(
+                "code",
+                ErrorCode::ALL.iter().map(|c| c.as_str()).collect(),
+                &self.errors,
+            ),
         );
-        counter(
+        family(
+            "counter",
             "pulse_gateway_events_rejected_total",
             "Events rejected, by reason.",
-            RejectReason::ALL
-                .iter()
-                .zip(&self.rejected)
-                .map(|(r, n)| (format!("{{reason=\"{}\"}}", r.as_str()), n.load(Relaxed)))
-                .collect(),
+            labelled(
+                "reason",
+                RejectReason::ALL.iter().map(|r| r.as_str()).collect(),
+                &self.rejected,
+            ),
         );
         let plain = |n: &AtomicU64| vec![(String::new(), n.load(Relaxed))];
-        counter(
-            "pulse_gateway_events_accepted_total",
-            "Events accepted and durable.",
-            plain(&self.events_accepted),
-        );
-        counter(
-            "pulse_gateway_batches_accepted_total",
-            "Batches answered 200.",
-            plain(&self.batches_accepted),
-        );
-        counter(
-            "pulse_gateway_dead_letters_total",
-            "Dead letters written.",
-            plain(&self.dead_letters),
-        );
-        counter(
-            "pulse_gateway_received_bytes_total",
-            "Body bytes as received.",
-            plain(&self.bytes_received),
-        );
-        counter(
-            "pulse_gateway_decoded_bytes_total",
-            "Body bytes after decoding.",
-            plain(&self.bytes_decoded),
-        );
-        counter(
-            "pulse_gateway_fallback_decisions_total",
-            "Decisions that fell back.",
-            plain(&self.fallback_decisions),
-        );
-        self.sink_latency.render(
-            &mut out,
-            "pulse_gateway_sink_seconds",
-            "Time to make a batch durable in the sink.",
-        );
-        self.decision_latency.render(
-            &mut out,
-            "pulse_gateway_decision_seconds",
-            "Time to decide, fallbacks included.",
-        );
+        for (kind, name, help, value) in [
+            (
+                "counter",
+                "pulse_gateway_events_accepted_total",
+                "Events accepted and durable.",
+                &self.events_accepted,
+            ),
+            (
+                "counter",
+                "pulse_gateway_batches_accepted_total",
+                "Batches answered 200.",
+                &self.batches_accepted,
+            ),
+            (
+                "counter",
+                "pulse_gateway_dead_letters_total",
+                "Dead letters written.",
+                &self.dead_letters,
+            ),
+            (
+                "counter",
+                "pulse_gateway_dead_letter_bytes_total",
+                "Bytes of dead letters written (what they take in the store, counted against site_bytes).",
+                &self.dead_letter_bytes,
+            ),
+            (
+                "gauge",
+                "pulse_gateway_dead_letter_store_bytes",
+                "Bytes the embedded dead-letter store holds on disk (compressed).",
+                &self.dead_letter_store_bytes,
+            ),
+            (
+                "gauge",
+                "pulse_gateway_dead_letter_store_records",
+                "Dead letters the embedded dead-letter store holds.",
+                &self.dead_letters_stored,
+            ),
+            (
+                "counter",
+                "pulse_gateway_dead_letters_evicted_total",
+                "Dead letters deleted by dead_letters.max_bytes or retention_hours.",
+                &self.dead_letters_evicted,
+            ),
+            (
+                "counter",
+                "pulse_gateway_dead_letter_evicted_bytes_total",
+                "Bytes of dead letters deleted by the cap or the retention.",
+                &self.dead_letter_bytes_evicted,
+            ),
+            (
+                "counter",
+                "pulse_gateway_log_commits_total",
+                "Group commits of the embedded log.",
+                &self.log_commits,
+            ),
+            (
+                "counter",
+                "pulse_gateway_log_committed_requests_total",
+                "Requests made durable by those commits.",
+                &self.log_committed_requests,
+            ),
+            (
+                "counter",
+                "pulse_gateway_received_bytes_total",
+                "Body bytes as received.",
+                &self.bytes_received,
+            ),
+            (
+                "counter",
+                "pulse_gateway_decoded_bytes_total",
+                "Body bytes after decoding.",
+                &self.bytes_decoded,
+            ),
+            (
+                "counter",
+                "pulse_gateway_fallback_decisions_total",
+                "Decisions that fell back.",
+                &self.fallback_decisions,
+            ),
+        ] {
+            family(kind, name, help, plain(value));
+        }
+        for (histogram, name, help) in [
+            (
+                &self.request_latency,
+                "pulse_gateway_request_seconds",
+                "Time to answer a collect request, from its head to its answer.",
+            ),
+            (
+                &self.sink_latency,
+                "pulse_gateway_sink_seconds",
+                "Time to make a batch durable in the sink, queueing included.",
+            ),
+            (
+                &self.log_queue_latency,
+                "pulse_gateway_log_queue_seconds",
+                "Time a batch waits for the log writer before its group commit starts.",
+            ),
+            (
+                &self.log_commit_latency,
+                "pulse_gateway_log_commit_seconds",
+                "Time of one group commit of the embedded log (write and sync).",
+            ),
+            (
+                &self.decision_latency,
+                "pulse_gateway_decision_seconds",
+                "Time to decide, fallbacks included.",
+            ),
+        ] {
+            histogram.render(&mut out, name, help);
+        }
         out
     }
 }
@@ -387,22 +506,31 @@ mod tests {
         let m = Metrics::default();
         m.request(Protocol::Http1, 200);
         m.request(Protocol::Http3, 429);
-        m.rate_limited("site_bytes");
+        m.request(Protocol::Http2, 418);
+        m.rate_limited(RateLimit::SiteBytes);
         m.sink_latency.observe(Duration::from_micros(700));
         m.error(ErrorCode::OriginNotAllowed);
         m.rejected(RejectReason::PropsTooLarge);
         m.accepted(3);
+        m.dead_letter_store(4096, 2);
         let text = m.render();
-        assert!(text.contains("pulse_gateway_requests_total{protocol=\"http1\",status=\"200\"} 1"));
-        assert!(text.contains("pulse_gateway_errors_total{code=\"origin_not_allowed\"} 1"));
-        assert!(text.contains("pulse_gateway_events_rejected_total{reason=\"props_too_large\"} 1"));
-        assert!(text.contains("pulse_gateway_events_accepted_total 3"));
-        assert!(text.contains("pulse_gateway_requests_total{protocol=\"http3\",status=\"429\"} 1"));
-        assert!(text.contains("pulse_gateway_rate_limited_total{limit=\"site_bytes\"} 1"));
-        assert!(text.contains("pulse_gateway_sink_seconds_bucket{le=\"0.0005\"} 0"));
-        assert!(text.contains("pulse_gateway_sink_seconds_bucket{le=\"0.001\"} 1"));
-        assert!(text.contains("pulse_gateway_sink_seconds_bucket{le=\"+Inf\"} 1"));
-        assert!(text.contains("pulse_gateway_sink_seconds_count 1"));
+        for line in [
+            "pulse_gateway_requests_total{protocol=\"http1\",status=\"200\"} 1",
+            "pulse_gateway_requests_total{protocol=\"http3\",status=\"429\"} 1",
+            "pulse_gateway_requests_total{protocol=\"http2\",status=\"other\"} 1",
+            "pulse_gateway_errors_total{code=\"origin_not_allowed\"} 1",
+            "pulse_gateway_events_rejected_total{reason=\"props_too_large\"} 1",
+            "pulse_gateway_events_accepted_total 3",
+            "pulse_gateway_rate_limited_total{limit=\"site_bytes\"} 1",
+            "pulse_gateway_sink_seconds_bucket{le=\"0.0005\"} 0",
+            "pulse_gateway_sink_seconds_bucket{le=\"0.00075\"} 1",
+            "pulse_gateway_sink_seconds_bucket{le=\"+Inf\"} 1",
+            "pulse_gateway_sink_seconds_count 1",
+            "# TYPE pulse_gateway_dead_letter_store_bytes gauge",
+            "pulse_gateway_dead_letter_store_bytes 4096",
+        ] {
+            assert!(text.contains(line), "{line}\n{text}");
+        }
         assert_eq!(m.error_count(ErrorCode::OriginNotAllowed), 1);
         assert_eq!(m.requests_by(Protocol::Http3), 1);
     }

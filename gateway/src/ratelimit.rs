@@ -13,16 +13,20 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
+use governor::clock::{Clock, DefaultClock, Reference};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DashMapStateStore;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter as Governor};
+use pulse_protocol::RateLimit;
 
 use crate::config::{IpNet, Rate, RateLimits};
 
 /// A request refused by a limit: which one, and when to retry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limited {
-    /// `ip_requests`, `site_events`, `site_bytes` or `global_requests`.
-    pub limit: &'static str,
+    /// The limit.
+    pub limit: RateLimit,
     /// When the same request would pass.
     pub retry_after: Duration,
 }
@@ -33,91 +37,96 @@ fn quota(rate: Rate) -> Option<Quota> {
     Some(Quota::per_second(per_second).allow_burst(burst))
 }
 
-/// Seconds to wait until `earliest`, from the clock's now.
-fn wait_from(clock: &DefaultClock, earliest: <DefaultClock as Clock>::Instant) -> Duration {
-    earliest.saturating_duration_since(clock.now())
+type DirectLimiter<C> = Governor<NotKeyed, InMemoryState, C, NoOpMiddleware<<C as Clock>::Instant>>;
+type KeyedLimiter<K, C> =
+    Governor<K, DashMapStateStore<K>, C, NoOpMiddleware<<C as Clock>::Instant>>;
+
+/// The outcome of a governor check, as the time to wait.
+fn outcome<C: Clock, E>(
+    clock: &C,
+    checked: Result<Result<(), governor::NotUntil<C::Instant>>, E>,
+) -> Result<(), Duration> {
+    match checked {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(not_until)) => Err(not_until
+            .earliest_possible()
+            .duration_since(clock.now())
+            .into()),
+        // More than a whole burst: never conforms. Config checks keep bursts above the
+        // largest request, so this is a misconfiguration; answer with a full period.
+        Err(_) => Err(Duration::from_secs(1)),
+    }
 }
 
 /// One unkeyed limit.
 #[derive(Debug)]
-struct Direct {
+struct Direct<C: Clock> {
     rate: Rate,
-    limiter: DefaultDirectRateLimiter,
+    limiter: DirectLimiter<C>,
 }
 
-impl Direct {
-    fn new(rate: Rate) -> Option<Self> {
+impl<C: Clock + Clone> Direct<C> {
+    fn new(rate: Rate, clock: &C) -> Option<Self> {
         Some(Self {
             rate,
-            limiter: DefaultDirectRateLimiter::direct(quota(rate)?),
+            limiter: Governor::direct_with_clock(quota(rate)?, clock.clone()),
         })
     }
 
-    fn check(&self, n: u32, clock: &DefaultClock) -> Result<(), Duration> {
+    fn check(&self, n: u32, clock: &C) -> Result<(), Duration> {
         let Some(n) = NonZeroU32::new(n) else {
             return Ok(());
         };
-        match self.limiter.check_n(n) {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(not_until)) => Err(wait_from(clock, not_until.earliest_possible())),
-            // More than a whole burst: never conforms. Config checks keep bursts above the
-            // largest request, so this is a misconfiguration; answer with a full period.
-            Err(_) => Err(Duration::from_secs(1)),
-        }
+        outcome(clock, self.limiter.check_n(n))
     }
 }
 
 /// One limit per key, with a bounded key table and a shared overflow bucket.
 #[derive(Debug)]
-struct Keyed<K: Hash + Eq + Clone> {
+struct Keyed<K: Hash + Eq + Clone, C: Clock> {
     rate: Rate,
-    limiter: DefaultKeyedRateLimiter<K>,
-    overflow: DefaultDirectRateLimiter,
+    limiter: KeyedLimiter<K, C>,
+    overflow: DirectLimiter<C>,
     max_keys: usize,
-    /// When `retain_recent` last ran because the table was full (ms since the limiter began).
-    last_sweep_ms: AtomicU64,
-    started: std::time::Instant,
+    /// When `retain_recent` last ran because the table was full (ns since `started`).
+    last_sweep_ns: AtomicU64,
+    started: C::Instant,
 }
 
-impl<K: Hash + Eq + Clone> Keyed<K> {
-    fn new(rate: Rate, max_keys: usize) -> Option<Self> {
+impl<K: Hash + Eq + Clone, C: Clock + Clone> Keyed<K, C> {
+    fn new(rate: Rate, max_keys: usize, clock: &C) -> Option<Self> {
         let q = quota(rate)?;
         Some(Self {
             rate,
-            limiter: DefaultKeyedRateLimiter::dashmap(q),
-            overflow: DefaultDirectRateLimiter::direct(q),
+            limiter: Governor::dashmap_with_clock(q, clock.clone()),
+            overflow: Governor::direct_with_clock(q, clock.clone()),
             max_keys,
-            last_sweep_ms: AtomicU64::new(0),
-            started: std::time::Instant::now(),
+            last_sweep_ns: AtomicU64::new(0),
+            started: clock.now(),
         })
     }
 
-    fn check(&self, key: &K, n: u32, clock: &DefaultClock) -> Result<(), Duration> {
+    fn check(&self, key: &K, n: u32, clock: &C) -> Result<(), Duration> {
         let Some(n) = NonZeroU32::new(n) else {
             return Ok(());
         };
         if self.limiter.len() >= self.max_keys {
             // Full: sweep stale keys, at most every 100 ms (the sweep walks the table).
-            let now_ms = self.started.elapsed().as_millis() as u64;
-            let last = self.last_sweep_ms.load(Relaxed);
-            if now_ms >= last + 100
+            let now_ns = u64::from(clock.now().duration_since(self.started));
+            let last = self.last_sweep_ns.load(Relaxed);
+            if now_ns >= last + 100_000_000
                 && self
-                    .last_sweep_ms
-                    .compare_exchange(last, now_ms, Relaxed, Relaxed)
+                    .last_sweep_ns
+                    .compare_exchange(last, now_ns, Relaxed, Relaxed)
                     .is_ok()
             {
                 self.limiter.retain_recent();
             }
         }
-        let outcome = if self.limiter.len() < self.max_keys {
-            self.limiter.check_key_n(key, n)
+        if self.limiter.len() < self.max_keys {
+            outcome(clock, self.limiter.check_key_n(key, n))
         } else {
-            self.overflow.check_n(n)
-        };
-        match outcome {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(not_until)) => Err(wait_from(clock, not_until.earliest_possible())),
-            Err(_) => Err(Duration::from_secs(1)),
+            outcome(clock, self.overflow.check_n(n))
         }
     }
 
@@ -142,16 +151,16 @@ fn reuse<T>(
 
 /// One generation of limits; swapped whole.
 #[derive(Debug)]
-struct Set {
+struct Set<C: Clock> {
     limits: RateLimits,
-    ip: Option<Arc<Keyed<IpAddr>>>,
-    site_events: Option<Arc<Keyed<String>>>,
-    site_bytes: Option<Arc<Keyed<String>>>,
-    global: Option<Arc<Direct>>,
+    ip: Option<Arc<Keyed<IpAddr, C>>>,
+    site_events: Option<Arc<Keyed<Arc<str>, C>>>,
+    site_bytes: Option<Arc<Keyed<Arc<str>, C>>>,
+    global: Option<Arc<Direct<C>>>,
 }
 
-impl Set {
-    fn build(limits: &RateLimits, old: Option<&Self>) -> Self {
+impl<C: Clock + Clone> Set<C> {
+    fn build(limits: &RateLimits, old: Option<&Self>, clock: &C) -> Self {
         let max = limits.max_keys;
         let same_max = old.is_some_and(|o| o.limits.max_keys == max);
         let old = old.filter(|_| same_max);
@@ -160,48 +169,55 @@ impl Set {
                 old.and_then(|o| o.ip.as_ref()),
                 limits.ip_requests,
                 |k| k.rate,
-                || Keyed::new(limits.ip_requests, max),
+                || Keyed::new(limits.ip_requests, max, clock),
             ),
             site_events: reuse(
                 old.and_then(|o| o.site_events.as_ref()),
                 limits.site_events,
                 |k| k.rate,
-                || Keyed::new(limits.site_events, max),
+                || Keyed::new(limits.site_events, max, clock),
             ),
             site_bytes: reuse(
                 old.and_then(|o| o.site_bytes.as_ref()),
                 limits.site_bytes,
                 |k| k.rate,
-                || Keyed::new(limits.site_bytes, max),
+                || Keyed::new(limits.site_bytes, max, clock),
             ),
             global: reuse(
                 old.and_then(|o| o.global.as_ref()),
                 limits.global_requests,
                 |d| d.rate,
-                || Direct::new(limits.global_requests),
+                || Direct::new(limits.global_requests, clock),
             ),
             limits: limits.clone(),
         }
     }
 }
 
-/// The gateway's rate limits.
+/// The gateway's rate limits, on clock `C` (the real one but in tests).
 #[derive(Debug)]
-pub struct RateLimiter {
-    current: RwLock<Arc<Set>>,
-    clock: DefaultClock,
+pub struct RateLimiter<C: Clock = DefaultClock> {
+    current: RwLock<Arc<Set<C>>>,
+    clock: C,
 }
 
 impl RateLimiter {
-    /// Limits as configured.
+    /// Limits as configured, on the real clock.
     pub fn new(limits: &RateLimits) -> Self {
+        Self::with_clock(limits, DefaultClock::default())
+    }
+}
+
+impl<C: Clock + Clone> RateLimiter<C> {
+    /// Limits as configured, on `clock`.
+    pub fn with_clock(limits: &RateLimits, clock: C) -> Self {
         Self {
-            current: RwLock::new(Arc::new(Set::build(limits, None))),
-            clock: DefaultClock::default(),
+            current: RwLock::new(Arc::new(Set::build(limits, None, &clock))),
+            clock,
         }
     }
 
-    fn set(&self) -> Arc<Set> {
+    fn set(&self) -> Arc<Set<C>> {
         match self.current.read() {
             Ok(set) => Arc::clone(&set),
             Err(poisoned) => Arc::clone(&poisoned.into_inner()),
@@ -219,60 +235,50 @@ impl RateLimiter {
             Ok(c) => c,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let next = Set::build(limits, Some(&current));
+        let next = Set::build(limits, Some(&current), &self.clock);
         *current = Arc::new(next);
     }
 
     /// Checks one request from `ip` against the global and per-address limits.
     pub fn check_request(&self, ip: IpAddr) -> Result<(), Limited> {
         let set = self.set();
+        let refused = |limit| move |retry_after| Limited { limit, retry_after };
         if let Some(global) = &set.global {
             global
                 .check(1, &self.clock)
-                .map_err(|retry_after| Limited {
-                    limit: "global_requests",
-                    retry_after,
-                })?;
+                .map_err(refused(RateLimit::GlobalRequests))?;
         }
         if let Some(per_ip) = &set.ip {
             per_ip
                 .check(&ip, 1, &self.clock)
-                .map_err(|retry_after| Limited {
-                    limit: "ip_requests",
-                    retry_after,
-                })?;
+                .map_err(refused(RateLimit::IpRequests))?;
         }
         Ok(())
     }
 
-    /// Checks `bytes` of body (as sent) for `site`.
-    pub fn check_bytes(&self, site: &str, bytes: usize) -> Result<(), Limited> {
-        let set = self.set();
-        let Some(limit) = &set.site_bytes else {
-            return Ok(());
-        };
-        let n = u32::try_from(bytes).unwrap_or(u32::MAX);
-        limit
-            .check(&site.to_owned(), n, &self.clock)
-            .map_err(|retry_after| Limited {
-                limit: "site_bytes",
-                retry_after,
-            })
+    /// Checks `bytes` for `site`: a body as sent, or what its dead letters take in the store.
+    pub fn check_bytes(&self, site: &Arc<str>, bytes: usize) -> Result<(), Limited> {
+        self.check_site(site, RateLimit::SiteBytes, bytes)
     }
 
     /// Checks `events` events for `site`.
-    pub fn check_events(&self, site: &str, events: usize) -> Result<(), Limited> {
+    pub fn check_events(&self, site: &Arc<str>, events: usize) -> Result<(), Limited> {
+        self.check_site(site, RateLimit::SiteEvents, events)
+    }
+
+    fn check_site(&self, site: &Arc<str>, limit: RateLimit, n: usize) -> Result<(), Limited> {
         let set = self.set();
-        let Some(limit) = &set.site_events else {
+        let keyed = match limit {
+            RateLimit::SiteEvents => &set.site_events,
+            _ => &set.site_bytes,
+        };
+        let Some(keyed) = keyed else {
             return Ok(());
         };
-        let n = u32::try_from(events).unwrap_or(u32::MAX);
-        limit
-            .check(&site.to_owned(), n, &self.clock)
-            .map_err(|retry_after| Limited {
-                limit: "site_events",
-                retry_after,
-            })
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        keyed
+            .check(site, n, &self.clock)
+            .map_err(|retry_after| Limited { limit, retry_after })
     }
 
     /// Drops keys whose buckets are full again (they are indistinguishable from new ones).
@@ -353,6 +359,12 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use governor::clock::FakeRelativeClock;
+
+    fn limiter(limits: &RateLimits) -> (RateLimiter<FakeRelativeClock>, FakeRelativeClock) {
+        let clock = FakeRelativeClock::default();
+        (RateLimiter::with_clock(limits, clock.clone()), clock)
+    }
 
     fn nets(list: &[&str]) -> Vec<IpNet> {
         list.iter()
@@ -413,15 +425,20 @@ mod tests {
             ip_requests: Rate::new(1, 3),
             ..RateLimits::default()
         };
-        let rl = RateLimiter::new(&limits);
+        let (rl, clock) = limiter(&limits);
         for _ in 0..3 {
             rl.check_request(ip("192.0.2.1")).unwrap();
         }
         let refused = rl.check_request(ip("192.0.2.1")).unwrap_err();
-        assert_eq!(refused.limit, "ip_requests");
-        assert!(refused.retry_after <= Duration::from_secs(1));
+        assert_eq!(refused.limit, RateLimit::IpRequests);
+        assert_eq!(refused.retry_after, Duration::from_secs(1));
         // Another address has its own bucket.
         rl.check_request(ip("192.0.2.2")).unwrap();
+        // A second later the bucket holds one request again.
+        clock.advance(Duration::from_millis(999));
+        assert!(rl.check_request(ip("192.0.2.1")).is_err());
+        clock.advance(Duration::from_millis(1));
+        rl.check_request(ip("192.0.2.1")).unwrap();
     }
 
     #[test]
@@ -431,12 +448,19 @@ mod tests {
             site_bytes: Rate::new(1000, 1000),
             ..RateLimits::default()
         };
-        let rl = RateLimiter::new(&limits);
-        rl.check_events("a", 100).unwrap();
-        assert_eq!(rl.check_events("a", 100).unwrap_err().limit, "site_events");
-        rl.check_events("b", 100).unwrap();
-        rl.check_bytes("a", 600).unwrap();
-        assert_eq!(rl.check_bytes("a", 600).unwrap_err().limit, "site_bytes");
+        let (rl, _) = limiter(&limits);
+        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
+        rl.check_events(&a, 100).unwrap();
+        assert_eq!(
+            rl.check_events(&a, 100).unwrap_err().limit,
+            RateLimit::SiteEvents
+        );
+        rl.check_events(&b, 100).unwrap();
+        rl.check_bytes(&a, 600).unwrap();
+        assert_eq!(
+            rl.check_bytes(&a, 600).unwrap_err().limit,
+            RateLimit::SiteBytes
+        );
     }
 
     #[test]
@@ -446,12 +470,12 @@ mod tests {
             global_requests: Rate::new(2, 2),
             ..RateLimits::default()
         };
-        let rl = RateLimiter::new(&limits);
+        let (rl, _) = limiter(&limits);
         rl.check_request(ip("192.0.2.1")).unwrap();
         rl.check_request(ip("192.0.2.2")).unwrap();
         assert_eq!(
             rl.check_request(ip("192.0.2.3")).unwrap_err().limit,
-            "global_requests"
+            RateLimit::GlobalRequests
         );
         assert_eq!(rl.tracked_addresses(), 0);
     }
@@ -463,16 +487,17 @@ mod tests {
             site_events: Rate::new(10, 10),
             ..RateLimits::default()
         };
-        let rl = RateLimiter::new(&limits);
+        let (rl, _) = limiter(&limits);
+        let a: Arc<str> = "a".into();
         rl.check_request(ip("192.0.2.1")).unwrap();
-        rl.check_events("a", 10).unwrap();
+        rl.check_events(&a, 10).unwrap();
         rl.replace(&RateLimits {
             site_events: Rate::new(20, 20),
             ..limits.clone()
         });
         // The per-address bucket carried over (still empty); the site bucket is new.
         assert!(rl.check_request(ip("192.0.2.1")).is_err());
-        rl.check_events("a", 20).unwrap();
+        rl.check_events(&a, 20).unwrap();
         assert_eq!(rl.limits().site_events, Rate::new(20, 20));
     }
 
@@ -483,14 +508,14 @@ mod tests {
             max_keys: 1000,
             ..RateLimits::default()
         };
-        let rl = RateLimiter::new(&limits);
+        let (rl, clock) = limiter(&limits);
         for i in 0..100_000u32 {
             let addr = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
             let _ = rl.check_request(addr);
         }
         assert!(rl.tracked_addresses() <= 1000, "{}", rl.tracked_addresses());
         // Once their buckets refill, the sweep forgets them.
-        std::thread::sleep(Duration::from_millis(1100));
+        clock.advance(Duration::from_millis(1100));
         rl.sweep();
         assert_eq!(rl.tracked_addresses(), 0);
     }

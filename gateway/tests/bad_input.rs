@@ -2,150 +2,10 @@
 //! input answered with its status and machine-readable reason, counted, with the gateway still
 //! serving afterwards.
 
-use std::sync::Arc;
-use std::thread::JoinHandle;
+mod support;
 
-use pulse_gateway::{Config, Gateway, SiteConfig, serve};
-use serde_json::{Value, json};
-use tokio::sync::oneshot;
-
-struct Server {
-    url: String,
-    gateway: Arc<Gateway>,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Server {
-    fn start(max_body: usize, max_decoded: usize) -> Self {
-        Self::start_with(|config, _| {
-            config.limits.max_body_bytes = max_body;
-            config.limits.max_decoded_bytes = max_decoded;
-        })
-    }
-
-    /// A server with the default test config changed by `change` (given the temp folder).
-    fn start_with(change: impl FnOnce(&mut Config, &std::path::Path)) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::default();
-        config.server.data = dir.path().join("data");
-        // These tests check decisions, not the deadline: be generous on busy machines.
-        config.limits.decision_deadline_ms = 2000.try_into().unwrap();
-        config.sites = vec![SiteConfig {
-            key: "demo".into(),
-            origins: vec!["https://news.example".into()],
-            allow_same_origin: false,
-            require_origin: false,
-        }];
-        change(&mut config, dir.path());
-        let gateway = Arc::new(Gateway::open(config).unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let gw = Arc::clone(&gateway);
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Runtime::new().unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                addr_tx.send(listener.local_addr().unwrap()).unwrap();
-                serve(gw, listener, async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-            });
-        });
-        let addr = addr_rx.recv().unwrap();
-        Self {
-            url: format!("http://{addr}"),
-            gateway,
-            stop: Some(stop),
-            thread: Some(thread),
-            _dir: dir,
-        }
-    }
-
-    fn post(
-        &self,
-        query: &str,
-        origin: Option<&str>,
-        body: &[u8],
-    ) -> (u16, Value, ureq::http::HeaderMap) {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
-        let mut req = agent.post(format!("{}/v1/collect{query}", self.url));
-        if let Some(o) = origin {
-            req = req.header("Origin", o);
-        }
-        let mut resp = req.send(body).unwrap();
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let text = resp.body_mut().read_to_string().unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::Null),
-            headers,
-        )
-    }
-
-    fn get(&self, path: &str) -> (u16, String) {
-        let (status, body, _) = self.get_from(path, None);
-        (status, body)
-    }
-
-    /// GET `path` as a page on `origin` would (with its `Origin` header, as `fetch` sends it).
-    fn get_from(&self, path: &str, origin: Option<&str>) -> (u16, String, ureq::http::HeaderMap) {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
-        let mut req = agent.get(format!("{}{path}", self.url));
-        if let Some(o) = origin {
-            req = req.header("Origin", o);
-        }
-        let mut resp = req.call().unwrap();
-        let headers = resp.headers().clone();
-        (
-            resp.status().as_u16(),
-            resp.body_mut().read_to_string().unwrap(),
-            headers,
-        )
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn now() -> u64 {
-    pulse_gateway::now_ms()
-}
-
-fn event(id: u128, kind: &str) -> Value {
-    json!({
-        "id": format!("{id:032x}"), "ts": now(), "type": kind,
-        "page": {"url": "https://news.example/articles/a.html", "title": "A"},
-        "props": {"content_type": "article"}
-    })
-}
-
-fn batch(events: Vec<Value>) -> Value {
-    json!({"v": 1, "site_key": "demo", "anonymous_id": "anon-1", "session_id": "s-1",
-           "seq": 0, "sent_at": now(), "events": events})
-}
-
-fn code(body: &Value) -> &str {
-    body["error"]["code"].as_str().unwrap_or("<none>")
-}
+use serde_json::json;
+use support::{Server, batch, code, event};
 
 #[test]
 fn a_good_batch_is_stored_and_decided_with_per_event_rejections() {
@@ -170,7 +30,7 @@ fn a_good_batch_is_stored_and_decided_with_per_event_rejections() {
     // The same batch again (a retry) is stored again but does not count twice.
     let (_, again, _) = s.post("?k=demo", Some("https://news.example"), &body);
     assert_eq!(again["decision"]["remaining"], 2);
-    let store = s.gateway.store();
+    let store = s.gateway.log().unwrap();
     assert_eq!(store.events_from(0).count(), 2);
     let dead = store.dead_letters().unwrap();
     assert_eq!(dead.len(), 2);
@@ -303,7 +163,8 @@ fn bad_input_gets_its_status_and_reason_and_is_counted() {
     // Batches from a known site that could not be read are kept as dead letters.
     let reasons: Vec<_> = s
         .gateway
-        .store()
+        .log()
+        .unwrap()
         .dead_letters()
         .unwrap()
         .into_iter()
@@ -425,9 +286,10 @@ fn the_tracker_files_load_from_any_origin_and_refusals_say_why() {
     );
     let stored: Vec<_> = s
         .gateway
-        .store()
+        .log()
+        .unwrap()
         .events_from(0)
-        .map(|e| e.unwrap().record.event.id.0)
+        .map(|e| e.unwrap().record().unwrap().event.id.0)
         .collect();
     assert_eq!(stored, vec![1], "only the listed origin's event is stored");
 }

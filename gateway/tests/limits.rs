@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use pulse_gateway::{Config, Gateway, serve, serve_admin};
+use pulse_gateway::{Config, Gateway, Listeners, serve_all};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
@@ -35,6 +35,7 @@ impl Server {
         std::fs::write(&config_path, text).unwrap();
         let mut config = Config::load(&config_path).unwrap();
         config.server.data = dir.path().join("data");
+        config.server.admin_token = Some(TOKEN.into());
         let gateway = Arc::new(Gateway::open(config).unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
@@ -47,16 +48,15 @@ impl Server {
                 addr_tx
                     .send((listener.local_addr().unwrap(), admin.local_addr().unwrap()))
                     .unwrap();
-                let (admin_stop, admin_stopped) = oneshot::channel::<()>();
-                tokio::spawn(serve_admin(Arc::clone(&gw), admin, TOKEN.into(), async {
-                    let _ = admin_stopped.await;
-                }));
-                serve(gw, listener, async {
+                let listeners = Listeners::from_tcp(listener, gw.config.listen_settings())
+                    .unwrap()
+                    .with_admin(admin)
+                    .unwrap();
+                serve_all(gw, listeners, async {
                     let _ = stopped.await;
                 })
                 .await
                 .unwrap();
-                let _ = admin_stop.send(());
             });
         });
         let (addr, admin) = addr_rx.recv().unwrap();
@@ -102,8 +102,13 @@ impl Server {
     }
 
     fn admin(&self, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
-        let url = format!("{}{path}", self.admin);
         let auth = token.map(|t| format!("Bearer {t}"));
+        self.admin_as(method, path, auth, body)
+    }
+
+    /// An admin request with this `Authorization` header (none when `None`).
+    fn admin_as(&self, method: &str, path: &str, auth: Option<String>, body: &str) -> (u16, Value) {
+        let url = format!("{}{path}", self.admin);
         let mut resp = match method {
             "GET" => {
                 let mut req = agent().get(&url);
@@ -111,6 +116,13 @@ impl Server {
                     req = req.header("authorization", a);
                 }
                 req.call()
+            }
+            "POST" => {
+                let mut req = agent().post(&url);
+                if let Some(a) = &auth {
+                    req = req.header("authorization", a);
+                }
+                req.send(body)
             }
             _ => {
                 let mut req = agent().put(&url);
@@ -370,6 +382,90 @@ fn admin_changes_apply_at_once_are_written_back_and_bad_ones_are_refused() {
 }
 
 #[test]
+fn admin_numbers_are_range_checked_and_the_file_always_loads() {
+    let s = Server::start("[rate_limits]\nmax_keys = 1000");
+    let before = std::fs::read_to_string(&s.config_path).unwrap();
+    for (body, field) in [
+        (r#"{"max_keys": 18446744073709551615}"#, "max_keys"),
+        (r#"{"max_keys": 0}"#, "max_keys"),
+        (
+            r#"{"ip_requests": {"per_second": 4294967296}}"#,
+            "4294967296",
+        ),
+        (r#"{"site_bytes": {"burst": -1}}"#, "-1"),
+    ] {
+        let (status, answer) = s.admin("PUT", "/admin/limits", Some(TOKEN), body);
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert_eq!(answer["error"]["code"], "invalid_config", "{body}");
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(field), "{body}: {message}");
+        // Nothing was written: the file is as it was, and `gateway check` would pass.
+        assert_eq!(std::fs::read_to_string(&s.config_path).unwrap(), before);
+        Config::load(&s.config_path).unwrap();
+    }
+    // The largest value the file holds is taken, written, and loads again.
+    let (status, answer) = s.admin(
+        "PUT",
+        "/admin/limits",
+        Some(TOKEN),
+        &format!(r#"{{"max_keys": {}}}"#, pulse_gateway::MAX_RATE_LIMIT_KEYS),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let config = Config::load(&s.config_path).unwrap();
+    assert_eq!(
+        config.rate_limits.max_keys,
+        pulse_gateway::MAX_RATE_LIMIT_KEYS
+    );
+}
+
+#[test]
+fn the_bearer_scheme_is_matched_in_any_case_and_reload_is_one_call() {
+    let s = Server::start("[rate_limits]\nip_requests = { per_second = 1, burst = 1 }");
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let auth = Some(format!("{scheme} {TOKEN}"));
+        assert_eq!(
+            s.admin_as("GET", "/admin/limits", auth, "").0,
+            200,
+            "{scheme}"
+        );
+    }
+    for auth in [
+        format!("Basic {TOKEN}"),
+        format!("Bearer{TOKEN}"),
+        TOKEN.to_owned(),
+    ] {
+        assert_eq!(
+            s.admin_as("GET", "/admin/limits", Some(auth.clone()), "").0,
+            401,
+            "{auth}"
+        );
+    }
+    // An edit of the file applies with POST /admin/reload (what SIGHUP calls too).
+    let text = std::fs::read_to_string(&s.config_path).unwrap().replace(
+        "ip_requests = { per_second = 1, burst = 1 }",
+        "ip_requests = { per_second = 7, burst = 70 }",
+    );
+    std::fs::write(&s.config_path, text).unwrap();
+    let (status, answer) = s.admin("POST", "/admin/reload", Some(TOKEN), "");
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["limits"]["ip_requests"],
+        json!({"per_second": 7, "burst": 70})
+    );
+    // A file that does not check is refused whole, and nothing changes.
+    let broken =
+        std::fs::read_to_string(&s.config_path).unwrap() + "\n[[sites]]\nkey = \"bad key\"\n";
+    std::fs::write(&s.config_path, broken).unwrap();
+    let (status, answer) = s.admin("POST", "/admin/reload", Some(TOKEN), "");
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (400, Some("invalid_config"))
+    );
+    let (_, limits) = s.admin("GET", "/admin/limits", Some(TOKEN), "");
+    assert_eq!(limits["ip_requests"], json!({"per_second": 7, "burst": 70}));
+}
+
+#[test]
 fn many_distinct_addresses_keep_the_key_table_bounded() {
     let s = Server::start(
         "[server]\ntrusted_proxies = [\"127.0.0.1\"]\n\
@@ -391,6 +487,6 @@ fn many_distinct_addresses_keep_the_key_table_bounded() {
             resp.status()
         );
     }
-    let tracked = s.gateway.limiter.tracked_addresses();
+    let tracked = s.gateway.control().limiter.tracked_addresses();
     assert!(tracked <= 100, "{tracked} addresses tracked");
 }

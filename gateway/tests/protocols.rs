@@ -29,6 +29,8 @@ const MARGIN: Duration = Duration::from_secs(3);
 struct Gw {
     gateway: Arc<Gateway>,
     http: SocketAddr,
+    /// The admin listener (token `admin-token`).
+    admin: SocketAddr,
     https: SocketAddr,
     quic: SocketAddr,
     cert: CertificateDer<'static>,
@@ -42,6 +44,8 @@ impl Gw {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::default();
         config.server.listen = "127.0.0.1:0".parse().unwrap();
+        config.server.admin_listen = "127.0.0.1:0".parse().unwrap();
+        config.server.admin_token = Some("admin-token".into());
         config.server.tls_listen = Some("127.0.0.1:0".parse().unwrap());
         config.server.data = dir.path().join("data");
         config.limits.max_body_bytes = 4096;
@@ -56,8 +60,11 @@ impl Gw {
         }];
         tune(&mut config);
         let gateway = Arc::new(Gateway::open(config).unwrap());
-        let listeners = Listeners::bind(&gateway.config).await.unwrap();
+        let listeners = Listeners::bind(gateway.config.listen_settings())
+            .await
+            .unwrap();
         let http = listeners.http_addr();
+        let admin = listeners.admin_addr().unwrap();
         let https = listeners.https_addr().unwrap();
         let quic = listeners.quic_addr().unwrap();
         assert_eq!(
@@ -75,6 +82,7 @@ impl Gw {
         Self {
             gateway,
             http,
+            admin,
             https,
             quic,
             cert,
@@ -84,7 +92,6 @@ impl Gw {
         }
     }
 
-    /// Stops the gateway and checks that it shut down cleanly.
     /// Asks the gateway to shut down (like SIGTERM) without waiting for it.
     fn request_stop(&mut self) {
         if let Some(stop) = self.stop.take() {
@@ -92,13 +99,15 @@ impl Gw {
         }
     }
 
-    async fn stop(mut self) {
+    /// Stops the gateway, checks that it shut down cleanly, and hands back its folder.
+    async fn stop(mut self) -> tempfile::TempDir {
         self.request_stop();
         tokio::time::timeout(Duration::from_secs(20), self.task)
             .await
             .expect("the gateway stops within the grace period")
             .unwrap()
             .unwrap();
+        self._dir
     }
 
     fn roots(&self) -> rustls::RootCertStore {
@@ -410,7 +419,7 @@ async fn the_same_request_gets_the_same_answer_on_every_protocol() {
             );
         }
     }
-    assert_eq!(gw.gateway.store().events_from(0).count(), 10);
+    assert_eq!(gw.gateway.log().unwrap().events_from(0).count(), 10);
 
     // Bad requests get the same status and the same error body everywhere.
     let cases = [
@@ -668,14 +677,59 @@ async fn past_max_connections_the_next_waits_until_one_closes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_has_its_own_cap_and_drains_like_the_others() {
+    let gw = Gw::start(|c| c.transport.admin_max_connections = 1).await;
+    let metrics = b"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: bearer admin-token\r\n\
+                    Connection: close\r\n\r\n";
+    // One idle connection holds the admin listener's only slot.
+    let first = TcpStream::connect(gw.admin).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut second = TcpStream::connect(gw.admin).await.unwrap();
+    second.write_all(metrics).await.unwrap();
+    let (got, _) = read_until_closed(&mut second, Duration::from_millis(700)).await;
+    assert!(got.is_empty(), "served past the admin cap");
+    // The public listeners are not held up by it.
+    assert_eq!(gw.send(Proto::H1, Req::get("/healthz")).await.status, 200);
+    drop(first);
+    let (got, closed) = read_until_closed(&mut second, MARGIN).await;
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(got.contains("pulse_gateway_requests_total"), "{got}");
+    assert!(closed);
+    // An admin request in flight at shutdown finishes; the listener then closes.
+    let mut slow = TcpStream::connect(gw.admin).await.unwrap();
+    slow.write_all(
+        b"PUT /admin/limits HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer admin-token\r\n\
+                     Content-Length: 2\r\nConnection: close\r\n\r\n{",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let admin = gw.admin;
+    let mut gw = gw;
+    gw.request_stop();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        TcpStream::connect(admin).await.is_err(),
+        "no new admin connections once shutdown started"
+    );
+    slow.write_all(b"}").await.unwrap();
+    let (got, _) = read_until_closed(&mut slow, MARGIN).await;
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    let _dir = gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_alone_without_http3_has_no_alt_svc() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::default();
     config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.server.admin_listen = "127.0.0.1:0".parse().unwrap();
     config.server.tls_listen = Some("127.0.0.1:0".parse().unwrap());
     config.server.http3 = false;
     config.server.data = dir.path().join("data");
-    let listeners = Listeners::bind(&config).await.unwrap();
+    let listeners = Listeners::bind(config.listen_settings()).await.unwrap();
     assert!(listeners.https_addr().is_some());
     assert!(listeners.quic_addr().is_none());
     let http = listeners.http_addr();
@@ -804,9 +858,9 @@ async fn in_flight_requests_finish_when_shutdown_starts_on_every_protocol() {
     client.close().await;
 
     let gateway = Arc::clone(&gw.gateway);
-    gw.stop().await;
+    let _dir = gw.stop().await;
     // Every acknowledged event is in the log after the shutdown.
-    assert_eq!(gateway.store().events_from(0).count(), 6);
+    assert_eq!(gateway.log().unwrap().events_from(0).count(), 6);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -891,4 +945,84 @@ async fn stream_caps_hold_the_next_request_until_one_finishes() {
     assert_eq!(second, 200);
     client.close().await;
     gw.stop().await;
+}
+
+/// Waits (at most 10 s) until `series` reaches `want` in the gateway's metrics; returns it.
+async fn metric_reaches(gateway: &Gateway, series: &str, want: u64) -> u64 {
+    let read = || {
+        gateway
+            .metrics
+            .render()
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0u64)
+    };
+    let until = Instant::now() + Duration::from_secs(10);
+    while read() < want && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    read()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_stream_is_not_an_invalid_batch() {
+    let gw = Gw::start(|_| {}).await;
+    let body = batch("cancel", 9 << 40);
+    // HTTP/2: half the body, then the client gives up (RST_STREAM CANCEL).
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let tcp = TcpStream::connect(gw.http).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = Request::post(format!(
+        "http://localhost:{}/v1/collect?k=demo",
+        gw.http.port()
+    ))
+    .header("content-length", body.len())
+    .body(ChannelBody(rx))
+    .unwrap();
+    let pending = tokio::spawn(async move { sender.send_request(req).await });
+    tx.send(Bytes::copy_from_slice(&body[..body.len() / 2]))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    pending.abort();
+    drop(tx);
+    // HTTP/1.1: the client closes the connection mid-body.
+    let mut h1 = TcpStream::connect(gw.http).await.unwrap();
+    let head = format!(
+        "POST /v1/collect?k=demo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    h1.write_all(head.as_bytes()).await.unwrap();
+    h1.write_all(&body[..body.len() / 2]).await.unwrap();
+    drop(h1);
+
+    let h2 = metric_reaches(
+        &gw.gateway,
+        "pulse_gateway_requests_total{protocol=\"http2\",status=\"499\"}",
+        1,
+    )
+    .await;
+    let h1 = metric_reaches(
+        &gw.gateway,
+        "pulse_gateway_requests_total{protocol=\"http1\",status=\"499\"}",
+        1,
+    )
+    .await;
+    assert_eq!((h1, h2), (1, 1));
+    assert_eq!(
+        gw.gateway
+            .metrics
+            .error_count(pulse_protocol::ErrorCode::InvalidBatch),
+        0
+    );
+    // Still serving.
+    let answer = gw
+        .send(Proto::H2c, Req::post("/v1/collect?k=demo", body))
+        .await;
+    assert_eq!(answer.status, 200);
+    let _dir = gw.stop().await;
 }

@@ -114,19 +114,19 @@ mod tests {
             readers: 300,
             ..TrafficConfig::default()
         };
-        let now = pulse_gateway::now_ms();
+        let now = crate::now_ms();
         let pool = BodyPool::generate(&config, 10, 600, now, 3);
         assert_eq!(pool.len(), 600);
         let mut readers = HashSet::new();
         let mut ids = HashSet::new();
         for _ in 0..pool.len() {
             let body = pool.next().unwrap();
-            assert_eq!(body.bytes[..4], pulse_tracker::ZSTD_MAGIC);
-            let json = pulse_gateway::decode(&body.bytes, None, 1 << 20).unwrap();
+            assert_eq!(body.bytes[..4], pulse_protocol::ZSTD_MAGIC);
+            let json = pulse_http::decode_to_vec(&body.bytes, None, 1 << 20).unwrap();
             let parsed = pulse_protocol::parse_batch(&json, now).unwrap();
             assert_eq!(parsed.accepted.len(), 10);
             assert_eq!(body.events, 10);
-            readers.insert(parsed.header.anonymous_id.clone());
+            readers.insert(parsed.header.anonymous_id.to_string());
             ids.extend(parsed.accepted.iter().map(|e| e.id));
         }
         assert!(readers.len() > 250, "{}", readers.len());

@@ -5,6 +5,7 @@
 //! [`floor_answer`] is the per-request work, free of IO; [`Floor`] puts it behind the gateway's
 //! own listeners (HTTP/1.1, HTTP/2, TLS, HTTP/3), so transports cost the same on both sides.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -13,9 +14,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Body;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use pulse_gateway::{
-    ApiError, App, Config, ConnInfo, Listeners, Protocol, decode, now_ms, serve_all,
-};
+use pulse_http::{ApiError, App, ConnInfo, Listeners, Protocol, Settings, decode, serve_all};
 use pulse_protocol::{
     Action, CollectResponse, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_DECODED_BYTES, Decision,
     ErrorBody, ErrorCode, parse_batch,
@@ -37,17 +36,28 @@ fn error_body(e: &ApiError) -> (u16, Bytes) {
 /// `CollectResponse` (every valid event accepted, a fixed `allow` decision), or the error status
 /// and JSON body the gateway would give for the same fault.
 pub fn floor_answer(body: &[u8]) -> (u16, Bytes) {
+    thread_local! {
+        /// This thread's decode buffer, reused (as the gateway reuses its own).
+        static DECODED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    }
     if body.len() > DEFAULT_MAX_BODY_BYTES {
         return error_body(&ApiError::new(
             ErrorCode::BodyTooLarge,
             format!("the body is larger than {DEFAULT_MAX_BODY_BYTES} bytes"),
         ));
     }
-    let decoded = match decode(body, None, DEFAULT_MAX_DECODED_BYTES) {
+    DECODED.with(|buf| match buf.try_borrow_mut() {
+        Ok(mut buf) => answer_decoded(body, &mut buf),
+        Err(_) => answer_decoded(body, &mut Vec::new()),
+    })
+}
+
+fn answer_decoded(body: &[u8], buf: &mut Vec<u8>) -> (u16, Bytes) {
+    let decoded = match decode(body, None, DEFAULT_MAX_DECODED_BYTES, buf) {
         Ok(d) => d,
         Err(e) => return error_body(&ApiError::new(e.code(), e.to_string())),
     };
-    let parsed = match parse_batch(&decoded, now_ms()) {
+    let parsed = match parse_batch(decoded, crate::now_ms()) {
         Ok(p) => p,
         Err(e) => return error_body(&ApiError::from(e)),
     };
@@ -74,23 +84,10 @@ fn respond(status: u16, body: Bytes) -> Response<Full<Bytes>> {
 
 /// The floor as an [`App`]: it runs behind the gateway's own listeners (cleartext HTTP/1.1 and
 /// HTTP/2, TLS, HTTP/3), with the same limits and timeouts, so only the per-request work differs.
-#[derive(Debug)]
-pub struct Floor {
-    config: Config,
-}
-
-impl Floor {
-    /// A floor whose listeners follow `config` (`[server]` addresses, `[transport]`, `[limits]`).
-    pub fn new(config: Config) -> Self {
-        Self { config }
-    }
-}
+#[derive(Debug, Default)]
+pub struct Floor;
 
 impl App for Floor {
-    fn config(&self) -> &Config {
-        &self.config
-    }
-
     async fn answer<B>(&self, req: Request<B>, _conn: ConnInfo) -> Response<Full<Bytes>>
     where
         B: Body<Data = Bytes> + Send + 'static,
@@ -133,8 +130,13 @@ pub async fn serve_floor(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let floor = Arc::new(Floor::new(Config::default()));
-    serve_all(floor, Listeners::from_tcp(listener)?, shutdown).await
+    let floor = Arc::new(Floor);
+    serve_all(
+        floor,
+        Listeners::from_tcp(listener, Settings::default())?,
+        shutdown,
+    )
+    .await
 }
 
 #[cfg(test)]
@@ -146,7 +148,7 @@ mod tests {
     #[test]
     fn answers_a_tracker_batch_with_every_event_accepted() {
         let mut traffic = Traffic::new(&TrafficConfig::default());
-        let batch = traffic.next_batch(10, now_ms());
+        let batch = traffic.next_batch(10, crate::now_ms());
         let (status, body) = floor_answer(&encode_batch(&batch));
         assert_eq!(status, 200);
         assert_eq!(crate::check_answer(status, &body, 10), Ok(10));

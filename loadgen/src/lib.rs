@@ -25,3 +25,10 @@ pub use report::{Latency, Report, Setup, Tally};
 pub use run::{RunError, RunOptions, run};
 pub use transport::{Connector, Proto, Sender, Target, TlsOptions, TransportError};
 pub use wire::{BytesRow, BytesTable, bytes_table};
+
+/// Milliseconds since the Unix epoch on this machine's clock.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -107,7 +107,7 @@ pub async fn run(opts: &RunOptions) -> Result<Report, RunError> {
         seed: opts.seed,
         ..TrafficConfig::default()
     };
-    let (events, now) = (opts.events_per_batch, pulse_gateway::now_ms());
+    let (events, now) = (opts.events_per_batch, crate::now_ms());
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let pool = tokio::task::spawn_blocking(move || {
         Arc::new(BodyPool::generate(&traffic, events, count, now, threads))

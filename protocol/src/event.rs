@@ -25,6 +25,18 @@ pub enum EventType {
 }
 
 impl EventType {
+    /// The type named `name` on the wire.
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "page_view" => Self::PageView,
+            "engagement" => Self::Engagement,
+            "click" => Self::Click,
+            "identify" => Self::Identify,
+            "custom" => Self::Custom,
+            _ => return None,
+        })
+    }
+
     /// The snake_case name used on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -67,8 +79,8 @@ pub struct Event {
     pub name: Option<String>,
     /// The page the event happened on.
     pub page: PageContext,
-    /// Free-form properties (a JSON object), at most [`MAX_PROPS_BYTES`] bytes and
-    /// [`MAX_PROPS_DEPTH`] levels deep.
+    /// Free-form properties (a JSON object), at most [`MAX_PROPS_BYTES`] bytes (not counting
+    /// whitespace between tokens) and [`MAX_PROPS_DEPTH`] levels deep.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub props: Map<String, Value>,
 }
@@ -77,32 +89,51 @@ impl Event {
     /// Checks the event against the protocol's limits. Time is checked separately, by the batch,
     /// because it needs the clock-skew correction.
     pub fn check(&self) -> Result<(), RejectReason> {
-        if self.page.url.len() > MAX_URL_LEN || self.page.referrer.len() > MAX_URL_LEN {
-            return Err(RejectReason::FieldTooLong);
-        }
-        if self.page.title.len() > MAX_TITLE_LEN {
-            return Err(RejectReason::FieldTooLong);
-        }
-        match (self.kind, &self.name) {
-            (EventType::Custom, None) => return Err(RejectReason::MissingName),
-            (EventType::Custom, Some(name)) if !valid_name(name) => {
-                return Err(RejectReason::InvalidName);
-            }
-            (EventType::Custom, Some(_)) | (_, None) => {}
-            (_, Some(_)) => return Err(RejectReason::InvalidName),
-        }
-        if depth_of_map(&self.props) > MAX_PROPS_DEPTH {
-            return Err(RejectReason::PropsTooDeep);
-        }
-        if props_len(&self.props) > MAX_PROPS_BYTES {
-            return Err(RejectReason::PropsTooLarge);
-        }
-        Ok(())
+        let page = &self.page;
+        check_fields(
+            self.kind,
+            self.name.as_deref(),
+            &page.url,
+            &page.referrer,
+            &page.title,
+        )?;
+        check_props(depth_of_map(&self.props), props_len(&self.props))
     }
 
     /// A string property, if present.
     pub fn prop_str(&self, key: &str) -> Option<&str> {
         self.props.get(key).and_then(Value::as_str)
+    }
+}
+
+/// The rules for an event's page fields and name, in the order they are checked.
+pub(crate) fn check_fields(
+    kind: EventType,
+    name: Option<&str>,
+    url: &str,
+    referrer: &str,
+    title: &str,
+) -> Result<(), RejectReason> {
+    if url.len() > MAX_URL_LEN || referrer.len() > MAX_URL_LEN || title.len() > MAX_TITLE_LEN {
+        return Err(RejectReason::FieldTooLong);
+    }
+    match (kind, name) {
+        (EventType::Custom, None) => Err(RejectReason::MissingName),
+        (EventType::Custom, Some(name)) if !valid_name(name) => Err(RejectReason::InvalidName),
+        (EventType::Custom, Some(_)) | (_, None) => Ok(()),
+        (_, Some(_)) => Err(RejectReason::InvalidName),
+    }
+}
+
+/// The rules for `props`: its nesting (the object itself is 1) and its size in bytes, not
+/// counting whitespace between tokens.
+pub(crate) fn check_props(depth: usize, size: usize) -> Result<(), RejectReason> {
+    if depth > MAX_PROPS_DEPTH {
+        Err(RejectReason::PropsTooDeep)
+    } else if size > MAX_PROPS_BYTES {
+        Err(RejectReason::PropsTooLarge)
+    } else {
+        Ok(())
     }
 }
 

@@ -1,9 +1,12 @@
-//! The 128-bit event id, written on the wire as 32 lowercase hex digits.
+//! The 128-bit event id, written on the wire as 32 lowercase hex digits; and the rule for
+//! tokens (site keys, anonymous and session ids).
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::MAX_TOKEN_LEN;
 
 /// A client-generated 128-bit random event id. Consumers dedupe by it, so a retried batch never
 /// counts twice.
@@ -25,11 +28,49 @@ impl EventId {
     pub fn to_bytes(self) -> [u8; 16] {
         self.0.to_be_bytes()
     }
+
+    /// Reads the wire form: exactly 32 lowercase hex digits.
+    pub fn parse_hex(text: &str) -> Option<Self> {
+        let bytes: &[u8; 32] = text.as_bytes().try_into().ok()?;
+        let mut n = 0u128;
+        for &b in bytes {
+            let digit = match b {
+                b'0'..=b'9' => b - b'0',
+                b'a'..=b'f' => b - b'a' + 10,
+                _ => return None,
+            };
+            n = (n << 4) | u128::from(digit);
+        }
+        Some(Self(n))
+    }
+
+    /// The wire form, 32 lowercase hex digits, without going through `fmt`.
+    pub fn hex(self) -> HexId {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 32];
+        for (i, slot) in out.iter_mut().enumerate() {
+            let shift = 4 * (31 - i);
+            *slot = DIGITS[((self.0 >> shift) & 0xf) as usize];
+        }
+        HexId(out)
+    }
+}
+
+/// An event id in its wire form (see [`EventId::hex`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct HexId([u8; 32]);
+
+impl HexId {
+    /// The 32 hex digits.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII hex digits are ever written into it.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
 }
 
 impl fmt::Display for EventId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:032x}", self.0)
+        f.write_str(self.hex().as_str())
     }
 }
 
@@ -37,14 +78,18 @@ impl FromStr for EventId {
     type Err = ParseIdError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let ok = s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-        if !ok {
-            return Err(ParseIdError);
-        }
-        u128::from_str_radix(s, 16)
-            .map(Self)
-            .map_err(|_| ParseIdError)
+        Self::parse_hex(s).ok_or(ParseIdError)
     }
+}
+
+/// Whether `value` is a token: a site key, anonymous id or session id, 1 to [`MAX_TOKEN_LEN`]
+/// characters of `[A-Za-z0-9_-]`.
+pub fn is_token(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= MAX_TOKEN_LEN
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 impl Serialize for EventId {
@@ -85,6 +130,7 @@ mod tests {
             let id = EventId(n);
             let text = id.to_string();
             prop_assert_eq!(text.len(), 32);
+            prop_assert_eq!(&text, &format!("{n:032x}"));
             prop_assert_eq!(text.parse::<EventId>(), Ok(id));
             prop_assert_eq!(EventId::from_bytes(id.to_bytes()), id);
         }

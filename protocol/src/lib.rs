@@ -6,19 +6,26 @@
 
 mod batch;
 mod decision;
+mod encoding;
 mod event;
 mod id;
+mod json;
 mod limits;
 mod record;
 mod reject;
+mod view;
 
-pub use batch::{Batch, BatchError, BatchHeader, ParsedBatch, parse_batch};
+pub use batch::{Batch, BatchError, BatchHeader};
 pub use decision::{Action, Assignment, Decision};
+pub use encoding::{Encoding, GZIP_MAGIC, ZSTD_MAGIC};
 pub use event::{Event, EventType, PageContext};
-pub use id::{EventId, ParseIdError};
+pub use id::{EventId, HexId, ParseIdError, is_token};
 pub use limits::*;
-pub use record::{DEAD_LETTER_MAX_RAW, DeadLetter, EventRecord};
-pub use reject::{CollectResponse, ErrorBody, ErrorCode, ErrorDetail, RejectReason, Rejection};
+pub use record::{DEAD_LETTER_MAX_RAW, DeadLetter, EventRecord, RecordPrefix, write_dead_letter};
+pub use reject::{
+    CollectResponse, ErrorBody, ErrorCode, ErrorDetail, RateLimit, RejectReason, Rejection,
+};
+pub use view::{BatchView, EventView, HeaderView, parse_batch};
 
 /// The protocol version this crate writes and the newest it reads.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -199,6 +199,41 @@ impl ErrorCode {
     }
 }
 
+/// The rate limits, as named in a `rate_limited` answer (and in the gateway's configuration
+/// and metrics).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateLimit {
+    /// Requests per second from one client address.
+    IpRequests,
+    /// Events per second for one site.
+    SiteEvents,
+    /// Body bytes per second for one site (and the bytes its dead letters take in the store).
+    SiteBytes,
+    /// Requests per second to the whole gateway.
+    GlobalRequests,
+}
+
+impl RateLimit {
+    /// Every limit.
+    pub const ALL: [Self; 4] = [
+        Self::IpRequests,
+        Self::SiteEvents,
+        Self::SiteBytes,
+        Self::GlobalRequests,
+    ];
+
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::IpRequests => "ip_requests",
+            Self::SiteEvents => "site_events",
+            Self::SiteBytes => "site_bytes",
+            Self::GlobalRequests => "global_requests",
+        }
+    }
+}
+
 /// The body of every refused request: `{"error":{"code":…,"message":…}}`.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -213,10 +248,9 @@ pub struct ErrorDetail {
     pub code: ErrorCode,
     /// Human-readable explanation; never contains internal details.
     pub message: String,
-    /// For `rate_limited`: which limit (`ip_requests`, `site_events`, `site_bytes`,
-    /// `global_requests`).
+    /// For `rate_limited`: which limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limit: Option<String>,
+    pub limit: Option<RateLimit>,
 }
 
 impl ErrorBody {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use pulse_e2e::{
     Browser, GatewayProcess, StaticServer, publisher_config, publisher_site, readme_snippet,
 };
-use pulse_gateway::{Config, EmbeddedStore};
+use pulse_gateway::{Config, LogFiles};
 use serde_json::{Value, json};
 
 const ARTICLES: [&str; 6] = [
@@ -103,11 +103,10 @@ fn three_free_articles_then_the_paywall_surviving_a_restart() {
 
     gateway.stop();
     {
-        let store = EmbeddedStore::open(&data).unwrap();
+        let store = LogFiles::open(&data).unwrap();
         let events: Vec<_> = store
             .events_from(0)
-            .map(Result::unwrap)
-            .map(|s| s.record)
+            .map(|s| s.unwrap().record().unwrap())
             .collect();
         for slug in &ARTICLES[..4] {
             let views = events

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use pulse_e2e::{Browser, TlsGateway, demo_config, metric, metrics_text};
-use pulse_gateway::EmbeddedStore;
+use pulse_gateway::LogFiles;
 use serde_json::json;
 
 #[test]
@@ -64,13 +64,13 @@ fn chromium_loads_the_demo_and_sends_its_batches_over_http3() {
 
     drop(browser);
     gateway.process.stop();
-    let store = EmbeddedStore::open(&data).unwrap();
+    let store = LogFiles::open(&data).unwrap();
     let views = store
         .events_from(0)
-        .map(Result::unwrap)
-        .filter(|s| {
-            s.record.event.kind == pulse_protocol::EventType::PageView
-                && s.record.event.page.url.contains("river-cleanup")
+        .map(|s| s.unwrap().record().unwrap())
+        .filter(|r| {
+            r.event.kind == pulse_protocol::EventType::PageView
+                && r.event.page.url.contains("river-cleanup")
         })
         .count();
     assert!(views >= 1, "the page view sent over HTTP/3 is stored");

@@ -12,7 +12,7 @@ use pulse_e2e::{
     GatewayProcess, agent, demo_config, gateway_bin, metric, metrics_text, page_view_batch,
     workspace_root,
 };
-use pulse_gateway::{EmbeddedStore, now_ms};
+use pulse_gateway::{LogFiles, now_ms};
 use serde_json::Value;
 
 const DAY: u64 = 24 * 60 * 60 * 1000;
@@ -219,7 +219,7 @@ fn an_event_too_late_is_stored_counted_and_dead_lettered() {
         "{metrics}"
     );
     gw.stop();
-    let store = EmbeddedStore::open(&data).unwrap();
+    let store = LogFiles::open(&data).unwrap();
     assert_eq!(store.events_from(0).count(), 2);
     let dead = store.dead_letters().unwrap();
     assert!(

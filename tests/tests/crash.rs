@@ -9,7 +9,7 @@ use pulse_e2e::{
     AckingClients, GatewayProcess, agent, demo_config_with_bundle, metric, metrics_text,
     page_view_batch,
 };
-use pulse_gateway::{EmbeddedStore, now_ms};
+use pulse_gateway::{LogFiles, now_ms};
 
 #[test]
 fn acknowledged_events_survive_sigkill() {
@@ -66,10 +66,10 @@ fn acknowledged_events_survive_sigkill() {
         })
         .collect();
     gateway.stop();
-    let store = EmbeddedStore::open(&data).unwrap();
+    let store = LogFiles::open(&data).unwrap();
     let stored: std::collections::HashSet<u128> = store
         .events_from(0)
-        .map(|s| s.unwrap().record.event.id.0)
+        .map(|s| s.unwrap().record().unwrap().event.id.0)
         .collect();
     let missing: Vec<_> = acked.iter().filter(|id| !stored.contains(id)).collect();
     assert!(
@@ -82,7 +82,9 @@ fn acknowledged_events_survive_sigkill() {
     assert!(stored.contains(&(1 << 100)));
     let mut in_log: HashMap<String, f64> = HashMap::new();
     for s in store.events_from(0) {
-        *in_log.entry(s.unwrap().record.reader).or_default() += 1.0;
+        *in_log
+            .entry(s.unwrap().record().unwrap().reader)
+            .or_default() += 1.0;
     }
     for (reader, n) in &counted {
         assert_eq!(

@@ -7,9 +7,7 @@
 use ruzstd::encoding::{CompressionLevel, compress_to_vec};
 
 use pulse_protocol::Batch;
-
-/// The zstd frame magic number, as it starts every encoded body.
-pub const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+pub use pulse_protocol::ZSTD_MAGIC;
 
 /// The batch as compact JSON.
 pub fn batch_json(batch: &Batch) -> Vec<u8> {

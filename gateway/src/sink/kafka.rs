@@ -1,5 +1,6 @@
 //! The Kafka sink: accepted events go to `events_topic` keyed by reader, dead letters to
-//! `deadletter_topic` keyed by site, both as JSON, through one idempotent `acks=all` producer.
+//! `deadletter_topic` keyed by site, through one idempotent `acks=all` producer; the message
+//! values are the same records the embedded log holds (JSON, see `protocol/PROTOCOL.md`).
 //! A batch is durable once every one of its messages has a successful delivery report.
 //!
 //! Deadlines: librdkafka gives up on a message after `message.timeout.ms`, set to
@@ -22,7 +23,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{RwLock, RwLockReadGuard};
 use std::time::Duration;
 
-use pulse_protocol::{DeadLetter, EventRecord};
+use std::sync::Arc;
+
 use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
@@ -30,8 +32,9 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
-use super::{BoxFuture, Receipt, Sink, SinkBatch, SinkError};
+use super::{BoxFuture, Receipt, RecordKind, Sink, SinkBatch, SinkError};
 use crate::config::KafkaConfig;
+use crate::pool::BufPool;
 
 /// How much longer than `delivery_timeout_ms` `close` waits for the queue to drain: librdkafka
 /// checks message timeouts about once a second, so reports can trail the deadline a little.
@@ -115,6 +118,8 @@ pub(crate) struct KafkaSink {
     /// `queue_max_messages`; 0 means librdkafka's count limit is off.
     queue_max_messages: usize,
     closed: AtomicBool,
+    /// Record buffers go back here once librdkafka has copied them.
+    pool: Arc<BufPool>,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -159,7 +164,7 @@ pub(crate) fn client_config(config: &KafkaConfig) -> Result<ClientConfig, SinkEr
             config.queue_max_kbytes.to_string(),
         )
         .set("linger.ms", config.linger_ms.to_string())
-        .set("compression.type", &config.compression);
+        .set("compression.type", config.compression.as_str());
     for (key, value) in &config.properties {
         client.set(key, value);
     }
@@ -170,7 +175,7 @@ pub(crate) fn client_config(config: &KafkaConfig) -> Result<ClientConfig, SinkEr
 impl KafkaSink {
     /// Creates the producer. It connects in the background: brokers that are down now only
     /// make appends fail (503) until they are back.
-    pub(crate) fn new(config: &KafkaConfig) -> Result<Self, SinkError> {
+    pub(crate) fn new(config: &KafkaConfig, pool: Arc<BufPool>) -> Result<Self, SinkError> {
         let client = client_config(config)?;
         let producer = create(&client)?;
         Ok(Self {
@@ -184,6 +189,7 @@ impl KafkaSink {
             delivery_timeout: config.delivery_timeout_ms.get(),
             queue_max_messages: config.queue_max_messages as usize,
             closed: AtomicBool::new(false),
+            pool,
         })
     }
 
@@ -259,75 +265,61 @@ impl KafkaSink {
         })
     }
 
-    /// Encodes and enqueues a whole batch; on the first refusal the rest is not enqueued.
-    /// Messages enqueued before a refusal are still delivered: the page retries the batch and
-    /// consumers dedupe by event id.
+    /// Enqueues a whole batch; on the first refusal the rest is not enqueued. Messages
+    /// enqueued before a refusal are still delivered: the page retries the batch and consumers
+    /// dedupe by event id.
     fn enqueue_batch(
         &self,
         producer: &FutureProducer<KafkaLog>,
         batch: &SinkBatch,
     ) -> Result<Vec<DeliveryFuture>, SinkError> {
-        // Encode everything first, so an encoding error enqueues nothing.
-        let events = batch
-            .events
-            .iter()
-            .map(|r| Ok((r, serde_json::to_vec(r)?)))
-            .collect::<Result<Vec<(&EventRecord, Vec<u8>)>, SinkError>>()?;
-        let dead = batch
-            .dead_letters
-            .iter()
-            .map(|d| Ok((d, serde_json::to_vec(d)?)))
-            .collect::<Result<Vec<(&DeadLetter, Vec<u8>)>, SinkError>>()?;
-        let mut pending = Vec::with_capacity(events.len() + dead.len());
-        for (record, payload) in &events {
-            let id = record.event.id.to_string();
-            let headers = OwnedHeaders::new_with_capacity(4)
-                .insert(Header {
-                    key: HEADER_EVENT_ID,
-                    value: Some(id.as_str()),
-                })
-                .insert(Header {
-                    key: HEADER_SITE,
-                    value: Some(record.site.as_str()),
-                })
-                .insert(Header {
-                    key: HEADER_EVENT_TYPE,
-                    value: Some(record.event.kind.as_str()),
-                })
-                .insert(Header {
-                    key: HEADER_CONTENT_TYPE,
-                    value: Some("application/json"),
-                });
+        let mut pending = Vec::with_capacity(batch.events.len() + batch.dead_letters.len());
+        let site = batch.site.as_str();
+        let json = || Header {
+            key: HEADER_CONTENT_TYPE,
+            value: Some("application/json"),
+        };
+        for (payload, kind) in batch.events.iter().chain(batch.dead_letters.iter()) {
+            let (topic, key, headers) = match kind {
+                RecordKind::Event { id, kind } => {
+                    let id = id.hex();
+                    let headers = OwnedHeaders::new_with_capacity(4)
+                        .insert(Header {
+                            key: HEADER_EVENT_ID,
+                            value: Some(id.as_str()),
+                        })
+                        .insert(Header {
+                            key: HEADER_SITE,
+                            value: Some(site),
+                        })
+                        .insert(Header {
+                            key: HEADER_EVENT_TYPE,
+                            value: Some(kind.as_str()),
+                        })
+                        .insert(json());
+                    (&self.events_topic, batch.reader.as_str(), headers)
+                }
+                RecordKind::DeadLetter { reason } => {
+                    let headers = OwnedHeaders::new_with_capacity(3)
+                        .insert(Header {
+                            key: HEADER_SITE,
+                            value: Some(site),
+                        })
+                        .insert(Header {
+                            key: HEADER_REASON,
+                            value: Some(reason),
+                        })
+                        .insert(json());
+                    (&self.deadletter_topic, site, headers)
+                }
+            };
             pending.push(self.enqueue(
                 producer,
-                &self.events_topic,
-                &record.reader,
+                topic,
+                key,
                 payload,
                 headers,
-                record.received_at,
-            )?);
-        }
-        for (letter, payload) in &dead {
-            let headers = OwnedHeaders::new_with_capacity(3)
-                .insert(Header {
-                    key: HEADER_SITE,
-                    value: Some(letter.site.as_str()),
-                })
-                .insert(Header {
-                    key: HEADER_REASON,
-                    value: Some(letter.reason.as_str()),
-                })
-                .insert(Header {
-                    key: HEADER_CONTENT_TYPE,
-                    value: Some("application/json"),
-                });
-            pending.push(self.enqueue(
-                producer,
-                &self.deadletter_topic,
-                &letter.site,
-                payload,
-                headers,
-                letter.received_at,
+                batch.received_at,
             )?);
         }
         Ok(pending)
@@ -392,6 +384,9 @@ impl Sink for KafkaSink {
                     self.enqueue_batch(&current.producer, &batch),
                 )
             };
+            // librdkafka copied every payload it took: the buffers can be reused.
+            self.pool.put(batch.events.into_buffer());
+            self.pool.put(batch.dead_letters.into_buffer());
             let result = match enqueued {
                 Ok(pending) => match tokio::time::timeout_at(deadline, delivered(pending)).await {
                     Ok(result) => result,
@@ -456,7 +451,7 @@ mod tests {
     use std::sync::Arc;
     use std::time::Instant;
 
-    use pulse_protocol::{Event, EventId, EventType, PageContext, RejectReason};
+    use pulse_protocol::{DeadLetter, EventRecord};
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::{BorrowedMessage, Headers};
     use rdkafka::mocking::MockCluster;
@@ -466,32 +461,9 @@ mod tests {
 
     use super::*;
     use crate::config::Millis;
+    use crate::sink::testing::test_batch;
 
     const PARTITIONS: i32 = 3;
-
-    fn record(id: u128, reader: &str) -> EventRecord {
-        EventRecord {
-            site: "demo".into(),
-            reader: reader.into(),
-            anonymous_id: "anon".into(),
-            user_id: (reader != "anon").then(|| reader.to_owned()),
-            session_id: "s".into(),
-            seq: 0,
-            time: 1,
-            received_at: 1_700_000_000_000,
-            event: Event {
-                id: EventId(id),
-                ts: 1,
-                kind: EventType::PageView,
-                name: None,
-                page: PageContext {
-                    url: "https://n.example/".into(),
-                    ..Default::default()
-                },
-                props: Default::default(),
-            },
-        }
-    }
 
     fn cluster() -> MockCluster<'static, DefaultProducerContext> {
         let cluster = MockCluster::new(3).unwrap();
@@ -554,18 +526,21 @@ mod tests {
     async fn events_and_dead_letters_land_keyed_with_headers() {
         let cluster = cluster();
         let brokers = cluster.bootstrap_servers();
-        let sink = KafkaSink::new(&config(&brokers, 10_000)).unwrap();
+        let sink = KafkaSink::new(&config(&brokers, 10_000), Arc::default()).unwrap();
         assert_eq!(sink.kind(), "kafka");
-        let dl = DeadLetter::event("demo", RejectReason::InvalidEvent, 2, 5, "{\"x\":1}");
         let receipt = sink
-            .append(SinkBatch {
-                events: vec![record(1, "user-1"), record(2, "anon"), record(3, "user-1")],
-                dead_letters: vec![dl.clone()],
-            })
+            .append(test_batch(
+                "user-1",
+                [1, 3],
+                0,
+                &[("invalid_event", b"{\"x\":1}")],
+            ))
             .await
             .unwrap();
-        assert_eq!(receipt.events, 3);
+        assert_eq!(receipt.events, 2);
         assert!(receipt.applied.is_none());
+        let receipt = sink.append(test_batch("anon", [2], 0, &[])).await.unwrap();
+        assert_eq!(receipt.events, 1);
 
         let events = consume(&brokers, "pulse.events", 3);
         assert_eq!(events.len(), 3);
@@ -588,23 +563,26 @@ mod tests {
         assert_eq!(dead.len(), 1);
         let (key, payload, headers) = &dead[0];
         assert_eq!(key, "demo");
-        assert_eq!(serde_json::from_slice::<DeadLetter>(payload).unwrap(), dl);
+        let dl = serde_json::from_slice::<DeadLetter>(payload).unwrap();
+        assert_eq!(
+            (dl.reason.as_str(), dl.raw.as_str()),
+            ("invalid_event", "{\"x\":1}")
+        );
         assert_eq!(headers[HEADER_REASON], dl.reason);
 
         sink.close().await.unwrap();
-        let after = sink
-            .append(SinkBatch {
-                events: vec![record(4, "anon")],
-                dead_letters: vec![],
-            })
-            .await;
+        let after = sink.append(test_batch("anon", [4], 0, &[])).await;
         assert!(matches!(after, Err(SinkError::Closed)), "{after:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn transient_produce_errors_are_retried() {
         let cluster = cluster();
-        let sink = KafkaSink::new(&config(&cluster.bootstrap_servers(), 10_000)).unwrap();
+        let sink = KafkaSink::new(
+            &config(&cluster.bootstrap_servers(), 10_000),
+            Arc::default(),
+        )
+        .unwrap();
         cluster.request_errors(
             RDKafkaApiKey::Produce,
             &[
@@ -614,10 +592,7 @@ mod tests {
             ],
         );
         let receipt = sink
-            .append(SinkBatch {
-                events: (0..5).map(|i| record(i, "user-1")).collect(),
-                dead_letters: vec![],
-            })
+            .append(test_batch("user-1", 0..5, 0, &[]))
             .await
             .unwrap();
         assert_eq!(receipt.events, 5);
@@ -630,18 +605,17 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_permanent_error_fails_the_batch() {
         let cluster = cluster();
-        let sink = KafkaSink::new(&config(&cluster.bootstrap_servers(), 10_000)).unwrap();
+        let sink = KafkaSink::new(
+            &config(&cluster.bootstrap_servers(), 10_000),
+            Arc::default(),
+        )
+        .unwrap();
         cluster.request_errors(
             RDKafkaApiKey::Produce,
             &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED],
         );
         let started = Instant::now();
-        let result = sink
-            .append(SinkBatch {
-                events: vec![record(1, "user-1")],
-                dead_letters: vec![],
-            })
-            .await;
+        let result = sink.append(test_batch("user-1", [1], 0, &[])).await;
         assert!(
             matches!(&result, Err(SinkError::Unavailable(m)) if m.contains("delivery failed")),
             "{result:?}"
@@ -658,14 +632,10 @@ mod tests {
         for broker in 1..=3 {
             cluster.broker_down(broker).unwrap();
         }
-        let sink = KafkaSink::new(&config(&cluster.bootstrap_servers(), 1_000)).unwrap();
+        let sink =
+            KafkaSink::new(&config(&cluster.bootstrap_servers(), 1_000), Arc::default()).unwrap();
         let started = Instant::now();
-        let result = sink
-            .append(SinkBatch {
-                events: vec![record(1, "user-1")],
-                dead_letters: vec![],
-            })
-            .await;
+        let result = sink.append(test_batch("user-1", [1], 0, &[])).await;
         let took = started.elapsed();
         assert!(
             matches!(result, Err(SinkError::Unavailable(_))),
@@ -687,21 +657,18 @@ mod tests {
         let brokers = cluster.bootstrap_servers();
         // By count: 5 waiting messages leave no room for 10 more in a queue of 12.
         let sink = Arc::new(
-            KafkaSink::new(&KafkaConfig {
-                queue_max_messages: 12,
-                ..config(&brokers, 30_000)
-            })
+            KafkaSink::new(
+                &KafkaConfig {
+                    queue_max_messages: 12,
+                    ..config(&brokers, 30_000)
+                },
+                Arc::default(),
+            )
             .unwrap(),
         );
         let waiting = {
             let sink = Arc::clone(&sink);
-            tokio::spawn(async move {
-                sink.append(SinkBatch {
-                    events: (0..5).map(|i| record(i, "a")).collect(),
-                    dead_letters: vec![],
-                })
-                .await
-            })
+            tokio::spawn(async move { sink.append(test_batch("a", 0..5, 0, &[])).await })
         };
         let until = Instant::now() + Duration::from_secs(10);
         while sink.current().unwrap().producer.in_flight_count() < 5 {
@@ -709,12 +676,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let started = Instant::now();
-        let result = sink
-            .append(SinkBatch {
-                events: (10..20).map(|i| record(i, "b")).collect(),
-                dead_letters: vec![],
-            })
-            .await;
+        let result = sink.append(test_batch("b", 10..20, 0, &[])).await;
         assert!(
             matches!(&result, Err(SinkError::Unavailable(m)) if m.contains("full")),
             "{result:?}"
@@ -723,20 +685,16 @@ mod tests {
         waiting.abort();
 
         // By size: librdkafka itself answers QueueFull part-way through a batch.
-        let sink = KafkaSink::new(&KafkaConfig {
-            queue_max_kbytes: 1,
-            ..config(&brokers, 30_000)
-        })
+        let sink = KafkaSink::new(
+            &KafkaConfig {
+                queue_max_kbytes: 1,
+                ..config(&brokers, 30_000)
+            },
+            Arc::default(),
+        )
         .unwrap();
-        let mut big = record(100, "c");
-        big.event.page.title = "t".repeat(600);
         let started = Instant::now();
-        let result = sink
-            .append(SinkBatch {
-                events: vec![big.clone(), big.clone(), big.clone(), big],
-                dead_letters: vec![],
-            })
-            .await;
+        let result = sink.append(test_batch("c", 100..104, 500, &[])).await;
         assert!(
             matches!(&result, Err(SinkError::Unavailable(m)) if m.contains("full")),
             "{result:?}"
@@ -748,28 +706,20 @@ mod tests {
     async fn a_fatal_producer_error_is_survived() {
         let cluster = cluster();
         let brokers = cluster.bootstrap_servers();
-        let sink = KafkaSink::new(&config(&brokers, 5_000)).unwrap();
+        let sink = KafkaSink::new(&config(&brokers, 5_000), Arc::default()).unwrap();
         // A head-of-line sequence error: librdkafka can no longer vouch for idempotence.
         cluster.request_errors(
             RDKafkaApiKey::Produce,
             &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER],
         );
-        let first = sink
-            .append(SinkBatch {
-                events: vec![record(1, "user-1")],
-                dead_letters: vec![],
-            })
-            .await;
+        let first = sink.append(test_batch("user-1", [1], 0, &[])).await;
         assert!(first.is_err(), "{first:?}");
         let until = Instant::now() + Duration::from_secs(20);
         let mut tries = 0;
         loop {
             tries += 1;
             let next = sink
-                .append(SinkBatch {
-                    events: vec![record(100 + tries, "user-2")],
-                    dead_letters: vec![],
-                })
+                .append(test_batch("user-2", [100 + tries], 0, &[]))
                 .await;
             if next.is_ok() {
                 break;
@@ -796,7 +746,7 @@ mod tests {
         ] {
             let mut config = KafkaConfig::default();
             config.properties.insert(key.into(), "1".into());
-            let err = KafkaSink::new(&config).unwrap_err();
+            let err = KafkaSink::new(&config, Arc::default()).unwrap_err();
             assert!(err.to_string().contains(key), "{err}");
         }
         let mut config = KafkaConfig::default();

@@ -1,29 +1,38 @@
-//! The durable log behind the gateway. A [`Sink`] makes a batch's records durable before the
-//! gateway answers: every implementation has the same shape (`config`, the sink, its tests).
-//! `embedded` (fjall, group-committed fsync) is the default; `kafka` (rdkafka, idempotent,
-//! `acks=all`) serves a publisher who outgrew one machine.
+//! Where accepted events and dead letters are made durable. A [`Sink`] makes a request's
+//! records durable before the gateway answers; every implementation has the same shape (the
+//! sink, its tests) and takes the same [`Records`]. `embedded` (the segmented log of
+//! `crate::log`, group-committed) is the default; `kafka` (rdkafka, idempotent, `acks=all`)
+//! serves a publisher who outgrew one machine.
 
 mod embedded;
 mod kafka;
+mod records;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::config::{Config, SinkKind};
+use crate::log::{AppliedGuard, EventLog};
 
-use pulse_protocol::{DeadLetter, EventRecord};
-
-pub use embedded::{AppliedGuard, EmbeddedStore, StoredEvent};
+pub use embedded::EmbeddedSink;
 use kafka::KafkaSink;
+pub use records::{RecordKind, Records};
 
-/// What one request appends: its accepted events and its dead letters.
+/// What one request appends: its accepted events and its dead letters, with what Kafka keys
+/// and headers need.
 #[derive(Debug, Default)]
 pub struct SinkBatch {
+    /// The site key.
+    pub site: String,
+    /// The reader the events belong to (Kafka's message key for events).
+    pub reader: String,
+    /// When the gateway received the request, ms since the epoch (Kafka's message timestamp).
+    pub received_at: u64,
     /// Accepted events, in batch order.
-    pub events: Vec<EventRecord>,
+    pub events: Records,
     /// Rejected events and refused batches, with their reasons.
-    pub dead_letters: Vec<DeadLetter>,
+    pub dead_letters: Records,
 }
 
 /// Proof that a batch is durable.
@@ -31,26 +40,23 @@ pub struct SinkBatch {
 pub struct Receipt {
     /// Number of events appended.
     pub events: usize,
-    /// Held until the scorer has applied the events; dropping it lets the store advance the
-    /// point from which state is replayed after a crash.
+    /// Held until the scorer has applied the events; dropping it lets the replay point move
+    /// past them (embedded log only: replay reads that log).
     pub applied: Option<AppliedGuard>,
 }
 
 /// Why a batch could not be made durable. Always retryable for the client (503).
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    /// The store failed to write or sync.
-    #[error("store write failed: {0}")]
+    /// The log failed to write or sync.
+    #[error("log write failed: {0}")]
     Io(String),
-    /// The store is shutting down.
-    #[error("store closed")]
+    /// The log is shutting down.
+    #[error("log closed")]
     Closed,
     /// The log cannot take the batch now (queue full, brokers unreachable, deadline passed).
     #[error("log unavailable: {0}")]
     Unavailable(String),
-    /// A record could not be encoded.
-    #[error("record encoding failed: {0}")]
-    Encode(#[from] serde_json::Error),
 }
 
 /// A boxed future, so sinks can be chosen at runtime.
@@ -68,25 +74,32 @@ pub trait Sink: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
 }
 
-/// Opens the log the configuration names. `state` is the embedded store, which also keeps reader
-/// state; with `kind = "embedded"` it is the log as well. With `kind = "kafka"` the events and
-/// dead letters go to Kafka, while reader state stays in the embedded store (`server.data`).
+impl std::fmt::Debug for dyn Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.kind())
+    }
+}
+
+/// Opens the log the configuration names: the embedded one (`log`, already open), or Kafka.
+/// Reader state stays in `server.data` either way.
 pub(crate) fn open(
     config: &Config,
-    state: &Arc<EmbeddedStore>,
+    log: Option<Arc<EventLog>>,
+    pool: Arc<crate::pool::BufPool>,
 ) -> Result<Arc<dyn Sink>, SinkError> {
-    match config.sink.kind {
-        SinkKind::Embedded => {
+    match (config.sink.kind, log) {
+        (SinkKind::Embedded, Some(log)) => {
             tracing::info!(
                 sink = "embedded",
                 data = %config.server.data.display(),
                 "events, dead letters and reader state go to the embedded store"
             );
-            Ok(Arc::clone(state) as Arc<dyn Sink>)
+            Ok(Arc::new(EmbeddedSink::new(log)) as Arc<dyn Sink>)
         }
-        SinkKind::Kafka => {
+        (SinkKind::Embedded, None) => Err(SinkError::Unavailable("no embedded log".into())),
+        (SinkKind::Kafka, _) => {
             let kafka = &config.sink.kafka;
-            let sink = KafkaSink::new(kafka)?;
+            let sink = KafkaSink::new(kafka, pool)?;
             tracing::info!(
                 sink = "kafka",
                 brokers = %kafka.brokers,
@@ -108,6 +121,74 @@ pub(crate) fn open(
                 );
             }
             Ok(Arc::new(sink) as Arc<dyn Sink>)
+        }
+    }
+}
+
+/// Batches for the sinks' tests, built the way the ingest path builds them.
+#[cfg(test)]
+pub(crate) mod testing {
+    use pulse_protocol::{
+        Batch, BatchHeader, Event, EventId, EventType, PageContext, RecordPrefix, parse_batch,
+    };
+
+    use super::{Records, SinkBatch};
+
+    pub(crate) const NOW: u64 = 1_800_000_000_000;
+
+    /// A batch of page views with `ids` from `reader` (a user id unless it is `anon`), titles
+    /// of `title` bytes, and dead letters `(reason, raw)`.
+    pub(crate) fn test_batch(
+        reader: &str,
+        ids: impl IntoIterator<Item = u128>,
+        title: usize,
+        dead: &[(&'static str, &[u8])],
+    ) -> SinkBatch {
+        let batch = Batch {
+            header: BatchHeader {
+                v: 1,
+                site_key: "demo".into(),
+                anonymous_id: "anon".into(),
+                user_id: (reader != "anon").then(|| reader.to_owned()),
+                session_id: "s".into(),
+                seq: 0,
+                sent_at: NOW,
+            },
+            events: ids
+                .into_iter()
+                .map(|id| Event {
+                    id: EventId(id),
+                    ts: NOW,
+                    kind: EventType::PageView,
+                    name: None,
+                    page: PageContext {
+                        url: "https://n.example/".into(),
+                        title: "t".repeat(title),
+                        ..Default::default()
+                    },
+                    props: Default::default(),
+                })
+                .collect(),
+        };
+        let json = serde_json::to_vec(&batch).unwrap_or_default();
+        let mut events = Records::default();
+        if !batch.events.is_empty() {
+            let parsed = parse_batch(&json, NOW).expect("a good batch");
+            let prefix = RecordPrefix::new("demo", &parsed.header, NOW);
+            for view in &parsed.accepted {
+                events.push_event(&prefix, view);
+            }
+        }
+        let mut dead_letters = Records::default();
+        for (i, (reason, raw)) in dead.iter().enumerate() {
+            dead_letters.push_dead_letter("demo", reason, Some(i as u32), NOW, raw);
+        }
+        SinkBatch {
+            site: "demo".into(),
+            reader: reader.into(),
+            received_at: NOW,
+            events,
+            dead_letters,
         }
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use pulse_gateway::{Config, Listeners, serve_all};
+use pulse_http::{Listeners, Settings, serve_all};
 use pulse_load::Floor;
 
 /// Answers `POST /v1/collect` like a Pulse gateway that stores nothing and always allows:
@@ -30,13 +30,15 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let mut config = Config::default();
-    config.server.listen = args.listen;
-    config.server.tls_listen = args.tls_listen;
-    config.server.data = args.data;
+    let settings = Settings {
+        listen: args.listen,
+        tls_listen: args.tls_listen,
+        data: args.data,
+        ..Settings::default()
+    };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let listeners = Listeners::bind(&config)
+        let listeners = Listeners::bind(settings)
             .await
             .context("binding the listeners")?;
         // The first line on stdout names the address (tests and scripts read it).
@@ -47,7 +49,7 @@ fn main() -> anyhow::Result<()> {
         if let Some(cert) = listeners.certificate() {
             println!("  certificate: {}", cert.cert_path.display());
         }
-        serve_all(Arc::new(Floor::new(config)), listeners, shutdown_signal()).await?;
+        serve_all(Arc::new(Floor), listeners, shutdown_signal()).await?;
         Ok(())
     })
 }

@@ -157,7 +157,7 @@ fn main() -> anyhow::Result<ExitCode> {
         requests: a.requests,
         events_per_batch: usize::from(a.events_per_batch),
         readers: a.readers,
-        seed: a.seed.unwrap_or_else(pulse_gateway::now_ms),
+        seed: a.seed.unwrap_or_else(pulse_load::now_ms),
         pool: a.pool,
         timeout: seconds(a.timeout, "timeout")?,
         tls: TlsOptions {

@@ -1,6 +1,7 @@
 //! HTTP/3 over QUIC (quinn + h3): the UDP listener beside the TLS one, at the same port number.
-//! Each request goes to the same [`handle`] as HTTP/1.1 and HTTP/2, its body read through
-//! [`H3Body`] so that the same size caps and deadlines apply.
+//! Each request goes to the same [`App::answer`] as HTTP/1.1 and HTTP/2, its body read through
+//! [`H3Body`] so that the same size caps and deadlines apply. Connections come from the one
+//! accept loop (`listen`), which refuses those past `quic_max_connections`.
 //!
 //! Limits applied here: open QUIC connections (`quic_max_connections`; past it new ones are
 //! refused), concurrent request streams per connection (`quic_max_streams`), the idle timeout
@@ -20,12 +21,13 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Frame};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Response};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinSet;
 
-use crate::config::Config;
-use crate::listen::{App, ListenError, Stop, drain, host_from_authority, too_many_headers};
-use crate::server::ConnInfo;
+use crate::accept::{Listener, Stop};
+use crate::answer::{ConnInfo, Endpoint};
+use crate::app::{App, ListenError, host_from_authority, too_many_headers};
+use crate::settings::Settings;
 use crate::tls::Certified;
 
 /// Unidirectional streams a peer may open: HTTP/3 needs three (control, QPACK encoder and
@@ -44,79 +46,70 @@ type Resolver = h3::server::RequestResolver<h3_quinn::Connection, Bytes>;
 /// The quinn server settings: TLS 1.3 with ALPN `h3` and no 0-RTT, and the transport limits.
 pub(crate) fn server_config(
     certified: &Certified,
-    config: &Config,
+    settings: &Settings,
 ) -> Result<quinn::ServerConfig, ListenError> {
-    let transport = &config.transport;
+    let transport = &settings.transport;
     let crypto = certified.quic_config()?;
-    let mut settings = quinn::TransportConfig::default();
+    let mut quic = quinn::TransportConfig::default();
     let idle = quinn::IdleTimeout::try_from(transport.quic_idle_timeout_ms.get())
         .map_err(|_| ListenError::Quic("transport.quic_idle_timeout_ms is too large".into()))?;
     // Flow control: a stream may hold one whole request (head and body) in flight, the
     // connection a few of them; every buffer is bounded by these windows.
-    let stream_window = (config.limits.max_body_bytes + transport.max_header_bytes + 16 * 1024)
-        .max(64 * 1024) as u64;
+    let stream_window =
+        (settings.max_body_bytes + transport.max_header_bytes + 16 * 1024).max(64 * 1024) as u64;
     let stream_window = quinn::VarInt::try_from(stream_window)
         .map_err(|_| ListenError::Quic("limits.max_body_bytes is too large".into()))?;
     let conn_window = quinn::VarInt::from_u64(stream_window.into_inner().saturating_mul(8))
         .map_err(|_| ListenError::Quic("limits.max_body_bytes is too large".into()))?;
-    settings
-        .max_concurrent_bidi_streams(quinn::VarInt::from_u32(transport.quic_max_streams))
+    quic.max_concurrent_bidi_streams(quinn::VarInt::from_u32(transport.quic_max_streams))
         .max_concurrent_uni_streams(quinn::VarInt::from_u32(MAX_UNI_STREAMS))
         .max_idle_timeout(Some(idle))
         .stream_receive_window(stream_window)
         .receive_window(conn_window);
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    server.transport_config(Arc::new(settings));
+    server.transport_config(Arc::new(quic));
     Ok(server)
 }
 
-/// Accepts QUIC connections until shutdown, refusing those past `quic_max_connections`; then
-/// asks each connection to finish (GOAWAY), waits for in-flight requests within the grace period
-/// and closes the endpoint.
-pub(crate) async fn serve<A: App>(endpoint: quinn::Endpoint, gateway: Arc<A>, mut stop: Stop) {
-    let limit = Arc::new(Semaphore::new(
-        gateway.config().transport.quic_max_connections,
-    ));
-    let mut connections = JoinSet::new();
-    loop {
-        while connections.try_join_next().is_some() {}
-        let incoming = tokio::select! {
-            incoming = endpoint.accept() => match incoming {
-                Some(incoming) => incoming,
-                None => break, // the endpoint was closed
-            },
-            _ = stop.requested() => break,
-        };
-        let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
-            tracing::debug!(peer = %incoming.remote_address(), "too many QUIC connections; refused");
-            incoming.refuse();
-            continue;
-        };
-        connections.spawn(connection(
-            incoming,
-            Arc::clone(&gateway),
-            stop.clone(),
-            permit,
-        ));
+/// The QUIC endpoint as the accept loop sees it: past the cap a connection is refused at
+/// once (a client waiting in a queue would only time out); on shutdown new attempts are
+/// refused, and once every connection is drained the endpoint closes.
+impl Listener for quinn::Endpoint {
+    type Conn = quinn::Incoming;
+
+    async fn accept(&mut self) -> Option<std::io::Result<(Self::Conn, std::net::SocketAddr)>> {
+        let incoming = Self::accept(self).await?;
+        let peer = incoming.remote_address();
+        Some(Ok((incoming, peer)))
     }
-    // New connection attempts are refused from here on.
-    endpoint.set_server_config(None);
-    drain(&mut connections, &stop, "quic").await;
-    endpoint.close(quinn::VarInt::from_u32(0), b"shutting down");
-    // Let the close frames go out; bounded, the grace period may already be spent.
-    let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+
+    fn refuse(conn: Self::Conn) {
+        tracing::debug!(peer = %conn.remote_address(), "too many QUIC connections; refused");
+        conn.refuse();
+    }
+
+    fn stop_accepting(&mut self) {
+        self.set_server_config(None);
+    }
+
+    async fn finish(self) {
+        self.close(quinn::VarInt::from_u32(0), b"shutting down");
+        // Let the close frames go out; bounded, the grace period may already be spent.
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.wait_idle()).await;
+    }
 }
 
 /// One QUIC connection: the handshake, the HTTP/3 settings exchange, then its requests until
 /// it closes or shutdown.
-async fn connection<A: App>(
+pub(crate) async fn connection<A: App>(
     incoming: quinn::Incoming,
-    gateway: Arc<A>,
+    app: Arc<A>,
+    settings: Arc<Settings>,
     mut stop: Stop,
     _permit: OwnedSemaphorePermit,
 ) {
     let peer = incoming.remote_address();
-    let transport = &gateway.config().transport;
+    let transport = &settings.transport;
     let handshake_timeout = transport.tls_handshake_timeout_ms.get();
     let connecting = match incoming.accept() {
         Ok(connecting) => connecting,
@@ -159,13 +152,16 @@ async fn connection<A: App>(
         }
     };
     let mut requests = JoinSet::new();
-    let info = ConnInfo { peer };
+    let info = ConnInfo {
+        peer,
+        endpoint: Endpoint::Public,
+    };
     loop {
         while requests.try_join_next().is_some() {}
         tokio::select! {
             accepted = h3.accept() => match accepted {
                 Ok(Some(resolver)) => {
-                    requests.spawn(request(Arc::clone(&gateway), resolver, info));
+                    requests.spawn(request(Arc::clone(&app), Arc::clone(&settings), resolver, info));
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -198,13 +194,9 @@ async fn connection<A: App>(
 
 /// One HTTP/3 request: its head within the header read timeout, the common handler with the
 /// body as an [`H3Body`], then the response.
-async fn request<A: App>(gateway: Arc<A>, resolver: Resolver, info: ConnInfo) {
-    let limits = &gateway.config().limits;
-    let resolved = tokio::time::timeout(
-        limits.header_read_timeout_ms.get(),
-        resolver.resolve_request(),
-    )
-    .await;
+async fn request<A: App>(app: Arc<A>, settings: Arc<Settings>, resolver: Resolver, info: ConnInfo) {
+    let resolved =
+        tokio::time::timeout(settings.header_read_timeout, resolver.resolve_request()).await;
     let (req, stream) = match resolved {
         Ok(Ok(resolved)) => resolved,
         Ok(Err(e)) => {
@@ -219,12 +211,12 @@ async fn request<A: App>(gateway: Arc<A>, resolver: Resolver, info: ConnInfo) {
     };
     let (mut send, recv) = stream.split();
     let head_only = req.method() == Method::HEAD;
-    let resp = match too_many_headers(&*gateway, &req) {
+    let resp = match too_many_headers(&*app, settings.transport.max_headers, &req) {
         Some(refused) => refused,
         None => {
             let mut req = req.map(|()| H3Body::new(recv));
             host_from_authority(&mut req);
-            gateway.answer(req, info).await
+            app.answer(req, info).await
         }
     };
     let (mut parts, body) = resp.into_parts();
@@ -243,7 +235,7 @@ async fn request<A: App>(gateway: Arc<A>, resolver: Resolver, info: ConnInfo) {
         send.finish().await
     };
     // A client that does not read its answer is not waited on past the body deadline.
-    match tokio::time::timeout(limits.body_timeout_ms.get(), respond).await {
+    match tokio::time::timeout(settings.body_timeout, respond).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::debug!(peer = %info.peer, error = %e, "HTTP/3 response not sent"),
         Err(_) => tracing::debug!(peer = %info.peer, "HTTP/3 response not taken in time"),

@@ -14,7 +14,7 @@ use base64::Engine as _;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-use crate::config::ServerConfig;
+use crate::settings::Settings;
 
 /// ALPN protocols of the TLS listener, in order of preference.
 pub(crate) const TCP_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
@@ -72,7 +72,7 @@ impl Certified {
     /// Loads `tls_cert` / `tls_key`, or generates a self-signed certificate for localhost,
     /// 127.0.0.1, ::1 and the TLS listen address (when it names one) and writes `cert.pem`,
     /// `key.pem` (mode 0600) and `spki.sha256.base64` to `<data>/tls/`.
-    pub fn load_or_generate(server: &ServerConfig) -> Result<Self, TlsError> {
+    pub fn load_or_generate(server: &Settings) -> Result<Self, TlsError> {
         match (&server.tls_cert, &server.tls_key) {
             (Some(cert), Some(key)) => Self::load(cert, key),
             _ => Self::generate(server),
@@ -95,7 +95,7 @@ impl Certified {
         Ok(Self::new(chain, key, cert_path.to_owned(), false))
     }
 
-    fn generate(server: &ServerConfig) -> Result<Self, TlsError> {
+    fn generate(server: &Settings) -> Result<Self, TlsError> {
         let mut names = vec![
             "localhost".to_owned(),
             "127.0.0.1".to_owned(),
@@ -283,11 +283,11 @@ mod tests {
     use super::*;
     use rcgen::PublicKeyData as _;
 
-    fn server(dir: &Path) -> ServerConfig {
-        ServerConfig {
+    fn server(dir: &Path) -> Settings {
+        Settings {
             data: dir.to_owned(),
             tls_listen: Some("127.0.0.2:0".parse().unwrap()),
-            ..ServerConfig::default()
+            ..Settings::default()
         }
     }
 

@@ -1,0 +1,326 @@
+//! The gateway's control side: what operators change while it runs (the sites and their
+//! origins, the rate limits, the scorer's bundle) and the one way to change it, [`Control::reload`]:
+//! read the config file, check it whole, apply all of it. SIGHUP calls it; so does the admin
+//! API, after writing a change of limits to the file (checked by reading it back first).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use pulse_http::Bound;
+use pulse_protocol::RateLimit;
+
+use crate::admit::{OwnOrigins, Sites};
+use crate::config::{Config, ConfigError, Rate, RateLimits};
+use crate::decide::{BundleChange, Decider};
+use crate::ratelimit::RateLimiter;
+
+/// Why a change was refused; nothing changed.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// The change (or the file it would make) does not check: every problem.
+    #[error("{}", .0.join("; "))]
+    Invalid(Vec<String>),
+    /// The config file could not be read or written.
+    #[error("the config file: {0}")]
+    File(String),
+    /// The gateway runs without a config file: there is nothing to reload.
+    #[error("the gateway runs without a config file")]
+    NoFile,
+}
+
+impl From<ConfigError> for ChangeError {
+    fn from(e: ConfigError) -> Self {
+        match e {
+            ConfigError::Invalid(problems) => Self::Invalid(problems),
+            ConfigError::Parse { message, .. } => Self::Invalid(vec![message]),
+            ConfigError::Read { path, source } => {
+                Self::File(format!("{}: {source}", path.display()))
+            }
+        }
+    }
+}
+
+/// What a reload applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// The rate limits now in force.
+    pub limits: RateLimits,
+    /// Sites now configured.
+    pub sites: usize,
+    /// What became of the bundle.
+    pub bundle: BundleChange,
+}
+
+/// The control side.
+#[derive(Debug)]
+pub struct Control {
+    path: Option<PathBuf>,
+    public_origins: Vec<String>,
+    /// `limits.max_body_bytes`, which the byte limit's burst must cover.
+    max_body_bytes: usize,
+    sites: RwLock<Arc<Sites>>,
+    /// The rate limits, read by every request.
+    pub limiter: Arc<RateLimiter>,
+    decider: Arc<Decider>,
+}
+
+impl Control {
+    /// The control side of a gateway started with `config`.
+    pub(crate) fn new(config: &Config, decider: Arc<Decider>) -> Self {
+        let own = OwnOrigins::new(&config.server.public_origins, None);
+        Self {
+            path: config.path.clone(),
+            public_origins: config.server.public_origins.clone(),
+            max_body_bytes: config.limits.max_body_bytes,
+            sites: RwLock::new(Arc::new(Sites::new(&config.sites, own))),
+            limiter: Arc::new(RateLimiter::new(&config.rate_limits)),
+            decider,
+        }
+    }
+
+    /// The sites in force.
+    pub fn sites(&self) -> Arc<Sites> {
+        match self.sites.read() {
+            Ok(sites) => Arc::clone(&sites),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    fn set_sites(&self, fresh: Sites) {
+        let fresh = Arc::new(fresh);
+        match self.sites.write() {
+            Ok(mut s) => *s = fresh,
+            Err(poisoned) => *poisoned.into_inner() = fresh,
+        }
+    }
+
+    /// The listeners are bound: their addresses become the gateway's own origins too.
+    pub(crate) fn listening(&self, bound: &Bound) {
+        let own = OwnOrigins::new(&self.public_origins, Some(bound));
+        tracing::info!(origins = ?own.list(), "the gateway's own origins (allow_same_origin)");
+        self.set_sites(self.sites().with_own(own));
+    }
+
+    /// Re-reads the config file and applies what can change while running: the rate limits,
+    /// the sites (keys and origins) and the bundle. A file or bundle that does not check
+    /// changes nothing. `[server]`, `[limits]`, `[transport]`, `[sink]` and `[dead_letters]` need a
+    /// restart. The one reload: SIGHUP and the admin API both call it.
+    pub fn reload(&self) -> Result<Applied, ChangeError> {
+        let path = self.path.as_deref().ok_or(ChangeError::NoFile)?;
+        let fresh = Config::load(path)?;
+        self.apply(&fresh)
+    }
+
+    /// Applies the reloadable parts of `fresh` (already checked), all or nothing.
+    fn apply(&self, fresh: &Config) -> Result<Applied, ChangeError> {
+        // The only steps that can fail go first.
+        let bundle = fresh.scorer.load_bundle()?;
+        let bundle = match self.decider.engine().bundle() {
+            Ok(active) if active.id == bundle.id => BundleChange::Active {
+                replaced: active.id.clone(),
+            },
+            _ => self
+                .decider
+                .set_bundle(bundle)
+                .map_err(|e| ChangeError::Invalid(vec![format!("scorer.bundle: {e}")]))?,
+        };
+        let own = self.sites().own().clone();
+        self.set_sites(Sites::new(&fresh.sites, own));
+        self.limiter.replace(&fresh.rate_limits);
+        let applied = Applied {
+            limits: fresh.rate_limits.clone(),
+            sites: fresh.sites.len(),
+            bundle,
+        };
+        tracing::info!(
+            limits = ?applied.limits,
+            sites = applied.sites,
+            bundle = ?applied.bundle,
+            "configuration applied"
+        );
+        Ok(applied)
+    }
+
+    /// Changes the rate limits by `patch` (a JSON object, whole or partial `[rate_limits]`):
+    /// merged onto the limits in force and checked; then, with a config file, written to it
+    /// (checked by reading the new text back before it replaces the file) and the file
+    /// reloaded; without one, applied as they are. Returns the limits in force and whether the
+    /// file was written.
+    pub fn change_limits(&self, patch: &[u8]) -> Result<(RateLimits, bool), ChangeError> {
+        let limits = merge_limits(&self.limiter.limits(), patch)?;
+        let Some(path) = self.path.as_deref() else {
+            let problems = limits.problems(self.max_body_bytes);
+            if !problems.is_empty() {
+                return Err(ChangeError::Invalid(problems));
+            }
+            self.limiter.replace(&limits);
+            tracing::info!(?limits, "rate limits changed (no config file to write)");
+            return Ok((limits, false));
+        };
+        write_back(path, &limits)?;
+        let applied = self.reload()?;
+        Ok((applied.limits, true))
+    }
+}
+
+/// Merges `patch` (a JSON object, whole or partial `[rate_limits]`) onto `current`. Numbers
+/// out of range of their field (a rate is at most 2^32 − 1) are refused here.
+pub fn merge_limits(current: &RateLimits, patch: &[u8]) -> Result<RateLimits, ChangeError> {
+    let patch: serde_json::Value = serde_json::from_slice(patch)
+        .map_err(|e| ChangeError::Invalid(vec![format!("the body is not JSON: {e}")]))?;
+    if !patch.is_object() {
+        return Err(ChangeError::Invalid(vec![
+            "the body must be a JSON object of rate limits".to_owned(),
+        ]));
+    }
+    let mut merged =
+        serde_json::to_value(current).map_err(|e| ChangeError::Invalid(vec![e.to_string()]))?;
+    merge_json(&mut merged, patch);
+    serde_json::from_value(merged).map_err(|e| ChangeError::Invalid(vec![e.to_string()]))
+}
+
+fn merge_json(into: &mut serde_json::Value, patch: serde_json::Value) {
+    match (into, patch) {
+        (serde_json::Value::Object(into), serde_json::Value::Object(patch)) => {
+            for (k, v) in patch {
+                match into.get_mut(&k) {
+                    Some(slot) => merge_json(slot, v),
+                    None => {
+                        into.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+/// Replaces the `[rate_limits]` table of the TOML file at `path` with `limits`, keeping
+/// everything else (comments included). The new text must check as a whole configuration and
+/// read back as exactly `limits` before it replaces the file; it is written to a temporary file,
+/// synced and renamed, so a crash leaves one file or the other.
+pub fn write_back(path: &Path, limits: &RateLimits) -> Result<(), ChangeError> {
+    let file = |e: std::io::Error| ChangeError::File(format!("{}: {e}", path.display()));
+    let text = std::fs::read_to_string(path).map_err(file)?;
+    let mut doc: toml_edit::DocumentMut = text
+        .parse()
+        .map_err(|e: toml_edit::TomlError| ChangeError::Invalid(vec![e.to_string()]))?;
+    let int = |n: u64, name: &str| {
+        i64::try_from(n).map_err(|_| {
+            ChangeError::Invalid(vec![format!(
+                "rate_limits.{name} = {n} does not fit the file"
+            )])
+        })
+    };
+    let mut table = toml_edit::Table::new();
+    for limit in RateLimit::ALL {
+        let Rate { per_second, burst } = limits.rate(limit);
+        let mut t = toml_edit::InlineTable::new();
+        t.insert("per_second", i64::from(per_second).into());
+        t.insert("burst", i64::from(burst).into());
+        table[limit.as_str()] = toml_edit::value(t);
+    }
+    table["max_keys"] = toml_edit::value(int(limits.max_keys as u64, "max_keys")?);
+    match doc
+        .get_mut("rate_limits")
+        .and_then(|item| item.as_table_mut())
+    {
+        Some(existing) => {
+            // Keep the table's position and its comments; replace the values.
+            for (key, value) in table.iter() {
+                existing[key] = value.clone();
+            }
+        }
+        None => doc["rate_limits"] = toml_edit::Item::Table(table),
+    }
+    let fresh = doc.to_string();
+    // Read back what would be written: it must be a good configuration holding these limits.
+    let back = Config::parse(&fresh)?;
+    if back.rate_limits != *limits {
+        return Err(ChangeError::Invalid(vec![format!(
+            "the file would hold {:?}, not the limits asked for",
+            back.rate_limits
+        )]));
+    }
+    let tmp = path.with_extension("toml.tmp");
+    let write = || -> std::io::Result<()> {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(fresh.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    };
+    write().map_err(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_changes_merge_and_bad_ones_are_refused() {
+        let current = RateLimits::default();
+        let merged = merge_limits(&current, br#"{"ip_requests":{"per_second":7}}"#).unwrap();
+        assert_eq!(merged.ip_requests, Rate::new(7, current.ip_requests.burst));
+        assert_eq!(merged.site_events, current.site_events);
+        for bad in [
+            &b"[1]"[..],
+            b"nope",
+            br#"{"ip_requests":{"per_sec":1}}"#,
+            br#"{"x":1}"#,
+            br#"{"ip_requests":{"per_second":4294967296}}"#,
+            br#"{"ip_requests":{"per_second":-1}}"#,
+            br#"{"max_keys":1.5}"#,
+        ] {
+            assert!(
+                merge_limits(&current, bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn write_back_keeps_the_rest_of_the_file_and_refuses_what_would_not_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pulse.toml");
+        let text = "# top comment\n[server]\nlisten = \"127.0.0.1:1\"\n\n[rate_limits]\n# keep me\nmax_keys = 5\n\n[[sites]]\nkey = \"a\"\n";
+        std::fs::write(&path, text).unwrap();
+        let limits = RateLimits {
+            ip_requests: Rate::new(9, 99),
+            ..RateLimits::default()
+        };
+        write_back(&path, &limits).unwrap();
+        let written = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            written.contains("# top comment") && written.contains("# keep me"),
+            "{written}"
+        );
+        let config = Config::parse(&written).unwrap();
+        assert_eq!(config.rate_limits, limits);
+        assert_eq!(config.sites[0].key, "a");
+        // Numbers the file cannot hold, or limits that do not check, leave it alone.
+        for bad in [
+            RateLimits {
+                max_keys: usize::MAX,
+                ..limits.clone()
+            },
+            RateLimits {
+                ip_requests: Rate::new(10, 5),
+                ..limits.clone()
+            },
+        ] {
+            assert!(write_back(&path, &bad).is_err(), "{bad:?}");
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), written);
+        }
+        // A file without the table gets one.
+        std::fs::write(&path, "[server]\n").unwrap();
+        write_back(&path, &limits).unwrap();
+        let config = Config::parse(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(config.rate_limits, limits);
+    }
+}

@@ -1,0 +1,305 @@
+//! The one place the gateway calls the scorer: [`Decider::decide`] for a batch just made
+//! durable, [`Decider::replay`] for the log at start, [`Decider::set_bundle`] when operators
+//! change the bundle (at once when it keeps the features, else after a rebuild of reader state
+//! from the log on a thread of its own).
+//!
+//! The engine takes events through `pulse_scorer::Observed`; today they are built here from the
+//! batch's views (strings copied, `props` parsed into a map) and scored on the blocking pool
+//! (the engine's cache may load a reader from the store).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use pulse_protocol::{Action, Decision, Event, EventView, MAX_EVENTS_PER_BATCH};
+use pulse_scorer::{Batcher, Bundle, Engine, EngineError, FjallStore, Outcome, Request, Scored};
+
+use crate::log::{AppliedGuard, EventLog, LogError};
+use crate::metrics::Metrics;
+
+/// What putting a bundle in force did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BundleChange {
+    /// It decides from the next batch on (same features); `replaced` was the active bundle.
+    Active {
+        /// The id of the bundle it replaced.
+        replaced: String,
+    },
+    /// Its features differ: its state is being rebuilt from the log, then it becomes active.
+    Rebuilding {
+        /// Its id.
+        id: String,
+    },
+}
+
+/// A batch's decision with what the scorer did with its events.
+#[derive(Debug)]
+pub struct Decided {
+    /// The decision the page gets.
+    pub decision: Decision,
+    /// Events (by index in the batch) stored but not applied: too late, or past dedupe's bound.
+    pub late: Vec<(usize, Outcome)>,
+    /// The whole of what the engine said (none on a fallback).
+    pub scored: Option<Scored>,
+}
+
+/// The scorer, as the gateway uses it.
+pub struct Decider {
+    engine: Arc<Engine<FjallStore>>,
+    log: Option<Arc<EventLog>>,
+    deadline: Duration,
+    metrics: Arc<Metrics>,
+    /// Set while a bundle with new features is being rebuilt from the log.
+    rebuilding: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Decider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decider").finish_non_exhaustive()
+    }
+}
+
+impl Decider {
+    /// The scorer over `engine`, replaying and rebuilding from `log` (none with Kafka),
+    /// answering within `deadline` (else the fallback).
+    pub fn new(
+        engine: Arc<Engine<FjallStore>>,
+        log: Option<Arc<EventLog>>,
+        deadline: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            engine,
+            log,
+            deadline,
+            metrics,
+            rebuilding: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Arc<Engine<FjallStore>> {
+        &self.engine
+    }
+
+    /// Applies the log from `from` to reader state as live traffic did (one reader's batches
+    /// together), then writes the state. Returns how many events were read.
+    pub fn replay(&self, from: u64) -> Result<u64, String> {
+        let Some(log) = &self.log else { return Ok(0) };
+        let engine = &self.engine;
+        let mut batcher = Batcher::new(MAX_EVENTS_PER_BATCH);
+        let mut apply = |reader: &str, events: &[(&Event, u64)], _: u64| {
+            engine
+                .replay(reader, events)
+                .map(|_| ())
+                .map_err(|e| format!("replay: {e}"))
+        };
+        let mut n = 0;
+        for stored in log.events_from(from) {
+            let r = stored
+                .and_then(|s| s.record())
+                .map_err(|e: LogError| e.to_string())?;
+            batcher.push(&r.reader, r.received_at, r.event, r.time, &mut apply)?;
+            n += 1;
+        }
+        batcher.flush(&mut apply)?;
+        if n > 0 {
+            engine.flush().map_err(|e| e.to_string())?;
+        }
+        Ok(n)
+    }
+
+    /// Applies a batch's accepted (and durable) events to the reader's state and decides,
+    /// within the decision deadline; past it, answers the safe fallback while the scorer
+    /// finishes in the background. `applied` is released once the state holds the events
+    /// (kept when the scorer fails, so that they are replayed at the next start).
+    pub async fn decide(
+        &self,
+        reader: &str,
+        events: &[EventView<'_>],
+        applied: Option<AppliedGuard>,
+        now: u64,
+        request: Request,
+    ) -> Decided {
+        // The engine's API takes owned events with their server times.
+        let owned: Result<Vec<(Event, u64)>, _> = events
+            .iter()
+            .map(|view| view.to_event().map(|event| (event, view.time)))
+            .collect();
+        let Ok(owned) = owned else {
+            // The parser only accepts events that read back; should one not, the state misses
+            // them until a replay: keep them pending.
+            tracing::error!(reader, "an accepted event did not convert for the scorer");
+            std::mem::forget(applied);
+            return self.fallback();
+        };
+        let engine = Arc::clone(&self.engine);
+        let reader = reader.to_owned();
+        let task = tokio::task::spawn_blocking(move || {
+            let refs: Vec<_> = owned.iter().map(|(e, t)| (e, *t)).collect();
+            let scored = engine.score(&reader, &refs, now, &request);
+            if scored.is_err() {
+                // Not applied: the replay point stays before these events until a restart.
+                std::mem::forget(applied);
+            } else {
+                drop(applied);
+            }
+            scored
+        });
+        let started = Instant::now();
+        let decided = tokio::time::timeout(self.deadline, task).await;
+        self.metrics.decision_latency.observe(started.elapsed());
+        match decided {
+            Ok(Ok(Ok(scored))) => {
+                return Decided {
+                    decision: scored.decision.clone(),
+                    late: scored.refused.clone(),
+                    scored: Some(scored),
+                };
+            }
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "scorer failed"),
+            Ok(Err(e)) => tracing::error!(error = %e, "scorer task failed"),
+            Err(_) => tracing::warn!("scorer missed its deadline"),
+        }
+        self.fallback()
+    }
+
+    /// The safe default: show everything, and say it is a fallback.
+    fn fallback(&self) -> Decided {
+        self.metrics.fallback();
+        let version = self
+            .engine
+            .bundle()
+            .map(|b| b.id.clone())
+            .unwrap_or_default();
+        Decided {
+            decision: Decision {
+                fallback: true,
+                ..Decision::new(Action::Allow, "fallback", version)
+            },
+            late: Vec::new(),
+            scored: None,
+        }
+    }
+
+    /// Puts a bundle in force: at once when it keeps the feature set; else its state is rebuilt
+    /// from the log in the background (the active bundle decides until it is ready). Refused
+    /// while another rebuild runs.
+    pub fn set_bundle(&self, bundle: Bundle) -> Result<BundleChange, String> {
+        match self.engine.activate(bundle) {
+            Ok(old) => Ok(BundleChange::Active {
+                replaced: old.id.clone(),
+            }),
+            Err(EngineError::NeedsRebuild(bundle)) => {
+                if self.rebuilding.load(Ordering::SeqCst) {
+                    return Err(
+                        "a rebuild for another bundle is running; retry when it is done".into(),
+                    );
+                }
+                let id = bundle.id.clone();
+                self.start_rebuild(*bundle);
+                Ok(BundleChange::Rebuilding { id })
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Whether a rebuild runs.
+    pub fn rebuilding(&self) -> bool {
+        self.rebuilding.load(Ordering::SeqCst)
+    }
+
+    /// Rebuilds reader state for `bundle` from the whole log on a thread of its own, then makes
+    /// it the active bundle. Without a local log (Kafka), the new features start empty.
+    pub fn start_rebuild(&self, bundle: Bundle) {
+        if self.rebuilding.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let (engine, log, flag) = (
+            Arc::clone(&self.engine),
+            self.log.clone(),
+            Arc::clone(&self.rebuilding),
+        );
+        let spawned = std::thread::Builder::new()
+            .name("pulse-rebuild".into())
+            .spawn(move || {
+                let id = bundle.id.clone();
+                match rebuild(&engine, log.as_deref(), bundle) {
+                    Ok(events) => {
+                        tracing::info!(bundle = %id, events, "rebuild done: the bundle is active");
+                    }
+                    Err(e) => {
+                        tracing::error!(bundle = %id, error = %e, "rebuild failed: the old bundle stays active");
+                    }
+                }
+                flag.store(false, Ordering::SeqCst);
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the rebuild");
+            self.rebuilding.store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// Writes what is held in memory and stops the engine's threads (after the log is closed,
+    /// so that the position written covers everything appended).
+    pub fn close(&self) -> Result<(), String> {
+        self.engine.close().map_err(|e| e.to_string())
+    }
+}
+
+/// Builds state for `bundle` from the whole log, then, with scoring paused, from the rest that
+/// arrived meanwhile, and makes it active. Returns how many events it read.
+fn rebuild(
+    engine: &Engine<FjallStore>,
+    log: Option<&EventLog>,
+    bundle: Bundle,
+) -> Result<u64, String> {
+    let mut rb = engine.rebuild(bundle).map_err(|e| e.to_string())?;
+    let Some(log) = log else {
+        tracing::warn!("no local event log (Kafka sink): the new features start empty");
+        rb.finish(|_| Ok(None)).map_err(|e| e.to_string())?;
+        return Ok(0);
+    };
+    let total = log.replay_point();
+    let mut next = 0u64;
+    let mut batcher = Batcher::new(MAX_EVENTS_PER_BATCH);
+    let mut last_report = 0;
+    {
+        let mut apply = |reader: &str, events: &[(&Event, u64)], _: u64| rb.apply(reader, events);
+        for stored in log.events_from(0) {
+            let stored = stored.map_err(|e| e.to_string())?;
+            next = stored.seq + 1;
+            let r = stored.record().map_err(|e| e.to_string())?;
+            batcher
+                .push(&r.reader, r.received_at, r.event, r.time, &mut apply)
+                .map_err(|e| e.to_string())?;
+            let percent = next * 100 / total.max(1);
+            if percent >= last_report + 10 {
+                last_report = percent;
+                tracing::info!(
+                    events = next,
+                    of = total,
+                    percent,
+                    "rebuilding reader state"
+                );
+            }
+        }
+        batcher.flush(&mut apply).map_err(|e| e.to_string())?;
+    }
+    rb.finish(|rb| {
+        let store_err = |e: LogError| EngineError::Store(pulse_scorer::StoreError(e.to_string()));
+        let mut batcher = Batcher::new(MAX_EVENTS_PER_BATCH);
+        let mut apply = |reader: &str, events: &[(&Event, u64)], _: u64| rb.apply(reader, events);
+        let mut end = next;
+        for stored in log.events_from(next) {
+            let stored = stored.map_err(store_err)?;
+            end = stored.seq + 1;
+            let r = stored.record().map_err(store_err)?;
+            batcher.push(&r.reader, r.received_at, r.event, r.time, &mut apply)?;
+        }
+        batcher.flush(&mut apply)?;
+        Ok(Some(end))
+    })
+    .map_err(|e| e.to_string())?;
+    Ok(next)
+}

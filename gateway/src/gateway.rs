@@ -1,0 +1,269 @@
+//! The gateway, split by role: the ingest path ([`Ingest`]: sink, scorer, buffers), the control
+//! side ([`Control`]: sites, rate limits, the bundle, reload), and the stores they share (the
+//! event log, the scorer's reader-state store). It answers every listener's requests (public
+//! routes and the admin API) and does the housekeeping on a thread of its own.
+
+use std::io;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::config::{Config, SinkKind};
+use crate::control::Control;
+use crate::decide::Decider;
+use crate::ingest::Ingest;
+use crate::log::{EventLog, LogError, LogSettings};
+use crate::metrics::Metrics;
+use crate::pool::BufPool;
+use crate::ratelimit::RateLimiter;
+use crate::sink::{self, SinkError};
+use crate::token::{self, TokenSource};
+use pulse_scorer::{Engine, FjallStore};
+
+/// How often the housekeeping thread wakes.
+const TICK: Duration = Duration::from_secs(1);
+/// How often idle rate-limit keys are forgotten.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
+/// Why the gateway could not open.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The event log.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// The bundle, the reader-state store, or replaying the log into it.
+    #[error("scorer: {0}")]
+    State(String),
+    /// The sink.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// The admin token.
+    #[error("admin token: {0}")]
+    Token(#[from] io::Error),
+}
+
+/// The gateway.
+#[derive(Debug)]
+pub struct Gateway {
+    /// The configuration it was started with (the reloadable parts live in [`Control`]).
+    pub config: Config,
+    /// The counters served at `/metrics`.
+    pub metrics: Arc<Metrics>,
+    ingest: Ingest,
+    control: Arc<Control>,
+    log: Option<Arc<EventLog>>,
+    decider: Arc<Decider>,
+    admin_token: String,
+    admin_token_source: TokenSource,
+    housekeeping: Mutex<Option<(mpsc::Sender<()>, JoinHandle<()>)>>,
+}
+
+impl Gateway {
+    /// Opens the stores in `config.server.data` (the event log unless Kafka is the sink, the
+    /// reader-state store always) and the scorer's engine with the configured bundle, brings
+    /// reader state up to date with the log (events appended but not in stored state are
+    /// replayed), opens the sink and prepares the admin token. When the bundle changes the
+    /// features of the stored state, the state's own bundle keeps deciding while the new one
+    /// is rebuilt from the log in the background.
+    pub fn open(config: Config) -> Result<Self, OpenError> {
+        let state_error = |e: &dyn std::fmt::Display| OpenError::State(e.to_string());
+        let metrics = Arc::new(Metrics::default());
+        let pool = Arc::new(BufPool::default());
+        let data = &config.server.data;
+        let bundle = config.scorer.load_bundle().map_err(|e| state_error(&e))?;
+        let store = crate::state::open(data).map_err(|e| state_error(&e))?;
+        let (engine, startup) =
+            Engine::open(store, bundle, config.scorer.engine()).map_err(|e| state_error(&e))?;
+        let engine = Arc::new(engine);
+        let log = match config.sink.kind {
+            SinkKind::Embedded => {
+                let log = Arc::new(EventLog::open(
+                    data,
+                    &log_settings(&config),
+                    Arc::clone(&metrics),
+                    Arc::clone(&pool),
+                )?);
+                let progress = Arc::clone(&log);
+                engine.set_progress(Box::new(move || Some(progress.replay_point())));
+                Some(log)
+            }
+            SinkKind::Kafka => None,
+        };
+        let deadline = config.limits.decision_deadline_ms.get();
+        let decider = Arc::new(Decider::new(
+            Arc::clone(&engine),
+            log.clone(),
+            deadline,
+            Arc::clone(&metrics),
+        ));
+        let replayed = decider
+            .replay(startup.replay_from)
+            .map_err(|e| state_error(&e))?;
+        if replayed > 0 {
+            tracing::info!(
+                events = replayed,
+                from = startup.replay_from,
+                "replayed the log into reader state"
+            );
+        }
+        let active = engine.bundle().map_err(|e| state_error(&e))?;
+        tracing::info!(bundle = %active.id, name = %active.name, features = active.features.len(), "scorer bundle");
+        if let Some(next) = startup.rebuild {
+            tracing::warn!(
+                active = %active.id,
+                configured = %next.id,
+                "the configured bundle changes the features: rebuilding its state from the log; the stored bundle decides until then"
+            );
+            decider.start_rebuild(*next);
+        }
+        let sink = sink::open(&config, log.clone(), Arc::clone(&pool))?;
+        let (admin_token, admin_token_source) = token::admin_token(&config)?;
+        let control = Arc::new(Control::new(&config, Arc::clone(&decider)));
+        let ingest = Ingest::new(
+            config.limits.clone(),
+            sink,
+            Arc::clone(&decider),
+            Arc::clone(&metrics),
+            pool,
+        );
+        let housekeeping = housekeeping(log.clone(), Arc::clone(&control.limiter));
+        Ok(Self {
+            config,
+            metrics,
+            ingest,
+            control,
+            log,
+            decider,
+            admin_token,
+            admin_token_source,
+            housekeeping: Mutex::new(housekeeping),
+        })
+    }
+
+    /// The ingest path.
+    pub fn ingest(&self) -> &Ingest {
+        &self.ingest
+    }
+
+    /// The control side: sites, rate limits, the bundle, reload.
+    pub fn control(&self) -> &Arc<Control> {
+        &self.control
+    }
+
+    /// The embedded event log (none when Kafka is the sink).
+    pub fn log(&self) -> Option<&Arc<EventLog>> {
+        self.log.as_ref()
+    }
+
+    /// The scorer.
+    pub fn decider(&self) -> &Arc<Decider> {
+        &self.decider
+    }
+
+    /// The scoring engine.
+    pub fn engine(&self) -> &Arc<Engine<FjallStore>> {
+        self.decider.engine()
+    }
+
+    /// `embedded` or `kafka`.
+    pub fn sink_kind(&self) -> &'static str {
+        self.ingest.sink().kind()
+    }
+
+    /// The admin API's bearer token.
+    pub fn admin_token(&self) -> &str {
+        &self.admin_token
+    }
+
+    /// Where the admin token came from.
+    pub fn admin_token_source(&self) -> &TokenSource {
+        &self.admin_token_source
+    }
+
+    /// Flushes the sink, stops the log writer and closes the stores; call once the listeners
+    /// have stopped.
+    pub async fn close(&self) -> Result<(), SinkError> {
+        self.ingest.sink().close().await?;
+        let housekeeping = self.stop_housekeeping();
+        let log = self.log.clone();
+        let decider = Arc::clone(&self.decider);
+        let closed = tokio::task::spawn_blocking(move || {
+            if let Some(handle) = housekeeping {
+                let _ = handle.join();
+            }
+            if let Some(log) = &log {
+                log.close().map_err(|e| SinkError::Io(e.to_string()))?;
+            }
+            // The last write-behind covers everything the closed log holds.
+            decider.close().map_err(SinkError::Io)
+        });
+        closed
+            .await
+            .map_err(|e| SinkError::Io(format!("close: {e}")))?
+    }
+}
+
+impl Gateway {
+    /// Tells the housekeeping thread to stop; returns it, to be joined.
+    fn stop_housekeeping(&self) -> Option<JoinHandle<()>> {
+        let (stop, handle) = self.housekeeping.lock().ok()?.take()?;
+        drop(stop);
+        Some(handle)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(handle) = self.stop_housekeeping() {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Starts the housekeeping thread: every ten seconds, idle rate-limit keys forgotten and the
+/// log writer nudged to apply the dead letters' retention. It runs until its sender is dropped.
+/// (Reader state and its log position are written by the engine's own write-behind thread.)
+fn housekeeping(
+    log: Option<Arc<EventLog>>,
+    limiter: Arc<RateLimiter>,
+) -> Option<(mpsc::Sender<()>, JoinHandle<()>)> {
+    let (stop, stopped) = mpsc::channel::<()>();
+    let work = move || {
+        let mut last_sweep = Instant::now();
+        while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(TICK) {
+            if last_sweep.elapsed() >= SWEEP_EVERY {
+                limiter.sweep();
+                if let Some(log) = &log {
+                    log.nudge();
+                }
+                last_sweep = Instant::now();
+            }
+        }
+    };
+    match std::thread::Builder::new()
+        .name("pulse-housekeeping".into())
+        .spawn(work)
+    {
+        Ok(handle) => Some((stop, handle)),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the housekeeping thread; doing without");
+            None
+        }
+    }
+}
+
+/// The embedded log's sizes and retention, from `[dead_letters]`.
+fn log_settings(config: &Config) -> LogSettings {
+    let defaults = LogSettings::default();
+    let dead = &config.dead_letters;
+    LogSettings {
+        dead_max_bytes: dead.max_bytes,
+        dead_segment_bytes: defaults
+            .dead_segment_bytes
+            .min(dead.max_bytes / 8)
+            .max(64 * 1024),
+        dead_retention: Duration::from_secs(u64::from(dead.retention_hours) * 3600),
+        ..defaults
+    }
+}

@@ -1,0 +1,166 @@
+use super::*;
+use crate::log::block::{FRAME_HEADER, frame_header};
+
+fn frames(records: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for r in records {
+        let at = out.len();
+        out.extend_from_slice(&[0; FRAME_HEADER]);
+        out.extend_from_slice(r);
+        let (head, payload) = out[at..].split_at_mut(FRAME_HEADER);
+        frame_header(head, payload);
+    }
+    out
+}
+
+/// Bytes that do not compress.
+fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.max(1);
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn all(dir: &Path, from: u64) -> Vec<(u64, Vec<u8>)> {
+    read_from(dir, from)
+        .unwrap()
+        .collect::<io::Result<_>>()
+        .unwrap()
+}
+
+#[test]
+fn appends_are_read_back_in_order_across_segments_and_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = SegmentLog::open(dir.path(), 100).unwrap();
+    let a = frames(&[b"one", b"two"]);
+    let b = frames(&[&noise(200, 1)]);
+    let c = frames(&[b"four"]);
+    log.append(&[(&a, 2), (&b, 1)], None).unwrap();
+    log.append(&[(&c, 1)], None).unwrap();
+    log.sync().unwrap();
+    assert_eq!(log.next(), 4);
+    assert_eq!(list(dir.path()).unwrap().len(), 3, "rolled past 100 bytes");
+    let read = all(dir.path(), 0);
+    assert_eq!(
+        read.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        [0, 1, 2, 3]
+    );
+    assert_eq!(read[0].1, b"one");
+    assert_eq!(read[2].1, noise(200, 1));
+    assert_eq!(read[3].1, b"four");
+    assert_eq!(all(dir.path(), 2).len(), 2);
+    assert_eq!(all(dir.path(), 9).len(), 0);
+    drop(log);
+    let log = SegmentLog::open(dir.path(), 64).unwrap();
+    assert_eq!(log.next(), 4);
+    assert_eq!(log.records(), 4);
+}
+
+#[test]
+fn a_torn_tail_is_cut_off_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = SegmentLog::open(dir.path(), 1 << 20).unwrap();
+    let good = frames(&[b"kept", b"kept too"]);
+    log.append(&[(&good, 2)], None).unwrap();
+    log.sync().unwrap();
+    drop(log);
+    let path = segment_path(dir.path(), 0);
+    // A crash mid-write: half a block, then a zero-filled tail.
+    let mut packer = Packer::new().unwrap();
+    let never = frames(&[b"never acknowledged"]);
+    let [head, body] = packer.pack(&[&never], 1).unwrap();
+    let mut torn = [head, body].concat();
+    torn.truncate(torn.len() - 4);
+    torn.extend_from_slice(&[0; 16]);
+    let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+    file.write_all(&torn).unwrap();
+    drop(file);
+    assert_eq!(
+        all(dir.path(), 0).len(),
+        2,
+        "readers stop at the torn frame"
+    );
+    let mut log = SegmentLog::open(dir.path(), 1 << 20).unwrap();
+    let whole = fs::metadata(&path).unwrap().len();
+    assert!(
+        whole > 0 && whole < (good.len() + torn.len()) as u64,
+        "{whole}"
+    );
+    assert_eq!(log.next(), 2);
+    log.append(&[(&frames(&[b"after"]), 1)], None).unwrap();
+    log.sync().unwrap();
+    let read = all(dir.path(), 0);
+    assert_eq!(read.len(), 3);
+    assert_eq!(read[2], (2, b"after".to_vec()));
+}
+
+#[test]
+fn eviction_keeps_under_the_cap_and_within_the_age_never_the_active_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = SegmentLog::open(dir.path(), 100).unwrap();
+    let record = frames(&[&noise(92, 2)]); // 100 bytes framed: one per segment
+    for _ in 0..5 {
+        log.append(&[(&record, 1)], None).unwrap();
+    }
+    log.sync().unwrap();
+    assert_eq!(log.records(), 5);
+    let each = log.bytes() / 5;
+    assert!(each > 100, "stored with its headers: {each}");
+    let now = SystemTime::now();
+    let none = log
+        .evict(Some(10 * each), Some(Duration::from_secs(60)), now)
+        .unwrap();
+    assert_eq!(none, Evicted::default());
+    let by_size = log.evict(Some(each * 5 / 2), None, now).unwrap();
+    assert_eq!(
+        (by_size.segments, by_size.records, by_size.bytes),
+        (3, 3, 3 * each)
+    );
+    assert_eq!(
+        all(dir.path(), 0)
+            .iter()
+            .map(|(s, _)| *s)
+            .collect::<Vec<_>>(),
+        [3, 4]
+    );
+    // An hour later everything is past a minute's retention, but the segment appended to
+    // stays until it rolls.
+    let later = now + Duration::from_secs(3600);
+    let by_age = log
+        .evict(None, Some(Duration::from_secs(60)), later)
+        .unwrap();
+    assert_eq!(by_age.records, 1);
+    assert_eq!(log.records(), 1);
+    log.roll_if_older(Duration::from_secs(60), later).unwrap();
+    assert_eq!(
+        log.evict(None, Some(Duration::from_secs(60)), later)
+            .unwrap()
+            .records,
+        1
+    );
+    assert_eq!((log.records(), log.next()), (0, 5));
+    assert!(all(dir.path(), 0).is_empty());
+    drop(log);
+    assert_eq!(SegmentLog::open(dir.path(), 100).unwrap().next(), 5);
+}
+
+#[test]
+fn a_batch_never_straddles_segments_and_age_rolls_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = SegmentLog::open(dir.path(), 1000).unwrap();
+    let big = frames(&[&noise(700, 3)]);
+    log.append(&[(&big, 1), (&big, 1)], None).unwrap();
+    assert_eq!(list(dir.path()).unwrap().len(), 2);
+    log.append(&[(&frames(&[b"x"]), 1)], Some(Duration::ZERO))
+        .unwrap();
+    assert_eq!(
+        list(dir.path()).unwrap().len(),
+        3,
+        "past its age, the segment rolled"
+    );
+}

@@ -1,0 +1,225 @@
+//! The log writer: one thread that owns both segmented logs. It takes every batch queued while
+//! it was busy (up to a group cap), writes them with one vectored write per log, syncs each log
+//! it touched once, answers every request of the group, and then deletes dead-letter segments
+//! past the size cap or the retention. The group is as large as the load makes it: one batch
+//! when idle, everything that arrived during the last sync when busy.
+//!
+//! A failed write is cut back and only its group refused; a failed sync leaves the log
+//! refusing everything (the page cache can no longer be trusted) until restart.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+
+use std::sync::Mutex;
+
+use super::segment::SegmentLog;
+use super::{Appended, AppliedGuard, Frames, LogError, LogSettings, Watermark};
+use crate::metrics::Metrics;
+use crate::pool::BufPool;
+
+/// Most requests one group commit takes.
+const MAX_GROUP: usize = 1024;
+/// Most bytes one group commit takes (a group always takes at least one request).
+const MAX_GROUP_BYTES: usize = 16 << 20;
+/// How often retention by age is looked at, at most.
+const RETENTION_EVERY: Duration = Duration::from_secs(10);
+
+/// One request's batch on its way to the log.
+#[derive(Debug)]
+pub(crate) struct Job {
+    pub(crate) frames: Frames,
+    /// Where its events went, once durable.
+    pub(crate) reply: oneshot::Sender<Result<Appended, LogError>>,
+    /// Its share of the queue's byte budget, given back once it is written.
+    pub(crate) _budget: OwnedSemaphorePermit,
+    /// When it was queued.
+    pub(crate) queued: Instant,
+}
+
+pub(crate) struct Writer {
+    events: SegmentLog,
+    dead: SegmentLog,
+    dead_max_bytes: u64,
+    dead_retention: Duration,
+    metrics: Arc<Metrics>,
+    pool: Arc<BufPool>,
+    failed: bool,
+    last_retention: Instant,
+    watermark: Arc<Mutex<Watermark>>,
+}
+
+impl Writer {
+    pub(crate) fn new(
+        events: SegmentLog,
+        dead: SegmentLog,
+        settings: &LogSettings,
+        metrics: Arc<Metrics>,
+        pool: Arc<BufPool>,
+        watermark: Arc<Mutex<Watermark>>,
+    ) -> Self {
+        Self {
+            watermark,
+            events,
+            dead,
+            dead_max_bytes: settings.dead_max_bytes,
+            dead_retention: settings.dead_retention,
+            metrics,
+            pool,
+            failed: false,
+            last_retention: Instant::now(),
+        }
+    }
+
+    pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        let mut group = Vec::with_capacity(64);
+        while let Some(first) = rx.blocking_recv() {
+            let mut bytes = first.frames.events.len() + first.frames.dead.len();
+            group.push(first);
+            while group.len() < MAX_GROUP && bytes < MAX_GROUP_BYTES {
+                match rx.try_recv() {
+                    Ok(job) => {
+                        bytes += job.frames.events.len() + job.frames.dead.len();
+                        group.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit(&mut group);
+        }
+        if let Err(e) = self.events.sync().and_then(|()| self.dead.sync()) {
+            tracing::error!(error = %e, "final log sync failed");
+        }
+    }
+
+    /// Writes and syncs a group, then answers each of its requests.
+    fn commit(&mut self, group: &mut Vec<Job>) {
+        let empty = |j: &Job| j.frames.event_count == 0 && j.frames.dead_count == 0;
+        if group.iter().all(empty) {
+            // Nudges (see `EventLog::nudge`): nothing to write, only retention to apply.
+            group.clear();
+            self.retain();
+            return;
+        }
+        let started = Instant::now();
+        for job in group.iter() {
+            self.metrics
+                .log_queue_latency
+                .observe(started.saturating_duration_since(job.queued));
+        }
+        let outcome = if self.failed {
+            Err(LogError::Failed)
+        } else {
+            self.write(group)
+        };
+        self.metrics.log_commit(started.elapsed(), group.len());
+        match outcome {
+            Ok(firsts) => {
+                if let Ok(mut wm) = self.watermark.lock() {
+                    for (job, first) in group.iter().zip(&firsts) {
+                        if job.frames.event_count > 0 {
+                            wm.pending.insert(*first);
+                        }
+                    }
+                    wm.next = self.events.next();
+                }
+                // Counted, and past the cap deleted, before anyone hears back: an answer
+                // always finds the store's figures up to date.
+                self.metrics
+                    .dead_letter_store(self.dead.bytes(), self.dead.records());
+                self.retain();
+                for (job, first) in group.drain(..).zip(firsts) {
+                    let applied = (job.frames.event_count > 0).then(|| AppliedGuard {
+                        first,
+                        watermark: Arc::clone(&self.watermark),
+                    });
+                    // A requester that went away drops the answer, and with it the guard.
+                    let _ = job.reply.send(Ok(Appended { applied }));
+                    self.give_back(job.frames);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, requests = group.len(), "log commit failed");
+                for job in group.drain(..) {
+                    let e = match &e {
+                        LogError::Failed => LogError::Failed,
+                        other => LogError::Io(std::io::Error::other(other.to_string())),
+                    };
+                    let _ = job.reply.send(Err(e));
+                }
+            }
+        }
+    }
+
+    /// The first event position of each job, once the group is durable.
+    fn write(&mut self, group: &[Job]) -> Result<Vec<u64>, LogError> {
+        let mut firsts = Vec::with_capacity(group.len());
+        let mut next = self.events.next();
+        for job in group {
+            firsts.push(next);
+            next += job.frames.event_count;
+        }
+        let events: Vec<(&[u8], u64)> = group
+            .iter()
+            .map(|j| (j.frames.events.as_slice(), j.frames.event_count))
+            .collect();
+        let dead: Vec<(&[u8], u64)> = group
+            .iter()
+            .filter(|j| j.frames.dead_count > 0)
+            .map(|j| (j.frames.dead.as_slice(), j.frames.dead_count))
+            .collect();
+        self.events.append(&events, None)?;
+        if !dead.is_empty() {
+            let age = self.dead_retention / 10;
+            if let Err(e) = self.dead.append(&dead, Some(age)) {
+                // The events of this group are written but will not be acknowledged: they are
+                // stored twice if retried, which consumers dedupe by id.
+                return Err(e.into());
+            }
+        }
+        let synced = self.events.sync().and_then(|()| self.dead.sync());
+        if let Err(e) = synced {
+            self.failed = true;
+            return Err(e.into());
+        }
+        Ok(firsts)
+    }
+
+    fn give_back(&self, frames: Frames) {
+        self.pool.put(frames.events);
+        self.pool.put(frames.dead);
+    }
+
+    /// Deletes dead-letter segments past the cap at once, and past the retention now and then.
+    fn retain(&mut self) {
+        let over = self.dead.bytes() > self.dead_max_bytes;
+        if !over && self.last_retention.elapsed() < RETENTION_EVERY {
+            return;
+        }
+        self.last_retention = Instant::now();
+        let now = SystemTime::now();
+        if let Err(e) = self.dead.roll_if_older(self.dead_retention, now) {
+            tracing::warn!(error = %e, "cannot start a new dead-letter segment");
+        }
+        match self
+            .dead
+            .evict(Some(self.dead_max_bytes), Some(self.dead_retention), now)
+        {
+            Ok(evicted) if evicted.segments > 0 => {
+                tracing::info!(
+                    segments = evicted.segments,
+                    dead_letters = evicted.records,
+                    bytes = evicted.bytes,
+                    "deleted old dead letters (size cap or retention)"
+                );
+                self.metrics
+                    .dead_letters_evicted(evicted.records, evicted.bytes);
+                self.metrics
+                    .dead_letter_store(self.dead.bytes(), self.dead.records());
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot delete old dead letters"),
+        }
+    }
+}
