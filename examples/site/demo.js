@@ -9,10 +9,16 @@ pulse('onDecision', function (decision) {
     meter.textContent = n === 1 ? '1 free article left' : n + ' free articles left';
   }
 });
+// What the publisher's login would hand the page: a token signed with the site's key (here the
+// demo's HS256 secret from examples/pulse.toml, public, so this token is too) that vouches for the
+// user id and the `subscriber` entitlement until 2036. Only such a token lifts the wall: a
+// `{subscriber: true}` trait typed into the console is stored and grants nothing.
+var DEMO_SUBSCRIBER_TOKEN =
+  'eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJkZW1vLXN1YnNjcmliZXIiLCJleHAiOjIwODI3NTg0MDAsImVudGl0bGVtZW50cyI6eyJzdWJzY3JpYmVyIjp0cnVlfX0.l4Wbhz23LljysI8UD7ke3qaS2cz1OJYRboBMvpZAKls';
 document.addEventListener('click', function (e) {
   var action = e.target.getAttribute && e.target.getAttribute('data-action');
   if (action === 'login') {
-    pulse('identify', 'demo-subscriber', { subscriber: true });
+    pulse('identify', 'demo-subscriber', { token: DEMO_SUBSCRIBER_TOKEN });
   } else if (action === 'logout') {
     pulse('reset');
     location.reload();

@@ -34,7 +34,7 @@ const MAX_ADMIN_BODY: usize = 64 * 1024;
 const ADMIN_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Compares in time independent of where the strings differ.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

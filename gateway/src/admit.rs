@@ -12,6 +12,7 @@ use pulse_http::Bound;
 use pulse_protocol::ErrorCode;
 
 use crate::config::SiteConfig;
+use crate::entitlements::TokenKeys;
 
 /// The origins that are the gateway's own.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -75,6 +76,19 @@ struct Site {
     origins: Vec<String>,
     allow_same_origin: bool,
     require_origin: bool,
+    trust: Arc<Trust>,
+}
+
+/// What a site trusts: the keys of its reader tokens, the secret of its server, and whether its
+/// decisions are signed.
+#[derive(Debug, Default)]
+pub struct Trust {
+    /// The keys that sign its reader tokens (`None`: user ids as sent, nothing entitled).
+    pub tokens: Option<TokenKeys>,
+    /// The secret its server sends to `POST /v1/decide`.
+    pub server_secret: Option<String>,
+    /// Whether decisions given for it are signed.
+    pub sign: bool,
 }
 
 impl Site {
@@ -91,13 +105,22 @@ pub struct Sites {
     own: OwnOrigins,
 }
 
-/// An admitted request: the site and the origin to echo in `Access-Control-Allow-Origin`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An admitted request: the site, the origin to echo in `Access-Control-Allow-Origin`, and
+/// what the site trusts.
+#[derive(Debug, Clone)]
 pub struct Admitted {
     /// The site's key.
     pub key: Arc<str>,
     /// The request's origin, when it sent one (and it is allowed).
     pub origin: Option<String>,
+    /// The site's keys and settings of trust.
+    pub trust: Arc<Trust>,
+}
+
+impl PartialEq for Admitted {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key && self.origin == other.origin
+    }
 }
 
 impl Sites {
@@ -107,10 +130,21 @@ impl Sites {
             by_key: sites
                 .iter()
                 .map(|s| {
+                    // The configuration was checked: a failure here is a secret gone from the
+                    // environment since; then no token vouches and the server is refused.
+                    let tokens = s.tokens().unwrap_or_else(|problems| {
+                        tracing::error!(site = %s.key, ?problems, "token keys unusable: no token will vouch");
+                        TokenKeys::new(&[], None, None, 0, &|_| None).ok()
+                    });
                     let site = Site {
                         origins: s.origins.clone(),
                         allow_same_origin: s.allow_same_origin,
                         require_origin: s.require_origin,
+                        trust: Arc::new(Trust {
+                            tokens,
+                            server_secret: s.server_secret().ok().flatten(),
+                            sign: s.sign_decisions,
+                        }),
                     };
                     (Arc::from(s.key.as_str()), site)
                 })
@@ -147,13 +181,22 @@ impl Sites {
             None => Ok(Admitted {
                 key: Arc::clone(key),
                 origin: None,
+                trust: Arc::clone(&site.trust),
             }),
             Some(origin) if site.allows(origin, &self.own) => Ok(Admitted {
                 key: Arc::clone(key),
                 origin: Some(origin.to_owned()),
+                trust: Arc::clone(&site.trust),
             }),
             Some(_) => Err(ErrorCode::OriginNotAllowed),
         }
+    }
+
+    /// The trust of the site with key `key`, for a server that authenticated as it.
+    pub fn trust(&self, key: &str) -> Option<(Arc<str>, Arc<Trust>)> {
+        self.by_key
+            .get_key_value(key)
+            .map(|(k, s)| (Arc::clone(k), Arc::clone(&s.trust)))
     }
 
     /// Whether `origin` may send for some site (used for preflight answers, which carry no key
@@ -180,16 +223,12 @@ mod tests {
         Sites::new(
             &[
                 SiteConfig {
-                    key: "news".into(),
-                    origins: vec!["https://news.example".into()],
-                    allow_same_origin: false,
                     require_origin: true,
+                    ..SiteConfig::new("news", &["https://news.example"])
                 },
                 SiteConfig {
-                    key: "demo".into(),
-                    origins: vec![],
                     allow_same_origin: true,
-                    require_origin: false,
+                    ..SiteConfig::new("demo", &[])
                 },
             ],
             own,

@@ -196,6 +196,11 @@ pub struct ServerConfig {
     /// Default `target/pulse-tracker`.
     #[serde(default = "default_tracker_dir")]
     pub tracker_dir: PathBuf,
+    /// The Ed25519 key (PKCS#8 DER) decisions are signed with; generated on first start when
+    /// the file does not exist (mode 0600). Its public key is served at `GET /v1/keys`.
+    /// Default `<data>/decision-key.pk8`.
+    #[serde(default)]
+    pub decision_key: Option<PathBuf>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -233,6 +238,7 @@ impl Default for ServerConfig {
             data: default_data(),
             site_dir: None,
             tracker_dir: default_tracker_dir(),
+            decision_key: None,
         }
     }
 }
@@ -599,6 +605,81 @@ pub struct SiteConfig {
     /// Refuse requests without an `Origin` header (server-side senders). Default false.
     #[serde(default)]
     pub require_origin: bool,
+    /// Keys that sign the site's reader tokens (JWT, `HS256` or `EdDSA`), passed to
+    /// `pulse('identify', userId, {token})`. With keys, entitlements (`entitled.NAME` in rules)
+    /// and the user id come only from a valid token; a batch without one counts under its
+    /// anonymous id. Without keys, user ids are taken as sent and nothing is entitled.
+    #[serde(default)]
+    pub token_keys: Vec<crate::entitlements::TokenKeySpec>,
+    /// The `iss` tokens must carry, when set.
+    #[serde(default)]
+    pub token_issuer: Option<String>,
+    /// The `aud` tokens must carry, when set.
+    #[serde(default)]
+    pub token_audience: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds. Default 60.
+    #[serde(default = "default_token_leeway")]
+    pub token_leeway_s: u32,
+    /// The secret the publisher's server sends (`Authorization: Bearer`) to ask for a decision
+    /// directly (`POST /v1/decide`), or `env:NAME`; at least 32 bytes. Default none: the
+    /// endpoint refuses this site.
+    #[serde(default)]
+    pub server_secret: Option<String>,
+    /// Sign every decision given for this site (`signed` in the answer; Ed25519). Default true.
+    #[serde(default = "default_true")]
+    pub sign_decisions: bool,
+}
+
+fn default_token_leeway() -> u32 {
+    60
+}
+
+impl SiteConfig {
+    /// A site with this key and origins, everything else default.
+    pub fn new(key: &str, origins: &[&str]) -> Self {
+        Self {
+            key: key.to_owned(),
+            origins: origins.iter().map(|o| (*o).to_owned()).collect(),
+            allow_same_origin: false,
+            require_origin: false,
+            token_keys: Vec::new(),
+            token_issuer: None,
+            token_audience: None,
+            token_leeway_s: default_token_leeway(),
+            server_secret: None,
+            sign_decisions: true,
+        }
+    }
+
+    /// The site's token keys, checked (`None` without keys); every problem is listed.
+    pub fn tokens(&self) -> Result<Option<crate::entitlements::TokenKeys>, Vec<String>> {
+        if self.token_keys.is_empty() {
+            return Ok(None);
+        }
+        crate::entitlements::TokenKeys::new(
+            &self.token_keys,
+            self.token_issuer.clone(),
+            self.token_audience.clone(),
+            u64::from(self.token_leeway_s),
+            &|name| std::env::var(name).ok(),
+        )
+        .map(Some)
+    }
+
+    /// The server secret, read from the environment when it says `env:NAME`.
+    pub fn server_secret(&self) -> Result<Option<String>, String> {
+        let Some(secret) = &self.server_secret else {
+            return Ok(None);
+        };
+        let secret = match secret.strip_prefix("env:") {
+            Some(name) => std::env::var(name).map_err(|_| format!("${name} is not set"))?,
+            None => secret.clone(),
+        };
+        if secret.len() < 32 {
+            return Err("at least 32 bytes".into());
+        }
+        Ok(Some(secret))
+    }
 }
 
 impl Config {
@@ -621,6 +702,7 @@ impl Config {
         config.server.site_dir = config.server.site_dir.map(|d| base.join(d));
         config.server.tls_cert = config.server.tls_cert.map(|p| base.join(p));
         config.server.tls_key = config.server.tls_key.map(|p| base.join(p));
+        config.server.decision_key = config.server.decision_key.map(|p| base.join(p));
         config.scorer.bundle = config.scorer.bundle.map(|p| base.join(p));
         config.path = Some(path.to_owned());
         config.scorer.load_bundle()?;
@@ -730,6 +812,12 @@ impl Config {
                     ));
                 }
             }
+            if let Err(ps) = site.tokens() {
+                problems.extend(ps.into_iter().map(|p| format!("sites[{i}].{p}")));
+            }
+            if let Err(p) = site.server_secret() {
+                problems.push(format!("sites[{i}].server_secret: {p}"));
+            }
         }
         if problems.is_empty() {
             Ok(())
@@ -762,6 +850,25 @@ mod tests {
             bundle.id,
             Config::default().scorer.load_bundle().unwrap().id,
             "the example names the built-in bundle's file"
+        );
+        // The demo page's subscriber token is signed with the example's (public) demo key.
+        let demo_js = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/site/demo.js"),
+        )
+        .unwrap();
+        let token = demo_js
+            .split('\'')
+            .find(|part| part.starts_with("eyJ"))
+            .expect("a token in demo.js");
+        let keys = config.sites[0]
+            .tokens()
+            .unwrap()
+            .expect("the demo has keys");
+        let vouched = keys.verify(token, 1_800_000_000).unwrap();
+        assert_eq!(vouched.user.as_deref(), Some("demo-subscriber"));
+        assert_eq!(
+            vouched.entitled,
+            vec![("subscriber".to_owned(), serde_json::json!(true))]
         );
     }
 

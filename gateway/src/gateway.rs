@@ -17,6 +17,7 @@ use crate::log::{EventLog, LogError, LogSettings};
 use crate::metrics::Metrics;
 use crate::pool::BufPool;
 use crate::ratelimit::RateLimiter;
+use crate::signing::DecisionSigner;
 use crate::sink::{self, SinkError};
 use crate::token::{self, TokenSource};
 use pulse_scorer::{Engine, FjallStore};
@@ -41,6 +42,9 @@ pub enum OpenError {
     /// The admin token.
     #[error("admin token: {0}")]
     Token(#[from] io::Error),
+    /// The key decisions are signed with.
+    #[error("decision key: {0}")]
+    Signing(#[from] crate::signing::SigningError),
 }
 
 /// The gateway.
@@ -120,12 +124,25 @@ impl Gateway {
         let sink = sink::open(&config, log.clone(), Arc::clone(&pool))?;
         let (admin_token, admin_token_source) = token::admin_token(&config)?;
         let control = Arc::new(Control::new(&config, Arc::clone(&decider)));
+        let signer = if config.sites.iter().any(|s| s.sign_decisions) {
+            let path = config
+                .server
+                .decision_key
+                .clone()
+                .unwrap_or_else(|| data.join("decision-key.pk8"));
+            let signer = DecisionSigner::load_or_create(&path)?;
+            tracing::info!(kid = signer.kid(), key = %path.display(), "decisions are signed");
+            Some(Arc::new(signer))
+        } else {
+            None
+        };
         let ingest = Ingest::new(
             config.limits.clone(),
             sink,
             Arc::clone(&decider),
             Arc::clone(&metrics),
             pool,
+            signer,
         );
         let housekeeping = housekeeping(log.clone(), Arc::clone(&control.limiter));
         Ok(Self {

@@ -9,11 +9,13 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use pulse_http::{ApiError, decode};
 use pulse_protocol::{CollectResponse, ErrorCode, RecordPrefix, parse_batch};
 
+use crate::admit::Trust;
 use crate::config::Limits;
 use crate::decide::Decider;
 use crate::metrics::Metrics;
 use crate::pool::BufPool;
 use crate::ratelimit::RateLimiter;
+use crate::signing::DecisionSigner;
 use crate::sink::{Records, Sink, SinkBatch};
 
 /// Milliseconds since the Unix epoch on this machine's clock.
@@ -31,6 +33,7 @@ pub struct Ingest {
     decider: Arc<Decider>,
     metrics: Arc<Metrics>,
     pool: Arc<BufPool>,
+    signer: Option<Arc<DecisionSigner>>,
 }
 
 /// A pooled buffer, given back when dropped.
@@ -52,6 +55,7 @@ impl Ingest {
         decider: Arc<Decider>,
         metrics: Arc<Metrics>,
         pool: Arc<BufPool>,
+        signer: Option<Arc<DecisionSigner>>,
     ) -> Self {
         Self {
             limits,
@@ -59,7 +63,18 @@ impl Ingest {
             decider,
             metrics,
             pool,
+            signer,
         }
+    }
+
+    /// The key decisions are signed with (none when signing is off).
+    pub fn signer(&self) -> Option<&Arc<DecisionSigner>> {
+        self.signer.as_ref()
+    }
+
+    /// The scorer.
+    pub fn decider(&self) -> &Arc<Decider> {
+        &self.decider
     }
 
     /// The log accepted events are appended to.
@@ -74,7 +89,8 @@ impl Ingest {
         body: &[u8],
         content_encoding: Option<&str>,
         limiter: &RateLimiter,
-        request: pulse_scorer::Request,
+        trust: &Trust,
+        mut request: pulse_scorer::Request,
     ) -> Result<CollectResponse, ApiError> {
         let now = now_ms();
         let mut decoded = Pooled {
@@ -94,13 +110,14 @@ impl Ingest {
             }
         };
         self.metrics.bytes(body.len(), json.len());
-        let parsed = match parse_batch(json, now) {
+        let mut parsed = match parse_batch(json, now) {
             Ok(parsed) => parsed,
             Err(e) => {
                 let err = ApiError::from(e);
                 return Err(self.refuse_batch(site, err, now, json, limiter).await);
             }
         };
+        let auth = self.vouch(&mut parsed.header, trust, now, &mut request);
         let header = &parsed.header;
         if header.site_key != **site {
             return Err(ApiError::new(
@@ -162,11 +179,51 @@ impl Ingest {
         if !decided.late.is_empty() {
             self.dead_letter_late(site, &parsed.accepted, &decided.late, now);
         }
+        let signed = match &self.signer {
+            Some(signer) if trust.sign => {
+                self.metrics.signed();
+                Some(signer.sign(site, header.reader_key(), &decided.decision, now / 1000))
+            }
+            _ => None,
+        };
         Ok(CollectResponse {
             accepted: receipt.events as u32,
             rejected: parsed.rejected.into_iter().map(|(r, _)| r).collect(),
             decision: decided.decision,
+            signed,
+            auth,
         })
+    }
+
+    /// On a site with token keys, lets only a valid token vouch for the batch's user id and
+    /// entitlements: the header's user id becomes the token's `sub` (none without a valid
+    /// token: the batch counts under its anonymous id) and `request.entitled` the token's
+    /// entitlements. Returns what became of the token (`valid` or why not), for the answer;
+    /// `None` on sites without keys, and for anonymous batches without a token.
+    fn vouch(
+        &self,
+        header: &mut pulse_protocol::HeaderView<'_>,
+        trust: &Trust,
+        now: u64,
+        request: &mut pulse_scorer::Request,
+    ) -> Option<String> {
+        let keys = trust.tokens.as_ref()?;
+        let result = match header.auth.as_deref() {
+            None if header.user_id.is_none() => return None,
+            None => "token_missing",
+            Some(token) => match keys.verify(token, now / 1000) {
+                Ok(vouched) => {
+                    header.user_id = vouched.user.map(std::borrow::Cow::Owned);
+                    request.entitled = vouched.entitled;
+                    self.metrics.auth("valid");
+                    return Some("valid".to_owned());
+                }
+                Err(e) => e.reason(),
+            },
+        };
+        header.user_id = None;
+        self.metrics.auth(result);
+        Some(result.to_owned())
     }
 
     /// Writes dead letters for events stored but not applied (too late, or past dedupe's bound),

@@ -28,7 +28,7 @@ mod state;
 mod statics;
 mod token;
 
-pub use admit::{Admitted, OwnOrigins, Sites};
+pub use admit::{Admitted, OwnOrigins, Sites, Trust};
 pub use app::serve;
 pub use config::{
     BUILTIN_BUNDLE, Compression, Config, ConfigError, DeadLetters, IpNet, KafkaConfig, Limits,
@@ -43,7 +43,7 @@ pub use entitlements::{
 pub use gateway::{Gateway, OpenError};
 pub use ingest::{Ingest, now_ms};
 pub use log::{AppliedGuard, EventLog, LogError, LogFiles, LogSettings, StoredEvent};
-pub use metrics::{Histogram, Metrics};
+pub use metrics::{AUTH_RESULTS, Histogram, Metrics};
 pub use pool::BufPool;
 pub use ratelimit::{Limited, RateLimiter, client_ip};
 pub use signing::{DECISION_TTL_S, DecisionSigner, SigningError};

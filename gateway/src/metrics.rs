@@ -89,7 +89,26 @@ pub struct Metrics {
     bytes_received: AtomicU64,
     bytes_decoded: AtomicU64,
     fallback_decisions: AtomicU64,
+    /// Batches by what their `auth` token became: `valid`, `missing`, each token error.
+    auth: [AtomicU64; AUTH_RESULTS.len()],
+    signed_decisions: AtomicU64,
+    server_decisions: AtomicU64,
 }
+
+/// What a batch's token can become, in `pulse_gateway_auth_total{result}`.
+pub const AUTH_RESULTS: [&str; 11] = [
+    "valid",
+    "token_missing",
+    "token_too_large",
+    "token_malformed",
+    "token_algorithm",
+    "token_unknown_key",
+    "token_signature",
+    "token_expired",
+    "token_not_yet_valid",
+    "token_audience",
+    "token_claims",
+];
 
 fn index<T: PartialEq>(all: &[T], item: &T) -> Option<usize> {
     all.iter().position(|x| x == item)
@@ -166,6 +185,23 @@ impl Metrics {
     pub fn bytes(&self, received: usize, decoded: usize) {
         self.bytes_received.fetch_add(received as u64, Relaxed);
         self.bytes_decoded.fetch_add(decoded as u64, Relaxed);
+    }
+
+    /// Counts a batch's token result (one of [`AUTH_RESULTS`]).
+    pub fn auth(&self, result: &str) {
+        if let Some(i) = AUTH_RESULTS.iter().position(|r| *r == result) {
+            self.auth[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Counts a signed decision.
+    pub fn signed(&self) {
+        self.signed_decisions.fetch_add(1, Relaxed);
+    }
+
+    /// Counts a decision asked for by a publisher's server.
+    pub fn server_decision(&self) {
+        self.server_decisions.fetch_add(1, Relaxed);
     }
 
     /// Counts a fallback decision (the scorer missed its deadline or failed).
@@ -324,9 +360,31 @@ impl Metrics {
                 "Decisions that fell back.",
                 &self.fallback_decisions,
             ),
+            (
+                "counter",
+                "pulse_gateway_signed_decisions_total",
+                "Decisions signed for the publisher's server.",
+                &self.signed_decisions,
+            ),
+            (
+                "counter",
+                "pulse_gateway_server_decisions_total",
+                "Decisions asked for by publishers' servers (POST /v1/decide).",
+                &self.server_decisions,
+            ),
         ] {
             family(kind, name, help, plain(value));
         }
+        family(
+            "counter",
+            "pulse_gateway_auth_total",
+            "Batches of sites with token keys, by what their auth token became.",
+            AUTH_RESULTS
+                .iter()
+                .zip(&self.auth)
+                .map(|(r, n)| (format!("{{result=\"{r}\"}}"), n.load(Relaxed)))
+                .collect(),
+        );
         for (histogram, name, help) in [
             (
                 &self.request_latency,

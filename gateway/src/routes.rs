@@ -42,6 +42,27 @@ where
             &ApiError::new(ErrorCode::MethodNotAllowed, "use POST"),
             None,
         ),
+        (&Method::POST, "/v1/decide") => {
+            gw.metrics.server_decision();
+            server_decide(gw, req, conn).await
+        }
+        (_, "/v1/decide") => refuse(
+            gw,
+            &ApiError::new(ErrorCode::MethodNotAllowed, "use POST"),
+            None,
+        ),
+        (&Method::GET, "/v1/keys") => match gw.ingest().signer() {
+            Some(signer) => json(
+                StatusCode::OK,
+                Bytes::from(signer.jwks().to_string()),
+                Some("*"),
+            ),
+            None => refuse(
+                gw,
+                &ApiError::new(ErrorCode::NotFound, "this gateway signs no decisions"),
+                None,
+            ),
+        },
         (&Method::GET, "/healthz") => json(
             StatusCode::OK,
             Bytes::from_static(b"{\"status\":\"ok\"}"),
@@ -57,6 +78,252 @@ where
             None,
         ),
     }
+}
+
+/// The largest body of `POST /v1/decide`.
+const MAX_DECIDE_BODY: usize = 16 * 1024;
+
+/// `POST /v1/decide`: what a publisher's server sends to decide before it renders a page.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecideRequest {
+    /// The reader's anonymous id (the tracker's, from its cookie or `localStorage`).
+    reader: String,
+    /// The user id, on sites without token keys (with keys, only `auth` vouches for one).
+    #[serde(default)]
+    user_id: Option<String>,
+    /// The reader's token signed by the publisher (as given to `identify`).
+    #[serde(default)]
+    auth: Option<String>,
+    /// The page about to be shown.
+    page: DecidePage,
+    /// `mobile`, `tablet` or `desktop`; or the reader's User-Agent as `user_agent`.
+    #[serde(default)]
+    device: Option<String>,
+    /// The reader's User-Agent (for the device class).
+    #[serde(default)]
+    user_agent: Option<String>,
+    /// The reader's country (two letters).
+    #[serde(default)]
+    country: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecidePage {
+    url: String,
+    #[serde(default)]
+    referrer: String,
+    #[serde(default)]
+    content_type: Option<String>,
+    #[serde(default)]
+    section: Option<String>,
+}
+
+/// `POST /v1/decide?k=KEY` with `Authorization: Bearer <the site's server_secret>`: the
+/// decision for a reader on a page the publisher's server is about to render, signed, as if
+/// the page view had happened (it is not recorded: the tracker's own event is, when the page
+/// is shown).
+async fn server_decide<B>(gw: &Gateway, req: Request<B>, conn: ConnInfo) -> Resp
+where
+    B: Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let control = gw.control();
+    let headers = req.headers();
+    let client = client_ip(
+        conn.peer.ip(),
+        header_str(headers, header::FORWARDED),
+        header_str(headers, "x-forwarded-for"),
+        &gw.config.server.trusted_proxies,
+    );
+    if let Err(limited) = control.limiter.check_request(client) {
+        gw.metrics.rate_limited(limited.limit);
+        let e = ApiError::rate_limited(limited.limit, limited.retry_after);
+        return refuse(gw, &e, None);
+    }
+    let Some(key) = query_param(req.uri().query(), "k").filter(|k| !k.is_empty()) else {
+        let e = ApiError::new(ErrorCode::MissingSiteKey, "send the site key as ?k=<key>");
+        return refuse(gw, &e, None);
+    };
+    let Some((site, trust)) = control.sites().trust(key) else {
+        let e = ApiError::new(
+            ErrorCode::UnknownSiteKey,
+            "the site key is not known to this gateway",
+        );
+        return refuse(gw, &e, None);
+    };
+    let Some(secret) = &trust.server_secret else {
+        let e = ApiError::new(
+            ErrorCode::Unauthorized,
+            "this site has no server_secret: its server cannot ask for decisions",
+        );
+        return refuse(gw, &e, None);
+    };
+    let given = pulse_http::bearer(headers).unwrap_or_default();
+    if !crate::admin::same_secret(given.as_bytes(), secret.as_bytes()) {
+        let e = ApiError::new(
+            ErrorCode::Unauthorized,
+            "send Authorization: Bearer <the site's server_secret>",
+        );
+        return refuse(gw, &e, None);
+    }
+    let body = Limited::new(req.into_body(), MAX_DECIDE_BODY).collect();
+    let body = match tokio::time::timeout(gw.config.limits.body_timeout_ms.get(), body).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(_)) => {
+            let e = ApiError::new(
+                ErrorCode::BodyTooLarge,
+                format!("the body is larger than {MAX_DECIDE_BODY} bytes"),
+            );
+            return refuse(gw, &e, None);
+        }
+        Err(_) => {
+            let e = ApiError::new(ErrorCode::RequestTimeout, "the body did not arrive in time");
+            return refuse(gw, &e, None);
+        }
+    };
+    let asked: DecideRequest = match serde_json::from_slice(&body) {
+        Ok(a) => a,
+        Err(e) => {
+            let e = ApiError::new(ErrorCode::InvalidRequest, format!("the body: {e}"));
+            return refuse(gw, &e, None);
+        }
+    };
+    let now = crate::ingest::now_ms();
+    let (reader, request, auth) = match server_reader(&asked, &trust, now) {
+        Ok(r) => r,
+        Err(message) => {
+            return refuse(gw, &ApiError::new(ErrorCode::InvalidRequest, message), None);
+        }
+    };
+    let mut props = serde_json::Map::new();
+    for (name, value) in [
+        ("content_type", &asked.page.content_type),
+        ("section", &asked.page.section),
+    ] {
+        if let Some(v) = value {
+            props.insert(name.to_owned(), serde_json::Value::String(v.clone()));
+        }
+    }
+    let mut id = [0u8; 16];
+    let _ = getrandom::fill(&mut id);
+    let view = pulse_protocol::Event {
+        id: pulse_protocol::EventId(u128::from_be_bytes(id)),
+        ts: now,
+        kind: pulse_protocol::EventType::PageView,
+        name: None,
+        page: pulse_protocol::PageContext {
+            url: asked.page.url.clone(),
+            referrer: asked.page.referrer.clone(),
+            title: String::new(),
+        },
+        props,
+    };
+    let engine = std::sync::Arc::clone(gw.engine());
+    let who = reader.clone();
+    let task = tokio::task::spawn_blocking(move || engine.peek(&who, &view, now, &request));
+    let decided = tokio::time::timeout(gw.config.limits.decision_deadline_ms.get(), task).await;
+    let decision = match decided {
+        Ok(Ok(Ok(scored))) => scored.decision,
+        _ => {
+            gw.metrics.fallback();
+            let version = gw
+                .engine()
+                .bundle()
+                .map(|b| b.id.clone())
+                .unwrap_or_default();
+            pulse_protocol::Decision {
+                fallback: true,
+                ..pulse_protocol::Decision::new(pulse_protocol::Action::Allow, "fallback", version)
+            }
+        }
+    };
+    let signed = gw.ingest().signer().map(|signer| {
+        gw.metrics.signed();
+        signer.sign(&site, &reader, &decision, now / 1000)
+    });
+    let answer = serde_json::json!({
+        "reader": reader,
+        "decision": decision,
+        "signed": signed,
+        "auth": auth,
+    });
+    json(StatusCode::OK, Bytes::from(answer.to_string()), None)
+}
+
+/// The reader key, the request's context and what became of the token, for a server's ask.
+fn server_reader(
+    asked: &DecideRequest,
+    trust: &crate::admit::Trust,
+    now: u64,
+) -> Result<(String, pulse_scorer::Request, Option<String>), String> {
+    if !pulse_protocol::is_token(&asked.reader) {
+        return Err("reader must be the tracker's anonymous id (1 to 64 of [A-Za-z0-9_-])".into());
+    }
+    let page = &asked.page;
+    if page.url.len() > pulse_protocol::MAX_URL_LEN
+        || page.referrer.len() > pulse_protocol::MAX_URL_LEN
+    {
+        return Err(format!(
+            "page.url and page.referrer are at most {} bytes",
+            pulse_protocol::MAX_URL_LEN
+        ));
+    }
+    if [&page.content_type, &page.section]
+        .iter()
+        .any(|v| v.as_ref().is_some_and(|v| v.len() > 128))
+    {
+        return Err("page.content_type and page.section are at most 128 bytes".into());
+    }
+    let device = match (&asked.device, &asked.user_agent) {
+        (Some(d), _) if matches!(d.as_str(), "mobile" | "tablet" | "desktop") => Some(d.clone()),
+        (Some(d), _) => return Err(format!("device is mobile, tablet or desktop, not {d:?}")),
+        (None, Some(ua)) => Some(pulse_scorer::Request::device_of(ua).to_owned()),
+        (None, None) => None,
+    };
+    let country = match &asked.country {
+        Some(c) if c.len() == 2 && c.bytes().all(|b| b.is_ascii_alphabetic()) => {
+            Some(c.to_ascii_uppercase())
+        }
+        Some(c) => return Err(format!("country is two letters, not {c:?}")),
+        None => None,
+    };
+    let mut request = pulse_scorer::Request {
+        device,
+        country,
+        entitled: Vec::new(),
+    };
+    let mut reader = asked.reader.clone();
+    let auth = match &trust.tokens {
+        None => {
+            if let Some(uid) = &asked.user_id {
+                if uid.is_empty()
+                    || uid.len() > pulse_protocol::MAX_USER_ID_LEN
+                    || uid.chars().any(char::is_control)
+                {
+                    return Err("user_id must be 1 to 256 bytes without control characters".into());
+                }
+                reader = uid.clone();
+            }
+            None
+        }
+        Some(keys) => match &asked.auth {
+            None if asked.user_id.is_some() => Some("token_missing".to_owned()),
+            None => None,
+            Some(token) => match keys.verify(token, now / 1000) {
+                Ok(vouched) => {
+                    if let Some(user) = vouched.user {
+                        reader = user;
+                    }
+                    request.entitled = vouched.entitled;
+                    Some("valid".to_owned())
+                }
+                Err(e) => Some(e.reason().to_owned()),
+            },
+        },
+    };
+    Ok((reader, request, auth))
 }
 
 /// Counts a refusal and answers it.
@@ -142,6 +409,7 @@ where
             &body,
             encoding.as_deref(),
             &control.limiter,
+            &admitted.trust,
             request,
         )
         .await;

@@ -65,6 +65,8 @@ fn answer_decoded(body: &[u8], buf: &mut Vec<u8>) -> (u16, Bytes) {
         accepted: parsed.accepted.len() as u32,
         rejected: parsed.rejected.into_iter().map(|(r, _)| r).collect(),
         decision: fixed_decision(),
+        signed: None,
+        auth: None,
     };
     match serde_json::to_vec(&answer) {
         Ok(bytes) => (200, Bytes::from(bytes)),

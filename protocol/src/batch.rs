@@ -29,6 +29,10 @@ pub struct BatchHeader {
     /// The publisher's id for a logged-in reader, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
+    /// A token signed by the publisher (a JWT, at most [`MAX_AUTH_LEN`](crate::MAX_AUTH_LEN)
+    /// bytes) that vouches for the user id and the reader's entitlements; never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<String>,
     /// The session id; a new one after 30 minutes without activity.
     pub session_id: String,
     /// Per-session sequence number of this batch, from 0. A retry resends the same number.

@@ -6,6 +6,8 @@ pub const MAX_EVENTS_PER_BATCH: usize = 100;
 pub const MAX_TOKEN_LEN: usize = 64;
 /// Longest user id, in bytes of UTF-8.
 pub const MAX_USER_ID_LEN: usize = 256;
+/// Longest `auth` token (a JWT signed by the publisher) in a batch header, bytes.
+pub const MAX_AUTH_LEN: usize = 4096;
 /// Longest page URL or referrer, in bytes.
 pub const MAX_URL_LEN: usize = 2048;
 /// Longest page title, in bytes.

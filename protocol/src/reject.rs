@@ -108,6 +108,8 @@ pub enum ErrorCode {
     Unauthorized,
     /// 400: a configuration change was refused (the old one stays).
     InvalidConfig,
+    /// 400: a request to an API other than collect is not of the expected shape.
+    InvalidRequest,
     /// 503: the store could not make the events durable in time; retry later.
     StoreUnavailable,
     /// 500: an unexpected server error.
@@ -116,7 +118,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for metrics.
-    pub const ALL: [Self; 21] = [
+    pub const ALL: [Self; 22] = [
         Self::MalformedJson,
         Self::InvalidBatch,
         Self::UnsupportedVersion,
@@ -136,6 +138,7 @@ impl ErrorCode {
         Self::RateLimited,
         Self::Unauthorized,
         Self::InvalidConfig,
+        Self::InvalidRequest,
         Self::StoreUnavailable,
         Self::Internal,
     ];
@@ -148,7 +151,8 @@ impl ErrorCode {
             | Self::UnsupportedVersion
             | Self::SiteKeyMismatch
             | Self::EmptyBatch
-            | Self::InvalidConfig => 400,
+            | Self::InvalidConfig
+            | Self::InvalidRequest => 400,
             Self::MissingSiteKey | Self::UnknownSiteKey | Self::Unauthorized => 401,
             Self::OriginNotAllowed => 403,
             Self::NotFound => 404,
@@ -193,6 +197,7 @@ impl ErrorCode {
             Self::RateLimited => "rate_limited",
             Self::Unauthorized => "unauthorized",
             Self::InvalidConfig => "invalid_config",
+            Self::InvalidRequest => "invalid_request",
             Self::StoreUnavailable => "store_unavailable",
             Self::Internal => "internal",
         }
@@ -276,4 +281,13 @@ pub struct CollectResponse {
     pub rejected: Vec<Rejection>,
     /// The decision for the reader, counting this batch.
     pub decision: Decision,
+    /// The decision signed by the gateway (a JWT, `EdDSA`), for the publisher's own server to
+    /// enforce; absent when the site does not sign decisions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed: Option<String>,
+    /// What became of the batch's `auth` token, on sites that have token keys: `valid`, or why
+    /// it vouched for nothing (`token_expired`, `token_signature`, ..., `token_missing` when a
+    /// user id came without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<String>,
 }

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use crate::event::{check_fields, check_props};
 use crate::json::{Number, Scanner, Syntax};
 use crate::{
-    BatchError, Event, EventId, EventType, MAX_EVENT_AGE_MS, MAX_EVENTS_PER_BATCH,
+    BatchError, Event, EventId, EventType, MAX_AUTH_LEN, MAX_EVENT_AGE_MS, MAX_EVENTS_PER_BATCH,
     MAX_FUTURE_SKEW_MS, MAX_USER_ID_LEN, PROTOCOL_VERSION, PageContext, RejectReason, Rejection,
     is_token,
 };
@@ -39,8 +39,11 @@ pub struct HeaderView<'a> {
     pub site_key: Cow<'a, str>,
     /// The reader's anonymous id.
     pub anonymous_id: Cow<'a, str>,
-    /// The user id of a logged-in reader.
+    /// The user id of a logged-in reader (trusted only when `auth` vouches for it on sites
+    /// that have token keys).
     pub user_id: Option<Cow<'a, str>>,
+    /// A token signed by the publisher (a JWT) vouching for the user id and entitlements.
+    pub auth: Option<Cow<'a, str>>,
     /// The session id.
     pub session_id: Cow<'a, str>,
     /// Per-session sequence number of the batch.
@@ -120,6 +123,7 @@ struct Fields<'a> {
     site_key: Option<Cow<'a, str>>,
     anonymous_id: Option<Cow<'a, str>>,
     user_id: Option<Option<Cow<'a, str>>>,
+    auth: Option<Option<Cow<'a, str>>>,
     session_id: Option<Cow<'a, str>>,
     seq: Option<u64>,
     sent_at: Option<u64>,
@@ -159,6 +163,18 @@ pub fn parse_batch(body: &[u8], server_now: u64) -> Result<BatchView<'_>, BatchE
             "user_id must be 1 to {MAX_USER_ID_LEN} bytes without control characters"
         )));
     }
+    let auth = fields.auth.flatten();
+    if let Some(token) = &auth
+        && (token.is_empty()
+            || token.len() > MAX_AUTH_LEN
+            || !token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'=')))
+    {
+        return Err(BatchError::Invalid(format!(
+            "auth must be a JWT of 1 to {MAX_AUTH_LEN} base64url characters and dots"
+        )));
+    }
     if count == 0 || count > MAX_EVENTS_PER_BATCH {
         return Err(BatchError::EventCount(count));
     }
@@ -169,6 +185,7 @@ pub fn parse_batch(body: &[u8], server_now: u64) -> Result<BatchView<'_>, BatchE
             site_key,
             anonymous_id,
             user_id,
+            auth,
             session_id,
             seq,
             sent_at,
@@ -263,6 +280,15 @@ fn read_top<'a>(
                         read_str(s, shape, "user_id")?.map(Some)
                     };
                     set(&mut f.user_id, uid)
+                }
+                "auth" => {
+                    let token = if s.peek() == Some(b'n') {
+                        s.skip_value(1)?;
+                        Some(None)
+                    } else {
+                        read_str(s, shape, "auth")?.map(Some)
+                    };
+                    set(&mut f.auth, token)
                 }
                 "seq" => set(&mut f.seq, read_u64(s, shape, "seq")?),
                 "sent_at" => set(&mut f.sent_at, read_u64(s, shape, "sent_at")?),

@@ -426,6 +426,7 @@ impl ReaderSim<'_> {
     fn header(&self, session_id: String, seq: u64, sent_at: u64) -> BatchHeader {
         BatchHeader {
             v: PROTOCOL_VERSION,
+            auth: None,
             site_key: self.readership.site_key().to_owned(),
             anonymous_id: self.anonymous_id.to_owned(),
             user_id: None,

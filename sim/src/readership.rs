@@ -260,6 +260,7 @@ impl Readership {
         Batch {
             header: BatchHeader {
                 v: PROTOCOL_VERSION,
+                auth: None,
                 site_key: self.site_key.clone(),
                 anonymous_id: anonymous_id.to_owned(),
                 user_id: None,

@@ -98,6 +98,7 @@ pub fn sample_batch(n: usize) -> Batch {
     Batch {
         header: BatchHeader {
             v: PROTOCOL_VERSION,
+            auth: None,
             site_key: "dailyherald".to_owned(),
             anonymous_id: "3f9a1c0be27d4e58a6b1f0c9d8e7a6b5".to_owned(),
             user_id: None,
@@ -338,6 +339,7 @@ impl Traffic {
         let batch = Batch {
             header: BatchHeader {
                 v: PROTOCOL_VERSION,
+                auth: None,
                 site_key: self.site_key.clone(),
                 anonymous_id: reader.anonymous_id.clone(),
                 user_id: reader.user_id.clone(),

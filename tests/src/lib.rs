@@ -253,6 +253,11 @@ pub fn publisher_config(dir: &Path, origins: &[&str]) -> PathBuf {
     )
 }
 
+/// The demo site's reader-token secret (HS256), as in `examples/pulse.toml`: public.
+pub const DEMO_TOKEN_SECRET: &str = "pulse-demo-secret-public-never-use-for-a-real-site";
+/// The demo site's server secret, as in `examples/pulse.toml`: public.
+pub const DEMO_SERVER_SECRET: &str = "demo-server-secret-public-never-use-for-a-real-site";
+
 fn site_config(dir: &Path, bundle: &str, site: &str) -> PathBuf {
     let root = workspace_root().canonicalize().expect("workspace root");
     let text = format!(
@@ -261,7 +266,9 @@ fn site_config(dir: &Path, bundle: &str, site: &str) -> PathBuf {
          [rate_limits]\nip_requests = {{ per_second = 0, burst = 0 }}\n\n\
          # The tests check the scorer's decisions, not its deadline: be generous on busy machines.\n\
          [limits]\ndecision_deadline_ms = 2000\n\n[scorer]\nbundle = {bundle:?}\nflush_interval_ms = 100\n\n\
-         [[sites]]\nkey = \"demo\"\n{site}",
+         [[sites]]\nkey = \"demo\"\n{site}\n\
+         server_secret = \"{DEMO_SERVER_SECRET}\"\n\
+         [[sites.token_keys]]\nalg = \"HS256\"\nsecret = \"{DEMO_TOKEN_SECRET}\"\n",
         site_dir = root.join("examples/site").display().to_string(),
         bundle = root
             .join(format!("examples/bundles/{bundle}.toml"))
@@ -299,6 +306,7 @@ pub fn page_view_batch(anon: &str, seq: u64, first_id: u128, n: usize, now: u64)
             site_key: "demo".into(),
             anonymous_id: anon.into(),
             user_id: None,
+            auth: None,
             session_id: "s1".into(),
             seq,
             sent_at: now,

@@ -141,7 +141,20 @@ fn three_free_articles_then_the_paywall_surviving_a_restart() {
     let (action, ..) = read(&mut browser, &base, ARTICLES[0]);
     assert_eq!(action, "meter", "an article already granted stays readable");
 
-    // A subscriber is never walled.
+    // A reader who types the old trick into the console stays walled: traits grant nothing.
+    browser.eval(
+        "pulse('identify', 'someone-else', {subscriber: true}); pulse('track', 'nudge'); return true;",
+    );
+    browser.wait_for(
+        "return pulse.decision() && pulse.decision().reason !== 'subscriber' && pulse.decision().signed !== undefined",
+        Duration::from_secs(15),
+    );
+    let (action, ..) = read(&mut browser, &base, ARTICLES[5]);
+    assert_eq!(action, "paywall", "a forged subscriber trait lifts nothing");
+    browser.eval("pulse('reset'); return true;");
+
+    // A subscriber (the publisher's signed token, as the demo's log-in button passes it) is
+    // never walled.
     browser.eval("document.querySelector('[data-action=login]').click(); return true;");
     browser.wait_for(
         "return pulse.decision() && pulse.decision().reason === 'subscriber'",

@@ -117,6 +117,10 @@ pub enum Reaction {
         decision: Option<Box<Decision>>,
         /// Events the server rejected (each is also in its dead-letter log).
         rejected: Vec<Rejection>,
+        /// The decision signed by the gateway, for the publisher's server.
+        signed: Option<String>,
+        /// What became of the `auth` token (`valid` or why not), on sites with token keys.
+        auth: Option<String>,
     },
     /// The batch will be resent at `at_ms`.
     WillRetry {
@@ -285,16 +289,24 @@ impl Queue {
                 match answer {
                     Some(answer) => {
                         let CollectResponse {
-                            decision, rejected, ..
+                            decision,
+                            rejected,
+                            signed,
+                            auth,
+                            ..
                         } = *answer;
                         Reaction::Accepted {
                             decision: Some(Box::new(decision)),
                             rejected,
+                            signed,
+                            auth,
                         }
                     }
                     None => Reaction::Accepted {
                         decision: None,
                         rejected: Vec::new(),
+                        signed: None,
+                        auth: None,
                     },
                 }
             }
@@ -497,6 +509,7 @@ mod tests {
                 site_key: "demo".into(),
                 anonymous_id: "a".repeat(32),
                 user_id: None,
+                auth: None,
                 session_id: "s".repeat(32),
                 seq,
                 sent_at: 0,

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use pulse_protocol::{BatchHeader, MAX_USER_ID_LEN, PROTOCOL_VERSION};
+use pulse_protocol::{BatchHeader, MAX_AUTH_LEN, MAX_USER_ID_LEN, PROTOCOL_VERSION};
 
 /// A session ends after this long without activity, in milliseconds (30 minutes).
 pub const SESSION_IDLE_MS: u64 = 30 * 60 * 1000;
@@ -19,6 +19,10 @@ pub struct Session {
     /// The publisher's id for a logged-in reader (set by `identify`, cleared by `reset`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
+    /// A token signed by the publisher (a JWT) vouching for the user id and entitlements (set
+    /// by `identify` with `{token}` or by `auth`, cleared by `reset`); sent with every batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<String>,
     /// Current session id: 32 lowercase hex digits.
     pub session_id: String,
     /// Time of the last activity, milliseconds since the Unix epoch.
@@ -38,6 +42,7 @@ impl Session {
         Self {
             anonymous_id: hex_id(anonymous),
             user_id: None,
+            auth: None,
             session_id: hex_id(session),
             last_activity_ms: now_ms,
             next_seq: 0,
@@ -50,7 +55,8 @@ impl Session {
         let session: Self = serde_json::from_str(text).ok()?;
         let token_ok = |s: &str| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit());
         let user_ok = session.user_id.as_deref().is_none_or(valid_user_id);
-        (token_ok(&session.anonymous_id) && token_ok(&session.session_id) && user_ok)
+        let auth_ok = session.auth.as_deref().is_none_or(valid_auth);
+        (token_ok(&session.anonymous_id) && token_ok(&session.session_id) && user_ok && auth_ok)
             .then_some(session)
     }
 
@@ -89,9 +95,20 @@ impl Session {
         true
     }
 
-    /// Forgets the user id (log out) and starts a new session.
+    /// Sets the token sent with every batch. Returns false and changes nothing when it is not
+    /// a plausible JWT (1 to [`MAX_AUTH_LEN`] base64url characters and dots).
+    pub fn set_auth(&mut self, token: &str) -> bool {
+        if !valid_auth(token) {
+            return false;
+        }
+        self.auth = Some(token.to_owned());
+        true
+    }
+
+    /// Forgets the user id and token (log out) and starts a new session.
     pub fn reset(&mut self, now_ms: u64, fresh: [u8; 16]) {
         self.user_id = None;
+        self.auth = None;
         self.start_session(now_ms, fresh);
     }
 
@@ -105,11 +122,20 @@ impl Session {
             site_key: site_key.to_owned(),
             anonymous_id: self.anonymous_id.clone(),
             user_id: self.user_id.clone(),
+            auth: self.auth.clone(),
             session_id: self.session_id.clone(),
             seq,
             sent_at: now_ms,
         }
     }
+}
+
+fn valid_auth(token: &str) -> bool {
+    !token.is_empty()
+        && token.len() <= MAX_AUTH_LEN
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'='))
 }
 
 fn valid_user_id(user_id: &str) -> bool {
@@ -177,6 +203,14 @@ mod tests {
         assert!(!s.identify("a\nb"));
         assert!(!s.identify(&"u".repeat(MAX_USER_ID_LEN + 1)));
         assert!(s.identify(&"u".repeat(MAX_USER_ID_LEN)));
+        assert!(s.set_auth("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1In0.c2ln"));
+        assert_eq!(
+            s.next_header("k", T0).auth.as_deref(),
+            Some("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1In0.c2ln")
+        );
+        assert!(!s.set_auth("not a token"));
+        assert!(!s.set_auth(""));
+        assert!(!s.set_auth(&"a".repeat(MAX_AUTH_LEN + 1)));
         s.reset(T0 + 5, bytes(9));
         assert_eq!(s.user_id, None);
         assert_eq!(s.session_id, hex_id(bytes(9)));

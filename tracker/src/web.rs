@@ -251,20 +251,44 @@ fn command(name: JsValue, a: JsValue, b: JsValue) {
         },
         "identify" => {
             let user_id = a.as_string().or_else(|| a.as_f64().map(|n| n.to_string()));
+            // A signed token among the traits vouches for the user id and entitlements: it
+            // goes with every batch, never into the event's properties.
+            let mut traits = props_of(&b);
+            let token = match traits.remove("token") {
+                Some(Value::String(t)) => Some(t),
+                _ => None,
+            };
             let ok = user_id.is_some_and(|id| {
                 with(|t| {
-                    let ok = t.session.identify(&id);
+                    let ok = t.session.identify(&id)
+                        && token.as_deref().is_none_or(|tok| t.session.set_auth(tok));
                     store(STATE_KEY, Some(&t.session.to_json()));
                     ok
                 })
                 .unwrap_or(false)
             });
             if ok {
-                push(EventType::Identify, None, props_of(&b), true, None);
+                push(EventType::Identify, None, traits, true, None);
             } else {
-                warn("pulse('identify', userId) needs a user id of 1 to 256 bytes");
+                warn(
+                    "pulse('identify', userId, {token}) needs a user id of 1 to 256 bytes (and a token that is a JWT)",
+                );
             }
         }
+        "auth" => match a.as_string() {
+            Some(token) => {
+                let ok = with(|t| {
+                    let ok = t.session.set_auth(&token);
+                    store(STATE_KEY, Some(&t.session.to_json()));
+                    ok
+                })
+                .unwrap_or(false);
+                if !ok {
+                    warn("pulse('auth', token) needs a JWT of at most 4096 bytes");
+                }
+            }
+            None => warn("pulse('auth', token) needs a token"),
+        },
         "reset" => {
             with(|t| {
                 t.session.reset(now(), random());
@@ -613,7 +637,12 @@ fn on_answer(token: u64, outcome: Outcome, for_this_page: bool) {
         reaction
     });
     match reaction {
-        Some(Reaction::Accepted { decision, rejected }) => {
+        Some(Reaction::Accepted {
+            decision,
+            rejected,
+            signed,
+            auth,
+        }) => {
             for r in rejected {
                 warn(&format!(
                     "event {} rejected: {}",
@@ -621,8 +650,13 @@ fn on_answer(token: u64, outcome: Outcome, for_this_page: bool) {
                     r.reason.as_str()
                 ));
             }
+            if let Some(why) = auth.filter(|a| a != "valid") {
+                warn(&format!(
+                    "the auth token vouched for nothing ({why}): counted as an anonymous reader, no entitlements"
+                ));
+            }
             if let Some(decision) = decision.filter(|_| for_this_page) {
-                apply(&decision);
+                apply(&decision, signed.as_deref());
             }
         }
         Some(Reaction::Dropped {
@@ -638,8 +672,9 @@ fn on_answer(token: u64, outcome: Outcome, for_this_page: bool) {
     pump();
 }
 
-/// Applies a decision: `<html>` attributes, the `pulse:decision` event, the callbacks.
-fn apply(decision: &Decision) {
+/// Applies a decision: `<html>` attributes, the `pulse:decision` event, the callbacks. The
+/// object they get carries `signed`, the gateway's signature of it, when the site signs.
+fn apply(decision: &Decision, signed: Option<&str>) {
     let Some(window) = web_sys::window() else {
         return;
     };
@@ -664,6 +699,9 @@ fn apply(decision: &Decision) {
     let Ok(object) = JSON::parse(&text) else {
         return;
     };
+    if let Some(signed) = signed {
+        let _ = Reflect::set(&object, &"signed".into(), &signed.into());
+    }
     let callbacks = with(|t| {
         t.decision = Some(object.clone());
         t.callbacks.clone()

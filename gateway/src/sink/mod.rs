@@ -150,6 +150,7 @@ pub(crate) mod testing {
                 site_key: "demo".into(),
                 anonymous_id: "anon".into(),
                 user_id: (reader != "anon").then(|| reader.to_owned()),
+                auth: None,
                 session_id: "s".into(),
                 seq: 0,
                 sent_at: NOW,

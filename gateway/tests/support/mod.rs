@@ -34,12 +34,7 @@ impl Server {
         config.server.data = dir.path().join("data");
         // These tests check decisions, not the deadline: be generous on busy machines.
         config.limits.decision_deadline_ms = 2000.try_into().unwrap();
-        config.sites = vec![SiteConfig {
-            key: "demo".into(),
-            origins: vec!["https://news.example".into()],
-            allow_same_origin: false,
-            require_origin: false,
-        }];
+        config.sites = vec![SiteConfig::new("demo", &["https://news.example"])];
         change(&mut config, dir.path());
         let gateway = Arc::new(Gateway::open(config).unwrap());
         let (stop, stopped) = oneshot::channel::<()>();

@@ -11,6 +11,7 @@ fn header() -> BatchHeader {
         site_key: "demo".into(),
         anonymous_id: "a1".into(),
         user_id: None,
+        auth: None,
         session_id: "s1".into(),
         seq: 0,
         sent_at: NOW,

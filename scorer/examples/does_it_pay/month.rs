@@ -70,13 +70,23 @@ pub(crate) fn month(
         unapplied: 0,
         scores: Vec::new(),
     };
-    let request = Request::default();
+    let anonymous = Request::default();
+    // A subscriber's pages carry the publisher's token from checkout on: the gateway turns it
+    // into `entitled.subscriber` (the bundles trust nothing else).
+    let subscriber = Request {
+        entitled: vec![("subscriber".to_owned(), serde_json::Value::Bool(true))],
+        ..Request::default()
+    };
     while let Some(Reverse((now, i))) = queue.pop() {
         let Some(batch) = next[i].take() else {
             continue;
         };
+        let request = match &readers[i].outcome().subscribed {
+            Some(s) if s.at <= now => &subscriber,
+            _ => &anonymous,
+        };
         let events: Vec<(&Event, u64)> = batch.events.iter().map(|e| (e, e.ts)).collect();
-        let scored = engine.score(batch.header.reader_key(), &events, now, &request)?;
+        let scored = engine.score(batch.header.reader_key(), &events, now, request)?;
         out.batches += 1;
         out.unapplied += u64::from(scored.duplicates) + scored.refused.len() as u64;
         let reader = &mut readers[i];

@@ -444,6 +444,45 @@ impl<S: StateStore + 'static> Engine<S> {
         self.score_on(reader, none, page, now, request)
     }
 
+    /// Decides for a reader as if `view` (the page about to be shown) had just happened at
+    /// `now`, without keeping it: the page the publisher's server is about to render counts in
+    /// the meter, but only the tracker's own event, when the page is shown, is recorded.
+    pub fn peek<E: Observed + ?Sized>(
+        &self,
+        reader: &str,
+        view: &E,
+        now: u64,
+        request: &Request,
+    ) -> Result<Scored, EngineError> {
+        let core = self.core()?;
+        let page = PageFacts::of(&[(view, now)]);
+        let shadow = self.shadow.read().ok().and_then(|s| s.clone());
+        let none: &[(&E, u64)] = &[];
+        let ((decided, shadow), _) = self.shared.update(&core, reader, none, |bundle, state| {
+            let mut state = state.clone();
+            state.apply(bundle, view, now);
+            state.finish(bundle);
+            let active = decide(bundle, reader, &state, now, &page, request);
+            let shadow = shadow
+                .as_ref()
+                .map(|b| decide(b, reader, &state, now, &page, request).decision);
+            (active, shadow)
+        })?;
+        Ok(Scored {
+            decision: decided.decision,
+            probability: decided.probability,
+            score: decided.score,
+            snapshot: Snapshot {
+                bundle: core.bundle.get(),
+                values: decided.read,
+            },
+            shadow,
+            applied: 0,
+            duplicates: 0,
+            refused: Vec::new(),
+        })
+    }
+
     fn score_on<E: Observed + ?Sized>(
         &self,
         reader: &str,

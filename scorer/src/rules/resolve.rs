@@ -340,24 +340,27 @@ impl Resolver<'_> {
             ("model", "score") => Some(CowVal::Owned(boxed(
                 self.score().map_or(cel::Value::Null, cel::Value::Float),
             ))),
-            ("entitled", name) => self
-                .request
-                .entitled
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| CowVal::Owned(boxed(json_to_cel(v)))),
+            // An entitlement the token does not grant reads as null: not entitled (no error).
+            ("entitled", name) => Some(CowVal::Owned(boxed(
+                self.request
+                    .entitled
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map_or(cel::Value::Null, |(_, v)| json_to_cel(v)),
+            ))),
             _ => None,
         }
     }
 }
 
 impl Resolver<'_> {
-    /// A variable for the native evaluator (an entitlement not granted fails, as in CEL).
+    /// A variable for the native evaluator (an entitlement not granted is null, as in CEL
+    /// here).
     pub(crate) fn native(
         &self,
         var: &super::fast::Var,
     ) -> Result<super::fast::V<'_>, super::fast::Fail> {
-        use super::fast::{Fail, V, Var, from_value};
+        use super::fast::{V, Var, from_value};
         fn text(s: &Option<String>) -> V<'_> {
             s.as_deref().map_or(V::Null, V::Str)
         }
@@ -376,7 +379,7 @@ impl Resolver<'_> {
             },
             Var::ModelScore => self.score().map_or(V::Null, V::Num),
             Var::Entitled(name) => match self.request.entitled.iter().find(|(k, _)| k == name) {
-                None => return Err(Fail),
+                None => V::Null,
                 Some((_, serde_json::Value::Bool(b))) => V::Bool(*b),
                 Some((_, serde_json::Value::Number(n))) => n.as_f64().map_or(V::Null, V::Num),
                 Some((_, serde_json::Value::String(s))) => V::Str(s),
