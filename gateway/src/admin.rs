@@ -6,8 +6,13 @@
 //!   force, checked, written to the config file (read back first) and applied by reloading it.
 //!   A bad change is refused with 400 `invalid_config` and every reason; nothing changes.
 //! - `POST /admin/reload`: re-reads the config file, as SIGHUP does (the same function).
-//! - `GET /admin/bundle`: the bundle in force (id, features, model, rules, source) and whether a
-//!   rebuild runs.
+//! - `GET /admin/bundle`: the bundle in force (id, features, model, rules, source), whether a
+//!   rebuild runs, and the bundles activated before.
+//! - `PUT /admin/bundle`: `{"bundle": TOML, "files": {NAME: TEXT}}` (the files it names, e.g. its
+//!   model): checked (400 `invalid_config` with every problem; nothing changes), kept under
+//!   `<data>/bundles/`, named in the config file, and put in force (at once, or after a rebuild
+//!   of reader state when it changes the features).
+//! - `POST /admin/bundle/rollback`: activates the bundle active before the current one.
 //! - `GET /admin/readers/{id}`: one reader's feature values, what they are made of, and the
 //!   decision the bundle makes now.
 //! - `GET /metrics`: the Prometheus text exposition.
@@ -155,10 +160,39 @@ where
             }
         }
         (&Method::GET, "/admin/bundle") => bundle(gw),
+        (&Method::PUT, "/admin/bundle") => {
+            let body = Limited::new(req.into_body(), MAX_BUNDLE_BODY).collect();
+            let body = match tokio::time::timeout(ADMIN_BODY_TIMEOUT, body).await {
+                Ok(Ok(b)) => b.to_bytes(),
+                Ok(Err(_)) => {
+                    return error(ErrorCode::BodyTooLarge, "the body is too large or broken");
+                }
+                Err(_) => return error(ErrorCode::RequestTimeout, "the body did not arrive"),
+            };
+            let control = Arc::clone(control);
+            let done = tokio::task::spawn_blocking(move || {
+                let bundle = bundle_of(&body)?;
+                control.activate_bundle(bundle)
+            })
+            .await;
+            activated(done.unwrap_or_else(|e| Err(ChangeError::File(e.to_string()))))
+        }
+        (&Method::POST, "/admin/bundle/rollback") => {
+            let control = Arc::clone(control);
+            let done = tokio::task::spawn_blocking(move || control.rollback_bundle()).await;
+            activated(done.unwrap_or_else(|e| Err(ChangeError::File(e.to_string()))))
+        }
         (&Method::GET, path) if path.starts_with("/admin/readers/") => {
             reader(gw, &path["/admin/readers/".len()..]).await
         }
-        (_, "/metrics" | "/admin/limits" | "/admin/reload" | "/admin/bundle") => pulse_http::error(
+        (
+            _,
+            "/metrics"
+            | "/admin/limits"
+            | "/admin/reload"
+            | "/admin/bundle"
+            | "/admin/bundle/rollback",
+        ) => pulse_http::error(
             &ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed"),
             None,
         ),
@@ -166,6 +200,52 @@ where
             &ApiError::new(ErrorCode::NotFound, "no such admin path"),
             None,
         ),
+    }
+}
+
+/// The largest `PUT /admin/bundle` body: a bundle and its model, as JSON.
+const MAX_BUNDLE_BODY: usize = pulse_scorer::MAX_BUNDLE_BYTES + 2 * pulse_scorer::MAX_MODEL_BYTES;
+
+/// A bundle from `{"bundle": TOML, "files": {NAME: TEXT}}`, every problem listed.
+fn bundle_of(body: &[u8]) -> Result<pulse_scorer::Bundle, ChangeError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Sent {
+        bundle: String,
+        #[serde(default)]
+        files: std::collections::BTreeMap<String, String>,
+    }
+    let sent: Sent = serde_json::from_slice(body).map_err(|e| {
+        ChangeError::Invalid(vec![format!(
+            "the body must be {{\"bundle\": TOML, \"files\": {{NAME: TEXT}}}}: {e}"
+        )])
+    })?;
+    pulse_scorer::Bundle::compile_with(&sent.bundle, &mut |name| {
+        sent.files
+            .get(name)
+            .map(|t| t.as_bytes().to_vec())
+            .ok_or_else(|| format!("{name}: not among the files sent"))
+    })
+    .map_err(|e| ChangeError::Invalid(e.0.iter().map(ToString::to_string).collect()))
+}
+
+fn activated(result: Result<crate::control::Activated, ChangeError>) -> Resp {
+    match result {
+        Ok(a) => {
+            let (state, replaced) = match &a.change {
+                crate::decide::BundleChange::Active { replaced } => ("active", Some(replaced)),
+                crate::decide::BundleChange::Rebuilding { .. } => ("rebuilding", None),
+            };
+            ok_json(&serde_json::json!({
+                "id": a.id,
+                "name": a.name,
+                "state": state,
+                "replaced": replaced,
+                "archive": a.archive.display().to_string(),
+                "persisted": a.persisted,
+            }))
+        }
+        Err(e) => refused(&e),
     }
 }
 
@@ -201,6 +281,13 @@ fn bundle(gw: &Gateway) -> Resp {
         "features": features,
         "model": model,
         "rules": b.rules.ids(),
+        "history": gw
+            .control()
+            .history()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(id, path)| serde_json::json!({"id": id, "archive": path.display().to_string()}))
+            .collect::<Vec<_>>(),
         "rebuilding": stats.rebuilding.load(std::sync::atomic::Ordering::Relaxed) == 1,
         "source": &*b.source,
     });

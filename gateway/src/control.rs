@@ -13,6 +13,7 @@ use crate::admit::{OwnOrigins, Sites};
 use crate::config::{Config, ConfigError, Rate, RateLimits};
 use crate::decide::{BundleChange, Decider};
 use crate::ratelimit::RateLimiter;
+use pulse_scorer::Bundle;
 
 /// Why a change was refused; nothing changed.
 #[derive(Debug, thiserror::Error)]
@@ -51,10 +52,27 @@ pub struct Applied {
     pub bundle: BundleChange,
 }
 
+/// What activating a bundle did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Activated {
+    /// The bundle's id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// In force at once, or being rebuilt first.
+    pub change: BundleChange,
+    /// Where it is kept (the archive `[scorer] bundle` now names).
+    pub archive: PathBuf,
+    /// Whether the config file was changed to name it (none without a config file).
+    pub persisted: bool,
+}
+
 /// The control side.
 #[derive(Debug)]
 pub struct Control {
     path: Option<PathBuf>,
+    /// Where activated bundles are kept: `<data>/bundles/`.
+    bundles: PathBuf,
     public_origins: Vec<String>,
     /// `limits.max_body_bytes`, which the byte limit's burst must cover.
     max_body_bytes: usize,
@@ -70,6 +88,7 @@ impl Control {
         let own = OwnOrigins::new(&config.server.public_origins, None);
         Self {
             path: config.path.clone(),
+            bundles: config.server.data.join("bundles"),
             public_origins: config.server.public_origins.clone(),
             max_body_bytes: config.limits.max_body_bytes,
             sites: RwLock::new(Arc::new(Sites::new(&config.sites, own))),
@@ -141,6 +160,122 @@ impl Control {
         Ok(applied)
     }
 
+    /// Activates a bundle sent whole (its text and the files it names, as `Bundle::stored`
+    /// writes them): checked (every problem listed, nothing changed on refusal), kept as an
+    /// archive under `<data>/bundles/`, named by `[scorer] bundle` in the config file (so that a
+    /// restart or a reload keeps it), and put in force: at once when it keeps the features,
+    /// else after its state is rebuilt from the log. The bundle it replaces is remembered for
+    /// [`Control::rollback_bundle`].
+    pub fn activate_bundle(&self, bundle: Bundle) -> Result<Activated, ChangeError> {
+        let active = self
+            .decider
+            .engine()
+            .bundle()
+            .map_err(|e| ChangeError::File(e.to_string()))?;
+        let mut history = self.history()?;
+        if history.is_empty() && active.id != bundle.id {
+            // The bundle of the config file goes first, so that a rollback can return to it.
+            let archive = self.archive(&active)?;
+            history.push((active.id.clone(), archive));
+        }
+        let archive = self.archive(&bundle)?;
+        let (id, name) = (bundle.id.clone(), bundle.name.clone());
+        let change = if active.id == bundle.id {
+            BundleChange::Active {
+                replaced: active.id.clone(),
+            }
+        } else {
+            self.decider
+                .set_bundle(bundle)
+                .map_err(|e| ChangeError::Invalid(vec![format!("scorer.bundle: {e}")]))?
+        };
+        if history.last().map(|(i, _)| i) != Some(&id) {
+            history.push((id.clone(), archive.clone()));
+        }
+        self.save_history(&history)?;
+        let persisted = match self.path.as_deref() {
+            Some(path) => {
+                write_bundle_path(path, &archive)?;
+                true
+            }
+            None => false,
+        };
+        tracing::info!(bundle = %id, name = %name, change = ?change, "bundle activated");
+        Ok(Activated {
+            id,
+            name,
+            change,
+            archive,
+            persisted,
+        })
+    }
+
+    /// Activates the bundle that was active before the current one (as activations recorded
+    /// it); refused when there is none.
+    pub fn rollback_bundle(&self) -> Result<Activated, ChangeError> {
+        let mut history = self.history()?;
+        if history.len() < 2 {
+            return Err(ChangeError::Invalid(vec![
+                "no earlier bundle to roll back to (activate one first)".into(),
+            ]));
+        }
+        history.pop();
+        let (_, previous) = history.last().cloned().unwrap_or_default();
+        let bundle = Bundle::read(&previous)
+            .map_err(|e| ChangeError::Invalid(e.0.iter().map(ToString::to_string).collect()))?;
+        // The earlier entry is the new current one.
+        self.save_history(&history)?;
+        self.activate_bundle(bundle)
+    }
+
+    /// Activated bundles, oldest first: id and archive.
+    pub fn history(&self) -> Result<Vec<(String, PathBuf)>, ChangeError> {
+        let file = self.bundles.join("history");
+        match std::fs::read_to_string(&file) {
+            Ok(text) => Ok(text
+                .lines()
+                .filter_map(|l| {
+                    let (id, path) = l.split_once(' ')?;
+                    Some((id.to_owned(), PathBuf::from(path)))
+                })
+                .collect()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(ChangeError::File(format!("{}: {e}", file.display()))),
+        }
+    }
+
+    fn save_history(&self, history: &[(String, PathBuf)]) -> Result<(), ChangeError> {
+        // The last 100 activations are enough to roll back through.
+        let start = history.len().saturating_sub(100);
+        let text: String = history[start..]
+            .iter()
+            .map(|(id, p)| format!("{id} {}\n", p.display()))
+            .collect();
+        replace_file(&self.bundles.join("history"), &text)
+    }
+
+    /// Writes `bundle` (text and files) to `<data>/bundles/<id>.bundle`; returns the path.
+    fn archive(&self, bundle: &Bundle) -> Result<PathBuf, ChangeError> {
+        let file =
+            |e: std::io::Error| ChangeError::File(format!("{}: {e}", self.bundles.display()));
+        std::fs::create_dir_all(&self.bundles).map_err(file)?;
+        let path = self.bundles.join(format!("{}.bundle", bundle.id));
+        let stored = bundle.stored();
+        let mut bytes = stored;
+        if bytes.first() != Some(&0) {
+            // A bundle without files is its text; archive it in the same form as the others.
+            let text = std::mem::take(&mut bytes);
+            bytes.push(0);
+            bytes.extend_from_slice(&(text.len() as u64).to_le_bytes());
+            bytes.extend_from_slice(&text);
+        }
+        let path_text = path.to_string_lossy().into_owned();
+        let tmp = PathBuf::from(format!("{path_text}.tmp"));
+        std::fs::write(&tmp, &bytes).map_err(file)?;
+        std::fs::rename(&tmp, &path).map_err(file)?;
+        Ok(path)
+    }
+
     /// Changes the rate limits by `patch` (a JSON object, whole or partial `[rate_limits]`):
     /// merged onto the limits in force and checked; then, with a config file, written to it
     /// (checked by reading the new text back before it replaces the file) and the file
@@ -161,6 +296,50 @@ impl Control {
         let applied = self.reload()?;
         Ok((applied.limits, true))
     }
+}
+
+/// Sets `[scorer] bundle` of the TOML file at `path` to `bundle`, keeping everything else
+/// (comments included); the new text must check as a configuration first.
+pub(crate) fn write_bundle_path(path: &Path, bundle: &Path) -> Result<(), ChangeError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ChangeError::File(format!("{}: {e}", path.display())))?;
+    let mut doc: toml_edit::DocumentMut = text
+        .parse()
+        .map_err(|e: toml_edit::TomlError| ChangeError::Invalid(vec![e.to_string()]))?;
+    let value = toml_edit::value(bundle.to_string_lossy().into_owned());
+    match doc.get_mut("scorer").and_then(|item| item.as_table_mut()) {
+        Some(table) => table["bundle"] = value,
+        None => {
+            let mut table = toml_edit::Table::new();
+            table["bundle"] = value;
+            doc["scorer"] = toml_edit::Item::Table(table);
+        }
+    }
+    let fresh = doc.to_string();
+    Config::parse(&fresh)?;
+    replace_file(path, &fresh)
+}
+
+/// Replaces the file at `path` with `text`: written to a temporary file, synced and renamed,
+/// so that a crash leaves one file or the other.
+fn replace_file(path: &Path, text: &str) -> Result<(), ChangeError> {
+    let file = |e: std::io::Error| ChangeError::File(format!("{}: {e}", path.display()));
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(file)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let write = || -> std::io::Result<()> {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    };
+    write().map_err(file)
 }
 
 /// Merges `patch` (a JSON object, whole or partial `[rate_limits]`) onto `current`. Numbers

@@ -35,7 +35,7 @@ pub use config::{
     MAX_RATE_LIMIT_KEYS, Millis, Rate, RateLimits, ScorerConfig, ServerConfig, SinkConfig,
     SinkKind, SiteConfig, Transport,
 };
-pub use control::{Applied, ChangeError, Control, merge_limits, write_back};
+pub use control::{Activated, Applied, ChangeError, Control, merge_limits, write_back};
 pub use decide::{BundleChange, Decided, Decider};
 pub use entitlements::{
     MAX_ENTITLEMENTS, MAX_TOKEN_BYTES, TokenError, TokenKeySpec, TokenKeys, Vouched, sign_hs256,

@@ -93,8 +93,17 @@ enum BundleAction {
         /// The bundle (TOML).
         file: PathBuf,
     },
-    /// Show the bundle a running gateway decides with (JSON).
+    /// Show the bundle a running gateway decides with, and those activated before (JSON).
     Show,
+    /// Check a bundle file and its model here, then activate it on a running gateway: in force
+    /// at once when it keeps the features, else after its state is rebuilt from the log. It is
+    /// kept under the gateway's data folder and named in its config file.
+    Activate {
+        /// The bundle (TOML).
+        file: PathBuf,
+    },
+    /// Activate the bundle that was active before the current one.
+    Rollback,
 }
 
 #[derive(Subcommand, Debug)]
@@ -161,6 +170,39 @@ fn main() -> anyhow::Result<()> {
             BundleAction::Check { .. } => Ok(()),
             BundleAction::Show => {
                 let value = admin_call(&config, admin, token, "GET", "/admin/bundle", None)?;
+                println!("{}", serde_json::to_string_pretty(&value)?);
+                Ok(())
+            }
+            BundleAction::Activate { file } => {
+                let bundle = match pulse_scorer::Bundle::read(&file) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        eprintln!("{}: {e}", file.display());
+                        std::process::exit(1);
+                    }
+                };
+                let files: serde_json::Map<String, serde_json::Value> = bundle
+                    .files
+                    .iter()
+                    .map(|(name, bytes)| {
+                        let text = String::from_utf8_lossy(bytes).into_owned();
+                        (name.clone(), serde_json::Value::String(text))
+                    })
+                    .collect();
+                let body = serde_json::json!({"bundle": &*bundle.source, "files": files});
+                let value = admin_call(&config, admin, token, "PUT", "/admin/bundle", Some(body))?;
+                println!("{}", serde_json::to_string_pretty(&value)?);
+                Ok(())
+            }
+            BundleAction::Rollback => {
+                let value = admin_call(
+                    &config,
+                    admin,
+                    token,
+                    "POST",
+                    "/admin/bundle/rollback",
+                    Some(serde_json::json!({})),
+                )?;
                 println!("{}", serde_json::to_string_pretty(&value)?);
                 Ok(())
             }
@@ -404,6 +446,11 @@ fn admin_call(
     let auth = format!("Bearer {token}");
     let mut response = match (method, body) {
         ("GET", _) => agent.get(&url).header("authorization", &auth).call(),
+        ("POST", body) => agent
+            .post(&url)
+            .header("authorization", &auth)
+            .header("content-type", "application/json")
+            .send(body.unwrap_or_default().to_string()),
         (_, body) => agent
             .put(&url)
             .header("authorization", &auth)

@@ -151,6 +151,14 @@ fn three_free_articles_then_the_paywall_surviving_a_restart() {
     );
     let (action, ..) = read(&mut browser, &base, ARTICLES[5]);
     assert_eq!(action, "paywall", "a forged subscriber trait lifts nothing");
+    // The anonymous id a publisher's server asks about (POST /v1/decide).
+    let reader = browser.eval("return pulse.reader()");
+    assert!(
+        reader
+            .as_str()
+            .is_some_and(|r| r.len() == 32 && r.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{reader}"
+    );
     browser.eval("pulse('reset'); return true;");
 
     // A subscriber (the publisher's signed token, as the demo's log-in button passes it) is

@@ -90,7 +90,6 @@ fn bundle_check_lists_every_problem() {
     for needle in [
         "features.metered_pages.window: 40d is longer than the TTL",
         "features.current_page.template: unknown template \"latest\"",
-        "features.subscriber.template: unknown template \"latest\"",
         "rules[1]: unknown field `colour`",
     ] {
         assert!(err.contains(needle), "{needle:?} not in:\n{err}");
@@ -259,4 +258,102 @@ fn the_gateway_refuses_to_start_with_a_bad_bundle() {
         .output()
         .unwrap();
     assert!(!check.status.success());
+}
+
+fn gateway_cli(config: &Path, gw: &GatewayProcess, args: &[&str]) -> std::process::Output {
+    Command::new(gateway_bin())
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .args(["--admin", &gw.admin_url, "--token", &gw.admin_token()])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn bundles_are_activated_kept_across_restarts_and_rolled_back_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = demo_config(dir.path());
+    let data = dir.path().join("data");
+    let gw = GatewayProcess::start(&config, &data, "127.0.0.1:0");
+    let now = now_ms();
+    for id in 1..=4 {
+        view(&gw, "ana", id, now - 2 * DAY);
+    }
+    let meter = admin(&gw, "/admin/bundle")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // A bundle with a problem is refused with every reason, here and by the API; nothing changes.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        meter_text().replace("limit = 3", "limit = 3\ncolour = \"red\""),
+    )
+    .unwrap();
+    let out = gateway_cli(&config, &gw, &["bundle", "activate", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `colour`"));
+    let mut resp = agent()
+        .put(format!("{}/admin/bundle", gw.admin_url))
+        .header("authorization", format!("Bearer {}", gw.admin_token()))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .send_json(serde_json::json!({"bundle": "[bundle]\nname = \"x\"\n[features.a]\ntemplate = \"nope\"\n[model]\nfile = \"m.json\"\n"}))
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let refused: Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(refused["error"]["code"], "invalid_config");
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("unknown template")
+            && message.contains("m.json: not among the files sent"),
+        "{message}"
+    );
+    assert_eq!(admin(&gw, "/admin/bundle")["id"], meter.as_str());
+
+    // The reader profile (new features, a model file beside it): sent whole, rebuilt from the
+    // log, then in force, without a restart.
+    let profile = workspace_root().join("examples/bundles/reader-profile.toml");
+    let wanted = pulse_scorer::Bundle::read(&profile).unwrap().id;
+    let out = gateway_cli(
+        &config,
+        &gw,
+        &["bundle", "activate", profile.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["id"], wanted.as_str());
+    assert_eq!(answer["state"], "rebuilding");
+    assert_eq!(answer["persisted"], true);
+    wait_until("the activated bundle", || {
+        admin(&gw, "/admin/bundle")["id"] == wanted.as_str()
+    });
+    let ana = admin(&gw, "/admin/readers/ana");
+    assert_eq!(ana["features"]["articles_30d"]["value"], 4.0, "{ana}");
+    assert!(ana["model"]["score"].is_number(), "{ana}");
+
+    // Kept across a restart: the config now names the archive under the data folder.
+    gw.stop();
+    let conf = std::fs::read_to_string(&config).unwrap();
+    assert!(conf.contains(&format!("{wanted}.bundle")), "{conf}");
+    let gw = GatewayProcess::start(&config, &data, "127.0.0.1:0");
+    assert_eq!(admin(&gw, "/admin/bundle")["id"], wanted.as_str());
+    let history = admin(&gw, "/admin/bundle")["history"].clone();
+    assert_eq!(history.as_array().map(Vec::len), Some(2), "{history}");
+
+    // Rolled back to the meter, again without a restart.
+    let out = gateway_cli(&config, &gw, &["bundle", "rollback"]);
+    assert!(out.status.success(), "{out:?}");
+    wait_until("the rolled-back bundle", || {
+        admin(&gw, "/admin/bundle")["id"] == meter.as_str()
+    });
+    let answer = view(&gw, "ana", 5, now - DAY);
+    assert_eq!(answer["decision"]["version"], meter.as_str());
+    assert_eq!(answer["decision"]["action"], "paywall", "{answer}");
+    let out = gateway_cli(&config, &gw, &["bundle", "rollback"]);
+    assert_eq!(out.status.code(), Some(1), "nothing earlier than the first");
+    gw.stop();
 }

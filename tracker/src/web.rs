@@ -166,6 +166,13 @@ fn install() -> Result<(), JsValue> {
     });
     Reflect::set(pulse, &"decision".into(), decision.as_ref())?;
     decision.forget();
+    // The reader's anonymous id, for the publisher's server to ask about (`POST /v1/decide`):
+    // pages put it in a first-party cookie or a request header of their own.
+    let reader = Closure::<dyn Fn() -> JsValue>::new(|| {
+        with(|t| JsValue::from_str(&t.session.anonymous_id)).unwrap_or(JsValue::NULL)
+    });
+    Reflect::set(pulse, &"reader".into(), reader.as_ref())?;
+    reader.forget();
     Reflect::set(&window, &"pulse".into(), pulse)?;
     dispatch.forget();
 

@@ -144,15 +144,23 @@ impl Bundle {
     }
 
     /// Reads a bundle file and the files it names (relative to its folder), and compiles it.
+    /// A file [`Bundle::stored`] wrote (an archive of the text and its files, as the gateway
+    /// keeps activated bundles) is read whole.
     pub fn read(path: &Path) -> Result<Self, BundleError> {
-        let text = read_bounded(path, MAX_BUNDLE_BYTES)
-            .and_then(|b| String::from_utf8(b).map_err(|_| "not UTF-8 text".to_owned()))
-            .map_err(|e| {
-                BundleError(vec![Problem::new(
-                    "bundle file",
-                    format!("{}: {e}", path.display()),
-                )])
-            })?;
+        let file_error = |e: String| {
+            BundleError(vec![Problem::new(
+                "bundle file",
+                format!("{}: {e}", path.display()),
+            )])
+        };
+        let bytes = read_bounded(path, MAX_BUNDLE_BYTES + MAX_MODEL_BYTES).map_err(file_error)?;
+        if bytes.first() == Some(&STORED_WITH_FILES) {
+            return Self::from_stored(&bytes);
+        }
+        if bytes.len() > MAX_BUNDLE_BYTES {
+            return Err(file_error(format!("larger than {MAX_BUNDLE_BYTES} bytes")));
+        }
+        let text = String::from_utf8(bytes).map_err(|_| file_error("not UTF-8 text".into()))?;
         let folder = path.parent().unwrap_or(Path::new("."));
         Self::compile_with(&text, &mut |name| {
             read_bounded(&folder.join(name), MAX_MODEL_BYTES)
