@@ -120,14 +120,29 @@ fn the_demo_meter_as_a_bundle() {
         read(&e, "r", &page(11, "/", false), T0 + HOUR_MS).0,
         Action::Allow
     );
+    // A trait the page sends grants nothing: only an entitlement a token vouched for does.
     assert_eq!(
         read(&e, "r", &identify(12, true), T0 + HOUR_MS).2,
-        "subscriber"
+        "not_metered"
     );
     assert_eq!(
-        read(&e, "r", &page(13, "/a9", true), T0 + HOUR_MS).0,
-        Action::Allow
+        read(&e, "r", &page(15, "/a9", true), T0 + HOUR_MS).0,
+        Action::Paywall
     );
+    let entitled = pulse_scorer::Request {
+        entitled: vec![("subscriber".into(), serde_json::Value::Bool(true))],
+        ..Default::default()
+    };
+    let d = e
+        .score(
+            "r",
+            &[(&page(13, "/a9", true), T0 + HOUR_MS)],
+            T0 + HOUR_MS,
+            &entitled,
+        )
+        .unwrap()
+        .decision;
+    assert_eq!((d.action, d.reason.as_str()), (Action::Allow, "subscriber"));
     // The decision names the bundle.
     let d = e
         .score(
