@@ -1,9 +1,11 @@
-//! Blocks: what the log writer writes to a log at once (the records of one group commit),
-//! compressed with zstd, since at high rates the disk, not the processor, is what a durable
-//! log waits on. A block is `[magic "PLB1"][records: u32 LE][length before compression: u32
-//! LE][length after: u32 LE][CRC-32 of the compressed bytes: u32 LE][zstd frame]`; inside, the
-//! records are frames `[length: u32 LE][CRC-32 of the record: u32 LE][record]`, framed by the
-//! request that made them.
+//! Blocks: what the log writer writes to a log at once (the records of one group commit). A
+//! block is `[magic][records: u32 LE][length of its records: u32 LE][length stored: u32
+//! LE][CRC-32 of the stored bytes: u32 LE][stored bytes]`; the records are frames `[length: u32
+//! LE][CRC-32 of the record: u32 LE][record]`, framed by the request that made them. Blocks
+//! from 64 KiB of records up (a group commit under load) are stored as one zstd frame (magic
+//! `PLB1`): that is when the disk, not the processor, is what the log waits on, and zstd's
+//! fixed cost per frame is spread over many records. Smaller ones are stored as they are
+//! (magic `PLB0`).
 
 use std::io::{self, Read};
 
@@ -13,7 +15,10 @@ use zstd::bulk::{Compressor, Decompressor};
 pub(crate) const BLOCK_HEADER: usize = 20;
 /// Bytes before each record inside a block: its length and its CRC-32.
 pub(crate) const FRAME_HEADER: usize = 8;
-const MAGIC: [u8; 4] = *b"PLB1";
+const MAGIC_RAW: [u8; 4] = *b"PLB0";
+const MAGIC_ZSTD: [u8; 4] = *b"PLB1";
+/// Blocks of at least this many bytes of records are compressed.
+const COMPRESS_FROM: usize = 64 * 1024;
 /// zstd's fastest levels compress these JSON records several times over at a fraction of a
 /// core; the writer compresses on its own thread.
 const LEVEL: i32 = 1;
@@ -62,7 +67,7 @@ impl Packer {
     }
 
     /// The block holding `parts` (whole frames, `records` of them, in order): its header and
-    /// its compressed bytes, to be written one after the other.
+    /// its stored bytes, to be written one after the other.
     pub(crate) fn pack(&mut self, parts: &[&[u8]], records: u64) -> io::Result<[&[u8]; 2]> {
         self.raw.clear();
         for part in parts {
@@ -73,15 +78,20 @@ impl Packer {
             .filter(|n| *n <= MAX_RAW)
             .ok_or_else(|| corrupt("a block too large"))?;
         let records = u32::try_from(records).map_err(|_| corrupt("too many records"))?;
-        self.packed.clear();
-        self.packed
-            .reserve(zstd::zstd_safe::compress_bound(self.raw.len()));
-        self.compressor
-            .compress_to_buffer(&self.raw, &mut self.packed)?;
+        let compress = self.raw.len() >= COMPRESS_FROM;
+        if compress {
+            self.packed.clear();
+            self.packed
+                .reserve(zstd::zstd_safe::compress_bound(self.raw.len()));
+            self.compressor
+                .compress_to_buffer(&self.raw, &mut self.packed)?;
+        } else {
+            std::mem::swap(&mut self.raw, &mut self.packed);
+        }
         let packed_len =
             u32::try_from(self.packed.len()).map_err(|_| corrupt("a block too large"))?;
         let h = &mut self.header;
-        h[..4].copy_from_slice(&MAGIC);
+        h[..4].copy_from_slice(if compress { &MAGIC_ZSTD } else { &MAGIC_RAW });
         h[4..8].copy_from_slice(&records.to_le_bytes());
         h[8..12].copy_from_slice(&raw_len.to_le_bytes());
         h[12..16].copy_from_slice(&packed_len.to_le_bytes());
@@ -99,6 +109,8 @@ pub(crate) struct BlockInfo {
     pub(crate) raw_len: usize,
     /// Its length in the file, header included.
     pub(crate) stored: u64,
+    /// Whether its records are compressed.
+    compressed: bool,
 }
 
 /// Reads one block (header and compressed bytes, checked against the CRC) into `packed`;
@@ -121,9 +133,11 @@ pub(crate) fn read_block(
             n => got += n,
         }
     }
-    if header[..4] != MAGIC {
-        return Err(corrupt("not a block"));
-    }
+    let compressed = match [header[0], header[1], header[2], header[3]] {
+        MAGIC_ZSTD => true,
+        MAGIC_RAW => false,
+        _ => return Err(corrupt("not a block")),
+    };
     let (records, raw_len, len, crc) = (
         u32_at(&header, 4),
         u32_at(&header, 8),
@@ -139,20 +153,29 @@ pub(crate) fn read_block(
     if crc32fast::hash(packed) != crc {
         return Err(corrupt("block checksum mismatch"));
     }
+    if !compressed && raw_len != len {
+        return Err(corrupt("a stored block of two lengths"));
+    }
     Ok(Some(BlockInfo {
         records: u64::from(records),
         raw_len: raw_len as usize,
         stored: (BLOCK_HEADER + packed.len()) as u64,
+        compressed,
     }))
 }
 
-/// Decompresses a block read by [`read_block`] into `raw` (its frames).
+/// The frames of a block read by [`read_block`], into `raw` (decompressed, or taken as they
+/// are).
 pub(crate) fn unpack(
     decompressor: &mut Decompressor<'static>,
-    packed: &[u8],
+    packed: &mut Vec<u8>,
     info: BlockInfo,
     raw: &mut Vec<u8>,
 ) -> io::Result<()> {
+    if !info.compressed {
+        std::mem::swap(packed, raw);
+        return Ok(());
+    }
     raw.clear();
     raw.reserve(info.raw_len);
     let n = decompressor.decompress_to_buffer(packed, raw)?;
@@ -180,4 +203,69 @@ pub(crate) fn next_frame<'a>(raw: &'a [u8], pos: &mut usize) -> io::Result<Optio
     }
     *pos = start + len;
     Ok(Some(record))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(records: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for r in records {
+            let at = out.len();
+            out.extend_from_slice(&[0; FRAME_HEADER]);
+            out.extend_from_slice(r);
+            let (head, record) = out[at..].split_at_mut(FRAME_HEADER);
+            frame_header(head, record);
+        }
+        out
+    }
+
+    fn round_trip(records: &[Vec<u8>]) -> (Vec<Vec<u8>>, bool) {
+        let mut packer = Packer::new().unwrap();
+        let all = frames(records);
+        let (a, b) = all.split_at(all.len() / 2);
+        let block = packer.pack(&[a, b], records.len() as u64).unwrap().concat();
+        let mut packed = Vec::new();
+        let info = read_block(&mut &block[..], &mut packed).unwrap().unwrap();
+        assert_eq!(info.records, records.len() as u64);
+        assert_eq!(info.stored, block.len() as u64);
+        let mut raw = Vec::new();
+        unpack(
+            &mut Decompressor::new().unwrap(),
+            &mut packed,
+            info,
+            &mut raw,
+        )
+        .unwrap();
+        let mut at = 0;
+        let mut back = Vec::new();
+        while let Some(record) = next_frame(&raw, &mut at).unwrap() {
+            back.push(record.to_vec());
+        }
+        (back, info.compressed)
+    }
+
+    #[test]
+    fn small_blocks_are_stored_as_they_are_and_large_ones_compressed() {
+        let small: Vec<Vec<u8>> = (0..10u8).map(|i| vec![b'a' + i; 100]).collect();
+        assert_eq!(round_trip(&small), (small.clone(), false));
+        let large: Vec<Vec<u8>> = (0..200u32)
+            .map(|i| format!("{{\"record\":{i},\"pad\":\"{}\"}}", "x".repeat(400)).into_bytes())
+            .collect();
+        assert_eq!(round_trip(&large), (large.clone(), true));
+    }
+
+    #[test]
+    fn damage_is_detected() {
+        let mut packer = Packer::new().unwrap();
+        let all = frames(&[b"one record".to_vec()]);
+        let mut block = packer.pack(&[&all], 1).unwrap().concat();
+        let last = block.len() - 1;
+        block[last] ^= 1;
+        assert!(read_block(&mut &block[..], &mut Vec::new()).is_err());
+        assert!(read_block(&mut &block[..10], &mut Vec::new()).is_err());
+        assert!(read_block(&mut &[0u8; 40][..], &mut Vec::new()).is_err());
+        assert!(read_block(&mut &[][..], &mut Vec::new()).unwrap().is_none());
+    }
 }

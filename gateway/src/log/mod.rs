@@ -1,7 +1,8 @@
 //! The embedded event log and dead-letter log: two segmented logs (`segment`) under
 //! `<data>/log/`, written by one thread of their own (`writer`) that group-commits: every batch
-//! that arrived while the last sync ran is written as one compressed block per log (`block`)
-//! and made durable by one `fdatasync`, and each waiting request is answered only after it. The queue to
+//! that arrived while the last sync ran is written as one block per log (`block`: compressed
+//! from 64 KiB up) and made durable by one `fdatasync`, and each waiting request is answered
+//! only after it. The queue to
 //! the writer is bounded by the bytes it holds; a request that cannot get into it in time gets
 //! 503 from the caller's deadline. Dead letters are kept under a size cap and for a retention
 //! period, the oldest segments deleted first.

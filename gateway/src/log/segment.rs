@@ -423,7 +423,12 @@ impl Reader {
                     self.at = 0;
                 }
                 Some(block) => {
-                    unpack(&mut self.decompressor, &self.packed, block, &mut self.raw)?;
+                    unpack(
+                        &mut self.decompressor,
+                        &mut self.packed,
+                        block,
+                        &mut self.raw,
+                    )?;
                     self.at = 0;
                 }
                 None => return Ok(None),
