@@ -11,6 +11,7 @@ use pulse_protocol::{CollectResponse, ErrorCode, RecordPrefix, parse_batch};
 
 use crate::config::Limits;
 use crate::decide::Decider;
+use crate::decisions::DecisionLog;
 use crate::metrics::Metrics;
 use crate::pool::BufPool;
 use crate::ratelimit::RateLimiter;
@@ -28,6 +29,7 @@ pub fn now_ms() -> u64 {
 pub struct Ingest {
     limits: Limits,
     sink: Arc<dyn Sink>,
+    decisions: Arc<DecisionLog>,
     decider: Arc<Decider>,
     metrics: Arc<Metrics>,
     pool: Arc<BufPool>,
@@ -49,6 +51,7 @@ impl Ingest {
     pub(crate) fn new(
         limits: Limits,
         sink: Arc<dyn Sink>,
+        decisions: Arc<DecisionLog>,
         decider: Arc<Decider>,
         metrics: Arc<Metrics>,
         pool: Arc<BufPool>,
@@ -56,6 +59,7 @@ impl Ingest {
         Self {
             limits,
             sink,
+            decisions,
             decider,
             metrics,
             pool,
@@ -65,6 +69,11 @@ impl Ingest {
     /// The log accepted events are appended to.
     pub fn sink(&self) -> &Arc<dyn Sink> {
         &self.sink
+    }
+
+    /// The decision log.
+    pub(crate) fn decisions(&self) -> &Arc<DecisionLog> {
+        &self.decisions
     }
 
     /// Ingests one admitted batch body for `site`: decode, check, append durably, decide.
@@ -162,6 +171,9 @@ impl Ingest {
         if !decided.late.is_empty() {
             self.dead_letter_late(site, &parsed.accepted, &decided.late, now);
         }
+        // Never waits: queued for the log writer (or the producer), or dropped and counted.
+        self.decisions
+            .record(site, header.reader_key(), now, &decided);
         Ok(CollectResponse {
             accepted: receipt.events as u32,
             rejected: parsed.rejected.into_iter().map(|(r, _)| r).collect(),
