@@ -197,17 +197,16 @@ impl Backtest {
             .max(9)
             + 2;
         let mut out = format!("replayed {} events of the log\n\n", self.events);
-        let _ = write!(out, "{:label$}", "");
-        for r in &self.runs {
-            let _ = write!(out, "{:width$}", r.role);
-        }
-        out.push('\n');
-        for (l, cells) in rows {
+        let head = (
+            String::new(),
+            self.runs.iter().map(|r| r.role.to_owned()).collect(),
+        );
+        for (l, cells) in std::iter::once(head).chain(rows) {
             let _ = write!(out, "{l:label$}");
             for c in cells {
                 let _ = write!(out, "{c:width$}");
             }
-            out.truncate(out.trim_end().len());
+            out.truncate(out.trim_end_matches(' ').len());
             out.push('\n');
         }
         out
