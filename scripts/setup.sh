@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building (and, with --test, testing) Pulse needs, skipping what is present:
 # the wasm32 target, wasm-bindgen-cli at the version in Cargo.lock, and for tests Debian's
-# chromium and chromium-driver. Fails loudly, with the reason, when something cannot be had.
+# chromium and chromium-driver and, in a venv under the target folder, DuckDB from PyPI (the
+# analysis example's test). Fails loudly, with the reason, when something cannot be had.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,6 +39,29 @@ if [ "${1:-}" = "--test" ]; then
         $sudo apt-get update -qq || die "apt-get update failed"
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null \
             || die "cannot install ${missing[*]}"
+    fi
+
+    # examples/analysis/ reads the logs with DuckDB; its end-to-end test runs the script with
+    # the version pinned there, from a venv of its own (tests/tests/analysis.rs finds it).
+    venv="${CARGO_TARGET_DIR:-target}/pulse-venv"
+    duckdb=$(sed -n 's/^duckdb==//p' examples/analysis/requirements.txt)
+    [ -n "$duckdb" ] || die "no duckdb version pinned in examples/analysis/requirements.txt"
+    if ! "$venv/bin/python" -c "import duckdb, sys; sys.exit(duckdb.__version__ != '$duckdb')" 2>/dev/null; then
+        say "installing duckdb $duckdb (PyPI) into $venv for the analysis example's test"
+        command -v python3 >/dev/null || die "python3 not found: install Python 3 (Debian: python3 python3-venv)"
+        if [ ! -x "$venv/bin/python" ] && ! python3 -m venv "$venv" 2>/dev/null; then
+            rm -rf "$venv"
+            command -v apt-get >/dev/null || die "python3 cannot make a venv: install its venv module"
+            say "installing python3-venv (Debian) to make the venv"
+            sudo=""
+            [ "$(id -u)" = 0 ] || sudo="sudo"
+            $sudo apt-get update -qq || die "apt-get update failed"
+            DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-venv >/dev/null \
+                || die "cannot install python3-venv"
+            python3 -m venv "$venv" || die "cannot make a venv in $venv"
+        fi
+        "$venv/bin/python" -m pip install -q --disable-pip-version-check -r examples/analysis/requirements.txt \
+            || die "cannot install duckdb $duckdb from PyPI into $venv"
     fi
 fi
 say "ready"

@@ -15,6 +15,9 @@
 //! - `POST /admin/bundle/rollback`: activates the bundle active before the current one.
 //! - `GET /admin/readers/{id}`: one reader's feature values, what they are made of, and the
 //!   decision the bundle makes now.
+//! - `GET /admin/shadow`: the shadow bundle (if any) and how its decisions compared with the
+//!   active one's, by pair of actions; `DELETE /admin/shadow` clears it (until a reload sets
+//!   `[scorer] shadow` again).
 //! - `GET /metrics`: the Prometheus text exposition.
 
 use std::sync::Arc;
@@ -160,6 +163,17 @@ where
             }
         }
         (&Method::GET, "/admin/bundle") => bundle(gw),
+        (&Method::GET, "/admin/shadow") => shadow(gw),
+        (&Method::DELETE, "/admin/shadow") => match gw.decider().set_shadow(None) {
+            Ok(_) => shadow(gw),
+            Err(e) => {
+                tracing::error!(error = %e, "the shadow bundle could not be cleared");
+                error(
+                    ErrorCode::Internal,
+                    "the shadow bundle could not be cleared",
+                )
+            }
+        },
         (&Method::PUT, "/admin/bundle") => {
             let body = Limited::new(req.into_body(), MAX_BUNDLE_BODY).collect();
             let body = match tokio::time::timeout(ADMIN_BODY_TIMEOUT, body).await {
@@ -191,7 +205,8 @@ where
             | "/admin/limits"
             | "/admin/reload"
             | "/admin/bundle"
-            | "/admin/bundle/rollback",
+            | "/admin/bundle/rollback"
+            | "/admin/shadow",
         ) => pulse_http::error(
             &ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed"),
             None,
@@ -290,6 +305,36 @@ fn bundle(gw: &Gateway) -> Resp {
             .collect::<Vec<_>>(),
         "rebuilding": stats.rebuilding.load(std::sync::atomic::Ordering::Relaxed) == 1,
         "source": &*b.source,
+    });
+    ok_json(&answer)
+}
+
+/// `GET /admin/shadow`: the shadow bundle deciding now (or `null`), one waiting for a rebuild,
+/// and the decisions compared so far (since the start), by pair of actions.
+fn shadow(gw: &Gateway) -> Resp {
+    let (shadow, pending) = gw.decider().shadow();
+    let pairs = gw.metrics.shadow_pairs();
+    let compared: u64 = pairs.iter().map(|(_, _, n)| n).sum();
+    let differing: u64 = pairs
+        .iter()
+        .filter(|(a, s, _)| a != s)
+        .map(|(_, _, n)| n)
+        .sum();
+    let answer = serde_json::json!({
+        "shadow": shadow.map(|b| serde_json::json!({
+            "id": b.id,
+            "name": b.name,
+            "rules": b.rules.ids(),
+        })),
+        "pending": pending,
+        "active": gw.engine().bundle().ok().map(|b| b.id.clone()),
+        "compared": compared,
+        "differing": differing,
+        "pairs": pairs.iter().map(|(a, s, n)| serde_json::json!({
+            "active": a.as_str(),
+            "shadow": s.as_str(),
+            "decisions": n,
+        })).collect::<Vec<_>>(),
     });
     ok_json(&answer)
 }

@@ -67,6 +67,9 @@ pub struct Config {
     /// How much of refused input the embedded store keeps, and for how long.
     #[serde(default)]
     pub dead_letters: DeadLetters,
+    /// The log of every decision with its feature snapshot (the next model's training set).
+    #[serde(default)]
+    pub decision_log: DecisionLogConfig,
     /// The sites allowed to send events, each with its key and origins.
     #[serde(default)]
     pub sites: Vec<SiteConfig>,
@@ -100,6 +103,14 @@ pub struct ScorerConfig {
     /// Whether a decision's snapshot in the decision log holds every feature's value (for
     /// training a first model), not only those the decision read. Default false.
     pub full_snapshots: bool,
+    /// A candidate bundle (TOML), relative to this file, that decides beside the active one on
+    /// live traffic: the page sees only the active one's decision; differences are counted in
+    /// `/metrics` and the shadow's decision goes into the decision log. It must have the
+    /// bundle's features. SIGHUP re-reads it. Default: none.
+    pub shadow: Option<PathBuf>,
+    /// Most differences between the shadow's and the active bundle's actions logged (tracing,
+    /// level info) per second; 0 logs none. Default 10.
+    pub shadow_log_per_second: u32,
 }
 
 impl Default for ScorerConfig {
@@ -112,6 +123,8 @@ impl Default for ScorerConfig {
             sweep_interval_s: 600,
             country_header: None,
             full_snapshots: false,
+            shadow: None,
+            shadow_log_per_second: 10,
         }
     }
 }
@@ -144,6 +157,42 @@ impl ScorerConfig {
                     .collect(),
             )
         })
+    }
+
+    /// Reads and compiles the bundle and the shadow bundle (none when `shadow` is not set),
+    /// listing every problem of both; the shadow must have the bundle's features, since it
+    /// decides on the same reader state.
+    pub fn load_bundles(&self) -> Result<(Bundle, Option<Bundle>), ConfigError> {
+        let bundle = self.load_bundle();
+        let shadow = self.shadow.as_ref().map(|path| {
+            Bundle::read(path).map_err(|e| {
+                e.0.iter()
+                    .map(|p| format!("scorer.shadow ({}): {p}", path.display()))
+                    .collect::<Vec<_>>()
+            })
+        });
+        match (bundle, shadow) {
+            (Ok(b), None) => Ok((b, None)),
+            (Ok(b), Some(Ok(s))) if s.feature_set == b.feature_set => Ok((b, Some(s))),
+            (Ok(b), Some(Ok(s))) => Err(ConfigError::Invalid(vec![format!(
+                "scorer.shadow ({}): {} (its features differ from those of {}, {})",
+                self.shadow
+                    .as_deref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                pulse_scorer::EngineError::ShadowFeatures,
+                b.name,
+                s.name
+            )])),
+            (Ok(_), Some(Err(shadow))) => Err(ConfigError::Invalid(shadow)),
+            (Err(ConfigError::Invalid(mut problems)), shadow) => {
+                if let Some(Err(more)) = shadow {
+                    problems.extend(more);
+                }
+                Err(ConfigError::Invalid(problems))
+            }
+            (Err(e), _) => Err(e),
+        }
     }
 }
 
@@ -499,6 +548,8 @@ pub struct KafkaConfig {
     pub events_topic: String,
     /// Topic of rejected events and refused batches, keyed by site. Default `pulse.deadletter`.
     pub deadletter_topic: String,
+    /// Topic of the decision log, keyed by reader (`[decision_log]`). Default `pulse.decisions`.
+    pub decisions_topic: String,
     /// Time for every event of a batch to get its delivery report before the page gets 503 with
     /// `Retry-After`, in ms. Default 5000.
     pub delivery_timeout_ms: Millis,
@@ -524,6 +575,7 @@ impl Default for KafkaConfig {
             brokers: "127.0.0.1:9092".to_owned(),
             events_topic: "pulse.events".to_owned(),
             deadletter_topic: "pulse.deadletter".to_owned(),
+            decisions_topic: "pulse.decisions".to_owned(),
             delivery_timeout_ms: Millis::from_ms(5_000),
             queue_max_messages: 100_000,
             queue_max_kbytes: 65_536,
@@ -583,6 +635,38 @@ impl Default for DeadLetters {
         Self {
             max_bytes: 256 << 20,
             retention_hours: 168,
+        }
+    }
+}
+
+/// `[decision_log]`: every decision the gateway answers, with the bundle, the rule, the model's
+/// score, the experiment arm and its probability, and the feature values it read (see
+/// `protocol/PROTOCOL.md`, "The logs"). Embedded: a segment log under `<data>/log/decisions/`;
+/// with Kafka: the topic `sink.kafka.decisions_topic`. Written after the answer is decided,
+/// never delaying it: past `queue_bytes` waiting, decisions are dropped and counted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecisionLogConfig {
+    /// Whether decisions are logged. Default true.
+    pub enabled: bool,
+    /// Most bytes of decisions kept on disk (compressed, embedded store); past it the oldest
+    /// are deleted. Default 1073741824 (1 GiB). At least 1048576.
+    pub max_bytes: u64,
+    /// Hours a decision is kept (embedded store). Default 720 (30 days). At least 1.
+    pub retention_hours: u32,
+    /// Bytes of decisions waiting to be written (or, with Kafka, in the decisions producer's
+    /// queue), at most; past it new decisions are dropped and counted
+    /// (`pulse_gateway_decisions_dropped_total`). Default 8388608 (8 MiB). 65536 to 268435456.
+    pub queue_bytes: usize,
+}
+
+impl Default for DecisionLogConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_bytes: 1 << 30,
+            retention_hours: 720,
+            queue_bytes: 8 << 20,
         }
     }
 }
@@ -704,8 +788,9 @@ impl Config {
         config.server.tls_key = config.server.tls_key.map(|p| base.join(p));
         config.server.decision_key = config.server.decision_key.map(|p| base.join(p));
         config.scorer.bundle = config.scorer.bundle.map(|p| base.join(p));
+        config.scorer.shadow = config.scorer.shadow.map(|p| base.join(p));
         config.path = Some(path.to_owned());
-        config.scorer.load_bundle()?;
+        config.scorer.load_bundles()?;
         Ok(config)
     }
 
@@ -787,6 +872,19 @@ impl Config {
         }
         if self.dead_letters.retention_hours == 0 {
             problems.push("dead_letters.retention_hours must be at least 1".to_owned());
+        }
+        let d = &self.decision_log;
+        if d.max_bytes < 1 << 20 {
+            problems.push("decision_log.max_bytes must be at least 1048576".to_owned());
+        }
+        if d.retention_hours == 0 {
+            problems.push("decision_log.retention_hours must be at least 1".to_owned());
+        }
+        if !(64 << 10..=256 << 20).contains(&d.queue_bytes) {
+            problems.push(format!(
+                "decision_log.queue_bytes must be 65536 to 268435456, not {}",
+                d.queue_bytes
+            ));
         }
         for (k, origin) in self.server.public_origins.iter().enumerate() {
             if !is_origin(origin) {
@@ -905,6 +1003,61 @@ mod tests {
         assert_eq!(ok.sink.kafka.compression, Compression::Zstd);
         let err = Config::parse("[sink.kafka]\ncompression = \"brotli\"").unwrap_err();
         assert!(err.to_string().contains("compression"), "{err}");
+    }
+
+    #[test]
+    fn decision_log_keys_are_checked() {
+        let text = "[decision_log]\nmax_bytes = 10\nretention_hours = 0\nqueue_bytes = 1";
+        let Err(ConfigError::Invalid(problems)) = Config::parse(text) else {
+            panic!("accepted")
+        };
+        assert_eq!(problems.len(), 3, "{problems:#?}");
+        let ok =
+            Config::parse("[decision_log]\nenabled = false\n[sink.kafka]\ndecisions_topic = \"d\"")
+                .unwrap();
+        assert!(!ok.decision_log.enabled);
+        assert_eq!(ok.sink.kafka.decisions_topic, "d");
+        let err = Config::parse("[decision_log]\nenable = true").unwrap_err();
+        assert!(err.to_string().contains("enable"), "{err}");
+    }
+
+    #[test]
+    fn the_shadow_must_compile_and_have_the_bundle_features() {
+        let dir = tempfile::tempdir().unwrap();
+        let meter = BUILTIN_BUNDLE.replace("limit = 3", "limit = 5");
+        std::fs::write(dir.path().join("five.toml"), &meter).unwrap();
+        std::fs::write(dir.path().join("broken.toml"), "[bundle]\nname = 1\n").unwrap();
+        let profile =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/bundles/reader-profile.toml");
+        let path = dir.path().join("pulse.toml");
+        let load = |scorer: &str| {
+            std::fs::write(&path, format!("[scorer]\n{scorer}\n")).unwrap();
+            Config::load(&path)
+        };
+        let config = load("shadow = \"five.toml\"").unwrap();
+        let (bundle, shadow) = config.scorer.load_bundles().unwrap();
+        let shadow = shadow.unwrap();
+        assert_eq!(shadow.feature_set, bundle.feature_set);
+        assert_ne!(shadow.id, bundle.id);
+        let err = load(&format!("shadow = {:?}", profile.display().to_string()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("scorer.shadow") && err.contains("features"),
+            "{err}"
+        );
+        // Every problem of both bundles at once.
+        let Err(ConfigError::Invalid(problems)) =
+            load("bundle = \"broken.toml\"\nshadow = \"broken.toml\"")
+        else {
+            panic!("accepted")
+        };
+        assert!(
+            problems.iter().any(|p| p.starts_with("scorer.bundle"))
+                && problems.iter().any(|p| p.starts_with("scorer.shadow")),
+            "{problems:#?}"
+        );
+        assert!(load("shadow = \"missing.toml\"").is_err());
     }
 
     #[test]

@@ -121,7 +121,7 @@ impl Control {
     }
 
     /// Re-reads the config file and applies what can change while running: the rate limits,
-    /// the sites (keys and origins) and the bundle. A file or bundle that does not check
+    /// the sites (keys and origins), the bundle and the shadow bundle. A file or bundle that does not check
     /// changes nothing. `[server]`, `[limits]`, `[transport]`, `[sink]` and `[dead_letters]` need a
     /// restart. The one reload: SIGHUP and the admin API both call it.
     pub fn reload(&self) -> Result<Applied, ChangeError> {
@@ -133,7 +133,7 @@ impl Control {
     /// Applies the reloadable parts of `fresh` (already checked), all or nothing.
     fn apply(&self, fresh: &Config) -> Result<Applied, ChangeError> {
         // The only steps that can fail go first.
-        let bundle = fresh.scorer.load_bundle()?;
+        let (bundle, shadow) = fresh.scorer.load_bundles()?;
         let bundle = match self.decider.engine().bundle() {
             Ok(active) if active.id == bundle.id => BundleChange::Active {
                 replaced: active.id.clone(),
@@ -143,6 +143,10 @@ impl Control {
                 .set_bundle(bundle)
                 .map_err(|e| ChangeError::Invalid(vec![format!("scorer.bundle: {e}")]))?,
         };
+        // The shadow has the bundle's features (checked above): this cannot fail now.
+        self.decider
+            .set_shadow(shadow)
+            .map_err(|e| ChangeError::Invalid(vec![format!("scorer.shadow: {e}")]))?;
         let own = self.sites().own().clone();
         self.set_sites(Sites::new(&fresh.sites, own));
         self.limiter.replace(&fresh.rate_limits);

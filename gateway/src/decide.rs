@@ -7,8 +7,8 @@
 //! batch's views (strings copied, `props` parsed into a map) and scored on the blocking pool
 //! (the engine's cache may load a reader from the store).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pulse_protocol::{Action, Decision, Event, EventView, MAX_EVENTS_PER_BATCH};
@@ -32,6 +32,26 @@ pub enum BundleChange {
     },
 }
 
+/// What setting (or clearing) the shadow bundle did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShadowChange {
+    /// It decides beside the active bundle from the next batch on.
+    Set {
+        /// Its id.
+        id: String,
+    },
+    /// It has the features of the bundle being rebuilt: it is set when the rebuild is done.
+    Pending {
+        /// Its id.
+        id: String,
+    },
+    /// No shadow bundle now; `cleared` was the one set, if any.
+    Cleared {
+        /// The id of the shadow bundle it replaced.
+        cleared: Option<String>,
+    },
+}
+
 /// A batch's decision with what the scorer did with its events.
 #[derive(Debug)]
 pub struct Decided {
@@ -51,6 +71,15 @@ pub struct Decider {
     metrics: Arc<Metrics>,
     /// Set while a bundle with new features is being rebuilt from the log.
     rebuilding: Arc<AtomicBool>,
+    /// The feature set being rebuilt, and a shadow bundle waiting for it.
+    rebuild: Arc<Mutex<RebuildTarget>>,
+}
+
+/// What a rebuild works towards.
+#[derive(Debug, Default)]
+struct RebuildTarget {
+    feature_set: Option<u64>,
+    shadow: Option<Bundle>,
 }
 
 impl std::fmt::Debug for Decider {
@@ -74,6 +103,7 @@ impl Decider {
             deadline,
             metrics,
             rebuilding: Arc::new(AtomicBool::new(false)),
+            rebuild: Arc::new(Mutex::new(RebuildTarget::default())),
         }
     }
 
@@ -204,6 +234,56 @@ impl Decider {
         }
     }
 
+    /// Sets (or, with `None`, clears) the shadow bundle, which decides every batch beside the
+    /// active one on the same state (the page sees only the active one's decision). It must
+    /// have the active bundle's features, or those of the bundle being rebuilt (then it is set
+    /// once the rebuild is done).
+    pub fn set_shadow(&self, shadow: Option<Bundle>) -> Result<ShadowChange, String> {
+        let mut target = self
+            .rebuild
+            .lock()
+            .map_err(|_| "lock poisoned".to_owned())?;
+        let Some(bundle) = shadow else {
+            target.shadow = None;
+            let old = self.engine.set_shadow(None).map_err(|e| e.to_string())?;
+            let cleared = old.map(|b| b.id.clone());
+            if let Some(id) = &cleared {
+                tracing::info!(shadow = %id, "shadow bundle cleared");
+            }
+            return Ok(ShadowChange::Cleared { cleared });
+        };
+        let id = bundle.id.clone();
+        let active = self.engine.bundle().map_err(|e| e.to_string())?;
+        if bundle.feature_set == active.feature_set {
+            target.shadow = None;
+            let name = bundle.name.clone();
+            let old = self
+                .engine
+                .set_shadow(Some(bundle))
+                .map_err(|e| e.to_string())?;
+            if old.as_ref().is_none_or(|o| o.id != id) {
+                tracing::info!(shadow = %id, name = %name, active = %active.id, "shadow bundle set: it decides beside the active one");
+            }
+            return Ok(ShadowChange::Set { id });
+        }
+        if self.rebuilding() && target.feature_set == Some(bundle.feature_set) {
+            tracing::info!(shadow = %id, "shadow bundle set once the rebuild of its features is done");
+            target.shadow = Some(bundle);
+            return Ok(ShadowChange::Pending { id });
+        }
+        Err(EngineError::ShadowFeatures.to_string())
+    }
+
+    /// The shadow bundle deciding now, and the one waiting for a rebuild, if any.
+    pub fn shadow(&self) -> (Option<Arc<Bundle>>, Option<String>) {
+        let pending = self
+            .rebuild
+            .lock()
+            .ok()
+            .and_then(|t| t.shadow.as_ref().map(|b| b.id.clone()));
+        (self.engine.shadow(), pending)
+    }
+
     /// Whether a rebuild runs.
     pub fn rebuilding(&self) -> bool {
         self.rebuilding.load(Ordering::SeqCst)
@@ -215,21 +295,49 @@ impl Decider {
         if self.rebuilding.swap(true, Ordering::SeqCst) {
             return;
         }
-        let (engine, log, flag) = (
+        if let Ok(mut target) = self.rebuild.lock() {
+            *target = RebuildTarget {
+                feature_set: Some(bundle.feature_set),
+                shadow: None,
+            };
+        }
+        let (engine, log, flag, target) = (
             Arc::clone(&self.engine),
             self.log.clone(),
             Arc::clone(&self.rebuilding),
+            Arc::clone(&self.rebuild),
         );
         let spawned = std::thread::Builder::new()
             .name("pulse-rebuild".into())
             .spawn(move || {
                 let id = bundle.id.clone();
-                match rebuild(&engine, log.as_deref(), bundle) {
+                let feature_set = bundle.feature_set;
+                let done = rebuild(&engine, log.as_deref(), bundle);
+                let waiting = target.lock().ok().and_then(|mut t| {
+                    t.feature_set = None;
+                    t.shadow.take()
+                });
+                match done {
                     Ok(events) => {
                         tracing::info!(bundle = %id, events, "rebuild done: the bundle is active");
+                        // A shadow of the old features decides nothing now: replace or clear it.
+                        let stale = engine
+                            .shadow()
+                            .is_some_and(|s| s.feature_set != feature_set);
+                        if waiting.is_some() || stale {
+                            let shadow = waiting.as_ref().map(|b| b.id.clone());
+                            if let Err(e) = engine.set_shadow(waiting) {
+                                tracing::error!(error = %e, "the shadow bundle could not be set");
+                            } else {
+                                tracing::info!(shadow = ?shadow, "shadow bundle after the rebuild");
+                            }
+                        }
                     }
                     Err(e) => {
                         tracing::error!(bundle = %id, error = %e, "rebuild failed: the old bundle stays active");
+                        if let Some(s) = waiting {
+                            tracing::warn!(shadow = %s.id, "the shadow bundle waiting for the rebuild is not set");
+                        }
                     }
                 }
                 flag.store(false, Ordering::SeqCst);

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use crate::config::{Config, SinkKind};
 use crate::control::Control;
 use crate::decide::Decider;
+use crate::decisions::DecisionLog;
 use crate::ingest::Ingest;
-use crate::log::{EventLog, LogError, LogSettings};
+use crate::log::{DecisionLogSettings, EventLog, LogError, LogSettings};
 use crate::metrics::Metrics;
 use crate::pool::BufPool;
 use crate::ratelimit::RateLimiter;
@@ -75,7 +76,7 @@ impl Gateway {
         let metrics = Arc::new(Metrics::default());
         let pool = Arc::new(BufPool::default());
         let data = &config.server.data;
-        let bundle = config.scorer.load_bundle().map_err(|e| state_error(&e))?;
+        let (bundle, shadow) = config.scorer.load_bundles().map_err(|e| state_error(&e))?;
         let store = crate::state::open(data).map_err(|e| state_error(&e))?;
         let (engine, startup) =
             Engine::open(store, bundle, config.scorer.engine()).map_err(|e| state_error(&e))?;
@@ -121,7 +122,14 @@ impl Gateway {
             );
             decider.start_rebuild(*next);
         }
+        decider.set_shadow(shadow).map_err(|e| state_error(&e))?;
         let sink = sink::open(&config, log.clone(), Arc::clone(&pool))?;
+        let decisions = Arc::new(DecisionLog::open(
+            &config,
+            log.clone(),
+            Arc::clone(&metrics),
+            Arc::clone(&pool),
+        )?);
         let (admin_token, admin_token_source) = token::admin_token(&config)?;
         let control = Arc::new(Control::new(&config, Arc::clone(&decider)));
         let signer = if config.sites.iter().any(|s| s.sign_decisions) {
@@ -139,6 +147,7 @@ impl Gateway {
         let ingest = Ingest::new(
             config.limits.clone(),
             sink,
+            decisions,
             Arc::clone(&decider),
             Arc::clone(&metrics),
             pool,
@@ -205,7 +214,9 @@ impl Gateway {
         let housekeeping = self.stop_housekeeping();
         let log = self.log.clone();
         let decider = Arc::clone(&self.decider);
+        let decisions = Arc::clone(self.ingest.decisions());
         let closed = tokio::task::spawn_blocking(move || {
+            decisions.close();
             if let Some(handle) = housekeeping {
                 let _ = handle.join();
             }
@@ -238,8 +249,9 @@ impl Drop for Gateway {
     }
 }
 
-/// Starts the housekeeping thread: every ten seconds, idle rate-limit keys forgotten and the
-/// log writer nudged to apply the dead letters' retention. It runs until its sender is dropped.
+/// Starts the housekeeping thread: every second the log writer nudged (to write and sync
+/// queued decisions and apply the retention of dead letters and decisions), every ten seconds
+/// idle rate-limit keys forgotten. It runs until its sender is dropped.
 /// (Reader state and its log position are written by the engine's own write-behind thread.)
 fn housekeeping(
     log: Option<Arc<EventLog>>,
@@ -249,11 +261,11 @@ fn housekeeping(
     let work = move || {
         let mut last_sweep = Instant::now();
         while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(TICK) {
+            if let Some(log) = &log {
+                log.nudge();
+            }
             if last_sweep.elapsed() >= SWEEP_EVERY {
                 limiter.sweep();
-                if let Some(log) = &log {
-                    log.nudge();
-                }
                 last_sweep = Instant::now();
             }
         }
@@ -270,10 +282,20 @@ fn housekeeping(
     }
 }
 
-/// The embedded log's sizes and retention, from `[dead_letters]`.
+/// The embedded log's sizes and retention, from `[dead_letters]` and `[decision_log]`.
 fn log_settings(config: &Config) -> LogSettings {
     let defaults = LogSettings::default();
     let dead = &config.dead_letters;
+    let d = &config.decision_log;
+    let decisions = d.enabled.then(|| DecisionLogSettings {
+        segment_bytes: DecisionLogSettings::default()
+            .segment_bytes
+            .min(d.max_bytes / 8)
+            .max(64 * 1024),
+        max_bytes: d.max_bytes,
+        retention: Duration::from_secs(u64::from(d.retention_hours) * 3600),
+        queue_bytes: d.queue_bytes,
+    });
     LogSettings {
         dead_max_bytes: dead.max_bytes,
         dead_segment_bytes: defaults
@@ -281,6 +303,7 @@ fn log_settings(config: &Config) -> LogSettings {
             .min(dead.max_bytes / 8)
             .max(64 * 1024),
         dead_retention: Duration::from_secs(u64::from(dead.retention_hours) * 3600),
+        decisions,
         ..defaults
     }
 }

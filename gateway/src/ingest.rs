@@ -12,6 +12,7 @@ use pulse_protocol::{CollectResponse, ErrorCode, RecordPrefix, parse_batch};
 use crate::admit::Trust;
 use crate::config::Limits;
 use crate::decide::Decider;
+use crate::decisions::DecisionLog;
 use crate::metrics::Metrics;
 use crate::pool::BufPool;
 use crate::ratelimit::RateLimiter;
@@ -30,6 +31,7 @@ pub fn now_ms() -> u64 {
 pub struct Ingest {
     limits: Limits,
     sink: Arc<dyn Sink>,
+    decisions: Arc<DecisionLog>,
     decider: Arc<Decider>,
     metrics: Arc<Metrics>,
     pool: Arc<BufPool>,
@@ -52,6 +54,7 @@ impl Ingest {
     pub(crate) fn new(
         limits: Limits,
         sink: Arc<dyn Sink>,
+        decisions: Arc<DecisionLog>,
         decider: Arc<Decider>,
         metrics: Arc<Metrics>,
         pool: Arc<BufPool>,
@@ -60,6 +63,7 @@ impl Ingest {
         Self {
             limits,
             sink,
+            decisions,
             decider,
             metrics,
             pool,
@@ -80,6 +84,11 @@ impl Ingest {
     /// The log accepted events are appended to.
     pub fn sink(&self) -> &Arc<dyn Sink> {
         &self.sink
+    }
+
+    /// The decision log.
+    pub(crate) fn decisions(&self) -> &Arc<DecisionLog> {
+        &self.decisions
     }
 
     /// Ingests one admitted batch body for `site`: decode, check, append durably, decide.
@@ -179,6 +188,9 @@ impl Ingest {
         if !decided.late.is_empty() {
             self.dead_letter_late(site, &parsed.accepted, &decided.late, now);
         }
+        // Never waits: queued for the log writer (or the producer), or dropped and counted.
+        self.decisions
+            .record(site, header.reader_key(), now, &decided);
         let signed = match &self.signer {
             Some(signer) if trust.sign => {
                 self.metrics.signed();

@@ -4,16 +4,18 @@
 //! demo site, and the admin API.
 //!
 //! The listeners live in `pulse-http` (shared with the benchmark floor); here: the ingest path
-//! (`ingest`, `decide`), the control side (`control`, `admit`, `ratelimit`), the stores (`log`
+//! (`ingest`, `decide`, `decisions`: the decision log and the shadow's comparison), the control side (`control`, `admit`, `ratelimit`), the stores (`log`
 //! for the event and dead-letter logs, `state` for reader state) and the sinks. IO lives in the
 //! log writer, the stores and the sinks; admission, parsing and the scorer's core are pure.
 
 mod admin;
 mod admit;
 mod app;
+mod backtest;
 mod config;
 mod control;
 mod decide;
+mod decisions;
 mod entitlements;
 mod gateway;
 mod ingest;
@@ -30,19 +32,22 @@ mod token;
 
 pub use admit::{Admitted, OwnOrigins, Sites, Trust};
 pub use app::serve;
+pub use backtest::{Backtest, BacktestError, BacktestRun, backtest};
 pub use config::{
-    BUILTIN_BUNDLE, Compression, Config, ConfigError, DeadLetters, IpNet, KafkaConfig, Limits,
-    MAX_RATE_LIMIT_KEYS, Millis, Rate, RateLimits, ScorerConfig, ServerConfig, SinkConfig,
-    SinkKind, SiteConfig, Transport,
+    BUILTIN_BUNDLE, Compression, Config, ConfigError, DeadLetters, DecisionLogConfig, IpNet,
+    KafkaConfig, Limits, MAX_RATE_LIMIT_KEYS, Millis, Rate, RateLimits, ScorerConfig, ServerConfig,
+    SinkConfig, SinkKind, SiteConfig, Transport,
 };
 pub use control::{Activated, Applied, ChangeError, Control, merge_limits, write_back};
-pub use decide::{BundleChange, Decided, Decider};
+pub use decide::{BundleChange, Decided, Decider, ShadowChange};
 pub use entitlements::{
     MAX_ENTITLEMENTS, MAX_TOKEN_BYTES, TokenError, TokenKeySpec, TokenKeys, Vouched, sign_hs256,
 };
 pub use gateway::{Gateway, OpenError};
 pub use ingest::{Ingest, now_ms};
-pub use log::{AppliedGuard, EventLog, LogError, LogFiles, LogSettings, StoredEvent};
+pub use log::{
+    AppliedGuard, DecisionLogSettings, EventLog, LogError, LogFiles, LogSettings, StoredEvent,
+};
 pub use metrics::{AUTH_RESULTS, Histogram, Metrics};
 pub use pool::BufPool;
 pub use ratelimit::{Limited, RateLimiter, client_ip};

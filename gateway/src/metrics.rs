@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use pulse_http::Protocol;
-use pulse_protocol::{ErrorCode, RateLimit, RejectReason};
+use pulse_protocol::{Action, ErrorCode, RateLimit, RejectReason};
 
 /// Upper bounds of the latency buckets, in seconds: fine below 10 ms, where the targets are.
 const BUCKETS: [f64; 22] = [
@@ -93,6 +93,14 @@ pub struct Metrics {
     auth: [AtomicU64; AUTH_RESULTS.len()],
     signed_decisions: AtomicU64,
     server_decisions: AtomicU64,
+    decisions: [AtomicU64; Action::ALL.len()],
+    decisions_logged: AtomicU64,
+    decisions_dropped: AtomicU64,
+    decisions_evicted: AtomicU64,
+    decision_log_store_bytes: AtomicU64,
+    decision_log_store_records: AtomicU64,
+    /// Decisions of the active bundle (row) and the shadow (column), by action.
+    shadow: [[AtomicU64; Action::ALL.len()]; Action::ALL.len()],
 }
 
 /// What a batch's token can become, in `pulse_gateway_auth_total{result}`.
@@ -209,6 +217,55 @@ impl Metrics {
         self.fallback_decisions.fetch_add(1, Relaxed);
     }
 
+    /// Counts a decision answered to a page, by its action.
+    pub fn decision(&self, action: Action) {
+        if let Some(i) = index(&Action::ALL, &action) {
+            self.decisions[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Counts a decision of the shadow bundle beside the active one's, by their actions.
+    pub fn shadow_pair(&self, active: Action, shadow: Action) {
+        if let (Some(a), Some(s)) = (index(&Action::ALL, &active), index(&Action::ALL, &shadow)) {
+            self.shadow[a][s].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Shadow comparisons so far: `(active, shadow, count)` for every pair seen.
+    pub fn shadow_pairs(&self) -> Vec<(Action, Action, u64)> {
+        let mut out = Vec::new();
+        for (a, row) in Action::ALL.iter().zip(&self.shadow) {
+            for (s, n) in Action::ALL.iter().zip(row) {
+                let n = n.load(Relaxed);
+                if n > 0 {
+                    out.push((*a, *s, n));
+                }
+            }
+        }
+        out
+    }
+
+    /// Decisions written to the decision log (or delivered to its topic).
+    pub fn decisions_logged(&self, n: u64) {
+        self.decisions_logged.fetch_add(n, Relaxed);
+    }
+
+    /// Decisions dropped: the decision log's queue was full, or writing or delivering failed.
+    pub fn decisions_dropped(&self, n: u64) {
+        self.decisions_dropped.fetch_add(n, Relaxed);
+    }
+
+    /// Decisions deleted by the decision log's size cap or retention.
+    pub fn decisions_evicted(&self, n: u64) {
+        self.decisions_evicted.fetch_add(n, Relaxed);
+    }
+
+    /// What the embedded decision log holds now.
+    pub fn decision_log_store(&self, bytes: u64, records: u64) {
+        self.decision_log_store_bytes.store(bytes, Relaxed);
+        self.decision_log_store_records.store(records, Relaxed);
+    }
+
     /// The value of the error counter for `code`.
     pub fn error_count(&self, code: ErrorCode) -> u64 {
         index(&ErrorCode::ALL, &code).map_or(0, |i| self.errors[i].load(Relaxed))
@@ -279,6 +336,30 @@ impl Metrics {
                 RejectReason::ALL.iter().map(|r| r.as_str()).collect(),
                 &self.rejected,
             ),
+        );
+        family(
+            "counter",
+            "pulse_scorer_decisions_total",
+            "Decisions answered to pages (fallbacks included), by action.",
+            labelled(
+                "action",
+                Action::ALL.iter().map(|a| a.as_str()).collect(),
+                &self.decisions,
+            ),
+        );
+        family(
+            "counter",
+            "pulse_scorer_shadow_decisions_total",
+            "Decisions of the shadow bundle beside the active one's, by their actions (pairs seen).",
+            self.shadow_pairs()
+                .into_iter()
+                .map(|(a, s, n)| {
+                    (
+                        format!("{{active=\"{}\",shadow=\"{}\"}}", a.as_str(), s.as_str()),
+                        n,
+                    )
+                })
+                .collect(),
         );
         let plain = |n: &AtomicU64| vec![(String::new(), n.load(Relaxed))];
         for (kind, name, help, value) in [
@@ -371,6 +452,36 @@ impl Metrics {
                 "pulse_gateway_server_decisions_total",
                 "Decisions asked for by publishers' servers (POST /v1/decide).",
                 &self.server_decisions,
+            ),
+            (
+                "counter",
+                "pulse_gateway_decisions_logged_total",
+                "Decisions written to the decision log (embedded) or delivered to its topic (Kafka).",
+                &self.decisions_logged,
+            ),
+            (
+                "counter",
+                "pulse_gateway_decisions_dropped_total",
+                "Decisions not logged: the decision log's queue was full, or writing or delivering failed.",
+                &self.decisions_dropped,
+            ),
+            (
+                "counter",
+                "pulse_gateway_decisions_evicted_total",
+                "Decisions deleted by decision_log.max_bytes or retention_hours.",
+                &self.decisions_evicted,
+            ),
+            (
+                "gauge",
+                "pulse_gateway_decision_log_store_bytes",
+                "Bytes the embedded decision log holds on disk (compressed).",
+                &self.decision_log_store_bytes,
+            ),
+            (
+                "gauge",
+                "pulse_gateway_decision_log_store_records",
+                "Decisions the embedded decision log holds.",
+                &self.decision_log_store_records,
             ),
         ] {
             family(kind, name, help, plain(value));
@@ -571,6 +682,9 @@ mod tests {
         m.rejected(RejectReason::PropsTooLarge);
         m.accepted(3);
         m.dead_letter_store(4096, 2);
+        m.decision(Action::Paywall);
+        m.shadow_pair(Action::Paywall, Action::Offer);
+        m.decisions_dropped(2);
         let text = m.render();
         for line in [
             "pulse_gateway_requests_total{protocol=\"http1\",status=\"200\"} 1",
@@ -586,10 +700,19 @@ mod tests {
             "pulse_gateway_sink_seconds_count 1",
             "# TYPE pulse_gateway_dead_letter_store_bytes gauge",
             "pulse_gateway_dead_letter_store_bytes 4096",
+            "pulse_scorer_decisions_total{action=\"paywall\"} 1",
+            "pulse_scorer_decisions_total{action=\"register_wall\"} 0",
+            "pulse_scorer_shadow_decisions_total{active=\"paywall\",shadow=\"offer\"} 1",
+            "pulse_gateway_decisions_dropped_total 2",
         ] {
             assert!(text.contains(line), "{line}\n{text}");
         }
         assert_eq!(m.error_count(ErrorCode::OriginNotAllowed), 1);
         assert_eq!(m.requests_by(Protocol::Http3), 1);
+        assert_eq!(
+            text.matches("pulse_scorer_shadow_decisions_total{").count(),
+            1,
+            "only pairs seen"
+        );
     }
 }

@@ -1,13 +1,19 @@
-//! The embedded event log and dead-letter log: two segmented logs (`segment`) under
-//! `<data>/log/`, written by one thread of their own (`writer`) that group-commits: every batch
-//! that arrived while the last sync ran is written as one block per log (`block`: compressed
-//! from 64 KiB up) and made durable by one `fdatasync`, and each waiting request is answered
-//! only after it. The queue to
-//! the writer is bounded by the bytes it holds; a request that cannot get into it in time gets
-//! 503 from the caller's deadline. Dead letters are kept under a size cap and for a retention
-//! period, the oldest segments deleted first.
+//! The embedded event log, dead-letter log and decision log: three segmented logs (`segment`)
+//! under `<data>/log/`, written by one thread of their own (`writer`) that group-commits: every
+//! batch that arrived while the last sync ran is written as one block per log (`block`:
+//! compressed from 64 KiB up) and made durable by one `fdatasync`, and each waiting request is answered only
+//! after it. The queue to the writer is bounded by the bytes it holds; a request that cannot get
+//! into it in time gets 503 from the caller's deadline. Dead letters and decisions are kept
+//! under a size cap and for a retention period, the oldest segments deleted first.
 //!
-//! The folder is locked while open: one gateway (or `gateway dump`) at a time.
+//! Decisions take another way in: nobody waits for them. They gather in a [`DecisionQueue`]
+//! bounded by bytes (past it they are dropped and counted), which the writer empties into one
+//! block after each group commit, once the group's requests are answered; that log is synced
+//! at most once a second, so a crash loses at most the last second or two of decisions (never
+//! an acknowledged event).
+//!
+//! The folder is locked while a gateway has it open; [`LogFiles::read_only`] reads beside a
+//! running gateway, whole checksummed blocks only.
 //!
 //! IO boundary: the writer thread (writes, syncs, deletions) and the readers.
 
@@ -19,6 +25,7 @@ use std::collections::BTreeSet;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -69,6 +76,32 @@ pub struct LogSettings {
     pub dead_retention: Duration,
     /// Bytes of records waiting for the writer, at most.
     pub max_queued_bytes: usize,
+    /// The decision log, when decisions are logged to the embedded store.
+    pub decisions: Option<DecisionLogSettings>,
+}
+
+/// Sizes and retention of the decision log.
+#[derive(Debug, Clone)]
+pub struct DecisionLogSettings {
+    /// Segments roll past this many bytes (or past a tenth of the retention).
+    pub segment_bytes: u64,
+    /// The log keeps at most about this many bytes (plus one segment).
+    pub max_bytes: u64,
+    /// Decisions older than this are deleted.
+    pub retention: Duration,
+    /// Bytes of decisions waiting for the writer, at most; past it they are dropped.
+    pub queue_bytes: usize,
+}
+
+impl Default for DecisionLogSettings {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 32 << 20,
+            max_bytes: 1 << 30,
+            retention: Duration::from_secs(30 * 24 * 3600),
+            queue_bytes: 8 << 20,
+        }
+    }
 }
 
 impl Default for LogSettings {
@@ -79,14 +112,27 @@ impl Default for LogSettings {
             dead_max_bytes: 256 << 20,
             dead_retention: Duration::from_secs(7 * 24 * 3600),
             max_queued_bytes: 64 << 20,
+            decisions: Some(DecisionLogSettings::default()),
         }
     }
 }
 
 /// The folders of a data folder's logs.
-fn folders(data: &Path) -> (PathBuf, PathBuf, PathBuf) {
+struct Folders {
+    root: PathBuf,
+    events: PathBuf,
+    dead: PathBuf,
+    decisions: PathBuf,
+}
+
+fn folders(data: &Path) -> Folders {
     let root = data.join("log");
-    (root.clone(), root.join("events"), root.join("deadletters"))
+    Folders {
+        events: root.join("events"),
+        dead: root.join("deadletters"),
+        decisions: root.join("decisions"),
+        root,
+    }
 }
 
 /// Takes the log folder's lock file.
@@ -120,25 +166,58 @@ impl StoredEvent {
     }
 }
 
-/// The logs of a data folder, open for reading only (for `gateway dump` and tests): the lock
-/// is held, nothing is written.
+/// The logs of a data folder, open for reading only (for `gateway dump`, `gateway replay` and
+/// tests): nothing is written.
 #[derive(Debug)]
 pub struct LogFiles {
     events: PathBuf,
     dead: PathBuf,
-    _lock: File,
+    decisions: PathBuf,
+    _lock: Option<File>,
 }
 
 impl LogFiles {
-    /// Opens the logs in `data` (fails while a gateway has them open).
+    /// Opens the logs in `data`, holding their lock (fails while a gateway has them open).
     pub fn open(data: &Path) -> Result<Self, LogError> {
-        let (root, events, dead) = folders(data);
-        let lock = lock(&root)?;
+        let f = folders(data);
+        let lock = lock(&f.root)?;
         Ok(Self {
-            events,
-            dead,
-            _lock: lock,
+            events: f.events,
+            dead: f.dead,
+            decisions: f.decisions,
+            _lock: Some(lock),
         })
+    }
+
+    /// Opens the logs in `data` without their lock, beside a gateway that may be writing them.
+    /// That is safe: records are read from whole blocks whose checksum holds; the block being
+    /// written at the end of the newest segment is not one yet and ends the reading; a
+    /// segment deleted by retention while it is read is skipped. What is read may include
+    /// records of a group commit that then failed (never acknowledged; their clients retry and
+    /// readers dedupe events by id).
+    pub fn read_only(data: &Path) -> Self {
+        let f = folders(data);
+        Self {
+            events: f.events,
+            dead: f.dead,
+            decisions: f.decisions,
+            _lock: None,
+        }
+    }
+
+    /// Opens the logs in `data`: with their lock when no gateway has them, else read-only
+    /// beside it ([`LogFiles::read_only`]). Says which.
+    pub fn open_or_read_only(data: &Path) -> Result<(Self, bool), LogError> {
+        match Self::open(data) {
+            Ok(files) => Ok((files, false)),
+            Err(LogError::Locked(_)) => Ok((Self::read_only(data), true)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every decision kept, oldest first, as stored (one JSON object each).
+    pub fn decision_bytes(&self) -> impl Iterator<Item = Result<Vec<u8>, LogError>> {
+        read_events(&self.decisions, 0).map(|r| r.map(|e| e.bytes))
     }
 
     /// The event records from position `from` on, in log order.
@@ -219,10 +298,64 @@ pub(crate) struct Appended {
     pub(crate) applied: Option<AppliedGuard>,
 }
 
+/// Decisions waiting for the log writer: whole frames in one buffer, bounded by bytes. Nobody
+/// waits for them; past the bound they are dropped (and counted by the caller).
+#[derive(Debug)]
+pub(crate) struct DecisionQueue {
+    frames: Mutex<(Vec<u8>, u64)>,
+    max_bytes: usize,
+    /// Set once a wake-up was sent to the writer and not yet acted on.
+    wake_sent: AtomicBool,
+}
+
+impl DecisionQueue {
+    pub(crate) fn new(max_bytes: usize) -> Self {
+        Self {
+            frames: Mutex::new((Vec::new(), 0)),
+            max_bytes,
+            wake_sent: AtomicBool::new(false),
+        }
+    }
+
+    /// Adds one record: `None` when the queue is full (or poisoned), else whether the writer
+    /// should be woken (the first record since it last emptied the queue).
+    fn push(&self, record: &[u8]) -> Option<bool> {
+        let Ok(mut q) = self.frames.lock() else {
+            return None;
+        };
+        let (buf, count) = &mut *q;
+        if buf.len() + FRAME_HEADER + record.len() > self.max_bytes {
+            return None;
+        }
+        let at = buf.len();
+        buf.extend_from_slice(&[0; FRAME_HEADER]);
+        buf.extend_from_slice(record);
+        let (head, payload) = buf[at..].split_at_mut(FRAME_HEADER);
+        frame_header(head, payload);
+        *count += 1;
+        drop(q);
+        Some(!self.wake_sent.swap(true, Ordering::AcqRel))
+    }
+
+    /// Takes what is queued, leaving `spare` (cleared) in its place: `(frames, records)`.
+    pub(crate) fn take(&self, spare: Vec<u8>) -> (Vec<u8>, u64) {
+        // Cleared before taking: a record pushed after the take wakes the writer again.
+        self.wake_sent.store(false, Ordering::Release);
+        let Ok(mut q) = self.frames.lock() else {
+            return (spare, 0);
+        };
+        let mut spare = spare;
+        spare.clear();
+        let (buf, count) = std::mem::replace(&mut *q, (spare, 0));
+        (buf, count)
+    }
+}
+
 /// The logs, open for appending.
 pub struct EventLog {
     events_dir: PathBuf,
     dead_dir: PathBuf,
+    decisions: Option<Arc<DecisionQueue>>,
     tx: RwLock<Option<mpsc::Sender<Job>>>,
     budget: Arc<Semaphore>,
     max_queued: usize,
@@ -249,10 +382,20 @@ impl EventLog {
         metrics: Arc<Metrics>,
         pool: Arc<BufPool>,
     ) -> Result<Self, LogError> {
-        let (root, events_dir, dead_dir) = folders(data);
-        let lock = lock(&root)?;
+        let f = folders(data);
+        let (events_dir, dead_dir) = (f.events, f.dead);
+        let lock = lock(&f.root)?;
         let events = segment::SegmentLog::open(&events_dir, settings.event_segment_bytes)?;
         let dead = segment::SegmentLog::open(&dead_dir, settings.dead_segment_bytes)?;
+        let decisions = match &settings.decisions {
+            Some(d) => {
+                let log = segment::SegmentLog::open(&f.decisions, d.segment_bytes)?;
+                metrics.decision_log_store(log.bytes(), log.records());
+                Some((log, Arc::new(DecisionQueue::new(d.queue_bytes)), d.clone()))
+            }
+            None => None,
+        };
+        let queue = decisions.as_ref().map(|(_, q, _)| Arc::clone(q));
         let start = events.next();
         metrics.dead_letter_store(dead.bytes(), dead.records());
         let watermark = Arc::new(Mutex::new(Watermark {
@@ -263,6 +406,7 @@ impl EventLog {
         let writer = Writer::new(
             events,
             dead,
+            decisions,
             settings,
             metrics,
             pool,
@@ -274,6 +418,7 @@ impl EventLog {
         Ok(Self {
             events_dir,
             dead_dir,
+            decisions: queue,
             tx: RwLock::new(Some(tx)),
             budget: Arc::new(Semaphore::new(settings.max_queued_bytes)),
             max_queued: settings.max_queued_bytes,
@@ -325,9 +470,36 @@ impl EventLog {
         answer.await.map_err(|_| LogError::Closed)?
     }
 
-    /// Wakes the writer without a batch, so that it applies the dead letters' retention even
-    /// when nothing is being written (the housekeeping thread calls it now and then). Never
-    /// waits: skipped when the queue is busy (the writer is awake then anyway).
+    /// Hands one decision record to the writer without waiting; false when the decision log
+    /// is off, full or closed (the caller counts the drop). It is written after the next group
+    /// commit (or at once when the writer is idle).
+    pub fn log_decision(&self, record: &[u8]) -> bool {
+        let Some(queue) = &self.decisions else {
+            return false;
+        };
+        if self.tx.read().map_or(true, |tx| tx.is_none()) {
+            return false;
+        }
+        match queue.push(record) {
+            None => false,
+            Some(wake) => {
+                if wake {
+                    self.nudge();
+                }
+                true
+            }
+        }
+    }
+
+    /// Whether this log keeps decisions.
+    pub fn logs_decisions(&self) -> bool {
+        self.decisions.is_some()
+    }
+
+    /// Wakes the writer without a batch, so that it applies the retention of dead letters and
+    /// decisions, writes queued decisions and syncs them, even when nothing else is being
+    /// written (the housekeeping thread calls it every second). Never waits: skipped when the
+    /// queue is busy (the writer is awake then anyway).
     pub fn nudge(&self) {
         let Ok(budget) = Arc::clone(&self.budget).try_acquire_many_owned(1) else {
             return;

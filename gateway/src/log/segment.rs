@@ -453,6 +453,9 @@ impl Iterator for Reader {
                         self.raw.clear();
                         self.at = 0;
                     }
+                    // Deleted by retention since it was listed (a reader beside a running
+                    // gateway): its records are gone, the next segment follows.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                     Err(e) => {
                         self.done = true;
                         return Some(Err(e));

@@ -1,5 +1,7 @@
 use std::sync::Arc;
 
+use crate::metrics::Metrics;
+
 use super::*;
 
 fn frames(events: &[&[u8]], dead: &[&[u8]]) -> Frames {
@@ -86,4 +88,105 @@ fn one_process_at_a_time() {
     log.close().unwrap();
     drop(log);
     LogFiles::open(dir.path()).unwrap();
+}
+
+fn settings_with_queue(queue_bytes: usize) -> LogSettings {
+    LogSettings {
+        decisions: Some(DecisionLogSettings {
+            queue_bytes,
+            ..DecisionLogSettings::default()
+        }),
+        ..LogSettings::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_are_written_without_waiting_and_read_beside_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let log = EventLog::open(
+        dir.path(),
+        &settings_with_queue(64 * 1024),
+        Arc::clone(&metrics),
+        Arc::default(),
+    )
+    .unwrap();
+    assert!(log.logs_decisions());
+    // Idle writer: the first decision wakes it.
+    assert!(log.log_decision(br#"{"n":0}"#));
+    // And with events: decisions go after the group commit.
+    log.append(frames(&[b"e1"], &[])).await.unwrap();
+    assert!(log.log_decision(br#"{"n":1}"#));
+    log.append(frames(&[b"e2"], &[])).await.unwrap();
+
+    // Beside the running writer, without the lock: whole blocks only.
+    assert!(matches!(
+        LogFiles::open(dir.path()),
+        Err(LogError::Locked(_))
+    ));
+    let (live, read_only) = LogFiles::open_or_read_only(dir.path()).unwrap();
+    assert!(read_only);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got: Vec<_> = live.decision_bytes().collect::<Result<_, _>>().unwrap();
+        if got.len() == 2 {
+            assert_eq!(got, vec![br#"{"n":0}"#.to_vec(), br#"{"n":1}"#.to_vec()]);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "decisions never written: {got:?}"
+        );
+        log.nudge();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(live.events_from(0).count(), 2);
+    assert!(
+        metrics
+            .render()
+            .contains("pulse_gateway_decisions_logged_total 2")
+    );
+
+    // What does not fit in the queue is refused at once.
+    assert!(!log.log_decision(&vec![b'x'; 64 * 1024]));
+    assert!(log.log_decision(&vec![b'x'; 40 * 1024]));
+    log.close().unwrap();
+    assert!(!log.log_decision(b"{}"), "closed");
+    drop(log);
+
+    // What a crash mid-write leaves (a torn block at the end) ends the reading, no error.
+    let events = dir.path().join("log/events");
+    let last = std::fs::read_dir(&events)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max()
+        .unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&last)
+        .unwrap();
+    io::Write::write_all(&mut f, b"PLB1\x01\x00\x00\x00\x10").unwrap();
+    let files = LogFiles::read_only(dir.path());
+    let all: Vec<_> = files.events_from(0).collect::<Result<_, _>>().unwrap();
+    assert_eq!(all.len(), 2);
+    let decisions: Vec<_> = files.decision_bytes().collect::<Result<_, _>>().unwrap();
+    assert_eq!(decisions.len(), 3, "written at close");
+}
+
+#[test]
+fn no_decision_log_when_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EventLog::open(
+        dir.path(),
+        &LogSettings {
+            decisions: None,
+            ..LogSettings::default()
+        },
+        Arc::default(),
+        Arc::default(),
+    )
+    .unwrap();
+    assert!(!log.logs_decisions());
+    assert!(!log.log_decision(b"{}"));
+    assert!(!dir.path().join("log/decisions").exists());
 }

@@ -1,11 +1,14 @@
-//! The log writer: one thread that owns both segmented logs. It takes every batch queued while
+//! The log writer: one thread that owns the segmented logs. It takes every batch queued while
 //! it was busy (up to a group cap), writes them with one vectored write per log, syncs each log
 //! it touched once, answers every request of the group, and then deletes dead-letter segments
 //! past the size cap or the retention. The group is as large as the load makes it: one batch
-//! when idle, everything that arrived during the last sync when busy.
+//! when idle, everything that arrived during the last sync when busy. Then, with nobody waiting,
+//! it writes the decisions queued meanwhile as one block, syncing that log at most once a
+//! second ([`DECISION_SYNC_EVERY`]).
 //!
 //! A failed write is cut back and only its group refused; a failed sync leaves the log
-//! refusing everything (the page cache can no longer be trusted) until restart.
+//! refusing everything (the page cache can no longer be trusted) until restart. The decision
+//! log fails alone: its decisions are dropped and counted, the events go on.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -15,7 +18,10 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use std::sync::Mutex;
 
 use super::segment::SegmentLog;
-use super::{Appended, AppliedGuard, Frames, LogError, LogSettings, Watermark};
+use super::{
+    Appended, AppliedGuard, DecisionLogSettings, DecisionQueue, Frames, LogError, LogSettings,
+    Watermark,
+};
 use crate::metrics::Metrics;
 use crate::pool::BufPool;
 
@@ -25,6 +31,8 @@ const MAX_GROUP: usize = 1024;
 const MAX_GROUP_BYTES: usize = 16 << 20;
 /// How often retention by age is looked at, at most.
 const RETENTION_EVERY: Duration = Duration::from_secs(10);
+/// How often the decision log is synced, at most (a crash loses what came since).
+pub(crate) const DECISION_SYNC_EVERY: Duration = Duration::from_secs(1);
 
 /// One request's batch on its way to the log.
 #[derive(Debug)]
@@ -38,9 +46,22 @@ pub(crate) struct Job {
     pub(crate) queued: Instant,
 }
 
+/// The decision log as the writer holds it.
+struct Decisions {
+    log: SegmentLog,
+    queue: Arc<DecisionQueue>,
+    settings: DecisionLogSettings,
+    /// The buffer the queue gets back when emptied.
+    spare: Vec<u8>,
+    unsynced: bool,
+    last_sync: Instant,
+    last_retention: Instant,
+}
+
 pub(crate) struct Writer {
     events: SegmentLog,
     dead: SegmentLog,
+    decisions: Option<Decisions>,
     dead_max_bytes: u64,
     dead_retention: Duration,
     metrics: Arc<Metrics>,
@@ -54,6 +75,7 @@ impl Writer {
     pub(crate) fn new(
         events: SegmentLog,
         dead: SegmentLog,
+        decisions: Option<(SegmentLog, Arc<DecisionQueue>, DecisionLogSettings)>,
         settings: &LogSettings,
         metrics: Arc<Metrics>,
         pool: Arc<BufPool>,
@@ -63,6 +85,15 @@ impl Writer {
             watermark,
             events,
             dead,
+            decisions: decisions.map(|(log, queue, settings)| Decisions {
+                log,
+                queue,
+                settings,
+                spare: Vec::new(),
+                unsynced: false,
+                last_sync: Instant::now(),
+                last_retention: Instant::now(),
+            }),
             dead_max_bytes: settings.dead_max_bytes,
             dead_retention: settings.dead_retention,
             metrics,
@@ -87,10 +118,69 @@ impl Writer {
                 }
             }
             self.commit(&mut group);
+            self.write_decisions(false);
         }
         if let Err(e) = self.events.sync().and_then(|()| self.dead.sync()) {
             tracing::error!(error = %e, "final log sync failed");
         }
+        self.write_decisions(true);
+    }
+
+    /// Writes the decisions queued since the last time as one block (nobody waits for them),
+    /// syncs the decision log when a second has passed since its last sync (or `last`), and
+    /// applies its size cap and retention.
+    fn write_decisions(&mut self, last: bool) {
+        let Some(d) = self.decisions.as_mut() else {
+            return;
+        };
+        let (frames, count) = d.queue.take(std::mem::take(&mut d.spare));
+        if count > 0 {
+            let age = d.settings.retention / 10;
+            match d.log.append(&[(frames.as_slice(), count)], Some(age)) {
+                Ok(()) => {
+                    d.unsynced = true;
+                    self.metrics.decisions_logged(count);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, decisions = count, "decisions not written; dropped");
+                    self.metrics.decisions_dropped(count);
+                }
+            }
+        }
+        d.spare = frames;
+        if d.unsynced && (last || d.last_sync.elapsed() >= DECISION_SYNC_EVERY) {
+            if let Err(e) = d.log.sync() {
+                tracing::warn!(error = %e, "the decision log could not be synced");
+            }
+            d.unsynced = false;
+            d.last_sync = Instant::now();
+        }
+        let over = d.log.bytes() > d.settings.max_bytes;
+        if over || d.last_retention.elapsed() >= RETENTION_EVERY {
+            d.last_retention = Instant::now();
+            let now = SystemTime::now();
+            if let Err(e) = d.log.roll_if_older(d.settings.retention, now) {
+                tracing::warn!(error = %e, "cannot start a new decision-log segment");
+            }
+            match d
+                .log
+                .evict(Some(d.settings.max_bytes), Some(d.settings.retention), now)
+            {
+                Ok(evicted) if evicted.segments > 0 => {
+                    tracing::info!(
+                        segments = evicted.segments,
+                        decisions = evicted.records,
+                        bytes = evicted.bytes,
+                        "deleted old decisions (size cap or retention)"
+                    );
+                    self.metrics.decisions_evicted(evicted.records);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot delete old decisions"),
+            }
+        }
+        self.metrics
+            .decision_log_store(d.log.bytes(), d.log.records());
     }
 
     /// Writes and syncs a group, then answers each of its requests.

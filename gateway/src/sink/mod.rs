@@ -17,6 +17,7 @@ use crate::log::{AppliedGuard, EventLog};
 
 pub use embedded::EmbeddedSink;
 use kafka::KafkaSink;
+pub(crate) use kafka::{KafkaLog, client_config};
 pub use records::{RecordKind, Records};
 
 /// What one request appends: its accepted events and its dead letters, with what Kafka keys

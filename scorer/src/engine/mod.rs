@@ -492,7 +492,13 @@ impl<S: StateStore + 'static> Engine<S> {
         request: &Request,
     ) -> Result<Scored, EngineError> {
         let core = self.core()?;
-        let shadow = self.shadow.read().ok().and_then(|s| s.clone());
+        // A shadow of other features (set before a rebuild switched them) cannot read this state.
+        let shadow = self
+            .shadow
+            .read()
+            .ok()
+            .and_then(|s| s.clone())
+            .filter(|b| b.feature_set == core.feature_set);
         let full = self.shared.config.full_snapshots;
         let ((mut decided, shadow), counts) =
             self.shared.update(&core, reader, events, |bundle, state| {

@@ -449,6 +449,10 @@ pub fn decide(
             },
         };
         let mut decision = act_decision(bundle, state, now, act, &rule.id);
+        if let Act::Meter { pages, .. } = act {
+            // The meter's count is part of what the decision read (and of its snapshot).
+            resolver.value(*pages);
+        }
         decision.rule = Some(rule.id.clone());
         decision.because = rule
             .reads

@@ -212,7 +212,7 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    fn value(&self, i: usize) -> &Value {
+    pub(crate) fn value(&self, i: usize) -> &Value {
         self.values[i].get_or_init(|| self.state.value(self.bundle, i, self.now))
     }
 
