@@ -6,12 +6,14 @@
 # gateway with the Kafka sink against librdkafka's mock cluster (each in a temporary folder, a
 # generated config), runs pulse-load against each (scraping the gateways' own sink and decision
 # histograms around the latency runs), a criterion bench of the scorer, pulse-load bytes, and
-# the cost per event of each server under callgrind. About 25 minutes on 2 cores. Everything
+# the cost per event of each server under callgrind, and 15 minutes of 1,000,000 readers against
+# a fresh embedded gateway for its memory. About 45 minutes on 2 cores. Everything
 # talks to 127.0.0.1 only.
 #
 #   scripts/bench.sh                  # the full run, rewrites BENCH.md
 #   BENCH_QUICK=1 scripts/bench.sh    # short steps, for checking the script itself
-#   BENCH_PARTS=load scripts/bench.sh # only some parts: load, decide, bytes, cost (default all)
+#   BENCH_PARTS=load scripts/bench.sh # only some parts: load, decide, bytes, cost, rss (default
+#                                     # all; rss: 15 minutes of 1,000,000 readers, RSS sampled)
 #   BENCH_BIN=DIR scripts/bench.sh    # servers and pulse-load from DIR instead of building them
 #                                     # (e.g. the binaries of an earlier commit, for a before/after)
 #   BENCH_WRITE=0 scripts/bench.sh    # leave BENCH.md alone (results stay in target/bench)
@@ -19,7 +21,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 target="${CARGO_TARGET_DIR:-target}"
-parts=" ${BENCH_PARTS:-load decide bytes cost} "
+parts=" ${BENCH_PARTS:-load decide bytes cost rss} "
 
 say() { printf '[bench] %s\n' "$*" >&2; }
 need() { command -v "$1" >/dev/null 2>&1 || { say "installing $2"; apt-get install -y "$2" >/dev/null; }; }
@@ -94,9 +96,6 @@ ip_requests = { per_second = 1000000000, burst = 1000000000 }
 site_events = { per_second = 1000000000, burst = 1000000000 }
 site_bytes = { per_second = 4000000000, burst = 4000000000 }
 
-[meter]
-limit = 3
-window_days = 30
 
 [[sites]]
 key = "demo"
@@ -161,12 +160,21 @@ if [[ $parts == *" cost "* ]]; then
     cp "$work"/callgrind.gateway.10.out.1 "$target/bench/callgrind.out" 2>/dev/null || true
 fi
 
+if [[ $parts == *" rss "* ]]; then
+    # 4: memory of a fresh embedded gateway over a long run of 1,000,000 distinct readers.
+    read -r rss_pid rss_url _ _ < <(start gateway-rss "pulse gateway listening on " \
+        "$bin/gateway" --config "$work/pulse.toml" --data "$work/data-rss" --log warn)
+    pids+=("$rss_pid")
+    RSS_PID="$rss_pid" RSS_URL="$rss_url" python3 "$root/scripts/bench_driver.py" rss
+    stop "$rss_pid"
+fi
+
 stop "$kafka_pid"
 mkdir -p "$target/bench"
 cp "$work"/*.json "$work"/*.txt "$target/bench/" 2>/dev/null || true
 # A partial run writes BENCH.md from what this run measured and what an earlier run left in
 # target/bench.
-for f in load.json bytes.json cost.json profile.txt profile-inclusive.txt profile-load.json; do
+for f in load.json bytes.json cost.json rss.json profile.txt profile-inclusive.txt profile-load.json; do
     [ -e "$work/$f" ] || cp "$target/bench/$f" "$work/$f" 2>/dev/null || true
 done
 if [ "${BENCH_WRITE:-1}" = 0 ]; then

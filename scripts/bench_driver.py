@@ -6,6 +6,9 @@
   bench_driver.py cost     the floor and the gateway (embedded, Kafka) under callgrind: cost per
                            event (instructions, allocations) and the gateway's profile
                            -> $BENCH_WORK/cost.json, profile.txt, profile-inclusive.txt
+  bench_driver.py rss      the embedded gateway (RSS_PID, RSS_URL) for BENCH_RSS_S seconds (900)
+                           of 1,000,000 distinct readers at half its sustainable rate, its RSS
+                           sampled every 10 s -> $BENCH_WORK/rss.json
   bench_driver.py write    rewrites the generated sections of BENCH.md
 
 The servers under load are started by bench.sh; their addresses come in the environment:
@@ -423,20 +426,47 @@ def ingest_cell(x):
             f"p99 {b['latency_ms']['p99']:.2f} ms)")
 
 
-def criterion_rows():
+def criterion_text():
+    """The scorer's criterion figures (scorer/benches/decide.rs): update per event, decide per
+    batch, and the latency lines the bench prints (from criterion.txt)."""
     target = os.environ.get("CARGO_TARGET_DIR", f"{ROOT}/target")
-    rows = []
-    for n in [1, 10, 50]:
-        path = f"{target}/criterion/decide/{n}_events/new/estimates.json"
+
+    def estimates(name):
+        try:
+            with open(f"{target}/criterion/{name}/new/estimates.json") as f:
+                est = json.load(f)
+            return est["median"]["point_estimate"] / 1000.0, est["mean"]["point_estimate"] / 1000.0
+        except (OSError, KeyError, json.JSONDecodeError):
+            return None
+
+    lat = {}
+    for path in (f"{WORK}/criterion.txt", f"{target}/bench/criterion.txt"):
         try:
             with open(path) as f:
-                est = json.load(f)
-            mean = est["mean"]["point_estimate"] / 1000.0
-            median = est["median"]["point_estimate"] / 1000.0
-            rows.append(f"| {n} | {median:.1f} | {mean:.1f} | {mean / n:.2f} |")
-        except (OSError, KeyError, json.JSONDecodeError):
-            rows.append(f"| {n} | ? | ? | ? |")
-    return rows
+                for line in f:
+                    m = re.match(r"decide latency, (\d+) event.*p50 ([\d.]+) µs, p99 ([\d.]+) µs, "
+                                 r"p99\.9 ([\d.]+) µs", line)
+                    if m:
+                        lat[int(m.group(1))] = m.groups()[1:]
+            if lat:
+                break
+        except OSError:
+            continue
+    rows = ["| what | median µs | mean µs | per event µs | events/s on one core | p50 µs | p99 µs | p99.9 µs |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, label in [("update/state", "update, state alone (10-event batch)"),
+                        ("update/engine", "update through the engine (10-event batch)")]:
+        e = estimates(name)
+        if e:
+            rows.append(f"| {label} | {e[0]:.1f} | {e[1]:.1f} | {e[1] / 10:.2f} | "
+                        f"{fmt_int(10e6 / e[1])} | | | |")
+    for n in [1, 10, 50]:
+        e = estimates(f"decide/{n}_events")
+        p = lat.get(n, ("?", "?", "?"))
+        if e:
+            rows.append(f"| decide, {n}-event batch | {e[0]:.1f} | {e[1]:.1f} | {e[1] / n:.2f} | "
+                        f"{fmt_int(n * 1e6 / e[1])} | {p[0]} | {p[1]} | {p[2]} |")
+    return "\n".join(rows)
 
 
 def fsync_text(f):
@@ -573,9 +603,7 @@ def cmd_write():
     ]))
     text = replace(text, "ingest", ingest_tables(res))
     text = replace(text, "latency", latency_tables(res))
-    text = replace(text, "decide", "\n".join(
-        ["| events/batch | median µs | mean µs | mean µs per event |", "|---:|---:|---:|---:|"]
-        + criterion_rows()))
+    text = replace(text, "decide", criterion_text())
     rows = ["| events/batch | JSON | gzip -6 | zstd, as the tracker sends it (ruzstd fastest) | zstd -3 | zstd -3 + dictionary |",
             "|---:|---:|---:|---:|---:|---:|"]
     for r in by["rows"]:
@@ -590,6 +618,8 @@ def cmd_write():
         if mem.get(name):
             rows.append(f"| {LABEL[name]} | {fmt_int(mem[name] / 1024)} MiB |")
     text = replace(text, "memory", "\n".join(rows))
+    if "<!-- BEGIN rss -->" in text:
+        text = replace(text, "rss", rss_text())
     text = replace(text, "cost", cost_table())
     try:
         with open(f"{WORK}/profile.txt") as f:
@@ -630,12 +660,92 @@ def cmd_write():
         f.write(text)
 
 
+# --- Memory over a long run of many readers ------------------------------------------------------
+
+def vm_rss(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except (OSError, TypeError):
+        pass
+    return None
+
+
+def cmd_rss():
+    """1,000,000 distinct readers at half the sustainable rate (from load.json of this run or an
+    earlier one), for BENCH_RSS_S seconds, sampling the gateway's RSS every 10 s."""
+    pid, url = os.environ["RSS_PID"], os.environ["RSS_URL"]
+    rate = None
+    for path in (f"{WORK}/load.json", f"{ROOT}/target/bench/load.json"):
+        try:
+            with open(path) as f:
+                g10 = next(r for r in json.load(f)["ingest"]
+                           if r["proto"] == "h1" and r["events_per_batch"] == 10)
+            if g10["gateway"].get("rate"):
+                rate = round(g10["gateway"]["rate"] / 2, 1)
+                break
+        except (OSError, StopIteration, KeyError, json.JSONDecodeError):
+            continue
+    rate = float(os.environ.get("BENCH_RSS_RATE", rate or 1000))
+    duration = int(os.environ.get("BENCH_RSS_S", "60" if QUICK else "900"))
+    args = ["--proto", "h1", "--events-per-batch", 10, "--rate", rate, "--duration", duration,
+            "--readers", 1000000] + workers("h1", False)
+    cmd = [f"{BIN}/pulse-load", "--url", url, "--origin", url, "--json", "--quiet",
+           "--timeout", "5", "--max-error-rate", "1"] + [str(a) for a in args]
+    log(f"rss: {rate} req/s of 10 events, 1,000,000 readers, {duration} s")
+    started = time.time()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    samples = []
+    while proc.poll() is None:
+        samples.append({"t": round(time.time() - started, 1), "rss_kib": vm_rss(pid)})
+        time.sleep(10)
+    out, err = proc.communicate()
+    try:
+        report = json.loads(out)
+    except json.JSONDecodeError:
+        log(f"pulse-load failed: {err.strip()[-400:]}")
+        report = None
+    res = {"rate": rate, "duration": duration, "samples": samples, "report": report,
+           "peak_kib": vm_hwm(pid), "command": " ".join(cmd[1:]).replace(url, "$URL")}
+    with open(f"{WORK}/rss.json", "w") as f:
+        json.dump(res, f, indent=1)
+
+
+def rss_text():
+    try:
+        with open(f"{WORK}/rss.json") as f:
+            r = json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return "Not measured in this run (`BENCH_PARTS=rss scripts/bench.sh`)."
+    s = [x for x in r["samples"] if x.get("rss_kib")]
+    if not s:
+        return "No samples."
+    last = [x["rss_kib"] for x in s if x["t"] >= r["duration"] - 600] or [s[-1]["rss_kib"]]
+    rep = r.get("report") or {}
+    lat = rep.get("latency_ms", {})
+    rows = [f"The embedded gateway with its default config (`[scorer] cache_mb = 64`), "
+            f"{r['rate']} req/s of 10-event batches from 1,000,000 distinct readers for "
+            f"{r['duration']} s: {rep.get('requests', '?'):,} requests, {rep.get('errors', '?')} errors, "
+            f"p99 {lat.get('p99', float('nan')):.2f} ms.", "",
+            "| peak RSS (VmHWM) | RSS over the last 10 minutes: min | max | max / min |",
+            "|---:|---:|---:|---:|",
+            f"| {r['peak_kib'] / 1024:.0f} MiB | {min(last) / 1024:.0f} MiB | {max(last) / 1024:.0f} MiB "
+            f"| {max(last) / min(last):.2f} |", "",
+            "RSS every minute (MiB): " + ", ".join(f"{x['rss_kib'] / 1024:.0f}" for x in s[::6]), "",
+            f"`{r['command']}`"]
+    return "\n".join(rows)
+
+
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else ""
     if what == "load":
         cmd_load()
     elif what == "cost":
         cmd_cost()
+    elif what == "rss":
+        cmd_rss()
     elif what == "write":
         cmd_write()
     else:

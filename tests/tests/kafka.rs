@@ -27,13 +27,14 @@ use serde_json::Value;
 
 const EVENTS: &str = "pulse.events";
 const DEAD: &str = "pulse.deadletter";
+const DECISIONS: &str = "pulse.decisions";
 const PARTITIONS: i32 = 3;
 const BROKERS: i32 = 3;
 
-/// A mock cluster of three brokers with both topics, three partitions each.
+/// A mock cluster of three brokers with the three topics, three partitions each.
 fn mock_cluster() -> MockCluster<'static, DefaultProducerContext> {
     let cluster = MockCluster::new(BROKERS).expect("mock cluster");
-    for topic in [EVENTS, DEAD] {
+    for topic in [EVENTS, DEAD, DECISIONS] {
         cluster
             .create_topic(topic, PARTITIONS, BROKERS)
             .expect("create topic");
@@ -311,6 +312,30 @@ fn acked_events_and_dead_letters(brokers: &str, tag: u8) {
         assert_eq!(key, "demo");
         assert_eq!(letter.site, "demo");
     }
+
+    // The decision log: one record per decision answered (the five batches of 200), keyed by
+    // reader, naming the bundle and the rule, with the snapshot of what it read; the meter
+    // counts the anonymous reader's pages (3 + 3 + 2 articles, 3 free: walled by the last).
+    let decisions: Vec<(String, Value)> = read_topic(brokers, DECISIONS)
+        .into_iter()
+        .filter_map(|m| Some((m.key, serde_json::from_slice(&m.value).ok()?)))
+        .filter(|(key, _)| *key == anon || *key == user)
+        .collect();
+    assert_eq!(decisions.len(), 5, "{decisions:?}");
+    for (key, d) in &decisions {
+        assert_eq!(&d["reader"], key.as_str(), "{d}");
+        assert_eq!(d["site"], "demo", "{d}");
+        assert!(d["bundle"].as_str().is_some_and(|b| !b.is_empty()), "{d}");
+        assert!(d["rule"].is_string() && d["action"].is_string(), "{d}");
+        assert!(d["features"].is_object(), "{d}");
+    }
+    let anon_actions: Vec<&str> = decisions
+        .iter()
+        .filter(|(key, _)| *key == anon)
+        .map(|(_, d)| d["action"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(anon_actions.len(), 3, "{decisions:?}");
+    assert_eq!(anon_actions.last(), Some(&"paywall"), "{decisions:?}");
 }
 
 #[test]
