@@ -79,7 +79,7 @@ enum Command {
     /// Backtest: run a bundle over the stored event log (every batch decided as live traffic
     /// would have been) beside the configured one, and print the distribution of their
     /// decisions by action, rule and experiment arm. Reader state is held in memory (about
-    /// 2 KB per reader and bundle); works beside a running gateway (whole blocks written so
+    /// 6.5 KB per reader and bundle); works beside a running gateway (whole blocks written so
     /// far). The request's device and country are unknown to the replay.
     Replay {
         /// The candidate bundle (TOML).

@@ -7,15 +7,11 @@
 
 use std::path::Path;
 
-use fjall::Database;
 use pulse_scorer::{FjallStore, StoreError};
 
 /// Opens (or creates) the store in `<data>/state/`.
 pub(crate) fn open(data: &Path) -> Result<FjallStore, StoreError> {
     let dir = data.join("state");
     std::fs::create_dir_all(&dir).map_err(|e| StoreError(format!("{}: {e}", dir.display())))?;
-    let db = Database::builder(&dir)
-        .open()
-        .map_err(|e| StoreError(e.to_string()))?;
-    FjallStore::new(db)
+    FjallStore::open(&dir)
 }

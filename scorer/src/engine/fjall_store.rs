@@ -37,7 +37,23 @@ fn key(partition: u16, reader: &str) -> Vec<u8> {
     k
 }
 
+/// Most bytes of a feature set's memtable before fjall seals and flushes it (fjall's default,
+/// 64 MiB, would hold more than the reader-state cache itself).
+const MEMTABLE_BYTES: u64 = 8 << 20;
+
 impl FjallStore {
+    /// Opens (or creates) a database in `dir` for reader state, its memory bounded: a block
+    /// cache of 8 MiB (the engine keeps its own cache of decoded state), memtables of 8 MiB, and
+    /// journals of at most 64 MiB (fjall's least) before memtables are flushed.
+    pub fn open(dir: &std::path::Path) -> Result<Self, StoreError> {
+        let db = Database::builder(dir)
+            .cache_size(8 << 20)
+            .max_journaling_size(64 << 20)
+            .open()
+            .map_err(err)?;
+        Self::new(db)
+    }
+
     /// Reader state in `db`.
     pub fn new(db: Database) -> Result<Self, StoreError> {
         let meta = db
@@ -57,10 +73,9 @@ impl FjallStore {
         }
         let ks = self
             .db
-            .keyspace(
-                &format!("{PREFIX}{fs:016x}"),
-                KeyspaceCreateOptions::default,
-            )
+            .keyspace(&format!("{PREFIX}{fs:016x}"), || {
+                KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
+            })
             .map_err(err)?;
         sets.insert(fs, ks.clone());
         Ok(ks)

@@ -35,7 +35,7 @@ use std::sync::Arc;
 use pulse_protocol::{Action, Assignment, Decision};
 use serde::Deserialize;
 
-pub(crate) use action::{Act, ActionTable, meter};
+pub(crate) use action::{Act, ActionTable, Metered, meter};
 pub use resolve::{PageFacts, Request};
 
 use crate::bundle::Bundle;
@@ -390,13 +390,21 @@ pub fn decide(
     request: &Request,
 ) -> Decided {
     let rules = &bundle.rules;
+    // The bundle's meter, worked out once: `page.metered` reads it, and so does a meter rule
+    // with the same parameters.
     let metered = rules
         .meter
-        .map(|(p, c, l)| meter(bundle, state, now, p, c, l).metered)
-        .unwrap_or(false);
-    let resolver = resolve::Resolver::new(bundle, state, now, page, metered, request);
-    let mut context = cel::Context::with_env(Arc::clone(&rules.env));
-    context.set_variable_resolver(&resolver);
+        .map(|(p, c, l)| ((p, c, l), meter(bundle, state, now, p, c, l)));
+    let resolver = resolve::Resolver::new(
+        bundle,
+        state,
+        now,
+        page,
+        metered.is_some_and(|(_, m)| m.metered),
+        request,
+    );
+    // The interpreter's context only for a condition the native evaluator does not take.
+    let mut context: Option<cel::Context> = None;
     let mut errors = 0u32;
     let mut assignment: Option<(Assignment, f64)> = None;
     for rule in &rules.rules {
@@ -405,7 +413,11 @@ pub fn decide(
                 Ok(fast::V::Bool(b)) => Some(b),
                 _ => None,
             },
-            (None, Some(program)) => match program.execute(&context) {
+            (None, Some(program)) => match program.execute(context.get_or_insert_with(|| {
+                let mut context = cel::Context::with_env(Arc::clone(&rules.env));
+                context.set_variable_resolver(&resolver);
+                context
+            })) {
                 Ok(cel::Value::Bool(b)) => Some(b),
                 _ => None,
             },
@@ -448,7 +460,7 @@ pub fn decide(
                 }
             },
         };
-        let mut decision = act_decision(bundle, state, now, act, &rule.id);
+        let mut decision = act_decision(bundle, state, now, act, &rule.id, metered);
         if let Act::Meter { pages, .. } = act {
             // The meter's count is part of what the decision read (and of its snapshot).
             resolver.value(*pages);
@@ -508,7 +520,14 @@ pub struct Decided {
     pub read: Vec<(u16, crate::value::Value)>,
 }
 
-fn act_decision(bundle: &Bundle, state: &ReaderState, now: u64, act: &Act, rule: &str) -> Decision {
+fn act_decision(
+    bundle: &Bundle,
+    state: &ReaderState,
+    now: u64,
+    act: &Act,
+    rule: &str,
+    metered: Option<((usize, usize, u32), Metered)>,
+) -> Decision {
     let mut d = Decision::new(Action::Allow, rule, bundle.id.clone());
     match act {
         Act::Allow => {}
@@ -517,7 +536,10 @@ fn act_decision(bundle: &Bundle, state: &ReaderState, now: u64, act: &Act, rule:
             current_page,
             limit,
         } => {
-            let m = meter(bundle, state, now, *pages, *current_page, *limit);
+            let m = match metered {
+                Some((of, m)) if of == (*pages, *current_page, *limit) => m,
+                _ => meter(bundle, state, now, *pages, *current_page, *limit),
+            };
             d.action = m.action;
             d.reason = m.reason.to_owned();
             d.remaining = Some(m.remaining);

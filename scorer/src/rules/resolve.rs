@@ -71,6 +71,11 @@ pub(crate) fn referrer_class(referrer: &str, page_host: Option<&str>) -> &'stati
     }
 }
 
+/// The first `n` characters of `s`.
+fn chars(s: &str, n: usize) -> &str {
+    s.char_indices().nth(n).map_or(s, |(i, _)| &s[..i])
+}
+
 impl PageFacts {
     /// The facts of the latest page view among `events` (by event time), if any.
     pub fn of<E: Observed + ?Sized>(events: &[(&E, u64)]) -> Self {
@@ -82,13 +87,13 @@ impl PageFacts {
             return Self::default();
         };
         let text = |key: &str| match ev.prop(key) {
-            crate::event::Prop::Str(s) => Some(s.chars().take(128).collect::<String>()),
+            crate::event::Prop::Str(s) => Some(chars(&s, 128).to_owned()),
             _ => None,
         };
         Self {
             content_type: text("content_type"),
             section: text("section"),
-            path: Some(url_path(ev.url()).chars().take(256).collect()),
+            path: Some(chars(url_path(ev.url()), 256).to_owned()),
             referrer: Some(referrer_class(ev.referrer(), host_of(ev.url()))),
         }
     }
