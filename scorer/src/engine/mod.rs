@@ -13,13 +13,14 @@ mod fjall_store;
 mod flush;
 mod partition;
 mod rebuild;
+mod scored;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use pulse_protocol::{Decision, MAX_EVENT_AGE_MS, MAX_FUTURE_SKEW_MS};
+use pulse_protocol::{MAX_EVENT_AGE_MS, MAX_FUTURE_SKEW_MS};
 use serde_json::{Value as Json, json};
 
 use crate::bundle::{ActiveBundle, Bundle};
@@ -32,6 +33,8 @@ use cache::Part;
 pub use fjall_store::FjallStore;
 pub use partition::{murmur2, partition_of};
 pub use rebuild::Rebuild;
+use scored::complete;
+pub use scored::{Scored, Snapshot};
 
 /// How long after a reader's TTL its memory and stored state are freed: until then an event
 /// the gateway still accepts (up to 35 days old, 5 minutes ahead) could reach its old state,
@@ -102,73 +105,6 @@ pub enum EngineError {
     /// The write-behind thread could not be started.
     #[error("cannot start the write-behind thread: {0}")]
     Thread(#[from] std::io::Error),
-}
-
-/// What one batch did.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Scored {
-    /// The decision (after the batch's events).
-    pub decision: Decision,
-    /// The probability of the reader's experiment arm, when a rule assigned one.
-    pub probability: Option<f64>,
-    /// The model's score, when a rule read it.
-    pub score: Option<f64>,
-    /// The feature values the decision read.
-    pub snapshot: Snapshot,
-    /// What the shadow bundle decided, when one is set (the page never sees it).
-    pub shadow: Option<Decision>,
-    /// Events applied.
-    pub applied: u32,
-    /// Events whose id was applied before.
-    pub duplicates: u32,
-    /// Indices (in the batch) of events not applied because they were too late, with why
-    /// ([`Outcome::TooLate`] or [`Outcome::DedupeFull`]).
-    pub refused: Vec<(usize, Outcome)>,
-}
-
-/// The feature values a decision read, named by the bundle that decided.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Snapshot {
-    /// The bundle.
-    pub bundle: Arc<Bundle>,
-    /// Feature index and value.
-    pub values: Vec<(u16, crate::value::Value)>,
-}
-
-impl Snapshot {
-    /// As a JSON object: feature name → value (`null` when missing).
-    pub fn to_json(&self) -> Json {
-        Json::Object(
-            self.values
-                .iter()
-                .filter_map(|(i, v)| {
-                    let f = self.bundle.features.get(usize::from(*i))?;
-                    Some((f.name.clone(), v.to_json()))
-                })
-                .collect(),
-        )
-    }
-}
-
-/// Adds every feature's value the decision did not read.
-fn complete(
-    values: &mut Vec<(u16, crate::value::Value)>,
-    bundle: &Bundle,
-    state: &ReaderState,
-    now: u64,
-) {
-    let mut have = vec![false; bundle.features.len()];
-    for (i, _) in values.iter() {
-        if let Some(h) = have.get_mut(usize::from(*i)) {
-            *h = true;
-        }
-    }
-    for (i, had) in have.into_iter().enumerate() {
-        if !had {
-            values.push((i as u16, state.value(bundle, i, now)));
-        }
-    }
-    values.sort_by_key(|(i, _)| *i);
 }
 
 /// Counters, for `/metrics`.
