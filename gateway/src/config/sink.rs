@@ -6,10 +6,10 @@ use super::*;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SinkKind {
-    /// The embedded store in `server.data` (fjall, group-committed fsync).
+    /// The embedded segment logs under `<server.data>/log/` (group-committed fdatasync).
     #[default]
     Embedded,
-    /// Kafka topics `pulse.events` and `pulse.deadletter` (see `[sink.kafka]`).
+    /// Kafka topics `pulse.events`, `pulse.deadletter` and `pulse.decisions` (see `[sink.kafka]`).
     Kafka,
 }
 
