@@ -1,7 +1,9 @@
 //! Write-behind: a thread that, every `flush_interval` (or at once when memory is held by
 //! unwritten changes), writes every changed reader state to the store in one atomic batch with
-//! the log position it covers and the watermark; forgets cached readers past their TTL; and,
-//! every `sweep_interval`, sweeps the stored state of readers past their TTL.
+//! the log position it covers and the watermark, and forgets cached readers past their TTL.
+//! Another thread, every `sweep_interval`, sweeps the stored state of readers past their TTL:
+//! a scan of the whole store, paced (it rests as long as it worked after each partition) so
+//! that it takes at most half a core from the decisions and never holds up the write-behind.
 //!
 //! Why the position is right: it is read *before* the dirty states are collected, and every
 //! event below it was applied in memory before it was read, so its reader is either in this
@@ -25,26 +27,8 @@ pub(crate) fn spawn<S: StateStore + 'static>(
 }
 
 fn run<S: StateStore>(shared: &Shared<S>) {
-    let mut last_sweep = Instant::now();
     loop {
-        let stopping = {
-            let Ok(stop) = shared.stop.lock() else { return };
-            if *stop {
-                true
-            } else {
-                let waited =
-                    shared
-                        .wake
-                        .wait_timeout_while(stop, shared.config.flush_interval, |s| {
-                            !*s && !shared.flush_now.load(Ordering::Relaxed)
-                        });
-                match waited {
-                    Ok((s, _)) => *s,
-                    Err(_) => return,
-                }
-            }
-        };
-        if stopping {
+        if !wait(shared, shared.config.flush_interval, true) {
             // `Engine::close` writes last; a drop without it leaves what a crash would.
             return;
         }
@@ -55,15 +39,47 @@ fn run<S: StateStore>(shared: &Shared<S>) {
         if let Err(e) = flush(shared, &core) {
             tracing::warn!(error = %e, "write-behind of reader state failed; retrying");
         }
-        if last_sweep.elapsed() >= shared.config.sweep_interval {
-            last_sweep = Instant::now();
-            match sweep_store(shared, &core) {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(readers = n, "forgot readers past their TTL"),
-                Err(e) => tracing::warn!(error = %e, "TTL sweep failed"),
-            }
-        }
     }
+}
+
+/// Waits `period` (or, with `early`, until a flush is asked for); false once the engine stops.
+fn wait<S: StateStore>(shared: &Shared<S>, period: std::time::Duration, early: bool) -> bool {
+    let Ok(stop) = shared.stop.lock() else {
+        return false;
+    };
+    let waited = shared.wake.wait_timeout_while(stop, period, |s| {
+        let flush_asked = early && shared.flush_now.load(Ordering::Relaxed);
+        !(*s || flush_asked)
+    });
+    matches!(waited, Ok((s, _)) if !*s)
+}
+
+pub(crate) fn spawn_sweeper<S: StateStore + 'static>(
+    shared: Arc<Shared<S>>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("pulse-state-sweep".into())
+        .spawn(move || {
+            loop {
+                // A wake-up for a flush ends the wait early: wait out the rest of the period.
+                let started = Instant::now();
+                while let Some(left) = shared.config.sweep_interval.checked_sub(started.elapsed())
+                    && !left.is_zero()
+                {
+                    if !wait(&shared, left, false) {
+                        return;
+                    }
+                }
+                let Some(core) = shared.core.read().ok().map(|c| Arc::clone(&c)) else {
+                    return;
+                };
+                match sweep_store(&shared, &core, true) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(readers = n, "forgot readers past their TTL"),
+                    Err(e) => tracing::warn!(error = %e, "TTL sweep failed"),
+                }
+            }
+        })
 }
 
 /// Writes the active core's changed states with the log position and the watermark.
@@ -198,11 +214,16 @@ pub(crate) fn sweepable(reader_watermark: u64, ttl_ms: u64, watermark: u64) -> b
 pub(crate) fn sweep_store<S: StateStore>(
     shared: &Shared<S>,
     core: &Core,
+    paced: bool,
 ) -> Result<u64, EngineError> {
     let bundle = core.bundle.get();
     let watermark = shared.watermark.load(Ordering::Relaxed);
     let mut total = 0u64;
     for (p, part) in core.parts.iter().enumerate() {
+        if paced && shared.stop.lock().map_or(true, |s| *s) {
+            break;
+        }
+        let started = Instant::now();
         let mut candidates = Vec::new();
         shared
             .store
@@ -213,6 +234,10 @@ pub(crate) fn sweep_store<S: StateStore>(
                 }
                 true
             })?;
+        if paced {
+            // As long as the scan took: at most half a core for the sweep.
+            wait(shared, started.elapsed(), false);
+        }
         if candidates.is_empty() {
             continue;
         }

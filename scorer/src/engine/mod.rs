@@ -207,6 +207,8 @@ pub struct Startup {
 pub struct Engine<S: StateStore + 'static> {
     shared: Arc<Shared<S>>,
     flusher: Mutex<Option<JoinHandle<()>>>,
+    /// The TTL sweep's thread.
+    sweeper: Mutex<Option<JoinHandle<()>>>,
     /// A candidate bundle that decides beside the active one.
     shadow: RwLock<Option<Arc<Bundle>>>,
 }
@@ -307,6 +309,7 @@ impl<S: StateStore + 'static> Engine<S> {
         });
         let engine = Self {
             flusher: Mutex::new(Some(flush::spawn(Arc::clone(&shared))?)),
+            sweeper: Mutex::new(Some(flush::spawn_sweeper(Arc::clone(&shared))?)),
             shared,
             shadow: RwLock::new(None),
         };
@@ -595,22 +598,29 @@ impl<S: StateStore + 'static> Engine<S> {
         flush::flush(&self.shared, &core)
     }
 
-    /// Sweeps stored state for readers past their TTL now (the write-behind thread does it every
-    /// `sweep_interval`). Returns how many were forgotten.
+    /// Sweeps stored state for readers past their TTL now (a thread of its own does it every
+    /// `sweep_interval`, paced). Returns how many were forgotten.
     pub fn sweep(&self) -> Result<u64, EngineError> {
         let core = Arc::clone(&*self.core()?);
-        flush::sweep_store(&self.shared, &core)
+        flush::sweep_store(&self.shared, &core, false)
     }
 
-    /// Stops the write-behind thread after a last flush.
-    pub fn close(&self) -> Result<(), EngineError> {
+    /// Stops the write-behind and sweep threads (without a last flush).
+    fn stop_threads(&self) {
         if let Ok(mut stop) = self.shared.stop.lock() {
             *stop = true;
         }
         self.shared.wake.notify_all();
-        if let Some(handle) = self.flusher.lock().ok().and_then(|mut h| h.take()) {
-            let _ = handle.join();
+        for thread in [&self.flusher, &self.sweeper] {
+            if let Some(handle) = thread.lock().ok().and_then(|mut h| h.take()) {
+                let _ = handle.join();
+            }
         }
+    }
+
+    /// Stops the write-behind and sweep threads, then writes what is left.
+    pub fn close(&self) -> Result<(), EngineError> {
+        self.stop_threads();
         self.flush()
     }
 
@@ -621,13 +631,7 @@ impl<S: StateStore + 'static> Engine<S> {
 
 impl<S: StateStore + 'static> Drop for Engine<S> {
     fn drop(&mut self) {
-        if let Ok(mut stop) = self.shared.stop.lock() {
-            *stop = true;
-        }
-        self.shared.wake.notify_all();
-        if let Some(handle) = self.flusher.lock().ok().and_then(|mut h| h.take()) {
-            let _ = handle.join();
-        }
+        self.stop_threads();
     }
 }
 
