@@ -255,7 +255,7 @@ impl Control {
             .iter()
             .map(|(id, p)| format!("{id} {}\n", p.display()))
             .collect();
-        replace_file(&self.bundles.join("history"), &text)
+        replace_file(&self.bundles.join("history"), text.as_bytes())
     }
 
     /// Writes `bundle` (text and files) to `<data>/bundles/<id>.bundle`; returns the path.
@@ -273,10 +273,7 @@ impl Control {
             bytes.extend_from_slice(&(text.len() as u64).to_le_bytes());
             bytes.extend_from_slice(&text);
         }
-        let path_text = path.to_string_lossy().into_owned();
-        let tmp = PathBuf::from(format!("{path_text}.tmp"));
-        std::fs::write(&tmp, &bytes).map_err(file)?;
-        std::fs::rename(&tmp, &path).map_err(file)?;
+        replace_file(&path, &bytes)?;
         Ok(path)
     }
 
@@ -321,21 +318,21 @@ pub(crate) fn write_bundle_path(path: &Path, bundle: &Path) -> Result<(), Change
     }
     let fresh = doc.to_string();
     Config::parse(&fresh)?;
-    replace_file(path, &fresh)
+    replace_file(path, fresh.as_bytes())
 }
 
 /// Replaces the file at `path` with `text`: written to a temporary file, synced and renamed,
 /// so that a crash leaves one file or the other.
-fn replace_file(path: &Path, text: &str) -> Result<(), ChangeError> {
+fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), ChangeError> {
     let file = |e: std::io::Error| ChangeError::File(format!("{}: {e}", path.display()));
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(file)?;
     }
-    let tmp = path.with_extension("tmp");
+    let tmp = PathBuf::from(format!("{}.tmp", path.to_string_lossy()));
     let write = || -> std::io::Result<()> {
         use std::io::Write as _;
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
+        f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -425,19 +422,7 @@ pub fn write_back(path: &Path, limits: &RateLimits) -> Result<(), ChangeError> {
             back.rate_limits
         )]));
     }
-    let tmp = path.with_extension("toml.tmp");
-    let write = || -> std::io::Result<()> {
-        use std::io::Write as _;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(fresh.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    };
-    write().map_err(file)
+    replace_file(path, fresh.as_bytes())
 }
 
 #[cfg(test)]

@@ -7,22 +7,20 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use pulse_gateway::{BUILTIN_BUNDLE, Config, Gateway, Listeners, LogFiles, serve_all};
+use pulse_gateway::{BUILTIN_BUNDLE, Config, Gateway, LogFiles};
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
 
 const TOKEN: &str = "decisions-admin-token";
 
 struct Server {
+    /// Serving until dropped (first: before the folder goes).
+    _served: support::Served,
     url: String,
     admin: String,
     config_path: PathBuf,
     data: PathBuf,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
     _dir: tempfile::TempDir,
 }
 
@@ -43,36 +41,13 @@ impl Server {
         let data = dir.path().join("data");
         config.server.data = data.clone();
         config.server.admin_token = Some(TOKEN.into());
-        let gateway = Arc::new(Gateway::open(config).unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Runtime::new().unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                addr_tx
-                    .send((listener.local_addr().unwrap(), admin.local_addr().unwrap()))
-                    .unwrap();
-                let listeners = Listeners::from_tcp(listener, gateway.config.listen_settings())
-                    .unwrap()
-                    .with_admin(admin)
-                    .unwrap();
-                serve_all(gateway, listeners, async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-            });
-        });
-        let (addr, admin) = addr_rx.recv().unwrap();
+        let served = support::Served::start(Arc::new(Gateway::open(config).unwrap()));
         Self {
-            url: format!("http://{addr}"),
-            admin: format!("http://{admin}"),
+            url: served.url.clone(),
+            admin: served.admin.clone(),
+            _served: served,
             config_path,
             data,
-            stop: Some(stop),
-            thread: Some(thread),
             _dir: dir,
         }
     }
@@ -131,17 +106,6 @@ impl Server {
                 got.len()
             );
             std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
         }
     }
 }

@@ -3,22 +3,22 @@
 //! through the admin API takes effect at once and is written back; a bad change is refused; many
 //! distinct addresses keep the key table bounded.
 
-use std::sync::Arc;
-use std::thread::JoinHandle;
+mod support;
 
-use pulse_gateway::{Config, Gateway, Listeners, serve_all};
+use std::sync::Arc;
+
+use pulse_gateway::{Config, Gateway};
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
 
 const TOKEN: &str = "s3cret-admin-token";
 
 struct Server {
+    /// Serving until dropped (first: before the folder goes).
+    _served: support::Served,
     url: String,
     admin: String,
     config_path: std::path::PathBuf,
     gateway: Arc<Gateway>,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
     _dir: tempfile::TempDir,
 }
 
@@ -37,36 +37,13 @@ impl Server {
         config.server.data = dir.path().join("data");
         config.server.admin_token = Some(TOKEN.into());
         let gateway = Arc::new(Gateway::open(config).unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let gw = Arc::clone(&gateway);
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Runtime::new().unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                addr_tx
-                    .send((listener.local_addr().unwrap(), admin.local_addr().unwrap()))
-                    .unwrap();
-                let listeners = Listeners::from_tcp(listener, gw.config.listen_settings())
-                    .unwrap()
-                    .with_admin(admin)
-                    .unwrap();
-                serve_all(gw, listeners, async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-            });
-        });
-        let (addr, admin) = addr_rx.recv().unwrap();
+        let served = support::Served::start(Arc::clone(&gateway));
         Self {
-            url: format!("http://{addr}"),
-            admin: format!("http://{admin}"),
+            url: served.url.clone(),
+            admin: served.admin.clone(),
+            _served: served,
             config_path,
             gateway,
-            stop: Some(stop),
-            thread: Some(thread),
             _dir: dir,
         }
     }
@@ -139,17 +116,6 @@ impl Server {
             status,
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         )
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

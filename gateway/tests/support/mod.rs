@@ -174,3 +174,57 @@ pub fn batch(events: Vec<Value>) -> Value {
 pub fn code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("<none>")
 }
+
+/// `gateway` served by `serve_all` on loopback ports: the public listener and the admin one.
+/// Stopped (drained) when dropped.
+pub struct Served {
+    pub url: String,
+    pub admin: String,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Served {
+    pub fn start(gateway: Arc<Gateway>) -> Self {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                addr_tx
+                    .send((listener.local_addr().unwrap(), admin.local_addr().unwrap()))
+                    .unwrap();
+                let listeners =
+                    pulse_gateway::Listeners::from_tcp(listener, gateway.config.listen_settings())
+                        .unwrap()
+                        .with_admin(admin)
+                        .unwrap();
+                pulse_gateway::serve_all(gateway, listeners, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+            });
+        });
+        let (addr, admin) = addr_rx.recv().unwrap();
+        Self {
+            url: format!("http://{addr}"),
+            admin: format!("http://{admin}"),
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
