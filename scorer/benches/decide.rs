@@ -25,7 +25,13 @@ use pulse_scorer::{Bundle, DAY_MS, Engine, EngineConfig, MemoryStore, ReaderStat
 use pulse_sim::{Traffic, TrafficConfig};
 
 const START: u64 = 20_000 * DAY_MS;
-const READERS: usize = 100_000;
+/// Readers simulated (`PULSE_BENCH_READERS` overrides, to see what the cache does).
+fn readers() -> usize {
+    std::env::var("PULSE_BENCH_READERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000)
+}
 /// Event time between consecutive batches.
 const STEP_MS: u64 = 100;
 
@@ -48,7 +54,7 @@ impl Stream {
     fn new(events: usize) -> Self {
         Self {
             traffic: Traffic::new(&TrafficConfig {
-                readers: READERS,
+                readers: readers(),
                 ..TrafficConfig::default()
             }),
             events,
@@ -98,7 +104,10 @@ fn update(c: &mut Criterion) {
     group.throughput(Throughput::Elements(10));
     let mut states: HashMap<String, ReaderState> = HashMap::new();
     let mut stream = Stream::new(10);
-    for (reader, evs, _) in stream.chunk((DAY_MS / STEP_MS) as usize) {
+    // Warmed batch by batch, as a live process builds its state (a day of batches held at
+    // once would scatter the states over gigabytes of freed batches).
+    for _ in 0..DAY_MS / STEP_MS {
+        let (reader, evs, _) = stream.next();
         let s = states
             .entry(reader)
             .or_insert_with(|| ReaderState::new(&bundle));

@@ -57,7 +57,14 @@ const MANAGED_PROPERTIES: &[&str] = &[
     "queue.buffering.max.ms",
     "compression.type",
     "compression.codec",
+    "partitioner",
 ];
+
+/// The partitioner of every Pulse producer: Java's default for keyed records (murmur2 of the
+/// key, `(h & 0x7fffffff) % partitions`), the hash the scorer groups readers by
+/// ([`pulse_scorer::partition_of`]), so a reader's events, its state and its decisions share a
+/// partition number whichever client produced them. librdkafka's own default (CRC32) would not.
+pub(crate) const PARTITIONER: &str = "murmur2_random";
 
 /// Header carrying an event's id (32 hex digits), so consumers can dedupe without parsing.
 pub(crate) const HEADER_EVENT_ID: &str = "pulse-event-id";
@@ -164,7 +171,8 @@ pub(crate) fn client_config(config: &KafkaConfig) -> Result<ClientConfig, SinkEr
             config.queue_max_kbytes.to_string(),
         )
         .set("linger.ms", config.linger_ms.to_string())
-        .set("compression.type", config.compression.as_str());
+        .set("compression.type", config.compression.as_str())
+        .set("partitioner", PARTITIONER);
     for (key, value) in &config.properties {
         client.set(key, value);
     }
@@ -520,6 +528,48 @@ mod tests {
             }
         }
         (key, m.payload().unwrap_or_default().to_vec(), headers)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn readers_land_on_the_partition_javas_default_partitioner_picks() {
+        // Eight reader keys, each on the partition a Java producer with its default partitioner
+        // (and the scorer's `partition_of`) would pick; with librdkafka's default partitioner
+        // only some would.
+        let cluster = cluster();
+        let brokers = cluster.bootstrap_servers();
+        let sink = KafkaSink::new(&config(&brokers, 10_000), Arc::default()).unwrap();
+        let readers: Vec<String> = (0..8).map(|i| format!("reader-{i}")).collect();
+        for (i, r) in readers.iter().enumerate() {
+            sink.append(test_batch(r, [i as u128 + 1], 0, &[]))
+                .await
+                .unwrap();
+        }
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", "pulse-test")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..PARTITIONS {
+            tpl.add_partition_offset("pulse.events", p, Offset::Beginning)
+                .unwrap();
+        }
+        consumer.assign(&tpl).unwrap();
+        let mut landed = HashMap::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while landed.len() < readers.len() && Instant::now() < deadline {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                let key = String::from_utf8(m.key().unwrap().to_vec()).unwrap();
+                landed.insert(key, m.partition());
+            }
+        }
+        let java = |key: &str| i32::from(pulse_scorer::partition_of(key, PARTITIONS as u16));
+        let spread: std::collections::BTreeSet<i32> = landed.values().copied().collect();
+        assert!(spread.len() > 1, "the keys spread: {landed:?}");
+        for r in &readers {
+            assert_eq!(landed.get(r), Some(&java(r)), "{r}: {landed:?}");
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,13 +23,13 @@ pub enum Seen {
 
 /// The remembered ids of one reader, in an open-addressing table keyed by the id's own bits
 /// (ids are random, so they hash themselves): a check is a probe or two whatever the count.
-/// Times sit beside the keys for expiry; the table is rebuilt when ids expire (once an hour of
-/// event time at most) or past the bound. Written sorted by id.
+/// Each slot holds the key and its time side by side (one cache line for both); the table is
+/// rebuilt when ids expire (once an hour of event time at most) or past the bound. Written
+/// sorted by id.
 #[derive(Clone, Debug, Default)]
 pub struct Dedupe {
-    /// Keys (0 = empty; a key of 0 is stored as 1), a power of two long.
-    keys: Vec<u64>,
-    times: Vec<u64>,
+    /// (key, time) slots (key 0 = empty; a key of 0 is stored as another), a power of two long.
+    slots: Vec<(u64, u64)>,
     len: usize,
     floor: u64,
 }
@@ -49,39 +49,40 @@ fn short(id: u128) -> u64 {
 }
 
 impl Dedupe {
+    /// The remembered (key, time) pairs in table order.
+    fn entries(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.slots.iter().copied().filter(|(k, _)| *k != 0)
+    }
+
     fn sorted(&self) -> Vec<(u64, u64)> {
-        let mut all: Vec<(u64, u64)> = self
-            .keys
-            .iter()
-            .zip(&self.times)
-            .filter(|(k, _)| **k != 0)
-            .map(|(k, t)| (*k, *t))
-            .collect();
+        let mut all: Vec<(u64, u64)> = self.entries().collect();
         all.sort_unstable();
         all
     }
 
     /// The slot of `key`, or of the empty place it would go.
-    fn probe(&self, key: u64) -> usize {
-        let mask = self.keys.len() - 1;
+    fn probe(slots: &[(u64, u64)], key: u64) -> usize {
+        let mask = slots.len() - 1;
         let mut i = (key as usize) & mask;
-        while self.keys[i] != 0 && self.keys[i] != key {
+        while slots[i].0 != 0 && slots[i].0 != key {
             i = (i + 1) & mask;
         }
         i
     }
 
-    /// Rebuilds the table for `entries` with room to grow.
-    fn rebuild(&mut self, entries: Vec<(u64, u64)>) {
-        let cap = (entries.len() * 2).max(8).next_power_of_two();
-        self.keys = vec![0; cap];
-        self.times = vec![0; cap];
+    /// Rebuilds the table for the pairs that `keep` admits, with room to grow (no order is
+    /// needed: the table's layout never shows).
+    fn rebuild(&mut self, extra: usize, keep: impl Fn(u64, u64) -> bool) {
+        let kept = self.entries().filter(|&(k, t)| keep(k, t)).count();
+        let cap = ((kept + extra) * 2).max(8).next_power_of_two();
+        let old = std::mem::replace(&mut self.slots, vec![(0, 0); cap]);
         self.len = 0;
-        for (k, t) in entries {
-            let i = self.probe(k);
-            self.keys[i] = k;
-            self.times[i] = t;
-            self.len += 1;
+        for (k, t) in old {
+            if k != 0 && keep(k, t) {
+                let i = Self::probe(&self.slots, k);
+                self.slots[i] = (k, t);
+                self.len += 1;
+            }
         }
     }
 
@@ -91,47 +92,75 @@ impl Dedupe {
             return Seen::Full;
         }
         let key = short(id);
-        if self.keys.is_empty() {
-            self.rebuild(Vec::new());
+        if self.slots.is_empty() {
+            self.slots = vec![(0, 0); 8];
         }
-        let i = self.probe(key);
-        if self.keys[i] == key {
+        let i = Self::probe(&self.slots, key);
+        if self.slots[i].0 == key {
             return Seen::Duplicate;
         }
-        self.keys[i] = key;
-        self.times[i] = time;
+        self.slots[i] = (key, time);
         self.len += 1;
         if self.len > cap {
             // The oldest eighth goes (at least one), and the floor rises to the latest time
             // among them: one rebuild per cap/8 new ids under a flood.
-            let mut all = self.sorted();
+            let mut all: Vec<(u64, u64)> = self.entries().collect();
             all.sort_unstable_by_key(|(k, t)| (*t, *k));
             let gone = (cap / 8).max(1).min(all.len());
-            self.floor = self.floor.max(all[gone - 1].1);
-            all.drain(..gone);
-            all.sort_unstable();
-            self.rebuild(all);
-        } else if self.len * 4 > self.keys.len() * 3 {
-            let all = self.sorted();
-            self.rebuild(all);
+            let (edge_k, edge_t) = all[gone - 1];
+            self.floor = self.floor.max(edge_t);
+            // Everything up to the edge in (time, key) order goes.
+            self.rebuild(0, |k, t| (t, k) > (edge_t, edge_k));
+        } else if self.len * 4 > self.slots.len() * 3 {
+            self.rebuild(1, |_, _| true);
         }
         Seen::Fresh
     }
 
+    /// Empties slot `i` and moves back the entries after it that probing would no longer
+    /// reach (backward-shift deletion: no tombstones).
+    fn remove_at(&mut self, mut i: usize) {
+        let mask = self.slots.len() - 1;
+        self.len -= 1;
+        'hole: loop {
+            self.slots[i] = (0, 0);
+            let mut j = i;
+            loop {
+                j = (j + 1) & mask;
+                let k = self.slots[j].0;
+                if k == 0 {
+                    return;
+                }
+                let home = (k as usize) & mask;
+                // The entry at j may fill the hole at i when its home is not in (i, j].
+                let stays = if i <= j {
+                    i < home && home <= j
+                } else {
+                    i < home || home <= j
+                };
+                if !stays {
+                    self.slots[i] = self.slots[j];
+                    i = j;
+                    continue 'hole;
+                }
+            }
+        }
+    }
+
     /// Forgets ids older than `horizon`.
     pub fn expire(&mut self, horizon: u64) {
-        if self
-            .times
-            .iter()
-            .zip(&self.keys)
-            .any(|(t, k)| *k != 0 && *t < horizon)
-        {
-            let kept: Vec<(u64, u64)> = self
-                .sorted()
-                .into_iter()
-                .filter(|(_, t)| *t >= horizon)
-                .collect();
-            self.rebuild(kept);
+        let mut i = 0;
+        while i < self.slots.len() {
+            let (k, t) = self.slots[i];
+            if k != 0 && t < horizon {
+                // An entry from after `i` may move into it: look at `i` again.
+                self.remove_at(i);
+            } else {
+                i += 1;
+            }
+        }
+        if self.slots.len() > 8 && self.len * 8 < self.slots.len() {
+            self.rebuild(0, |_, _| true);
         }
     }
 
@@ -151,7 +180,7 @@ impl Dedupe {
     }
 
     pub(crate) fn heap_bytes(&self) -> usize {
-        (self.keys.capacity() + self.times.capacity()) * 8
+        self.slots.capacity() * 16
     }
 
     /// Writes the ids (sorted by id) with their times as distances back from `watermark` (the
@@ -189,7 +218,12 @@ impl Dedupe {
             ..Self::default()
         };
         if !ids.is_empty() {
-            d.rebuild(ids);
+            d.slots = vec![(0, 0); (ids.len() * 2).max(8).next_power_of_two()];
+            for (k, t) in ids {
+                let i = Self::probe(&d.slots, k);
+                d.slots[i] = (k, t);
+            }
+            d.len = n;
         }
         Ok(d)
     }
@@ -198,6 +232,40 @@ impl Dedupe {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expiry_keeps_every_younger_id_findable() {
+        // Ids crowded into few home slots, expired in every order of times: what is kept is
+        // exactly the younger ones, each still found (backward-shift deletion keeps probes
+        // whole, also across the table's wrap).
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        for round in 0..200u64 {
+            let mut d = Dedupe::default();
+            let mut all = Vec::new();
+            for n in 0..40u64 {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                // Three home slots at the end of the table: long clusters that wrap.
+                let id = u128::from((rng & !0xff) | (0x7d + rng % 3));
+                let t = 1 + (rng >> 40) % 50;
+                if d.check(id, t, 1000) == Seen::Fresh {
+                    all.push((id, t));
+                }
+                let _ = n;
+            }
+            let horizon = 1 + round % 50;
+            d.expire(horizon);
+            let kept: Vec<_> = all.iter().filter(|(_, t)| *t >= horizon).collect();
+            assert_eq!(d.len(), kept.len());
+            for (id, t) in &kept {
+                assert_eq!(d.check(*id, *t, 1000), Seen::Duplicate);
+            }
+            for (id, t) in all.iter().filter(|(_, t)| *t < horizon) {
+                assert_eq!(d.check(*id, *t, 1000), Seen::Fresh, "expired, so new again");
+            }
+        }
+    }
 
     #[test]
     fn exact_then_bounded() {
