@@ -19,6 +19,10 @@
 //!   active one's, by pair of actions; `DELETE /admin/shadow` clears it (until a reload sets
 //!   `[scorer] shadow` again).
 //! - `GET /metrics`: the Prometheus text exposition.
+//!
+//! In Kafka mode, a change of limits or of the bundle is then published on the control topic
+//! (`crate::cluster`) so that every gateway applies it; the answer's `published` says whether
+//! it got there (`{"ok": false, "error": ...}` when not: this gateway has it, the others not).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,6 +59,39 @@ struct Changed<'a> {
     /// The file, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     config: Option<String>,
+    /// Kafka mode: whether the change reached the control topic (so every gateway applies it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    published: Option<Published>,
+}
+
+/// Whether a change reached the control topic, and why not.
+#[derive(Debug, Serialize)]
+struct Published {
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+impl From<Result<(), String>> for Published {
+    fn from(r: Result<(), String>) -> Self {
+        if let Err(e) = &r {
+            tracing::error!(error = %e, "a change did not reach the control topic: other gateways do not have it");
+        }
+        Self {
+            ok: r.is_ok(),
+            error: r.err(),
+        }
+    }
+}
+
+/// Publishes the bundle now in force (its archive) on the control topic, in Kafka mode.
+async fn publish_bundle(gw: &Gateway, archive: &std::path::Path) -> Option<Published> {
+    let bus = gw.bus()?;
+    let bytes = match tokio::fs::read(archive).await {
+        Ok(b) => b,
+        Err(e) => return Some(Err(format!("{}: {e}", archive.display())).into()),
+    };
+    Some(bus.publish_bundle(&bytes).await.into())
 }
 
 fn ok_json(value: &impl Serialize) -> Resp {
@@ -116,6 +153,14 @@ where
         (&Method::GET, "/metrics") => {
             let mut text = gw.metrics.render();
             crate::metrics::render_scorer(&mut text, gw.engine());
+            if gw.bus().is_some() {
+                use std::fmt::Write as _;
+                let _ = writeln!(
+                    text,
+                    "# HELP pulse_gateway_live_gateways Gateways seen alive on the control topic (this one included); each enforces its share of the rate limits.\n# TYPE pulse_gateway_live_gateways gauge\npulse_gateway_live_gateways {}",
+                    control.limiter.share()
+                );
+            }
             let mut resp = Response::new(Full::new(Bytes::from(text)));
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -142,11 +187,18 @@ where
             let control = Arc::clone(control);
             let changed = tokio::task::spawn_blocking(move || control.change_limits(&body)).await;
             match changed.unwrap_or_else(|e| Err(ChangeError::File(e.to_string()))) {
-                Ok((limits, persisted)) => ok_json(&Changed {
-                    limits: &limits,
-                    persisted,
-                    config: file(),
-                }),
+                Ok((limits, persisted)) => {
+                    let published = match gw.bus() {
+                        Some(bus) => Some(bus.publish_limits(&limits).await.into()),
+                        None => None,
+                    };
+                    ok_json(&Changed {
+                        limits: &limits,
+                        persisted,
+                        config: file(),
+                        published,
+                    })
+                }
                 Err(e) => refused(&e),
             }
         }
@@ -158,6 +210,7 @@ where
                     limits: &applied.limits,
                     persisted: false,
                     config: file(),
+                    published: None,
                 }),
                 Err(e) => refused(&e),
             }
@@ -189,12 +242,20 @@ where
                 control.activate_bundle(bundle)
             })
             .await;
-            activated(done.unwrap_or_else(|e| Err(ChangeError::File(e.to_string()))))
+            activated(
+                gw,
+                done.unwrap_or_else(|e| Err(ChangeError::File(e.to_string()))),
+            )
+            .await
         }
         (&Method::POST, "/admin/bundle/rollback") => {
             let control = Arc::clone(control);
             let done = tokio::task::spawn_blocking(move || control.rollback_bundle()).await;
-            activated(done.unwrap_or_else(|e| Err(ChangeError::File(e.to_string()))))
+            activated(
+                gw,
+                done.unwrap_or_else(|e| Err(ChangeError::File(e.to_string()))),
+            )
+            .await
         }
         (&Method::GET, path) if path.starts_with("/admin/readers/") => {
             reader(gw, &path["/admin/readers/".len()..]).await
@@ -244,9 +305,10 @@ fn bundle_of(body: &[u8]) -> Result<pulse_scorer::Bundle, ChangeError> {
     .map_err(|e| ChangeError::Invalid(e.0.iter().map(ToString::to_string).collect()))
 }
 
-fn activated(result: Result<crate::control::Activated, ChangeError>) -> Resp {
+async fn activated(gw: &Gateway, result: Result<crate::control::Activated, ChangeError>) -> Resp {
     match result {
         Ok(a) => {
+            let published = publish_bundle(gw, &a.archive).await;
             let (state, replaced) = match &a.change {
                 crate::decide::BundleChange::Active { replaced } => ("active", Some(replaced)),
                 crate::decide::BundleChange::Rebuilding { .. } => ("rebuilding", None),
@@ -258,6 +320,7 @@ fn activated(result: Result<crate::control::Activated, ChangeError>) -> Resp {
                 "replaced": replaced,
                 "archive": a.archive.display().to_string(),
                 "persisted": a.persisted,
+                "published": published,
             }))
         }
         Err(e) => refused(&e),

@@ -92,7 +92,10 @@ impl Control {
             public_origins: config.server.public_origins.clone(),
             max_body_bytes: config.limits.max_body_bytes,
             sites: RwLock::new(Arc::new(Sites::new(&config.sites, own))),
-            limiter: Arc::new(RateLimiter::new(&config.rate_limits)),
+            limiter: Arc::new(RateLimiter::new(
+                &config.rate_limits,
+                config.limits.max_body_bytes,
+            )),
             decider,
         }
     }
@@ -230,6 +233,11 @@ impl Control {
         // The earlier entry is the new current one.
         self.save_history(&history)?;
         self.activate_bundle(bundle)
+    }
+
+    /// The id of the bundle in force (none when the scorer is unavailable).
+    pub fn active_bundle_id(&self) -> Option<String> {
+        self.decider.engine().bundle().ok().map(|b| b.id.clone())
     }
 
     /// Activated bundles, oldest first: id and archive.

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::cluster::ControlBus;
 use crate::config::{Config, SinkKind};
 use crate::control::Control;
 use crate::decide::Decider;
@@ -62,6 +63,8 @@ pub struct Gateway {
     admin_token: String,
     admin_token_source: TokenSource,
     housekeeping: Mutex<Option<(mpsc::Sender<()>, JoinHandle<()>)>>,
+    /// Kafka mode's control topic (none when embedded or when `control_topic` is empty).
+    bus: Option<Arc<ControlBus>>,
 }
 
 impl Gateway {
@@ -154,6 +157,13 @@ impl Gateway {
             signer,
         );
         let housekeeping = housekeeping(log.clone(), Arc::clone(&control.limiter));
+        let bus = match config.sink.kind {
+            SinkKind::Kafka if !config.sink.kafka.control_topic.is_empty() => Some(Arc::new(
+                ControlBus::start(&config.sink.kafka, Arc::clone(&control))
+                    .map_err(OpenError::Sink)?,
+            )),
+            _ => None,
+        };
         Ok(Self {
             config,
             metrics,
@@ -164,6 +174,7 @@ impl Gateway {
             admin_token,
             admin_token_source,
             housekeeping: Mutex::new(housekeeping),
+            bus,
         })
     }
 
@@ -180,6 +191,11 @@ impl Gateway {
     /// The embedded event log (none when Kafka is the sink).
     pub fn log(&self) -> Option<&Arc<EventLog>> {
         self.log.as_ref()
+    }
+
+    /// The control topic's client (Kafka mode).
+    pub fn bus(&self) -> Option<&Arc<ControlBus>> {
+        self.bus.as_ref()
     }
 
     /// The scorer.
@@ -210,6 +226,9 @@ impl Gateway {
     /// Flushes the sink, stops the log writer and closes the stores; call once the listeners
     /// have stopped.
     pub async fn close(&self) -> Result<(), SinkError> {
+        if let Some(bus) = self.bus.clone() {
+            let _ = tokio::task::spawn_blocking(move || bus.close()).await;
+        }
         self.ingest.sink().close().await?;
         let housekeeping = self.stop_housekeeping();
         let log = self.log.clone();

@@ -12,6 +12,7 @@ mod admin;
 mod admit;
 mod app;
 mod backtest;
+mod cluster;
 mod config;
 mod control;
 mod decide;
@@ -33,6 +34,7 @@ mod token;
 pub use admit::{Admitted, OwnOrigins, Sites, Trust};
 pub use app::serve;
 pub use backtest::{Backtest, BacktestError, BacktestRun, backtest};
+pub use cluster::ControlBus;
 pub use config::{
     BUILTIN_BUNDLE, Compression, Config, ConfigError, DeadLetters, DecisionLogConfig, IpNet,
     KafkaConfig, Limits, MAX_RATE_LIMIT_KEYS, Millis, Rate, RateLimits, ScorerConfig, ServerConfig,

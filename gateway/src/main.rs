@@ -115,7 +115,8 @@ enum BundleAction {
     Show,
     /// Check a bundle file and its model here, then activate it on a running gateway: in force
     /// at once when it keeps the features, else after its state is rebuilt from the log. It is
-    /// kept under the gateway's data folder and named in its config file.
+    /// kept under the gateway's data folder and named in its config file. In Kafka mode it is
+    /// published on the control topic, and every gateway activates it.
     Activate {
         /// The bundle (TOML).
         file: PathBuf,
@@ -129,7 +130,8 @@ enum LimitsAction {
     /// Print the limits in force (JSON).
     Show,
     /// Change limits, e.g. `ip_requests.per_second=50 ip_requests.burst=200`; the change is
-    /// checked, applied at once and written back to the gateway's config file.
+    /// checked, applied at once and written back to the gateway's config file (in Kafka mode,
+    /// published on the control topic: every gateway applies it and enforces its share).
     Set {
         /// `name.field=value` pairs (fields: per_second, burst; or `max_keys=N`).
         #[arg(required = true, value_name = "KEY=VALUE")]

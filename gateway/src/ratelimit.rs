@@ -152,7 +152,10 @@ fn reuse<T>(
 /// One generation of limits; swapped whole.
 #[derive(Debug)]
 struct Set<C: Clock> {
+    /// The limits as configured (for the whole cluster).
     limits: RateLimits,
+    /// Gateways sharing them (1 alone); the buckets hold this gateway's share.
+    share: u32,
     ip: Option<Arc<Keyed<IpAddr, C>>>,
     site_events: Option<Arc<Keyed<Arc<str>, C>>>,
     site_bytes: Option<Arc<Keyed<Arc<str>, C>>>,
@@ -160,11 +163,19 @@ struct Set<C: Clock> {
 }
 
 impl<C: Clock + Clone> Set<C> {
-    fn build(limits: &RateLimits, old: Option<&Self>, clock: &C) -> Self {
+    fn build(
+        configured: &RateLimits,
+        share: u32,
+        max_body_bytes: usize,
+        old: Option<&Self>,
+        clock: &C,
+    ) -> Self {
+        let limits = &configured.share(share, max_body_bytes);
         let max = limits.max_keys;
         let same_max = old.is_some_and(|o| o.limits.max_keys == max);
         let old = old.filter(|_| same_max);
         Self {
+            share,
             ip: reuse(
                 old.and_then(|o| o.ip.as_ref()),
                 limits.ip_requests,
@@ -189,7 +200,7 @@ impl<C: Clock + Clone> Set<C> {
                 |d| d.rate,
                 || Direct::new(limits.global_requests, clock),
             ),
-            limits: limits.clone(),
+            limits: configured.clone(),
         }
     }
 }
@@ -199,21 +210,57 @@ impl<C: Clock + Clone> Set<C> {
 pub struct RateLimiter<C: Clock = DefaultClock> {
     current: RwLock<Arc<Set<C>>>,
     clock: C,
+    /// `limits.max_body_bytes`: a share's byte burst never drops below it.
+    max_body_bytes: usize,
 }
 
 impl RateLimiter {
-    /// Limits as configured, on the real clock.
-    pub fn new(limits: &RateLimits) -> Self {
-        Self::with_clock(limits, DefaultClock::default())
+    /// Limits as configured, on the real clock, for requests of at most `max_body_bytes`.
+    pub fn new(limits: &RateLimits, max_body_bytes: usize) -> Self {
+        Self::with_clock(limits, max_body_bytes, DefaultClock::default())
     }
 }
 
 impl<C: Clock + Clone> RateLimiter<C> {
     /// Limits as configured, on `clock`.
-    pub fn with_clock(limits: &RateLimits, clock: C) -> Self {
+    pub fn with_clock(limits: &RateLimits, max_body_bytes: usize, clock: C) -> Self {
         Self {
-            current: RwLock::new(Arc::new(Set::build(limits, None, &clock))),
+            current: RwLock::new(Arc::new(Set::build(
+                limits,
+                1,
+                max_body_bytes,
+                None,
+                &clock,
+            ))),
             clock,
+            max_body_bytes,
+        }
+    }
+
+    /// Gateways sharing the limits (1 when alone).
+    pub fn share(&self) -> u32 {
+        self.set().share
+    }
+
+    /// Enforces this gateway's share of the limits among `gateways` (Kafka mode, from the
+    /// live gateways on the control topic); limits whose share did not change keep their
+    /// buckets.
+    pub fn set_share(&self, gateways: u32) {
+        let mut current = match self.current.write() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let gateways = gateways.max(1);
+        if current.share != gateways {
+            let limits = current.limits.clone();
+            let next = Set::build(
+                &limits,
+                gateways,
+                self.max_body_bytes,
+                Some(&current),
+                &self.clock,
+            );
+            *current = Arc::new(next);
         }
     }
 
@@ -235,7 +282,13 @@ impl<C: Clock + Clone> RateLimiter<C> {
             Ok(c) => c,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let next = Set::build(limits, Some(&current), &self.clock);
+        let next = Set::build(
+            limits,
+            current.share,
+            self.max_body_bytes,
+            Some(&current),
+            &self.clock,
+        );
         *current = Arc::new(next);
     }
 
@@ -363,7 +416,10 @@ mod tests {
 
     fn limiter(limits: &RateLimits) -> (RateLimiter<FakeRelativeClock>, FakeRelativeClock) {
         let clock = FakeRelativeClock::default();
-        (RateLimiter::with_clock(limits, clock.clone()), clock)
+        (
+            RateLimiter::with_clock(limits, 65_536, clock.clone()),
+            clock,
+        )
     }
 
     fn nets(list: &[&str]) -> Vec<IpNet> {
@@ -478,6 +534,49 @@ mod tests {
             RateLimit::GlobalRequests
         );
         assert_eq!(rl.tracked_addresses(), 0);
+    }
+
+    #[test]
+    fn three_gateways_each_enforce_a_third() {
+        let limits = RateLimits {
+            ip_requests: Rate::OFF,
+            global_requests: Rate::new(30, 30),
+            site_events: Rate::new(300, 600),
+            ..RateLimits::default()
+        };
+        let (rl, clock) = limiter(&limits);
+        rl.set_share(3);
+        assert_eq!(rl.share(), 3);
+        // The configured limits are what operators see and change; the buckets hold a third.
+        assert_eq!(rl.limits(), limits);
+        for _ in 0..10 {
+            rl.check_request(ip("192.0.2.1")).unwrap();
+        }
+        assert_eq!(
+            rl.check_request(ip("192.0.2.1")).unwrap_err().limit,
+            RateLimit::GlobalRequests
+        );
+        // A third of a 600-event burst is 200; a full batch still fits a share.
+        let a: Arc<str> = "a".into();
+        rl.check_events(&a, 200).unwrap();
+        assert!(rl.check_events(&a, 1).is_err());
+        // Alone again: the whole limit, from a fresh bucket.
+        rl.set_share(1);
+        clock.advance(Duration::from_secs(1));
+        for _ in 0..30 {
+            rl.check_request(ip("192.0.2.1")).unwrap();
+        }
+        assert!(rl.check_request(ip("192.0.2.1")).is_err());
+        // A share never drops a burst below one request's needs.
+        let tiny = RateLimits {
+            site_events: Rate::new(100, 100),
+            site_bytes: Rate::new(65_536, 65_536),
+            ..RateLimits::default()
+        }
+        .share(8, 65_536);
+        assert_eq!(tiny.site_events, Rate::new(13, 100));
+        assert_eq!(tiny.site_bytes, Rate::new(8_192, 65_536));
+        assert_eq!(tiny.ip_requests, Rate::new(13, 63));
     }
 
     #[test]

@@ -189,6 +189,31 @@ impl RateLimits {
         }
     }
 
+    /// This gateway's share when `gateways` enforce these limits together (Kafka mode counts
+    /// the live ones on the control topic): every rate and burst divided by `gateways`, rounded
+    /// up, so that with an even spread of traffic the cluster admits what one gateway would.
+    /// Bursts stay at least what one request needs (a full batch of events, the largest body):
+    /// a share never refuses a request that one gateway would pass. `max_keys` is per gateway.
+    pub fn share(&self, gateways: u32, max_body_bytes: usize) -> Self {
+        let n = gateways.max(1);
+        let part = |r: Rate, floor: u32| {
+            if !r.is_on() || n == 1 {
+                return r;
+            }
+            let per_second = r.per_second.div_ceil(n);
+            Rate::new(per_second, r.burst.div_ceil(n).max(per_second).max(floor))
+        };
+        let events = pulse_protocol::MAX_EVENTS_PER_BATCH as u32;
+        let body = u32::try_from(max_body_bytes).unwrap_or(u32::MAX);
+        Self {
+            ip_requests: part(self.ip_requests, 1),
+            site_events: part(self.site_events, events),
+            site_bytes: part(self.site_bytes, body),
+            global_requests: part(self.global_requests, 1),
+            max_keys: self.max_keys,
+        }
+    }
+
     /// Every problem with these limits, given the largest body a request may have.
     pub fn problems(&self, max_body_bytes: usize) -> Vec<String> {
         let mut problems = Vec::new();

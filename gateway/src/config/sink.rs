@@ -35,6 +35,10 @@ pub struct KafkaConfig {
     pub deadletter_topic: String,
     /// Topic of the decision log, keyed by reader (`[decision_log]`). Default `pulse.decisions`.
     pub decisions_topic: String,
+    /// The control topic (one partition, compacted): rate limits and bundles changed through
+    /// the admin API reach every gateway through it, and gateways see one another on it to
+    /// share the rate limits. Empty: each gateway on its own. Default `pulse.control`.
+    pub control_topic: String,
     /// Time for every event of a batch to get its delivery report before the page gets 503 with
     /// `Retry-After`, in ms. Default 5000.
     pub delivery_timeout_ms: Millis,
@@ -61,6 +65,7 @@ impl Default for KafkaConfig {
             events_topic: "pulse.events".to_owned(),
             deadletter_topic: "pulse.deadletter".to_owned(),
             decisions_topic: "pulse.decisions".to_owned(),
+            control_topic: "pulse.control".to_owned(),
             delivery_timeout_ms: Millis::from_ms(5_000),
             queue_max_messages: 100_000,
             queue_max_kbytes: 65_536,

@@ -1,0 +1,162 @@
+//! Two real gateway processes in Kafka mode on one librdkafka mock cluster (TCP), sharing the
+//! control topic: a change of the rate limits or of the bundle made through one gateway's admin
+//! API is in force on the other within seconds; each sees the other alive and enforces its share
+//! of the cluster's limits; a gateway that stops is no longer counted.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use pulse_e2e::{GatewayProcess, agent, metric, metrics_text, page_view_batch, workspace_root};
+use pulse_gateway::now_ms;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use serde_json::{Value, json};
+
+const PARTITIONS: i32 = 3;
+
+fn mock_cluster() -> MockCluster<'static, DefaultProducerContext> {
+    let cluster = MockCluster::new(3).expect("mock cluster");
+    for topic in ["pulse.events", "pulse.deadletter", "pulse.decisions"] {
+        cluster
+            .create_topic(topic, PARTITIONS, 3)
+            .expect("create topic");
+    }
+    cluster
+        .create_topic("pulse.control", 1, 3)
+        .expect("create the control topic");
+    cluster
+}
+
+/// A gateway of the cluster: Kafka sink, the control topic, per-address limits off.
+fn config(dir: &Path, brokers: &str) -> PathBuf {
+    let root = workspace_root().canonicalize().expect("workspace root");
+    let text = format!(
+        "[server]\nadmin_listen = \"127.0.0.1:0\"\ntracker_dir = {tracker:?}\n\n\
+         [rate_limits]\nip_requests = {{ per_second = 0, burst = 0 }}\n\n\
+         [sink]\nkind = \"kafka\"\n\n[sink.kafka]\nbrokers = {brokers:?}\nlinger_ms = 1\n\
+         control_topic = \"pulse.control\"\n\n\
+         [[sites]]\nkey = \"demo\"\norigins = []\nallow_same_origin = true\n",
+        tracker = root.join("target/pulse-tracker").display().to_string(),
+    );
+    let path = dir.join("pulse.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+fn admin(gw: &GatewayProcess, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let url = format!("{}{path}", gw.admin_url);
+    let auth = format!("Bearer {}", gw.admin_token());
+    let mut resp = match (method, body) {
+        ("GET", _) => agent().get(&url).header("authorization", &auth).call(),
+        ("PUT", Some(b)) => agent()
+            .put(&url)
+            .header("authorization", &auth)
+            .send_json(b),
+        _ => unreachable!(),
+    }
+    .expect("admin request");
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn live(gw: &GatewayProcess) -> f64 {
+    metric(&metrics_text(gw), "pulse_gateway_live_gateways")
+}
+
+#[test]
+fn two_gateways_share_limits_and_bundles_through_the_control_topic() {
+    let cluster = mock_cluster();
+    let brokers = cluster.bootstrap_servers();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = GatewayProcess::start(
+        &config(da.path(), &brokers),
+        &da.path().join("data"),
+        "127.0.0.1:0",
+    );
+    let b = GatewayProcess::start(
+        &config(db.path(), &brokers),
+        &db.path().join("data"),
+        "127.0.0.1:0",
+    );
+    wait_until("both gateways to see two live gateways", || {
+        live(&a) == 2.0 && live(&b) == 2.0
+    });
+
+    // Limits changed on A: published, and in force on B.
+    let (status, answer) = admin(
+        &a,
+        "PUT",
+        "/admin/limits",
+        Some(json!({"global_requests": {"per_second": 10, "burst": 10}})),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["published"]["ok"], true, "{answer}");
+    wait_until("B to have A's limits", || {
+        admin(&b, "GET", "/admin/limits", None).1["global_requests"]
+            == json!({"per_second": 10, "burst": 10})
+    });
+    // B's file has them too, so a restart alone would keep them.
+    let file = std::fs::read_to_string(db.path().join("pulse.toml")).unwrap();
+    assert!(file.contains("global_requests"), "{file}");
+
+    // Each enforces half: B admits a burst of 5 (and what refills at 5/s meanwhile), then 429.
+    let url = format!("{}/v1/collect?k=demo", b.url);
+    let started = Instant::now();
+    let (mut passed, mut refused) = (0u32, 0u32);
+    for i in 0..30u64 {
+        let batch = page_view_batch(
+            "anon-cluster",
+            i,
+            u128::from(now_ms()) << 64 | u128::from(i),
+            1,
+            now_ms(),
+        );
+        let mut resp = agent()
+            .post(&url)
+            .header("content-type", "application/json")
+            .send(serde_json::to_vec(&batch).unwrap())
+            .unwrap();
+        match resp.status().as_u16() {
+            200 => passed += 1,
+            429 => {
+                let body: Value =
+                    serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+                assert_eq!(body["error"]["limit"], "global_requests", "{body}");
+                refused += 1;
+            }
+            s => panic!("unexpected status {s}"),
+        }
+    }
+    let refill = (started.elapsed().as_secs_f64() * 5.0).ceil() as u32;
+    assert!(
+        passed >= 5 && passed <= 5 + refill,
+        "B passed {passed} of 30 (a share of 5, {refill} refilled)"
+    );
+    assert!(refused > 0);
+
+    // A bundle activated on A (the meter with a limit of 5) becomes B's active bundle.
+    let meter = std::fs::read_to_string(workspace_root().join("examples/bundles/meter.toml"))
+        .unwrap()
+        .replace("limit = 3", "limit = 5");
+    let (status, answer) = admin(&a, "PUT", "/admin/bundle", Some(json!({"bundle": meter})));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["published"]["ok"], true, "{answer}");
+    let id = answer["id"].as_str().unwrap().to_owned();
+    wait_until("B to activate A's bundle", || {
+        admin(&b, "GET", "/admin/bundle", None).1["id"] == id.as_str()
+    });
+
+    // B stops cleanly: A counts itself alone again and enforces the whole limit.
+    b.stop();
+    wait_until("A to see one live gateway", || live(&a) == 1.0);
+    a.stop();
+}
