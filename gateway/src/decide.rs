@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pulse_protocol::{Action, Decision, Event, EventView, MAX_EVENTS_PER_BATCH};
+use pulse_protocol::{Action, Decision, Event, EventRecord, EventView, MAX_EVENTS_PER_BATCH};
 use pulse_scorer::{Batcher, Bundle, Engine, EngineError, FjallStore, Outcome, Request, Scored};
 
 use crate::log::{AppliedGuard, EventLog, LogError};
@@ -116,6 +116,19 @@ impl Decider {
     /// together), then writes the state. Returns how many events were read.
     pub fn replay(&self, from: u64) -> Result<u64, String> {
         let Some(log) = &self.log else { return Ok(0) };
+        self.replay_records(log.events_from(from).map(|stored| {
+            stored
+                .and_then(|s| s.record())
+                .map_err(|e: LogError| e.to_string())
+        }))
+    }
+
+    /// Applies `records` (a log's events in its order) to reader state, as live traffic
+    /// applied them, and writes the state; returns how many there were.
+    pub fn replay_records(
+        &self,
+        records: impl Iterator<Item = Result<EventRecord, String>>,
+    ) -> Result<u64, String> {
         let engine = &self.engine;
         let mut batcher = Batcher::new(MAX_EVENTS_PER_BATCH);
         let mut apply = |reader: &str, events: &[(&Event, u64)], _: u64| {
@@ -125,10 +138,8 @@ impl Decider {
                 .map_err(|e| format!("replay: {e}"))
         };
         let mut n = 0;
-        for stored in log.events_from(from) {
-            let r = stored
-                .and_then(|s| s.record())
-                .map_err(|e: LogError| e.to_string())?;
+        for r in records {
+            let r = r?;
             batcher.push(&r.reader, r.received_at, r.event, r.time, &mut apply)?;
             n += 1;
         }

@@ -126,7 +126,11 @@ impl Gateway {
             decider.start_rebuild(*next);
         }
         decider.set_shadow(shadow).map_err(|e| state_error(&e))?;
-        let sink = sink::open(&config, log.clone(), Arc::clone(&pool))?;
+        let offsets = match config.sink.kind {
+            SinkKind::Kafka => restore_from_kafka(&config, &decider, startup.positions.as_deref()),
+            SinkKind::Embedded => None,
+        };
+        let sink = sink::open(&config, log.clone(), offsets, Arc::clone(&pool))?;
         let decisions = Arc::new(DecisionLog::open(
             &config,
             log.clone(),
@@ -296,6 +300,39 @@ fn housekeeping(
         Ok(handle) => Some((stop, handle)),
         Err(e) => {
             tracing::error!(error = %e, "cannot start the housekeeping thread; doing without");
+            None
+        }
+    }
+}
+
+/// Kafka mode: applies the events of `pulse.events` that stored reader state lacks (from the
+/// offsets its last write-behind recorded), then has each write-behind record the offsets
+/// again. When Kafka cannot be read now, the gateway starts without them and keeps the stored
+/// offsets for the next start (logged as an error).
+fn restore_from_kafka(
+    config: &Config,
+    decider: &Arc<Decider>,
+    stored: Option<&[u8]>,
+) -> Option<Arc<sink::KafkaOffsets>> {
+    let kafka = &config.sink.kafka;
+    let started = Instant::now();
+    match sink::restore(kafka, stored, decider) {
+        Ok(restored) => {
+            tracing::info!(
+                events = restored.events,
+                topic = %kafka.events_topic,
+                ms = started.elapsed().as_millis() as u64,
+                "reader state brought up to date from kafka"
+            );
+            let offsets = sink::KafkaOffsets::new(&kafka.events_topic, &restored.ends);
+            let written = Arc::clone(&offsets);
+            decider
+                .engine()
+                .set_positions(Box::new(move || written.encode()));
+            Some(offsets)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "reader state could not be brought up to date from kafka: starting without the events since the last write-behind (they are applied at the next start that can read them)");
             None
         }
     }

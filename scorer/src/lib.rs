@@ -40,8 +40,8 @@ pub use bundle::{
     Problem, STATE_FORMAT, Settings,
 };
 pub use engine::{
-    CacheView, Engine, EngineConfig, EngineError, FjallStore, Progress, Rebuild, SWEEP_SLACK_MS,
-    Scored, Snapshot, Startup, Stats, murmur2, partition_of,
+    CacheView, Engine, EngineConfig, EngineError, FjallStore, Positions, Progress, Rebuild,
+    SWEEP_SLACK_MS, Scored, Snapshot, Startup, Stats, murmur2, partition_of,
 };
 pub use event::{Observed, Prop, page_key, url_path};
 pub use model::{

@@ -283,6 +283,34 @@ pub struct AppliedGuard {
     watermark: Arc<Mutex<Watermark>>,
 }
 
+impl Watermark {
+    /// Nothing pending; replay would start at `next`.
+    pub(crate) fn at(next: u64) -> Self {
+        Self {
+            pending: BTreeSet::new(),
+            next,
+        }
+    }
+
+    /// Where replay would start: the lowest position not applied yet.
+    pub(crate) fn point(&self) -> u64 {
+        self.pending.first().copied().unwrap_or(self.next)
+    }
+
+    /// Positions `first..end` are durable but not applied: the replay point stays at or below
+    /// `first` until the guard is dropped.
+    pub(crate) fn hold(wm: &Arc<Mutex<Self>>, first: u64, end: u64) -> Option<AppliedGuard> {
+        let mut w = wm.lock().ok()?;
+        w.pending.insert(first);
+        w.next = w.next.max(end);
+        drop(w);
+        Some(AppliedGuard {
+            first,
+            watermark: Arc::clone(wm),
+        })
+    }
+}
+
 impl Drop for AppliedGuard {
     fn drop(&mut self) {
         if let Ok(mut wm) = self.watermark.lock() {
@@ -434,7 +462,7 @@ impl EventLog {
     pub fn replay_point(&self) -> u64 {
         self.watermark
             .lock()
-            .map(|wm| wm.pending.first().copied().unwrap_or(wm.next))
+            .map(|wm| wm.point())
             .unwrap_or(self.start)
     }
 

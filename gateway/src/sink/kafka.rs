@@ -32,6 +32,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
+use super::restore::KafkaOffsets;
 use super::{BoxFuture, Receipt, RecordKind, Sink, SinkBatch, SinkError};
 use crate::config::KafkaConfig;
 use crate::pool::BufPool;
@@ -127,6 +128,9 @@ pub(crate) struct KafkaSink {
     closed: AtomicBool,
     /// Record buffers go back here once librdkafka has copied them.
     pool: Arc<BufPool>,
+    /// Where each partition's delivered events stand against reader state (the restore's
+    /// starting points, `super::restore`); none in tests of the sink alone.
+    offsets: Option<Arc<KafkaOffsets>>,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -198,7 +202,14 @@ impl KafkaSink {
             queue_max_messages: config.queue_max_messages as usize,
             closed: AtomicBool::new(false),
             pool,
+            offsets: None,
         })
+    }
+
+    /// Tracks the offsets of delivered events against reader state in `offsets`.
+    pub(crate) fn with_offsets(mut self, offsets: Arc<KafkaOffsets>) -> Self {
+        self.offsets = Some(offsets);
+        self
     }
 
     /// The current producer, read-locked.
@@ -341,11 +352,23 @@ fn create(client: &ClientConfig) -> Result<FutureProducer<KafkaLog>, SinkError> 
         .map_err(|e| SinkError::Unavailable(format!("cannot create the kafka producer: {e}")))
 }
 
-/// Waits for every delivery report; the first failure fails the batch.
-async fn delivered(pending: Vec<DeliveryFuture>) -> Result<(), SinkError> {
+/// Waits for every delivery report; the first failure fails the batch. Returns the partition
+/// and the first and last offsets of the first `events` messages (the events; a batch's events
+/// share a key, so a partition).
+async fn delivered(
+    pending: Vec<DeliveryFuture>,
+    events: usize,
+) -> Result<Option<(i32, i64, i64)>, SinkError> {
+    let mut span: Option<(i32, i64, i64)> = None;
     // librdkafka delivers them concurrently: awaiting in order takes as long as the slowest.
-    for report in pending {
+    for (i, report) in pending.into_iter().enumerate() {
         match report.await {
+            Ok(Ok(d)) if i < events => {
+                span = Some(match span {
+                    None => (d.partition, d.offset, d.offset),
+                    Some((p, lo, hi)) => (p, lo.min(d.offset), hi.max(d.offset)),
+                });
+            }
             Ok(Ok(_)) => {}
             Ok(Err((e, _))) => {
                 return Err(SinkError::Unavailable(format!(
@@ -359,7 +382,7 @@ async fn delivered(pending: Vec<DeliveryFuture>) -> Result<(), SinkError> {
             }
         }
     }
-    Ok(())
+    Ok(span)
 }
 
 impl Sink for KafkaSink {
@@ -396,21 +419,25 @@ impl Sink for KafkaSink {
             self.pool.put(batch.events.into_buffer());
             self.pool.put(batch.dead_letters.into_buffer());
             let result = match enqueued {
-                Ok(pending) => match tokio::time::timeout_at(deadline, delivered(pending)).await {
-                    Ok(result) => result,
-                    Err(_) => Err(SinkError::Unavailable(format!(
-                        "kafka did not confirm the batch within {} ms",
-                        self.delivery_timeout.as_millis()
-                    ))),
-                },
+                Ok(pending) => {
+                    match tokio::time::timeout_at(deadline, delivered(pending, events)).await {
+                        Ok(result) => result,
+                        Err(_) => Err(SinkError::Unavailable(format!(
+                            "kafka did not confirm the batch within {} ms",
+                            self.delivery_timeout.as_millis()
+                        ))),
+                    }
+                }
                 Err(e) => Err(e),
             };
             if result.is_err() {
                 self.replace_if_fatal(generation);
             }
-            result.map(|()| Receipt {
+            result.map(|span| Receipt {
                 events,
-                applied: None,
+                applied: span.and_then(|(partition, first, last)| {
+                    self.offsets.as_ref()?.hold(partition, first, last)
+                }),
             })
         })
     }

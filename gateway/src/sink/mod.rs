@@ -7,6 +7,7 @@
 mod embedded;
 mod kafka;
 mod records;
+mod restore;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,6 +20,7 @@ pub use embedded::EmbeddedSink;
 use kafka::KafkaSink;
 pub(crate) use kafka::{KafkaLog, client_config};
 pub use records::{RecordKind, Records};
+pub(crate) use restore::{KafkaOffsets, restore};
 
 /// What one request appends: its accepted events and its dead letters, with what Kafka keys
 /// and headers need.
@@ -42,7 +44,7 @@ pub struct Receipt {
     /// Number of events appended.
     pub events: usize,
     /// Held until the scorer has applied the events; dropping it lets the replay point move
-    /// past them (embedded log only: replay reads that log).
+    /// past them (the embedded log's position, or in Kafka mode the partition's offset).
     pub applied: Option<AppliedGuard>,
 }
 
@@ -86,6 +88,7 @@ impl std::fmt::Debug for dyn Sink {
 pub(crate) fn open(
     config: &Config,
     log: Option<Arc<EventLog>>,
+    offsets: Option<Arc<KafkaOffsets>>,
     pool: Arc<crate::pool::BufPool>,
 ) -> Result<Arc<dyn Sink>, SinkError> {
     match (config.sink.kind, log) {
@@ -100,7 +103,10 @@ pub(crate) fn open(
         (SinkKind::Embedded, None) => Err(SinkError::Unavailable("no embedded log".into())),
         (SinkKind::Kafka, _) => {
             let kafka = &config.sink.kafka;
-            let sink = KafkaSink::new(kafka, pool)?;
+            let mut sink = KafkaSink::new(kafka, pool)?;
+            if let Some(offsets) = offsets {
+                sink = sink.with_offsets(offsets);
+            }
             tracing::info!(
                 sink = "kafka",
                 brokers = %kafka.brokers,

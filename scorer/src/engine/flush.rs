@@ -97,6 +97,14 @@ pub(crate) fn flush<S: StateStore>(shared: &Shared<S>, core: &Core) -> Result<()
     if let Some(p) = position {
         meta_writes.push((meta::REPLAY_FROM, p.to_le_bytes().to_vec()));
     }
+    let outside = shared
+        .positions
+        .read()
+        .ok()
+        .and_then(|p| p.as_ref().and_then(|f| f()));
+    if let Some(p) = outside {
+        meta_writes.push((meta::SOURCE, p));
+    }
     write_core(shared, core, &meta_writes)
 }
 

@@ -54,6 +54,8 @@ pub(crate) mod meta {
     pub(crate) const BUNDLE: &str = "bundle";
     /// The number of partitions state is keyed by (u64 LE).
     pub(crate) const PARTITIONS: &str = "partitions";
+    /// Where an outside log stands (opaque to the engine: Kafka offsets, in Kafka mode).
+    pub(crate) const SOURCE: &str = "source_positions";
 }
 
 /// The engine's settings (from the gateway's `[scorer]`).
@@ -177,11 +179,17 @@ impl Core {
 /// applied to the engine (in memory). `None` when there is no local log to replay (Kafka mode).
 pub type Progress = Box<dyn Fn() -> Option<u64> + Send + Sync>;
 
+/// Where an outside log stands (Kafka mode: the offsets per partition below which every event
+/// has been applied), in the gateway's own encoding; written with each flush beside state, and
+/// given back at start ([`Startup::positions`]). `None` leaves the stored value as it is.
+pub type Positions = Box<dyn Fn() -> Option<Vec<u8>> + Send + Sync>;
+
 pub(crate) struct Shared<S> {
     pub(crate) store: S,
     pub(crate) config: EngineConfig,
     pub(crate) core: RwLock<Arc<Core>>,
     pub(crate) progress: RwLock<Option<Progress>>,
+    pub(crate) positions: RwLock<Option<Positions>>,
     /// The latest event time applied to any reader: the watermark TTL sweeps go by.
     pub(crate) watermark: AtomicU64,
     pub(crate) stats: Stats,
@@ -198,6 +206,9 @@ pub(crate) struct Shared<S> {
 pub struct Startup {
     /// Replay the log from this position to bring stored state up to date.
     pub replay_from: u64,
+    /// Where an outside log stood at the last flush ([`Positions`]); `None` when never
+    /// written, or when state is rebuilt from the start.
+    pub positions: Option<Vec<u8>>,
     /// The configured bundle changes the features of the stored state: the engine runs the
     /// stored bundle until this one is rebuilt ([`Engine::rebuild`]).
     pub rebuild: Option<Box<Bundle>>,
@@ -241,6 +252,7 @@ impl<S: StateStore + 'static> Engine<S> {
     ) -> Result<(Self, Startup), EngineError> {
         let mut stored_fs = u64_meta(&store, meta::FEATURE_SET)?;
         let mut replay_from = u64_meta(&store, meta::REPLAY_FROM)?.unwrap_or(0);
+        let mut positions = store.meta(meta::SOURCE)?;
         let watermark = u64_meta(&store, meta::WATERMARK)?.unwrap_or(0);
         let partitions = u64::from(config.partitions.max(1));
         if u64_meta(&store, meta::PARTITIONS)?.is_some_and(|p| p != partitions) {
@@ -253,6 +265,7 @@ impl<S: StateStore + 'static> Engine<S> {
             }
             stored_fs = None;
             replay_from = 0;
+            positions = None;
         }
         let mut rebuild = None;
         let active = match stored_fs {
@@ -271,6 +284,7 @@ impl<S: StateStore + 'static> Engine<S> {
                             "stored reader state belongs to an unknown bundle: it is dropped and rebuilt from the whole log"
                         );
                         replay_from = 0;
+                        positions = None;
                         bundle
                     }
                 }
@@ -284,21 +298,24 @@ impl<S: StateStore + 'static> Engine<S> {
                 store.drop_feature_set(fs)?;
             }
         }
-        store.write(
-            active.feature_set,
-            &[],
-            &[
-                (meta::FEATURE_SET, active.feature_set.to_le_bytes().to_vec()),
-                (meta::BUNDLE, active.stored()),
-                (meta::REPLAY_FROM, replay_from.to_le_bytes().to_vec()),
-                (meta::PARTITIONS, partitions.to_le_bytes().to_vec()),
-            ],
-        )?;
+        let mut meta_writes = vec![
+            (meta::FEATURE_SET, active.feature_set.to_le_bytes().to_vec()),
+            (meta::BUNDLE, active.stored()),
+            (meta::REPLAY_FROM, replay_from.to_le_bytes().to_vec()),
+            (meta::PARTITIONS, partitions.to_le_bytes().to_vec()),
+        ];
+        if positions.is_none() {
+            // State starts over: so does every outside log.
+            meta_writes.push((meta::SOURCE, Vec::new()));
+        }
+        store.write(active.feature_set, &[], &meta_writes)?;
+        let positions = positions.filter(|p| !p.is_empty());
         let shared = Arc::new(Shared {
             core: RwLock::new(Arc::new(Core::new(active, config.partitions))),
             store,
             config,
             progress: RwLock::new(None),
+            positions: RwLock::new(None),
             watermark: AtomicU64::new(watermark),
             stats: Stats::default(),
             generation: AtomicU64::new(0),
@@ -317,9 +334,18 @@ impl<S: StateStore + 'static> Engine<S> {
             engine,
             Startup {
                 replay_from,
+                positions,
                 rebuild,
             },
         ))
+    }
+
+    /// Tells the engine where an outside log stands (see [`Positions`]); written with each
+    /// flush.
+    pub fn set_positions(&self, positions: Positions) {
+        if let Ok(mut p) = self.shared.positions.write() {
+            *p = Some(positions);
+        }
     }
 
     /// Tells the engine where the log stands (see [`Progress`]); written with each flush.
