@@ -337,9 +337,15 @@ fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), ChangeError> {
         std::fs::create_dir_all(dir).map_err(file)?;
     }
     let tmp = PathBuf::from(format!("{}.tmp", path.to_string_lossy()));
+    // The file keeps its permissions (a 0600 config with secrets stays 0600); they are set
+    // before a byte is written.
+    let kept = std::fs::metadata(path).ok().map(|m| m.permissions());
     let write = || -> std::io::Result<()> {
         use std::io::Write as _;
         let mut f = std::fs::File::create(&tmp)?;
+        if let Some(permissions) = kept.clone() {
+            f.set_permissions(permissions)?;
+        }
         f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
@@ -492,6 +498,14 @@ mod tests {
         ] {
             assert!(write_back(&path, &bad).is_err(), "{bad:?}");
             assert_eq!(std::fs::read_to_string(&path).unwrap(), written);
+        }
+        // The file keeps its permissions.
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            write_back(&path, &RateLimits::default()).unwrap();
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{mode:o}");
         }
         // A file without the table gets one.
         std::fs::write(&path, "[server]\n").unwrap();

@@ -65,6 +65,8 @@ pub struct Gateway {
     housekeeping: Mutex<Option<(mpsc::Sender<()>, JoinHandle<()>)>>,
     /// Kafka mode's control topic (none when embedded or when `control_topic` is empty).
     bus: Option<Arc<ControlBus>>,
+    /// Set at SIGTERM: `/readyz` says so while the gateway still serves.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl Gateway {
@@ -179,6 +181,7 @@ impl Gateway {
             admin_token_source,
             housekeeping: Mutex::new(housekeeping),
             bus,
+            draining: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -195,6 +198,29 @@ impl Gateway {
     /// The embedded event log (none when Kafka is the sink).
     pub fn log(&self) -> Option<&Arc<EventLog>> {
         self.log.as_ref()
+    }
+
+    /// The gateway is about to stop: `/readyz` answers 503 from now on, while requests are
+    /// still served (the load balancer's time to stop sending any).
+    pub fn set_draining(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether pages should be sent here (`/readyz`): every reason not to.
+    pub fn readiness(&self) -> Result<(), Vec<String>> {
+        let mut reasons = Vec::new();
+        if self.draining.load(std::sync::atomic::Ordering::Relaxed) {
+            reasons.push("draining".to_owned());
+        }
+        if let Err(e) = self.ingest.sink().ready() {
+            reasons.push(format!("sink: {e}"));
+        }
+        if reasons.is_empty() {
+            Ok(())
+        } else {
+            Err(reasons)
+        }
     }
 
     /// The control topic's client (Kafka mode).

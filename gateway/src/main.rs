@@ -329,7 +329,20 @@ fn run(config: Config) -> anyhow::Result<()> {
         );
         print_addresses(&gateway, &listeners);
         tokio::spawn(reload_on_hangup(Arc::clone(&gateway)));
-        serve_all(gateway, listeners, shutdown_signal()).await?;
+        let draining = Arc::clone(&gateway);
+        let shutdown = async move {
+            shutdown_signal().await;
+            draining.set_draining();
+            let delay = std::time::Duration::from_millis(draining.config.server.drain_delay_ms);
+            if !delay.is_zero() {
+                tracing::info!(
+                    ms = delay.as_millis() as u64,
+                    "stopping: /readyz answers 503, still serving for drain_delay_ms"
+                );
+                tokio::time::sleep(delay).await;
+            }
+        };
+        serve_all(gateway, listeners, shutdown).await?;
         tracing::info!("stopped");
         Ok(())
     })
@@ -373,6 +386,7 @@ fn print_addresses(gateway: &Gateway, listeners: &Listeners) {
     }
     println!("  collect:    POST http://{addr}/v1/collect?k=<site key>");
     println!("  health:     http://{addr}/healthz");
+    println!("  readiness:  http://{addr}/readyz");
     if let Some(admin) = listeners.admin_addr() {
         println!(
             "  admin:      http://{admin}/admin/limits, /admin/reload, /metrics (token {})",

@@ -68,6 +68,20 @@ where
             Bytes::from_static(b"{\"status\":\"ok\"}"),
             None,
         ),
+        (&Method::GET, "/readyz") => match gw.readiness() {
+            Ok(()) => json(
+                StatusCode::OK,
+                Bytes::from_static(b"{\"status\":\"ready\"}"),
+                None,
+            ),
+            Err(reasons) => json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Bytes::from(
+                    serde_json::json!({"status": "not_ready", "reasons": reasons}).to_string(),
+                ),
+                None,
+            ),
+        },
         (&Method::GET | &Method::HEAD, path) => {
             let path = path.to_owned();
             static_file(gw, &path).await

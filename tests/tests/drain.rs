@@ -52,3 +52,56 @@ fn every_acknowledged_event_survives_sigterm() {
         &missing[..missing.len().min(5)]
     );
 }
+
+#[test]
+fn readyz_says_draining_while_pages_are_still_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = demo_config(dir.path());
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("[server]\n"), "{text}");
+    std::fs::write(
+        &config,
+        text.replacen("[server]\n", "[server]\ndrain_delay_ms = 3000\n", 1),
+    )
+    .unwrap();
+    let gateway = GatewayProcess::start(&config, &dir.path().join("data"), "127.0.0.1:0");
+    let get = |path: &str| {
+        let mut resp = pulse_e2e::agent()
+            .get(format!("{}{path}", gateway.url))
+            .call()
+            .expect("GET");
+        let status = resp.status().as_u16();
+        let body: Value =
+            serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap_or_default();
+        (status, body)
+    };
+    assert_eq!(
+        get("/readyz"),
+        (200, serde_json::json!({"status": "ready"}))
+    );
+    gateway.signal("TERM");
+    // Within the drain delay: not ready, yet still serving (liveness and pages).
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let (status, body) = loop {
+        let (status, body) = get("/readyz");
+        if status != 200 || std::time::Instant::now() > deadline {
+            break (status, body);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["reasons"], serde_json::json!(["draining"]));
+    assert_eq!(get("/healthz").0, 200);
+    let batch = pulse_e2e::page_view_batch("draining", 0, 7 << 64, 1, pulse_gateway::now_ms());
+    let resp = pulse_e2e::agent()
+        .post(format!("{}/v1/collect?k=demo", gateway.url))
+        .header("content-type", "application/json")
+        .send(serde_json::to_vec(&batch).unwrap())
+        .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        200,
+        "pages are served while draining"
+    );
+    gateway.stop();
+}

@@ -407,6 +407,17 @@ fn brokers_down_give_503_with_bounded_memory_then_recover() {
         took < deadline + Duration::from_secs(5),
         "the 503 took {took:?} with a {deadline:?} delivery deadline"
     );
+    // Readiness says why (liveness stays ok).
+    let mut ready = agent()
+        .get(format!("{}/readyz", gateway.url))
+        .call()
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 503);
+    let ready: Value = serde_json::from_str(&ready.body_mut().read_to_string().unwrap()).unwrap();
+    assert!(
+        ready["reasons"][0].as_str().unwrap().starts_with("sink: "),
+        "{ready}"
+    );
 
     // Many refused batches from several clients: memory must level off.
     let refused = Arc::new(AtomicUsize::new(0));
@@ -490,6 +501,15 @@ fn brokers_down_give_503_with_bounded_memory_then_recover() {
             ),
         );
         if answer.status == 200 {
+            let ready = agent()
+                .get(format!("{}/readyz", gateway.url))
+                .call()
+                .unwrap();
+            assert_eq!(
+                ready.status().as_u16(),
+                200,
+                "ready again once a batch got through"
+            );
             break first + u128::from(tries) * 10;
         }
         assert_eq!(answer.status, 503, "{}", answer.body);

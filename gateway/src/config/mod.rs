@@ -258,6 +258,10 @@ pub struct ServerConfig {
     /// Default `<data>/decision-key.pk8`.
     #[serde(default)]
     pub decision_key: Option<PathBuf>,
+    /// After SIGTERM, how long the gateway keeps serving while `/readyz` answers 503, so that
+    /// a load balancer stops sending pages before the listeners close, in ms. Default 0.
+    #[serde(default)]
+    pub drain_delay_ms: u64,
 }
 
 fn default_listen() -> SocketAddr {
@@ -296,6 +300,7 @@ impl Default for ServerConfig {
             site_dir: None,
             tracker_dir: default_tracker_dir(),
             decision_key: None,
+            drain_delay_ms: 0,
         }
     }
 }

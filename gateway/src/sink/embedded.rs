@@ -10,12 +10,16 @@ use crate::log::{EventLog, Frames, LogError};
 #[derive(Debug)]
 pub struct EmbeddedSink {
     log: Arc<EventLog>,
+    last: super::LastAppend,
 }
 
 impl EmbeddedSink {
     /// A sink appending to `log`.
     pub fn new(log: Arc<EventLog>) -> Self {
-        Self { log }
+        Self {
+            log,
+            last: super::LastAppend::default(),
+        }
     }
 }
 
@@ -48,7 +52,10 @@ impl Sink for EmbeddedSink {
                     dead,
                     dead_count,
                 })
-                .await?;
+                .await
+                .map_err(SinkError::from);
+            self.last.record(&appended);
+            let appended = appended?;
             Ok(Receipt {
                 events,
                 applied: appended.applied,
@@ -64,5 +71,9 @@ impl Sink for EmbeddedSink {
 
     fn kind(&self) -> &'static str {
         "embedded"
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        self.last.ready()
     }
 }

@@ -131,6 +131,7 @@ pub(crate) struct KafkaSink {
     /// Where each partition's delivered events stand against reader state (the restore's
     /// starting points, `super::restore`); none in tests of the sink alone.
     offsets: Option<Arc<KafkaOffsets>>,
+    last: super::LastAppend,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -203,6 +204,7 @@ impl KafkaSink {
             closed: AtomicBool::new(false),
             pool,
             offsets: None,
+            last: super::LastAppend::default(),
         })
     }
 
@@ -433,6 +435,7 @@ impl Sink for KafkaSink {
             if result.is_err() {
                 self.replace_if_fatal(generation);
             }
+            self.last.record(&result);
             result.map(|span| Receipt {
                 events,
                 applied: span.and_then(|(partition, first, last)| {
@@ -477,6 +480,10 @@ impl Sink for KafkaSink {
 
     fn kind(&self) -> &'static str {
         "kafka"
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        self.last.ready()
     }
 }
 

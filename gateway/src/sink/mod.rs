@@ -75,6 +75,48 @@ pub trait Sink: Send + Sync + 'static {
 
     /// `embedded` or `kafka`, for logs and metrics.
     fn kind(&self) -> &'static str;
+
+    /// Whether the sink can write now, as far as it knows: `Err` with the reason of the last
+    /// append when it failed and none has succeeded since (`/readyz`).
+    fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// The outcome of the latest append, for [`Sink::ready`].
+#[derive(Debug, Default)]
+pub(crate) struct LastAppend {
+    failure: std::sync::Mutex<Option<String>>,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl LastAppend {
+    /// Records an append's outcome (cheap when nothing changes).
+    pub(crate) fn record<T>(&self, result: &Result<T, SinkError>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        match result {
+            Ok(_) if !self.failing.load(Relaxed) => {}
+            Ok(_) => {
+                self.failing.store(false, Relaxed);
+                if let Ok(mut f) = self.failure.lock() {
+                    *f = None;
+                }
+            }
+            Err(e) => {
+                self.failing.store(true, Relaxed);
+                if let Ok(mut f) = self.failure.lock() {
+                    *f = Some(e.to_string());
+                }
+            }
+        }
+    }
+
+    pub(crate) fn ready(&self) -> Result<(), String> {
+        match self.failure.lock() {
+            Ok(f) => f.clone().map_or(Ok(()), Err),
+            Err(_) => Err("poisoned".into()),
+        }
+    }
 }
 
 impl std::fmt::Debug for dyn Sink {
