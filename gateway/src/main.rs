@@ -15,7 +15,8 @@ use pulse_protocol::{DeadLetter, EventRecord};
 #[derive(Parser, Debug)]
 #[command(name = "gateway", version)]
 struct Args {
-    /// Configuration file (TOML; see examples/pulse.toml for every key).
+    /// Configuration file (TOML; see examples/pulse.toml for every key). Any key can be
+    /// overridden in the environment as `PULSE_<TABLE>__<KEY>` (e.g. `PULSE_SERVER__LISTEN`).
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address to listen on for HTTP/1.1, overriding `server.listen` (port 0: any free port).
@@ -158,7 +159,7 @@ fn main() -> anyhow::Result<()> {
     let mut config = match &args.config {
         Some(path) => Config::load(path)?,
         None if std::path::Path::new("pulse.toml").exists() => Config::load("pulse.toml".as_ref())?,
-        None => Config::default(),
+        None => Config::from_env()?,
     };
     if let Some(listen) = args.listen {
         config.server.listen = listen;

@@ -12,6 +12,7 @@ use pulse_protocol::{RateLimit, is_token};
 use pulse_scorer::{Bundle, EngineConfig};
 use serde::{Deserialize, Serialize};
 
+mod env;
 mod limits;
 mod sink;
 mod site;
@@ -306,13 +307,14 @@ impl Default for ServerConfig {
 }
 
 impl Config {
-    /// Reads and checks a configuration file; relative paths become relative to its folder.
+    /// Reads and checks a configuration file, with the `PULSE_<TABLE>__<KEY>` environment
+    /// overrides (`config/env.rs`) applied; relative paths become relative to its folder.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        let mut config = Self::parse(&text).map_err(|e| match e {
+        let mut config = Self::parse_with(&text, std::env::vars()).map_err(|e| match e {
             ConfigError::Parse { message, .. } => ConfigError::Parse {
                 path: path.to_owned(),
                 message,
@@ -349,6 +351,44 @@ impl Config {
             body_timeout: self.limits.body_timeout_ms.get(),
             max_body_bytes: self.limits.max_body_bytes,
         }
+    }
+
+    /// The configuration without a file: the defaults with the environment's overrides
+    /// (relative paths relative to the working folder).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let config = Self::parse_with("", std::env::vars())?;
+        config.scorer.load_bundles()?;
+        Ok(config)
+    }
+
+    /// Parses and checks configuration text with the overrides among `vars` (see
+    /// `config/env.rs`) applied; paths stay as written.
+    pub fn parse_with(
+        text: &str,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let overrides = env::overrides(vars);
+        if overrides.is_empty() {
+            return Self::parse(text);
+        }
+        let parse_error = |message: String| ConfigError::Parse {
+            path: PathBuf::new(),
+            message,
+        };
+        let mut doc: toml::Table = toml::from_str(text).map_err(|e| parse_error(e.to_string()))?;
+        let problems = env::apply(&mut doc, &overrides);
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid(problems));
+        }
+        let names: Vec<&str> = overrides.iter().map(|(n, _, _)| n.as_str()).collect();
+        let config: Self = toml::Value::Table(doc)
+            .try_into()
+            .map_err(|e: toml::de::Error| {
+                parse_error(format!("{e} (with the environment's {})", names.join(", ")))
+            })?;
+        config.check()?;
+        tracing::info!(overrides = ?names, "configuration overridden by the environment");
+        Ok(config)
     }
 
     /// Parses and checks configuration text (paths stay as written).
