@@ -29,9 +29,13 @@ struct Args {
     /// Folder of the embedded store, overriding `server.data`.
     #[arg(long, global = true, value_name = "DIR")]
     data: Option<PathBuf>,
-    /// Log level: error, warn, info, debug or trace.
-    #[arg(long, global = true, default_value = "info", value_name = "LEVEL")]
-    log: tracing::Level,
+    /// What to log: a level (error, warn, info, debug, trace) or a RUST_LOG-style filter
+    /// (`info,pulse_scorer=debug`). Default: `RUST_LOG` when set, else info.
+    #[arg(long, global = true, value_name = "FILTER")]
+    log: Option<String>,
+    /// Log lines as `text` (coloured on a terminal only) or `json` (one object per line).
+    #[arg(long, global = true, default_value = "text", value_name = "FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -140,15 +144,36 @@ enum LimitsAction {
     },
 }
 
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines (colour codes only on a terminal).
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `fields`), for log collectors.
+    Json,
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     // Logs go to stderr; stdout carries the addresses (scripts read its first line) and the
     // output of the subcommands.
-    tracing_subscriber::fmt()
-        .with_max_level(args.log)
+    let filter = args
+        .log
+        .clone()
+        .or_else(|| std::env::var("RUST_LOG").ok().filter(|f| !f.is_empty()))
+        .unwrap_or_else(|| "info".to_owned());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .map_err(|e| anyhow::anyhow!("--log {filter:?}: {e}"))?;
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
         .with_target(false)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs.json().with_current_span(false).init(),
+    }
     if let Some(Command::Bundle {
         action: BundleAction::Check { file },
         ..
