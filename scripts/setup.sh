@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building (and, with --test, testing) Pulse needs, skipping what is present:
 # the wasm32 target, wasm-bindgen-cli at the version in Cargo.lock, and for tests Debian's
-# chromium and chromium-driver and, in a venv under the target folder, DuckDB from PyPI (the
-# analysis example's test). Fails loudly, with the reason, when something cannot be had.
+# chromium and chromium-driver, in a venv under the target folder DuckDB from PyPI (the
+# analysis example's test), and Node.js with Segment's @segment/analytics-node from npm (the
+# Segment door's test). Fails loudly, with the reason, when something cannot be had.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -62,6 +63,28 @@ if [ "${1:-}" = "--test" ]; then
         fi
         "$venv/bin/python" -m pip install -q --disable-pip-version-check -r examples/analysis/requirements.txt \
             || die "cannot install duckdb $duckdb from PyPI into $venv"
+    fi
+
+    # tests/tests/segment.rs sends with Segment's own Node.js library, pinned (with its
+    # dependencies) in tests/segment/package-lock.json, installed from npm under the target folder.
+    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+        say "installing nodejs and npm (Debian packages) for the Segment test"
+        sudo=""
+        [ "$(id -u)" = 0 ] || sudo="sudo"
+        command -v apt-get >/dev/null || die "apt-get not found: install Node.js and npm by hand"
+        $sudo apt-get update -qq || die "apt-get update failed"
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nodejs npm >/dev/null \
+            || die "cannot install nodejs and npm"
+    fi
+    seg="${CARGO_TARGET_DIR:-target}/segment-node"
+    if ! cmp -s tests/segment/package-lock.json "$seg/package-lock.json" \
+        || [ ! -d "$seg/node_modules/@segment/analytics-node" ]; then
+        say "installing @segment/analytics-node (npm) into $seg for the Segment test"
+        rm -rf "$seg"
+        mkdir -p "$seg"
+        cp tests/segment/package.json tests/segment/package-lock.json "$seg/"
+        (cd "$seg" && npm ci --no-audit --no-fund --silent) \
+            || die "cannot install @segment/analytics-node from npm into $seg"
     fi
 fi
 say "ready"

@@ -25,6 +25,7 @@ mod metrics;
 mod pool;
 mod ratelimit;
 mod routes;
+mod segment;
 mod signing;
 mod sink;
 mod state;

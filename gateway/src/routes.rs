@@ -37,6 +37,13 @@ where
             resp
         }
         (&Method::OPTIONS, "/v1/collect") => preflight(gw, req.headers()),
+        (&Method::POST, path) if crate::segment::path_type(path).is_some() => {
+            let single = crate::segment::path_type(path).flatten();
+            let started = Instant::now();
+            let resp = crate::segment::handle(gw, req, conn, single).await;
+            gw.metrics.request_latency.observe(started.elapsed());
+            resp
+        }
         (_, "/v1/collect") => refuse(
             gw,
             &ApiError::new(ErrorCode::MethodNotAllowed, "use POST"),
@@ -442,7 +449,10 @@ where
 
 /// What rules may read of the request: the device class from `User-Agent`, and the country
 /// from the header the operator names (two letters, as CDNs send it; anything else is unknown).
-fn scorer_request(headers: &HeaderMap, country_header: Option<&str>) -> pulse_scorer::Request {
+pub(crate) fn scorer_request(
+    headers: &HeaderMap,
+    country_header: Option<&str>,
+) -> pulse_scorer::Request {
     let device = header_str(headers, header::USER_AGENT)
         .map(|ua| pulse_scorer::Request::device_of(ua).to_owned());
     let country = country_header

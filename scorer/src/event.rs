@@ -273,7 +273,7 @@ pub fn page_key(url: &str) -> u64 {
 /// The stable 64-bit hash of values kept in state (it is part of the state format): eight bytes
 /// at a time (little-endian, the tail zero-padded), multiply-rotate mixing with the length folded
 /// in, then splitmix64's finalizer. Several times faster than a byte-at-a-time hash on URLs.
-pub(crate) fn hash64(bytes: &[u8]) -> u64 {
+pub fn hash64(bytes: &[u8]) -> u64 {
     const K: u64 = 0x9e37_79b9_7f4a_7c15;
     let mix = |h: u64, w: [u8; 8]| (h.rotate_left(23) ^ u64::from_le_bytes(w)).wrapping_mul(K);
     let mut h = bytes.len() as u64 ^ 0xcbf2_9ce4_8422_2325;

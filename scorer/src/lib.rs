@@ -43,7 +43,7 @@ pub use engine::{
     CacheView, Engine, EngineConfig, EngineError, FjallStore, Positions, Progress, Rebuild,
     SWEEP_SLACK_MS, Scored, Snapshot, Startup, Stats, murmur2, partition_of,
 };
-pub use event::{Observed, Prop, page_key, url_path};
+pub use event::{Observed, Prop, hash64, page_key, url_path};
 pub use model::{
     InputKind, MAX_INPUTS, MAX_MODEL_BYTES, MAX_NODES, MAX_TREES, Model, ModelError, ModelFormat,
     Output,
