@@ -22,6 +22,7 @@ mod gateway;
 mod ingest;
 mod log;
 mod metrics;
+mod notify;
 mod pool;
 mod ratelimit;
 mod routes;
@@ -52,6 +53,7 @@ pub use log::{
     AppliedGuard, DecisionLogSettings, EventLog, LogError, LogFiles, LogSettings, StoredEvent,
 };
 pub use metrics::{AUTH_RESULTS, Histogram, Metrics};
+pub use notify::notify;
 pub use pool::BufPool;
 pub use ratelimit::{Limited, RateLimiter, client_ip};
 pub use signing::{DECISION_TTL_S, DecisionSigner, SigningError};

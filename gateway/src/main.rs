@@ -354,10 +354,15 @@ fn run(config: Config) -> anyhow::Result<()> {
                 .with_context(|| format!("opening the stores in {}", data.display()))?,
         );
         print_addresses(&gateway, &listeners);
+        pulse_gateway::notify(&format!(
+            "READY=1\nMAINPID={}\nSTATUS=serving",
+            std::process::id()
+        ));
         tokio::spawn(reload_on_hangup(Arc::clone(&gateway)));
         let draining = Arc::clone(&gateway);
         let shutdown = async move {
             shutdown_signal().await;
+            pulse_gateway::notify("STOPPING=1\nSTATUS=draining");
             draining.set_draining();
             let delay = std::time::Duration::from_millis(draining.config.server.drain_delay_ms);
             if !delay.is_zero() {
@@ -436,9 +441,18 @@ async fn reload_on_hangup(gateway: Arc<Gateway>) {
         return;
     };
     while hup.recv().await.is_some() {
+        pulse_gateway::notify("RELOADING=1\nSTATUS=reloading the configuration");
         let gw = Arc::clone(&gateway);
         // Reading and checking the file is blocking work: off the runtime's threads.
         let reloaded = tokio::task::spawn_blocking(move || gw.control().reload()).await;
+        pulse_gateway::notify(&format!(
+            "READY=1\nSTATUS=serving (last reload: {})",
+            if matches!(reloaded, Ok(Ok(_))) {
+                "applied"
+            } else {
+                "refused"
+            }
+        ));
         match reloaded {
             Ok(Ok(applied)) => tracing::info!(
                 limits = ?applied.limits,

@@ -1,0 +1,165 @@
+//! Packaging: the gateway as the container image and the systemd unit run it. Configured only by
+//! the image's `PULSE_*` variables over `examples/pulse.toml`, it serves, and tells systemd
+//! (`NOTIFY_SOCKET`) when it is ready, reloading and stopping. The Dockerfile's build steps are
+//! the README's scripts, which this suite runs, so its steps are exercised here even where no
+//! container engine runs.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use pulse_e2e::{agent, gateway_bin, workspace_root};
+
+/// The `ENV` pairs of the Dockerfile's final stage.
+fn dockerfile_env(text: &str) -> Vec<(String, String)> {
+    let mut env = Vec::new();
+    let mut in_env = false;
+    for line in text.lines() {
+        let line = line.trim();
+        let rest = if let Some(r) = line.strip_prefix("ENV ") {
+            r
+        } else if in_env {
+            line
+        } else {
+            continue;
+        };
+        in_env = rest.ends_with('\\');
+        let pair = rest.trim_end_matches('\\').trim();
+        if let Some((k, v)) = pair.split_once('=') {
+            env.push((k.to_owned(), v.to_owned()));
+        }
+    }
+    env
+}
+
+#[test]
+fn the_dockerfile_builds_with_the_readmes_scripts_and_its_files_exist() {
+    let root = workspace_root();
+    let docker = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
+    let run = std::fs::read_to_string(root.join("scripts/run.sh")).unwrap();
+    // The build stage runs the scripts the two commands run, and the release build run.sh does.
+    for step in [
+        "scripts/setup.sh",
+        "scripts/build-tracker.sh",
+        "cargo build --release -p pulse-gateway --bin gateway",
+    ] {
+        assert!(docker.contains(step), "the Dockerfile lacks {step}");
+        assert!(run.contains(step), "scripts/run.sh lacks {step}");
+    }
+    // What the final stage copies from the sources exists.
+    for line in docker
+        .lines()
+        .filter(|l| l.starts_with("COPY --from=build /src/"))
+    {
+        let path = line
+            .trim_start_matches("COPY --from=build /src/")
+            .split_whitespace()
+            .next()
+            .unwrap();
+        if path.starts_with("target/") {
+            continue; // built by the steps above
+        }
+        assert!(root.join(path).exists(), "{path} (copied into the image)");
+    }
+    assert!(
+        docker.contains("USER pulse"),
+        "the image runs as a non-root user"
+    );
+    let unit = std::fs::read_to_string(root.join("examples/pulse.service")).unwrap();
+    for line in [
+        "Type=notify",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "User=pulse",
+    ] {
+        assert!(unit.contains(line), "examples/pulse.service lacks {line}");
+    }
+}
+
+#[test]
+fn configured_by_the_environment_it_serves_and_tells_systemd() {
+    let root = workspace_root().canonicalize().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let systemd = UnixDatagram::bind(&socket_path).unwrap();
+    systemd
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    // The image's variables, with its folders mapped onto this checkout and free ports.
+    let docker = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
+    let env: Vec<(String, String)> = dockerfile_env(&docker)
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match k.as_str() {
+                "PULSE_SERVER__LISTEN" | "PULSE_SERVER__ADMIN_LISTEN" => "127.0.0.1:0".to_owned(),
+                "PULSE_SERVER__DATA" => dir.path().join("data").display().to_string(),
+                "PULSE_SERVER__TRACKER_DIR" => {
+                    root.join("target/pulse-tracker").display().to_string()
+                }
+                "PULSE_SERVER__SITE_DIR" => root.join("examples/site").display().to_string(),
+                _ => v,
+            };
+            (k, v)
+        })
+        .collect();
+    assert_eq!(env.len(), 5, "{env:?}");
+    let mut child = Command::new(gateway_bin())
+        .args(["--config"])
+        .arg(root.join("examples/pulse.toml"))
+        .args(["--log", "warn"])
+        .envs(env)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let url = first
+        .strip_prefix("pulse gateway listening on ")
+        .unwrap_or_else(|| panic!("{first}"))
+        .trim_end_matches('/')
+        .to_owned();
+    std::thread::spawn(move || for _ in lines {});
+    let recv = || {
+        let mut buf = [0u8; 512];
+        let n = systemd.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let ready = recv();
+    assert!(ready.starts_with("READY=1\n"), "{ready}");
+    assert!(
+        ready.contains(&format!("MAINPID={}", child.id())),
+        "{ready}"
+    );
+    // It serves: readiness, and the tracker from the folder the environment named.
+    let get = |path: &str| {
+        agent()
+            .get(format!("{url}{path}"))
+            .call()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(get("/readyz"), 200);
+    assert_eq!(get("/pulse.js"), 200);
+
+    let signal = |sig: &str| {
+        assert!(
+            Command::new("kill")
+                .args([sig, &child.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    signal("-HUP");
+    assert!(recv().starts_with("RELOADING=1"));
+    let after = recv();
+    assert!(after.starts_with("READY=1"), "{after}");
+    assert!(after.contains("applied"), "{after}");
+    signal("-TERM");
+    assert!(recv().starts_with("STOPPING=1"));
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
