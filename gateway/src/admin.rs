@@ -18,6 +18,9 @@
 //! - `GET /admin/shadow`: the shadow bundle (if any) and how its decisions compared with the
 //!   active one's, by pair of actions; `DELETE /admin/shadow` clears it (until a reload sets
 //!   `[scorer] shadow` again).
+//! - `GET /admin/export?log=events|dead_letters|decisions&from=N&limit=M`: the embedded logs'
+//!   records as JSON lines, from a position, with the next position in `Pulse-Next-Position`
+//!   (an online export and tail; no need to stop the gateway).
 //! - `GET /metrics`: the Prometheus text exposition.
 //!
 //! In Kafka mode, a change of limits or of the bundle is then published on the control topic
@@ -169,6 +172,7 @@ where
             resp
         }
         (&Method::GET, "/admin/limits") => ok_json(&control.limiter.limits()),
+        (&Method::GET, "/admin/export") => export(gw, req.uri().query()).await,
         (&Method::PUT, "/admin/limits") => {
             let body = Limited::new(req.into_body(), MAX_ADMIN_BODY).collect();
             let body = match tokio::time::timeout(ADMIN_BODY_TIMEOUT, body).await {
@@ -267,6 +271,7 @@ where
             | "/admin/reload"
             | "/admin/bundle"
             | "/admin/bundle/rollback"
+            | "/admin/export"
             | "/admin/shadow",
         ) => pulse_http::error(
             &ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed"),
@@ -276,6 +281,99 @@ where
             &ApiError::new(ErrorCode::NotFound, "no such admin path"),
             None,
         ),
+    }
+}
+
+/// Most records one `GET /admin/export` answers.
+const MAX_EXPORT_RECORDS: usize = 10_000;
+/// Most bytes one `GET /admin/export` answers (it stops before the record that would pass).
+const MAX_EXPORT_BYTES: usize = 16 << 20;
+
+/// `GET /admin/export?log=events|dead_letters|decisions&from=N&limit=M`: the embedded logs'
+/// records from position `from` (default 0), as stored, one JSON object per line
+/// (`application/x-ndjson`), at most `limit` (default and most 10,000) and 16 MiB. The position
+/// to ask for next is in `Pulse-Next-Position` (`Pulse-End: true` once nothing more is kept),
+/// so a data team tails the logs of a running gateway by asking again from there.
+async fn export(gw: &Gateway, query: Option<&str>) -> Resp {
+    let log = pulse_http::query_param(query, "log")
+        .unwrap_or("events")
+        .to_owned();
+    let number = |name: &str| -> Result<Option<u64>, Resp> {
+        match pulse_http::query_param(query, name) {
+            None => Ok(None),
+            Some(v) => v.parse().map(Some).map_err(|_| {
+                error(
+                    ErrorCode::InvalidRequest,
+                    format!("{name}: a whole number, not {v:?}"),
+                )
+            }),
+        }
+    };
+    let (from, limit) = match (number("from"), number("limit")) {
+        (Ok(f), Ok(l)) => (
+            f.unwrap_or(0),
+            l.map_or(MAX_EXPORT_RECORDS, |l| {
+                usize::try_from(l)
+                    .unwrap_or(usize::MAX)
+                    .min(MAX_EXPORT_RECORDS)
+            }),
+        ),
+        (Err(e), _) | (_, Err(e)) => return e,
+    };
+    if gw.log().is_none() {
+        return error(
+            ErrorCode::InvalidRequest,
+            "the logs are in Kafka (sink.kind = \"kafka\"): read the topics",
+        );
+    }
+    let data = gw.config.server.data.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        let files = crate::log::LogFiles::read_only(&data);
+        let Some(records) = files.records_from(&log, from) else {
+            return Err(format!(
+                "log: events, dead_letters or decisions, not {log:?}"
+            ));
+        };
+        let (mut body, mut next, mut n, mut more) = (Vec::new(), from, 0usize, false);
+        for r in records {
+            let r = r.map_err(|e| e.to_string())?;
+            if n == limit || body.len() + r.bytes.len() + 1 > MAX_EXPORT_BYTES {
+                more = true;
+                break;
+            }
+            body.extend_from_slice(&r.bytes);
+            body.push(b'\n');
+            next = r.seq + 1;
+            n += 1;
+        }
+        Ok((body, next, more))
+    })
+    .await;
+    match read {
+        Ok(Ok((body, next, more))) => {
+            let mut resp = Response::new(Full::new(Bytes::from(body)));
+            let headers = resp.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/x-ndjson"),
+            );
+            if let Ok(v) = HeaderValue::from_str(&next.to_string()) {
+                headers.insert("pulse-next-position", v);
+            }
+            headers.insert(
+                "pulse-end",
+                HeaderValue::from_static(if more { "false" } else { "true" }),
+            );
+            resp
+        }
+        Ok(Err(message)) if message.starts_with("log: ") => {
+            error(ErrorCode::InvalidRequest, message)
+        }
+        Ok(Err(message)) => {
+            tracing::error!(error = %message, "export failed");
+            error(ErrorCode::Internal, "the log could not be read")
+        }
+        Err(_) => error(ErrorCode::Internal, "the log could not be read"),
     }
 }
 

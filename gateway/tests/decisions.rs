@@ -233,3 +233,68 @@ fn the_decision_log_can_be_turned_off() {
     assert!(metrics(&s).contains("pulse_scorer_decisions_total{action=\"meter\"} 1"));
     assert!(!s.data.join("log/decisions").exists());
 }
+
+/// `GET /admin/export` on a running gateway: status, `Pulse-Next-Position`, `Pulse-End`, lines.
+fn export(s: &Server, query: &str) -> (u16, Option<u64>, Option<bool>, Vec<Value>) {
+    let mut resp = agent()
+        .get(format!("{}/admin/export?{query}", s.admin))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .call()
+        .unwrap();
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let next = header("pulse-next-position").and_then(|v| v.parse().ok());
+    let end = header("pulse-end").map(|v| v == "true");
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap();
+    let lines = if status == 200 {
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    } else {
+        vec![serde_json::from_str(&text).unwrap()]
+    };
+    (status, next, end, lines)
+}
+
+#[test]
+fn the_logs_are_exported_and_tailed_while_the_gateway_runs() {
+    let s = Server::start("");
+    for page in 1..=3 {
+        s.read("reader-x", page);
+    }
+    // Events in pages of two, from where the last answer said.
+    let (status, next, end, lines) = export(&s, "log=events&limit=2");
+    assert_eq!(
+        (status, next, end, lines.len()),
+        (200, Some(2), Some(false), 2)
+    );
+    assert_eq!(lines[0]["reader"], "reader-x");
+    assert_eq!(lines[0]["event"]["page"]["url"], "https://news.example/a/1");
+    let (status, next, end, lines) = export(&s, "log=events&from=2");
+    assert_eq!(
+        (status, next, end, lines.len()),
+        (200, Some(3), Some(true), 1)
+    );
+    assert_eq!(lines[0]["event"]["page"]["url"], "https://news.example/a/3");
+    // Nothing new yet: an empty page at the same position; then a new event shows up there.
+    assert_eq!(export(&s, "log=events&from=3").3.len(), 0);
+    s.read("reader-x", 4);
+    let (_, next, _, lines) = export(&s, "log=events&from=3");
+    assert_eq!((next, lines.len()), (Some(4), 1));
+    // The decision log too (written behind: wait for it).
+    s.decisions(4);
+    let (status, _, _, lines) = export(&s, "log=decisions");
+    assert_eq!((status, lines.len()), (200, 4));
+    assert_eq!(lines[0]["reader"], "reader-x");
+    // Bad questions get reasons.
+    for bad in ["log=nope", "from=-1", "limit=x"] {
+        let (status, _, _, body) = export(&s, bad);
+        assert_eq!(status, 400, "{bad}");
+        assert_eq!(body[0]["error"]["code"], "invalid_request", "{bad}");
+    }
+}

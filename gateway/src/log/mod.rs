@@ -215,6 +215,22 @@ impl LogFiles {
         }
     }
 
+    /// The records of one log (`events`, `dead_letters` or `decisions`) from position `from`,
+    /// as stored, with their positions.
+    pub fn records_from(
+        &self,
+        log: &str,
+        from: u64,
+    ) -> Option<impl Iterator<Item = Result<StoredEvent, LogError>>> {
+        let dir = match log {
+            "events" => &self.events,
+            "dead_letters" => &self.dead,
+            "decisions" => &self.decisions,
+            _ => return None,
+        };
+        Some(read_events(dir, from))
+    }
+
     /// Every decision kept, oldest first, as stored (one JSON object each).
     pub fn decision_bytes(&self) -> impl Iterator<Item = Result<Vec<u8>, LogError>> {
         read_events(&self.decisions, 0).map(|r| r.map(|e| e.bytes))
