@@ -298,15 +298,13 @@ async fn export(gw: &Gateway, query: Option<&str>) -> Resp {
     let log = pulse_http::query_param(query, "log")
         .unwrap_or("events")
         .to_owned();
-    let number = |name: &str| -> Result<Option<u64>, Resp> {
+    let number = |name: &str| -> Result<Option<u64>, String> {
         match pulse_http::query_param(query, name) {
             None => Ok(None),
-            Some(v) => v.parse().map(Some).map_err(|_| {
-                error(
-                    ErrorCode::InvalidRequest,
-                    format!("{name}: a whole number, not {v:?}"),
-                )
-            }),
+            Some(v) => v
+                .parse()
+                .map(Some)
+                .map_err(|_| format!("{name}: a whole number, not {v:?}")),
         }
     };
     let (from, limit) = match (number("from"), number("limit")) {
@@ -318,7 +316,7 @@ async fn export(gw: &Gateway, query: Option<&str>) -> Resp {
                     .min(MAX_EXPORT_RECORDS)
             }),
         ),
-        (Err(e), _) | (_, Err(e)) => return e,
+        (Err(e), _) | (_, Err(e)) => return error(ErrorCode::InvalidRequest, e),
     };
     if gw.log().is_none() {
         return error(
