@@ -1,5 +1,5 @@
 //! The admin API, on the admin listener: every request needs `Authorization: Bearer <token>`
-//! (the scheme in any case).
+//! (the scheme in any case); `GET /metrics` also takes the read-only `server.metrics_token`.
 //!
 //! - `GET /admin/limits`: the rate limits in force, as JSON (the `[rate_limits]` shape).
 //! - `PUT /admin/limits`: a whole or partial `[rate_limits]` object, merged onto the limits in
@@ -139,9 +139,19 @@ where
     B: Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let authorized = bearer(req.headers())
-        .is_some_and(|given| same_secret(given.as_bytes(), gw.admin_token().as_bytes()));
-    if !authorized {
+    let given = bearer(req.headers());
+    let authorized =
+        given.is_some_and(|given| same_secret(given.as_bytes(), gw.admin_token().as_bytes()));
+    // The scrape credential reads the metrics and nothing else.
+    let scraping = !authorized
+        && req.method() == Method::GET
+        && req.uri().path() == "/metrics"
+        && given
+            .zip(gw.config.server.metrics_token.as_deref())
+            .is_some_and(|(given, token)| {
+                !token.is_empty() && same_secret(given.as_bytes(), token.as_bytes())
+            });
+    if !authorized && !scraping {
         return pulse_http::error(
             &ApiError::new(
                 ErrorCode::Unauthorized,

@@ -13,6 +13,8 @@ use pulse_gateway::{BUILTIN_BUNDLE, Config, Gateway, LogFiles};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "decisions-admin-token";
+/// The read-only scrape credential.
+const SCRAPE: &str = "decisions-scrape-token";
 
 struct Server {
     /// Serving until dropped (first: before the folder goes).
@@ -41,6 +43,7 @@ impl Server {
         let data = dir.path().join("data");
         config.server.data = data.clone();
         config.server.admin_token = Some(TOKEN.into());
+        config.server.metrics_token = Some(SCRAPE.into());
         let served = support::Served::start(Arc::new(Gateway::open(config).unwrap()));
         Self {
             url: served.url.clone(),
@@ -297,4 +300,33 @@ fn the_logs_are_exported_and_tailed_while_the_gateway_runs() {
         assert_eq!(status, 400, "{bad}");
         assert_eq!(body[0]["error"]["code"], "invalid_request", "{bad}");
     }
+}
+
+#[test]
+fn the_scrape_credential_reads_metrics_and_nothing_else() {
+    let s = Server::start("");
+    let call = |method: &str, path: &str, token: &str| {
+        let url = format!("{}{path}", s.admin);
+        let auth = format!("Bearer {token}");
+        match method {
+            "GET" => agent().get(&url).header("authorization", &auth).call(),
+            _ => agent()
+                .put(&url)
+                .header("authorization", &auth)
+                .send(r#"{"ip_requests":{"per_second":1}}"#),
+        }
+        .unwrap()
+        .status()
+        .as_u16()
+    };
+    assert_eq!(call("GET", "/metrics", SCRAPE), 200);
+    assert_eq!(call("GET", "/metrics", TOKEN), 200);
+    for (method, path) in [
+        ("GET", "/admin/limits"),
+        ("PUT", "/admin/limits"),
+        ("GET", "/admin/export"),
+    ] {
+        assert_eq!(call(method, path, SCRAPE), 401, "{method} {path}");
+    }
+    assert_eq!(call("GET", "/metrics", "wrong"), 401);
 }

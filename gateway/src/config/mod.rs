@@ -234,6 +234,10 @@ pub struct ServerConfig {
     /// token is generated and written to `<data>/admin.token`. Default: none.
     #[serde(default)]
     pub admin_token: Option<String>,
+    /// A read-only bearer token for `GET /metrics` on the admin listener (for Prometheus), which
+    /// can change nothing; the admin token works there too. Default: none.
+    #[serde(default)]
+    pub metrics_token: Option<String>,
     /// The origins at which pages reach this gateway, as browsers send them in `Origin`
     /// (`https://pulse.example.com`), besides its own listen addresses: what a site with
     /// `allow_same_origin` admits. Needed behind a proxy, under a host name, or when listening
@@ -295,6 +299,7 @@ impl Default for ServerConfig {
             http3: true,
             admin_listen: default_admin_listen(),
             admin_token: None,
+            metrics_token: None,
             public_origins: Vec::new(),
             trusted_proxies: Vec::new(),
             data: default_data(),
