@@ -162,7 +162,11 @@ impl Gateway {
             pool,
             signer,
         );
-        let housekeeping = housekeeping(log.clone(), Arc::clone(&control.limiter));
+        let housekeeping = housekeeping(
+            log.clone(),
+            Arc::clone(&control.limiter),
+            Arc::clone(&engine),
+        );
         let bus = match config.sink.kind {
             SinkKind::Kafka if !config.sink.kafka.control_topic.is_empty() => Some(Arc::new(
                 ControlBus::start(&config.sink.kafka, Arc::clone(&control))
@@ -305,12 +309,15 @@ impl Drop for Gateway {
 fn housekeeping(
     log: Option<Arc<EventLog>>,
     limiter: Arc<RateLimiter>,
+    engine: Arc<Engine<FjallStore>>,
 ) -> Option<(mpsc::Sender<()>, JoinHandle<()>)> {
     let (stop, stopped) = mpsc::channel::<()>();
     let work = move || {
         let mut last_sweep = Instant::now();
         while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(TICK) {
             if let Some(log) = &log {
+                // The event log's retention may delete what stored state already holds.
+                log.set_evictable_before(engine.stored_position());
                 log.nudge();
             }
             if last_sweep.elapsed() >= SWEEP_EVERY {
@@ -386,6 +393,9 @@ fn log_settings(config: &Config) -> LogSettings {
             .max(64 * 1024),
         dead_retention: Duration::from_secs(u64::from(dead.retention_hours) * 3600),
         decisions,
+        events_max_bytes: (config.event_log.max_bytes > 0).then_some(config.event_log.max_bytes),
+        events_retention: (config.event_log.retention_hours > 0)
+            .then(|| Duration::from_secs(u64::from(config.event_log.retention_hours) * 3600)),
         ..defaults
     }
 }

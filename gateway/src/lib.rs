@@ -38,9 +38,9 @@ pub use app::serve;
 pub use backtest::{Backtest, BacktestError, BacktestRun, backtest};
 pub use cluster::ControlBus;
 pub use config::{
-    BUILTIN_BUNDLE, Compression, Config, ConfigError, DeadLetters, DecisionLogConfig, IpNet,
-    KafkaConfig, Limits, MAX_RATE_LIMIT_KEYS, Millis, Rate, RateLimits, ScorerConfig, ServerConfig,
-    SinkConfig, SinkKind, SiteConfig, Transport,
+    BUILTIN_BUNDLE, Compression, Config, ConfigError, DeadLetters, DecisionLogConfig,
+    EventLogConfig, IpNet, KafkaConfig, Limits, MAX_RATE_LIMIT_KEYS, Millis, Rate, RateLimits,
+    ScorerConfig, ServerConfig, SinkConfig, SinkKind, SiteConfig, Transport,
 };
 pub use control::{Activated, Applied, ChangeError, Control, merge_limits, write_back};
 pub use decide::{BundleChange, Decided, Decider, ShadowChange};

@@ -86,6 +86,8 @@ pub struct Metrics {
     dead_letter_store_bytes: AtomicU64,
     dead_letters_evicted: AtomicU64,
     dead_letter_bytes_evicted: AtomicU64,
+    events_evicted: AtomicU64,
+    event_bytes_evicted: AtomicU64,
     bytes_received: AtomicU64,
     bytes_decoded: AtomicU64,
     fallback_decisions: AtomicU64,
@@ -173,6 +175,12 @@ impl Metrics {
     pub fn dead_letter_store(&self, bytes: u64, records: u64) {
         self.dead_letter_store_bytes.store(bytes, Relaxed);
         self.dead_letters_stored.store(records, Relaxed);
+    }
+
+    /// Events deleted by the event log's cap or retention.
+    pub fn events_evicted(&self, records: u64, bytes: u64) {
+        self.events_evicted.fetch_add(records, Relaxed);
+        self.event_bytes_evicted.fetch_add(bytes, Relaxed);
     }
 
     /// Dead letters deleted by the size cap or the retention.
@@ -398,6 +406,18 @@ impl Metrics {
                 "pulse_gateway_dead_letter_store_records",
                 "Dead letters the embedded dead-letter store holds.",
                 &self.dead_letters_stored,
+            ),
+            (
+                "counter",
+                "pulse_gateway_events_evicted_total",
+                "Events deleted from the embedded event log by event_log.max_bytes or retention_hours (only events already in stored reader state).",
+                &self.events_evicted,
+            ),
+            (
+                "counter",
+                "pulse_gateway_event_evicted_bytes_total",
+                "Bytes of events deleted by the event log's cap or retention.",
+                &self.event_bytes_evicted,
             ),
             (
                 "counter",

@@ -18,7 +18,9 @@ mod sink;
 mod site;
 
 pub use limits::{IpNet, Limits, MAX_RATE_LIMIT_KEYS, Rate, RateLimits};
-pub use sink::{Compression, DeadLetters, DecisionLogConfig, KafkaConfig, SinkConfig, SinkKind};
+pub use sink::{
+    Compression, DeadLetters, DecisionLogConfig, EventLogConfig, KafkaConfig, SinkConfig, SinkKind,
+};
 pub use site::SiteConfig;
 
 /// The bundle the gateway runs when `[scorer] bundle` names none: the demo's meter.
@@ -76,6 +78,9 @@ pub struct Config {
     /// How much of refused input the embedded store keeps, and for how long.
     #[serde(default)]
     pub dead_letters: DeadLetters,
+    /// How much of the embedded event log is kept (all of it by default).
+    #[serde(default)]
+    pub event_log: EventLogConfig,
     /// The log of every decision with its feature snapshot (the next model's training set).
     #[serde(default)]
     pub decision_log: DecisionLogConfig,

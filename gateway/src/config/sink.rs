@@ -129,6 +129,20 @@ impl Default for DeadLetters {
     }
 }
 
+/// `[event_log]`: how much of the embedded event log is kept. By default all of it (so that a
+/// bundle with new features can be rebuilt from every event). Only events already in stored
+/// reader state are ever deleted: a crash still replays everything it needs. In Kafka mode the
+/// topic's own retention applies instead.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventLogConfig {
+    /// Most bytes of events kept on disk (compressed); past it the oldest are deleted. 0 (the
+    /// default): no cap.
+    pub max_bytes: u64,
+    /// Hours an event is kept. 0 (the default): forever.
+    pub retention_hours: u32,
+}
+
 /// `[decision_log]`: every decision the gateway answers, with the bundle, the rule, the model's
 /// score, the experiment arm and its probability, and the feature values it read (see
 /// `protocol/PROTOCOL.md`, "The logs"). Embedded: a segment log under `<data>/log/decisions/`;

@@ -25,7 +25,7 @@ use std::collections::BTreeSet;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -78,6 +78,10 @@ pub struct LogSettings {
     pub max_queued_bytes: usize,
     /// The decision log, when decisions are logged to the embedded store.
     pub decisions: Option<DecisionLogSettings>,
+    /// The event log keeps at most about this many bytes (plus one segment); none: all.
+    pub events_max_bytes: Option<u64>,
+    /// Events older than this are deleted; none: kept.
+    pub events_retention: Option<Duration>,
 }
 
 /// Sizes and retention of the decision log.
@@ -113,6 +117,8 @@ impl Default for LogSettings {
             dead_retention: Duration::from_secs(7 * 24 * 3600),
             max_queued_bytes: 64 << 20,
             decisions: Some(DecisionLogSettings::default()),
+            events_max_bytes: None,
+            events_retention: None,
         }
     }
 }
@@ -407,6 +413,8 @@ pub struct EventLog {
     /// Where the next event goes, as of opening (before the first append).
     start: u64,
     watermark: Arc<Mutex<Watermark>>,
+    /// Events before this position are in stored reader state: retention may delete them.
+    evictable_before: Arc<AtomicU64>,
     _lock: File,
 }
 
@@ -447,6 +455,7 @@ impl EventLog {
             next: start,
         }));
         let (tx, rx) = mpsc::channel(QUEUE_JOBS);
+        let evictable_before = Arc::new(AtomicU64::new(0));
         let writer = Writer::new(
             events,
             dead,
@@ -454,7 +463,7 @@ impl EventLog {
             settings,
             metrics,
             pool,
-            Arc::clone(&watermark),
+            (Arc::clone(&watermark), Arc::clone(&evictable_before)),
         );
         let handle = std::thread::Builder::new()
             .name("pulse-log-writer".into())
@@ -469,8 +478,15 @@ impl EventLog {
             writer: Mutex::new(Some(handle)),
             start,
             watermark,
+            evictable_before,
             _lock: lock,
         })
+    }
+
+    /// Every event before `position` is in stored reader state (the position the last
+    /// write-behind recorded): the event log's retention may delete them, never later ones.
+    pub fn set_evictable_before(&self, position: u64) {
+        self.evictable_before.store(position, Ordering::Relaxed);
     }
 
     /// Where replay would start now: the first event not yet applied to reader state (or the

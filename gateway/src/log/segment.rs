@@ -324,12 +324,14 @@ impl SegmentLog {
     }
 
     /// Deletes the oldest segments while the log holds more than `max_bytes`, and those whose
-    /// newest record is older than `max_age` at `now`; never the one appended to.
+    /// newest record is older than `max_age` at `now`; never the one appended to, nor one that
+    /// holds a position at or after `keep_from`.
     pub(crate) fn evict(
         &mut self,
         max_bytes: Option<u64>,
         max_age: Option<Duration>,
         now: SystemTime,
+        keep_from: u64,
     ) -> io::Result<Evicted> {
         let mut evicted = Evicted::default();
         let mut total = self.bytes();
@@ -337,6 +339,14 @@ impl SegmentLog {
             let Some(oldest) = self.segments.front() else {
                 break;
             };
+            // The oldest segment ends where the next one starts.
+            if self
+                .segments
+                .get(1)
+                .is_none_or(|next| next.first > keep_from)
+            {
+                break;
+            }
             let over = max_bytes.is_some_and(|max| total > max);
             let old = max_age
                 .is_some_and(|age| now.duration_since(oldest.written).unwrap_or_default() > age);

@@ -190,3 +190,60 @@ fn no_decision_log_when_off() {
     assert!(!log.log_decision(b"{}"));
     assert!(!dir.path().join("log/decisions").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_retention_deletes_only_what_stored_state_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = LogSettings {
+        // A segment per group commit, and a cap every segment is over.
+        event_segment_bytes: 1,
+        events_max_bytes: Some(1),
+        ..LogSettings::default()
+    };
+    let metrics = Arc::new(Metrics::default());
+    let log = EventLog::open(dir.path(), &settings, Arc::clone(&metrics), Arc::default()).unwrap();
+    for i in 0..6u8 {
+        // One at a time: six group commits, six segments of two events.
+        drop(
+            log.append(frames(&[&[b'e', i], &[b'f', i]], &[]))
+                .await
+                .unwrap(),
+        );
+    }
+    let first_kept = || {
+        LogFiles::read_only(dir.path())
+            .events_from(0)
+            .next()
+            .map(|e| e.unwrap().seq)
+    };
+    // Nothing is in stored state yet: the cap deletes nothing.
+    log.nudge();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(first_kept(), Some(0));
+    // Stored state holds the first seven events: the three segments wholly before position 7
+    // go (the one holding 6 and 7 stays), and everything from 7 on is kept.
+    log.set_evictable_before(7);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while first_kept() != Some(6) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "first kept: {:?}",
+            first_kept()
+        );
+        log.nudge();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let kept: Vec<u64> = LogFiles::read_only(dir.path())
+        .events_from(0)
+        .map(|e| e.unwrap().seq)
+        .collect();
+    assert_eq!(kept, (6..12).collect::<Vec<_>>());
+    assert!(
+        metrics
+            .render()
+            .contains("pulse_gateway_events_evicted_total 6"),
+        "{}",
+        metrics.render()
+    );
+    log.close().unwrap();
+}

@@ -11,6 +11,7 @@
 //! log fails alone: its decisions are dropped and counted, the events go on.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
@@ -69,6 +70,11 @@ pub(crate) struct Writer {
     failed: bool,
     last_retention: Instant,
     watermark: Arc<Mutex<Watermark>>,
+    events_max_bytes: Option<u64>,
+    events_retention: Option<Duration>,
+    /// Events before this position are in stored reader state (see
+    /// `EventLog::set_evictable_before`): only they may be deleted.
+    evictable_before: Arc<AtomicU64>,
 }
 
 impl Writer {
@@ -79,10 +85,14 @@ impl Writer {
         settings: &LogSettings,
         metrics: Arc<Metrics>,
         pool: Arc<BufPool>,
-        watermark: Arc<Mutex<Watermark>>,
+        // The replay point's watermark, and the position before which retention may delete.
+        (watermark, evictable_before): (Arc<Mutex<Watermark>>, Arc<AtomicU64>),
     ) -> Self {
         Self {
             watermark,
+            events_max_bytes: settings.events_max_bytes,
+            events_retention: settings.events_retention,
+            evictable_before,
             events,
             dead,
             decisions: decisions.map(|(log, queue, settings)| Decisions {
@@ -162,10 +172,12 @@ impl Writer {
             if let Err(e) = d.log.roll_if_older(d.settings.retention, now) {
                 tracing::warn!(error = %e, "cannot start a new decision-log segment");
             }
-            match d
-                .log
-                .evict(Some(d.settings.max_bytes), Some(d.settings.retention), now)
-            {
+            match d.log.evict(
+                Some(d.settings.max_bytes),
+                Some(d.settings.retention),
+                now,
+                u64::MAX,
+            ) {
                 Ok(evicted) if evicted.segments > 0 => {
                     tracing::info!(
                         segments = evicted.segments,
@@ -281,21 +293,58 @@ impl Writer {
         self.pool.put(frames.dead);
     }
 
-    /// Deletes dead-letter segments past the cap at once, and past the retention now and then.
+    /// Deletes event segments past the event log's cap or retention, but only those whose events
+    /// are all in stored reader state (a crash replays from there).
+    fn retain_events(&mut self, now: SystemTime) {
+        if self.events_max_bytes.is_none() && self.events_retention.is_none() {
+            return;
+        }
+        if let Some(age) = self.events_retention
+            && let Err(e) = self.events.roll_if_older(age, now)
+        {
+            tracing::warn!(error = %e, "cannot start a new event-log segment");
+        }
+        let keep_from = self.evictable_before.load(Ordering::Relaxed);
+        match self
+            .events
+            .evict(self.events_max_bytes, self.events_retention, now, keep_from)
+        {
+            Ok(evicted) if evicted.segments > 0 => {
+                tracing::info!(
+                    segments = evicted.segments,
+                    events = evicted.records,
+                    bytes = evicted.bytes,
+                    "deleted old events (event log size cap or retention)"
+                );
+                self.metrics.events_evicted(evicted.records, evicted.bytes);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot delete old events"),
+        }
+    }
+
+    /// Deletes dead-letter segments past the cap at once, and past the retention now and then
+    /// (and events past theirs).
     fn retain(&mut self) {
-        let over = self.dead.bytes() > self.dead_max_bytes;
+        let over = self.dead.bytes() > self.dead_max_bytes
+            || self
+                .events_max_bytes
+                .is_some_and(|max| self.events.bytes() > max);
         if !over && self.last_retention.elapsed() < RETENTION_EVERY {
             return;
         }
         self.last_retention = Instant::now();
         let now = SystemTime::now();
+        self.retain_events(now);
         if let Err(e) = self.dead.roll_if_older(self.dead_retention, now) {
             tracing::warn!(error = %e, "cannot start a new dead-letter segment");
         }
-        match self
-            .dead
-            .evict(Some(self.dead_max_bytes), Some(self.dead_retention), now)
-        {
+        match self.dead.evict(
+            Some(self.dead_max_bytes),
+            Some(self.dead_retention),
+            now,
+            u64::MAX,
+        ) {
             Ok(evicted) if evicted.segments > 0 => {
                 tracing::info!(
                     segments = evicted.segments,

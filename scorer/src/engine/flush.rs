@@ -105,7 +105,11 @@ pub(crate) fn flush<S: StateStore>(shared: &Shared<S>, core: &Core) -> Result<()
     if let Some(p) = outside {
         meta_writes.push((meta::SOURCE, p));
     }
-    write_core(shared, core, &meta_writes)
+    write_core(shared, core, &meta_writes)?;
+    if let Some(p) = position {
+        shared.stored_position.store(p, Ordering::Relaxed);
+    }
+    Ok(())
 }
 
 /// Writes a core's changed states (and forgets its readers past their TTL) with `meta`, in one

@@ -190,6 +190,8 @@ pub(crate) struct Shared<S> {
     pub(crate) core: RwLock<Arc<Core>>,
     pub(crate) progress: RwLock<Option<Progress>>,
     pub(crate) positions: RwLock<Option<Positions>>,
+    /// The log position stored state is up to date with (the last [`Progress`] written).
+    pub(crate) stored_position: AtomicU64,
     /// The latest event time applied to any reader: the watermark TTL sweeps go by.
     pub(crate) watermark: AtomicU64,
     pub(crate) stats: Stats,
@@ -316,6 +318,7 @@ impl<S: StateStore + 'static> Engine<S> {
             config,
             progress: RwLock::new(None),
             positions: RwLock::new(None),
+            stored_position: AtomicU64::new(replay_from),
             watermark: AtomicU64::new(watermark),
             stats: Stats::default(),
             generation: AtomicU64::new(0),
@@ -338,6 +341,13 @@ impl<S: StateStore + 'static> Engine<S> {
                 rebuild,
             },
         ))
+    }
+
+    /// The log position stored state is up to date with: every event before it is in the
+    /// store (the [`Progress`] the last successful write-behind recorded). A log may delete
+    /// events before it.
+    pub fn stored_position(&self) -> u64 {
+        self.shared.stored_position.load(Ordering::Relaxed)
     }
 
     /// Tells the engine where an outside log stands (see [`Positions`]); written with each

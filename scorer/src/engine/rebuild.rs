@@ -86,6 +86,9 @@ impl<S: StateStore + 'static> Rebuild<S> {
             meta_writes.push((meta::REPLAY_FROM, p.to_le_bytes().to_vec()));
         }
         flush::write_core(&self.shared, &self.core, &meta_writes)?;
+        if let Some(p) = position {
+            self.shared.stored_position.store(p, Ordering::Relaxed);
+        }
         let old = std::mem::replace(&mut *active, Arc::clone(&self.core));
         drop(active);
         self.shared.stats.rebuilding.store(0, Ordering::Relaxed);

@@ -113,10 +113,15 @@ fn eviction_keeps_under_the_cap_and_within_the_age_never_the_active_segment() {
     assert!(each > 100, "stored with its headers: {each}");
     let now = SystemTime::now();
     let none = log
-        .evict(Some(10 * each), Some(Duration::from_secs(60)), now)
+        .evict(
+            Some(10 * each),
+            Some(Duration::from_secs(60)),
+            now,
+            u64::MAX,
+        )
         .unwrap();
     assert_eq!(none, Evicted::default());
-    let by_size = log.evict(Some(each * 5 / 2), None, now).unwrap();
+    let by_size = log.evict(Some(each * 5 / 2), None, now, u64::MAX).unwrap();
     assert_eq!(
         (by_size.segments, by_size.records, by_size.bytes),
         (3, 3, 3 * each)
@@ -132,13 +137,13 @@ fn eviction_keeps_under_the_cap_and_within_the_age_never_the_active_segment() {
     // stays until it rolls.
     let later = now + Duration::from_secs(3600);
     let by_age = log
-        .evict(None, Some(Duration::from_secs(60)), later)
+        .evict(None, Some(Duration::from_secs(60)), later, u64::MAX)
         .unwrap();
     assert_eq!(by_age.records, 1);
     assert_eq!(log.records(), 1);
     log.roll_if_older(Duration::from_secs(60), later).unwrap();
     assert_eq!(
-        log.evict(None, Some(Duration::from_secs(60)), later)
+        log.evict(None, Some(Duration::from_secs(60)), later, u64::MAX)
             .unwrap()
             .records,
         1
