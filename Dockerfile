@@ -5,14 +5,14 @@
 #   docker run -p 8080:8080 -p 9090:9090 -v pulse-data:/var/lib/pulse pulse
 # Configure it with PULSE_<TABLE>__<KEY> variables or a mounted /etc/pulse/pulse.toml.
 
-FROM rust:1-trixie AS build
+FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN scripts/setup.sh \
     && scripts/build-tracker.sh \
     && cargo build --release -p pulse-gateway --bin gateway
 
-FROM debian:trixie-slim
+FROM debian:bookworm-slim
 RUN useradd --system --home-dir /var/lib/pulse --create-home --uid 10001 pulse \
     && mkdir -p /etc/pulse /usr/share/pulse
 COPY --from=build /src/target/release/gateway /usr/local/bin/gateway
