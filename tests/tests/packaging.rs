@@ -163,3 +163,49 @@ fn configured_by_the_environment_it_serves_and_tells_systemd() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn the_monitoring_examples_name_metrics_the_gateway_exports() {
+    let root = workspace_root();
+    let dir = tempfile::tempdir().unwrap();
+    let gw = pulse_e2e::GatewayProcess::start(
+        &pulse_e2e::demo_config(dir.path()),
+        &dir.path().join("data"),
+        "127.0.0.1:0",
+    );
+    // One request, so that every histogram has a line.
+    let batch = pulse_e2e::page_view_batch("monitoring", 0, 9 << 64, 1, pulse_gateway::now_ms());
+    let resp = agent()
+        .post(format!("{}/v1/collect?k=demo", gw.url))
+        .header("content-type", "application/json")
+        .send(serde_json::to_vec(&batch).unwrap())
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let metrics = pulse_e2e::metrics_text(&gw);
+    // Exported in Kafka mode only (the control topic's count of gateways).
+    let kafka_only = ["pulse_gateway_live_gateways"];
+    for file in [
+        "examples/monitoring/pulse-alerts.yml",
+        "examples/monitoring/grafana-dashboard.json",
+    ] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        let mut named = 0;
+        for (at, _) in text.match_indices("pulse_") {
+            let name: String = text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            if !(name.starts_with("pulse_gateway_") || name.starts_with("pulse_scorer_")) {
+                continue;
+            }
+            named += 1;
+            let base = name.trim_end_matches("_bucket");
+            assert!(
+                kafka_only.contains(&base) || metrics.contains(&format!("# TYPE {base} ")),
+                "{file} names {name}, which /metrics does not export"
+            );
+        }
+        assert!(named >= 10, "{file} names {named} metrics");
+    }
+    gw.stop();
+}
