@@ -43,20 +43,7 @@ pub use scored::{Scored, Snapshot};
 pub const SWEEP_SLACK_MS: u64 = MAX_EVENT_AGE_MS + MAX_FUTURE_SKEW_MS + HOUR_MS;
 
 /// Metadata keys the engine keeps beside state.
-pub(crate) mod meta {
-    /// The log position from which events are not yet in stored state (u64 LE).
-    pub(crate) const REPLAY_FROM: &str = "replay_from";
-    /// The latest event time applied by any reader (u64 LE).
-    pub(crate) const WATERMARK: &str = "watermark";
-    /// The feature set stored state belongs to (u64 LE).
-    pub(crate) const FEATURE_SET: &str = "feature_set";
-    /// The text of the active bundle.
-    pub(crate) const BUNDLE: &str = "bundle";
-    /// The number of partitions state is keyed by (u64 LE).
-    pub(crate) const PARTITIONS: &str = "partitions";
-    /// Where an outside log stands (opaque to the engine: Kafka offsets, in Kafka mode).
-    pub(crate) const SOURCE: &str = "source_positions";
-}
+pub(crate) mod meta;
 
 /// The engine's settings (from the gateway's `[scorer]`).
 #[derive(Clone, Debug, PartialEq, Eq)]
