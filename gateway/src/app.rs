@@ -56,3 +56,86 @@ impl App for Gateway {
         Self::close(self).await.map_err(io::Error::other)
     }
 }
+
+/// The gateway while it opens (bringing reader state up to date can take minutes on a large
+/// store): the listeners answer from the first moment, `/healthz` with ok, `/readyz` with 503
+/// `starting`, everything else with 503 `store_unavailable` and `Retry-After` (the tracker keeps
+/// its batches and retries); once [`Starting::ready`] hands it the open gateway, every request
+/// goes there.
+#[derive(Debug, Default)]
+pub struct Starting {
+    gateway: std::sync::OnceLock<Arc<Gateway>>,
+    bound: std::sync::Mutex<Option<Bound>>,
+}
+
+impl Starting {
+    /// The gateway is open: from now on it answers.
+    pub fn ready(&self, gateway: Arc<Gateway>) {
+        // Under the lock `listening` takes, so the gateway learns the addresses exactly once.
+        let bound = self.bound.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(b) = bound.as_ref() {
+            App::listening(&*gateway, b);
+        }
+        let _ = self.gateway.set(gateway);
+    }
+
+    /// The open gateway, once there is one.
+    pub fn gateway(&self) -> Option<&Arc<Gateway>> {
+        self.gateway.get()
+    }
+}
+
+impl App for Starting {
+    async fn answer<B>(&self, req: Request<B>, conn: ConnInfo) -> Resp
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        if let Some(gw) = self.gateway.get() {
+            return App::answer(&**gw, req, conn).await;
+        }
+        let status = |code: u16, body: &'static [u8]| {
+            pulse_http::json(
+                hyper::StatusCode::from_u16(code).unwrap_or(hyper::StatusCode::SERVICE_UNAVAILABLE),
+                Bytes::from_static(body),
+                None,
+            )
+        };
+        match (conn.endpoint, req.uri().path()) {
+            (Endpoint::Public, "/healthz") => status(200, b"{\"status\":\"ok\"}"),
+            (Endpoint::Public, "/readyz") => status(
+                503,
+                b"{\"status\":\"not_ready\",\"reasons\":[\"starting\"]}",
+            ),
+            _ => {
+                let mut e = pulse_http::ApiError::new(
+                    pulse_protocol::ErrorCode::StoreUnavailable,
+                    "the gateway is starting (bringing reader state up to date): retry shortly",
+                );
+                e.retry_after = Some(1);
+                pulse_http::error(&e, None)
+            }
+        }
+    }
+
+    fn count(&self, protocol: Protocol, status: u16) {
+        if let Some(gw) = self.gateway.get() {
+            gw.count(protocol, status);
+        }
+    }
+
+    fn listening(&self, bound: &Bound) {
+        let mut stored = self.bound.lock().unwrap_or_else(|p| p.into_inner());
+        *stored = Some(bound.clone());
+        if let Some(gw) = self.gateway.get() {
+            App::listening(&**gw, bound);
+        }
+    }
+
+    async fn close(&self) -> io::Result<()> {
+        match self.gateway.get() {
+            Some(gw) => App::close(&**gw).await,
+            None => Ok(()),
+        }
+    }
+}

@@ -34,7 +34,7 @@ mod statics;
 mod token;
 
 pub use admit::{Admitted, OwnOrigins, Sites, Trust};
-pub use app::serve;
+pub use app::{Starting, serve};
 pub use backtest::{Backtest, BacktestError, BacktestRun, backtest};
 pub use cluster::ControlBus;
 pub use config::{

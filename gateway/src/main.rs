@@ -346,45 +346,66 @@ fn run(config: Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let data = config.server.data.clone();
+        let drain_delay = std::time::Duration::from_millis(config.server.drain_delay_ms);
         let listeners = Listeners::bind(config.listen_settings())
             .await
             .context("binding the listeners")?;
-        let gateway = Arc::new(
-            Gateway::open(config)
-                .with_context(|| format!("opening the stores in {}", data.display()))?,
-        );
-        print_addresses(&gateway, &listeners);
+        let listening = listener_lines(&listeners);
+        // The listeners answer at once (/healthz ok, /readyz 503 "starting") while the stores
+        // open and reader state is brought up to date.
+        let starting = Arc::new(pulse_gateway::Starting::default());
+        let draining = Arc::clone(&starting);
+        let shutdown = async move {
+            shutdown_signal().await;
+            pulse_gateway::notify("STOPPING=1\nSTATUS=draining");
+            if let Some(gw) = draining.gateway() {
+                gw.set_draining();
+            }
+            if !drain_delay.is_zero() {
+                tracing::info!(
+                    ms = drain_delay.as_millis() as u64,
+                    "stopping: /readyz answers 503, still serving for drain_delay_ms"
+                );
+                tokio::time::sleep(drain_delay).await;
+            }
+        };
+        let serving = tokio::spawn(serve_all(Arc::clone(&starting), listeners, shutdown));
+        let opened = tokio::task::spawn_blocking(move || Gateway::open(config))
+            .await
+            .context("opening the stores")?;
+        let gateway =
+            Arc::new(opened.with_context(|| format!("opening the stores in {}", data.display()))?);
+        starting.ready(Arc::clone(&gateway));
+        if serving.is_finished() {
+            // Stopped while starting: close what was opened.
+            gateway.close().await.context("closing the stores")?;
+            return serving.await.context("the listeners")?.map_err(Into::into);
+        }
+        print_addresses(&gateway, &listening);
         pulse_gateway::notify(&format!(
             "READY=1\nMAINPID={}\nSTATUS=serving",
             std::process::id()
         ));
         tokio::spawn(reload_on_hangup(Arc::clone(&gateway)));
-        let draining = Arc::clone(&gateway);
-        let shutdown = async move {
-            shutdown_signal().await;
-            pulse_gateway::notify("STOPPING=1\nSTATUS=draining");
-            draining.set_draining();
-            let delay = std::time::Duration::from_millis(draining.config.server.drain_delay_ms);
-            if !delay.is_zero() {
-                tracing::info!(
-                    ms = delay.as_millis() as u64,
-                    "stopping: /readyz answers 503, still serving for drain_delay_ms"
-                );
-                tokio::time::sleep(delay).await;
-            }
-        };
-        serve_all(gateway, listeners, shutdown).await?;
+        serving.await.context("the listeners")??;
         tracing::info!("stopped");
         Ok(())
     })
 }
 
-/// The addresses on stdout: the first line names the HTTP address (tests and scripts read it).
-fn print_addresses(gateway: &Gateway, listeners: &Listeners) {
+/// What the listeners are, for stdout: their addresses and certificate (taken before they are
+/// handed to the server).
+struct Listening {
+    http: SocketAddr,
+    admin: Option<SocketAddr>,
+    lines: Vec<String>,
+}
+
+fn listener_lines(listeners: &Listeners) -> Listening {
     let addr = listeners.http_addr();
-    println!("pulse gateway listening on http://{addr}/");
+    let mut lines = vec![format!("pulse gateway listening on http://{addr}/")];
     if let Some(admin) = listeners.admin_addr() {
-        println!("pulse admin listening on http://{admin}/");
+        lines.push(format!("pulse admin listening on http://{admin}/"));
     }
     if let Some(tls) = listeners.https_addr() {
         let quic = if listeners.quic_addr().is_some() {
@@ -392,7 +413,9 @@ fn print_addresses(gateway: &Gateway, listeners: &Listeners) {
         } else {
             ""
         };
-        println!("pulse gateway listening on https://{tls}/ (TLS: h2, http/1.1{quic})");
+        lines.push(format!(
+            "pulse gateway listening on https://{tls}/ (TLS: h2, http/1.1{quic})"
+        ));
     }
     if let Some(cert) = listeners.certificate() {
         let kind = if cert.self_signed {
@@ -400,9 +423,9 @@ fn print_addresses(gateway: &Gateway, listeners: &Listeners) {
         } else {
             ""
         };
-        println!("  certificate: {}{kind}", cert.cert_path.display());
-        println!("  sha256:      {}", cert.sha256);
-        println!("  spki sha256: {}", cert.spki_sha256_base64);
+        lines.push(format!("  certificate: {}{kind}", cert.cert_path.display()));
+        lines.push(format!("  sha256:      {}", cert.sha256));
+        lines.push(format!("  spki sha256: {}", cert.spki_sha256_base64));
         tracing::info!(
             cert = %cert.cert_path.display(),
             self_signed = cert.self_signed,
@@ -411,6 +434,20 @@ fn print_addresses(gateway: &Gateway, listeners: &Listeners) {
             "TLS certificate"
         );
     }
+    Listening {
+        http: addr,
+        admin: listeners.admin_addr(),
+        lines,
+    }
+}
+
+/// The addresses on stdout, once the gateway serves: the first line names the HTTP address
+/// (tests and scripts read it, and take it to mean "ready").
+fn print_addresses(gateway: &Gateway, listening: &Listening) {
+    let addr = listening.http;
+    for line in &listening.lines {
+        println!("{line}");
+    }
     let server = &gateway.config.server;
     if server.site_dir.is_some() {
         println!("  demo site:  http://{addr}/   (the first three articles are free)");
@@ -418,7 +455,7 @@ fn print_addresses(gateway: &Gateway, listeners: &Listeners) {
     println!("  collect:    POST http://{addr}/v1/collect?k=<site key>");
     println!("  health:     http://{addr}/healthz");
     println!("  readiness:  http://{addr}/readyz");
-    if let Some(admin) = listeners.admin_addr() {
+    if let Some(admin) = listening.admin {
         println!(
             "  admin:      http://{admin}/admin/limits, /admin/reload, /metrics (token {})",
             match gateway.admin_token_source() {
