@@ -5,7 +5,7 @@
 //! batch holds its partition's point at its first offset until the scorer has applied it, as the
 //! embedded log's replay point does), and at start the gateway reads each partition from that
 //! offset (from the earliest one kept, for a partition with none) up to its end as it stood, and
-//! applies those events before it listens. Events applied twice are duplicates by id (dedupe is
+//! applies those events before it serves pages. Events applied twice are duplicates by id (dedupe is
 //! exact within the allowed lateness), so reading from a point a little early changes nothing.
 //!
 //! A gateway among several reads every gateway's events this way, which is more than it applied
