@@ -29,12 +29,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Timestamp;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::config::{KafkaConfig, RateLimits};
 use crate::control::Control;
@@ -74,17 +73,6 @@ impl std::fmt::Debug for ControlBus {
     }
 }
 
-/// Settings every control client shares: the brokers and the operator's properties.
-fn base_config(kafka: &KafkaConfig) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &kafka.brokers);
-    for (k, v) in &kafka.properties {
-        c.set(k, v);
-    }
-    c.set_log_level(RDKafkaLogLevel::Error);
-    c
-}
-
 /// A name for this gateway among the others: the host, the process and a random part.
 fn instance_name() -> String {
     let host = std::fs::read_to_string("/etc/hostname")
@@ -115,7 +103,7 @@ impl ControlBus {
             .create()
             .map_err(unavailable)?;
         let instance = instance_name();
-        let consumer: BaseConsumer = base_config(kafka)
+        let consumer: BaseConsumer = crate::sink::cluster_client(kafka)
             .set("group.id", format!("pulse-control-{instance}"))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")

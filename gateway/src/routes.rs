@@ -152,15 +152,7 @@ where
 {
     let control = gw.control();
     let headers = req.headers();
-    let client = client_ip(
-        conn.peer.ip(),
-        header_str(headers, header::FORWARDED),
-        header_str(headers, "x-forwarded-for"),
-        &gw.config.server.trusted_proxies,
-    );
-    if let Err(limited) = control.limiter.check_request(client) {
-        gw.metrics.rate_limited(limited.limit);
-        let e = ApiError::rate_limited(limited.limit, limited.retry_after);
+    if let Err(e) = limit_client(gw, headers, &conn) {
         return refuse(gw, &e, None);
     }
     let Some(key) = query_param(req.uri().query(), "k").filter(|k| !k.is_empty()) else {
@@ -348,6 +340,28 @@ fn server_reader(
 }
 
 /// Counts a refusal and answers it.
+/// The global and per-address request limits for a request from `conn` (through the trusted
+/// proxies' headers); the refusal is counted.
+pub(crate) fn limit_client(
+    gw: &Gateway,
+    headers: &HeaderMap,
+    conn: &ConnInfo,
+) -> Result<(), ApiError> {
+    let client = client_ip(
+        conn.peer.ip(),
+        header_str(headers, header::FORWARDED),
+        header_str(headers, "x-forwarded-for"),
+        &gw.config.server.trusted_proxies,
+    );
+    gw.control()
+        .limiter
+        .check_request(client)
+        .map_err(|limited| {
+            gw.metrics.rate_limited(limited.limit);
+            ApiError::rate_limited(limited.limit, limited.retry_after)
+        })
+}
+
 pub(crate) fn refuse(gw: &Gateway, e: &ApiError, origin: Option<&str>) -> Resp {
     gw.metrics.error(e.code);
     pulse_http::error(e, origin)
@@ -361,19 +375,11 @@ where
     let headers = req.headers();
     let origin = header_str(headers, header::ORIGIN);
     let control = gw.control();
-    let client = client_ip(
-        conn.peer.ip(),
-        header_str(headers, header::FORWARDED),
-        header_str(headers, "x-forwarded-for"),
-        &gw.config.server.trusted_proxies,
-    );
     let sites = control.sites();
-    if let Err(limited) = control.limiter.check_request(client) {
-        gw.metrics.rate_limited(limited.limit);
+    if let Err(e) = limit_client(gw, headers, &conn) {
         // The origin is not checked yet; echo it only if some site allows it, so the page can
         // read the reason.
         let cors = origin.filter(|o| sites.any_allows(o));
-        let e = ApiError::rate_limited(limited.limit, limited.retry_after);
         return refuse(gw, &e, cors);
     }
     let key = query_param(req.uri().query(), "k");

@@ -37,7 +37,6 @@ use pulse_protocol::{ErrorCode, MAX_EVENTS_PER_BATCH};
 use serde_json::{Map, Value, json};
 
 use crate::gateway::Gateway;
-use crate::ratelimit::client_ip;
 
 /// Segment's largest request.
 pub(crate) const MAX_REQUEST_BYTES: usize = 500 * 1024;
@@ -97,15 +96,8 @@ where
     let refuse = |e: &ApiError| crate::routes::refuse(gw, e, None);
     let headers = req.headers();
     let control = gw.control();
-    let client = client_ip(
-        conn.peer.ip(),
-        header_str(headers, header::FORWARDED),
-        header_str(headers, "x-forwarded-for"),
-        &gw.config.server.trusted_proxies,
-    );
-    if let Err(limited) = control.limiter.check_request(client) {
-        gw.metrics.rate_limited(limited.limit);
-        return refuse(&ApiError::rate_limited(limited.limit, limited.retry_after));
+    if let Err(e) = crate::routes::limit_client(gw, headers, &conn) {
+        return refuse(&e);
     }
     if header_str(headers, header::CONTENT_ENCODING)
         .is_some_and(|e| !e.eq_ignore_ascii_case("identity"))

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use pulse_gateway::{BUILTIN_BUNDLE, Config, Gateway, LogFiles};
 use serde_json::{Value, json};
+use support::agent;
 
 const TOKEN: &str = "decisions-admin-token";
 /// The read-only scrape credential.
@@ -120,14 +121,6 @@ fn config_text(shadow: &str, extra: &str) -> String {
          [rate_limits]\nip_requests = {{ per_second = 0, burst = 0 }}\n\n\
          [[sites]]\nkey = \"demo\"\norigins = [\"https://news.example\"]\n"
     )
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into()
 }
 
 fn metrics(s: &Server) -> String {

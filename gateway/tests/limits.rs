@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use pulse_gateway::{Config, Gateway};
 use serde_json::{Value, json};
+use support::agent;
 
 const TOKEN: &str = "s3cret-admin-token";
 
@@ -117,13 +118,6 @@ impl Server {
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         )
     }
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into()
 }
 
 fn batch(site: &str, n: usize) -> Vec<u8> {

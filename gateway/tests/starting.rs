@@ -2,19 +2,13 @@
 //! minutes): `/healthz` ok, `/readyz` 503 `starting`, a batch 503 with `Retry-After` and the
 //! admin API 503; once the open gateway is handed over, everything is its own.
 
+mod support;
+
 use std::sync::Arc;
-use std::time::Duration;
 
 use pulse_gateway::{Config, Gateway, Starting};
 use serde_json::{Value, json};
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into()
-}
+use support::agent;
 
 #[test]
 fn probes_get_answers_before_the_gateway_is_open() {
@@ -25,29 +19,9 @@ fn probes_get_answers_before_the_gateway_is_open() {
     config.sites = vec![serde_json::from_value(json!({"key": "demo", "origins": []})).unwrap()];
     let settings = config.listen_settings();
     let starting = Arc::new(Starting::default());
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let app = Arc::clone(&starting);
-    let server = std::thread::spawn(move || {
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            addr_tx
-                .send((listener.local_addr().unwrap(), admin.local_addr().unwrap()))
-                .unwrap();
-            let listeners = pulse_gateway::Listeners::from_tcp(listener, settings)
-                .unwrap()
-                .with_admin(admin)
-                .unwrap();
-            pulse_gateway::serve_all(app, listeners, async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-        });
-    });
-    let (addr, admin) = addr_rx.recv().unwrap();
+    let served = support::Served::start_app(Arc::clone(&starting), settings);
+    let addr = served.url.trim_start_matches("http://").to_owned();
+    let admin = served.admin.trim_start_matches("http://").to_owned();
     let get = |url: String| {
         let mut resp = agent()
             .get(url)
@@ -91,6 +65,5 @@ fn probes_get_answers_before_the_gateway_is_open() {
         400,
         "an empty batch, refused by the gateway itself"
     );
-    let _ = stop.send(());
-    server.join().unwrap();
+    drop(served);
 }

@@ -315,6 +315,16 @@ pub fn page_view_batch(anon: &str, seq: u64, first_id: u128, n: usize, now: u64)
     }
 }
 
+/// POSTs `batch` to the collect endpoint of the gateway at `url` (site `demo`); the answer,
+/// whatever its status.
+pub fn send_batch(url: &str, batch: &Batch) -> ureq::http::Response<ureq::Body> {
+    agent()
+        .post(format!("{url}/v1/collect?k=demo"))
+        .header("content-type", "application/json")
+        .send(serde_json::to_vec(batch).expect("encode batch"))
+        .expect("POST /v1/collect")
+}
+
 /// A free TCP port on loopback (racy by nature; good enough for a driver we start at once).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

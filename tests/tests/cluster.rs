@@ -8,7 +8,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use pulse_e2e::{GatewayProcess, agent, metric, metrics_text, page_view_batch, workspace_root};
+use pulse_e2e::{
+    GatewayProcess, agent, metric, metrics_text, page_view_batch, send_batch, workspace_root,
+};
 use pulse_gateway::now_ms;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
@@ -116,7 +118,6 @@ fn two_gateways_share_limits_and_bundles_through_the_control_topic() {
     assert!(file.contains("global_requests"), "{file}");
 
     // Each enforces half: B admits a burst of 5 (and what refills at 5/s meanwhile), then 429.
-    let url = format!("{}/v1/collect?k=demo", b.url);
     let started = Instant::now();
     let (mut passed, mut refused) = (0u32, 0u32);
     for i in 0..30u64 {
@@ -127,11 +128,7 @@ fn two_gateways_share_limits_and_bundles_through_the_control_topic() {
             1,
             now_ms(),
         );
-        let mut resp = agent()
-            .post(&url)
-            .header("content-type", "application/json")
-            .send(serde_json::to_vec(&batch).unwrap())
-            .unwrap();
+        let mut resp = send_batch(&b.url, &batch);
         match resp.status().as_u16() {
             200 => passed += 1,
             429 => {
@@ -184,12 +181,7 @@ fn a_killed_gateway_brings_reader_state_up_to_date_from_kafka() {
     };
     let send = |gw: &GatewayProcess, seq: u64, id: u128| {
         let batch = page_view_batch("ana", seq, id, 1, now_ms());
-        let resp = agent()
-            .post(format!("{}/v1/collect?k=demo", gw.url))
-            .header("content-type", "application/json")
-            .send(serde_json::to_vec(&batch).unwrap())
-            .unwrap();
-        assert_eq!(resp.status().as_u16(), 200);
+        assert_eq!(send_batch(&gw.url, &batch).status().as_u16(), 200);
     };
     let base = u128::from(now_ms()) << 64;
     let gw = GatewayProcess::start(&config, &data, "127.0.0.1:0");

@@ -93,11 +93,7 @@ fn readyz_says_draining_while_pages_are_still_served() {
     assert_eq!(body["reasons"], serde_json::json!(["draining"]));
     assert_eq!(get("/healthz").0, 200);
     let batch = pulse_e2e::page_view_batch("draining", 0, 7 << 64, 1, pulse_gateway::now_ms());
-    let resp = pulse_e2e::agent()
-        .post(format!("{}/v1/collect?k=demo", gateway.url))
-        .header("content-type", "application/json")
-        .send(serde_json::to_vec(&batch).unwrap())
-        .unwrap();
+    let resp = pulse_e2e::send_batch(&gateway.url, &batch);
     assert_eq!(
         resp.status().as_u16(),
         200,

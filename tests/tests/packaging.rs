@@ -175,12 +175,10 @@ fn the_monitoring_examples_name_metrics_the_gateway_exports() {
     );
     // One request, so that every histogram has a line.
     let batch = pulse_e2e::page_view_batch("monitoring", 0, 9 << 64, 1, pulse_gateway::now_ms());
-    let resp = agent()
-        .post(format!("{}/v1/collect?k=demo", gw.url))
-        .header("content-type", "application/json")
-        .send(serde_json::to_vec(&batch).unwrap())
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(
+        pulse_e2e::send_batch(&gw.url, &batch).status().as_u16(),
+        200
+    );
     let metrics = pulse_e2e::metrics_text(&gw);
     // Exported in Kafka mode only (the control topic's count of gateways).
     let kafka_only = ["pulse_gateway_live_gateways"];

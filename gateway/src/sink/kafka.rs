@@ -144,6 +144,18 @@ impl std::fmt::Debug for KafkaSink {
     }
 }
 
+/// What every Pulse client of the cluster shares, producer or consumer: the brokers and the
+/// operator's properties (security settings, `client.id`, ...), logging errors only.
+pub(crate) fn cluster_client(config: &KafkaConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", &config.brokers);
+    for (key, value) in &config.properties {
+        client.set(key, value);
+    }
+    client.set_log_level(RDKafkaLogLevel::Error);
+    client
+}
+
 /// The producer settings for `config`: the fixed ones, those derived from typed keys, then
 /// `properties`. Fails when `properties` names a setting that is fixed or derived.
 pub(crate) fn client_config(config: &KafkaConfig) -> Result<ClientConfig, SinkError> {
@@ -524,8 +536,8 @@ mod tests {
         }
     }
 
-    /// Every message of `topic`, from the beginning, until `want` arrived (or 10 s passed).
-    fn consume(brokers: &str, topic: &str, want: usize) -> Vec<(String, Vec<u8>, Headers_)> {
+    /// A consumer of every partition of `topic`, from the beginning.
+    fn assigned(brokers: &str, topic: &str) -> BaseConsumer {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("group.id", "pulse-test")
@@ -538,6 +550,12 @@ mod tests {
                 .unwrap();
         }
         consumer.assign(&tpl).unwrap();
+        consumer
+    }
+
+    /// Every message of `topic`, from the beginning, until `want` arrived (or 10 s passed).
+    fn consume(brokers: &str, topic: &str, want: usize) -> Vec<(String, Vec<u8>, Headers_)> {
+        let consumer = assigned(brokers, topic);
         let mut out = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(10);
         while out.len() < want && Instant::now() < deadline {
@@ -578,18 +596,7 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .set("group.id", "pulse-test")
-            .set("enable.auto.commit", "false")
-            .create()
-            .unwrap();
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..PARTITIONS {
-            tpl.add_partition_offset("pulse.events", p, Offset::Beginning)
-                .unwrap();
-        }
-        consumer.assign(&tpl).unwrap();
+        let consumer = assigned(&brokers, "pulse.events");
         let mut landed = HashMap::new();
         let deadline = Instant::now() + Duration::from_secs(10);
         while landed.len() < readers.len() && Instant::now() < deadline {

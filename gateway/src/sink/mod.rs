@@ -18,7 +18,7 @@ use crate::log::{AppliedGuard, EventLog};
 
 pub use embedded::EmbeddedSink;
 use kafka::KafkaSink;
-pub(crate) use kafka::{KafkaLog, client_config};
+pub(crate) use kafka::{KafkaLog, client_config, cluster_client};
 pub use records::{RecordKind, Records};
 pub(crate) use restore::{KafkaOffsets, restore};
 

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use pulse_protocol::EventRecord;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::config::KafkaConfig;
 use crate::decide::Decider;
@@ -113,16 +113,10 @@ pub(crate) fn restore(
 ) -> Result<Restored, String> {
     let topic = kafka.events_topic.as_str();
     let from = stored.map(|b| decode(b, topic)).unwrap_or_default();
-    let mut client = ClientConfig::new();
-    client.set("bootstrap.servers", &kafka.brokers);
-    for (k, v) in &kafka.properties {
-        client.set(k, v);
-    }
-    let consumer: BaseConsumer = client
+    let consumer: BaseConsumer = super::cluster_client(kafka)
         .set("group.id", "pulse-restore")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
-        .set_log_level(rdkafka::config::RDKafkaLogLevel::Error)
         .create()
         .map_err(|e| format!("the restore's consumer: {e}"))?;
     let md = consumer

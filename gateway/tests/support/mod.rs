@@ -154,6 +154,15 @@ impl Drop for Server {
     }
 }
 
+/// An HTTP agent that returns error statuses as answers.
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
 pub fn now() -> u64 {
     pulse_gateway::now_ms()
 }
@@ -186,6 +195,12 @@ pub struct Served {
 
 impl Served {
     pub fn start(gateway: Arc<Gateway>) -> Self {
+        let settings = gateway.config.listen_settings();
+        Self::start_app(gateway, settings)
+    }
+
+    /// Any app (the gateway, or one standing in front of it) on listeners with `settings`.
+    pub fn start_app<A: pulse_gateway::App>(app: Arc<A>, settings: pulse_http::Settings) -> Self {
         let (stop, stopped) = oneshot::channel::<()>();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
@@ -196,12 +211,11 @@ impl Served {
                 addr_tx
                     .send((listener.local_addr().unwrap(), admin.local_addr().unwrap()))
                     .unwrap();
-                let listeners =
-                    pulse_gateway::Listeners::from_tcp(listener, gateway.config.listen_settings())
-                        .unwrap()
-                        .with_admin(admin)
-                        .unwrap();
-                pulse_gateway::serve_all(gateway, listeners, async {
+                let listeners = pulse_gateway::Listeners::from_tcp(listener, settings)
+                    .unwrap()
+                    .with_admin(admin)
+                    .unwrap();
+                pulse_gateway::serve_all(app, listeners, async {
                     let _ = stopped.await;
                 })
                 .await
