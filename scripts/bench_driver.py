@@ -174,12 +174,15 @@ def scrape(admin):
         log(f"cannot scrape {admin}: {e}")
         return {}
     out = {}
-    for m in re.finditer(r'^(pulse_\w+?)_bucket\{le="([^"]+)"\} (\d+)$', text, re.M):
-        name, le, n = m.group(1), m.group(2), int(m.group(3))
-        out.setdefault(name, []).append((float("inf") if le == "+Inf" else float(le), n))
-    for m in re.finditer(r"^(pulse_\w+?)_sum (\S+)$", text, re.M):
-        if m.group(1) in out:
-            out[m.group(1) + ":sum"] = float(m.group(2))
+    # Request durations are by handler: only collect's are the batches sent here.
+    bucket = r'^(pulse_\w+?)_bucket\{le="([^"]+)"(?:,handler="(\w+)")?\} (\d+)$'
+    for m in re.finditer(bucket, text, re.M):
+        name, le, handler, n = m.group(1), m.group(2), m.group(3), int(m.group(4))
+        if handler in (None, "collect"):
+            out.setdefault(name, []).append((float("inf") if le == "+Inf" else float(le), n))
+    for m in re.finditer(r'^(pulse_\w+?)_sum(?:\{handler="(\w+)"\})? (\S+)$', text, re.M):
+        if m.group(1) in out and m.group(2) in (None, "collect"):
+            out[m.group(1) + ":sum"] = float(m.group(3))
     return out
 
 
@@ -531,7 +534,8 @@ def latency_tables(res):
                 rows.append(f"| {who} | {e['rate']} | {l['p50']:.2f} | {l['p90']:.2f} | "
                             f"{l['p99']:.2f} | {l['p999']:.2f} | {l['max']:.2f} | {r['errors']} |")
         for hname, h in sorted(e.get("histograms", {}).items()):
-            short = hname.removeprefix("pulse_gateway_").removesuffix("_seconds")
+            short = (hname.removeprefix("pulse_gateway_").removesuffix("_seconds")
+                     .removesuffix("_duration"))
             hist.append(f"| {LABEL[e['gateway']]} | `{short}` | {h['count']:,} | "
                         f"{h['mean'] * 1000:.3f} | {ms(h['p50'])} | {ms(h['p99'])} | "
                         f"{ms(h['p999'])} |")

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building (and, with --test, testing) Pulse needs, skipping what is present:
 # the wasm32 target, wasm-bindgen-cli at the version in Cargo.lock, and for tests Debian's
-# chromium and chromium-driver, in a venv under the target folder DuckDB from PyPI (the
-# analysis example's test), and Node.js with Segment's @segment/analytics-node from npm (the
+# chromium and chromium-driver, Debian's prometheus (for promtool), in a venv under the target
+# folder DuckDB from PyPI (the analysis example's test), and Node.js with Segment's @segment/analytics-node from npm (the
 # Segment door's test). Fails loudly, with the reason, when something cannot be had.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +40,18 @@ if [ "${1:-}" = "--test" ]; then
         $sudo apt-get update -qq || die "apt-get update failed"
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null \
             || die "cannot install ${missing[*]}"
+    fi
+
+    # The metrics test lints /metrics with Prometheus' own promtool (Debian's prometheus
+    # package ships it; the server it also installs is not started by the tests).
+    if ! command -v promtool >/dev/null; then
+        say "installing prometheus (Debian package) for promtool, the metrics test's linter"
+        sudo=""
+        [ "$(id -u)" = 0 ] || sudo="sudo"
+        command -v apt-get >/dev/null || die "apt-get not found: install promtool by hand"
+        $sudo apt-get update -qq || die "apt-get update failed"
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
+            || die "cannot install prometheus (for promtool)"
     fi
 
     # examples/analysis/ reads the logs with DuckDB; its end-to-end test runs the script with

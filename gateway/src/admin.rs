@@ -139,6 +139,9 @@ where
     B: Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
+    if let Some(page) = crate::ops::file(req.uri().path()) {
+        return page;
+    }
     let given = bearer(req.headers());
     let authorized =
         given.is_some_and(|given| same_secret(given.as_bytes(), gw.admin_token().as_bytes()));
@@ -164,25 +167,19 @@ where
     let file = || gw.config.path.as_ref().map(|p| p.display().to_string());
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => {
-            let mut text = gw.metrics.render();
-            crate::metrics::render_scorer(&mut text, gw.engine());
-            if gw.bus().is_some() {
-                use std::fmt::Write as _;
-                let _ = writeln!(
-                    text,
-                    "# HELP pulse_gateway_live_gateways Gateways seen alive on the control topic (this one included); each enforces its share of the rate limits.\n# TYPE pulse_gateway_live_gateways gauge\npulse_gateway_live_gateways {}",
-                    control.limiter.share()
-                );
-            }
+            let accept = req.headers().get(header::ACCEPT);
+            let format = crate::Format::accepted(accept.and_then(|a| a.to_str().ok()));
+            let text = gw.metrics.render(gw.scraped(), format);
             let mut resp = Response::new(Full::new(Bytes::from(text)));
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4"),
+                HeaderValue::from_static(format.content_type()),
             );
             resp
         }
         (&Method::GET, "/admin/limits") => ok_json(&control.limiter.limits()),
         (&Method::GET, "/admin/export") => export(gw, req.uri().query()).await,
+        (&Method::GET, "/admin/dead_letters") => dead_letters(gw, req.uri().query()).await,
         (&Method::PUT, "/admin/limits") => {
             let body = Limited::new(req.into_body(), MAX_ADMIN_BODY).collect();
             let body = match tokio::time::timeout(ADMIN_BODY_TIMEOUT, body).await {
@@ -219,7 +216,9 @@ where
         (&Method::POST, "/admin/reload") => {
             let control = Arc::clone(control);
             let reloaded = tokio::task::spawn_blocking(move || control.reload()).await;
-            match reloaded.unwrap_or_else(|e| Err(ChangeError::File(e.to_string()))) {
+            let reloaded = reloaded.unwrap_or_else(|e| Err(ChangeError::File(e.to_string())));
+            gw.metrics.config_reload(reloaded.is_ok());
+            match reloaded {
                 Ok(applied) => ok_json(&Changed {
                     limits: &applied.limits,
                     persisted: false,
@@ -282,6 +281,7 @@ where
             | "/admin/bundle"
             | "/admin/bundle/rollback"
             | "/admin/export"
+            | "/admin/dead_letters"
             | "/admin/shadow",
         ) => pulse_http::error(
             &ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed"),
@@ -304,6 +304,45 @@ const MAX_EXPORT_BYTES: usize = 16 << 20;
 /// (`application/x-ndjson`), at most `limit` (default and most 10,000) and 16 MiB. The position
 /// to ask for next is in `Pulse-Next-Position` (`Pulse-End: true` once nothing more is kept),
 /// so a data team tails the logs of a running gateway by asking again from there.
+/// The newest dead letters, newest first (`limit`, default 20, at most 200), each as stored
+/// with its position: what the operations page lists.
+async fn dead_letters(gw: &Gateway, query: Option<&str>) -> Resp {
+    let limit = match pulse_http::query_param(query, "limit").map(str::parse::<usize>) {
+        None => 20,
+        Some(Ok(n)) => n.min(200),
+        Some(Err(_)) => return error(ErrorCode::InvalidRequest, "limit: a whole number"),
+    };
+    if gw.log().is_none() {
+        return error(
+            ErrorCode::InvalidRequest,
+            "the dead letters are in Kafka (sink.kind = \"kafka\"): read their topic",
+        );
+    }
+    let data = gw.config.server.data.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        crate::log::LogFiles::read_only(&data).latest("dead_letters", limit)
+    })
+    .await;
+    match read {
+        Ok(Some(Ok(records))) => {
+            let list: Vec<serde_json::Value> = records
+                .into_iter()
+                .map(|r| {
+                    let mut v = serde_json::from_slice(&r.bytes)
+                        .unwrap_or_else(|_| serde_json::Value::String("unreadable".into()));
+                    if let Some(o) = v.as_object_mut() {
+                        o.insert("position".into(), r.seq.into());
+                    }
+                    v
+                })
+                .collect();
+            ok_json(&list)
+        }
+        Ok(Some(Err(e))) => error(ErrorCode::Internal, e.to_string()),
+        Ok(None) | Err(_) => error(ErrorCode::Internal, "the dead letters could not be read"),
+    }
+}
+
 async fn export(gw: &Gateway, query: Option<&str>) -> Resp {
     let log = pulse_http::query_param(query, "log")
         .unwrap_or("events")

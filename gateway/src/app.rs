@@ -5,13 +5,15 @@
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use hyper::Request;
 use hyper::body::Body;
-use pulse_http::{App, Bound, ConnInfo, Endpoint, Protocol, Resp};
+use pulse_http::{App, Bound, ConnInfo, Endpoint, OpenConnections, Protocol, Resp};
 
 use crate::gateway::Gateway;
+use crate::metrics::Handler;
 use crate::{admin, routes};
 
 /// Serves the gateway's public routes (HTTP/1.1 and HTTP/2) on `listener`, with the limits of
@@ -33,23 +35,35 @@ impl App for Gateway {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        match conn.endpoint {
-            Endpoint::Admin => admin::handle(self, req).await,
-            Endpoint::Public => {
-                let protocol = Protocol::of(req.version());
-                let resp = routes::route(self, req, conn).await;
-                self.metrics.request(protocol, resp.status().as_u16());
-                resp
-            }
-        }
+        let _in_flight = self.metrics.in_flight();
+        let started = Instant::now();
+        let protocol = Protocol::of(req.version());
+        let (handler, resp) = match conn.endpoint {
+            Endpoint::Admin => (
+                Handler::admin(req.uri().path()),
+                admin::handle(self, req).await,
+            ),
+            Endpoint::Public => (
+                Handler::public(req.uri().path()),
+                routes::route(self, req, conn).await,
+            ),
+        };
+        let status = resp.status().as_u16();
+        self.metrics
+            .request(handler, protocol, status, started.elapsed());
+        resp
     }
 
-    fn count(&self, protocol: Protocol, status: u16) {
-        self.metrics.request(protocol, status);
+    fn count(&self, protocol: Protocol, path: &str, status: u16) {
+        self.metrics.count(Handler::public(path), protocol, status);
     }
 
     fn listening(&self, bound: &Bound) {
         self.control().listening(bound);
+    }
+
+    fn connections(&self, open: OpenConnections) {
+        self.set_connections(open);
     }
 
     async fn close(&self) -> io::Result<()> {
@@ -66,6 +80,7 @@ impl App for Gateway {
 pub struct Starting {
     gateway: std::sync::OnceLock<Arc<Gateway>>,
     bound: std::sync::Mutex<Option<Bound>>,
+    connections: std::sync::Mutex<Option<OpenConnections>>,
 }
 
 impl Starting {
@@ -75,6 +90,10 @@ impl Starting {
         let bound = self.bound.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(b) = bound.as_ref() {
             App::listening(&*gateway, b);
+        }
+        let open = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(open) = open.as_ref() {
+            gateway.set_connections(open.clone());
         }
         let _ = self.gateway.set(gateway);
     }
@@ -118,9 +137,17 @@ impl App for Starting {
         }
     }
 
-    fn count(&self, protocol: Protocol, status: u16) {
+    fn count(&self, protocol: Protocol, path: &str, status: u16) {
         if let Some(gw) = self.gateway.get() {
-            gw.count(protocol, status);
+            gw.count(protocol, path, status);
+        }
+    }
+
+    fn connections(&self, open: OpenConnections) {
+        let mut stored = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        *stored = Some(open.clone());
+        if let Some(gw) = self.gateway.get() {
+            gw.set_connections(open);
         }
     }
 

@@ -67,6 +67,8 @@ pub struct Gateway {
     bus: Option<Arc<ControlBus>>,
     /// Set at SIGTERM: `/readyz` says so while the gateway still serves.
     draining: std::sync::atomic::AtomicBool,
+    /// The listeners' open connections, once they serve.
+    connections: std::sync::OnceLock<pulse_http::OpenConnections>,
 }
 
 impl Gateway {
@@ -186,6 +188,7 @@ impl Gateway {
             housekeeping: Mutex::new(housekeeping),
             bus,
             draining: std::sync::atomic::AtomicBool::new(false),
+            connections: std::sync::OnceLock::new(),
         })
     }
 
@@ -202,6 +205,29 @@ impl Gateway {
     /// The embedded event log (none when Kafka is the sink).
     pub fn log(&self) -> Option<&Arc<EventLog>> {
         self.log.as_ref()
+    }
+
+    /// The listeners' open connections, for metrics.
+    pub fn set_connections(&self, open: pulse_http::OpenConnections) {
+        let _ = self.connections.set(open);
+    }
+
+    /// What `/metrics` reads when scraped: the scorer's engine, the process, open connections,
+    /// queue depths, tracked limiter keys and store sizes.
+    pub fn scraped(&self) -> crate::Snapshot {
+        let mut out = crate::Snapshot::default();
+        crate::metrics::scorer_series(&mut out, self.engine());
+        crate::metrics::gateway_series(
+            &mut out,
+            &crate::metrics::Scraped {
+                connections: self.connections.get().map(|c| c.open()).unwrap_or_default(),
+                sink_queue: self.ingest.sink().queue_depth(),
+                tracked_addresses: self.control.limiter.tracked_addresses(),
+                event_log_bytes: self.log.as_ref().map(|l| l.disk_bytes()),
+                live_gateways: self.bus.as_ref().map(|_| self.control.limiter.share()),
+            },
+        );
+        out
     }
 
     /// The gateway is about to stop: `/readyz` answers 503 from now on, while requests are

@@ -23,6 +23,7 @@ mod ingest;
 mod log;
 mod metrics;
 mod notify;
+mod ops;
 mod pool;
 mod ratelimit;
 mod routes;
@@ -52,7 +53,7 @@ pub use ingest::{Ingest, now_ms};
 pub use log::{
     AppliedGuard, DecisionLogSettings, EventLog, LogError, LogFiles, LogSettings, StoredEvent,
 };
-pub use metrics::{AUTH_RESULTS, Histogram, Metrics};
+pub use metrics::{AUTH_RESULTS, Format, Handler, Latency, Metrics, Snapshot};
 pub use notify::notify;
 pub use pool::BufPool;
 pub use ratelimit::{Limited, RateLimiter, client_ip};

@@ -482,6 +482,7 @@ async fn reload_on_hangup(gateway: Arc<Gateway>) {
         let gw = Arc::clone(&gateway);
         // Reading and checking the file is blocking work: off the runtime's threads.
         let reloaded = tokio::task::spawn_blocking(move || gw.control().reload()).await;
+        gateway.metrics.config_reload(matches!(reloaded, Ok(Ok(_))));
         pulse_gateway::notify(&format!(
             "READY=1\nSTATUS=serving (last reload: {})",
             if matches!(reloaded, Ok(Ok(_))) {

@@ -3,8 +3,6 @@
 //! preflight, the health check and static files. Errors become answers through
 //! [`pulse_http::error`], the one mapping, after being counted here.
 
-use std::time::Instant;
-
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Body;
@@ -30,19 +28,11 @@ where
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     match (req.method(), req.uri().path()) {
-        (&Method::POST, "/v1/collect") => {
-            let started = Instant::now();
-            let resp = collect(gw, req, conn).await;
-            gw.metrics.request_latency.observe(started.elapsed());
-            resp
-        }
+        (&Method::POST, "/v1/collect") => collect(gw, req, conn).await,
         (&Method::OPTIONS, "/v1/collect") => preflight(gw, req.headers()),
         (&Method::POST, path) if crate::segment::path_type(path).is_some() => {
             let single = crate::segment::path_type(path).flatten();
-            let started = Instant::now();
-            let resp = crate::segment::handle(gw, req, conn, single).await;
-            gw.metrics.request_latency.observe(started.elapsed());
-            resp
+            crate::segment::handle(gw, req, conn, single).await
         }
         (_, "/v1/collect") => refuse(
             gw,

@@ -35,7 +35,7 @@ fn a_good_batch_is_stored_and_decided_with_per_event_rejections() {
     let dead = store.dead_letters().unwrap();
     assert_eq!(dead.len(), 2);
     assert_eq!(dead[0].reason, "missing_name");
-    let metrics = s.gateway.metrics.render();
+    let metrics = s.gateway.metrics.text();
     assert!(
         metrics.contains("pulse_gateway_events_accepted_total 2"),
         "{metrics}"
@@ -152,9 +152,9 @@ fn bad_input_gets_its_status_and_reason_and_is_counted() {
             "{what}"
         );
     }
-    let metrics = s.gateway.metrics.render();
+    let metrics = s.gateway.metrics.text();
     for (what, _, _, _, _, reason) in &cases {
-        let line = format!("pulse_gateway_errors_total{{code=\"{reason}\"}} 1");
+        let line = format!("pulse_gateway_errors_total{{reason=\"{reason}\"}} 1");
         assert!(metrics.contains(&line), "{what}: {line} not in\n{metrics}");
     }
     // Still serving, and the good batch is still accepted.

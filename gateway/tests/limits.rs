@@ -147,7 +147,7 @@ fn limit_of(body: &Value) -> &str {
 }
 
 fn metric(gw: &Gateway, line: &str) -> bool {
-    gw.metrics.render().lines().any(|l| l == line)
+    gw.metrics.text().lines().any(|l| l == line)
 }
 
 #[test]
@@ -167,7 +167,7 @@ fn per_address_limit_answers_429_with_retry_after_and_the_limit() {
     ));
     assert!(metric(
         &s.gateway,
-        "pulse_gateway_requests_total{protocol=\"http1\",status=\"429\"} 1"
+        "pulse_gateway_requests_total{handler=\"collect\",protocol=\"http1\",status=\"429\"} 1"
     ));
     // The peer is not a trusted proxy: forwarded headers do not buy a fresh bucket.
     let (status, _, _) = s.post_as(
@@ -327,7 +327,7 @@ fn admin_changes_apply_at_once_are_written_back_and_bad_ones_are_refused() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("pulse_gateway_decision_seconds_count"),
+        metrics.contains("pulse_gateway_decision_duration_seconds_count"),
         "{metrics}"
     );
     // The public listener does not serve them.

@@ -468,9 +468,13 @@ async fn the_same_request_gets_the_same_answer_on_every_protocol() {
     assert_eq!(m.requests_by(Protocol::Http1), 10);
     assert_eq!(m.requests_by(Protocol::Http2), 10);
     assert_eq!(m.requests_by(Protocol::Http3), 6);
-    let rendered = m.render();
+    let rendered = m.text();
     assert!(
-        rendered.contains("pulse_gateway_requests_total{protocol=\"http3\",status=\"200\"} 2"),
+        rendered.contains(
+            "pulse_gateway_requests_total{handler=\"collect\",protocol=\"http3\",status=\"200\"} 1\n"
+        ) && rendered.contains(
+            "pulse_gateway_requests_total{handler=\"probe\",protocol=\"http3\",status=\"200\"} 1\n"
+        ),
         "{rendered}"
     );
     gw.stop().await;
@@ -954,7 +958,7 @@ async fn metric_reaches(gateway: &Gateway, series: &str, want: u64) -> u64 {
     let read = || {
         gateway
             .metrics
-            .render()
+            .text()
             .lines()
             .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
             .unwrap_or(0u64)
@@ -1004,13 +1008,13 @@ async fn a_cancelled_stream_is_not_an_invalid_batch() {
 
     let h2 = metric_reaches(
         &gw.gateway,
-        "pulse_gateway_requests_total{protocol=\"http2\",status=\"499\"}",
+        "pulse_gateway_requests_total{handler=\"collect\",protocol=\"http2\",status=\"499\"}",
         1,
     )
     .await;
     let h1 = metric_reaches(
         &gw.gateway,
-        "pulse_gateway_requests_total{protocol=\"http1\",status=\"499\"}",
+        "pulse_gateway_requests_total{handler=\"collect\",protocol=\"http1\",status=\"499\"}",
         1,
     )
     .await;

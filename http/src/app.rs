@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -44,14 +45,45 @@ pub trait App: Send + Sync + 'static {
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: std::error::Error + Send + Sync + 'static;
 
-    /// Counts a request the listener answered itself (431 for too many headers).
-    fn count(&self, protocol: Protocol, status: u16);
+    /// Counts a request for `path` that the listener answered itself (431 for too many headers).
+    fn count(&self, protocol: Protocol, path: &str, status: u16);
 
     /// Called once the listeners are bound, before the first connection, with their addresses.
     fn listening(&self, _bound: &Bound) {}
 
+    /// Called once, before the first connection, with the count of open connections (for
+    /// metrics).
+    fn connections(&self, _open: OpenConnections) {}
+
     /// Runs once after every listener has stopped (flush the log, close the stores).
     fn close(&self) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+/// The connections open now on each kind of listener: every open connection holds one of its
+/// listener's slots.
+#[derive(Clone, Debug, Default)]
+pub struct OpenConnections {
+    slots: Vec<(&'static str, Arc<tokio::sync::Semaphore>, usize)>,
+}
+
+impl OpenConnections {
+    pub(crate) fn add(
+        &mut self,
+        kind: &'static str,
+        slots: &Arc<tokio::sync::Semaphore>,
+        max: usize,
+    ) {
+        self.slots.push((kind, Arc::clone(slots), max));
+    }
+
+    /// `(listener kind, open connections)`: `tcp` (cleartext and TLS, HTTP/1.1 and HTTP/2),
+    /// `quic` (HTTP/3) and `admin`, those that are on.
+    pub fn open(&self) -> Vec<(&'static str, usize)> {
+        self.slots
+            .iter()
+            .map(|(kind, slots, max)| (*kind, max.saturating_sub(slots.available_permits())))
+            .collect()
+    }
 }
 
 /// The addresses the listeners got (ports chosen when 0 was asked for).
@@ -79,7 +111,11 @@ pub(crate) fn too_many_headers<A: App, B>(
         return None;
     }
     let status = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
-    app.count(Protocol::of(req.version()), status.as_u16());
+    app.count(
+        Protocol::of(req.version()),
+        req.uri().path(),
+        status.as_u16(),
+    );
     let mut resp = Resp::new(Full::new(Bytes::new()));
     *resp.status_mut() = status;
     Some(resp)

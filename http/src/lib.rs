@@ -20,7 +20,7 @@ pub use answer::{
     ApiError, ConnInfo, Endpoint, Protocol, Resp, bearer, cors, error, header_str, json,
     query_param, shorten,
 };
-pub use app::{App, Bound, ListenError};
+pub use app::{App, Bound, ListenError, OpenConnections};
 pub use decode::{DecodeError, ZSTD_WINDOW_LOG_MAX, decode, decode_to_vec, sniff};
 pub use listen::{Listeners, serve, serve_all};
 pub use quic::H3Body;

@@ -232,6 +232,8 @@ pub async fn serve_all<A: App>(
     let shared = Arc::new(tcp::Shared::new(Arc::clone(&app), &settings, alt_svc));
     let transport = &settings.transport;
     let tcp_slots = Arc::new(Semaphore::new(transport.max_connections));
+    let mut open = crate::OpenConnections::default();
+    open.add("tcp", &tcp_slots, transport.max_connections);
     let mut loops = JoinSet::new();
     let tcp_serve = |tls: Option<tokio_rustls::TlsAcceptor>, endpoint: Endpoint| {
         let shared = Arc::clone(&shared);
@@ -265,6 +267,7 @@ pub async fn serve_all<A: App>(
         ));
         if let Some(endpoint) = tls.quic {
             let slots = Arc::new(Semaphore::new(transport.quic_max_connections));
+            open.add("quic", &slots, transport.quic_max_connections);
             let (app, settings) = (Arc::clone(&app), Arc::clone(&settings));
             let serve = move |incoming, _peer, permit, stop| {
                 quic::connection(
@@ -287,6 +290,7 @@ pub async fn serve_all<A: App>(
     }
     if let Some(admin) = admin {
         let slots = Arc::new(Semaphore::new(transport.admin_max_connections.max(1)));
+        open.add("admin", &slots, transport.admin_max_connections.max(1));
         loops.spawn(tcp_loop(
             admin,
             slots,
@@ -295,6 +299,7 @@ pub async fn serve_all<A: App>(
         ));
     }
     drop(stop);
+    app.connections(open);
     shutdown.await;
     tracing::info!("shutting down: finishing in-flight requests");
     let _ = stop_tx.send(Some(Instant::now() + SHUTDOWN_GRACE));

@@ -119,7 +119,7 @@ impl App for Floor {
         }
     }
 
-    fn count(&self, _protocol: Protocol, _status: u16) {}
+    fn count(&self, _protocol: Protocol, _path: &str, _status: u16) {}
 
     async fn close(&self) -> std::io::Result<()> {
         Ok(())

@@ -48,11 +48,17 @@ fn chromium_loads_the_demo_and_sends_its_batches_over_http3() {
     assert!(collects.iter().all(|p| p == "h3"), "{collects:?}");
 
     let metrics = metrics_text(&gateway.process);
-    let h3_ok = metric(
-        &metrics,
-        "pulse_gateway_requests_total{protocol=\"http3\",status=\"200\"}",
-    );
+    let h3_ok = |handler: &str| {
+        metric(
+            &metrics,
+            &format!(
+                "pulse_gateway_requests_total{{handler=\"{handler}\",protocol=\"http3\",status=\"200\"}}"
+            ),
+        )
+    };
     // The page, the tracker (script and Wasm) and at least one batch.
+    assert!(h3_ok("collect") >= 1.0, "{metrics}");
+    let h3_ok = h3_ok("collect") + h3_ok("static");
     assert!(
         h3_ok >= 4.0,
         "http3 requests answered 200: {h3_ok}\n{metrics}"

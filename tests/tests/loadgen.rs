@@ -106,7 +106,9 @@ fn h2_over_tls_and_h3_against_the_gateway() {
     for proto in ["http2", "http3"] {
         let ok = metric(
             &metrics,
-            &format!("pulse_gateway_requests_total{{protocol=\"{proto}\",status=\"200\"}}"),
+            &format!(
+                "pulse_gateway_requests_total{{handler=\"collect\",protocol=\"{proto}\",status=\"200\"}}"
+            ),
         );
         assert!(ok >= 80.0, "{proto}: {ok} answered 200");
     }

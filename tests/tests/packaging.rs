@@ -180,8 +180,12 @@ fn the_monitoring_examples_name_metrics_the_gateway_exports() {
         200
     );
     let metrics = pulse_e2e::metrics_text(&gw);
-    // Exported in Kafka mode only (the control topic's count of gateways).
-    let kafka_only = ["pulse_gateway_live_gateways"];
+    // Exported in Kafka mode only (the control topic's count of gateways), and once a shadow
+    // bundle has decided (its pairs of actions).
+    let kafka_only = [
+        "pulse_gateway_live_gateways",
+        "pulse_scorer_shadow_decisions_total",
+    ];
     for file in [
         "examples/monitoring/pulse-alerts.yml",
         "examples/monitoring/grafana-dashboard.json",
@@ -205,5 +209,92 @@ fn the_monitoring_examples_name_metrics_the_gateway_exports() {
         }
         assert!(named >= 10, "{file} names {named} metrics");
     }
+    gw.stop();
+}
+
+/// `promtool check metrics` (Prometheus' own linter, Debian's `prometheus` package) passes on
+/// what a gateway that has answered, refused and decided exports; Prometheus itself, which asks
+/// for OpenMetrics, gets it.
+#[test]
+fn promtool_passes_the_metrics_and_prometheus_gets_openmetrics() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = pulse_e2e::GatewayProcess::start(
+        &pulse_e2e::demo_config(dir.path()),
+        &dir.path().join("data"),
+        "127.0.0.1:0",
+    );
+    let batch = pulse_e2e::page_view_batch("promtool", 0, 7 << 64, 3, pulse_gateway::now_ms());
+    assert_eq!(
+        pulse_e2e::send_batch(&gw.url, &batch).status().as_u16(),
+        200
+    );
+    // A refusal, a probe and a static file, so that those series have lines too.
+    let refused = agent()
+        .post(format!("{}/v1/collect", gw.url))
+        .header("content-type", "application/json")
+        .send("{")
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 401, "no site key");
+    for path in ["/healthz", "/pulse.js"] {
+        let _ = agent().get(format!("{}{path}", gw.url)).call();
+    }
+    let text = pulse_e2e::metrics_text(&gw);
+    for series in [
+        "pulse_gateway_requests_total{handler=\"collect\",protocol=\"http1\",status=\"200\"} 1",
+        "pulse_gateway_requests_total{handler=\"collect\",protocol=\"http1\",status=\"401\"} 1",
+        "pulse_gateway_requests_total{handler=\"probe\",protocol=\"http1\",status=\"200\"} 1",
+        "pulse_gateway_request_duration_seconds_count{handler=\"collect\"} 2",
+        "pulse_gateway_errors_total{reason=\"missing_site_key\"} 1",
+        "pulse_build_info{version=\"",
+        "pulse_gateway_open_connections{listener=\"tcp\"}",
+        "pulse_gateway_open_connections{listener=\"admin\"} 1",
+        "pulse_gateway_in_flight_requests 1",
+        "pulse_gateway_sink_queue_depth 0",
+        "pulse_gateway_rate_limiter_tracked_keys",
+        "pulse_gateway_event_log_bytes",
+        "pulse_gateway_config_last_reload_successful 1",
+        "pulse_gateway_config_last_reload_success_timestamp_seconds",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+    ] {
+        assert!(text.contains(series), "{series} missing:\n{text}");
+    }
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus package; scripts/setup.sh --test installs it)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success() && said.trim().is_empty(), "{said}");
+
+    let mut open = agent()
+        .get(format!("{}/metrics", gw.admin_url))
+        .header("authorization", format!("Bearer {}", gw.admin_token()))
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        )
+        .call()
+        .unwrap();
+    let content_type = open.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(content_type.starts_with("application/openmetrics-text; version=1.0.0"));
+    let body = open.body_mut().read_to_string().unwrap();
+    assert!(body.ends_with("# EOF\n"), "{body}");
+    assert!(body.contains("# TYPE pulse_gateway_requests counter"));
     gw.stop();
 }

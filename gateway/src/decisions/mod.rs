@@ -94,7 +94,8 @@ impl DecisionLog {
     /// it) and logs it, without waiting.
     pub(crate) fn record(&self, site: &str, reader: &str, now: u64, decided: &Decided) {
         let decision = &decided.decision;
-        self.metrics.decision(decision.action);
+        self.metrics
+            .decision(decision.action, decision.rule.as_deref());
         let scored = decided.scored.as_ref();
         let shadow = scored.and_then(|s| s.shadow.as_ref());
         if let Some(s) = shadow {

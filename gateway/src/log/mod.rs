@@ -237,6 +237,34 @@ impl LogFiles {
         Some(read_events(dir, from))
     }
 
+    /// The newest `n` records of one log (as [`LogFiles::records_from`] names them), newest
+    /// first: reads only the segments that hold them.
+    pub fn latest(&self, log: &str, n: usize) -> Option<Result<Vec<StoredEvent>, LogError>> {
+        let dir = match log {
+            "events" => &self.events,
+            "dead_letters" => &self.dead,
+            "decisions" => &self.decisions,
+            _ => return None,
+        };
+        let starts: Vec<u64> = match segment::list(dir) {
+            Ok(list) => list.into_iter().map(|(start, _)| start).collect(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Some(Err(e.into())),
+        };
+        let mut found = Vec::new();
+        for from in starts.iter().rev() {
+            found = match read_events(dir, *from).collect::<Result<Vec<_>, _>>() {
+                Ok(records) => records,
+                Err(e) => return Some(Err(e)),
+            };
+            if found.len() >= n {
+                break;
+            }
+        }
+        let skip = found.len().saturating_sub(n);
+        Some(Ok(found.into_iter().skip(skip).rev().collect()))
+    }
+
     /// Every decision kept, oldest first, as stored (one JSON object each).
     pub fn decision_bytes(&self) -> impl Iterator<Item = Result<Vec<u8>, LogError>> {
         read_events(&self.decisions, 0).map(|r| r.map(|e| e.bytes))
@@ -480,6 +508,22 @@ impl EventLog {
             watermark,
             evictable_before,
             _lock: lock,
+        })
+    }
+
+    /// Batches waiting for the log writer.
+    pub fn queued(&self) -> usize {
+        let tx = self.tx.read().unwrap_or_else(|p| p.into_inner());
+        tx.as_ref().map_or(0, |tx| QUEUE_JOBS - tx.capacity())
+    }
+
+    /// Bytes the event log's segments take on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        std::fs::read_dir(&self.events_dir).map_or(0, |dir| {
+            dir.filter_map(|e| e.ok()?.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
         })
     }
 

@@ -56,7 +56,7 @@ fn segment_path(dir: &Path, first: u64) -> PathBuf {
 }
 
 /// The segments of `dir`, by their first position.
-fn list(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+pub(crate) fn list(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     let mut found = Vec::new();
     for entry in fs::read_dir(dir)? {
         let path = entry?.path();

@@ -143,7 +143,7 @@ async fn decisions_are_written_without_waiting_and_read_beside_the_writer() {
     assert_eq!(live.events_from(0).count(), 2);
     assert!(
         metrics
-            .render()
+            .text()
             .contains("pulse_gateway_decisions_logged_total 2")
     );
 
@@ -240,10 +240,10 @@ async fn event_retention_deletes_only_what_stored_state_holds() {
     assert_eq!(kept, (6..12).collect::<Vec<_>>());
     assert!(
         metrics
-            .render()
+            .text()
             .contains("pulse_gateway_events_evicted_total 6"),
         "{}",
-        metrics.render()
+        metrics.text()
     );
     log.close().unwrap();
 }

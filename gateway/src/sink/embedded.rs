@@ -33,6 +33,10 @@ impl From<LogError> for SinkError {
 }
 
 impl Sink for EmbeddedSink {
+    fn queue_depth(&self) -> usize {
+        self.log.queued()
+    }
+
     fn append(&self, batch: SinkBatch) -> BoxFuture<'_, Result<Receipt, SinkError>> {
         Box::pin(async move {
             let events = batch.events.len();

@@ -400,6 +400,12 @@ async fn delivered(
 }
 
 impl Sink for KafkaSink {
+    fn queue_depth(&self) -> usize {
+        self.current().map_or(0, |c| {
+            usize::try_from(c.producer.in_flight_count()).unwrap_or(0)
+        })
+    }
+
     fn append(&self, batch: SinkBatch) -> BoxFuture<'_, Result<Receipt, SinkError>> {
         Box::pin(async move {
             if self.closed.load(Ordering::Acquire) {

@@ -81,6 +81,12 @@ pub trait Sink: Send + Sync + 'static {
     fn ready(&self) -> Result<(), String> {
         Ok(())
     }
+
+    /// What waits in the sink now: batches queued for the log writer (embedded), messages not
+    /// yet acknowledged by the brokers (Kafka).
+    fn queue_depth(&self) -> usize {
+        0
+    }
 }
 
 /// The outcome of the latest append, for [`Sink::ready`].

@@ -136,7 +136,7 @@ impl Server {
 
     /// The value of one series in the metrics.
     pub fn metric(&self, series: &str) -> u64 {
-        let text = self.gateway.metrics.render();
+        let text = self.gateway.metrics.text();
         text.lines()
             .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
             .unwrap_or(0)

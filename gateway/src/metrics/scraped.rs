@@ -1,0 +1,59 @@
+//! The gateway's own series read at scrape time: open connections, the sink's queue, tracked
+//! limiter keys, the event log's size, live gateways, and the process.
+
+use prometheus_client::metrics::MetricType;
+
+use super::Snapshot;
+
+/// What the gateway reads for one scrape.
+#[derive(Debug, Default)]
+pub(crate) struct Scraped {
+    /// Open connections by listener kind.
+    pub(crate) connections: Vec<(&'static str, usize)>,
+    /// The sink's queue (see `Sink::queue_depth`).
+    pub(crate) sink_queue: usize,
+    /// Client addresses the per-address rate limit tracks.
+    pub(crate) tracked_addresses: usize,
+    /// Bytes of the embedded event log on disk (none in Kafka mode).
+    pub(crate) event_log_bytes: Option<u64>,
+    /// Gateways seen alive on the control topic (Kafka mode with a control topic).
+    pub(crate) live_gateways: Option<u32>,
+}
+
+/// Adds the gateway's scraped series and the process's.
+pub(crate) fn gateway_series(out: &mut Snapshot, s: &Scraped) {
+    out.labelled(
+        "pulse_gateway_open_connections",
+        "Connections open now, by listener (tcp: cleartext and TLS; quic; admin).",
+        MetricType::Gauge,
+        s.connections
+            .iter()
+            .map(|(kind, n)| (vec![("listener", (*kind).to_owned())], *n as f64))
+            .collect(),
+    );
+    out.gauge(
+        "pulse_gateway_sink_queue_depth",
+        "What waits in the sink: batches queued for the log writer (embedded), messages not yet acknowledged by the brokers (Kafka).",
+        s.sink_queue as f64,
+    );
+    out.gauge(
+        "pulse_gateway_rate_limiter_tracked_keys",
+        "Client addresses the per-address rate limit tracks now.",
+        s.tracked_addresses as f64,
+    );
+    if let Some(bytes) = s.event_log_bytes {
+        out.gauge(
+            "pulse_gateway_event_log_bytes",
+            "Bytes the embedded event log takes on disk.",
+            bytes as f64,
+        );
+    }
+    if let Some(n) = s.live_gateways {
+        out.gauge(
+            "pulse_gateway_live_gateways",
+            "Gateways seen alive on the control topic (this one included); each enforces its share of the rate limits.",
+            f64::from(n),
+        );
+    }
+    super::process::process_series(out);
+}
