@@ -300,7 +300,8 @@ const MAX_EXPORT_RECORDS: usize = 10_000;
 const MAX_EXPORT_BYTES: usize = 16 << 20;
 
 /// `GET /admin/export?log=events|dead_letters|decisions&from=N&limit=M`: the embedded logs'
-/// records from position `from` (default 0), as stored, one JSON object per line
+/// records from position `from` (default 0), as stored (a record written before records
+/// carried a schema version given `"v":1`), one JSON object per line
 /// (`application/x-ndjson`), at most `limit` (default and most 10,000) and 16 MiB. The position
 /// to ask for next is in `Pulse-Next-Position` (`Pulse-End: true` once nothing more is kept),
 /// so a data team tails the logs of a running gateway by asking again from there.
@@ -388,7 +389,8 @@ async fn export(gw: &Gateway, query: Option<&str>) -> Resp {
                 more = true;
                 break;
             }
-            body.extend_from_slice(&r.bytes);
+            // A record written before records carried a version gets `"v":1`.
+            pulse_protocol::push_versioned(&mut body, &r.bytes);
             body.push(b'\n');
             next = r.seq + 1;
             n += 1;

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use pulse_gateway::{Config, Gateway, Listeners, LogFiles, TOKEN_ENV, TokenSource, serve_all};
-use pulse_protocol::{DeadLetter, EventRecord};
 
 /// The Pulse gateway: collects reader events from publisher pages, stores them durably and
 /// answers each batch with a paywall decision. With no arguments it reads ./pulse.toml when
@@ -94,6 +93,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the JSON Schema of a log record as the logs, the Kafka topics and
+    /// `/admin/export` hold it now (the files in `protocol/schema/`): `event`, `dead_letter`
+    /// or `decision`.
+    Schema {
+        /// The record: `event`, `dead_letter` or `decision`.
+        record: String,
+    },
     /// Show or change the rate limits of a running gateway through its admin API.
     Limits {
         #[command(subcommand)]
@@ -173,6 +179,13 @@ fn main() -> anyhow::Result<()> {
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init(),
         LogFormat::Json => logs.json().with_current_span(false).init(),
+    }
+    if let Some(Command::Schema { record }) = &args.command {
+        let Some(kind) = pulse_protocol::RecordSchema::parse(record) else {
+            anyhow::bail!("no record {record:?}: event, dead_letter or decision");
+        };
+        print!("{}", kind.json_schema());
+        return Ok(());
     }
     if let Some(Command::Bundle {
         action: BundleAction::Check { file },
@@ -269,6 +282,8 @@ fn main() -> anyhow::Result<()> {
             admin,
             token,
         }) => limits(&config, action, admin, token),
+        // Answered before the configuration is read.
+        Some(Command::Schema { .. }) => Ok(()),
         None => run(config),
     }
 }
@@ -293,35 +308,14 @@ fn log_files(config: &Config) -> anyhow::Result<LogFiles> {
 }
 
 fn dump(config: &Config, dead_letters: bool, decisions: bool) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    let files = log_files(config)?;
+    let log = match (dead_letters, decisions) {
+        (true, _) => "dead_letters",
+        (_, true) => "decisions",
+        _ => "events",
+    };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    if decisions {
-        // Written by the gateway as one line of JSON each: printed as stored.
-        for stored in files.decision_bytes() {
-            out.write_all(&stored?)?;
-            out.write_all(b"\n")?;
-        }
-        out.flush()?;
-        return Ok(());
-    }
-    // Events are stored as received (the client's whitespace and escapes included): print
-    // each one re-serialized, one line per record.
-    if dead_letters {
-        for stored in files.dead_letter_bytes() {
-            let letter: DeadLetter = serde_json::from_slice(&stored?)?;
-            serde_json::to_writer(&mut out, &letter)?;
-            out.write_all(b"\n")?;
-        }
-    } else {
-        for stored in files.events_from(0) {
-            let record: EventRecord = stored?.record()?;
-            serde_json::to_writer(&mut out, &record)?;
-            out.write_all(b"\n")?;
-        }
-    }
-    out.flush()?;
-    Ok(())
+    log_files(config)?.dump(log, &mut out)?;
+    Ok(std::io::Write::flush(&mut out)?)
 }
 
 /// `gateway replay --bundle FILE [--json]`.

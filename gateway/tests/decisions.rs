@@ -151,7 +151,7 @@ fn decisions_are_logged_with_the_shadow_beside_them() {
         .unwrap();
     let raw = String::from_utf8(raw).unwrap();
     assert!(
-        raw.starts_with("{\"time\":")
+        raw.starts_with("{\"v\":1,\"time\":")
             && raw.contains(",\"site\":\"demo\",\"reader\":\"reader-1\",\"bundle\":"),
         "{raw}"
     );

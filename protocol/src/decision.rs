@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// What the page should do for this reader.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     /// Show the content with no meter (subscribers, unmetered pages).

@@ -10,6 +10,7 @@ use crate::{
 
 /// What kind of interaction an event records.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum EventType {
     /// The reader opened a page.
@@ -51,6 +52,7 @@ impl EventType {
 
 /// The page an event happened on.
 #[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PageContext {
     /// The page URL (`location.href`), at most [`MAX_URL_LEN`] bytes.
@@ -65,6 +67,7 @@ pub struct PageContext {
 
 /// One event of a batch.
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Event {
     /// Random 128-bit id, unique per event; retries resend the same id.

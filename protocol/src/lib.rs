@@ -6,6 +6,7 @@
 
 mod batch;
 mod decision;
+mod decision_record;
 mod encoding;
 mod event;
 mod id;
@@ -13,10 +14,12 @@ mod json;
 mod limits;
 mod record;
 mod reject;
+mod schema;
 mod view;
 
 pub use batch::{Batch, BatchError, BatchHeader};
 pub use decision::{Action, Assignment, Decision};
+pub use decision_record::{DecisionRecord, ShadowDecision};
 pub use encoding::{Encoding, GZIP_MAGIC, ZSTD_MAGIC};
 pub use event::{Event, EventType, PageContext};
 pub use id::{EventId, HexId, ParseIdError, is_token};
@@ -25,6 +28,9 @@ pub use record::{DEAD_LETTER_MAX_RAW, DeadLetter, EventRecord, RecordPrefix, wri
 pub use reject::{
     CollectResponse, ErrorBody, ErrorCode, ErrorDetail, RateLimit, RejectReason, Rejection,
 };
+#[cfg(feature = "schema")]
+pub use schema::generate as generate_schema;
+pub use schema::{RecordSchema, SCHEMA_HEADER, push_versioned};
 pub use view::{BatchView, EventView, HeaderView, parse_batch};
 
 /// The protocol version this crate writes and the newest it reads.

@@ -3,19 +3,34 @@
 //! event's JSON exactly as the client sent it, after an envelope the gateway writes once per
 //! batch; nothing of the event is re-serialized. Consumers read them as [`EventRecord`] and
 //! [`DeadLetter`]; the scorer rebuilds its state from `EventRecord`s.
+//!
+//! Every record starts with its schema version, `"v"` ([`RecordSchema`]); records written
+//! before there was one lack it and read as version 1.
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Event, HeaderView};
+use crate::{Event, HeaderView, RecordSchema};
+
+/// The version of a record that has none: written before records carried one, the same shape
+/// as version 1.
+pub(crate) fn legacy_version() -> u32 {
+    1
+}
 
 /// One accepted event as the log holds it: the event, who sent it, and when.
 ///
-/// On the wire: `{"site":…,"reader":…,"anonymous_id":…,"user_id":…,"session_id":…,"seq":…,
-/// "received_at":…,"time":…,"event":{…}}`, in that order, `user_id` only when known, and
-/// `event` last: the event's bytes as received (valid JSON, possibly with the client's
+/// On the wire: `{"v":1,"site":…,"reader":…,"anonymous_id":…,"user_id":…,"session_id":…,
+/// "seq":…,"received_at":…,"time":…,"event":{…}}`, in that order, `user_id` only when known,
+/// and `event` last: the event's bytes as received (valid JSON, possibly with the client's
 /// whitespace and escapes).
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(title = "Pulse event record"))]
 pub struct EventRecord {
+    /// The record's schema version (`event.v1`: 1); read as 1 when absent (a record written
+    /// before records carried it).
+    #[serde(default = "legacy_version")]
+    pub v: u32,
     /// The site key the batch was sent with.
     pub site: String,
     /// The reader the event belongs to: the user id when known, else the anonymous id.
@@ -49,7 +64,9 @@ impl RecordPrefix {
     /// `received_at` (ms since the epoch).
     pub fn new(site: &str, header: &HeaderView<'_>, received_at: u64) -> Self {
         let mut b = Vec::with_capacity(192);
-        b.extend_from_slice(b"{\"site\":");
+        b.extend_from_slice(b"{\"v\":");
+        push_u64(&mut b, u64::from(RecordSchema::Event.version()));
+        b.extend_from_slice(b",\"site\":");
         push_str(&mut b, site);
         b.extend_from_slice(b",\"reader\":");
         push_str(&mut b, header.reader_key());
@@ -82,10 +99,16 @@ impl RecordPrefix {
 
 /// A rejected event, or an undecodable batch from a known site, with the reason.
 ///
-/// On the wire: `{"site":…,"reason":…,"index":…,"received_at":…,"raw":"…"}` (`index` only for
-/// an event), `raw` a JSON string of at most [`DEAD_LETTER_MAX_RAW`] bytes as stored.
+/// On the wire: `{"v":1,"site":…,"reason":…,"index":…,"received_at":…,"raw":"…"}` (`index`
+/// only for an event), `raw` a JSON string of at most [`DEAD_LETTER_MAX_RAW`] bytes as stored.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(title = "Pulse dead letter"))]
 pub struct DeadLetter {
+    /// The record's schema version (`dead_letter.v1`: 1); read as 1 when absent (a record
+    /// written before records carried it).
+    #[serde(default = "legacy_version")]
+    pub v: u32,
     /// The site key the request was sent with.
     pub site: String,
     /// The machine-readable reason (a [`RejectReason`](crate::RejectReason) or an
@@ -117,7 +140,9 @@ pub fn write_dead_letter(
     raw: &[u8],
 ) -> usize {
     let start = out.len();
-    out.extend_from_slice(b"{\"site\":");
+    out.extend_from_slice(b"{\"v\":");
+    push_u64(out, u64::from(RecordSchema::DeadLetter.version()));
+    out.extend_from_slice(b",\"site\":");
     push_str(out, site);
     out.extend_from_slice(b",\"reason\":");
     push_str(out, reason);
@@ -236,6 +261,24 @@ mod tests {
             (7, NOW + 5, NOW + 5)
         );
         assert_eq!(record.event, view.to_event().unwrap());
+    }
+
+    #[test]
+    fn records_carry_their_version_first_and_read_without_one() {
+        let mut out = Vec::new();
+        write_dead_letter(&mut out, "demo", "invalid_event", Some(1), 5, b"{}");
+        assert!(out.starts_with(b"{\"v\":1,\"site\":"), "{out:?}");
+        let body = format!(
+            r#"{{"v":1,"site_key":"d","anonymous_id":"a","session_id":"s","seq":0,"sent_at":{NOW},"events":[{{"id":"0000000000000000000000000000002a","ts":{NOW},"type":"page_view","page":{{"url":"u"}}}}]}}"#
+        );
+        let header = parse_batch(body.as_bytes(), NOW).unwrap().header;
+        let mut out = Vec::new();
+        RecordPrefix::new("d", &header, NOW).write(&mut out, NOW, "{}");
+        assert!(out.starts_with(b"{\"v\":1,\"site\":"), "{out:?}");
+        // Written before records carried a version: read as version 1.
+        let legacy: DeadLetter =
+            serde_json::from_str(r#"{"site":"d","reason":"r","received_at":1,"raw":""}"#).unwrap();
+        assert_eq!(legacy.v, 1);
     }
 
     #[test]

@@ -104,6 +104,28 @@ pub fn agent() -> ureq::Agent {
         .into()
 }
 
+/// The Python with DuckDB for the analysis examples (`examples/analysis/`): `PULSE_PYTHON`,
+/// else the venv `scripts/setup.sh --test` makes in the target folder.
+pub fn analysis_python() -> PathBuf {
+    if let Some(p) = std::env::var_os("PULSE_PYTHON") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/pulse-venv
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .expect("the target folder")
+        .to_owned();
+    let python = target.join("pulse-venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/setup.sh --test (it installs DuckDB from PyPI there), or set PULSE_PYTHON",
+        python.display()
+    );
+    python
+}
+
 /// A running gateway process.
 #[derive(Debug)]
 pub struct GatewayProcess {

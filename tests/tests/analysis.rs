@@ -11,40 +11,19 @@
 //! `scripts/setup.sh --test` into `target/pulse-venv` (or name a Python with `PULSE_PYTHON`).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use pulse_e2e::{
-    GatewayProcess, agent, demo_config_with_bundle, gateway_bin, page_view_batch, workspace_root,
+    GatewayProcess, agent, analysis_python as python, demo_config_with_bundle, gateway_bin,
+    page_view_batch, workspace_root,
 };
 use pulse_gateway::now_ms;
 use pulse_protocol::{Event, EventId, EventType, PageContext};
 use serde_json::Value;
 
 const READERS: usize = 300;
-
-/// The Python with DuckDB: `PULSE_PYTHON`, else the venv `scripts/setup.sh --test` makes in the
-/// target folder.
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("PULSE_PYTHON") {
-        return p.into();
-    }
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> → target/pulse-venv
-    let target = exe
-        .ancestors()
-        .nth(3)
-        .expect("the target folder")
-        .to_owned();
-    let python = target.join("pulse-venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/setup.sh --test (it installs DuckDB from PyPI there), or set PULSE_PYTHON",
-        python.display()
-    );
-    python
-}
 
 fn gateway(config: &Path, data: &Path, args: &[&str]) -> std::process::Output {
     let out = Command::new(gateway_bin())

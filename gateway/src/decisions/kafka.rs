@@ -97,7 +97,11 @@ impl KafkaDecisions {
 
     /// Hands one record to librdkafka; false when its queue is full or it refuses the message.
     pub(crate) fn log(&self, reader: &str, site: &str, record: &[u8], time: u64) -> bool {
-        let headers = OwnedHeaders::new_with_capacity(2)
+        let headers = OwnedHeaders::new_with_capacity(3)
+            .insert(Header {
+                key: pulse_protocol::SCHEMA_HEADER,
+                value: Some(pulse_protocol::RecordSchema::Decision.id()),
+            })
             .insert(Header {
                 key: "pulse-site",
                 value: Some(site),

@@ -2,7 +2,7 @@
 //! `protocol/PROTOCOL.md`, "The logs"), written straight into a buffer from the decision and
 //! its feature snapshot (no intermediate JSON tree).
 
-use pulse_protocol::Decision;
+use pulse_protocol::{Decision, RecordSchema};
 use pulse_scorer::Snapshot;
 
 /// What one record is made of.
@@ -58,8 +58,9 @@ fn rule(d: &Decision) -> &str {
 /// Appends the record of `e` to `out`.
 pub(crate) fn write(out: &mut Vec<u8>, e: &Entry<'_>) {
     let d = e.decision;
-    out.extend_from_slice(b"{\"time\":");
-    out.extend_from_slice(e.time.to_string().as_bytes());
+    out.extend_from_slice(b"{\"v\":");
+    out.extend_from_slice(RecordSchema::Decision.version().to_string().as_bytes());
+    field_u64(out, "time", e.time);
     field_str(out, "site", e.site);
     field_str(out, "reader", e.reader);
     field_str(out, "bundle", &d.version);
@@ -186,10 +187,13 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert_eq!(
             text,
-            r#"{"time":7,"site":"demo","reader":"r\n1","bundle":"abc123","rule":"meter","action":"meter","remaining":2,"limit":3,"score":0.25,"experiment":"exp","arm":"five","probability":0.45,"because":["metered_pages = 1 \"x\""],"features":{"metered_pages":1.0},"shadow":{"bundle":"def456","rule":"wall","action":"paywall"}}"#
+            r#"{"v":1,"time":7,"site":"demo","reader":"r\n1","bundle":"abc123","rule":"meter","action":"meter","remaining":2,"limit":3,"score":0.25,"experiment":"exp","arm":"five","probability":0.45,"because":["metered_pages = 1 \"x\""],"features":{"metered_pages":1.0},"shadow":{"bundle":"def456","rule":"wall","action":"paywall"}}"#
         );
         let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(parsed["features"]["metered_pages"], 1.0);
+        // What consumers read it as: every field written is one of the record's.
+        let record: pulse_protocol::DecisionRecord = serde_json::from_str(&text).unwrap();
+        assert_eq!(serde_json::to_string(&record).unwrap(), text);
 
         // A fallback: no rule, no snapshot.
         let fallback = Decision {
@@ -210,9 +214,12 @@ mod tests {
                 shadow: None,
             },
         );
+        let text = String::from_utf8(out).unwrap();
+        let record: pulse_protocol::DecisionRecord = serde_json::from_str(&text).unwrap();
+        assert_eq!((record.v, record.score, record.fallback), (1, None, true));
         assert_eq!(
-            String::from_utf8(out).unwrap(),
-            r#"{"time":8,"site":"demo","reader":"r","bundle":"abc123","rule":"fallback","action":"allow","score":null,"fallback":true,"features":{}}"#
+            text,
+            r#"{"v":1,"time":8,"site":"demo","reader":"r","bundle":"abc123","rule":"fallback","action":"allow","score":null,"fallback":true,"features":{}}"#
         );
     }
 }

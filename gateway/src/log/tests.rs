@@ -247,3 +247,34 @@ async fn event_retention_deletes_only_what_stored_state_holds() {
     );
     log.close().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_written_before_schema_versions_still_read_as_version_one() {
+    // A data folder of an earlier gateway: its records have no `"v"`.
+    let legacy = br#"{"site":"demo","reader":"r","anonymous_id":"r","session_id":"s","seq":0,"received_at":5,"time":5,"event":{"id":"0000000000000000000000000000002a","ts":5,"type":"page_view","page":{"url":"https://n.example/a"}}}"#;
+    let legacy_dead =
+        br#"{"site":"demo","reason":"missing_name","index":0,"received_at":5,"raw":"{}"}"#;
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    log.append(frames(&[legacy], &[legacy_dead])).await.unwrap();
+    log.close().unwrap();
+    drop(log);
+
+    // It opens, and reads: as version 1, given `"v":1` on the way out (export, dump).
+    let log = open(dir.path());
+    log.close().unwrap();
+    drop(log);
+    let files = LogFiles::open(dir.path()).unwrap();
+    let stored = files.events_from(0).next().unwrap().unwrap();
+    assert_eq!(stored.bytes, legacy);
+    assert_eq!(stored.record().unwrap().v, 1);
+    let mut out = Vec::new();
+    pulse_protocol::push_versioned(&mut out, &stored.bytes);
+    assert!(out.starts_with(br#"{"v":1,"site":"demo","#));
+    assert_eq!(
+        serde_json::from_slice::<EventRecord>(&out).unwrap(),
+        stored.record().unwrap()
+    );
+    let dead = files.dead_letters().unwrap();
+    assert_eq!((dead[0].v, dead[0].reason.as_str()), (1, "missing_name"));
+}

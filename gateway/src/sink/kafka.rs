@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
+use pulse_protocol::RecordSchema;
 use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
@@ -75,6 +76,9 @@ pub(crate) const HEADER_SITE: &str = "pulse-site";
 pub(crate) const HEADER_EVENT_TYPE: &str = "pulse-event-type";
 /// Header carrying a dead letter's reason.
 pub(crate) const HEADER_REASON: &str = "pulse-reason";
+/// Header naming the value's schema and its version (`event.v1`, `dead_letter.v1`, …): see
+/// `protocol/schema/`.
+pub(crate) const HEADER_SCHEMA: &str = pulse_protocol::SCHEMA_HEADER;
 /// Header naming the value's format: always `application/json`.
 pub(crate) const HEADER_CONTENT_TYPE: &str = "content-type";
 
@@ -316,7 +320,11 @@ impl KafkaSink {
             let (topic, key, headers) = match kind {
                 RecordKind::Event { id, kind } => {
                     let id = id.hex();
-                    let headers = OwnedHeaders::new_with_capacity(4)
+                    let headers = OwnedHeaders::new_with_capacity(5)
+                        .insert(Header {
+                            key: HEADER_SCHEMA,
+                            value: Some(RecordSchema::Event.id()),
+                        })
                         .insert(Header {
                             key: HEADER_EVENT_ID,
                             value: Some(id.as_str()),
@@ -333,7 +341,11 @@ impl KafkaSink {
                     (&self.events_topic, batch.reader.as_str(), headers)
                 }
                 RecordKind::DeadLetter { reason } => {
-                    let headers = OwnedHeaders::new_with_capacity(3)
+                    let headers = OwnedHeaders::new_with_capacity(4)
+                        .insert(Header {
+                            key: HEADER_SCHEMA,
+                            value: Some(RecordSchema::DeadLetter.id()),
+                        })
                         .insert(Header {
                             key: HEADER_SITE,
                             value: Some(site),
@@ -648,6 +660,10 @@ mod tests {
             assert_eq!(headers[HEADER_SITE], "demo");
             assert_eq!(headers[HEADER_EVENT_TYPE], "page_view");
             assert_eq!(headers[HEADER_CONTENT_TYPE], "application/json");
+            // The data contract: the schema in a header and as the value's first field.
+            assert_eq!(headers[HEADER_SCHEMA], "event.v1");
+            assert!(payload.starts_with(b"{\"v\":1,"), "{payload:?}");
+            assert_eq!(rec.v, 1);
         }
         let mut ids: Vec<u128> = events
             .iter()
@@ -666,6 +682,8 @@ mod tests {
             ("invalid_event", "{\"x\":1}")
         );
         assert_eq!(headers[HEADER_REASON], dl.reason);
+        assert_eq!(headers[HEADER_SCHEMA], "dead_letter.v1");
+        assert_eq!(dl.v, 1);
 
         sink.close().await.unwrap();
         let after = sink.append(test_batch("anon", [4], 0, &[])).await;
