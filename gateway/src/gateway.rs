@@ -67,6 +67,8 @@ pub struct Gateway {
     bus: Option<Arc<ControlBus>>,
     /// Set at SIGTERM: `/readyz` says so while the gateway still serves.
     draining: std::sync::atomic::AtomicBool,
+    /// The tracker's files: embedded, or from `server.tracker_dir`.
+    tracker: crate::statics::Tracker,
 }
 
 impl Gateway {
@@ -174,7 +176,9 @@ impl Gateway {
             )),
             _ => None,
         };
+        let tracker = crate::statics::Tracker::new(config.server.tracker_dir.as_deref());
         Ok(Self {
+            tracker,
             config,
             metrics,
             ingest,
@@ -187,6 +191,11 @@ impl Gateway {
             bus,
             draining: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// The tracker's files.
+    pub(crate) fn tracker(&self) -> &crate::statics::Tracker {
+        &self.tracker
     }
 
     /// The ingest path.
