@@ -9,11 +9,17 @@
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
+# setup.sh also installs libssl-dev and pkg-config when missing (librdkafka's TLS and SASL).
 RUN scripts/setup.sh \
     && scripts/build-tracker.sh \
     && cargo build --release -p pulse-gateway --bin gateway
 
 FROM debian:bookworm-slim
+# The Kafka client links the system's OpenSSL; managed clusters' certificates are checked
+# against the system's CAs (ca-certificates) unless ssl.ca.location names others.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libssl3 ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --home-dir /var/lib/pulse --create-home --uid 10001 pulse \
     && mkdir -p /etc/pulse /usr/share/pulse
 COPY --from=build /src/target/release/gateway /usr/local/bin/gateway

@@ -445,6 +445,9 @@ impl Config {
             problems.push("transport.max_header_bytes must be at least 8192".to_owned());
         }
         problems.extend(self.rate_limits.problems(self.limits.max_body_bytes));
+        if let Err(problem) = self.sink.kafka.client_properties() {
+            problems.push(problem);
+        }
         for key in self.sink.kafka.properties.keys() {
             if matches!(
                 key.as_str(),
