@@ -1,29 +1,36 @@
 #!/usr/bin/env bash
-# Builds the browser tracker into target/pulse-tracker/{pulse.js,pulse_bg.wasm}, the folder the
-# gateway serves at /pulse.js and /pulse_bg.wasm. Run from the repository root.
+# Builds the browser tracker into target/pulse-tracker/{pulse.js,pulse_bg.wasm}: the folder the
+# gateway's build embeds (gateway/build.rs; build the gateway after this script), and what
+# server.tracker_dir may name. Run from the repository root.
 set -euo pipefail
 
 target_dir="${CARGO_TARGET_DIR:-target}"
 out_dir="target/pulse-tracker"
+tmp_dir="target/pulse-tracker.new"
 
 cargo build -p pulse-tracker --lib --target wasm32-unknown-unknown --profile wasm
-wasm-bindgen --target no-modules --no-typescript --out-name pulse --out-dir "$out_dir" \
+rm -rf "$tmp_dir"
+wasm-bindgen --target no-modules --no-typescript --out-name pulse --out-dir "$tmp_dir" \
     "$target_dir/wasm32-unknown-unknown/wasm/pulse_tracker.wasm"
 
 if command -v wasm-opt >/dev/null 2>&1; then
     wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
         --enable-mutable-globals --enable-reference-types --enable-multivalue \
-        -o "$out_dir/pulse_bg.opt.wasm" "$out_dir/pulse_bg.wasm"
-    mv "$out_dir/pulse_bg.opt.wasm" "$out_dir/pulse_bg.wasm"
+        -o "$tmp_dir/pulse_bg.opt.wasm" "$tmp_dir/pulse_bg.wasm"
+    mv "$tmp_dir/pulse_bg.opt.wasm" "$tmp_dir/pulse_bg.wasm"
 fi
 
-# Bootstrap: load pulse_bg.wasm from beside pulse.js, wherever that is served from. The script
-# URL must be read synchronously while this file runs (currentScript is null afterwards).
-cat >>"$out_dir/pulse.js" <<'JS'
+# Bootstrap: load the Wasm from beside pulse.js, wherever that is served from (the gateway, a
+# CDN folder), under whatever name the script has. The script URL must be read synchronously
+# while this file runs (currentScript is null afterwards). The gateway's build rewrites the
+# wasmFile line (exactly this text) to the Wasm's content-hashed name.
+cat >>"$tmp_dir/pulse.js" <<'JS'
 ;(function () {
+  var wasmFile = 'pulse_bg.wasm';
   var script = document.currentScript;
   var src = script && script.src ? script.src : '/pulse.js';
-  var wasm = src.replace(/pulse\.js(?=[?#]|$)/, 'pulse_bg.wasm');
+  // The last path segment (the script's own file name) replaced; a query is kept.
+  var wasm = src.replace(/[^\/?#]*(?=[?#]|$)/, wasmFile);
   try {
     Promise.resolve(wasm_bindgen({ module_or_path: wasm })).catch(function (e) {
       console.warn('pulse: could not load the tracker', e);
@@ -33,6 +40,18 @@ cat >>"$out_dir/pulse.js" <<'JS'
   }
 })();
 JS
+
+# Replace only what changed, each file at once: a new modification time makes the next cargo
+# build embed the tracker again (and rebuild the gateway).
+mkdir -p "$out_dir"
+for f in pulse.js pulse_bg.wasm; do
+    if cmp -s "$tmp_dir/$f" "$out_dir/$f"; then
+        rm "$tmp_dir/$f"
+    else
+        mv "$tmp_dir/$f" "$out_dir/$f"
+    fi
+done
+rm -rf "$tmp_dir"
 
 for f in pulse.js pulse_bg.wasm; do
     raw=$(wc -c <"$out_dir/$f")

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what building (and, with --test, testing) Pulse needs, skipping what is present:
-# the wasm32 target, wasm-bindgen-cli at the version in Cargo.lock, and for tests Debian's
+# the wasm32 target, wasm-bindgen-cli at the version in Cargo.lock, OpenSSL's headers and
+# pkg-config (Debian's libssl-dev, pkg-config: librdkafka's TLS and SASL), and for tests Debian's
 # chromium and chromium-driver, Debian's prometheus (for promtool), in a venv under the target
-# folder DuckDB from PyPI (the analysis example's test), and Node.js with Segment's @segment/analytics-node from npm (the
-# Segment door's test). Fails loudly, with the reason, when something cannot be had.
+# folder DuckDB from PyPI (the analysis example's test), and Node.js with Segment's
+# @segment/analytics-node from npm (the Segment door's test). Fails loudly, with the reason, when something cannot be had.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,22 @@ command -v cargo >/dev/null || die "cargo is not installed (install Rust with ru
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
     say "adding the wasm32-unknown-unknown target"
     rustup target add wasm32-unknown-unknown || die "cannot add the wasm32 target (is rustup reachable?)"
+fi
+
+# The Kafka client (librdkafka, built from source) links the system's OpenSSL for TLS and SASL,
+# found with pkg-config.
+if ! command -v pkg-config >/dev/null || ! pkg-config --exists openssl 2>/dev/null; then
+    need=()
+    command -v pkg-config >/dev/null || need+=(pkg-config)
+    need+=(libssl-dev)
+    say "installing ${need[*]} (Debian packages): the Kafka client links OpenSSL for TLS and SASL"
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    command -v apt-get >/dev/null || die "apt-get not found: install OpenSSL's headers and pkg-config by hand (${need[*]})"
+    $sudo apt-get update -qq || die "apt-get update failed"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null \
+        || die "cannot install ${need[*]}"
+    pkg-config --exists openssl || die "pkg-config still finds no openssl after installing ${need[*]}"
 fi
 
 want=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)

@@ -103,7 +103,7 @@ impl ControlBus {
             .create()
             .map_err(unavailable)?;
         let instance = instance_name();
-        let consumer: BaseConsumer = crate::sink::cluster_client(kafka)
+        let consumer: BaseConsumer = crate::sink::cluster_client(kafka)?
             .set("group.id", format!("pulse-control-{instance}"))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")

@@ -69,6 +69,8 @@ pub struct Gateway {
     draining: std::sync::atomic::AtomicBool,
     /// The listeners' open connections, once they serve.
     connections: std::sync::OnceLock<pulse_http::OpenConnections>,
+    /// The tracker's files: embedded, or from `server.tracker_dir`.
+    tracker: crate::statics::Tracker,
 }
 
 impl Gateway {
@@ -176,7 +178,9 @@ impl Gateway {
             )),
             _ => None,
         };
+        let tracker = crate::statics::Tracker::new(config.server.tracker_dir.as_deref());
         Ok(Self {
+            tracker,
             config,
             metrics,
             ingest,
@@ -190,6 +194,11 @@ impl Gateway {
             draining: std::sync::atomic::AtomicBool::new(false),
             connections: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The tracker's files.
+    pub(crate) fn tracker(&self) -> &crate::statics::Tracker {
+        &self.tracker
     }
 
     /// The ingest path.

@@ -80,8 +80,9 @@ where
             ),
         },
         (&Method::GET | &Method::HEAD, path) => {
-            let path = path.to_owned();
-            static_file(gw, &path).await
+            // Owned, so that the request (its body) need not be Sync across the await.
+            let (path, headers) = (path.to_owned(), req.headers().clone());
+            static_file(gw, &path, &headers).await
         }
         _ => refuse(
             gw,
@@ -506,11 +507,19 @@ fn preflight(gw: &Gateway, headers: &HeaderMap) -> Resp {
     resp
 }
 
-async fn static_file(gw: &Gateway, path: &str) -> Resp {
-    let server = &gw.config.server;
-    match statics::load(&server.tracker_dir, server.site_dir.as_deref(), path).await {
+async fn static_file(gw: &Gateway, path: &str, headers: &HeaderMap) -> Resp {
+    let ask = statics::Ask {
+        path,
+        accept_encoding: header_str(headers, header::ACCEPT_ENCODING),
+        if_none_match: header_str(headers, header::IF_NONE_MATCH),
+    };
+    let site_dir = gw.config.server.site_dir.as_deref();
+    match statics::load(gw.tracker(), site_dir, ask).await {
         Ok(file) => {
-            let mut resp = Response::new(Full::new(Bytes::from(file.body)));
+            let mut resp = Response::new(Full::new(file.body));
+            if file.not_modified {
+                *resp.status_mut() = StatusCode::NOT_MODIFIED;
+            }
             let h = resp.headers_mut();
             h.insert(
                 header::CONTENT_TYPE,
@@ -520,9 +529,16 @@ async fn static_file(gw: &Gateway, path: &str) -> Resp {
                 header::CACHE_CONTROL,
                 HeaderValue::from_static(file.cache_control),
             );
-            if file.cross_origin {
+            if let Some(tag) = file.etag.and_then(|t| HeaderValue::from_str(&t).ok()) {
+                h.insert(header::ETAG, tag);
+            }
+            if file.gzip {
+                h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            }
+            if file.tracker {
+                h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
                 // The tracker runs on publishers' pages, whose origins are not the gateway's:
-                // the page's `fetch` of pulse_bg.wasm is a CORS request (no credentials), and a
+                // the page's `fetch` of the Wasm is a CORS request (no credentials), and a
                 // page isolated with COEP may only embed resources that opt in with CORP.
                 h.insert(
                     header::ACCESS_CONTROL_ALLOW_ORIGIN,
@@ -539,7 +555,14 @@ async fn static_file(gw: &Gateway, path: &str) -> Resp {
         Err(StaticError::TrackerMissing) => {
             let e = ApiError::new(
                 ErrorCode::NotFound,
-                "the tracker is not built: run scripts/build-tracker.sh",
+                "the tracker is not built in server.tracker_dir: run scripts/build-tracker.sh",
+            );
+            refuse(gw, &e, None)
+        }
+        Err(StaticError::TrackerNotEmbedded) => {
+            let e = ApiError::new(
+                ErrorCode::NotFound,
+                "the tracker is not built into this gateway: run scripts/build-tracker.sh, then build the gateway again (or set server.tracker_dir)",
             );
             refuse(gw, &e, None)
         }

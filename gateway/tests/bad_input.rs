@@ -234,7 +234,7 @@ fn the_tracker_files_load_from_any_origin_and_refusals_say_why() {
         std::fs::create_dir_all(&tracker).unwrap();
         std::fs::write(tracker.join("pulse.js"), "/* tracker */").unwrap();
         std::fs::write(tracker.join("pulse_bg.wasm"), b"\0asm\x01\0\0\0").unwrap();
-        config.server.tracker_dir = tracker;
+        config.server.tracker_dir = Some(tracker);
         config.sites[0].require_origin = true;
     });
     // A publisher's page (any origin: the gateway cannot know every page that embeds the tag)

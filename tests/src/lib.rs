@@ -283,7 +283,7 @@ pub const DEMO_SERVER_SECRET: &str = "demo-server-secret-public-never-use-for-a-
 fn site_config(dir: &Path, bundle: &str, site: &str) -> PathBuf {
     let root = workspace_root().canonicalize().expect("workspace root");
     let text = format!(
-        "[server]\nsite_dir = {site_dir:?}\ntracker_dir = {tracker:?}\nadmin_listen = \"127.0.0.1:0\"\n\n\
+        "[server]\nsite_dir = {site_dir:?}\nadmin_listen = \"127.0.0.1:0\"\n\n\
          # The tests send from one address as fast as they can.\n\
          [rate_limits]\nip_requests = {{ per_second = 0, burst = 0 }}\n\n\
          # The tests check the scorer's decisions, not its deadline: be generous on busy machines.\n\
@@ -296,7 +296,6 @@ fn site_config(dir: &Path, bundle: &str, site: &str) -> PathBuf {
             .join(format!("examples/bundles/{bundle}.toml"))
             .display()
             .to_string(),
-        tracker = root.join("target/pulse-tracker").display().to_string(),
     );
     let path = dir.join("pulse.toml");
     std::fs::write(&path, text).expect("write config");

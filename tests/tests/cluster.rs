@@ -37,15 +37,13 @@ fn config(dir: &Path, brokers: &str) -> PathBuf {
 }
 
 fn config_with(dir: &Path, brokers: &str, scorer: &str) -> PathBuf {
-    let root = workspace_root().canonicalize().expect("workspace root");
     let text = format!(
-        "[server]\nadmin_listen = \"127.0.0.1:0\"\ntracker_dir = {tracker:?}\n\n\
+        "[server]\nadmin_listen = \"127.0.0.1:0\"\n\n\
          [scorer]\n{scorer}\n\n\
          [rate_limits]\nip_requests = {{ per_second = 0, burst = 0 }}\n\n\
          [sink]\nkind = \"kafka\"\n\n[sink.kafka]\nbrokers = {brokers:?}\nlinger_ms = 1\n\
          control_topic = \"pulse.control\"\n\n\
          [[sites]]\nkey = \"demo\"\norigins = []\nallow_same_origin = true\n",
-        tracker = root.join("target/pulse-tracker").display().to_string(),
     );
     let path = dir.join("pulse.toml");
     std::fs::write(&path, text).expect("write config");

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pulse_e2e::{AckingClients, GatewayProcess, agent, page_view_batch, workspace_root};
+use pulse_e2e::{AckingClients, GatewayProcess, agent, page_view_batch};
 use pulse_gateway::now_ms;
 use pulse_protocol::{Batch, DeadLetter, EventRecord};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -46,16 +46,14 @@ fn mock_cluster() -> MockCluster<'static, DefaultProducerContext> {
 /// store deadline equals the delivery deadline, so the latter is the one that answers. Rate
 /// limits are off: these tests send many batches from one address on purpose.
 fn kafka_config(dir: &Path, brokers: &str, delivery_timeout_ms: u64, kafka_extra: &str) -> PathBuf {
-    let root = workspace_root().canonicalize().expect("workspace root");
     let text = format!(
-        "[server]\nadmin_listen = \"127.0.0.1:0\"\ntracker_dir = {tracker:?}\n\n\
+        "[server]\nadmin_listen = \"127.0.0.1:0\"\n\n\
          [limits]\ndecision_deadline_ms = 2000\nstore_deadline_ms = {delivery_timeout_ms}\n\n\
          [rate_limits]\nip_requests = {{ per_second = 0, burst = 0 }}\n\
          site_events = {{ per_second = 0, burst = 0 }}\nsite_bytes = {{ per_second = 0, burst = 0 }}\n\n\
          [sink]\nkind = \"kafka\"\n\n[sink.kafka]\nbrokers = {brokers:?}\nlinger_ms = 1\n\
          delivery_timeout_ms = {delivery_timeout_ms}\n{kafka_extra}\n\n\
          [[sites]]\nkey = \"demo\"\norigins = []\nallow_same_origin = true\n",
-        tracker = root.join("target/pulse-tracker").display().to_string(),
     );
     let path = dir.join("pulse.toml");
     std::fs::write(&path, text).expect("write config");

@@ -93,16 +93,13 @@ fn configured_by_the_environment_it_serves_and_tells_systemd() {
             let v = match k.as_str() {
                 "PULSE_SERVER__LISTEN" | "PULSE_SERVER__ADMIN_LISTEN" => "127.0.0.1:0".to_owned(),
                 "PULSE_SERVER__DATA" => dir.path().join("data").display().to_string(),
-                "PULSE_SERVER__TRACKER_DIR" => {
-                    root.join("target/pulse-tracker").display().to_string()
-                }
                 "PULSE_SERVER__SITE_DIR" => root.join("examples/site").display().to_string(),
                 _ => v,
             };
             (k, v)
         })
         .collect();
-    assert_eq!(env.len(), 5, "{env:?}");
+    assert_eq!(env.len(), 4, "{env:?}");
     let mut child = Command::new(gateway_bin())
         .args(["--config"])
         .arg(root.join("examples/pulse.toml"))
@@ -132,7 +129,7 @@ fn configured_by_the_environment_it_serves_and_tells_systemd() {
         ready.contains(&format!("MAINPID={}", child.id())),
         "{ready}"
     );
-    // It serves: readiness, and the tracker from the folder the environment named.
+    // It serves: readiness, and the tracker embedded in the binary.
     let get = |path: &str| {
         agent()
             .get(format!("{url}{path}"))

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use pulse_e2e::{
-    Browser, GatewayProcess, StaticServer, TlsGateway, metric, metrics_text, publisher_config,
-    publisher_site, readme_snippet,
+    Browser, GatewayProcess, StaticServer, TlsGateway, agent, metric, metrics_text,
+    publisher_config, publisher_site, readme_snippet,
 };
 use serde_json::{Value, json};
 
@@ -33,6 +33,19 @@ fn protocols_of(browser: &mut Browser, part: &str) -> Vec<Value> {
         .as_array()
         .cloned()
         .unwrap_or_default()
+}
+
+/// The Wasm file a served `pulse.js` loads: `pulse_bg.<16 hex digits>.wasm`.
+fn hashed_wasm_name(script: &str) -> String {
+    let at = script
+        .find("'pulse_bg.")
+        .unwrap_or_else(|| panic!("pulse.js names no Wasm file"));
+    let name: String = script[at + 1..]
+        .chars()
+        .take_while(|c| *c != '\'')
+        .collect();
+    assert_eq!(name.len(), "pulse_bg..wasm".len() + 16, "{name}");
+    name
 }
 
 /// `name` of the page's resource entries whose URL contains `part`.
@@ -128,7 +141,8 @@ fn the_tag_on_a_publishers_own_origin_over_http1_http2_and_http3() {
         // The page came from the publisher; the tracker's files and the batch from the gateway.
         let page = browser.eval("return location.origin");
         assert_eq!(page, site.url.as_str(), "{hop}");
-        for part in ["/pulse.js", "/pulse_bg.wasm", "/v1/collect"] {
+        // The Wasm by its content-hashed name (`pulse_bg.<hash>.wasm`).
+        for part in ["/pulse.js", "/pulse_bg.", "/v1/collect"] {
             let urls = urls_of(&mut browser, part);
             assert!(
                 !urls.is_empty() && urls.iter().all(|u| u.starts_with(&gateway_url)),
@@ -155,12 +169,21 @@ fn the_tracker_files_from_a_cdn_on_a_third_origin() {
     let publisher = StaticServer::folder(&folder);
     let config = publisher_config(dir.path(), &[&publisher.url]);
     let gateway = GatewayProcess::start(&config, &dir.path().join("data"), "127.0.0.1:0");
-    // A pull CDN: it copies the files and their headers from the gateway once.
+    // A pull CDN: it copies the files and their headers from the gateway once: the script
+    // the tag names, and the Wasm that script names (by its content hash).
+    let script = agent()
+        .get(format!("{}/pulse.js", gateway.url))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let wasm = hashed_wasm_name(&script);
     let cdn = StaticServer::mirror(&[
         ("/pulse/pulse.js", &format!("{}/pulse.js", gateway.url)),
         (
-            "/pulse/pulse_bg.wasm",
-            &format!("{}/pulse_bg.wasm", gateway.url),
+            &format!("/pulse/{wasm}"),
+            &format!("{}/{wasm}", gateway.url),
         ),
     ]);
     let tag = readme_snippet("tag-from-cdn")
@@ -182,7 +205,7 @@ fn the_tracker_files_from_a_cdn_on_a_third_origin() {
     assert_eq!(decision["remaining"], 2, "{decision}");
     for (part, from) in [
         ("/pulse.js", &cdn.url),
-        ("/pulse_bg.wasm", &cdn.url),
+        (&format!("/pulse/{wasm}"), &cdn.url),
         ("/v1/collect", &gateway.url),
     ] {
         let urls = urls_of(&mut browser, part);

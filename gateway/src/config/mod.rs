@@ -259,10 +259,13 @@ pub struct ServerConfig {
     /// Folder served at `/` (the demo publisher site); none when absent. Default: none.
     #[serde(default)]
     pub site_dir: Option<PathBuf>,
-    /// Folder holding the built tracker (`pulse.js`, `pulse_bg.wasm`), served at `/`.
-    /// Default `target/pulse-tracker`.
-    #[serde(default = "default_tracker_dir")]
-    pub tracker_dir: PathBuf,
+    /// A folder holding a built tracker (`pulse.js`, `pulse_bg.wasm`) to serve instead of the
+    /// one embedded in the binary, e.g. `target/pulse-tracker` while working on the tracker: it
+    /// is read again whenever its files change, and `/pulse.js` is revalidated on every load.
+    /// Default: none (the embedded tracker, as `scripts/build-tracker.sh` built it before the
+    /// gateway was built).
+    #[serde(default)]
+    pub tracker_dir: Option<PathBuf>,
     /// The Ed25519 key (PKCS#8 DER) decisions are signed with; generated on first start when
     /// the file does not exist (mode 0600). Its public key is served at `GET /v1/keys`.
     /// Default `<data>/decision-key.pk8`.
@@ -290,10 +293,6 @@ fn default_data() -> PathBuf {
     PathBuf::from("data")
 }
 
-fn default_tracker_dir() -> PathBuf {
-    PathBuf::from("target/pulse-tracker")
-}
-
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
@@ -309,7 +308,7 @@ impl Default for ServerConfig {
             trusted_proxies: Vec::new(),
             data: default_data(),
             site_dir: None,
-            tracker_dir: default_tracker_dir(),
+            tracker_dir: None,
             decision_key: None,
             drain_delay_ms: 0,
         }
@@ -333,7 +332,7 @@ impl Config {
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.server.data = base.join(&config.server.data);
-        config.server.tracker_dir = base.join(&config.server.tracker_dir);
+        config.server.tracker_dir = config.server.tracker_dir.map(|d| base.join(d));
         config.server.site_dir = config.server.site_dir.map(|d| base.join(d));
         config.server.tls_cert = config.server.tls_cert.map(|p| base.join(p));
         config.server.tls_key = config.server.tls_key.map(|p| base.join(p));
@@ -446,6 +445,9 @@ impl Config {
             problems.push("transport.max_header_bytes must be at least 8192".to_owned());
         }
         problems.extend(self.rate_limits.problems(self.limits.max_body_bytes));
+        if let Err(problem) = self.sink.kafka.client_properties() {
+            problems.push(problem);
+        }
         for key in self.sink.kafka.properties.keys() {
             if matches!(
                 key.as_str(),

@@ -23,8 +23,9 @@ pub struct SinkConfig {
     pub kafka: KafkaConfig,
 }
 
-/// `[sink.kafka]`: the Kafka producer. Idempotence and `acks=all` are always on.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// `[sink.kafka]`: the Kafka producer. Idempotence and `acks=all` are always on. Its `Debug`
+/// hides the values of secret `properties` (passwords, keys).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaConfig {
     /// Bootstrap brokers, comma-separated `host:port`. Default `127.0.0.1:9092`.
@@ -53,9 +54,66 @@ pub struct KafkaConfig {
     pub linger_ms: u32,
     /// Compression of Kafka batches: `none`, `gzip`, `snappy`, `lz4` or `zstd`. Default `lz4`.
     pub compression: Compression,
-    /// Further librdkafka producer properties (e.g. `security.protocol`, `sasl.*`); they may not
-    /// weaken idempotence or `acks`.
+    /// Further librdkafka properties of every Pulse client of the cluster, e.g. for a managed
+    /// cluster `security.protocol = "SASL_SSL"`, `sasl.mechanisms`, `sasl.username`,
+    /// `sasl.password`, `ssl.ca.location`; they may not weaken idempotence or `acks`, nor set
+    /// what has its own key. Default: none.
     pub properties: BTreeMap<String, String>,
+}
+
+impl KafkaConfig {
+    /// `properties` as librdkafka gets them: a value `env:NAME` is read from the environment
+    /// (secrets such as `sasl.password` need not be in the file); an unset variable is an
+    /// error naming the property.
+    pub(crate) fn client_properties(&self) -> Result<Vec<(&str, String)>, String> {
+        self.properties
+            .iter()
+            .map(|(key, value)| match value.strip_prefix("env:") {
+                Some(name) => std::env::var(name).map(|v| (key.as_str(), v)).map_err(|_| {
+                    format!("sink.kafka.properties.{key:?} names ${name}, which is not set")
+                }),
+                None => Ok((key.as_str(), value.clone())),
+            })
+            .collect()
+    }
+}
+
+/// Whether a librdkafka property holds a secret (`sasl.password`, `ssl.key.password`,
+/// `ssl.key.pem`, `sasl.oauthbearer.client.secret`, ...): its value is never shown.
+fn is_secret_property(key: &str) -> bool {
+    ["password", "secret", "key.pem", "oauthbearer.config"]
+        .iter()
+        .any(|part| key.contains(part))
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let properties: BTreeMap<&str, &str> = self
+            .properties
+            .iter()
+            .map(|(k, v)| {
+                let shown = if is_secret_property(k) {
+                    "<redacted>"
+                } else {
+                    v
+                };
+                (k.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("events_topic", &self.events_topic)
+            .field("deadletter_topic", &self.deadletter_topic)
+            .field("decisions_topic", &self.decisions_topic)
+            .field("control_topic", &self.control_topic)
+            .field("delivery_timeout_ms", &self.delivery_timeout_ms)
+            .field("queue_max_messages", &self.queue_max_messages)
+            .field("queue_max_kbytes", &self.queue_max_kbytes)
+            .field("linger_ms", &self.linger_ms)
+            .field("compression", &self.compression)
+            .field("properties", &properties)
+            .finish()
+    }
 }
 
 impl Default for KafkaConfig {
@@ -172,5 +230,49 @@ impl Default for DecisionLogConfig {
             retention_hours: 720,
             queue_bytes: 8 << 20,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(properties: &[(&str, &str)]) -> KafkaConfig {
+        KafkaConfig {
+            properties: properties
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ..KafkaConfig::default()
+        }
+    }
+
+    #[test]
+    fn secrets_are_read_from_the_environment_and_never_shown() {
+        // PATH is set wherever tests run (setting a variable here would need unsafe code).
+        let path = std::env::var("PATH").unwrap();
+        let config = with(&[
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.username", "pulse"),
+            ("sasl.password", "env:PATH"),
+            ("ssl.key.password", "hunter2-hunter2"),
+        ]);
+        let resolved = config.client_properties().unwrap();
+        assert!(resolved.contains(&("sasl.password", path.clone())));
+        assert!(resolved.contains(&("security.protocol", "SASL_SSL".to_owned())));
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("SASL_SSL") && shown.contains("pulse"),
+            "{shown}"
+        );
+        assert!(shown.contains("<redacted>"), "{shown}");
+
+        let unset = with(&[("sasl.password", "env:PULSE_TEST_SURELY_UNSET_7f3a")]);
+        let problem = unset.client_properties().unwrap_err();
+        assert!(
+            problem.contains("sasl.password") && problem.contains("PULSE_TEST_SURELY_UNSET_7f3a"),
+            "{problem}"
+        );
     }
 }

@@ -150,14 +150,14 @@ impl std::fmt::Debug for KafkaSink {
 
 /// What every Pulse client of the cluster shares, producer or consumer: the brokers and the
 /// operator's properties (security settings, `client.id`, ...), logging errors only.
-pub(crate) fn cluster_client(config: &KafkaConfig) -> ClientConfig {
+pub(crate) fn cluster_client(config: &KafkaConfig) -> Result<ClientConfig, SinkError> {
     let mut client = ClientConfig::new();
     client.set("bootstrap.servers", &config.brokers);
-    for (key, value) in &config.properties {
+    for (key, value) in config.client_properties().map_err(SinkError::Unavailable)? {
         client.set(key, value);
     }
     client.set_log_level(RDKafkaLogLevel::Error);
-    client
+    Ok(client)
 }
 
 /// The producer settings for `config`: the fixed ones, those derived from typed keys, then
@@ -194,7 +194,7 @@ pub(crate) fn client_config(config: &KafkaConfig) -> Result<ClientConfig, SinkEr
         .set("linger.ms", config.linger_ms.to_string())
         .set("compression.type", config.compression.as_str())
         .set("partitioner", PARTITIONER);
-    for (key, value) in &config.properties {
+    for (key, value) in config.client_properties().map_err(SinkError::Unavailable)? {
         client.set(key, value);
     }
     client.set_log_level(RDKafkaLogLevel::Warning);
@@ -516,6 +516,9 @@ impl Sink for KafkaSink {
         self.last.ready()
     }
 }
+
+#[cfg(test)]
+mod tls_tests;
 
 #[cfg(test)]
 mod tests {

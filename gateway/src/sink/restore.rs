@@ -114,6 +114,7 @@ pub(crate) fn restore(
     let topic = kafka.events_topic.as_str();
     let from = stored.map(|b| decode(b, topic)).unwrap_or_default();
     let consumer: BaseConsumer = super::cluster_client(kafka)
+        .map_err(|e| format!("the restore's consumer: {e}"))?
         .set("group.id", "pulse-restore")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
