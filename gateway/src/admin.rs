@@ -270,6 +270,9 @@ where
             )
             .await
         }
+        (&Method::DELETE, path) if path.starts_with("/admin/readers/") => {
+            erase(gw, &path["/admin/readers/".len()..]).await
+        }
         (&Method::GET, path) if path.starts_with("/admin/readers/") => {
             reader(gw, &path["/admin/readers/".len()..]).await
         }
@@ -569,6 +572,77 @@ async fn reader(gw: &Gateway, encoded: &str) -> Resp {
         }
         Err(_) => error(ErrorCode::Internal, "the reader could not be read"),
     }
+}
+
+/// What erasing a reader did, by store.
+#[derive(Serialize)]
+struct ErasedReader<'a> {
+    reader: &'a str,
+    /// Whether they had state (in memory or stored).
+    state: bool,
+    /// Records erased from the embedded logs (none in Kafka mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log: Option<crate::Erased>,
+    /// In Kafka mode: the erasure record written to the events topic for the consumers
+    /// downstream (and for the gateways' restore).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    erasure_record: Option<String>,
+}
+
+/// `DELETE /admin/readers/ID`: erases a reader (a data subject's request). Their state goes,
+/// then their records in the embedded logs; in Kafka mode an erasure record is produced to the
+/// events topic. Erasing a reader Pulse never saw is not an error (nothing is erased).
+async fn erase(gw: &Gateway, encoded: &str) -> Resp {
+    let Some(id) = percent_decode(encoded).filter(|id| !id.is_empty() && id.len() <= 512) else {
+        return error(ErrorCode::NotFound, "no such reader");
+    };
+    let engine = Arc::clone(gw.engine());
+    let reader = id.clone();
+    let state = match tokio::task::spawn_blocking(move || engine.erase(&reader)).await {
+        Ok(Ok(had)) => had,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "erasing a reader's state failed");
+            return error(
+                ErrorCode::Internal,
+                "the reader's state could not be erased",
+            );
+        }
+        Err(_) => {
+            return error(
+                ErrorCode::Internal,
+                "the reader's state could not be erased",
+            );
+        }
+    };
+    let (log, erasure_record) = match gw.log() {
+        Some(log) => match log.erase(&id).await {
+            Ok(erased) => (Some(erased), None),
+            Err(e) => {
+                tracing::error!(error = %e, "erasing a reader's records failed");
+                return error(
+                    ErrorCode::StoreUnavailable,
+                    "the reader's state is erased, not yet their records: ask again",
+                );
+            }
+        },
+        None => match gw.erasure_record(&id).await {
+            Ok(at) => (None, Some(at)),
+            Err(e) => {
+                tracing::error!(error = %e, "producing an erasure record failed");
+                return error(
+                    ErrorCode::StoreUnavailable,
+                    "the reader's state is erased, the erasure record not yet sent: ask again",
+                );
+            }
+        },
+    };
+    tracing::info!(reader = %id, state, ?log, "reader erased");
+    ok_json(&ErasedReader {
+        reader: &id,
+        state,
+        log,
+        erasure_record,
+    })
 }
 
 /// Decodes `%XX` escapes; `None` when they are broken or the result is not UTF-8.

@@ -44,6 +44,9 @@ use crate::sink::SinkError;
 const KEY_LIMITS: &str = "limits";
 /// Key of the active bundle.
 const KEY_BUNDLE: &str = "bundle";
+/// Prefix of erasure keys: `erase/<reader>` tells every gateway to forget the reader's state;
+/// a tombstone follows at once, so compaction keeps no trace of the reader.
+const KEY_ERASE: &str = "erase/";
 /// Prefix of heartbeat keys.
 const KEY_GATEWAY: &str = "gateway/";
 /// How often a gateway says it is alive.
@@ -165,6 +168,20 @@ impl ControlBus {
     }
 
     /// Publishes the active bundle (its archive's bytes).
+    /// Tells every gateway to forget `reader`'s state (this one has already): the record, then
+    /// its tombstone.
+    pub(crate) async fn publish_erasure(&self, reader: &str) -> Result<(), String> {
+        let key = format!("{KEY_ERASE}{reader}");
+        let value = serde_json::json!({ "reader": reader, "by": self.instance }).to_string();
+        self.publish(&key, value.as_bytes()).await?;
+        let tombstone: FutureRecord<'_, str, [u8]> = FutureRecord::to(&self.topic).key(&key);
+        self.producer
+            .send(tombstone, PUBLISH_TIMEOUT)
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| e.to_string())
+    }
+
     pub(crate) async fn publish_bundle(&self, stored: &[u8]) -> Result<(), String> {
         self.publish(KEY_BUNDLE, stored).await
     }
@@ -301,6 +318,19 @@ impl Follower {
         }
         let Some(value) = value else { return };
         let control = Arc::clone(&self.control);
+        if let Some(reader) = key.strip_prefix(KEY_ERASE) {
+            let by_me = serde_json::from_slice::<serde_json::Value>(value)
+                .is_ok_and(|v| v["by"] == self.instance.as_str());
+            if !by_me {
+                match control.erase_reader(reader) {
+                    Ok(had) => tracing::info!(had, "a reader erased through the control topic"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "erasing a reader from the control topic failed")
+                    }
+                }
+            }
+            return;
+        }
         match key {
             KEY_LIMITS => match serde_json::from_slice::<RateLimits>(value) {
                 Ok(limits) if limits == control.limiter.limits() => {}

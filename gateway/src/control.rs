@@ -235,6 +235,14 @@ impl Control {
         self.activate_bundle(bundle)
     }
 
+    /// Forgets a reader's state (an erasure made on another gateway); whether there was any.
+    pub(crate) fn erase_reader(&self, reader: &str) -> Result<bool, String> {
+        self.decider
+            .engine()
+            .erase(reader)
+            .map_err(|e| e.to_string())
+    }
+
     /// The id of the bundle in force (none when the scorer is unavailable).
     pub fn active_bundle_id(&self) -> Option<String> {
         self.decider.engine().bundle().ok().map(|b| b.id.clone())

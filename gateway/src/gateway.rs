@@ -216,6 +216,23 @@ impl Gateway {
         self.log.as_ref()
     }
 
+    /// Sends the erasure record of `reader` (Kafka mode) to the events topic for consumers
+    /// downstream and to the other gateways through the control topic; resolves with where the
+    /// record went.
+    pub async fn erasure_record(&self, reader: &str) -> Result<String, String> {
+        let at = crate::ingest::now_ms();
+        let sent = self
+            .ingest
+            .sink()
+            .erasure(reader, at)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(bus) = &self.bus {
+            bus.publish_erasure(reader).await?;
+        }
+        Ok(sent)
+    }
+
     /// The listeners' open connections, for metrics.
     pub fn set_connections(&self, open: pulse_http::OpenConnections) {
         let _ = self.connections.set(open);

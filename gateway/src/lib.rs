@@ -51,7 +51,8 @@ pub use entitlements::{
 pub use gateway::{Gateway, OpenError};
 pub use ingest::{Ingest, now_ms};
 pub use log::{
-    AppliedGuard, DecisionLogSettings, EventLog, LogError, LogFiles, LogSettings, StoredEvent,
+    AppliedGuard, DecisionLogSettings, Erased, EventLog, LogError, LogFiles, LogSettings,
+    StoredEvent,
 };
 pub use metrics::{AUTH_RESULTS, Format, Handler, Latency, Metrics, Snapshot};
 pub use notify::notify;

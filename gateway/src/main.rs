@@ -63,6 +63,11 @@ enum Command {
     Reader {
         /// The reader key: the user id of a logged-in reader, else the anonymous id.
         id: String,
+        /// Erase the reader instead (a data subject's request): their state, and their
+        /// records in the embedded logs (events, decisions, dead letters that mention them);
+        /// in Kafka mode an erasure record goes to the events topic. Prints what was erased.
+        #[arg(long)]
+        erase: bool,
         /// Admin address, overriding `server.admin_listen` (e.g. `http://127.0.0.1:9090`).
         #[arg(long, value_name = "URL")]
         admin: Option<String>,
@@ -269,9 +274,15 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
         },
-        Some(Command::Reader { id, admin, token }) => {
+        Some(Command::Reader {
+            id,
+            erase,
+            admin,
+            token,
+        }) => {
             let path = format!("/admin/readers/{}", percent_encode(&id));
-            let value = admin_call(&config, admin, token, "GET", &path, None)?;
+            let method = if erase { "DELETE" } else { "GET" };
+            let value = admin_call(&config, admin, token, method, &path, None)?;
             println!("{}", serde_json::to_string_pretty(&value)?);
             Ok(())
         }

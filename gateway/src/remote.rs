@@ -52,6 +52,7 @@ pub(crate) fn admin_call(
     let auth = format!("Bearer {token}");
     let mut response = match (method, body) {
         ("GET", _) => agent.get(&url).header("authorization", &auth).call(),
+        ("DELETE", _) => agent.delete(&url).header("authorization", &auth).call(),
         ("POST", body) => agent
             .post(&url)
             .header("authorization", &auth)

@@ -26,25 +26,29 @@ pub enum RecordSchema {
     DeadLetter,
     /// A decision ([`DecisionRecord`](crate::DecisionRecord)): `pulse.decisions`.
     Decision,
+    /// A reader erased on request ([`ErasureRecord`](crate::ErasureRecord)): `pulse.events`,
+    /// Kafka mode.
+    Erasure,
 }
 
 impl RecordSchema {
     /// Every kind.
-    pub const ALL: [Self; 3] = [Self::Event, Self::DeadLetter, Self::Decision];
+    pub const ALL: [Self; 4] = [Self::Event, Self::DeadLetter, Self::Decision, Self::Erasure];
 
     /// The version this crate writes (and the newest it reads).
     pub fn version(self) -> u32 {
         match self {
-            Self::Event | Self::DeadLetter | Self::Decision => 1,
+            Self::Event | Self::DeadLetter | Self::Decision | Self::Erasure => 1,
         }
     }
 
-    /// The kind's name: `event`, `dead_letter`, `decision`.
+    /// The kind's name: `event`, `dead_letter`, `decision`, `erasure`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Event => "event",
             Self::DeadLetter => "dead_letter",
             Self::Decision => "decision",
+            Self::Erasure => "erasure",
         }
     }
 
@@ -55,6 +59,7 @@ impl RecordSchema {
             Self::Event => "event.v1",
             Self::DeadLetter => "dead_letter.v1",
             Self::Decision => "decision.v1",
+            Self::Erasure => "erasure.v1",
         }
     }
 
@@ -64,6 +69,7 @@ impl RecordSchema {
             Self::Event => "event.v1.schema.json",
             Self::DeadLetter => "dead_letter.v1.schema.json",
             Self::Decision => "decision.v1.schema.json",
+            Self::Erasure => "erasure.v1.schema.json",
         }
     }
 
@@ -73,6 +79,7 @@ impl RecordSchema {
             Self::Event => include_str!("../schema/event.v1.schema.json"),
             Self::DeadLetter => include_str!("../schema/dead_letter.v1.schema.json"),
             Self::Decision => include_str!("../schema/decision.v1.schema.json"),
+            Self::Erasure => include_str!("../schema/erasure.v1.schema.json"),
         }
     }
 
@@ -123,6 +130,7 @@ pub fn generate(kind: RecordSchema) -> String {
         RecordSchema::Event => generator.into_root_schema_for::<crate::EventRecord>(),
         RecordSchema::DeadLetter => generator.into_root_schema_for::<crate::DeadLetter>(),
         RecordSchema::Decision => generator.into_root_schema_for::<crate::DecisionRecord>(),
+        RecordSchema::Erasure => generator.into_root_schema_for::<crate::ErasureRecord>(),
     };
     if let Some(v) = schema.pointer_mut("/properties/v") {
         // The version this schema describes, and nothing else.

@@ -55,6 +55,7 @@ fn admin(gw: &GatewayProcess, method: &str, path: &str, body: Option<Value>) -> 
     let auth = format!("Bearer {}", gw.admin_token());
     let mut resp = match (method, body) {
         ("GET", _) => agent().get(&url).header("authorization", &auth).call(),
+        ("DELETE", _) => agent().delete(&url).header("authorization", &auth).call(),
         ("PUT", Some(b)) => agent()
             .put(&url)
             .header("authorization", &auth)
@@ -204,4 +205,94 @@ fn a_killed_gateway_brings_reader_state_up_to_date_from_kafka() {
     let gw = GatewayProcess::start(&config, &data, "127.0.0.1:0");
     assert_eq!(metered(&gw), 3.0);
     gw.stop();
+}
+
+/// Erasing a reader in Kafka mode: the gateway asked forgets them, the other gateway too
+/// (through the control topic), an erasure record (`pulse-schema: erasure.v1`) goes to
+/// `pulse.events` keyed by the reader for consumers downstream, and a gateway restored from
+/// the topic after a kill does not bring them back; another reader is untouched.
+#[test]
+fn an_erased_reader_is_forgotten_by_every_gateway_and_stays_so_after_a_restore() {
+    use rdkafka::Message as _;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Headers as _;
+
+    let cluster = mock_cluster();
+    let brokers = cluster.bootstrap_servers();
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let configs: Vec<PathBuf> = dirs
+        .iter()
+        .map(|d| config_with(d.path(), &brokers, "flush_interval_ms = 600000"))
+        .collect();
+    let data: Vec<PathBuf> = dirs.iter().map(|d| d.path().join("data")).collect();
+    let gws: Vec<GatewayProcess> = (0..2)
+        .map(|i| GatewayProcess::start(&configs[i], &data[i], "127.0.0.1:0"))
+        .collect();
+    let base = u128::from(now_ms()) << 64;
+    // Both readers visit both gateways.
+    for (n, reader) in ["eve", "bob"].iter().enumerate() {
+        for (i, gw) in gws.iter().enumerate() {
+            let id = base + (n as u128) * 16 + i as u128;
+            let batch = page_view_batch(reader, i as u64, id, 1, now_ms());
+            assert_eq!(send_batch(&gw.url, &batch).status().as_u16(), 200);
+        }
+    }
+    let known = |gw: &GatewayProcess, reader: &str| {
+        admin(gw, "GET", &format!("/admin/readers/{reader}"), None).0 == 200
+    };
+    assert!(gws.iter().all(|g| known(g, "eve") && known(g, "bob")));
+
+    let (status, answer) = admin(&gws[0], "DELETE", "/admin/readers/eve", None);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["state"], true, "{answer}");
+    let record = answer["erasure_record"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(record.starts_with("pulse.events/"), "{answer}");
+    assert!(!known(&gws[0], "eve"));
+    wait_until("the other gateway to forget eve", || !known(&gws[1], "eve"));
+    assert!(gws.iter().all(|g| known(g, "bob")), "bob untouched");
+
+    // The erasure record, for consumers downstream.
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", "erasure-test")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&["pulse.events"]).unwrap();
+    let mut found = None;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while found.is_none() && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let schema = m.headers().and_then(|h| {
+                h.iter()
+                    .find(|h| h.key == "pulse-schema")
+                    .and_then(|h| h.value.map(<[u8]>::to_vec))
+            });
+            if schema.as_deref() == Some(b"erasure.v1".as_slice()) {
+                let value: Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+                found = Some((m.key().map(<[u8]>::to_vec), value));
+            }
+        }
+    }
+    let (key, value) = found.expect("an erasure record on pulse.events");
+    assert_eq!(
+        key.as_deref(),
+        Some(b"eve".as_slice()),
+        "keyed by the reader"
+    );
+    assert_eq!(value["v"], 1);
+    assert_eq!(value["erased"], "eve");
+
+    // Killed before any write-behind, the first gateway restores from pulse.events: eve's
+    // page views are there, and so is her erasure.
+    let [first, second]: [GatewayProcess; 2] = gws.try_into().ok().unwrap();
+    first.kill();
+    let first = GatewayProcess::start(&configs[0], &data[0], "127.0.0.1:0");
+    assert!(!known(&first, "eve"), "an erased reader is not restored");
+    assert!(known(&first, "bob"), "bob restored");
+    first.stop();
+    second.stop();
 }

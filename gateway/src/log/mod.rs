@@ -18,6 +18,7 @@
 //! IO boundary: the writer thread (writes, syncs, deletions) and the readers.
 
 mod block;
+mod erase;
 mod segment;
 mod writer;
 
@@ -37,7 +38,8 @@ use crate::metrics::Metrics;
 use crate::pool::BufPool;
 
 pub(crate) use block::{FRAME_HEADER, frame_header};
-use writer::{Job, Writer};
+pub use writer::Erased;
+use writer::{Job, Work, Writer};
 
 /// Most requests waiting for the writer (their bytes are bounded separately).
 const QUEUE_JOBS: usize = 8192;
@@ -465,7 +467,7 @@ pub struct EventLog {
     events_dir: PathBuf,
     dead_dir: PathBuf,
     decisions: Option<Arc<DecisionQueue>>,
-    tx: RwLock<Option<mpsc::Sender<Job>>>,
+    tx: RwLock<Option<mpsc::Sender<Work>>>,
     budget: Arc<Semaphore>,
     max_queued: usize,
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -594,12 +596,12 @@ impl EventLog {
             .and_then(|tx| tx.clone())
             .ok_or(LogError::Closed)?;
         let (reply, answer) = oneshot::channel();
-        tx.send(Job {
+        tx.send(Work::Append(Job {
             frames,
             reply,
             _budget: budget,
             queued: std::time::Instant::now(),
-        })
+        }))
         .await
         .map_err(|_| LogError::Closed)?;
         answer.await.map_err(|_| LogError::Closed)?
@@ -642,12 +644,12 @@ impl EventLog {
         let tx = self.tx.read().ok().and_then(|tx| tx.clone());
         if let Some(tx) = tx {
             let (reply, _) = oneshot::channel();
-            let _ = tx.try_send(Job {
+            let _ = tx.try_send(Work::Append(Job {
                 frames: Frames::default(),
                 reply,
                 _budget: budget,
                 queued: std::time::Instant::now(),
-            });
+            }));
         }
     }
 

@@ -51,7 +51,7 @@ pub(crate) struct SegmentLog {
     packer: Packer,
 }
 
-fn segment_path(dir: &Path, first: u64) -> PathBuf {
+pub(crate) fn segment_path(dir: &Path, first: u64) -> PathBuf {
     dir.join(format!("{first:020}.log"))
 }
 
@@ -248,6 +248,29 @@ impl SegmentLog {
             active.written = SystemTime::now();
         }
         Ok(())
+    }
+
+    /// Rewrites every segment that holds a record `matches` picks, with each such record
+    /// replaced by the erased marker (positions stay as they were). The segment appended to
+    /// is closed first, so only whole, synced segments are rewritten. Returns the records
+    /// erased.
+    pub(crate) fn erase(&mut self, matches: &dyn Fn(&[u8]) -> bool) -> io::Result<u64> {
+        if self.segments.back().is_some_and(|s| s.records > 0) {
+            self.roll()?;
+            self.sync()?;
+        }
+        let mut erased = 0;
+        for segment in self.segments.iter_mut().filter(|s| s.records > 0) {
+            let path = segment_path(&self.dir, segment.first);
+            if let Some((n, bytes)) = super::erase::rewrite(&path, &mut self.packer, matches)? {
+                erased += n;
+                segment.bytes = bytes;
+            }
+        }
+        if erased > 0 {
+            File::open(&self.dir)?.sync_all()?;
+        }
+        Ok(erased)
     }
 
     /// Syncs the newest segment and closes it, then starts a new one at the next position.
@@ -473,6 +496,8 @@ impl Iterator for Reader {
                 }
             }
             match self.next_in_segment() {
+                // Erased for its reader (see `erase`): the position stays, the record is gone.
+                Ok(Some((_, record))) if record == super::erase::ERASED => {}
                 Ok(Some(record)) => return Some(Ok(record)),
                 Ok(None) => self.current = None,
                 Err(e) if self.segments.is_empty() => {

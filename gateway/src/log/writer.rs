@@ -47,6 +47,31 @@ pub(crate) struct Job {
     pub(crate) queued: Instant,
 }
 
+/// What the writer is asked to do.
+#[derive(Debug)]
+pub(crate) enum Work {
+    /// Append a request's batch.
+    Append(Job),
+    /// Erase a reader's records from every log (after the batches queued before).
+    Erase {
+        /// Their reader key.
+        reader: String,
+        /// Records erased from the events, the dead letters and the decisions.
+        reply: oneshot::Sender<Result<Erased, LogError>>,
+    },
+}
+
+/// Records erased for a reader, by log.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Erased {
+    /// Event records.
+    pub events: u64,
+    /// Dead letters that mention them.
+    pub dead_letters: u64,
+    /// Decision records.
+    pub decisions: u64,
+}
+
 /// The decision log as the writer holds it.
 struct Decisions {
     log: SegmentLog,
@@ -113,27 +138,60 @@ impl Writer {
         }
     }
 
-    pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+    pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Work>) {
         let mut group = Vec::with_capacity(64);
+        let mut erasures = Vec::new();
+        let size = |job: &Job| job.frames.events.len() + job.frames.dead.len();
         while let Some(first) = rx.blocking_recv() {
-            let mut bytes = first.frames.events.len() + first.frames.dead.len();
-            group.push(first);
-            while group.len() < MAX_GROUP && bytes < MAX_GROUP_BYTES {
+            let mut bytes = 0;
+            match first {
+                Work::Append(job) => {
+                    bytes += size(&job);
+                    group.push(job);
+                }
+                Work::Erase { reader, reply } => erasures.push((reader, reply)),
+            }
+            while erasures.is_empty() && group.len() < MAX_GROUP && bytes < MAX_GROUP_BYTES {
                 match rx.try_recv() {
-                    Ok(job) => {
-                        bytes += job.frames.events.len() + job.frames.dead.len();
+                    Ok(Work::Append(job)) => {
+                        bytes += size(&job);
                         group.push(job);
                     }
+                    Ok(Work::Erase { reader, reply }) => erasures.push((reader, reply)),
                     Err(_) => break,
                 }
             }
-            self.commit(&mut group);
+            if !group.is_empty() {
+                self.commit(&mut group);
+            }
             self.write_decisions(false);
+            for (reader, reply) in erasures.drain(..) {
+                let _ = reply.send(self.erase(&reader));
+            }
         }
         if let Err(e) = self.events.sync().and_then(|()| self.dead.sync()) {
             tracing::error!(error = %e, "final log sync failed");
         }
         self.write_decisions(true);
+    }
+
+    /// Erases `reader`'s records from every log (the decisions queued are written first).
+    fn erase(&mut self, reader: &str) -> Result<Erased, LogError> {
+        if self.failed {
+            return Err(LogError::Closed);
+        }
+        let theirs = |r: &[u8]| super::erase::is_theirs(r, reader);
+        let mentions = |r: &[u8]| super::erase::mentions(r, reader);
+        let erased = Erased {
+            events: self.events.erase(&theirs)?,
+            dead_letters: self.dead.erase(&mentions)?,
+            decisions: match self.decisions.as_mut() {
+                Some(d) => d.log.erase(&theirs)?,
+                None => 0,
+            },
+        };
+        tracing::info!(?erased, "a reader's records erased from the logs");
+        Ok(erased)
     }
 
     /// Writes the decisions queued since the last time as one block (nobody waits for them),

@@ -412,6 +412,49 @@ async fn delivered(
 }
 
 impl Sink for KafkaSink {
+    fn erasure(&self, reader: &str, at: u64) -> BoxFuture<'_, Result<String, SinkError>> {
+        let record = pulse_protocol::ErasureRecord::new(reader, at);
+        let reader = reader.to_owned();
+        Box::pin(async move {
+            let payload = serde_json::to_vec(&record).map_err(|e| SinkError::Io(e.to_string()))?;
+            let headers = OwnedHeaders::new_with_capacity(2)
+                .insert(Header {
+                    key: HEADER_SCHEMA,
+                    value: Some(RecordSchema::Erasure.id()),
+                })
+                .insert(Header {
+                    key: HEADER_CONTENT_TYPE,
+                    value: Some("application/json"),
+                });
+            let pending = {
+                let current = self.current()?;
+                self.enqueue(
+                    &current.producer,
+                    &self.events_topic,
+                    &reader,
+                    &payload,
+                    headers,
+                    at,
+                )?
+            };
+            match tokio::time::timeout(self.delivery_timeout, pending).await {
+                Ok(Ok(Ok(d))) => Ok(format!(
+                    "{}/{}@{}",
+                    self.events_topic, d.partition, d.offset
+                )),
+                Ok(Ok(Err((e, _)))) => Err(SinkError::Unavailable(format!(
+                    "kafka delivery failed: {e}"
+                ))),
+                Ok(Err(_)) => Err(SinkError::Unavailable(
+                    "the kafka producer dropped a delivery report".into(),
+                )),
+                Err(_) => Err(SinkError::Unavailable(
+                    "kafka did not confirm the erasure record in time".into(),
+                )),
+            }
+        })
+    }
+
     fn queue_depth(&self) -> usize {
         self.current().map_or(0, |c| {
             usize::try_from(c.producer.in_flight_count()).unwrap_or(0)

@@ -82,6 +82,13 @@ pub trait Sink: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Produces the erasure record of `reader` (Kafka: to the events topic, keyed by the
+    /// reader) and resolves with where it went once it is durable. The embedded sink has
+    /// none: its logs are erased in place.
+    fn erasure(&self, _reader: &str, _at: u64) -> BoxFuture<'_, Result<String, SinkError>> {
+        Box::pin(async { Err(SinkError::Unavailable("no erasure records here".into())) })
+    }
+
     /// What waits in the sink now: batches queued for the log writer (embedded), messages not
     /// yet acknowledged by the brokers (Kafka).
     fn queue_depth(&self) -> usize {

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pulse_protocol::EventRecord;
+use pulse_protocol::{ErasureRecord, EventRecord, RecordSchema};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -170,6 +170,8 @@ pub(crate) fn restore(
     consumer.assign(&tpl).map_err(|e| e.to_string())?;
     let mut failure = None;
     let mut heard = Instant::now();
+    // Readers erased on request: forgotten once the events before are applied.
+    let mut erased = Vec::new();
     let records = std::iter::from_fn(|| {
         while !left.is_empty() {
             match consumer.poll(Duration::from_millis(200)) {
@@ -199,6 +201,17 @@ pub(crate) fn restore(
                     if offset >= end {
                         continue; // appended since the restore began: applied live
                     }
+                    if is_erasure(&m) {
+                        match serde_json::from_slice::<ErasureRecord>(
+                            m.payload().unwrap_or_default(),
+                        ) {
+                            Ok(e) => erased.push(e.erased),
+                            Err(e) => {
+                                tracing::warn!(partition = p, offset, error = %e, "an unreadable erasure record")
+                            }
+                        }
+                        continue;
+                    }
                     let record =
                         serde_json::from_slice::<EventRecord>(m.payload().unwrap_or_default())
                             .map_err(|e| format!("{topic}/{p}@{offset}: not an EventRecord: {e}"));
@@ -212,7 +225,26 @@ pub(crate) fn restore(
     if let Some(e) = failure {
         return Err(e);
     }
+    // The reader's state as restored so far includes what they did before the erasure (and,
+    // should they have come back since, after it: they start afresh).
+    for reader in &erased {
+        decider
+            .engine()
+            .erase(reader)
+            .map_err(|e| format!("erasing a reader named by an erasure record: {e}"))?;
+    }
     Ok(Restored { events, ends })
+}
+
+/// Whether a message of the events topic is an erasure record (by its `pulse-schema` header).
+fn is_erasure(m: &impl Message) -> bool {
+    use rdkafka::message::Headers;
+    m.headers().is_some_and(|h| {
+        h.iter().any(|h| {
+            h.key == pulse_protocol::SCHEMA_HEADER
+                && h.value == Some(RecordSchema::Erasure.id().as_bytes())
+        })
+    })
 }
 
 #[cfg(test)]

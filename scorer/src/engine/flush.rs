@@ -112,6 +112,34 @@ pub(crate) fn flush<S: StateStore>(shared: &Shared<S>, core: &Core) -> Result<()
     Ok(())
 }
 
+/// Forgets `reader` (a data subject's erasure): their state in memory and in every stored
+/// feature set. Under the flush lock, so that no write-behind in progress writes it back.
+/// Whether there was any.
+pub(crate) fn erase<S: StateStore>(
+    shared: &Shared<S>,
+    core: &Core,
+    reader: &str,
+) -> Result<bool, EngineError> {
+    let _one = shared.flushing.lock().map_err(|_| EngineError::Poisoned)?;
+    let p = crate::partition_of(reader, shared.config.partitions);
+    let in_memory = core.parts[p as usize]
+        .lock()
+        .map_err(|_| EngineError::Poisoned)?
+        .remove(reader)
+        .is_some();
+    let mut stored = false;
+    for fs in shared.store.feature_sets()? {
+        stored |= shared.store.get(fs, p, reader)?.is_some();
+        let forget = Write {
+            partition: p,
+            reader: reader.to_owned(),
+            value: None,
+        };
+        shared.store.write(fs, &[forget], &[])?;
+    }
+    Ok(in_memory || stored)
+}
+
 /// Writes a core's changed states (and forgets its readers past their TTL) with `meta`, in one
 /// batch. On failure the states stay dirty for the next attempt.
 pub(crate) fn write_core<S: StateStore>(

@@ -628,6 +628,14 @@ impl<S: StateStore + 'static> Engine<S> {
         flush::sweep_store(&self.shared, &core, false)
     }
 
+    /// Forgets a reader at once (a data subject's erasure): their state in memory and in the
+    /// store, whatever bundle it was kept for. Whether there was any. Their events must also
+    /// go from the log, or a replay brings them back (the gateway erases both).
+    pub fn erase(&self, reader: &str) -> Result<bool, EngineError> {
+        let core = Arc::clone(&*self.core()?);
+        flush::erase(&self.shared, &core, reader)
+    }
+
     /// Stops the write-behind and sweep threads (without a last flush).
     fn stop_threads(&self) {
         if let Ok(mut stop) = self.shared.stop.lock() {

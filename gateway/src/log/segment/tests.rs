@@ -169,3 +169,42 @@ fn a_batch_never_straddles_segments_and_age_rolls_too() {
         "past its age, the segment rolled"
     );
 }
+
+#[test]
+fn erasing_replaces_records_in_place_in_raw_and_compressed_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = SegmentLog::open(dir.path(), 1 << 20).unwrap();
+    let theirs = |i: usize| format!("{{\"reader\":\"ann\",\"n\":{i}}}").into_bytes();
+    let others = |i: usize| format!("{{\"reader\":\"bob\",\"n\":{i}}}").into_bytes();
+    // A small block (stored raw), then one past 64 KiB (compressed).
+    let small: Vec<Vec<u8>> = (0..4)
+        .map(|i| if i % 2 == 0 { theirs(i) } else { others(i) })
+        .collect();
+    let large: Vec<Vec<u8>> = (0..4000)
+        .map(|i| if i % 3 == 0 { theirs(i) } else { others(i) })
+        .collect();
+    for block in [&small, &large] {
+        let refs: Vec<&[u8]> = block.iter().map(Vec::as_slice).collect();
+        log.append(&[(&frames(&refs), block.len() as u64)], None)
+            .unwrap();
+    }
+    log.sync().unwrap();
+    let before = all(dir.path(), 0);
+    let is_ann = |r: &[u8]| crate::log::erase::is_theirs(r, "ann");
+    let erased = log.erase(&is_ann).unwrap();
+    assert_eq!(erased, 2 + 1334);
+    let after = all(dir.path(), 0);
+    assert_eq!(after.len(), before.len() - erased as usize);
+    let kept: Vec<_> = before.into_iter().filter(|(_, r)| !is_ann(r)).collect();
+    assert_eq!(after, kept, "the others, at their positions");
+    // Erasing again finds nothing; appending goes on at the next position.
+    assert_eq!(log.erase(&is_ann).unwrap(), 0);
+    let next = log.next();
+    log.append(&[(&frames(&[b"{\"reader\":\"cy\"}"]), 1)], None)
+        .unwrap();
+    log.sync().unwrap();
+    assert_eq!(all(dir.path(), next).len(), 1);
+    drop(log);
+    let log = SegmentLog::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(log.next(), next + 1, "positions survive a reopen");
+}
