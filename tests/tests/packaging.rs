@@ -250,6 +250,7 @@ fn promtool_passes_the_metrics_and_prometheus_gets_openmetrics() {
         "pulse_gateway_sink_queue_depth 0",
         "pulse_gateway_rate_limiter_tracked_keys",
         "pulse_gateway_event_log_bytes",
+        "pulse_scorer_store_bytes",
         "pulse_gateway_config_last_reload_successful 1",
         "pulse_gateway_config_last_reload_success_timestamp_seconds",
         "process_cpu_seconds_total",

@@ -46,6 +46,11 @@ pub(crate) fn scorer_series<S: pulse_scorer::StateStore>(
         engine.config().cache_bytes as f64,
     );
     out.gauge(
+        "pulse_scorer_store_bytes",
+        "Bytes the reader-state store takes on disk.",
+        engine.store().disk_bytes() as f64,
+    );
+    out.gauge(
         "pulse_scorer_dirty_readers",
         "Readers changed and not yet written behind.",
         cache.dirty as f64,
