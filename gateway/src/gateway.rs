@@ -87,9 +87,21 @@ impl Gateway {
         let data = &config.server.data;
         let (bundle, shadow) = config.scorer.load_bundles().map_err(|e| state_error(&e))?;
         let store = crate::state::open(data).map_err(|e| state_error(&e))?;
+        let changelog = match &config.sink {
+            s if s.kind == SinkKind::Kafka && !s.kafka.state_topic.is_empty() => {
+                restore_changelog(&config, &store, &metrics)?;
+                Some(Arc::new(
+                    sink::Changelog::new(&config.sink.kafka).map_err(OpenError::Sink)?,
+                ))
+            }
+            _ => None,
+        };
         let (engine, startup) =
             Engine::open(store, bundle, config.scorer.engine()).map_err(|e| state_error(&e))?;
         let engine = Arc::new(engine);
+        if let Some(changelog) = changelog {
+            engine.store().set_mirror(changelog);
+        }
         let log = match config.sink.kind {
             SinkKind::Embedded => {
                 let log = Arc::new(EventLog::open(
@@ -133,7 +145,9 @@ impl Gateway {
         }
         decider.set_shadow(shadow).map_err(|e| state_error(&e))?;
         let offsets = match config.sink.kind {
-            SinkKind::Kafka => restore_from_kafka(&config, &decider, startup.positions.as_deref()),
+            SinkKind::Kafka => {
+                restore_from_kafka(&config, &decider, startup.positions.as_deref(), &metrics)
+            }
             SinkKind::Embedded => None,
         };
         let sink = sink::open(&config, log.clone(), offsets, Arc::clone(&pool))?;
@@ -394,15 +408,59 @@ fn housekeeping(
 /// offsets its last write-behind recorded), then has each write-behind record the offsets
 /// again. When Kafka cannot be read now, the gateway starts without them and keeps the stored
 /// offsets for the next start (logged as an error).
+/// A state store that is empty (a new machine, a lost disk) is filled from the state
+/// changelog first; a store that holds state keeps it (the events topic brings it up to date).
+fn restore_changelog(
+    config: &Config,
+    store: &FjallStore,
+    metrics: &Metrics,
+) -> Result<(), OpenError> {
+    use pulse_scorer::StateStore as _;
+    let empty = store
+        .feature_sets()
+        .map_err(|e| OpenError::State(e.to_string()))?
+        .is_empty();
+    if !empty {
+        return Ok(());
+    }
+    let kafka = &config.sink.kafka;
+    let started = Instant::now();
+    match sink::restore_changelog(kafka, store, config.scorer.engine().partitions) {
+        Ok(restored) => {
+            let took = started.elapsed();
+            metrics.restored_states(restored.states, took);
+            tracing::info!(
+                states = restored.states,
+                records = restored.records,
+                topic = %kafka.state_topic,
+                ms = took.as_millis() as u64,
+                "reader state restored from the state changelog"
+            );
+            Ok(())
+        }
+        Err(e) => {
+            // Without it the events topic rebuilds state from its start (what it still holds);
+            // a restore cut short leaves nothing behind.
+            for fs in store.feature_sets().unwrap_or_default() {
+                let _ = store.drop_feature_set(fs);
+            }
+            tracing::error!(error = %e, topic = %kafka.state_topic, "the state changelog could not be read: reader state is rebuilt from the events topic");
+            Ok(())
+        }
+    }
+}
+
 fn restore_from_kafka(
     config: &Config,
     decider: &Arc<Decider>,
     stored: Option<&[u8]>,
+    metrics: &Metrics,
 ) -> Option<Arc<sink::KafkaOffsets>> {
     let kafka = &config.sink.kafka;
     let started = Instant::now();
     match sink::restore(kafka, stored, decider) {
         Ok(restored) => {
+            metrics.restored_events(restored.events, started.elapsed());
             tracing::info!(
                 events = restored.events,
                 topic = %kafka.events_topic,

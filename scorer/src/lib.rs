@@ -39,6 +39,7 @@ pub use bundle::{
     ActiveBundle, Bundle, BundleError, BundleModel, Feature, MAX_BUNDLE_BYTES, MAX_FEATURES,
     Problem, STATE_FORMAT, Settings,
 };
+pub use engine::meta::MIRRORED as MIRRORED_META;
 pub use engine::{
     CacheView, Engine, EngineConfig, EngineError, FjallStore, Positions, Progress, Rebuild,
     SWEEP_SLACK_MS, Scored, Snapshot, Startup, Stats, murmur2, partition_of,
@@ -52,7 +53,7 @@ pub use replay::Batcher;
 pub use rules::{Decided, MAX_RULES, PageFacts, RESERVED, Request, Rules, decide};
 pub use state::{
     CodecError, Dedupe, MemoryStore, Outcome, ReaderState, Seen, StateError, StateStore,
-    StoreError, Write,
+    StoreError, StoreMirror, Write,
 };
 pub use templates::Kind;
 pub use time::{DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS, parse_duration};

@@ -20,7 +20,12 @@ const PARTITIONS: i32 = 3;
 
 fn mock_cluster() -> MockCluster<'static, DefaultProducerContext> {
     let cluster = MockCluster::new(3).expect("mock cluster");
-    for topic in ["pulse.events", "pulse.deadletter", "pulse.decisions"] {
+    for topic in [
+        "pulse.events",
+        "pulse.deadletter",
+        "pulse.decisions",
+        "pulse.state",
+    ] {
         cluster
             .create_topic(topic, PARTITIONS, 3)
             .expect("create topic");
@@ -295,4 +300,74 @@ fn an_erased_reader_is_forgotten_by_every_gateway_and_stays_so_after_a_restore()
     assert!(known(&first, "bob"), "bob restored");
     first.stop();
     second.stop();
+}
+
+/// The state changelog: states written behind are in `pulse.state` keyed by the reader (the
+/// feature set before the state), an erased reader becomes a tombstone there, and a gateway on
+/// a new machine (an empty data folder) restores reader state from it, counting nothing twice.
+#[test]
+fn a_gateway_on_a_new_machine_restores_reader_state_from_the_changelog() {
+    use rdkafka::Message as _;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+
+    let cluster = mock_cluster();
+    let brokers = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with(dir.path(), &brokers, "flush_interval_ms = 200");
+    let gw = GatewayProcess::start(&config, &dir.path().join("first"), "127.0.0.1:0");
+    let base = u128::from(now_ms()) << 64;
+    for (n, reader) in ["ana", "bob"].iter().enumerate() {
+        for i in 0..2u64 {
+            let id = base + (n as u128) * 16 + u128::from(i);
+            let batch = page_view_batch(reader, i, id, 1, now_ms());
+            assert_eq!(send_batch(&gw.url, &batch).status().as_u16(), 200);
+        }
+    }
+    let metered = |gw: &GatewayProcess, reader: &str| {
+        admin(gw, "GET", &format!("/admin/readers/{reader}"), None).1["features"]
+            ["metered_pages"]["value"]
+            .as_f64()
+    };
+    assert_eq!(metered(&gw, "ana"), Some(2.0));
+    assert_eq!(admin(&gw, "DELETE", "/admin/readers/bob", None).0, 200);
+    gw.stop();
+
+    // What the changelog holds: ana's state, bob's tombstone after his state, the metadata.
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", "changelog-test")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&["pulse.state"]).unwrap();
+    let mut last: std::collections::HashMap<Vec<u8>, Option<Vec<u8>>> = Default::default();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            last.insert(
+                m.key().unwrap_or_default().to_vec(),
+                m.payload().map(<[u8]>::to_vec),
+            );
+        }
+    }
+    let ana = last.get(b"ana".as_slice()).cloned().flatten();
+    assert!(ana.is_some_and(|v| v.len() > 8), "ana's state: {last:?}");
+    assert_eq!(last.get(b"bob".as_slice()), Some(&None), "bob's tombstone");
+    assert!(last.keys().any(|k| k.starts_with(b"\0pulse.meta/")));
+
+    let gw = GatewayProcess::start(&config, &dir.path().join("second"), "127.0.0.1:0");
+    let text = metrics_text(&gw);
+    assert!(
+        metric(
+            &text,
+            "pulse_gateway_restored_records{source=\"changelog\"}"
+        ) >= 1.0,
+        "{text}"
+    );
+    assert_eq!(metered(&gw, "ana"), Some(2.0), "restored, each view once");
+    assert_eq!(admin(&gw, "GET", "/admin/readers/bob", None).0, 404);
+    let batch = page_view_batch("ana", 9, base + 99, 1, now_ms());
+    assert_eq!(send_batch(&gw.url, &batch).status().as_u16(), 200);
+    assert_eq!(metered(&gw, "ana"), Some(3.0));
+    gw.stop();
 }

@@ -34,7 +34,7 @@ const BROKERS: i32 = 3;
 /// A mock cluster of three brokers with the three topics, three partitions each.
 fn mock_cluster() -> MockCluster<'static, DefaultProducerContext> {
     let cluster = MockCluster::new(BROKERS).expect("mock cluster");
-    for topic in [EVENTS, DEAD, DECISIONS] {
+    for topic in [EVENTS, DEAD, DECISIONS, "pulse.state"] {
         cluster
             .create_topic(topic, PARTITIONS, BROKERS)
             .expect("create topic");

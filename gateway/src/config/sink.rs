@@ -40,6 +40,11 @@ pub struct KafkaConfig {
     /// the admin API reach every gateway through it, and gateways see one another on it to
     /// share the rate limits. Empty: each gateway on its own. Default `pulse.control`.
     pub control_topic: String,
+    /// The reader-state changelog (compacted, partitioned like the events topic): every state
+    /// written behind is also produced there keyed by the reader, a forgotten or erased reader
+    /// as a tombstone, and a gateway whose state store is empty restores it from there before
+    /// reading the events topic. Empty: no changelog. Default `pulse.state`.
+    pub state_topic: String,
     /// Time for every event of a batch to get its delivery report before the page gets 503 with
     /// `Retry-After`, in ms. Default 5000.
     pub delivery_timeout_ms: Millis,
@@ -106,6 +111,7 @@ impl std::fmt::Debug for KafkaConfig {
             .field("deadletter_topic", &self.deadletter_topic)
             .field("decisions_topic", &self.decisions_topic)
             .field("control_topic", &self.control_topic)
+            .field("state_topic", &self.state_topic)
             .field("delivery_timeout_ms", &self.delivery_timeout_ms)
             .field("queue_max_messages", &self.queue_max_messages)
             .field("queue_max_kbytes", &self.queue_max_kbytes)
@@ -124,6 +130,7 @@ impl Default for KafkaConfig {
             deadletter_topic: "pulse.deadletter".to_owned(),
             decisions_topic: "pulse.decisions".to_owned(),
             control_topic: "pulse.control".to_owned(),
+            state_topic: "pulse.state".to_owned(),
             delivery_timeout_ms: Millis::from_ms(5_000),
             queue_max_messages: 100_000,
             queue_max_kbytes: 65_536,

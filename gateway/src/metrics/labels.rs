@@ -138,6 +138,11 @@ pub(super) struct ShadowLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct SourceLabel {
+    pub(super) source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct BuildLabels {
     pub(super) version: &'static str,
 }

@@ -32,7 +32,7 @@ pub use format::Format;
 pub use labels::{AUTH_RESULTS, Handler};
 use labels::{
     BuildLabels, DecisionLabels, HandlerLabel, LimitLabel, ReasonLabel, RequestLabels, ResultLabel,
-    ShadowLabels, status_label,
+    ShadowLabels, SourceLabel, status_label,
 };
 pub(crate) use scorer::scorer_series;
 pub(crate) use scraped::{Scraped, gateway_series};
@@ -109,6 +109,8 @@ pub struct Metrics {
     decision_log_store_bytes: Gauge,
     decision_log_store_records: Gauge,
     reload_ok: Gauge,
+    restored: Family<SourceLabel, Gauge>,
+    restore_time: Family<SourceLabel, Gauge<f64, AtomicU64>>,
     reload_time: Gauge<f64, AtomicU64>,
 }
 
@@ -334,6 +336,18 @@ impl Metrics {
             reload_time.clone(),
         );
         reload_time.set(unix_now());
+        let restored = Family::<SourceLabel, Gauge>::default();
+        r.register(
+            "pulse_gateway_restored_records",
+            "Kafka mode, at the last start: reader states read from the state changelog (source=changelog), events applied from the events topic (source=events)",
+            restored.clone(),
+        );
+        let restore_time = Family::<SourceLabel, Gauge<f64, AtomicU64>>::default();
+        r.register(
+            "pulse_gateway_restore_duration_seconds",
+            "Kafka mode, at the last start: time to restore from the state changelog or to bring state up to date from the events topic",
+            restore_time.clone(),
+        );
         Self {
             registry: r,
             requests,
@@ -373,6 +387,8 @@ impl Metrics {
             decision_log_store_records,
             reload_ok,
             reload_time,
+            restored,
+            restore_time,
         }
     }
 
@@ -570,6 +586,24 @@ impl Metrics {
     pub fn decision_log_store(&self, bytes: u64, records: u64) {
         self.decision_log_store_bytes.set(gauge_value(bytes));
         self.decision_log_store_records.set(gauge_value(records));
+    }
+
+    /// Reader states restored from the state changelog at start, and the time it took.
+    pub fn restored_states(&self, states: u64, took: Duration) {
+        self.restore("changelog", states, took);
+    }
+
+    /// Events applied from the events topic at start, and the time it took.
+    pub fn restored_events(&self, events: u64, took: Duration) {
+        self.restore("events", events, took);
+    }
+
+    fn restore(&self, source: &'static str, n: u64, took: Duration) {
+        let label = SourceLabel { source };
+        self.restored.get_or_create(&label).set(gauge_value(n));
+        self.restore_time
+            .get_or_create(&label)
+            .set(took.as_secs_f64());
     }
 
     /// The outcome of a configuration reload (SIGHUP or `POST /admin/reload`).

@@ -4,6 +4,7 @@
 //! `crate::log`, group-committed) is the default; `kafka` (rdkafka, idempotent, `acks=all`)
 //! serves a publisher who outgrew one machine.
 
+mod changelog;
 mod embedded;
 mod kafka;
 mod records;
@@ -16,11 +17,15 @@ use std::sync::Arc;
 use crate::config::{Config, SinkKind};
 use crate::log::{AppliedGuard, EventLog};
 
+pub(crate) use changelog::Changelog;
 pub use embedded::EmbeddedSink;
 use kafka::KafkaSink;
 pub(crate) use kafka::{KafkaLog, client_config, cluster_client};
 pub use records::{RecordKind, Records};
 pub(crate) use restore::{KafkaOffsets, restore};
+
+/// Fills an empty reader-state store from the state changelog (Kafka mode).
+pub(crate) use changelog::restore as restore_changelog;
 
 /// What one request appends: its accepted events and its dead letters, with what Kafka keys
 /// and headers need.

@@ -4,11 +4,11 @@
 //! on its own (the log is), only consistent with the replay position written in the same batch.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 
-use crate::state::{StateStore, StoreError, Write};
+use crate::state::{StateStore, StoreError, StoreMirror, Write};
 
 const META: &str = "scorer_meta";
 const PREFIX: &str = "state_";
@@ -18,6 +18,8 @@ pub struct FjallStore {
     db: Database,
     meta: Keyspace,
     sets: Mutex<HashMap<u64, Keyspace>>,
+    /// Where every write is copied, once set (Kafka mode's changelog).
+    mirror: std::sync::RwLock<Option<Arc<dyn StoreMirror>>>,
 }
 
 impl std::fmt::Debug for FjallStore {
@@ -63,7 +65,15 @@ impl FjallStore {
             db,
             meta,
             sets: Mutex::new(HashMap::new()),
+            mirror: std::sync::RwLock::new(None),
         })
+    }
+
+    /// Copies every write from now on to `mirror` as well (see [`StoreMirror`]).
+    pub fn set_mirror(&self, mirror: Arc<dyn StoreMirror>) {
+        if let Ok(mut m) = self.mirror.write() {
+            *m = Some(mirror);
+        }
     }
 
     fn set(&self, fs: u64) -> Result<Keyspace, StoreError> {
@@ -107,7 +117,12 @@ impl StateStore for FjallStore {
         for (k, v) in meta {
             batch.insert(&self.meta, k.as_bytes(), v.as_slice());
         }
-        batch.commit().map_err(err)
+        batch.commit().map_err(err)?;
+        let mirror = self.mirror.read().ok().and_then(|m| m.clone());
+        match mirror {
+            Some(m) => m.write(fs, writes, meta),
+            None => Ok(()),
+        }
     }
 
     fn scan(

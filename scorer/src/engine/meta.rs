@@ -12,3 +12,9 @@ pub(crate) const BUNDLE: &str = "bundle";
 pub(crate) const PARTITIONS: &str = "partitions";
 /// Where an outside log stands (opaque to the engine: Kafka offsets, in Kafka mode).
 pub(crate) const SOURCE: &str = "source_positions";
+
+/// The keys a state changelog copies (`StoreMirror`): what a store restored from it needs
+/// beside the states. The bundle's text stays out (it can be larger than a Kafka message, and
+/// every gateway has its bundle); so do the embedded log's replay point and the number of
+/// partitions (each gateway's own).
+pub const MIRRORED: [&str; 3] = [FEATURE_SET, WATERMARK, SOURCE];

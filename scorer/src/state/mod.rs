@@ -9,4 +9,4 @@ mod store;
 pub use codec::CodecError;
 pub use dedupe::{Dedupe, Seen};
 pub use reader::{Outcome, ReaderState, StateError};
-pub use store::{MemoryStore, StateStore, StoreError, Write};
+pub use store::{MemoryStore, StateStore, StoreError, StoreMirror, Write};

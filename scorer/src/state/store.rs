@@ -25,6 +25,14 @@ pub struct Write {
     pub value: Option<Vec<u8>>,
 }
 
+/// A copy of a store's writes kept elsewhere (Kafka mode's state changelog), made after the
+/// store's own write: a write whose copy fails fails (the engine keeps its states dirty and
+/// writes them again), while what the store wrote stays.
+pub trait StoreMirror: Send + Sync {
+    /// Copies one write of the store (`fs`, the states or forgettings, the metadata).
+    fn write(&self, fs: u64, writes: &[Write], meta: &[(&str, Vec<u8>)]) -> Result<(), StoreError>;
+}
+
 /// Keeps encoded reader state. Safe to call from many threads; the engine never writes one
 /// reader from two threads at once.
 pub trait StateStore: Send + Sync {
