@@ -15,7 +15,7 @@ use super::spec::{self, FeatureSpec, Problem};
 use crate::filter::{Filter, FilterSpec, type_bit};
 use crate::model::{MAX_MODEL_BYTES, Model, ModelFormat};
 use crate::rules::Rules;
-use crate::templates::{self, CompileCx, Kind, Spec};
+use crate::templates::{self, CompileCx, Spec};
 use crate::time::{DAY_MS, HOUR_MS, MINUTE_MS, parse_duration};
 use crate::window::{MAX_WINDOW_DAYS, Window};
 
@@ -196,8 +196,8 @@ impl Bundle {
             }
         }
         let names: Vec<&str> = spec.features.iter().map(|f| f.name.as_str()).collect();
-        resolve_inputs(&mut features, &names, &mut problems);
-        let order = order(&features, &mut problems);
+        super::order::resolve_inputs(&mut features, &names, &mut problems);
+        let order = super::order::order(&features, &mut problems);
         for f in &features {
             if crate::rules::RESERVED.contains(&f.name.as_str()) {
                 problems.push(Problem::new(
@@ -595,61 +595,6 @@ impl FromToml for FilterSpec {
         use serde::Deserialize;
         Self::deserialize(v.clone()).map_err(|e| e.message().to_owned())
     }
-}
-
-fn resolve_inputs(features: &mut [Feature], declared: &[&str], problems: &mut Vec<Problem>) {
-    let kinds: Vec<(String, Kind)> = features
-        .iter()
-        .map(|f| (f.name.clone(), f.spec.kind()))
-        .collect();
-    for f in features.iter_mut() {
-        for input in f.spec.inputs() {
-            match kinds.iter().position(|(n, _)| *n == input) {
-                Some(i) if kinds[i].1 == Kind::Num => f.inputs.push(i),
-                Some(_) => problems.push(Problem::new(
-                    format!("features.{}", f.name),
-                    format!("uses {input:?}, which is not numeric"),
-                )),
-                None if declared.contains(&input.as_str()) => {} // has problems of its own
-                None => problems.push(Problem::new(
-                    format!("features.{}", f.name),
-                    format!("uses {input:?}, which is not a feature of this bundle"),
-                )),
-            }
-        }
-    }
-}
-
-/// A topological order of the features (inputs first); a cycle is a problem.
-fn order(features: &[Feature], problems: &mut Vec<Problem>) -> Vec<usize> {
-    let mut order = Vec::with_capacity(features.len());
-    let mut mark = vec![0u8; features.len()]; // 0 new, 1 visiting, 2 done
-    fn visit(i: usize, fs: &[Feature], mark: &mut [u8], order: &mut Vec<usize>) -> bool {
-        match mark[i] {
-            2 => return true,
-            1 => return false,
-            _ => {}
-        }
-        mark[i] = 1;
-        for &j in &fs[i].inputs {
-            if !visit(j, fs, mark, order) {
-                return false;
-            }
-        }
-        mark[i] = 2;
-        order.push(i);
-        true
-    }
-    for i in 0..features.len() {
-        if !visit(i, features, &mut mark, &mut order) {
-            problems.push(Problem::new(
-                format!("features.{}", features[i].name),
-                "its inputs form a cycle",
-            ));
-            return (0..features.len()).collect();
-        }
-    }
-    order
 }
 
 #[cfg(test)]

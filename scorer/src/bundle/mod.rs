@@ -9,6 +9,7 @@
 
 mod active;
 mod compile;
+mod order;
 mod spec;
 
 pub use active::ActiveBundle;

@@ -1,0 +1,114 @@
+//! Applying a batch to one reader: load (or create) their state in its partition, apply the
+//! events, account the cache, count the outcomes.
+
+use std::sync::atomic::Ordering;
+
+use super::{Core, EngineError, Shared, partition_of};
+use crate::bundle::Bundle;
+use crate::event::Observed;
+use crate::state::{Outcome, ReaderState, StateError, StateStore};
+
+/// What applying a batch did.
+#[derive(Debug, Default)]
+pub(crate) struct Counts {
+    pub(crate) applied: u32,
+    pub(crate) duplicates: u32,
+    pub(crate) refused: Vec<(usize, Outcome)>,
+    /// Memory is held by changes not yet written.
+    pub(crate) pressure: bool,
+}
+
+impl<S: StateStore> Shared<S> {
+    /// Loads (or creates) the reader in its partition, applies the events, then runs `then`.
+    pub(crate) fn update<E: Observed + ?Sized, T>(
+        &self,
+        core: &Core,
+        reader: &str,
+        events: &[(&E, u64)],
+        then: impl FnOnce(&Bundle, &ReaderState) -> T,
+    ) -> Result<(T, Counts), EngineError> {
+        let bundle = core.bundle.get();
+        let p = partition_of(reader, self.config.partitions);
+        let mut part = core.parts[p as usize]
+            .lock()
+            .map_err(|_| EngineError::Poisoned)?;
+        if !part.readers.contains_key(reader) {
+            let state = self.load(core, &bundle, p, reader)?;
+            part.insert(reader, state, false);
+        }
+        part.tick += 1;
+        let tick = part.tick;
+        let slot = part.readers.get_mut(reader).ok_or(EngineError::Poisoned)?;
+        slot.touch(tick);
+        let mut counts = Counts::default();
+        let mut latest = 0;
+        for (i, (event, time)) in events.iter().enumerate() {
+            match slot.state.apply(&bundle, *event, *time) {
+                Outcome::Applied => {
+                    counts.applied += 1;
+                    latest = latest.max(*time);
+                }
+                Outcome::Duplicate => counts.duplicates += 1,
+                refused => counts.refused.push((i, refused)),
+            }
+        }
+        if counts.applied > 0 {
+            slot.state.finish(&bundle);
+            slot.dirty = true;
+        }
+        let out = then(&bundle, &slot.state);
+        if counts.applied > 0 {
+            part.account(reader);
+            self.watermark.fetch_max(latest, Ordering::Relaxed);
+        }
+        let budget = self.config.cache_bytes / core.parts.len();
+        let (evicted, dirty_held) = part.evict(budget);
+        drop(part);
+        self.count(&counts, evicted);
+        counts.pressure = dirty_held;
+        if dirty_held {
+            // Memory is held by changes not yet written: write now rather than at the interval.
+            self.flush_now.store(true, Ordering::Relaxed);
+            self.wake.notify_all();
+        }
+        Ok((out, counts))
+    }
+
+    fn load(
+        &self,
+        core: &Core,
+        bundle: &Bundle,
+        p: u16,
+        reader: &str,
+    ) -> Result<ReaderState, EngineError> {
+        let Some(bytes) = self.store.get(core.feature_set, p, reader)? else {
+            return Ok(ReaderState::new(bundle));
+        };
+        self.stats.loads.fetch_add(1, Ordering::Relaxed);
+        match ReaderState::decode(bundle, &bytes) {
+            Ok(state) => Ok(state),
+            Err(e) => {
+                // Unreadable state is started afresh (the log still holds the events): counted
+                // and logged, never a failed request.
+                self.stats.unreadable.fetch_add(1, Ordering::Relaxed);
+                let e: StateError = e;
+                tracing::warn!(reader, error = %e, "unreadable reader state started afresh");
+                Ok(ReaderState::new(bundle))
+            }
+        }
+    }
+
+    fn count(&self, c: &Counts, evicted: usize) {
+        let s = &self.stats;
+        s.applied.fetch_add(u64::from(c.applied), Ordering::Relaxed);
+        s.duplicates
+            .fetch_add(u64::from(c.duplicates), Ordering::Relaxed);
+        for (_, why) in &c.refused {
+            match why {
+                Outcome::TooLate => s.too_late.fetch_add(1, Ordering::Relaxed),
+                _ => s.dedupe_full.fetch_add(1, Ordering::Relaxed),
+            };
+        }
+        s.evictions.fetch_add(evicted as u64, Ordering::Relaxed);
+    }
+}
