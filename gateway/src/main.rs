@@ -472,6 +472,7 @@ fn print_addresses(gateway: &Gateway, listening: &Listening) {
                 TokenSource::File(path) => format!("in {}", path.display()),
             }
         );
+        println!("  operations: http://{admin}/ops/   (sign in with that token)");
     }
     println!("  store:      {}", server.data.display());
     println!("  sink:       {}", gateway.sink_kind());

@@ -476,7 +476,7 @@
     c.rejected.push(t, rejectedBy);
 
     // Refusals.
-    var refusedBy = ratesBy(cur, prev, 'pulse_gateway_errors_total', function (l) { return l.reason || l.code || 'unknown'; });
+    var refusedBy = ratesBy(cur, prev, 'pulse_gateway_errors_total', function (l) { return l.reason || 'unknown'; });
     var refused = sumMap(refusedBy);
     refusedBy.set('total', refused);
     c.refused.push(t, refusedBy);
