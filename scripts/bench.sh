@@ -12,8 +12,9 @@
 #
 #   scripts/bench.sh                  # the full run, rewrites BENCH.md
 #   BENCH_QUICK=1 scripts/bench.sh    # short steps, for checking the script itself
-#   BENCH_PARTS=load scripts/bench.sh # only some parts: load, decide, bytes, cost, rss (default
-#                                     # all; rss: 15 minutes of 1,000,000 readers, RSS sampled)
+#   BENCH_PARTS=load scripts/bench.sh # only some parts: load, restore, decide, bytes, cost, rss
+#                                     # (default all; rss: 15 minutes of 1,000,000 readers, RSS
+#                                     # sampled; restore: RESTORE_READERS readers, 200,000)
 #   BENCH_BIN=DIR scripts/bench.sh    # servers and pulse-load from DIR instead of building them
 #                                     # (e.g. the binaries of an earlier commit, for a before/after)
 #   BENCH_WRITE=0 scripts/bench.sh    # leave BENCH.md alone (results stay in target/bench)
@@ -21,7 +22,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 target="${CARGO_TARGET_DIR:-target}"
-parts=" ${BENCH_PARTS:-load decide bytes cost rss} "
+parts=" ${BENCH_PARTS:-load restore decide bytes cost rss} "
 
 say() { printf '[bench] %s\n' "$*" >&2; }
 need() { command -v "$1" >/dev/null 2>&1 || { say "installing $2"; apt-get install -y "$2" >/dev/null; }; }
@@ -137,6 +138,12 @@ if [[ $parts == *" load "* ]]; then
     stop "$kgw_pid"
     stop "$gw_pid"
     stop "$floor_pid"
+fi
+
+if [[ $parts == *" restore "* ]]; then
+    # 6: a Kafka-mode gateway on an empty data folder restores reader state from the changelog.
+    say "restore from the state changelog"
+    python3 "$root/scripts/bench_driver.py" restore
 fi
 
 if [[ $parts == *" decide "* ]]; then

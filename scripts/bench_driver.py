@@ -660,6 +660,9 @@ def cmd_write():
     except (OSError, json.JSONDecodeError, KeyError, TypeError):
         pass
     text = replace(text, "commands", "```\n" + "\n".join(cmds) + "\n```")
+    restored = restore_text()
+    if restored:
+        text = replace(text, "restore", restored)
     with open(path, "w") as f:
         f.write(text)
 
@@ -741,6 +744,82 @@ def rss_text():
             f"`{r['command']}`"]
     return "\n".join(rows)
 
+# --- Restoring reader state from the state changelog (Kafka mode) -------------------------------
+
+def metric_value(admin, series):
+    req = urllib.request.Request(f"{admin}/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        text = resp.read().decode()
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def cmd_restore():
+    """A Kafka-mode gateway takes `RESTORE_READERS` distinct readers (1-event batches), writes
+    their state behind to the changelog and stops; a second gateway on an empty data folder
+    restores it: its restore time, and per million readers."""
+    readers = int(os.environ.get("RESTORE_READERS", "20000" if QUICK else "200000"))
+    with open(os.environ["KAFKA_CONFIG"]) as f:
+        base = f.read()
+    cfg = f"{WORK}/pulse-restore.toml"
+    with open(cfg, "w") as f:
+        f.write(base + "\n[scorer]\nflush_interval_ms = 2000\n")
+    gw = [f"{BIN}/gateway", "--config", cfg, "--log", "warn"]
+    first, url, admin = start_server("restore-first", gw + ["--data", f"{WORK}/restore-a"],
+                                     "pulse gateway listening on ")
+    rate = 4000
+    args = ["--proto", "h1", "--events-per-batch", "1", "--readers", str(readers),
+            "--pool", str(readers), "--rate", str(rate), "--duration", f"{readers / rate:.1f}",
+            "--warmup", "0", "--connections", "32"]
+    report = load(url, args, record=False)
+    written = metric_value(admin, "pulse_scorer_cached_readers")
+    stop_server(first)
+    started = time.monotonic()
+    second, url2, admin2 = start_server("restore-second", gw + ["--data", f"{WORK}/restore-b"],
+                                        "pulse gateway listening on ")
+    ready = None
+    for _ in range(6000):
+        try:
+            with urllib.request.urlopen(f"{url2}/readyz", timeout=5) as resp:
+                if resp.status == 200:
+                    ready = time.monotonic() - started
+                    break
+        except OSError:
+            pass
+        time.sleep(0.05)
+    states = metric_value(admin2, 'pulse_gateway_restored_records{source="changelog"}')
+    took = metric_value(admin2, 'pulse_gateway_restore_duration_seconds{source="changelog"}')
+    events = metric_value(admin2, 'pulse_gateway_restored_records{source="events"}')
+    events_took = metric_value(admin2, 'pulse_gateway_restore_duration_seconds{source="events"}')
+    stop_server(second)
+    out = {"readers_sent": readers, "readers_in_memory": written, "states": states,
+           "seconds": took, "events": events, "events_seconds": events_took,
+           "ready_seconds": ready, "accepted": report.get("ok") if report else None,
+           "command": "pulse-load --url $URL " + " ".join(args)}
+    log(f"restore: {states:.0f} states in {took:.2f} s, ready after {ready} s")
+    with open(f"{WORK}/restore.json", "w") as f:
+        json.dump(out, f, indent=1)
+
+
+def restore_text():
+    try:
+        with open(f"{WORK}/restore.json") as f:
+            r = json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return None
+    per_million = r["seconds"] / r["states"] * 1e6 if r["states"] else float("nan")
+    ready = r["ready_seconds"]
+    return "\n".join([
+        "| readers written behind | states restored | changelog restore | per million readers | events replayed after it | start to ready |",
+        "|---:|---:|---:|---:|---:|---:|",
+        f"| {fmt_int(r['readers_in_memory'])} | {fmt_int(r['states'])} | {r['seconds']:.2f} s | "
+        f"{per_million:.1f} s | {fmt_int(r['events'])} ({r['events_seconds']:.2f} s) | "
+        + (f"{ready:.2f} s |" if ready is not None else "– |"),
+        "", f"`{r['command']}`"])
+
+
 
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else ""
@@ -750,6 +829,8 @@ if __name__ == "__main__":
         cmd_cost()
     elif what == "rss":
         cmd_rss()
+    elif what == "restore":
+        cmd_restore()
     elif what == "write":
         cmd_write()
     else:

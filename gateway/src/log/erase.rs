@@ -1,12 +1,15 @@
 //! Erasing a reader from the logs (a data subject's request): every record of theirs is
 //! replaced, in place, by [`ERASED`], so that positions stay as they were and nothing of theirs
-//! can be read back. A segment is rewritten whole into a new file, synced, and renamed over
-//! the old one; readers that had the old file open finish with it.
+//! can be read back. The writer closes the segments it appends to; each whole segment is
+//! copied with those records replaced, off the writer's thread (batches are appended
+//! meanwhile), synced, and renamed over the old one by the writer (or dropped, should
+//! retention have deleted the segment meanwhile); readers that had the old file open finish
+//! with it.
 
 use std::borrow::Cow;
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, BufReader, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use zstd::bulk::Decompressor;
@@ -14,13 +17,51 @@ use zstd::bulk::Decompressor;
 use tokio::sync::oneshot;
 
 use super::block::{FRAME_HEADER, Packer, frame_header, next_frame, read_block, unpack};
-use super::writer::Work;
+use super::writer::{LogKind, Work};
 use super::{Erased, EventLog, LogError};
 
 impl EventLog {
     /// Erases every record of `reader` from the logs (their events, the dead letters that
-    /// mention their key, their decisions), after the batches queued before; see `erase`.
+    /// mention their key, their decisions), after the batches queued before: the writer
+    /// closes the segments it appends to, the whole segments are rewritten here, off the
+    /// writer's thread (appends go on meanwhile), and the writer puts the copies in place.
     pub async fn erase(&self, reader: &str) -> Result<Erased, LogError> {
+        let sealed = self.ask(|reply| Work::Seal { reply }).await?;
+        let reader = reader.to_owned();
+        let rewritten = tokio::task::spawn_blocking(move || -> Result<_, LogError> {
+            let mut packer = Packer::new()?;
+            let theirs = |r: &[u8]| is_theirs(r, &reader);
+            let named = |r: &[u8]| mentions(r, &reader);
+            let mut copies = Vec::new();
+            let mut erased = Erased::default();
+            for (kind, first, path) in sealed {
+                let matches: &dyn Fn(&[u8]) -> bool = match kind {
+                    LogKind::DeadLetters => &named,
+                    LogKind::Events | LogKind::Decisions => &theirs,
+                };
+                if let Some((n, fresh, bytes)) = rewrite(&path, &mut packer, matches)? {
+                    match kind {
+                        LogKind::Events => erased.events += n,
+                        LogKind::DeadLetters => erased.dead_letters += n,
+                        LogKind::Decisions => erased.decisions += n,
+                    }
+                    copies.push((kind, first, fresh, bytes));
+                }
+            }
+            Ok((copies, erased))
+        })
+        .await
+        .map_err(|_| LogError::Closed)??;
+        let (copies, erased) = rewritten;
+        self.ask(|reply| Work::Install { copies, reply }).await?;
+        tracing::info!(?erased, "a reader's records erased from the logs");
+        Ok(erased)
+    }
+
+    async fn ask<T>(
+        &self,
+        work: impl FnOnce(oneshot::Sender<Result<T, LogError>>) -> Work,
+    ) -> Result<T, LogError> {
         let tx = self
             .tx
             .read()
@@ -28,12 +69,7 @@ impl EventLog {
             .and_then(|tx| tx.clone())
             .ok_or(LogError::Closed)?;
         let (reply, answer) = oneshot::channel();
-        tx.send(Work::Erase {
-            reader: reader.to_owned(),
-            reply,
-        })
-        .await
-        .map_err(|_| LogError::Closed)?;
+        tx.send(work(reply)).await.map_err(|_| LogError::Closed)?;
         answer.await.map_err(|_| LogError::Closed)?
     }
 }
@@ -75,15 +111,20 @@ pub(crate) fn mentions(record: &[u8], reader: &str) -> bool {
     has(needle.as_bytes()) || has(quoted.as_bytes())
 }
 
-/// Rewrites the segment at `path` with the records `matches` picks erased, block by block;
-/// `None` when it holds none (the file is left alone), else how many were erased and the
-/// segment's new size.
+/// Writes a copy of the segment at `path` beside it with the records `matches` picks erased,
+/// block by block, and syncs it; `None` when it holds none, else how many were erased, the
+/// copy and its size (the log writer puts it in place: `SegmentLog::install`).
 pub(crate) fn rewrite(
     path: &Path,
     packer: &mut Packer,
     matches: &dyn Fn(&[u8]) -> bool,
-) -> io::Result<Option<(u64, u64)>> {
-    let mut reader = BufReader::new(File::open(path)?);
+) -> io::Result<Option<(u64, PathBuf, u64)>> {
+    let file = match File::open(path) {
+        // Deleted by retention since it was named: nothing of theirs left there.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        file => file?,
+    };
+    let mut reader = BufReader::new(file);
     let mut decompressor = Decompressor::new()?;
     let (mut packed, mut raw) = (Vec::new(), Vec::new());
     // Every block's frames, some replaced: (frames, records).
@@ -117,6 +158,5 @@ pub(crate) fn rewrite(
         }
     }
     out.sync_all()?;
-    fs::rename(&fresh, path)?;
-    Ok(Some((erased, bytes)))
+    Ok(Some((erased, fresh, bytes)))
 }

@@ -91,6 +91,13 @@ impl SegmentLog {
     /// newest segment is cut back to its last whole frame.
     pub(crate) fn open(dir: &Path, segment_bytes: u64) -> io::Result<Self> {
         fs::create_dir_all(dir)?;
+        // Copies of an erasure that a stop cut short (the erasure was not answered).
+        for entry in fs::read_dir(dir)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "erasing") {
+                fs::remove_file(&path)?;
+            }
+        }
         let found = list(dir)?;
         let mut segments = VecDeque::with_capacity(found.len() + 1);
         for (i, (first, path)) in found.iter().enumerate() {
@@ -250,26 +257,53 @@ impl SegmentLog {
         Ok(())
     }
 
-    /// Rewrites every segment that holds a record `matches` picks, with each such record
-    /// replaced by the erased marker (positions stay as they were). The segment appended to
-    /// is closed first, so only whole, synced segments are rewritten. Returns the records
-    /// erased.
-    pub(crate) fn erase(&mut self, matches: &dyn Fn(&[u8]) -> bool) -> io::Result<u64> {
+    /// Closes the segment appended to (when it holds records) and returns every whole segment
+    /// that holds records, `(first position, path)`: what an erasure rewrites, away from the
+    /// writer, while appends go on in a new segment.
+    pub(crate) fn seal(&mut self) -> io::Result<Vec<(u64, PathBuf)>> {
         if self.segments.back().is_some_and(|s| s.records > 0) {
             self.roll()?;
             self.sync()?;
         }
-        let mut erased = 0;
-        for segment in self.segments.iter_mut().filter(|s| s.records > 0) {
-            let path = segment_path(&self.dir, segment.first);
-            if let Some((n, bytes)) = super::erase::rewrite(&path, &mut self.packer, matches)? {
-                erased += n;
+        let active = self.segments.back().map(|s| s.first);
+        Ok(self
+            .segments
+            .iter()
+            .filter(|s| s.records > 0 && Some(s.first) != active)
+            .map(|s| (s.first, segment_path(&self.dir, s.first)))
+            .collect())
+    }
+
+    /// Puts the rewritten copy `fresh` (of `bytes`) in place of the segment starting at
+    /// `first`, unless retention deleted that segment meanwhile (then the copy goes). The
+    /// directory is synced by the next [`sync`](Self::sync).
+    pub(crate) fn install(&mut self, first: u64, fresh: &Path, bytes: u64) -> io::Result<bool> {
+        match self.segments.iter_mut().find(|s| s.first == first) {
+            Some(segment) => {
+                fs::rename(fresh, segment_path(&self.dir, first))?;
                 segment.bytes = bytes;
+                self.dir_dirty = true;
+                Ok(true)
+            }
+            None => {
+                fs::remove_file(fresh)?;
+                Ok(false)
             }
         }
-        if erased > 0 {
-            File::open(&self.dir)?.sync_all()?;
+    }
+
+    /// Erases in place every record `matches` picks (see `erase`), all on this thread.
+    #[cfg(test)]
+    pub(crate) fn erase(&mut self, matches: &dyn Fn(&[u8]) -> bool) -> io::Result<u64> {
+        let mut packer = Packer::new()?;
+        let mut erased = 0;
+        for (first, path) in self.seal()? {
+            if let Some((n, fresh, bytes)) = super::erase::rewrite(&path, &mut packer, matches)? {
+                self.install(first, &fresh, bytes)?;
+                erased += n;
+            }
         }
+        self.sync()?;
         Ok(erased)
     }
 

@@ -10,6 +10,7 @@
 //! refusing everything (the page cache can no longer be trusted) until restart. The decision
 //! log fails alone: its decisions are dropped and counted, the events go on.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -52,13 +53,35 @@ pub(crate) struct Job {
 pub(crate) enum Work {
     /// Append a request's batch.
     Append(Job),
-    /// Erase a reader's records from every log (after the batches queued before).
-    Erase {
-        /// Their reader key.
-        reader: String,
-        /// Records erased from the events, the dead letters and the decisions.
-        reply: oneshot::Sender<Result<Erased, LogError>>,
+    /// Close the segments appended to (after the batches queued before) and name every whole
+    /// segment with records, for an erasure to rewrite.
+    Seal {
+        /// The segments, by log.
+        reply: oneshot::Sender<Result<Vec<Sealed>, LogError>>,
     },
+    /// Put an erasure's rewritten copies in place.
+    Install {
+        /// `(log, first position, copy, its size)`.
+        copies: Vec<SegmentCopy>,
+        /// Done (and synced).
+        reply: oneshot::Sender<Result<(), LogError>>,
+    },
+}
+
+/// A whole segment to rewrite: its log, first position and path.
+pub(crate) type Sealed = (LogKind, u64, PathBuf);
+/// A segment's rewritten copy: its log, first position, the copy's path and size.
+pub(crate) type SegmentCopy = (LogKind, u64, PathBuf, u64);
+
+/// Which of the logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LogKind {
+    /// The event log.
+    Events,
+    /// The dead letters.
+    DeadLetters,
+    /// The decision log.
+    Decisions,
 }
 
 /// Records erased for a reader, by log.
@@ -140,7 +163,7 @@ impl Writer {
 
     pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Work>) {
         let mut group = Vec::with_capacity(64);
-        let mut erasures = Vec::new();
+        let mut asked = Vec::new();
         let size = |job: &Job| job.frames.events.len() + job.frames.dead.len();
         while let Some(first) = rx.blocking_recv() {
             let mut bytes = 0;
@@ -149,15 +172,15 @@ impl Writer {
                     bytes += size(&job);
                     group.push(job);
                 }
-                Work::Erase { reader, reply } => erasures.push((reader, reply)),
+                other => asked.push(other),
             }
-            while erasures.is_empty() && group.len() < MAX_GROUP && bytes < MAX_GROUP_BYTES {
+            while asked.is_empty() && group.len() < MAX_GROUP && bytes < MAX_GROUP_BYTES {
                 match rx.try_recv() {
                     Ok(Work::Append(job)) => {
                         bytes += size(&job);
                         group.push(job);
                     }
-                    Ok(Work::Erase { reader, reply }) => erasures.push((reader, reply)),
+                    Ok(other) => asked.push(other),
                     Err(_) => break,
                 }
             }
@@ -165,8 +188,16 @@ impl Writer {
                 self.commit(&mut group);
             }
             self.write_decisions(false);
-            for (reader, reply) in erasures.drain(..) {
-                let _ = reply.send(self.erase(&reader));
+            for work in asked.drain(..) {
+                match work {
+                    Work::Seal { reply } => {
+                        let _ = reply.send(self.seal());
+                    }
+                    Work::Install { copies, reply } => {
+                        let _ = reply.send(self.install(copies));
+                    }
+                    Work::Append(_) => {}
+                }
             }
         }
         if let Err(e) = self.events.sync().and_then(|()| self.dead.sync()) {
@@ -175,23 +206,43 @@ impl Writer {
         self.write_decisions(true);
     }
 
-    /// Erases `reader`'s records from every log (the decisions queued are written first).
-    fn erase(&mut self, reader: &str) -> Result<Erased, LogError> {
+    /// Closes the segments appended to, the decisions queued written first; every whole
+    /// segment with records, by log.
+    fn seal(&mut self) -> Result<Vec<Sealed>, LogError> {
         if self.failed {
             return Err(LogError::Closed);
         }
-        let theirs = |r: &[u8]| super::erase::is_theirs(r, reader);
-        let mentions = |r: &[u8]| super::erase::mentions(r, reader);
-        let erased = Erased {
-            events: self.events.erase(&theirs)?,
-            dead_letters: self.dead.erase(&mentions)?,
-            decisions: match self.decisions.as_mut() {
-                Some(d) => d.log.erase(&theirs)?,
-                None => 0,
-            },
+        let mut out = Vec::new();
+        let mut add = |kind, sealed: Vec<(u64, PathBuf)>| {
+            out.extend(sealed.into_iter().map(|(first, path)| (kind, first, path)));
         };
-        tracing::info!(?erased, "a reader's records erased from the logs");
-        Ok(erased)
+        add(LogKind::Events, self.events.seal()?);
+        add(LogKind::DeadLetters, self.dead.seal()?);
+        if let Some(d) = self.decisions.as_mut() {
+            add(LogKind::Decisions, d.log.seal()?);
+        }
+        Ok(out)
+    }
+
+    /// Puts an erasure's copies in place and syncs the logs' folders.
+    fn install(&mut self, copies: Vec<SegmentCopy>) -> Result<(), LogError> {
+        for (kind, first, fresh, bytes) in copies {
+            let log = match kind {
+                LogKind::Events => &mut self.events,
+                LogKind::DeadLetters => &mut self.dead,
+                LogKind::Decisions => match self.decisions.as_mut() {
+                    Some(d) => &mut d.log,
+                    None => continue,
+                },
+            };
+            log.install(first, &fresh, bytes)?;
+        }
+        self.events.sync()?;
+        self.dead.sync()?;
+        if let Some(d) = self.decisions.as_mut() {
+            d.log.sync()?;
+        }
+        Ok(())
     }
 
     /// Writes the decisions queued since the last time as one block (nobody waits for them),

@@ -172,9 +172,10 @@ pub(crate) fn open(
                 brokers = %kafka.brokers,
                 events_topic = %kafka.events_topic,
                 deadletter_topic = %kafka.deadletter_topic,
+                state_topic = %kafka.state_topic,
                 delivery_timeout_ms = kafka.delivery_timeout_ms.get().as_millis() as u64,
                 data = %config.server.data.display(),
-                "events and dead letters go to kafka; reader state stays in the embedded store"
+                "events and dead letters go to kafka; reader state is kept in the data folder and copied to the state changelog (when state_topic is set)"
             );
             let store_deadline = config.limits.store_deadline_ms.get();
             if kafka.delivery_timeout_ms.get() > store_deadline {

@@ -208,3 +208,53 @@ fn erasing_replaces_records_in_place_in_raw_and_compressed_blocks() {
     let log = SegmentLog::open(dir.path(), 1 << 20).unwrap();
     assert_eq!(log.next(), next + 1, "positions survive a reopen");
 }
+
+#[test]
+fn an_erasure_copy_of_a_segment_deleted_meanwhile_is_dropped_and_appends_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = SegmentLog::open(dir.path(), 1 << 20).unwrap();
+    let a = frames(&[b"{\"reader\":\"ann\"}", b"{\"reader\":\"bob\"}"]);
+    log.append(&[(&a, 2)], None).unwrap();
+    log.sync().unwrap();
+    let sealed = log.seal().unwrap();
+    assert_eq!(
+        sealed.len(),
+        1,
+        "the segment appended to is closed and named"
+    );
+    // Appends go on in a new segment while the copy is made.
+    let b = frames(&[b"{\"reader\":\"ann\"}"]);
+    log.append(&[(&b, 1)], None).unwrap();
+    log.sync().unwrap();
+    let is_ann = |r: &[u8]| crate::log::erase::is_theirs(r, "ann");
+    let mut packer = Packer::new().unwrap();
+    let (first, path) = &sealed[0];
+    let (n, fresh, bytes) = crate::log::erase::rewrite(path, &mut packer, &is_ann)
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 1);
+    assert!(
+        !log.install(first + 100, &fresh, bytes).unwrap(),
+        "no such segment"
+    );
+    assert!(!fresh.exists(), "its copy is removed");
+    let (_, fresh, bytes) = crate::log::erase::rewrite(path, &mut packer, &is_ann)
+        .unwrap()
+        .unwrap();
+    assert!(log.install(*first, &fresh, bytes).unwrap());
+    log.sync().unwrap();
+    let read: Vec<Vec<u8>> = all(dir.path(), 0).into_iter().map(|(_, r)| r).collect();
+    assert_eq!(
+        read,
+        [
+            b"{\"reader\":\"bob\"}".to_vec(),
+            b"{\"reader\":\"ann\"}".to_vec()
+        ],
+        "the erased record is skipped; the one appended after the seal is a later erasure's"
+    );
+    // A copy left by a stop in the middle is removed at the next open.
+    fs::write(dir.path().join("00000000000000000000.erasing"), b"x").unwrap();
+    drop(log);
+    let _log = SegmentLog::open(dir.path(), 1 << 20).unwrap();
+    assert!(!dir.path().join("00000000000000000000.erasing").exists());
+}
