@@ -812,9 +812,9 @@ def restore_text():
     per_million = r["seconds"] / r["states"] * 1e6 if r["states"] else float("nan")
     ready = r["ready_seconds"]
     return "\n".join([
-        "| readers written behind | states restored | changelog restore | per million readers | events replayed after it | start to ready |",
+        "| batches sent (random readers of the pool) | reader states restored | changelog restore | per million readers | events replayed after it | start to ready |",
         "|---:|---:|---:|---:|---:|---:|",
-        f"| {fmt_int(r['readers_in_memory'])} | {fmt_int(r['states'])} | {r['seconds']:.2f} s | "
+        f"| {fmt_int(r['accepted'] or 0)} of {fmt_int(r['readers_sent'])} readers | {fmt_int(r['states'])} | {r['seconds']:.2f} s | "
         f"{per_million:.1f} s | {fmt_int(r['events'])} ({r['events_seconds']:.2f} s) | "
         + (f"{ready:.2f} s |" if ready is not None else "– |"),
         "", f"`{r['command']}`"])
