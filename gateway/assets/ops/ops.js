@@ -4,7 +4,7 @@
  *
  *   GET /metrics every 1 s      Prometheus text; rates and latency percentiles are computed
  *                               here from successive scrapes (counter resets handled)
- *   GET /admin/shadow 2 s, GET /admin/dead_letters?limit=20 2 s, GET /admin/bundle 10 s,
+ *   GET /admin/shadow 2 s, GET /admin/dead_letters?limit=20 10 s, GET /admin/bundle 10 s,
  *   GET /admin/limits 5 s (the form is not overwritten while it is being edited),
  *   PUT /admin/limits on "Apply".
  *
@@ -633,7 +633,8 @@
   var POLLERS = {
     metrics: { every: SCRAPE_MS, run: pollMetrics },
     shadow: { every: 2000, run: pollShadow },
-    dead: { every: 2000, run: pollDeadLetters },
+    // The newest dead letters are read from the log files: not more often than this.
+    dead: { every: 10000, run: pollDeadLetters },
     bundle: { every: 10000, run: pollBundle },
     limits: { every: 5000, run: pollLimits }
   };

@@ -281,21 +281,25 @@ pub(crate) fn sweep_store<S: StateStore>(
         if candidates.is_empty() {
             continue;
         }
-        let part = part.lock().map_err(|_| EngineError::Poisoned)?;
-        let writes: Vec<Write> = candidates
-            .into_iter()
-            .filter(|r| !part.readers.contains_key(r.as_str()))
-            .map(|reader| Write {
-                partition: p as u16,
-                reader,
-                value: None,
-            })
-            .collect();
+        let writes: Vec<Write> = {
+            let part = part.lock().map_err(|_| EngineError::Poisoned)?;
+            candidates
+                .into_iter()
+                .filter(|r| !part.readers.contains_key(r.as_str()))
+                .map(|reader| Write {
+                    partition: p as u16,
+                    reader,
+                    value: None,
+                })
+                .collect()
+        };
+        // Written without the partition's lock (the store's copy, e.g. Kafka's changelog, may
+        // take a round trip): a reader that comes back meanwhile is loaded, changed and written
+        // again by the next flush; one only read is past its TTL anyway.
         for chunk in writes.chunks(4096) {
             shared.store.write(core.feature_set, chunk, &[])?;
             total += chunk.len() as u64;
         }
-        drop(part);
     }
     shared.stats.expired.fetch_add(total, Ordering::Relaxed);
     Ok(total)
