@@ -80,6 +80,7 @@ impl Changelog {
                 failed: Arc::clone(&failed),
             })
             .map_err(|e| super::SinkError::Unavailable(format!("state changelog: {e}")))?;
+        check_topics(&producer, config);
         Ok(Self {
             producer,
             topic: config.state_topic.clone(),
@@ -105,6 +106,39 @@ impl Changelog {
                 Err((e, _)) => return Err(StoreError(format!("state changelog: {e}"))),
             }
         }
+    }
+}
+
+/// Says at start what would make the changelog fail or mislead, as far as the brokers tell:
+/// a missing topic (every write-behind would fail until it exists), or other partitions than
+/// the events topic's (a reader's state would not sit in the partition of their events).
+fn check_topics(producer: &BaseProducer<Reports>, config: &KafkaConfig) {
+    let partitions = |topic: &str| -> Option<usize> {
+        let md = producer
+            .client()
+            .fetch_metadata(Some(topic), METADATA)
+            .ok()?;
+        md.topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none())
+            .map(|t| t.partitions().len())
+            .filter(|n| *n > 0)
+    };
+    match (
+        partitions(&config.state_topic),
+        partitions(&config.events_topic),
+    ) {
+        (None, _) => tracing::error!(
+            topic = %config.state_topic,
+            "the state changelog topic cannot be found: create it (cleanup.policy=compact, the events topic's partitions); until then every write-behind fails (pulse_scorer_flush_errors_total) and changed reader state stays in memory, or set state_topic = \"\""
+        ),
+        (Some(state), Some(events)) if state != events => tracing::warn!(
+            state_topic = %config.state_topic,
+            state,
+            events,
+            "the state changelog has other partitions than the events topic: give it the same number"
+        ),
+        _ => {}
     }
 }
 
