@@ -362,7 +362,17 @@ impl Decider {
     /// Writes what is held in memory and stops the engine's threads (after the log is closed,
     /// so that the position written covers everything appended).
     pub fn close(&self) -> Result<(), String> {
-        self.engine.close().map_err(|e| e.to_string())
+        match self.engine.close() {
+            Ok(()) => Ok(()),
+            // The state changelog cannot be reached (Kafka mode): the states go to the local
+            // store alone. The changelog keeps the positions of its own last states, so a
+            // restore from it replays the rest from the events topic.
+            Err(e) if self.engine.store().clear_mirror() => {
+                tracing::warn!(error = %e, "the last write-behind did not reach the state changelog: written to the local store only");
+                self.engine.flush().map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        }
     }
 }
 

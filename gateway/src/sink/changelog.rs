@@ -36,20 +36,25 @@ const STALL: Duration = Duration::from_secs(30);
 /// States written to the store at once while restoring.
 const CHUNK: usize = 10_000;
 
-/// Counts the changelog records that were not delivered.
+/// Counts the changelog records of the current write that were not delivered (records of an
+/// earlier, failed write that time out meanwhile do not count against this one).
 struct Reports {
     failed: Arc<AtomicU64>,
+    /// The write whose records count (each record carries its write's number).
+    current: Arc<AtomicU64>,
 }
 
 impl ClientContext for Reports {}
 
 impl ProducerContext for Reports {
-    type DeliveryOpaque = ();
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {
+    fn delivery(&self, result: &DeliveryResult<'_>, write: usize) {
         if let Err((e, _)) = result {
             tracing::warn!(error = %e, "a state changelog record was not delivered");
-            self.failed.fetch_add(1, Ordering::Relaxed);
+            if write as u64 == self.current.load(Ordering::Relaxed) {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -59,6 +64,7 @@ pub(crate) struct Changelog {
     producer: BaseProducer<Reports>,
     topic: String,
     failed: Arc<AtomicU64>,
+    current: Arc<AtomicU64>,
     timeout: Duration,
 }
 
@@ -75,9 +81,11 @@ impl Changelog {
     /// idempotent, the partitioner every Pulse producer uses).
     pub(crate) fn new(config: &KafkaConfig) -> Result<Self, super::SinkError> {
         let failed = Arc::new(AtomicU64::new(0));
+        let current = Arc::new(AtomicU64::new(0));
         let producer = super::kafka::client_config(config)?
             .create_with_context(Reports {
                 failed: Arc::clone(&failed),
+                current: Arc::clone(&current),
             })
             .map_err(|e| super::SinkError::Unavailable(format!("state changelog: {e}")))?;
         check_topics(&producer, config);
@@ -85,13 +93,15 @@ impl Changelog {
             producer,
             topic: config.state_topic.clone(),
             failed,
+            current,
             // Waiting out librdkafka's own delivery timeout, and a little more.
             timeout: config.delivery_timeout_ms.get() + Duration::from_secs(1),
         })
     }
 
-    fn send(&self, key: &str, payload: Option<&[u8]>) -> Result<(), StoreError> {
-        let mut record: BaseRecord<'_, str, [u8]> = BaseRecord::to(&self.topic).key(key);
+    fn send(&self, key: &str, payload: Option<&[u8]>, write: usize) -> Result<(), StoreError> {
+        let mut record: BaseRecord<'_, str, [u8], usize> =
+            BaseRecord::with_opaque_to(&self.topic, write).key(key);
         if let Some(p) = payload {
             record = record.payload(p);
         }
@@ -144,6 +154,9 @@ fn check_topics(producer: &BaseProducer<Reports>, config: &KafkaConfig) {
 
 impl StoreMirror for Changelog {
     fn write(&self, fs: u64, writes: &[Write], meta: &[(&str, Vec<u8>)]) -> Result<(), StoreError> {
+        // The store's writes are one at a time (the engine's flush lock).
+        let write = self.current.fetch_add(1, Ordering::Relaxed) + 1;
+        let write = usize::try_from(write).unwrap_or_default();
         let failed_before = self.failed.load(Ordering::Relaxed);
         let mut value = Vec::new();
         for w in writes {
@@ -152,14 +165,14 @@ impl StoreMirror for Changelog {
                     value.clear();
                     value.extend_from_slice(&fs.to_le_bytes());
                     value.extend_from_slice(state);
-                    self.send(&w.reader, Some(&value))?;
+                    self.send(&w.reader, Some(&value), write)?;
                 }
-                None => self.send(&w.reader, None)?,
+                None => self.send(&w.reader, None, write)?,
             }
         }
         for (name, v) in meta {
             if pulse_scorer::MIRRORED_META.contains(name) {
-                self.send(&format!("{META_PREFIX}{name}"), Some(v))?;
+                self.send(&format!("{META_PREFIX}{name}"), Some(v), write)?;
             }
         }
         self.producer

@@ -69,6 +69,14 @@ impl FjallStore {
         })
     }
 
+    /// Stops copying writes (see [`FjallStore::set_mirror`]); whether there was a mirror.
+    pub fn clear_mirror(&self) -> bool {
+        self.mirror
+            .write()
+            .map(|mut m| m.take().is_some())
+            .unwrap_or(false)
+    }
+
     /// Copies every write from now on to `mirror` as well (see [`StoreMirror`]).
     pub fn set_mirror(&self, mirror: Arc<dyn StoreMirror>) {
         if let Ok(mut m) = self.mirror.write() {
