@@ -170,11 +170,26 @@ impl StoreMirror for Changelog {
                 None => self.send(&w.reader, None, write)?,
             }
         }
-        for (name, v) in meta {
-            if pulse_scorer::MIRRORED_META.contains(name) {
-                self.send(&format!("{META_PREFIX}{name}"), Some(v), write)?;
-            }
+        self.delivered(failed_before)?;
+        // The positions only once every state before them is in: a restore never finds
+        // positions ahead of the states it holds.
+        let mirrored: Vec<_> = meta
+            .iter()
+            .filter(|(name, _)| pulse_scorer::MIRRORED_META.contains(name))
+            .collect();
+        if mirrored.is_empty() {
+            return Ok(());
         }
+        for (name, v) in mirrored {
+            self.send(&format!("{META_PREFIX}{name}"), Some(v), write)?;
+        }
+        self.delivered(failed_before)
+    }
+}
+
+impl Changelog {
+    /// Waits for every record sent so far; `Err` when one of this write's failed.
+    fn delivered(&self, failed_before: u64) -> Result<(), StoreError> {
         self.producer
             .flush(self.timeout)
             .map_err(|e| StoreError(format!("state changelog: {e}")))?;
