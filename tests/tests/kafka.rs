@@ -43,6 +43,8 @@ fn mock_cluster() -> MockCluster<'static, DefaultProducerContext> {
 }
 
 /// Writes a gateway configuration appending to Kafka at `brokers`, returning its path. The
+/// state changelog is off: these tests time the events' own path (tests/tests/cluster.rs
+/// tests the changelog). The
 /// store deadline equals the delivery deadline, so the latter is the one that answers. Rate
 /// limits are off: these tests send many batches from one address on purpose.
 fn kafka_config(dir: &Path, brokers: &str, delivery_timeout_ms: u64, kafka_extra: &str) -> PathBuf {
@@ -52,7 +54,7 @@ fn kafka_config(dir: &Path, brokers: &str, delivery_timeout_ms: u64, kafka_extra
          [rate_limits]\nip_requests = {{ per_second = 0, burst = 0 }}\n\
          site_events = {{ per_second = 0, burst = 0 }}\nsite_bytes = {{ per_second = 0, burst = 0 }}\n\n\
          [sink]\nkind = \"kafka\"\n\n[sink.kafka]\nbrokers = {brokers:?}\nlinger_ms = 1\n\
-         delivery_timeout_ms = {delivery_timeout_ms}\n{kafka_extra}\n\n\
+         delivery_timeout_ms = {delivery_timeout_ms}\nstate_topic = \"\"\n{kafka_extra}\n\n\
          [[sites]]\nkey = \"demo\"\norigins = []\nallow_same_origin = true\n",
     );
     let path = dir.join("pulse.toml");
