@@ -69,6 +69,12 @@ if [ "${1:-}" = "--test" ]; then
         $sudo apt-get update -qq || die "apt-get update failed"
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
             || die "cannot install prometheus (for promtool)"
+        # Only promtool is needed: the Prometheus server the package starts under systemd would
+        # hold 9090, the gateway's admin port.
+        if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+            say "stopping and disabling the prometheus service the package started (only promtool is used)"
+            $sudo systemctl disable --now prometheus >/dev/null 2>&1 || true
+        fi
     fi
 
     # examples/analysis/ reads the logs with DuckDB; its end-to-end test runs the script with
