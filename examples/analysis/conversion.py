@@ -56,6 +56,20 @@ def load(con, decisions, events):
     )
 
 
+# A reader converts at their first conversion event: keyed by their reader key and by their
+# anonymous id, so that one who logs in while converting still counts (a CTE, `$conversion`).
+CONVERTED = """
+        converted AS (
+            SELECT key, min(received_at) AS at FROM (
+                SELECT reader AS key, received_at FROM events
+                WHERE type = 'custom' AND name = $conversion
+                UNION ALL
+                SELECT anonymous_id AS key, received_at FROM events
+                WHERE type = 'custom' AND name = $conversion
+            ) GROUP BY key
+        )"""
+
+
 def per_arm(con, conversion, experiment=None):
     """One row per experiment and arm."""
     rows = con.execute(
@@ -68,16 +82,9 @@ def per_arm(con, conversion, experiment=None):
             FROM decisions
             WHERE experiment IS NOT NULL AND ($experiment IS NULL OR experiment = $experiment)
             GROUP BY reader, experiment
-        ),
-        converted AS (
-            SELECT key, min(received_at) AS at FROM (
-                SELECT reader AS key, received_at FROM events
-                WHERE type = 'custom' AND name = $conversion
-                UNION ALL
-                SELECT anonymous_id AS key, received_at FROM events
-                WHERE type = 'custom' AND name = $conversion
-            ) GROUP BY key
-        ),
+        ),"""
+        + CONVERTED
+        + """,
         readers AS (
             SELECT x.experiment, x.arm, x.probability,
                    CASE WHEN c.at >= x.first_seen THEN 1.0 ELSE 0.0 END AS y

@@ -124,16 +124,9 @@ def engagement(con, all_pages, top):
 
 def by_rule(con, conversion_name):
     rows = con.execute(
-        """
-        WITH converted AS (
-            SELECT key, min(received_at) AS at FROM (
-                SELECT reader AS key, received_at FROM events
-                WHERE type = 'custom' AND name = $conversion
-                UNION ALL
-                SELECT anonymous_id AS key, received_at FROM events
-                WHERE type = 'custom' AND name = $conversion
-            ) GROUP BY key
-        ),
+        "WITH"
+        + conversion.CONVERTED
+        + """,
         exposed AS (
             SELECT DISTINCT d.rule, d.reader, c.at IS NOT NULL AS converted
             FROM decisions d LEFT JOIN converted c ON c.key = d.reader

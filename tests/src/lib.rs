@@ -321,6 +321,11 @@ pub fn page_view_batch(anon: &str, seq: u64, first_id: u128, n: usize, now: u64)
                 .unwrap_or_default(),
         })
         .collect();
+    batch_of(anon, seq, events, now)
+}
+
+/// A batch of `events` for reader `anon` of site `demo`, sent at `now`.
+pub fn batch_of(anon: &str, seq: u64, events: Vec<Event>, now: u64) -> Batch {
     Batch {
         header: BatchHeader {
             v: 1,

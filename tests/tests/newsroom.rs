@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use pulse_e2e::{GatewayProcess, analysis_python, demo_config_with_bundle, workspace_root};
 use pulse_gateway::now_ms;
-use pulse_protocol::{Batch, BatchHeader, Event, EventId, EventType, PageContext};
+use pulse_protocol::{Batch, Event, EventId, EventType, PageContext};
 use serde_json::{Value, json};
 
 const READERS: usize = 48;
@@ -53,19 +53,7 @@ fn event(id: u128, kind: EventType, url: &str, title: &str, props: Value) -> Eve
 }
 
 fn batch(anon: &str, seq: u64, events: Vec<Event>) -> Batch {
-    Batch {
-        header: BatchHeader {
-            v: 1,
-            site_key: "demo".into(),
-            anonymous_id: anon.into(),
-            user_id: None,
-            auth: None,
-            session_id: "s1".into(),
-            seq,
-            sent_at: now_ms(),
-        },
-        events,
-    }
+    pulse_e2e::batch_of(anon, seq, events, now_ms())
 }
 
 /// Sends `batch`; returns the decision.

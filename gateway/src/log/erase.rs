@@ -14,8 +14,6 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use zstd::bulk::Decompressor;
 
-use tokio::sync::oneshot;
-
 use super::block::{FRAME_HEADER, Packer, frame_header, next_frame, read_block, unpack};
 use super::writer::{LogKind, Work};
 use super::{Erased, EventLog, LogError};
@@ -56,21 +54,6 @@ impl EventLog {
         self.ask(|reply| Work::Install { copies, reply }).await?;
         tracing::info!(?erased, "a reader's records erased from the logs");
         Ok(erased)
-    }
-
-    async fn ask<T>(
-        &self,
-        work: impl FnOnce(oneshot::Sender<Result<T, LogError>>) -> Work,
-    ) -> Result<T, LogError> {
-        let tx = self
-            .tx
-            .read()
-            .ok()
-            .and_then(|tx| tx.clone())
-            .ok_or(LogError::Closed)?;
-        let (reply, answer) = oneshot::channel();
-        tx.send(work(reply)).await.map_err(|_| LogError::Closed)?;
-        answer.await.map_err(|_| LogError::Closed)?
     }
 }
 

@@ -589,6 +589,22 @@ impl EventLog {
             .acquire_many_owned(permits)
             .await
             .map_err(|_| LogError::Closed)?;
+        self.ask(|reply| {
+            Work::Append(Job {
+                frames,
+                reply,
+                _budget: budget,
+                queued: std::time::Instant::now(),
+            })
+        })
+        .await
+    }
+
+    /// Sends the writer `work` (built around its reply channel) and waits for the answer.
+    async fn ask<T>(
+        &self,
+        work: impl FnOnce(oneshot::Sender<Result<T, LogError>>) -> Work,
+    ) -> Result<T, LogError> {
         let tx = self
             .tx
             .read()
@@ -596,14 +612,7 @@ impl EventLog {
             .and_then(|tx| tx.clone())
             .ok_or(LogError::Closed)?;
         let (reply, answer) = oneshot::channel();
-        tx.send(Work::Append(Job {
-            frames,
-            reply,
-            _budget: budget,
-            queued: std::time::Instant::now(),
-        }))
-        .await
-        .map_err(|_| LogError::Closed)?;
+        tx.send(work(reply)).await.map_err(|_| LogError::Closed)?;
         answer.await.map_err(|_| LogError::Closed)?
     }
 
