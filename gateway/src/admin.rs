@@ -142,6 +142,9 @@ where
     if let Some(page) = crate::ops::file(req.uri().path()) {
         return page;
     }
+    if req.uri().path() == crate::tier::SCORE_PATH {
+        return crate::tier::serve(gw.tier(), req).await;
+    }
     let given = bearer(req.headers());
     let authorized =
         given.is_some_and(|given| same_secret(given.as_bytes(), gw.admin_token().as_bytes()));
@@ -229,6 +232,7 @@ where
             }
         }
         (&Method::GET, "/admin/bundle") => bundle(gw),
+        (&Method::GET, "/admin/cluster") => ok_json(&gw.cluster()),
         (&Method::GET, "/admin/shadow") => shadow(gw),
         (&Method::DELETE, "/admin/shadow") => match gw.decider().set_shadow(None) {
             Ok(_) => shadow(gw),
@@ -285,7 +289,8 @@ where
             | "/admin/bundle/rollback"
             | "/admin/export"
             | "/admin/dead_letters"
-            | "/admin/shadow",
+            | "/admin/shadow"
+            | "/admin/cluster",
         ) => pulse_http::error(
             &ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed"),
             None,

@@ -60,6 +60,7 @@ impl App for Gateway {
 
     fn listening(&self, bound: &Bound) {
         self.control().listening(bound);
+        self.start_tier(bound.admin);
     }
 
     fn connections(&self, open: OpenConnections) {

@@ -6,7 +6,11 @@
 //! - `bundle`: the active bundle, whole (its text and the files it names, as
 //!   [`pulse_scorer::Bundle::stored`] writes them);
 //! - `gateway/<instance>`: a gateway's heartbeat (`{"instance", "interval_ms"}`), every
-//!   [`HEARTBEAT`]; a tombstone when it stops cleanly.
+//!   [`HEARTBEAT`]; a tombstone when it stops cleanly;
+//! - `scorer/<instance>`: a scorer's heartbeat in a split tier: the partitions it answers for
+//!   and where (see [`crate::tier`]), sent when they change and every [`HEARTBEAT`]; a
+//!   tombstone when it stops cleanly;
+//! - `erase/<reader>`: a reader to forget everywhere, followed by its tombstone.
 //!
 //! A change through the admin API (`PUT /admin/limits`, `PUT /admin/bundle`, a rollback) is
 //! applied locally first, then published; every gateway, the one that made it included, reads
@@ -35,10 +39,11 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use crate::config::{KafkaConfig, RateLimits};
+use crate::config::{KafkaConfig, RateLimits, Role};
 use crate::control::Control;
 use crate::ingest::now_ms;
 use crate::sink::SinkError;
+use crate::tier::{Claim, KEY_SCORER, Owners};
 
 /// Key of the rate limits.
 const KEY_LIMITS: &str = "limits";
@@ -65,6 +70,9 @@ pub struct ControlBus {
     instance: String,
     stop: Arc<AtomicBool>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// A scorer's claim, sent again with every heartbeat.
+    claim: Arc<Mutex<Option<Vec<u8>>>>,
+    role: Role,
 }
 
 impl std::fmt::Debug for ControlBus {
@@ -93,8 +101,14 @@ fn instance_name() -> String {
 }
 
 impl ControlBus {
-    /// Starts following `kafka.control_topic` for `control`.
-    pub(crate) fn start(kafka: &KafkaConfig, control: Arc<Control>) -> Result<Self, SinkError> {
+    /// Starts following `kafka.control_topic` for `control`, keeping the scorers' claims in
+    /// `owners`; `role` says which heartbeat this process sends.
+    pub(crate) fn start(
+        kafka: &KafkaConfig,
+        control: Arc<Control>,
+        owners: Arc<Owners>,
+        role: Role,
+    ) -> Result<Self, SinkError> {
         let unavailable = |e: rdkafka::error::KafkaError| {
             SinkError::Unavailable(format!("the control topic's client: {e}"))
         };
@@ -118,6 +132,7 @@ impl ControlBus {
             .create()
             .map_err(unavailable)?;
         let stop = Arc::new(AtomicBool::new(false));
+        let claim = Arc::new(Mutex::new(None));
         let follower = Follower {
             consumer,
             producer: producer.clone(),
@@ -127,6 +142,9 @@ impl ControlBus {
             peers: HashMap::new(),
             assigned: false,
             stop: Arc::clone(&stop),
+            owners,
+            claim: Arc::clone(&claim),
+            role,
         };
         let thread = std::thread::Builder::new()
             .name("pulse-control".into())
@@ -139,7 +157,36 @@ impl ControlBus {
             instance,
             stop,
             thread: Mutex::new(Some(thread)),
+            claim,
+            role,
         })
+    }
+
+    /// A scorer's claim: sent now, and again with every heartbeat.
+    pub(crate) fn set_claim(&self, claim: &Claim) {
+        let Ok(value) = serde_json::to_vec(claim) else {
+            return;
+        };
+        let key = format!("{KEY_SCORER}{}", self.instance);
+        let record = FutureRecord::to(&self.topic).key(&key).payload(&value);
+        if let Err((e, _)) = self.producer.send_result(record) {
+            tracing::warn!(error = %e, "the scorer's claim was not sent");
+        }
+        if let Ok(mut c) = self.claim.lock() {
+            *c = Some(value);
+        }
+    }
+
+    /// A scorer stops answering: its claim is withdrawn (a tombstone), sent before this returns.
+    pub(crate) fn withdraw_claim(&self) {
+        if let Ok(mut c) = self.claim.lock() {
+            *c = None;
+        }
+        let key = format!("{KEY_SCORER}{}", self.instance);
+        let record: FutureRecord<'_, str, [u8]> = FutureRecord::to(&self.topic).key(&key);
+        if self.producer.send_result(record).is_ok() {
+            let _ = self.producer.flush(Timeout::After(Duration::from_secs(2)));
+        }
     }
 
     /// This gateway's name on the topic.
@@ -194,6 +241,9 @@ impl ControlBus {
         if let Some(t) = thread {
             let _ = t.join();
         }
+        if self.role == Role::Scorer {
+            return;
+        }
         let key = format!("{KEY_GATEWAY}{}", self.instance);
         let record: FutureRecord<'_, str, [u8]> = FutureRecord::to(&self.topic).key(&key);
         if self.producer.send_result(record).is_ok() {
@@ -213,6 +263,9 @@ struct Follower {
     peers: HashMap<String, u64>,
     assigned: bool,
     stop: Arc<AtomicBool>,
+    owners: Arc<Owners>,
+    claim: Arc<Mutex<Option<Vec<u8>>>>,
+    role: Role,
 }
 
 impl Follower {
@@ -292,6 +345,19 @@ impl Follower {
     }
 
     fn heartbeat(&self) {
+        if self.role == Role::Scorer {
+            // A scorer is not a gateway (it takes no share of the rate limits): it says which
+            // partitions it answers for, once it has any.
+            let claim = self.claim.lock().ok().and_then(|c| c.clone());
+            if let Some(value) = claim {
+                let key = format!("{KEY_SCORER}{}", self.instance);
+                let record = FutureRecord::to(&self.topic).key(&key).payload(&value);
+                if let Err((e, _)) = self.producer.send_result(record) {
+                    tracing::debug!(error = %e, "claim not sent");
+                }
+            }
+            return;
+        }
         let key = format!("{KEY_GATEWAY}{}", self.instance);
         let value = serde_json::json!({
             "instance": self.instance,
@@ -305,6 +371,15 @@ impl Follower {
     }
 
     fn handle(&mut self, key: &str, value: Option<&[u8]>, at: u64) {
+        if let Some(instance) = key.strip_prefix(KEY_SCORER) {
+            let claim = value.and_then(|v| serde_json::from_slice::<Claim>(v).ok());
+            if value.is_some() && claim.is_none() {
+                tracing::warn!(%instance, "an unreadable scorer claim on the control topic");
+                return;
+            }
+            self.owners.update(instance, claim, at);
+            return;
+        }
         if let Some(instance) = key.strip_prefix(KEY_GATEWAY) {
             match value {
                 Some(_) => {
@@ -376,7 +451,9 @@ impl Follower {
             .iter()
             .filter(|(name, at)| **name != self.instance && now.saturating_sub(**at) < live_for)
             .count();
-        let live = u32::try_from(others + 1).unwrap_or(u32::MAX);
+        // A scorer counts no gateway, itself included.
+        let me = usize::from(self.role != Role::Scorer);
+        let live = u32::try_from(others + me).unwrap_or(u32::MAX).max(1);
         if live != self.control.limiter.share() {
             tracing::info!(
                 gateways = live,

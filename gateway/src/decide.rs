@@ -16,6 +16,7 @@ use pulse_scorer::{Batcher, Bundle, Engine, EngineError, FjallStore, Outcome, Re
 
 use crate::log::{AppliedGuard, EventLog, LogError};
 use crate::metrics::Metrics;
+use crate::tier::{Router, ScoreCall};
 
 /// What putting a bundle in force did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +74,8 @@ pub struct Decider {
     rebuilding: Arc<AtomicBool>,
     /// The feature set being rebuilt, and a shadow bundle waiting for it.
     rebuild: Arc<Mutex<RebuildTarget>>,
+    /// A gateway of a split tier: decisions come from the scorer that owns the reader.
+    router: Option<Arc<Router>>,
 }
 
 /// What a rebuild works towards.
@@ -104,7 +107,14 @@ impl Decider {
             metrics,
             rebuilding: Arc::new(AtomicBool::new(false)),
             rebuild: Arc::new(Mutex::new(RebuildTarget::default())),
+            router: None,
         }
+    }
+
+    /// Asks the scorers of a split tier for every decision instead of the local engine.
+    pub(crate) fn with_router(mut self, router: Router) -> Self {
+        self.router = Some(Arc::new(router));
+        self
     }
 
     /// The engine.
@@ -159,6 +169,7 @@ impl Decider {
         reader: &str,
         events: &[EventView<'_>],
         applied: Option<AppliedGuard>,
+        offsets: Vec<i64>,
         now: u64,
         request: Request,
     ) -> Decided {
@@ -174,6 +185,12 @@ impl Decider {
             std::mem::forget(applied);
             return self.fallback();
         };
+        if let Some(router) = &self.router {
+            drop(applied);
+            return self
+                .routed(router, reader, owned, offsets, now, request)
+                .await;
+        }
         let engine = Arc::clone(&self.engine);
         let reader = reader.to_owned();
         let task = tokio::task::spawn_blocking(move || {
@@ -205,8 +222,78 @@ impl Decider {
         self.fallback()
     }
 
-    /// The safe default: show everything, and say it is a fallback.
-    fn fallback(&self) -> Decided {
+    /// The decision of the scorer that owns `reader` (a gateway of a split tier): the fallback
+    /// when none answers within the deadline.
+    async fn routed(
+        &self,
+        router: &Router,
+        reader: &str,
+        events: Vec<(Event, u64)>,
+        offsets: Vec<i64>,
+        now: u64,
+        request: Request,
+    ) -> Decided {
+        let call = ScoreCall {
+            offsets,
+            wait_ms: self.deadline.as_millis() as u64,
+            reader: reader.to_owned(),
+            now,
+            device: request.device,
+            country: request.country,
+            entitled: request.entitled,
+            events,
+            peek: false,
+        };
+        let started = Instant::now();
+        let reply = router.score(&call, started + self.deadline).await;
+        self.metrics.decision_latency.observe(started.elapsed());
+        let Some(reply) = reply else {
+            tracing::debug!(reader, "no scorer answered within the deadline");
+            return self.fallback();
+        };
+        Decided {
+            decision: reply.decision,
+            late: reply
+                .late
+                .iter()
+                .filter_map(|(i, o)| Some((*i, crate::tier::outcome(o)?)))
+                .collect(),
+            scored: None,
+        }
+    }
+
+    /// A gateway of a split tier: the owner's decision for `view` without applying it (the
+    /// fallback when none answers in time). `None` when this process keeps reader state.
+    pub(crate) async fn peek_remote(
+        &self,
+        reader: &str,
+        view: &Event,
+        now: u64,
+        request: &Request,
+    ) -> Option<Decision> {
+        let router = self.router.as_ref()?;
+        let call = ScoreCall {
+            reader: reader.to_owned(),
+            now,
+            device: request.device.clone(),
+            country: request.country.clone(),
+            entitled: request.entitled.clone(),
+            events: vec![(view.clone(), now)],
+            peek: true,
+            offsets: Vec::new(),
+            wait_ms: 0,
+        };
+        let started = Instant::now();
+        let reply = router.score(&call, started + self.deadline).await;
+        self.metrics.decision_latency.observe(started.elapsed());
+        Some(match reply {
+            Some(r) => r.decision,
+            None => self.fallback().decision,
+        })
+    }
+
+    /// The safe default: show everything, and say it is a fallback (counted).
+    pub(crate) fn fallback(&self) -> Decided {
         self.metrics.fallback();
         let version = self
             .engine

@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::cluster::ControlBus;
-use crate::config::{Config, SinkKind};
+use crate::config::{Config, Role, SinkKind};
 use crate::control::Control;
 use crate::decide::Decider;
 use crate::decisions::DecisionLog;
@@ -21,6 +21,7 @@ use crate::pool::BufPool;
 use crate::ratelimit::RateLimiter;
 use crate::signing::DecisionSigner;
 use crate::sink::{self, SinkError};
+use crate::tier::{Owners, Router, Tier};
 use crate::token::{self, TokenSource};
 use pulse_scorer::{Engine, FjallStore};
 
@@ -71,6 +72,10 @@ pub struct Gateway {
     connections: std::sync::OnceLock<pulse_http::OpenConnections>,
     /// The tracker's files: embedded, or from `server.tracker_dir`.
     tracker: crate::statics::Tracker,
+    /// A scorer's partitions (`cluster.role = "scorer"`).
+    tier: Option<Arc<Tier>>,
+    /// The scorers' claims heard on the control topic.
+    owners: Arc<Owners>,
 }
 
 impl Gateway {
@@ -87,9 +92,14 @@ impl Gateway {
         let data = &config.server.data;
         let (bundle, shadow) = config.scorer.load_bundles().map_err(|e| state_error(&e))?;
         let store = crate::state::open(data).map_err(|e| state_error(&e))?;
+        let role = config.cluster.role;
         let changelog = match &config.sink {
+            // A stateless gateway keeps no state; a scorer restores each partition it is given.
+            _ if role == Role::Gateway => None,
             s if s.kind == SinkKind::Kafka && !s.kafka.state_topic.is_empty() => {
-                restore_changelog(&config, &store, &metrics)?;
+                if role == Role::All {
+                    restore_changelog(&config, &store, &metrics)?;
+                }
                 Some(Arc::new(
                     sink::Changelog::new(&config.sink.kafka).map_err(OpenError::Sink)?,
                 ))
@@ -117,12 +127,27 @@ impl Gateway {
             SinkKind::Kafka => None,
         };
         let deadline = config.limits.decision_deadline_ms.get();
-        let decider = Arc::new(Decider::new(
+        let owners = Arc::new(Owners::default());
+        let mut decider = Decider::new(
             Arc::clone(&engine),
             log.clone(),
             deadline,
             Arc::clone(&metrics),
-        ));
+        );
+        let token = || config.cluster.secret().map_err(|e| state_error(&e));
+        if role == Role::Gateway {
+            let router = Router::new(Arc::clone(&owners), engine.config().partitions, &token()?)
+                .map_err(|e| state_error(&e))?;
+            decider = decider.with_router(router);
+        }
+        let decider = Arc::new(decider);
+        let tier = match role {
+            Role::Scorer => Some(Arc::new(
+                Tier::new(Arc::clone(&engine), &config.sink.kafka, &config.cluster)
+                    .map_err(|e| state_error(&e))?,
+            )),
+            _ => None,
+        };
         let replayed = decider
             .replay(startup.replay_from)
             .map_err(|e| state_error(&e))?;
@@ -145,6 +170,8 @@ impl Gateway {
         }
         decider.set_shadow(shadow).map_err(|e| state_error(&e))?;
         let offsets = match config.sink.kind {
+            // The split tier's scorers read the events topic themselves, by partition.
+            SinkKind::Kafka if role != Role::All => None,
             SinkKind::Kafka => {
                 restore_from_kafka(&config, &decider, startup.positions.as_deref(), &metrics)
             }
@@ -187,8 +214,13 @@ impl Gateway {
         );
         let bus = match config.sink.kind {
             SinkKind::Kafka if !config.sink.kafka.control_topic.is_empty() => Some(Arc::new(
-                ControlBus::start(&config.sink.kafka, Arc::clone(&control))
-                    .map_err(OpenError::Sink)?,
+                ControlBus::start(
+                    &config.sink.kafka,
+                    Arc::clone(&control),
+                    Arc::clone(&owners),
+                    role,
+                )
+                .map_err(OpenError::Sink)?,
             )),
             _ => None,
         };
@@ -207,7 +239,58 @@ impl Gateway {
             bus,
             draining: std::sync::atomic::AtomicBool::new(false),
             connections: std::sync::OnceLock::new(),
+            tier,
+            owners,
         })
+    }
+
+    /// A scorer of a split tier: joins the scorers' group once its admin listener is bound
+    /// (gateways reach it there, at `cluster.advertise` or the bound address).
+    pub(crate) fn start_tier(&self, admin: Option<std::net::SocketAddr>) {
+        let (Some(tier), Some(bus)) = (&self.tier, &self.bus) else {
+            return;
+        };
+        let addr = match (&self.config.cluster.advertise, admin) {
+            (Some(a), _) => a.clone(),
+            (None, Some(a)) => a.to_string(),
+            (None, None) => {
+                tracing::error!(
+                    "a scorer needs an admin listener (server.admin_listen) or cluster.advertise"
+                );
+                return;
+            }
+        };
+        if let Err(e) = tier.start(Arc::clone(bus), addr.clone()) {
+            tracing::error!(error = %e, "cannot join the scorers' group");
+        } else {
+            tracing::info!(%addr, "scorer: gateways reach this instance here");
+        }
+    }
+
+    /// The split tier as this instance sees it (`GET /admin/cluster`): its role, the live
+    /// scorers with the partitions each answers for, and, on a scorer, its own partitions.
+    pub fn cluster(&self) -> serde_json::Value {
+        let live = crate::cluster::LIVE_FOR.as_millis() as u64;
+        let scorers: Vec<_> = self
+            .owners
+            .live(crate::ingest::now_ms(), live)
+            .into_iter()
+            .map(|(instance, c)| {
+                serde_json::json!({"instance": instance, "addr": c.addr, "partitions": c.partitions})
+            })
+            .collect();
+        serde_json::json!({
+            "role": self.config.cluster.role.as_str(),
+            "instance": self.bus.as_ref().map(|b| b.instance()),
+            "partitions": self.engine().config().partitions,
+            "scorers": scorers,
+            "owned": self.tier.as_ref().map(|t| t.owned()),
+        })
+    }
+
+    /// This process's scorer side (`cluster.role = "scorer"`).
+    pub(crate) fn tier(&self) -> Option<&Arc<Tier>> {
+        self.tier.as_ref()
     }
 
     /// The tracker's files.
@@ -326,6 +409,10 @@ impl Gateway {
     /// Flushes the sink, stops the log writer and closes the stores; call once the listeners
     /// have stopped.
     pub async fn close(&self) -> Result<(), SinkError> {
+        if let Some(tier) = self.tier.clone() {
+            // Its partitions written and handed over before the bus stops.
+            let _ = tokio::task::spawn_blocking(move || tier.close()).await;
+        }
         if let Some(bus) = self.bus.clone() {
             let _ = tokio::task::spawn_blocking(move || bus.close()).await;
         }

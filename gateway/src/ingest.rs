@@ -181,6 +181,7 @@ impl Ingest {
                 header.reader_key(),
                 &parsed.accepted,
                 receipt.applied,
+                receipt.offsets,
                 now,
                 request,
             )

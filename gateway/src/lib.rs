@@ -32,6 +32,7 @@ mod signing;
 mod sink;
 mod state;
 mod statics;
+mod tier;
 mod token;
 
 pub use admit::{Admitted, OwnOrigins, Sites, Trust};
@@ -39,9 +40,10 @@ pub use app::{Starting, serve};
 pub use backtest::{Backtest, BacktestError, BacktestRun, backtest};
 pub use cluster::ControlBus;
 pub use config::{
-    BUILTIN_BUNDLE, Compression, Config, ConfigError, DeadLetters, DecisionLogConfig,
-    EventLogConfig, IpNet, KafkaConfig, Limits, MAX_RATE_LIMIT_KEYS, Millis, Rate, RateLimits,
-    ScorerConfig, ServerConfig, SinkConfig, SinkKind, SiteConfig, Transport,
+    BUILTIN_BUNDLE, ClusterConfig, Compression, Config, ConfigError, DeadLetters,
+    DecisionLogConfig, EventLogConfig, IpNet, KafkaConfig, Limits, MAX_RATE_LIMIT_KEYS, Millis,
+    Rate, RateLimits, Role, ScorerConfig, ServerConfig, SinkConfig, SinkKind, SiteConfig,
+    Transport,
 };
 pub use control::{Activated, Applied, ChangeError, Control, merge_limits, write_back};
 pub use decide::{BundleChange, Decided, Decider, ShadowChange};

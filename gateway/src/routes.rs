@@ -27,6 +27,13 @@ where
     B: Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
+    if gw.tier().is_some() && req.uri().path().starts_with("/v1/") {
+        let e = ApiError::new(
+            ErrorCode::NotFound,
+            "this instance is a scorer (cluster.role): send pages to a gateway",
+        );
+        return refuse(gw, &e, None);
+    }
     match (req.method(), req.uri().path()) {
         (&Method::POST, "/v1/collect") => collect(gw, req, conn).await,
         (&Method::OPTIONS, "/v1/collect") => preflight(gw, req.headers()),
@@ -224,24 +231,14 @@ where
         },
         props,
     };
-    let engine = std::sync::Arc::clone(gw.engine());
-    let who = reader.clone();
-    let task = tokio::task::spawn_blocking(move || engine.peek(&who, &view, now, &request));
-    let decided = tokio::time::timeout(gw.config.limits.decision_deadline_ms.get(), task).await;
-    let decision = match decided {
-        Ok(Ok(Ok(scored))) => scored.decision,
-        _ => {
-            gw.metrics.fallback();
-            let version = gw
-                .engine()
-                .bundle()
-                .map(|b| b.id.clone())
-                .unwrap_or_default();
-            pulse_protocol::Decision {
-                fallback: true,
-                ..pulse_protocol::Decision::new(pulse_protocol::Action::Allow, "fallback", version)
-            }
-        }
+    let remote = gw
+        .decider()
+        .peek_remote(&reader, &view, now, &request)
+        .await;
+    let decision = match remote {
+        // A gateway of a split tier: the owner of the reader's state decided.
+        Some(decision) => decision,
+        None => local_peek(gw, &reader, view, now, request).await,
     };
     let signed = gw.ingest().signer().map(|signer| {
         gw.metrics.signed();
@@ -254,6 +251,25 @@ where
         "auth": auth,
     });
     json(StatusCode::OK, Bytes::from(answer.to_string()), None)
+}
+
+/// A decision from the local engine's state without applying the page (the fallback past
+/// the decision deadline).
+async fn local_peek(
+    gw: &Gateway,
+    reader: &str,
+    view: pulse_protocol::Event,
+    now: u64,
+    request: pulse_scorer::Request,
+) -> pulse_protocol::Decision {
+    let engine = std::sync::Arc::clone(gw.engine());
+    let who = reader.to_owned();
+    let task = tokio::task::spawn_blocking(move || engine.peek(&who, &view, now, &request));
+    let decided = tokio::time::timeout(gw.config.limits.decision_deadline_ms.get(), task).await;
+    match decided {
+        Ok(Ok(Ok(scored))) => scored.decision,
+        _ => gw.decider().fallback().decision,
+    }
 }
 
 /// The reader key, the request's context and what became of the token, for a server's ask.

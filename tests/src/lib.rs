@@ -158,7 +158,11 @@ impl GatewayProcess {
             .arg("--data")
             .arg(data)
             .args(args)
-            .args(["--log", "warn"])
+            // PULSE_TEST_LOG=info (or debug) shows what the processes log.
+            .args([
+                "--log",
+                &std::env::var("PULSE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -12,11 +12,13 @@ use pulse_protocol::{RateLimit, is_token};
 use pulse_scorer::{Bundle, EngineConfig};
 use serde::{Deserialize, Serialize};
 
+mod cluster;
 mod env;
 mod limits;
 mod sink;
 mod site;
 
+pub use cluster::{ClusterConfig, Role};
 pub use limits::{IpNet, Limits, MAX_RATE_LIMIT_KEYS, Rate, RateLimits};
 pub use sink::{
     Compression, DeadLetters, DecisionLogConfig, EventLogConfig, KafkaConfig, SinkConfig, SinkKind,
@@ -87,6 +89,9 @@ pub struct Config {
     /// The sites allowed to send events, each with its key and origins.
     #[serde(default)]
     pub sites: Vec<SiteConfig>,
+    /// Which tier this process is when gateways and scorers run apart on Kafka.
+    #[serde(default)]
+    pub cluster: ClusterConfig,
     /// The file this configuration was read from (for writing limits back and for SIGHUP).
     #[serde(skip)]
     pub path: Option<PathBuf>,
@@ -445,6 +450,12 @@ impl Config {
             problems.push("transport.max_header_bytes must be at least 8192".to_owned());
         }
         problems.extend(self.rate_limits.problems(self.limits.max_body_bytes));
+        let kafka = &self.sink.kafka;
+        problems.extend(self.cluster.problems(
+            self.sink.kind == SinkKind::Kafka,
+            !kafka.control_topic.is_empty(),
+            !kafka.state_topic.is_empty(),
+        ));
         if let Err(problem) = self.sink.kafka.client_properties() {
             problems.push(problem);
         }

@@ -44,6 +44,7 @@ impl Sink for EmbeddedSink {
                 return Ok(Receipt {
                     events,
                     applied: None,
+                    offsets: Vec::new(),
                 });
             }
             let (events_buf, event_count) = batch.events.into_frames();
@@ -63,6 +64,7 @@ impl Sink for EmbeddedSink {
             Ok(Receipt {
                 events,
                 applied: appended.applied,
+                offsets: Vec::new(),
             })
         })
     }

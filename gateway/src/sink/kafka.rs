@@ -379,21 +379,21 @@ fn create(client: &ClientConfig) -> Result<FutureProducer<KafkaLog>, SinkError> 
 }
 
 /// Waits for every delivery report; the first failure fails the batch. Returns the partition
-/// and the first and last offsets of the first `events` messages (the events; a batch's events
+/// and the offsets of the first `events` messages, in order (the events; a batch's events
 /// share a key, so a partition).
 async fn delivered(
     pending: Vec<DeliveryFuture>,
     events: usize,
-) -> Result<Option<(i32, i64, i64)>, SinkError> {
-    let mut span: Option<(i32, i64, i64)> = None;
+) -> Result<Option<(i32, Vec<i64>)>, SinkError> {
+    let mut landed: Option<(i32, Vec<i64>)> = None;
     // librdkafka delivers them concurrently: awaiting in order takes as long as the slowest.
     for (i, report) in pending.into_iter().enumerate() {
         match report.await {
             Ok(Ok(d)) if i < events => {
-                span = Some(match span {
-                    None => (d.partition, d.offset, d.offset),
-                    Some((p, lo, hi)) => (p, lo.min(d.offset), hi.max(d.offset)),
-                });
+                landed
+                    .get_or_insert_with(|| (d.partition, Vec::with_capacity(events)))
+                    .1
+                    .push(d.offset);
             }
             Ok(Ok(_)) => {}
             Ok(Err((e, _))) => {
@@ -408,7 +408,10 @@ async fn delivered(
             }
         }
     }
-    Ok(span)
+    if let Some((_, offsets)) = &mut landed {
+        offsets.sort_unstable();
+    }
+    Ok(landed)
 }
 
 impl Sink for KafkaSink {
@@ -472,6 +475,7 @@ impl Sink for KafkaSink {
                 return Ok(Receipt {
                     events: 0,
                     applied: None,
+                    offsets: Vec::new(),
                 });
             }
             let deadline = tokio::time::Instant::now() + self.delivery_timeout;
@@ -509,11 +513,20 @@ impl Sink for KafkaSink {
                 self.replace_if_fatal(generation);
             }
             self.last.record(&result);
-            result.map(|span| Receipt {
-                events,
-                applied: span.and_then(|(partition, first, last)| {
-                    self.offsets.as_ref()?.hold(partition, first, last)
-                }),
+            result.map(|landed| {
+                let (partition, offsets) = landed.unwrap_or_default();
+                let applied = match (offsets.first(), offsets.last()) {
+                    (Some(&first), Some(&last)) => self
+                        .offsets
+                        .as_ref()
+                        .and_then(|o| o.hold(partition, first, last)),
+                    _ => None,
+                };
+                Receipt {
+                    events,
+                    applied,
+                    offsets,
+                }
             })
         })
     }

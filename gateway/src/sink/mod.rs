@@ -17,12 +17,12 @@ use std::sync::Arc;
 use crate::config::{Config, SinkKind};
 use crate::log::{AppliedGuard, EventLog};
 
-pub(crate) use changelog::Changelog;
+pub(crate) use changelog::{Changelog, META_PREFIX};
 pub use embedded::EmbeddedSink;
 use kafka::KafkaSink;
 pub(crate) use kafka::{KafkaLog, client_config, cluster_client};
 pub use records::{RecordKind, Records};
-pub(crate) use restore::{KafkaOffsets, restore};
+pub(crate) use restore::{KafkaOffsets, is_erasure, restore};
 
 /// Fills an empty reader-state store from the state changelog (Kafka mode).
 pub(crate) use changelog::restore as restore_changelog;
@@ -51,6 +51,8 @@ pub struct Receipt {
     /// Held until the scorer has applied the events; dropping it lets the replay point move
     /// past them (the embedded log's position, or in Kafka mode the partition's offset).
     pub applied: Option<AppliedGuard>,
+    /// Kafka: the offsets the events landed at, in their partition (empty when embedded).
+    pub offsets: Vec<i64>,
 }
 
 /// Why a batch could not be made durable. Always retryable for the client (503).

@@ -237,7 +237,7 @@ pub(crate) fn restore(
 }
 
 /// Whether a message of the events topic is an erasure record (by its `pulse-schema` header).
-fn is_erasure(m: &impl Message) -> bool {
+pub(crate) fn is_erasure(m: &impl Message) -> bool {
     use rdkafka::message::Headers;
     m.headers().is_some_and(|h| {
         h.iter().any(|h| {

@@ -84,6 +84,37 @@ impl FjallStore {
         }
     }
 
+    /// Applies writes to this store alone, never to its mirror: states restored from the
+    /// mirror itself (a partition a scorer takes over).
+    pub fn write_local(&self, fs: u64, writes: &[Write]) -> Result<(), StoreError> {
+        let ks = self.set(fs)?;
+        let mut batch = self.db.batch();
+        for w in writes {
+            match &w.value {
+                Some(v) => batch.insert(&ks, key(w.partition, &w.reader), v.as_slice()),
+                None => batch.remove(&ks, key(w.partition, &w.reader)),
+            }
+        }
+        batch.commit().map_err(err)
+    }
+
+    /// Forgets every reader of `partition` in every feature set, in this store alone (a
+    /// partition a scorer no longer owns: its next owner keeps it). How many were forgotten.
+    pub fn clear_partition(&self, partition: u16) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for fs in self.feature_sets()? {
+            let ks = self.set(fs)?;
+            let mut batch = self.db.batch();
+            for guard in ks.prefix(partition.to_be_bytes()) {
+                let k = guard.key().map_err(err)?;
+                batch.remove(&ks, k.to_vec());
+                n += 1;
+            }
+            batch.commit().map_err(err)?;
+        }
+        Ok(n)
+    }
+
     fn set(&self, fs: u64) -> Result<Keyspace, StoreError> {
         let mut sets = self.sets.lock().map_err(err_poison)?;
         if let Some(ks) = sets.get(&fs) {

@@ -140,6 +140,23 @@ pub(crate) fn erase<S: StateStore>(
     Ok(in_memory || stored)
 }
 
+/// Forgets the cached readers of `partition`, dirty or not (the caller flushed first), under
+/// the flush lock so that no write-behind in progress writes one back.
+pub(crate) fn release<S: StateStore>(
+    shared: &Shared<S>,
+    core: &Core,
+    partition: u16,
+) -> Result<(), EngineError> {
+    let _one = shared.flushing.lock().map_err(|_| EngineError::Poisoned)?;
+    if let Some(part) = core.parts.get(usize::from(partition)) {
+        let mut part = part.lock().map_err(|_| EngineError::Poisoned)?;
+        let durable = part.durable;
+        *part = crate::engine::cache::Part::default();
+        part.durable = durable;
+    }
+    Ok(())
+}
+
 /// Writes a core's changed states (and forgets its readers past their TTL) with `meta`, in one
 /// batch. On failure the states stay dirty for the next attempt.
 pub(crate) fn write_core<S: StateStore>(

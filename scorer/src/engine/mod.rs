@@ -637,6 +637,14 @@ impl<S: StateStore + 'static> Engine<S> {
         flush::erase(&self.shared, &core, reader)
     }
 
+    /// Writes every changed state, then forgets the cached readers of `partition` (a partition
+    /// whose readers another instance now keeps): the next use reads the store.
+    pub fn release(&self, partition: u16) -> Result<(), EngineError> {
+        let core = Arc::clone(&*self.core()?);
+        flush::flush(&self.shared, &core)?;
+        flush::release(&self.shared, &core, partition)
+    }
+
     /// Stops the write-behind and sweep threads (without a last flush).
     fn stop_threads(&self) {
         if let Ok(mut stop) = self.shared.stop.lock() {

@@ -1,0 +1,738 @@
+//! A scorer's side of the split tier: the partitions it owns through the consumer group, and
+//! the decisions it gives gateways for their readers.
+//!
+//! A partition goes through three states here. Given by the group, it is *restoring*: its
+//! cached and stored states are dropped (another scorer kept it meanwhile) and rebuilt from its
+//! partition of the state changelog. Then it is *catching up*: the events topic is read from
+//! the group's committed offset to the end. Then it is *ready*: claimed on the control topic,
+//! and gateways' requests for its readers are answered. Requests for a partition that is not
+//! ready are refused (409 `not_owner`, 503 `restoring`), so a gateway never gets a decision from
+//! a state that misses acknowledged events: it retries, or answers the fallback.
+//!
+//! Every second, and before a partition is given up, the changed states are written (to the
+//! local store and the changelog) and then the offsets of the events applied before that write
+//! are committed. Taken away, a partition's states are written, dropped from memory and from the
+//! local store (its next owner keeps them), and its claim withdrawn.
+//!
+//! IO boundary: one thread (`pulse-owner`) polls the group's consumer; the rebalance callbacks
+//! run on it. Decisions run on the gateway's blocking pool.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use pulse_protocol::EventRecord;
+use pulse_scorer::{Engine, FjallStore, Write, partition_of};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use super::{Claim, ScoreCall, ScoreReply};
+use crate::cluster::ControlBus;
+use crate::config::{ClusterConfig, KafkaConfig};
+
+/// Time for the brokers' metadata, offsets and watermarks.
+const METADATA: Duration = Duration::from_secs(10);
+/// A changelog restore that hears nothing for this long gives up.
+const STALL: Duration = Duration::from_secs(30);
+/// States written to the store at once while restoring.
+const CHUNK: usize = 10_000;
+
+/// Where a partition this scorer was given stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Part {
+    /// Being rebuilt from the changelog.
+    Restoring,
+    /// Reading the events topic up to this offset (its end when it was given).
+    CatchingUp(i64),
+    /// Answering for its readers.
+    Ready,
+}
+
+/// How far a ready partition's events are applied: every offset below `contiguous` (from the
+/// topic or by a request), and the offsets above it that requests applied.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Applied {
+    contiguous: i64,
+    ahead: BTreeSet<i64>,
+}
+
+impl Applied {
+    /// A request applied the event at `offset`.
+    fn mark(&mut self, offset: i64) {
+        if offset >= self.contiguous {
+            self.ahead.insert(offset);
+        }
+        self.absorb();
+    }
+
+    /// The topic's events are applied up to `end` (exclusive).
+    fn reach(&mut self, end: i64) {
+        self.contiguous = self.contiguous.max(end);
+        self.absorb();
+    }
+
+    fn absorb(&mut self) {
+        while let Some(&first) = self.ahead.first() {
+            if first > self.contiguous {
+                break;
+            }
+            self.ahead.pop_first();
+            if first == self.contiguous {
+                self.contiguous += 1;
+            }
+        }
+    }
+}
+
+/// Why a scorer does not answer for a reader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// Another scorer owns the reader's partition (or none yet).
+    NotOwner,
+    /// This scorer was given it and is bringing it up to date.
+    Restoring,
+    /// Events of the partition before the call's are neither applied nor asked for in time
+    /// (a request that never came: the events topic brings them).
+    Behind,
+    /// The engine failed.
+    Failed(String),
+}
+
+/// The partitions a scorer owns and its engine.
+pub(crate) struct Tier {
+    engine: Arc<Engine<FjallStore>>,
+    partitions: u16,
+    parts: RwLock<HashMap<u16, Part>>,
+    /// Next offset to commit per partition (after the events before it are written).
+    next: Mutex<HashMap<i32, i64>>,
+    /// How far each ready partition's events are applied, and its signal.
+    applied: Mutex<HashMap<u16, Applied>>,
+    moved: Condvar,
+    /// When partitions were last given (ms since the epoch).
+    since: AtomicU64,
+    /// The secret gateways present.
+    pub(crate) token: String,
+    stop: Arc<AtomicBool>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    config: (KafkaConfig, ClusterConfig),
+}
+
+impl std::fmt::Debug for Tier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tier")
+            .field("partitions", &self.partitions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tier {
+    /// A scorer over `engine`, not yet in the group (see [`Tier::start`]).
+    pub(crate) fn new(
+        engine: Arc<Engine<FjallStore>>,
+        kafka: &KafkaConfig,
+        cluster: &ClusterConfig,
+    ) -> Result<Self, String> {
+        Ok(Self {
+            partitions: engine.config().partitions,
+            engine,
+            parts: RwLock::new(HashMap::new()),
+            next: Mutex::new(HashMap::new()),
+            applied: Mutex::new(HashMap::new()),
+            moved: Condvar::new(),
+            since: AtomicU64::new(0),
+            token: cluster.secret()?,
+            stop: Arc::new(AtomicBool::new(false)),
+            thread: Mutex::new(None),
+            config: (kafka.clone(), cluster.clone()),
+        })
+    }
+
+    /// Applies a gateway's batch and decides, if this scorer answers for the reader now.
+    /// Blocking (the engine may read the store).
+    pub(crate) fn score(&self, call: &ScoreCall) -> Result<ScoreReply, Refusal> {
+        let p = partition_of(&call.reader, self.partitions);
+        if let Some(&first) = call.offsets.first() {
+            self.wait_applied(p, first, Duration::from_millis(call.wait_ms.min(2_000)))?;
+        }
+        // Held while scoring: a partition is given up only once no decision is under way.
+        let parts = self
+            .parts
+            .read()
+            .map_err(|_| Refusal::Failed("poisoned".into()))?;
+        match parts.get(&p) {
+            Some(Part::Ready) => {}
+            Some(_) => return Err(Refusal::Restoring),
+            None => return Err(Refusal::NotOwner),
+        }
+        let scored = match (call.peek, call.events.as_slice()) {
+            (true, [(view, _)]) => self
+                .engine
+                .peek(&call.reader, view, call.now, &call.request()),
+            (true, _) => return Err(Refusal::Failed("a peek is about one page".into())),
+            (false, events) => {
+                let events: Vec<_> = events.iter().map(|(e, t)| (e, *t)).collect();
+                self.engine
+                    .score(&call.reader, &events, call.now, &call.request())
+            }
+        }
+        .map_err(|e| Refusal::Failed(e.to_string()))?;
+        if !call.offsets.is_empty()
+            && let Ok(mut applied) = self.applied.lock()
+            && let Some(a) = applied.get_mut(&p)
+        {
+            for &o in &call.offsets {
+                a.mark(o);
+            }
+            self.moved.notify_all();
+        }
+        Ok(ScoreReply {
+            late: scored
+                .refused
+                .iter()
+                .map(|(i, o)| (*i, o.as_str().to_owned()))
+                .collect(),
+            decision: scored.decision,
+        })
+    }
+
+    /// Waits until every event of partition `p` before `offset` is applied (a request for an
+    /// earlier event still on its way, or one that never comes and the topic brings).
+    fn wait_applied(&self, p: u16, offset: i64, wait: Duration) -> Result<(), Refusal> {
+        let until = Instant::now() + wait;
+        let mut applied = self
+            .applied
+            .lock()
+            .map_err(|_| Refusal::Failed("poisoned".into()))?;
+        loop {
+            match applied.get(&p) {
+                Some(a) if a.contiguous >= offset => return Ok(()),
+                Some(_) => {}
+                None => {
+                    drop(applied);
+                    return Err(
+                        match self.parts.read().ok().and_then(|s| s.get(&p).copied()) {
+                            Some(_) => Refusal::Restoring,
+                            None => Refusal::NotOwner,
+                        },
+                    );
+                }
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Refusal::Behind);
+            }
+            applied = self
+                .moved
+                .wait_timeout(applied, left)
+                .map_err(|_| Refusal::Failed("poisoned".into()))?
+                .0;
+        }
+    }
+
+    /// The partitions given to this scorer, each with where it stands (`restoring`,
+    /// `catching_up`, `ready`).
+    pub(crate) fn owned(&self) -> serde_json::Value {
+        let parts = self.parts.read().map(|p| p.clone()).unwrap_or_default();
+        let mut owned: Vec<_> = parts.into_iter().collect();
+        owned.sort_unstable_by_key(|(p, _)| *p);
+        owned
+            .into_iter()
+            .map(|(p, s)| {
+                let state = match s {
+                    Part::Restoring => "restoring",
+                    Part::CatchingUp(_) => "catching_up",
+                    Part::Ready => "ready",
+                };
+                serde_json::json!({"partition": p, "state": state})
+            })
+            .collect()
+    }
+
+    /// The claim to publish: the partitions ready now.
+    fn claim(&self, addr: &str) -> Claim {
+        let mut partitions: Vec<u16> = self
+            .parts
+            .read()
+            .map(|p| {
+                p.iter()
+                    .filter(|(_, s)| **s == Part::Ready)
+                    .map(|(p, _)| *p)
+                    .collect()
+            })
+            .unwrap_or_default();
+        partitions.sort_unstable();
+        Claim {
+            addr: addr.to_owned(),
+            since: self.since.load(Ordering::Relaxed),
+            partitions,
+        }
+    }
+
+    /// Joins the group and starts following the partitions it gives (`addr`: where gateways
+    /// reach this scorer).
+    pub(crate) fn start(
+        self: &Arc<Self>,
+        bus: Arc<ControlBus>,
+        addr: String,
+    ) -> Result<(), String> {
+        let (kafka, cluster) = &self.config;
+        let context = Owner {
+            tier: Arc::clone(self),
+            bus,
+            addr,
+            kafka: kafka.clone(),
+        };
+        let session = cluster.session_timeout_ms;
+        let consumer: BaseConsumer<Owner> = crate::sink::cluster_client(kafka)
+            .map_err(|e| e.to_string())?
+            .set("group.id", &cluster.group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "true")
+            .set("session.timeout.ms", session.to_string())
+            .set("heartbeat.interval.ms", (session / 3).max(50).to_string())
+            .set(
+                "max.poll.interval.ms",
+                cluster.rebalance_timeout_ms.to_string(),
+            )
+            .set("partition.assignment.strategy", "range")
+            .create_with_context(context)
+            .map_err(|e| format!("the scorers' group consumer: {e}"))?;
+        consumer
+            .subscribe(&[kafka.events_topic.as_str()])
+            .map_err(|e| e.to_string())?;
+        let stop = Arc::clone(&self.stop);
+        let thread = std::thread::Builder::new()
+            .name("pulse-owner".into())
+            .spawn(move || {
+                follow(&consumer, &stop);
+                let bus = Arc::clone(&consumer.context().bus);
+                drop(consumer);
+                bus.withdraw_claim();
+            })
+            .map_err(|e| e.to_string())?;
+        if let Ok(mut t) = self.thread.lock() {
+            *t = Some(thread);
+        }
+        tracing::info!(group = %cluster.group, topic = %kafka.events_topic, "joined the scorers' group");
+        Ok(())
+    }
+
+    /// Leaves the group: every partition written, its offsets committed, its claim withdrawn.
+    pub(crate) fn close(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The consumer's context: the rebalance callbacks.
+struct Owner {
+    tier: Arc<Tier>,
+    bus: Arc<ControlBus>,
+    addr: String,
+    kafka: KafkaConfig,
+}
+
+impl ClientContext for Owner {
+    fn error(&self, error: KafkaError, reason: &str) {
+        // The end of a partition is how catching up ends, not a failure.
+        if !matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        ) {
+            tracing::error!(error = %error, reason, "the scorers' group consumer");
+        }
+    }
+}
+
+impl ConsumerContext for Owner {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let given_up: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            self.give_up(consumer, &given_up);
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                self.tier
+                    .since
+                    .store(crate::ingest::now_ms(), Ordering::Relaxed);
+                let given: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                self.take(consumer, &given);
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => tracing::warn!(error = %e, "scorers' group rebalance"),
+        }
+    }
+}
+
+impl Owner {
+    fn publish(&self) {
+        self.bus.set_claim(&self.tier.claim(&self.addr));
+    }
+
+    /// Partitions taken away: refused from now on, written, committed, forgotten locally.
+    fn give_up(&self, consumer: &BaseConsumer<Self>, given_up: &[i32]) {
+        let tier = &self.tier;
+        {
+            // Waits for the decisions under way.
+            let Ok(mut parts) = tier.parts.write() else {
+                return;
+            };
+            for p in given_up {
+                parts.remove(&(*p as u16));
+            }
+        }
+        if let Ok(mut applied) = tier.applied.lock() {
+            for p in given_up {
+                applied.remove(&(*p as u16));
+            }
+            tier.moved.notify_all();
+        }
+        self.publish();
+        checkpoint(consumer, tier);
+        for &p in given_up {
+            let p16 = p as u16;
+            if let Err(e) = tier.engine.release(p16) {
+                tracing::error!(partition = p, error = %e, "writing a partition given up failed");
+            }
+            if let Err(e) = tier.engine.store().clear_partition(p16) {
+                tracing::warn!(partition = p, error = %e, "a partition given up stays in the local store");
+            }
+            if let Ok(mut next) = tier.next.lock() {
+                next.remove(&p);
+            }
+        }
+        tracing::info!(partitions = ?given_up, "partitions given up");
+    }
+
+    /// Partitions given: restored from the changelog, then caught up from the events topic.
+    fn take(&self, consumer: &BaseConsumer<Self>, given: &[i32]) {
+        let tier = &self.tier;
+        if let Ok(mut parts) = tier.parts.write() {
+            for p in given {
+                parts.insert(*p as u16, Part::Restoring);
+            }
+        }
+        let started = Instant::now();
+        let fs = match tier.engine.bundle() {
+            Ok(b) => b.feature_set,
+            Err(e) => {
+                tracing::error!(error = %e, "no bundle: the partitions stay unrestored");
+                return;
+            }
+        };
+        let mut states = 0;
+        for &p in given {
+            let p16 = p as u16;
+            let _ = tier.engine.release(p16);
+            let _ = tier.engine.store().clear_partition(p16);
+            match restore_partition(&self.kafka, tier.engine.store(), p, fs) {
+                Ok(n) => states += n,
+                Err(e) => {
+                    // The state starts from what the events topic still holds.
+                    tracing::error!(partition = p, error = %e, "restoring a partition from the changelog failed");
+                }
+            }
+        }
+        // Each partition is read from the group's committed offset (from its earliest one,
+        // for a partition never committed).
+        let topic = &self.kafka.events_topic;
+        let mut tpl = TopicPartitionList::new();
+        for &p in given {
+            let _ = tpl.add_partition(topic, p);
+        }
+        let committed = consumer.committed_offsets(tpl, METADATA).ok();
+        for &p in given {
+            let from = committed
+                .as_ref()
+                .and_then(|c| c.find_partition(topic, p))
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                })
+                .or_else(|| {
+                    consumer
+                        .fetch_watermarks(topic, p, METADATA)
+                        .ok()
+                        .map(|(low, _)| low)
+                })
+                .unwrap_or(0);
+            if let Ok(mut next) = tier.next.lock() {
+                next.insert(p, from);
+            }
+            if let Ok(mut parts) = tier.parts.write() {
+                parts.insert(p as u16, Part::CatchingUp(0));
+            }
+        }
+        tracing::info!(partitions = ?given, states, ms = started.elapsed().as_millis() as u64, "partitions restored from the changelog; catching up");
+        for &p in given {
+            caught_up(consumer, tier, p);
+        }
+    }
+}
+
+/// Writes the changed states, then commits the offsets applied before the write.
+fn checkpoint(consumer: &BaseConsumer<Owner>, tier: &Tier) {
+    let next = tier.next.lock().map(|n| n.clone()).unwrap_or_default();
+    if let Err(e) = tier.engine.flush() {
+        tracing::warn!(error = %e, "write-behind failed: offsets not committed");
+        return;
+    }
+    if next.is_empty() {
+        return;
+    }
+    let topic = &consumer.context().kafka.events_topic;
+    let mut tpl = TopicPartitionList::new();
+    for (p, o) in &next {
+        let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(*o));
+    }
+    match consumer.commit(&tpl, CommitMode::Sync) {
+        Ok(()) => {}
+        // Committed again at the next checkpoint, or by the revocation the rebalance brings.
+        Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::RebalanceInProgress) => {
+            tracing::debug!(error = %e, "offsets not committed during a rebalance");
+        }
+        Err(e) => tracing::warn!(error = %e, "committing the scorers' offsets failed"),
+    }
+}
+
+/// The owner thread: applies the events of the partitions it owns, checkpoints every second.
+fn follow(consumer: &BaseConsumer<Owner>, stop: &AtomicBool) {
+    let tier = Arc::clone(&consumer.context().tier);
+    let mut last = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => apply(consumer, &tier, &m),
+            Some(Err(KafkaError::PartitionEOF(p))) => caught_up(consumer, &tier, p),
+            Some(Err(e)) => tracing::debug!(error = %e, "scorers' group"),
+            None => {}
+        }
+        if last.elapsed() >= Duration::from_secs(1) {
+            checkpoint(consumer, &tier);
+            last = Instant::now();
+        }
+    }
+    // Leaving: every partition given up (written, committed, claim withdrawn), then the group
+    // gives them to the others at once.
+    consumer.unsubscribe();
+    let leaving = Instant::now();
+    while leaving.elapsed() < Duration::from_secs(5)
+        && tier.parts.read().map(|p| !p.is_empty()).unwrap_or(false)
+    {
+        let _ = consumer.poll(Duration::from_millis(100));
+    }
+    checkpoint(consumer, &tier);
+}
+
+fn apply(consumer: &BaseConsumer<Owner>, tier: &Tier, m: &rdkafka::message::BorrowedMessage<'_>) {
+    let (p, offset) = (m.partition(), m.offset());
+    // A message fetched before its partition was given up is its next owner's.
+    if !tier
+        .parts
+        .read()
+        .is_ok_and(|parts| parts.contains_key(&(p as u16)))
+    {
+        return;
+    }
+    let payload = m.payload().unwrap_or_default();
+    if crate::sink::is_erasure(m) {
+        if let Ok(e) = serde_json::from_slice::<pulse_protocol::ErasureRecord>(payload)
+            && let Err(err) = tier.engine.erase(&e.erased)
+        {
+            tracing::warn!(error = %err, "erasing a reader named on the events topic failed");
+        }
+    } else {
+        match serde_json::from_slice::<EventRecord>(payload) {
+            Ok(r) => {
+                if let Err(e) = tier.engine.replay(&r.reader, &[(&r.event, r.time)]) {
+                    // Not committed past: applied again after the next restore.
+                    tracing::error!(partition = p, offset, error = %e, "applying an event failed");
+                    return;
+                }
+            }
+            Err(e) => tracing::warn!(partition = p, offset, error = %e, "not an EventRecord"),
+        }
+    }
+    if let Ok(mut next) = tier.next.lock() {
+        next.insert(p, offset + 1);
+    }
+    if let Ok(mut applied) = tier.applied.lock()
+        && let Some(a) = applied.get_mut(&(p as u16))
+    {
+        a.reach(offset + 1);
+        tier.moved.notify_all();
+    }
+    caught_up(consumer, tier, p);
+}
+
+/// A partition catching up is ready once every event acknowledged so far is applied: the
+/// consumer has passed the partition's end, asked for with the partition locked, so that a
+/// request that arrives meanwhile waits instead of being refused (a request refused before
+/// carries events below that end, applied by then).
+fn caught_up(consumer: &BaseConsumer<Owner>, tier: &Tier, p: i32) {
+    let reached = tier
+        .next
+        .lock()
+        .ok()
+        .and_then(|n| n.get(&p).copied())
+        .unwrap_or(0);
+    let p16 = p as u16;
+    match tier
+        .parts
+        .read()
+        .ok()
+        .and_then(|parts| parts.get(&p16).copied())
+    {
+        Some(Part::CatchingUp(target)) if reached >= target => {}
+        _ => return,
+    }
+    let topic = &consumer.context().kafka.events_topic;
+    let ready = {
+        let Ok(mut parts) = tier.parts.write() else {
+            return;
+        };
+        match consumer.fetch_watermarks(topic, p, METADATA) {
+            Ok((_, high)) if reached >= high => {
+                parts.insert(p16, Part::Ready);
+                if let Ok(mut applied) = tier.applied.lock() {
+                    applied.insert(
+                        p16,
+                        Applied {
+                            contiguous: reached,
+                            ahead: BTreeSet::new(),
+                        },
+                    );
+                }
+                true
+            }
+            Ok((_, high)) => {
+                parts.insert(p16, Part::CatchingUp(high));
+                false
+            }
+            Err(e) => {
+                tracing::debug!(partition = p, error = %e, "the partition's end is unknown for now");
+                false
+            }
+        }
+    };
+    if ready {
+        tracing::info!(
+            partition = p,
+            "partition caught up: answering for its readers"
+        );
+        consumer.context().publish();
+    }
+}
+
+/// Fills the store with partition `p` of the changelog: the states of feature set `fs` (a
+/// later record of a reader replacing an earlier one, a tombstone removing it). How many
+/// states were read.
+fn restore_partition(
+    kafka: &KafkaConfig,
+    store: &FjallStore,
+    p: i32,
+    fs: u64,
+) -> Result<u64, String> {
+    let topic = kafka.state_topic.as_str();
+    let consumer: BaseConsumer = crate::sink::cluster_client(kafka)
+        .map_err(|e| e.to_string())?
+        .set("group.id", "pulse-state-restore")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()
+        .map_err(|e| format!("the changelog's consumer: {e}"))?;
+    let (low, high) = consumer
+        .fetch_watermarks(topic, p, METADATA)
+        .map_err(|e| format!("{topic}/{p}: {e}"))?;
+    if high <= low {
+        return Ok(0);
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, p, Offset::Beginning)
+        .map_err(|e| e.to_string())?;
+    consumer.assign(&tpl).map_err(|e| e.to_string())?;
+    let partition = p as u16;
+    let mut writes = Vec::new();
+    let mut states = 0;
+    let mut heard = Instant::now();
+    loop {
+        match consumer.poll(Duration::from_millis(200)) {
+            None if heard.elapsed() > STALL => {
+                return Err(format!(
+                    "{topic}/{p}: nothing heard for {} s",
+                    STALL.as_secs()
+                ));
+            }
+            None => continue,
+            Some(Err(e)) => return Err(format!("{topic}/{p}: {e}")),
+            Some(Ok(m)) => {
+                heard = Instant::now();
+                let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+                let last = m.offset() + 1 >= high;
+                if !key.starts_with(crate::sink::META_PREFIX) {
+                    let value = match m.payload() {
+                        Some(v) if v.len() >= 8 && v[..8] == fs.to_le_bytes() => {
+                            states += 1;
+                            Some(v[8..].to_vec())
+                        }
+                        Some(_) => None, // another feature set's: not this bundle's state
+                        None => None,
+                    };
+                    writes.push(Write {
+                        partition,
+                        reader: key,
+                        value,
+                    });
+                    if writes.len() >= CHUNK {
+                        store.write_local(fs, &writes).map_err(|e| e.to_string())?;
+                        writes.clear();
+                    }
+                }
+                if last {
+                    break;
+                }
+            }
+        }
+    }
+    store.write_local(fs, &writes).map_err(|e| e.to_string())?;
+    Ok(states)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn applied_offsets_close_their_gaps() {
+        let mut a = Applied {
+            contiguous: 10,
+            ahead: BTreeSet::new(),
+        };
+        // Requests ahead of the topic, one event missing (11).
+        a.mark(12);
+        a.mark(10);
+        assert_eq!(a.contiguous, 11);
+        a.mark(13);
+        assert_eq!(a.contiguous, 11, "11 is neither asked for nor read");
+        // The topic brings 11: everything up to 13 is applied.
+        a.reach(12);
+        assert_eq!(a.contiguous, 14);
+        assert!(a.ahead.is_empty());
+        // An offset behind is nothing new; the topic passing requests drops them.
+        a.mark(5);
+        a.mark(20);
+        a.reach(30);
+        assert_eq!((a.contiguous, a.ahead.len()), (30, 0));
+    }
+}
