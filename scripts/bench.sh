@@ -12,7 +12,7 @@
 #
 #   scripts/bench.sh                  # the full run, rewrites BENCH.md
 #   BENCH_QUICK=1 scripts/bench.sh    # short steps, for checking the script itself
-#   BENCH_PARTS=load scripts/bench.sh # only some parts: load, restore, decide, bytes, cost, rss
+#   BENCH_PARTS=load scripts/bench.sh # only some parts: load, restore, tier, decide, bytes, cost, rss
 #                                     # (default all; rss: 15 minutes of 1,000,000 readers, RSS
 #                                     # sampled; restore: RESTORE_READERS readers, 200,000)
 #   BENCH_BIN=DIR scripts/bench.sh    # servers and pulse-load from DIR instead of building them
@@ -22,7 +22,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 target="${CARGO_TARGET_DIR:-target}"
-parts=" ${BENCH_PARTS:-load restore decide bytes cost rss} "
+parts=" ${BENCH_PARTS:-load restore tier decide bytes cost rss} "
 
 say() { printf '[bench] %s\n' "$*" >&2; }
 need() { command -v "$1" >/dev/null 2>&1 || { say "installing $2"; apt-get install -y "$2" >/dev/null; }; }
@@ -144,6 +144,12 @@ if [[ $parts == *" restore "* ]]; then
     # 6: a Kafka-mode gateway on an empty data folder restores reader state from the changelog.
     say "restore from the state changelog"
     python3 "$root/scripts/bench_driver.py" restore
+fi
+
+if [[ $parts == *" tier "* ]]; then
+    # 10: the split tier: one gateway in front of 1, 2 and 3 scorers.
+    say "split tier: 1, 2 and 3 scorers"
+    python3 "$root/scripts/bench_driver.py" tier
 fi
 
 if [[ $parts == *" decide "* ]]; then

@@ -663,6 +663,9 @@ def cmd_write():
     restored = restore_text()
     if restored:
         text = replace(text, "restore", restored)
+    tiered = tier_text()
+    if tiered:
+        text = replace(text, "tier", tiered)
     with open(path, "w") as f:
         f.write(text)
 
@@ -821,6 +824,88 @@ def restore_text():
 
 
 
+def cmd_tier():
+    """The split tier on the mock cluster: one gateway (cluster.role = gateway) in front of 1,
+    2 and 3 scorers. For each: the most decisions per second a closed loop gets (32
+    connections, 1-event batches), and the latency at a fixed open-loop rate."""
+    with open(os.environ["KAFKA_CONFIG"]) as f:
+        base = f.read()
+    token = "bench-cluster-token-0123456789"
+    dur, rate = (3, 100) if QUICK else (10, 300)
+    results = []
+    for n in (1, 2, 3):
+        group = f"bench-scorers-{n}-{int(time.time())}"
+        procs = []
+        def cfg(name, role):
+            path = f"{WORK}/tier-{name}.toml"
+            with open(path, "w") as f:
+                f.write(base + f"\n[scorer]\npartitions = 3\n\n[cluster]\nrole = \"{role}\"\n"
+                        f"token = \"{token}\"\ngroup = \"{group}\"\n")
+            return path
+        for i in range(n):
+            name = f"scorer{n}-{i}"
+            proc, _, _ = start_server(name, [f"{BIN}/gateway", "--config", cfg(name, "scorer"),
+                                             "--data", f"{WORK}/{name}", "--log", "warn"],
+                                      "pulse gateway listening on ")
+            procs.append(proc)
+        name = f"tiergw{n}"
+        gw, url, admin = start_server(name, [f"{BIN}/gateway", "--config", cfg(name, "gateway"),
+                                             "--data", f"{WORK}/{name}", "--log", "warn"],
+                                      "pulse gateway listening on ")
+        procs.append(gw)
+        settled = False
+        for _ in range(1200):
+            if (metric_value(admin, "pulse_tier_live_scorers") == n
+                    and metric_value(admin, "pulse_tier_claimed_partitions") == 3):
+                settled = True
+                break
+            time.sleep(0.1)
+        log(f"tier: {n} scorer(s) settled: {settled}")
+        common = ["--proto", "h1", "--events-per-batch", "1", "--readers", "20000",
+                  "--pool", "20000", "--warmup", WARMUP]
+        closed = load(url, common + ["--connections", 32, "--duration", dur])
+        fb0 = metric_value(admin, "pulse_gateway_fallback_decisions_total")
+        fixed = load(url, common + ["--connections", 64, "--rate", rate, "--duration", dur])
+        fb1 = metric_value(admin, "pulse_gateway_fallback_decisions_total")
+        results.append({"scorers": n, "settled": settled,
+                        "max_per_s": closed["requests_per_s"] if closed else None,
+                        "max_p99": closed["latency_ms"]["p99"] if closed else None,
+                        "rate": rate, "rate_p50": fixed["latency_ms"]["p50"] if fixed else None,
+                        "rate_p99": fixed["latency_ms"]["p99"] if fixed else None,
+                        "rate_errors": fixed["errors"] if fixed else None,
+                        "fallbacks": fb1 - fb0})
+        log(f"tier {n}: {results[-1]}")
+        for p in procs:
+            stop_server(p)
+    out = {"results": results, "commands": [
+        "pulse-load --url $URL " + " ".join(str(a) for a in common + ["--connections", 32, "--duration", dur]),
+        "pulse-load --url $URL " + " ".join(str(a) for a in common + ["--connections", 64, "--rate", rate, "--duration", dur])]}
+    with open(f"{WORK}/tier.json", "w") as f:
+        json.dump(out, f, indent=1)
+
+
+def tier_text():
+    try:
+        with open(f"{WORK}/tier.json") as f:
+            t = json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return None
+    rows = t["results"]
+    one = rows[0]["max_per_s"] or float("nan")
+    lines = ["| scorers | decisions/s (closed loop, 32 connections) | ratio to one | p99 at that load | "
+             f"p50 / p99 at {rows[0]['rate']} req/s | fallbacks at that rate |",
+             "|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        if r["max_per_s"] is None:
+            lines.append(f"| {r['scorers']} | – | – | – | – | – |")
+            continue
+        lines.append(f"| {r['scorers']} | {r['max_per_s']:,.0f} | {r['max_per_s'] / one:.2f} | "
+                     f"{r['max_p99']:.1f} ms | {r['rate_p50']:.1f} / {r['rate_p99']:.1f} ms | "
+                     f"{r['fallbacks']:.0f} |")
+    lines += ["", "\n".join(f"`{c}`" for c in t["commands"])]
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else ""
     if what == "load":
@@ -831,6 +916,8 @@ if __name__ == "__main__":
         cmd_rss()
     elif what == "restore":
         cmd_restore()
+    elif what == "tier":
+        cmd_tier()
     elif what == "write":
         cmd_write()
     else:

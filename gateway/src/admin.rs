@@ -142,7 +142,7 @@ where
     if let Some(page) = crate::ops::file(req.uri().path()) {
         return page;
     }
-    if req.uri().path() == crate::tier::SCORE_PATH {
+    if crate::tier::is_internal(req.uri().path()) {
         return crate::tier::serve(gw.tier(), req).await;
     }
     let given = bearer(req.headers());
@@ -562,6 +562,20 @@ async fn reader(gw: &Gateway, encoded: &str) -> Resp {
     let Some(id) = percent_decode(encoded).filter(|id| !id.is_empty() && id.len() <= 512) else {
         return error(ErrorCode::NotFound, "no such reader");
     };
+    if let Some(asked) = gw.decider().explain_remote(&id).await {
+        // A gateway of a split tier: the owner of the reader's partition answers.
+        return match asked {
+            Ok(Some(value)) => ok_json(&value),
+            Ok(None) => error(
+                ErrorCode::NotFound,
+                "no such reader (or forgotten past its TTL)",
+            ),
+            Err(()) => error(
+                ErrorCode::StoreUnavailable,
+                "no scorer answers for this reader's partition now (a move under way?): retry",
+            ),
+        };
+    }
     let engine = Arc::clone(gw.engine());
     let now = crate::ingest::now_ms();
     let found = tokio::task::spawn_blocking(move || engine.explain(&id, now)).await;

@@ -292,6 +292,20 @@ impl Decider {
         })
     }
 
+    /// A gateway of a split tier: what the owner keeps of `reader`, asked for up to 2 s.
+    /// `None` when this process keeps reader state.
+    pub(crate) async fn explain_remote(
+        &self,
+        reader: &str,
+    ) -> Option<Result<Option<serde_json::Value>, ()>> {
+        let router = self.router.as_ref()?;
+        Some(
+            router
+                .explain(reader, Instant::now() + Duration::from_secs(2))
+                .await,
+        )
+    }
+
     /// The safe default: show everything, and say it is a fallback (counted).
     pub(crate) fn fallback(&self) -> Decided {
         self.metrics.fallback();

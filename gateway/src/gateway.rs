@@ -128,6 +128,10 @@ impl Gateway {
         };
         let deadline = config.limits.decision_deadline_ms.get();
         let owners = Arc::new(Owners::default());
+        if role != Role::All {
+            crate::tier::check_partitions(&config.sink.kafka, engine.config().partitions)
+                .map_err(|e| state_error(&e))?;
+        }
         let mut decider = Decider::new(
             Arc::clone(&engine),
             log.clone(),
@@ -348,6 +352,18 @@ impl Gateway {
                 tracked_addresses: self.control.limiter.tracked_addresses(),
                 event_log_bytes: self.log.as_ref().map(|l| l.disk_bytes()),
                 live_gateways: self.bus.as_ref().map(|_| self.control.limiter.share()),
+                tier: (self.config.cluster.role != Role::All).then(|| {
+                    let live = self.owners.live(
+                        crate::ingest::now_ms(),
+                        crate::cluster::LIVE_FOR.as_millis() as u64,
+                    );
+                    let claimed: std::collections::BTreeSet<u16> = live
+                        .iter()
+                        .flat_map(|(_, c)| c.partitions.iter().copied())
+                        .collect();
+                    (live.len(), claimed.len())
+                }),
+                owned: self.tier.as_ref().map(|t| t.by_state()).unwrap_or_default(),
             },
         );
         out

@@ -15,7 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pulse_e2e::{GatewayProcess, agent, page_view_batch, send_batch, workspace_root};
+use pulse_e2e::{
+    GatewayProcess, agent, metric, metrics_text, page_view_batch, send_batch, workspace_root,
+};
 use pulse_gateway::now_ms;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
@@ -168,6 +170,37 @@ fn two_gateways_and_three_scorers_decide_as_one_process() {
         wait_settled(&[&gateways[0].process, &gateways[1].process], 3);
         let urls: Vec<String> = gateways.iter().map(|g| g.process.url.clone()).collect();
         let decisions = run(&urls, base);
+        // What operators see: every partition claimed, each scorer's ready.
+        let seen = metrics_text(&gateways[0].process);
+        assert_eq!(metric(&seen, "pulse_tier_live_scorers"), 3.0);
+        assert_eq!(
+            metric(&seen, "pulse_tier_claimed_partitions"),
+            f64::from(PARTITIONS)
+        );
+        let ready: f64 = scorers
+            .iter()
+            .map(|s| {
+                metric(
+                    &metrics_text(&s.process),
+                    "pulse_tier_owned_partitions{state=\"ready\"}",
+                )
+            })
+            .sum();
+        assert_eq!(ready, f64::from(PARTITIONS));
+        // A gateway shows what the owner keeps of a reader.
+        let mut resp = agent()
+            .get(format!(
+                "{}/admin/readers/reader-3",
+                gateways[1].process.admin_url
+            ))
+            .header(
+                "authorization",
+                &format!("Bearer {}", gateways[1].process.admin_token()),
+            )
+            .call()
+            .expect("GET /admin/readers/reader-3");
+        let kept: Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+        assert_eq!(kept["features"]["metered_pages"]["value"], 5.0, "{kept}");
         // A scorer answers no pages itself.
         let refused = send_batch(
             &scorers[0].process.url,
@@ -291,6 +324,17 @@ fn scorers_added_and_killed_under_load_move_partitions_without_a_wrong_count() {
         (added_settled - added).as_millis(),
         (killed_settled - killed).as_millis(),
     );
+    // The fallbacks the pages saw are the ones the gateways counted.
+    let counted: f64 = gateways
+        .iter()
+        .map(|g| {
+            metric(
+                &metrics_text(&g.process),
+                "pulse_gateway_fallback_decisions_total",
+            )
+        })
+        .sum();
+    assert_eq!(counted, fallbacks.len() as f64);
     // Every view acknowledged counts once: one more view each shows the exact count.
     for r in 0..READERS {
         let n = seen.acked[r];

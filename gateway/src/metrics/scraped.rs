@@ -18,6 +18,11 @@ pub(crate) struct Scraped {
     pub(crate) event_log_bytes: Option<u64>,
     /// Gateways seen alive on the control topic (Kafka mode with a control topic).
     pub(crate) live_gateways: Option<u32>,
+    /// A split tier (`cluster.role` gateway or scorer): the live scorers and the partitions
+    /// with a live claimant, as this instance sees them.
+    pub(crate) tier: Option<(usize, usize)>,
+    /// A scorer: its partitions by state (`restoring`, `catching_up`, `ready`).
+    pub(crate) owned: Vec<(&'static str, usize)>,
 }
 
 /// Adds the gateway's scraped series and the process's.
@@ -53,6 +58,29 @@ pub(crate) fn gateway_series(out: &mut Snapshot, s: &Scraped) {
             "pulse_gateway_live_gateways",
             "Gateways seen alive on the control topic (this one included); each enforces its share of the rate limits.",
             f64::from(n),
+        );
+    }
+    if let Some((scorers, claimed)) = s.tier {
+        out.gauge(
+            "pulse_tier_live_scorers",
+            "Scorers heard on the control topic within the last seconds (split tier).",
+            scorers as f64,
+        );
+        out.gauge(
+            "pulse_tier_claimed_partitions",
+            "Partitions of the events topic a live scorer answers for; fewer than scorer.partitions while partitions move.",
+            claimed as f64,
+        );
+    }
+    if !s.owned.is_empty() {
+        out.labelled(
+            "pulse_tier_owned_partitions",
+            "Partitions the group gave this scorer, by state: restoring (from the changelog), catching_up (from the events topic), ready.",
+            MetricType::Gauge,
+            s.owned
+                .iter()
+                .map(|(state, n)| (vec![("state", (*state).to_owned())], *n as f64))
+                .collect(),
         );
     }
     super::process::process_series(out);

@@ -15,6 +15,7 @@
 //!   until the decision deadline, then answers the fallback decision with `fallback: true`.
 
 pub(crate) mod owner;
+mod partition;
 pub(crate) mod router;
 mod serve;
 
@@ -29,8 +30,16 @@ use pulse_protocol::{Decision, Event};
 use pulse_scorer::{Outcome, Request};
 use serde::{Deserialize, Serialize};
 
-/// The scorer's endpoint for gateways.
+/// The scorer's endpoint for gateways' decisions.
 pub(crate) const SCORE_PATH: &str = "/internal/v1/score";
+/// Whether `path` is one of the scorer's endpoints for gateways.
+pub(crate) fn is_internal(path: &str) -> bool {
+    matches!(path, SCORE_PATH | READER_PATH)
+}
+
+/// The scorer's endpoint for what it keeps of a reader (`{"reader", "now"}`: the reader's
+/// explained state, or `null`).
+pub(crate) const READER_PATH: &str = "/internal/v1/reader";
 /// Prefix of the scorers' claims on the control topic.
 pub(crate) const KEY_SCORER: &str = "scorer/";
 
@@ -74,6 +83,41 @@ pub(crate) struct ScoreReply {
     /// Events (by index) not applied, and why (`too_late`, `dedupe_full`; duplicates are not
     /// listed: the gateway's retries and the topic's copy are duplicates by design).
     pub(crate) late: Vec<(usize, String)>,
+}
+
+/// Checks that the events topic has `partitions` partitions (`scorer.partitions`): a gateway
+/// routes a reader by that count, and Kafka places their events by the topic's. `Err` names
+/// both; a topic the brokers cannot be asked about now passes (a warning is logged).
+pub(crate) fn check_partitions(
+    kafka: &crate::config::KafkaConfig,
+    partitions: u16,
+) -> Result<(), String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let topic = kafka.events_topic.as_str();
+    let consumer: BaseConsumer = crate::sink::cluster_client(kafka)
+        .map_err(|e| e.to_string())?
+        .create()
+        .map_err(|e| e.to_string())?;
+    let found = consumer
+        .fetch_metadata(Some(topic), std::time::Duration::from_secs(10))
+        .ok()
+        .and_then(|md| {
+            md.topics()
+                .iter()
+                .find(|t| t.name() == topic && t.error().is_none())
+                .map(|t| t.partitions().len())
+        })
+        .filter(|n| *n > 0);
+    match found {
+        Some(n) if n != usize::from(partitions) => Err(format!(
+            "{topic} has {n} partitions but scorer.partitions is {partitions}: set it to {n} on every gateway and scorer"
+        )),
+        Some(_) => Ok(()),
+        None => {
+            tracing::warn!(topic, "cannot check the events topic's partitions now");
+            Ok(())
+        }
+    }
 }
 
 /// An [`Outcome`] by the name [`Outcome::as_str`] gives.

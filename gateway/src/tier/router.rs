@@ -16,7 +16,7 @@ use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
 use hyper_util::rt::TokioIo;
 use pulse_scorer::partition_of;
 
-use super::{Owners, SCORE_PATH, ScoreCall, ScoreReply};
+use super::{Owners, READER_PATH, SCORE_PATH, ScoreCall, ScoreReply};
 use crate::cluster::LIVE_FOR;
 use crate::ingest::now_ms;
 
@@ -56,24 +56,50 @@ impl Router {
 
     /// The owner's answer for `call`, or `None` when no owner answered before `deadline`.
     pub(crate) async fn score(&self, call: &ScoreCall, deadline: Instant) -> Option<ScoreReply> {
-        let p = partition_of(&call.reader, self.partitions);
         let body = Bytes::from(serde_json::to_vec(call).ok()?);
+        let answer = self.ask(&call.reader, SCORE_PATH, body, deadline).await?;
+        match serde_json::from_slice(&answer) {
+            Ok(reply) => Some(reply),
+            Err(e) => {
+                tracing::warn!(error = %e, "unreadable answer of a scorer");
+                None
+            }
+        }
+    }
+
+    /// What the owner keeps of `reader` (`GET /admin/readers/<id>` on a gateway): `Ok(None)`
+    /// when it keeps nothing, `Err` when no owner answered before `deadline`.
+    pub(crate) async fn explain(
+        &self,
+        reader: &str,
+        deadline: Instant,
+    ) -> Result<Option<serde_json::Value>, ()> {
+        let call = serde_json::json!({ "reader": reader, "now": now_ms() });
+        let body = Bytes::from(call.to_string());
+        let answer = self
+            .ask(reader, READER_PATH, body, deadline)
+            .await
+            .ok_or(())?;
+        serde_json::from_slice(&answer).map_err(|_| ())
+    }
+
+    /// POSTs `body` to `path` on the scorer owning `reader`'s partition, asking again (or the
+    /// next claimant) until one answers 200: its body.
+    async fn ask(&self, reader: &str, path: &str, body: Bytes, deadline: Instant) -> Option<Bytes> {
+        let p = partition_of(reader, self.partitions);
         let live = LIVE_FOR.as_millis() as u64;
         loop {
             for addr in self.owners.of(p, now_ms(), live) {
                 let asked =
-                    tokio::time::timeout_at(deadline.into(), self.post(&addr, body.clone()));
+                    tokio::time::timeout_at(deadline.into(), self.post(&addr, path, body.clone()));
                 match asked.await {
                     Err(_) => return None,
-                    Ok(Ok((200, answer))) => match serde_json::from_slice(&answer) {
-                        Ok(reply) => return Some(reply),
-                        Err(e) => tracing::warn!(scorer = %addr, error = %e, "unreadable answer"),
-                    },
+                    Ok(Ok((200, answer))) => return Some(answer),
                     Ok(Ok((status, answer))) => tracing::debug!(
                         scorer = %addr,
                         status,
                         answer = %String::from_utf8_lossy(&answer),
-                        "the scorer did not decide"
+                        "the scorer did not answer"
                     ),
                     Ok(Err(e)) => tracing::debug!(scorer = %addr, error = %e, "scorer unreachable"),
                 }
@@ -87,7 +113,7 @@ impl Router {
 
     /// One request on a kept connection (a fresh one when none is idle, or when the kept one
     /// turns out closed).
-    async fn post(&self, addr: &str, body: Bytes) -> Result<(u16, Bytes), String> {
+    async fn post(&self, addr: &str, path: &str, body: Bytes) -> Result<(u16, Bytes), String> {
         let kept = self
             .pool
             .lock()
@@ -100,16 +126,17 @@ impl Router {
             },
             _ => connect(addr).await?,
         };
-        self.post_on(sender, addr, body).await
+        self.post_on(sender, addr, path, body).await
     }
 
     async fn post_on(
         &self,
         mut sender: SendRequest<Full<Bytes>>,
         addr: &str,
+        path: &str,
         body: Bytes,
     ) -> Result<(u16, Bytes), String> {
-        let req = hyper::Request::post(SCORE_PATH)
+        let req = hyper::Request::post(path)
             .header(HOST, addr)
             .header(AUTHORIZATION, self.auth.clone())
             .header(CONTENT_TYPE, "application/json")

@@ -1,4 +1,5 @@
-//! The scorer's endpoint for gateways: `POST /internal/v1/score` on its admin listener, with
+//! The scorer's endpoints for gateways: `POST /internal/v1/reader` (what it keeps of a reader)
+//! and `POST /internal/v1/score` on its admin listener, with
 //! `Authorization: Bearer <cluster.token>` and a [`ScoreCall`] as JSON. Answers 200 with a
 //! [`super::ScoreReply`]; 409 `not_owner` when another scorer owns the reader's partition, 503
 //! `restoring` while this one brings it up to date, 503 `behind` while earlier events of the
@@ -27,6 +28,37 @@ fn answer(status: StatusCode, code: &str, message: &str) -> Resp {
     pulse_http::json(status, Bytes::from(body.to_string()), None)
 }
 
+/// What this scorer keeps of a reader whose partition it answers for.
+async fn explain(tier: &Arc<Tier>, body: &[u8]) -> Resp {
+    #[derive(serde::Deserialize)]
+    struct Ask {
+        reader: String,
+        now: u64,
+    }
+    let ask: Ask = match serde_json::from_slice(body) {
+        Ok(a) => a,
+        Err(e) => return answer(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string()),
+    };
+    let tier = Arc::clone(tier);
+    match tokio::task::spawn_blocking(move || tier.explain(&ask.reader, ask.now)).await {
+        Ok(Ok(value)) => pulse_http::json(
+            StatusCode::OK,
+            Bytes::from(serde_json::to_vec(&value).unwrap_or_default()),
+            None,
+        ),
+        Ok(Err(Refusal::NotOwner)) => answer(
+            StatusCode::CONFLICT,
+            "not_owner",
+            "another scorer owns this reader's partition",
+        ),
+        Ok(Err(_)) | Err(_) => answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "restoring",
+            "this scorer cannot read the reader now",
+        ),
+    }
+}
+
 /// Answers a gateway's call (`tier`: this process's scorer side, none unless a scorer).
 pub(crate) async fn serve<B>(tier: Option<&Arc<Tier>>, req: Request<B>) -> Resp
 where
@@ -52,6 +84,7 @@ where
             "send Authorization: Bearer <cluster.token>",
         );
     }
+    let path = req.uri().path().to_owned();
     if req.method() != Method::POST {
         return answer(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -77,6 +110,9 @@ where
             );
         }
     };
+    if path == super::READER_PATH {
+        return explain(tier, &body).await;
+    }
     let call: ScoreCall = match serde_json::from_slice(&body) {
         Ok(c) => c,
         Err(e) => return answer(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string()),
