@@ -299,7 +299,9 @@ impl Tier {
                 "max.poll.interval.ms",
                 cluster.rebalance_timeout_ms.to_string(),
             )
-            .set("partition.assignment.strategy", "range")
+            // Cooperative: a rebalance moves only the partitions that change owner; the others
+            // keep answering (and are not restored again).
+            .set("partition.assignment.strategy", "cooperative-sticky")
             .create_with_context(context)
             .map_err(|e| format!("the scorers' group consumer: {e}"))?;
         consumer
@@ -356,17 +358,22 @@ impl ConsumerContext for Owner {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             let given_up: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-            self.give_up(consumer, &given_up);
+            if !given_up.is_empty() {
+                self.give_up(consumer, &given_up);
+            }
         }
     }
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
+                let given: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                if given.is_empty() {
+                    return; // a cooperative round that gives this scorer nothing new
+                }
                 self.tier
                     .since
                     .store(crate::ingest::now_ms(), Ordering::Relaxed);
-                let given: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
                 self.take(consumer, &given);
             }
             Rebalance::Revoke(_) => {}
