@@ -13,12 +13,9 @@ rm -rf "$tmp_dir"
 wasm-bindgen --target no-modules --no-typescript --out-name pulse --out-dir "$tmp_dir" \
     "$target_dir/wasm32-unknown-unknown/wasm/pulse_tracker.wasm"
 
-if command -v wasm-opt >/dev/null 2>&1; then
-    wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
-        --enable-mutable-globals --enable-reference-types --enable-multivalue \
-        -o "$tmp_dir/pulse_bg.opt.wasm" "$tmp_dir/pulse_bg.wasm"
-    mv "$tmp_dir/pulse_bg.opt.wasm" "$tmp_dir/pulse_bg.wasm"
-fi
+# No wasm-opt: Debian's binaryen (108) breaks wasm-bindgen 0.2.130's output (its externref table
+# becomes a funcref table: "WebAssembly.Table.set(): function-typed object must be null" in
+# Chromium, so the tracker never starts), and it saved only about 1 KB gzipped here.
 
 # Bootstrap: load the Wasm from beside pulse.js, wherever that is served from (the gateway, a
 # CDN folder), under whatever name the script has. The script URL must be read synchronously

@@ -23,7 +23,7 @@ pub use decision::{Action, Assignment, Decision};
 pub use decision_record::{DecisionRecord, ShadowDecision};
 pub use encoding::{Encoding, GZIP_MAGIC, ZSTD_MAGIC};
 pub use erasure::ErasureRecord;
-pub use event::{Event, EventType, PageContext};
+pub use event::{Event, EventType, PageContext, check_fields};
 pub use id::{EventId, HexId, ParseIdError, is_token};
 pub use limits::*;
 pub use record::{DEAD_LETTER_MAX_RAW, DeadLetter, EventRecord, RecordPrefix, write_dead_letter};

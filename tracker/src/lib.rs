@@ -2,21 +2,30 @@
 //!
 //! A pure core that builds and tests natively: [`Queue`] (batching, retry, bounds), [`Session`]
 //! (anonymous id, session rotation, batch sequence numbers), [`Engagement`] (read depth and
-//! active time) and [`encode_batch`] (JSON + zstd). Time and randomness are arguments throughout.
+//! active time), [`Event`] and [`Batch`] (properties kept as JSON text) and [`encode`] (the
+//! request body). Time and randomness are arguments throughout.
 //! On `wasm32` a thin `web-sys` shell (`web.rs`) drives the core from the page: it owns every
 //! clock read, timer, `fetch`, `localStorage` access and DOM change.
 //!
 //! A load generator builds a [`pulse_protocol::Batch`] (or takes one from the `pulse-sim`
-//! crate's simulated readership) and POSTs [`encode_batch`]`(&batch)` to `/v1/collect?k=KEY`.
+//! crate's simulated readership) and POSTs `encode_batch(&batch)` to `/v1/collect?k=KEY`.
+//!
+//! The Wasm build holds no general JSON serializer and no formatting machinery: JSON is
+//! written and read by hand (`json.rs`), messages are concatenated.
 
 mod encode;
 mod engagement;
+mod event;
+mod json;
 mod queue;
 mod session;
 #[cfg(target_arch = "wasm32")]
 mod web;
 
-pub use encode::{ZSTD_MAGIC, batch_json, encode_batch};
+pub use encode::encode;
+#[cfg(not(target_arch = "wasm32"))]
+pub use encode::{batch_json, encode_batch};
 pub use engagement::{ACTIVE_GAP_MS, Engagement};
+pub use event::{Batch, Event};
 pub use queue::{Outcome, Queue, QueueConfig, Reaction, Transmit};
 pub use session::{SESSION_IDLE_MS, Session, hex_id};

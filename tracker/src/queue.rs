@@ -15,9 +15,10 @@
 
 use std::collections::VecDeque;
 
-use serde::{Deserialize, Serialize};
+use pulse_protocol::BatchHeader;
 
-use pulse_protocol::{Batch, BatchHeader, CollectResponse, Decision, ErrorBody, Event, Rejection};
+use crate::json::Reader;
+use crate::{Batch, Event};
 
 /// Tuning of the queue; [`QueueConfig::default`] is the tracker's policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,8 +66,9 @@ pub struct Transmit {
 /// What came back for a request, classified.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
-    /// 2xx: the events are durable. The answer, when it parsed.
-    Accepted(Option<Box<CollectResponse>>),
+    /// 2xx: the events are durable. The answer's body (JSON; the shell reads it with the
+    /// browser's `JSON.parse`).
+    Accepted(Vec<u8>),
     /// Network error, timeout, 408, 429 or 5xx: send the same batch again later.
     Retry {
         /// The server's `Retry-After`, in ms, when it gave one.
@@ -92,20 +94,36 @@ impl Outcome {
     /// Classifies an HTTP answer from its status, `Retry-After` header (seconds) and body.
     pub fn from_http(status: u16, retry_after: Option<&str>, body: &[u8]) -> Self {
         match status {
-            200..=299 => Self::Accepted(serde_json::from_slice(body).ok()),
+            200..=299 => Self::Accepted(body.to_vec()),
             408 | 429 | 500..=599 => Self::Retry {
                 retry_after_ms: retry_after
-                    .and_then(|s| s.trim().parse::<u64>().ok())
+                    .and_then(|s| Reader::new(s).u64())
                     .map(|secs| secs.saturating_mul(1000)),
             },
             _ => Self::Permanent {
                 status,
-                code: serde_json::from_slice::<ErrorBody>(body)
-                    .ok()
-                    .map(|e| e.error.code.as_str().to_owned()),
+                code: error_code(body),
             },
         }
     }
+}
+
+/// The `error.code` of an error body (`{"error":{"code":...}}`).
+fn error_code(body: &[u8]) -> Option<String> {
+    let mut code = None;
+    let mut r = Reader::new(std::str::from_utf8(body).ok()?);
+    r.object(|r, key| match key {
+        "error" => r.object(|r, key| {
+            if key == "code" {
+                code = Some(r.string()?);
+            } else {
+                r.skip()?;
+            }
+            Some(())
+        }),
+        _ => r.skip(),
+    })?;
+    code
 }
 
 /// What the queue did with an answer, for the shell to act on.
@@ -113,14 +131,9 @@ impl Outcome {
 pub enum Reaction {
     /// The batch is done.
     Accepted {
-        /// The decision to apply, when the answer carried one.
-        decision: Option<Box<Decision>>,
-        /// Events the server rejected (each is also in its dead-letter log).
-        rejected: Vec<Rejection>,
-        /// The decision signed by the gateway, for the publisher's server.
-        signed: Option<String>,
-        /// What became of the `auth` token (`valid` or why not), on sites with token keys.
-        auth: Option<String>,
+        /// The answer's body: the decision, rejected events, `signed`, `auth` (see the
+        /// protocol's `CollectResponse`).
+        body: Vec<u8>,
     },
     /// The batch will be resent at `at_ms`.
     WillRetry {
@@ -154,13 +167,6 @@ struct OutBatch {
 struct InFlight {
     token: u64,
     since: u64,
-}
-
-/// Unsent and unacknowledged events, as parked in `localStorage` between pages.
-#[derive(Serialize, Deserialize)]
-struct Parked {
-    batches: Vec<Batch>,
-    events: Vec<Event>,
 }
 
 /// The batching and retry state machine. See the module docs for the policy.
@@ -284,31 +290,9 @@ impl Queue {
             return Reaction::Stale;
         };
         match outcome {
-            Outcome::Accepted(answer) => {
+            Outcome::Accepted(body) => {
                 self.outbox.remove(index);
-                match answer {
-                    Some(answer) => {
-                        let CollectResponse {
-                            decision,
-                            rejected,
-                            signed,
-                            auth,
-                            ..
-                        } = *answer;
-                        Reaction::Accepted {
-                            decision: Some(Box::new(decision)),
-                            rejected,
-                            signed,
-                            auth,
-                        }
-                    }
-                    None => Reaction::Accepted {
-                        decision: None,
-                        rejected: Vec::new(),
-                        signed: None,
-                        auth: None,
-                    },
-                }
+                Reaction::Accepted { body }
             }
             Outcome::Retry { retry_after_ms } => {
                 self.schedule_retry(index, now_ms, retry_after_ms, jitter)
@@ -349,20 +333,39 @@ impl Queue {
     /// the page unloads may never be answered) as JSON, to park in `localStorage`. Resending an
     /// event that did arrive is harmless: the server dedupes by event id.
     pub fn export(&self) -> String {
-        let parked = Parked {
-            batches: self.outbox.iter().map(|o| o.batch.clone()).collect(),
-            events: self.pending.iter().cloned().collect(),
-        };
-        // Batches and events always serialize.
-        serde_json::to_string(&parked).unwrap_or_default()
+        let mut out = String::from("{\"batches\":[");
+        for (i, o) in self.outbox.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            o.batch.write_json(&mut out);
+        }
+        out.push_str("],\"events\":[");
+        for (i, e) in self.pending.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            e.write_json(&mut out);
+        }
+        out.push_str("]}");
+        out
     }
 
     /// Queues events parked by [`Queue::export`] on an earlier page; they are due at once.
     /// Batches keep their header and `seq`. Returns how many events were dropped to stay within
     /// the bound, or `None` (and changes nothing) when the text is not a parked queue.
     pub fn import(&mut self, now_ms: u64, text: &str) -> Option<usize> {
-        let parked: Parked = serde_json::from_str(text).ok()?;
-        for batch in parked.batches.into_iter().filter(|b| !b.events.is_empty()) {
+        let (mut batches, mut events) = (Vec::new(), Vec::new());
+        let mut r = Reader::new(text);
+        r.object(|r, key| match key {
+            "batches" => r.array(|r| Batch::read(r).map(|b| batches.push(b))),
+            "events" => r.array(|r| Event::read(r).map(|e| events.push(e))),
+            _ => None,
+        })?;
+        if !r.done() {
+            return None;
+        }
+        for batch in batches.into_iter().filter(|b| !b.events.is_empty()) {
             self.outbox.push_back(OutBatch {
                 batch,
                 failures: 0,
@@ -370,8 +373,8 @@ impl Queue {
                 in_flight: None,
             });
         }
-        if !parked.events.is_empty() {
-            self.pending.extend(parked.events);
+        if !events.is_empty() {
+            self.pending.extend(events);
             self.make_due(now_ms);
         }
         Some(self.enforce_bound())
@@ -476,7 +479,7 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pulse_protocol::{Action, EventId, EventType, PageContext};
+    use pulse_protocol::{EventId, EventType, PageContext};
 
     const T0: u64 = 1_700_000_000_000;
 
@@ -580,10 +583,10 @@ mod tests {
         // Only the timeout of the request in flight can wake the shell now.
         assert_eq!(q.next_deadline(), Some(T0 + 30_000));
         let r = q.on_response(T0 + 50, t1.token, ok_answer(), 0);
-        let Reaction::Accepted { decision, .. } = r else {
+        let Reaction::Accepted { body } = r else {
             panic!("{r:?}")
         };
-        assert_eq!(decision.unwrap().action, Action::Meter);
+        assert!(body.starts_with(br#"{"accepted":1"#));
         let t2 = q.poll_transmit(T0 + 50, 0, || h.next()).unwrap();
         assert_eq!((ids(&t2), t2.batch.header.seq), (vec![2], 1));
         assert_eq!(
@@ -661,7 +664,10 @@ mod tests {
                 code: None
             }
         );
-        assert_eq!(Outcome::from_http(204, None, b""), Outcome::Accepted(None));
+        assert_eq!(
+            Outcome::from_http(204, None, b""),
+            Outcome::Accepted(Vec::new())
+        );
 
         let mut q = Queue::new(QueueConfig::default());
         let mut h = Headers(0);

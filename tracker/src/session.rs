@@ -4,24 +4,22 @@
 //! Pure: time (`now_ms`) and randomness (16-byte arrays) are arguments. The shell stores the
 //! state as JSON in `localStorage` and restores it on the next page.
 
-use serde::{Deserialize, Serialize};
-
 use pulse_protocol::{BatchHeader, MAX_AUTH_LEN, MAX_USER_ID_LEN, PROTOCOL_VERSION};
+
+use crate::json::{Reader, hex128, push_str, push_u64};
 
 /// A session ends after this long without activity, in milliseconds (30 minutes).
 pub const SESSION_IDLE_MS: u64 = 30 * 60 * 1000;
 
 /// The reader's identity and current session, as kept across pages.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Session {
     /// Anonymous id: 32 lowercase hex digits, kept across visits.
     pub anonymous_id: String,
     /// The publisher's id for a logged-in reader (set by `identify`, cleared by `reset`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
     /// A token signed by the publisher (a JWT) vouching for the user id and entitlements (set
     /// by `identify` with `{token}` or by `auth`, cleared by `reset`); sent with every batch.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<String>,
     /// Current session id: 32 lowercase hex digits.
     pub session_id: String,
@@ -33,7 +31,7 @@ pub struct Session {
 
 /// Lowercase hex of 16 bytes: 32 characters, a valid protocol token.
 pub fn hex_id(bytes: [u8; 16]) -> String {
-    format!("{:032x}", u128::from_be_bytes(bytes))
+    hex128(u128::from_be_bytes(bytes))
 }
 
 impl Session {
@@ -52,7 +50,26 @@ impl Session {
     /// Restores a session stored with [`Session::to_json`]; `None` when the text is not a
     /// valid stored session (the shell then starts a new one).
     pub fn from_json(text: &str) -> Option<Self> {
-        let session: Self = serde_json::from_str(text).ok()?;
+        let mut session = Self::new(0, [0; 16], [0; 16]);
+        let (mut anonymous, mut current) = (None, None);
+        let mut r = Reader::new(text);
+        r.object(|r, key| {
+            match key {
+                "anonymous_id" => anonymous = Some(r.string()?),
+                "user_id" => session.user_id = Some(r.string()?),
+                "auth" => session.auth = Some(r.string()?),
+                "session_id" => current = Some(r.string()?),
+                "last_activity_ms" => session.last_activity_ms = r.u64()?,
+                "next_seq" => session.next_seq = r.u64()?,
+                _ => r.skip()?,
+            }
+            Some(())
+        })?;
+        if !r.done() {
+            return None;
+        }
+        session.anonymous_id = anonymous?;
+        session.session_id = current?;
         let token_ok = |s: &str| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit());
         let user_ok = session.user_id.as_deref().is_none_or(valid_user_id);
         let auth_ok = session.auth.as_deref().is_none_or(valid_auth);
@@ -62,8 +79,26 @@ impl Session {
 
     /// The state as JSON, for `localStorage`.
     pub fn to_json(&self) -> String {
-        // A struct of strings and integers always serializes.
-        serde_json::to_string(self).unwrap_or_default()
+        let mut out = String::from("{");
+        for (key, value) in [
+            ("anonymous_id", Some(&self.anonymous_id)),
+            ("user_id", self.user_id.as_ref()),
+            ("auth", self.auth.as_ref()),
+            ("session_id", Some(&self.session_id)),
+        ] {
+            if let Some(value) = value {
+                push_str(&mut out, key);
+                out.push(':');
+                push_str(&mut out, value);
+                out.push(',');
+            }
+        }
+        out.push_str("\"last_activity_ms\":");
+        push_u64(&mut out, self.last_activity_ms);
+        out.push_str(",\"next_seq\":");
+        push_u64(&mut out, self.next_seq);
+        out.push('}');
+        out
     }
 
     /// Records activity at `now_ms`. When the session was idle for more than

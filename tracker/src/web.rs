@@ -9,19 +9,18 @@
 
 use std::cell::RefCell;
 
-use js_sys::{Array, Date, Function, JSON, Reflect, Uint8Array};
-use serde_json::{Map, Value};
+use js_sys::{Array, Date, Function, JSON, Object, Reflect, Uint8Array};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::JsFuture;
 use web_sys::{
     Document, Element, HtmlScriptElement, RequestCredentials, RequestInit, RequestMode, Response,
     Storage, Url, VisibilityState, Window,
 };
 
-use pulse_protocol::{Event, EventId, EventType, MAX_TITLE_LEN, MAX_URL_LEN, PageContext};
+use pulse_protocol::{EventId, EventType, MAX_TITLE_LEN, MAX_URL_LEN, PageContext};
 
-use crate::{Engagement, Outcome, Queue, QueueConfig, Reaction, Session, Transmit, encode_batch};
+use crate::json::{push_key, push_str, push_u64, u64_string};
+use crate::{Engagement, Event, Outcome, Queue, QueueConfig, Reaction, Session, Transmit, encode};
 
 mod decision;
 mod page;
@@ -66,11 +65,14 @@ fn with<R>(f: impl FnOnce(&mut Tracker) -> R) -> Option<R> {
 }
 
 fn warn(message: &str) {
-    web_sys::console::warn_1(&JsValue::from_str(&format!("pulse: {message}")));
+    web_sys::console::warn_1(&JsValue::from_str(&(String::from("pulse: ") + message)));
 }
 
 fn warn_js(context: &str, error: &JsValue) {
-    web_sys::console::warn_2(&JsValue::from_str(&format!("pulse: {context}")), error);
+    web_sys::console::warn_2(
+        &JsValue::from_str(&(String::from("pulse: ") + context)),
+        error,
+    );
 }
 
 fn now() -> u64 {
@@ -260,14 +262,15 @@ fn command(name: JsValue, a: JsValue, b: JsValue) {
             None => warn("pulse('track', name, props) needs a name"),
         },
         "identify" => {
-            let user_id = a.as_string().or_else(|| a.as_f64().map(|n| n.to_string()));
+            // A number is named as JavaScript writes it (`42`).
+            let user_id = a.as_string().or_else(|| {
+                a.as_f64()
+                    .and_then(|_| JSON::stringify(&a).ok())
+                    .map(String::from)
+            });
             // A signed token among the traits vouches for the user id and entitlements: it
             // goes with every batch, never into the event's properties.
-            let mut traits = props_of(&b);
-            let token = match traits.remove("token") {
-                Some(Value::String(t)) => Some(t),
-                _ => None,
-            };
+            let (traits, token) = without_token(&b);
             let ok = user_id.is_some_and(|id| {
                 with(|t| {
                     let ok = t.session.identify(&id)
@@ -318,7 +321,7 @@ fn command(name: JsValue, a: JsValue, b: JsValue) {
             }
             Err(_) => warn("pulse('onDecision', fn) needs a function"),
         },
-        other => warn(&format!("unknown command {other:?}")),
+        other => warn(&(String::from("unknown command ") + other)),
     }
 }
 
@@ -333,11 +336,8 @@ fn init(options: &JsValue) {
         return;
     };
     let endpoint = get("endpoint").unwrap_or_else(default_endpoint);
-    let separator = if endpoint.contains('?') { '&' } else { '?' };
-    let url = format!(
-        "{endpoint}{separator}k={}",
-        String::from(js_sys::encode_uri_component(&key))
-    );
+    let separator = if endpoint.contains('?') { "&" } else { "?" };
+    let url = endpoint + separator + "k=" + &String::from(js_sys::encode_uri_component(&key));
     let first = with(|t| {
         if t.site_key.is_some() {
             return false;
@@ -350,9 +350,12 @@ fn init(options: &JsValue) {
         warn("pulse('init') was already called");
         return;
     }
-    let mut props = Map::new();
+    let mut props = String::new();
     if let Some(content_type) = meta_content("meta[property=\"og:type\"]") {
-        props.insert("content_type".into(), Value::String(content_type));
+        props.push('{');
+        push_key(&mut props, "content_type");
+        push_str(&mut props, &content_type);
+        props.push('}');
     }
     let depth = read_depth();
     with(|t| t.engagement.on_depth(depth));
@@ -377,38 +380,60 @@ fn default_endpoint() -> String {
         .map(|url| url.origin())
         .or_else(|| web_sys::window().and_then(|w| w.location().origin().ok()))
         .unwrap_or_default();
-    format!("{origin}/v1/collect")
+    origin + "/v1/collect"
 }
 
 fn on_click(el: &Element) {
-    let mut props = Map::new();
-    props.insert("tag".into(), Value::String(el.tag_name().to_lowercase()));
+    let mut props = String::from("{");
+    push_key(&mut props, "tag");
+    push_str(&mut props, &el.tag_name().to_ascii_lowercase());
     // The resolved `href` property of links, absolute.
     if let Some(href) = Reflect::get(el, &"href".into())
         .ok()
         .and_then(|v| v.as_string())
         .filter(|h| !h.is_empty())
     {
-        props.insert("href".into(), Value::String(truncate(href, MAX_URL_LEN)));
+        props.push(',');
+        push_key(&mut props, "href");
+        push_str(&mut props, &truncate(href, MAX_URL_LEN));
     }
-    let text = el.text_content().unwrap_or_default();
-    let text: String = text
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .chars()
-        .take(MAX_CLICK_TEXT)
-        .collect();
-    props.insert("text".into(), Value::String(text));
+    let text = squash(&el.text_content().unwrap_or_default(), MAX_CLICK_TEXT);
+    props.push(',');
+    push_key(&mut props, "text");
+    push_str(&mut props, &text);
+    props.push('}');
     with(|t| t.engagement.on_activity(now()));
     push(EventType::Click, None, props, false, None);
+}
+
+/// The first `max` characters of `text` with each run of whitespace made one space, and none at
+/// either end.
+fn squash(text: &str, max: usize) -> String {
+    let (mut out, mut n, mut space) = (String::new(), 0, false);
+    for c in text.chars() {
+        if c.is_whitespace() {
+            space = n > 0;
+            continue;
+        }
+        if n + usize::from(space) >= max {
+            break;
+        }
+        if space {
+            out.push(' ');
+            n += 1;
+            space = false;
+        }
+        out.push(c);
+        n += 1;
+    }
+    out
 }
 
 /// Queues an event on the current page and schedules its sending.
 fn push(
     kind: EventType,
     name: Option<String>,
-    props: Map<String, Value>,
+    props: String,
     urgent: bool,
     page: Option<PageContext>,
 ) {
@@ -423,11 +448,7 @@ fn push(
         props,
     };
     if let Err(reason) = event.check() {
-        warn(&format!(
-            "{} event not sent: {}",
-            kind.as_str(),
-            reason.as_str()
-        ));
+        warn(&(String::from(kind.as_str()) + " event not sent: " + reason.as_str()));
         return;
     }
     let dropped = with(|t| {
@@ -436,7 +457,7 @@ fn push(
         t.queue.push(now, event, urgent)
     });
     if let Some(n @ 1..) = dropped {
-        warn(&format!("queue full: dropped {n} oldest event(s)"));
+        warn(&("queue full: dropped ".to_owned() + &u64_string(n as u64) + " oldest event(s)"));
     }
     schedule();
 }
@@ -500,9 +521,11 @@ fn on_hidden() {
     })
     .flatten();
     if let Some((read_depth, active_ms)) = engagement {
-        let mut props = Map::new();
-        props.insert("read_depth".into(), read_depth.into());
-        props.insert("active_ms".into(), active_ms.into());
+        let mut props = String::from("{\"read_depth\":");
+        push_u64(&mut props, u64::from(read_depth));
+        props.push_str(",\"active_ms\":");
+        push_u64(&mut props, active_ms);
+        props.push('}');
         push(EventType::Engagement, None, props, false, Some(page));
     }
     let sends = with(|t| {
@@ -535,7 +558,7 @@ fn send(url: &str, transmit: Transmit) {
     let Some(window) = web_sys::window() else {
         return;
     };
-    let body = encode_batch(&transmit.batch);
+    let body = encode(&transmit.batch);
     let init = RequestInit::new();
     init.set_method("POST");
     init.set_body(&Uint8Array::from(body.as_slice()));
@@ -549,23 +572,35 @@ fn send(url: &str, transmit: Transmit) {
     // is not this page's, so it is not applied here.
     let here = truncate(window.location().href().unwrap_or_default(), MAX_URL_LEN);
     let for_this_page = transmit.batch.events.iter().any(|e| e.page.url == here);
-    wasm_bindgen_futures::spawn_local(async move {
-        let outcome = match answer(request).await {
-            Ok(outcome) => outcome,
-            Err(_) => Outcome::network_error(),
+    // Promise callbacks instead of futures (no executor in the Wasm). Each step's failure
+    // callback is dropped uncalled when the step succeeds and vice versa: a few bytes a
+    // request stay allocated.
+    let failed = move |_: JsValue| on_answer(token, Outcome::network_error(), for_this_page);
+    let answered = Closure::once_into_js(move |response: JsValue| {
+        let Ok(response) = response.dyn_into::<Response>() else {
+            return failed(JsValue::NULL);
         };
-        on_answer(token, outcome, for_this_page);
+        let status = response.status();
+        // Readable only when the server exposes it (`Access-Control-Expose-Headers`).
+        let retry_after = response.headers().get("retry-after").ok().flatten();
+        let Ok(buffer) = response.array_buffer() else {
+            return failed(JsValue::NULL);
+        };
+        let read = Closure::once_into_js(move |buffer: JsValue| {
+            let body = Uint8Array::new(&buffer).to_vec();
+            let outcome = Outcome::from_http(status, retry_after.as_deref(), &body);
+            on_answer(token, outcome, for_this_page);
+        });
+        then(&buffer, &read, &Closure::once_into_js(failed));
     });
+    then(&request, &answered, &Closure::once_into_js(failed));
 }
 
-async fn answer(request: js_sys::Promise) -> Result<Outcome, JsValue> {
-    let response: Response = JsFuture::from(request).await?.dyn_into()?;
-    let status = response.status();
-    // Readable only when the server exposes it (`Access-Control-Expose-Headers`).
-    let retry_after = response.headers().get("retry-after").ok().flatten();
-    let buffer = JsFuture::from(response.array_buffer()?).await?;
-    let body = Uint8Array::new(&buffer).to_vec();
-    Ok(Outcome::from_http(status, retry_after.as_deref(), &body))
+/// `promise.then(ok, err)`.
+fn then(promise: &JsValue, ok: &JsValue, err: &JsValue) {
+    if let Ok(f) = Reflect::get(promise, &"then".into()).and_then(|f| f.dyn_into::<Function>()) {
+        let _ = f.call2(promise, ok, err);
+    }
 }
 
 fn on_answer(token: u64, outcome: Outcome, for_this_page: bool) {
@@ -577,37 +612,69 @@ fn on_answer(token: u64, outcome: Outcome, for_this_page: bool) {
         reaction
     });
     match reaction {
-        Some(Reaction::Accepted {
-            decision,
-            rejected,
-            signed,
-            auth,
-        }) => {
-            for r in rejected {
-                warn(&format!(
-                    "event {} rejected: {}",
-                    r.index,
-                    r.reason.as_str()
-                ));
-            }
-            if let Some(why) = auth.filter(|a| a != "valid") {
-                warn(&format!(
-                    "the auth token vouched for nothing ({why}): counted as an anonymous reader, no entitlements"
-                ));
-            }
-            if let Some(decision) = decision.filter(|_| for_this_page) {
-                apply(&decision, signed.as_deref());
-            }
-        }
+        Some(Reaction::Accepted { body }) => on_accepted(&body, for_this_page),
         Some(Reaction::Dropped {
             events,
             status,
             code,
-        }) => warn(&format!(
-            "batch of {events} event(s) refused ({status}): {}",
-            code.as_deref().unwrap_or("unknown")
-        )),
+        }) => warn(
+            &("batch of ".to_owned()
+                + &u64_string(events as u64)
+                + " event(s) refused ("
+                + &u64_string(u64::from(status))
+                + "): "
+                + code.as_deref().unwrap_or("unknown")),
+        ),
         Some(Reaction::WillRetry { .. } | Reaction::Stale) | None => {}
     }
     pump();
+}
+
+/// Reads a 2xx answer (with the browser's `JSON.parse`): warns of rejected events and of an
+/// `auth` token that vouched for nothing, and applies the decision.
+fn on_accepted(body: &[u8], for_this_page: bool) {
+    let Ok(answer) = std::str::from_utf8(body)
+        .map_err(drop)
+        .and_then(|t| JSON::parse(t).map_err(drop))
+    else {
+        return;
+    };
+    let get = |key: &str| Reflect::get(&answer, &key.into()).unwrap_or(JsValue::UNDEFINED);
+    let rejected = get("rejected");
+    if Array::is_array(&rejected) {
+        for r in Array::from(&rejected).iter() {
+            let field = |key: &str| {
+                let v = Reflect::get(&r, &key.into()).unwrap_or(JsValue::UNDEFINED);
+                v.as_string()
+                    .or_else(|| v.as_f64().map(|n| u64_string(n as u64)))
+                    .unwrap_or_default()
+            };
+            warn(&("event ".to_owned() + &field("index") + " rejected: " + &field("reason")));
+        }
+    }
+    if let Some(why) = get("auth").as_string().filter(|a| a != "valid") {
+        warn(
+            &("the auth token vouched for nothing (".to_owned()
+                + &why
+                + "): counted as an anonymous reader, no entitlements"),
+        );
+    }
+    let decision = get("decision");
+    if for_this_page && decision.is_object() {
+        apply(decision, get("signed").as_string().as_deref());
+    }
+}
+
+/// The traits of `identify` as props, without `token` (returned apart: it goes with every
+/// batch, never into the event).
+fn without_token(traits: &JsValue) -> (String, Option<String>) {
+    if !traits.is_object() {
+        return (props_of(traits), None);
+    }
+    let token = Reflect::get(traits, &"token".into())
+        .ok()
+        .and_then(|t| t.as_string());
+    let copy = Object::assign(&Object::new(), traits.unchecked_ref());
+    let _ = Reflect::delete_property(&copy, &"token".into());
+    (props_of(&copy), token)
 }

@@ -1,41 +1,38 @@
 //! A decision applied to the page: `<html>` attributes, the `pulse:decision` event, the
 //! callbacks.
 
-use js_sys::{Function, JSON, Reflect};
+use js_sys::{Function, Reflect};
 use wasm_bindgen::prelude::*;
 use web_sys::{CustomEvent, CustomEventInit};
 
-use pulse_protocol::Decision;
+use super::{u64_string, warn_js, with};
 
-use super::{warn_js, with};
-
-/// Applies a decision: `<html>` attributes, the `pulse:decision` event, the callbacks. The
-/// object they get carries `signed`, the gateway's signature of it, when the site signs.
-pub(super) fn apply(decision: &Decision, signed: Option<&str>) {
+/// Applies a decision (the answer's `decision` object): `<html>` attributes, the
+/// `pulse:decision` event, the callbacks. The object they get carries `signed`, the gateway's
+/// signature of it, when the site signs.
+pub(super) fn apply(object: JsValue, signed: Option<&str>) {
     let Some(window) = web_sys::window() else {
         return;
     };
+    let get = |key: &str| Reflect::get(&object, &key.into()).unwrap_or(JsValue::UNDEFINED);
     if let Some(html) = window.document().and_then(|d| d.document_element()) {
-        let _ = html.set_attribute("data-pulse-paywall", decision.action.as_str());
-        let _ = match decision.remaining {
-            Some(n) => html.set_attribute("data-pulse-remaining", &n.to_string()),
-            None => html.remove_attribute("data-pulse-remaining"),
-        };
-        for (name, value) in [
-            ("data-pulse-variant", &decision.variant),
-            ("data-pulse-offer", &decision.offer),
-            ("data-pulse-prompt", &decision.prompt),
+        for (name, key) in [
+            ("data-pulse-paywall", "action"),
+            ("data-pulse-remaining", "remaining"),
+            ("data-pulse-variant", "variant"),
+            ("data-pulse-offer", "offer"),
+            ("data-pulse-prompt", "prompt"),
         ] {
-            let _ = match value {
-                Some(v) => html.set_attribute(name, v),
+            let value = get(key);
+            let text = value
+                .as_string()
+                .or_else(|| value.as_f64().map(|n| u64_string(n as u64)));
+            let _ = match text {
+                Some(v) => html.set_attribute(name, &v),
                 None => html.remove_attribute(name),
             };
         }
     }
-    let text = serde_json::to_string(decision).unwrap_or_default();
-    let Ok(object) = JSON::parse(&text) else {
-        return;
-    };
     if let Some(signed) = signed {
         let _ = Reflect::set(&object, &"signed".into(), &signed.into());
     }

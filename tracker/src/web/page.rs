@@ -7,7 +7,7 @@ pub(super) fn meta_content(selector: &str) -> Option<String> {
     let document = web_sys::window()?.document()?;
     let meta = document.query_selector(selector).ok()??;
     meta.get_attribute("content")
-        .map(|c| c.trim().to_owned())
+        .map(|c| c.trim_matches(|c: char| c.is_ascii_whitespace()).to_owned())
         .filter(|c| !c.is_empty())
 }
 
@@ -58,17 +58,18 @@ pub(super) fn read_depth() -> u32 {
     (seen / f64::from(height) * 100.0).clamp(0.0, 100.0) as u32
 }
 
-/// A JS value as a props object (via `JSON.stringify`); empty when absent or not an object.
-pub(super) fn props_of(value: &JsValue) -> Map<String, Value> {
+/// A JS value as props (compact JSON object text, from `JSON.stringify`); empty when absent or
+/// not an object.
+pub(super) fn props_of(value: &JsValue) -> String {
     if value.is_undefined() || value.is_null() {
-        return Map::new();
+        return String::new();
     }
-    let text = JSON::stringify(value).ok().and_then(|s| s.as_string());
-    match text.as_deref().map(serde_json::from_str::<Value>) {
-        Some(Ok(Value::Object(map))) => map,
+    let text = JSON::stringify(value).ok().map(String::from);
+    match text {
+        Some(text) if text.starts_with('{') => text,
         _ => {
             warn("props must be a JSON object; ignored");
-            Map::new()
+            String::new()
         }
     }
 }
