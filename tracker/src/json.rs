@@ -195,7 +195,7 @@ impl<'a> Reader<'a> {
     pub(crate) fn string(&mut self) -> Option<String> {
         self.expect(b'"')?;
         let mut out = String::new();
-        let mut chars = self.text[self.at..].char_indices();
+        let mut chars = self.text.get(self.at..)?.char_indices();
         loop {
             let (i, c) = chars.next()?;
             match c {
@@ -269,7 +269,7 @@ impl<'a> Reader<'a> {
         self.ws();
         let start = self.at;
         self.skip()?;
-        Some(&self.text[start..self.at])
+        self.text.get(start..self.at)
     }
 }
 

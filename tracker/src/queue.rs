@@ -13,8 +13,6 @@
 //! longer; permanent failures drop the batch. At most [`QueueConfig::max_queued_events`] events
 //! are kept: beyond that the oldest that is not in flight is dropped and counted.
 
-use std::collections::VecDeque;
-
 use pulse_protocol::BatchHeader;
 
 use crate::json::Reader;
@@ -174,11 +172,11 @@ struct InFlight {
 pub struct Queue {
     config: QueueConfig,
     /// Events not yet in a batch, oldest first.
-    pending: VecDeque<Event>,
+    pending: Vec<Event>,
     /// When `pending` is due; `None` when it is empty.
     due_at: Option<u64>,
     /// Batches formed and not yet acknowledged, oldest first.
-    outbox: VecDeque<OutBatch>,
+    outbox: Vec<OutBatch>,
     next_token: u64,
     dropped_total: u64,
 }
@@ -188,9 +186,9 @@ impl Queue {
     pub fn new(config: QueueConfig) -> Self {
         Self {
             config,
-            pending: VecDeque::new(),
+            pending: Vec::new(),
             due_at: None,
-            outbox: VecDeque::new(),
+            outbox: Vec::new(),
             next_token: 0,
             dropped_total: 0,
         }
@@ -220,7 +218,7 @@ impl Queue {
     /// before the shell next polls still join the same batch). Returns how many events were
     /// dropped to stay within [`QueueConfig::max_queued_events`].
     pub fn push(&mut self, now_ms: u64, event: Event, urgent: bool) -> usize {
-        self.pending.push_back(event);
+        self.pending.push(event);
         let delay = if urgent || self.pending.len() >= self.config.max_batch_events {
             0
         } else {
@@ -298,10 +296,8 @@ impl Queue {
                 self.schedule_retry(index, now_ms, retry_after_ms, jitter)
             }
             Outcome::Permanent { status, code } => {
-                let events = self
-                    .outbox
-                    .remove(index)
-                    .map_or(0, |o| o.batch.events.len());
+                // `index` came from `position` above.
+                let events = self.outbox.remove(index).batch.events.len();
                 Reaction::Dropped {
                     events,
                     status,
@@ -366,7 +362,7 @@ impl Queue {
             return None;
         }
         for batch in batches.into_iter().filter(|b| !b.events.is_empty()) {
-            self.outbox.push_back(OutBatch {
+            self.outbox.push(OutBatch {
                 batch,
                 failures: 0,
                 not_before: now_ms,
@@ -390,7 +386,7 @@ impl Queue {
         if self.pending.is_empty() {
             self.due_at = None;
         }
-        self.outbox.push_back(OutBatch {
+        self.outbox.push(OutBatch {
             batch: Batch { header, events },
             failures: 0,
             not_before: now_ms,
@@ -463,8 +459,10 @@ impl Queue {
                 if out.batch.events.is_empty() {
                     self.outbox.remove(index);
                 }
-            } else if self.pending.pop_front().is_none() {
+            } else if self.pending.is_empty() {
                 break;
+            } else {
+                self.pending.remove(0);
             }
             dropped += 1;
         }
@@ -772,7 +770,7 @@ mod tests {
             q.push(T0, click(i), false);
         }
         assert_eq!((q.len(), q.dropped_total()), (500, 51));
-        assert_eq!(q.pending.front().map(|e| e.id), Some(EventId(101)));
+        assert_eq!(q.pending.first().map(|e| e.id), Some(EventId(101)));
         assert!(matches!(
             q.on_response(T0, t.token, ok_answer(), 0),
             Reaction::Accepted { .. }

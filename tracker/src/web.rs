@@ -3,19 +3,16 @@
 //! It replaces the snippet's `window.pulse` stub with a real function, runs the commands queued
 //! before the script loaded, listens to the page (clicks, scrolling, visibility), reads the clock
 //! (`Date.now()`) and randomness (`crypto.getRandomValues`), drives the pure [`Queue`] with timers,
-//! sends batches with `fetch` (a CORS simple request: POST, no headers, zstd body, keepalive),
-//! applies decisions to the DOM, and keeps the session and unsent events in `localStorage`.
-//! It never throws into the page: failures are reported with `console.warn`.
+//! sends batches with `fetch` (a CORS simple request: POST, no headers, keepalive), applies
+//! decisions to the DOM, and keeps the session and unsent events in `localStorage`. It never
+//! throws into the page: failures are reported with `console.warn`. The page's objects are
+//! reached through `Reflect` (`js.rs`), not typed `web-sys` bindings, to keep the Wasm small.
 
 use std::cell::RefCell;
 
-use js_sys::{Array, Date, Function, JSON, Object, Reflect, Uint8Array};
+use js_sys::{Array, Date, Function, JSON, Uint8Array};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
-use web_sys::{
-    Document, Element, HtmlScriptElement, RequestCredentials, RequestInit, RequestMode, Response,
-    Storage, Url, VisibilityState, Window,
-};
 
 use pulse_protocol::{EventId, EventType, MAX_TITLE_LEN, MAX_URL_LEN, PageContext};
 
@@ -23,9 +20,13 @@ use crate::json::{push_key, push_str, push_u64, u64_string};
 use crate::{Engagement, Event, Outcome, Queue, QueueConfig, Reaction, Session, Transmit, encode};
 
 mod decision;
+mod js;
 mod page;
-use decision::{apply, call};
+mod send;
+use decision::{apply, call_back};
+use js::{absent, call, console_warn, document, get, get_str, set, visible, window};
 use page::{meta_content, page_context, props_of, read_depth, truncate};
+use send::{on_hidden, pump, schedule, without_token};
 
 /// `localStorage` key of the session state.
 const STATE_KEY: &str = "pulse_state";
@@ -46,7 +47,7 @@ struct Tracker {
     decision: Option<JsValue>,
     callbacks: Vec<Function>,
     /// The pending wake-up timer: its handle and due time.
-    timer: Option<(i32, u64)>,
+    timer: Option<(f64, u64)>,
 }
 
 thread_local! {
@@ -65,14 +66,14 @@ fn with<R>(f: impl FnOnce(&mut Tracker) -> R) -> Option<R> {
 }
 
 fn warn(message: &str) {
-    web_sys::console::warn_1(&JsValue::from_str(&(String::from("pulse: ") + message)));
+    console_warn(&[&JsValue::from_str(&(String::from("pulse: ") + message))]);
 }
 
 fn warn_js(context: &str, error: &JsValue) {
-    web_sys::console::warn_2(
+    console_warn(&[
         &JsValue::from_str(&(String::from("pulse: ") + context)),
         error,
-    );
+    ]);
 }
 
 fn now() -> u64 {
@@ -81,10 +82,11 @@ fn now() -> u64 {
 
 fn random<const N: usize>() -> [u8; N] {
     let mut bytes = [0u8; N];
-    let filled = web_sys::window()
-        .and_then(|w| w.crypto().ok())
-        .is_some_and(|c| c.get_random_values_with_u8_array(&mut bytes).is_ok());
-    if !filled {
+    let array = Uint8Array::new_with_length(N as u32);
+    let filled = call(&get(&window(), "crypto"), "getRandomValues", &[&array]).is_ok();
+    if filled {
+        array.copy_to(&mut bytes);
+    } else {
         for b in &mut bytes {
             *b = (js_sys::Math::random() * 256.0) as u8;
         }
@@ -96,16 +98,17 @@ fn random_u32() -> u32 {
     u32::from_le_bytes(random::<4>())
 }
 
-fn storage() -> Option<Storage> {
-    web_sys::window()?.local_storage().ok().flatten()
+/// `storage.getItem(key)`.
+fn load(storage: &JsValue, key: &str) -> Option<String> {
+    call(storage, "getItem", &[&key.into()]).ok()?.as_string()
 }
 
 fn store(key: &str, value: Option<&str>) {
-    if let Some(storage) = storage() {
+    if let Some(storage) = js::storage() {
         // Storage may be full or disabled; the tracker works without it.
         let _ = match value {
-            Some(v) => storage.set_item(key, v),
-            None => storage.remove_item(key),
+            Some(v) => call(&storage, "setItem", &[&key.into(), &v.into()]),
+            None => call(&storage, "removeItem", &[&key.into()]),
         };
     }
 }
@@ -119,20 +122,20 @@ fn start() {
 }
 
 fn install() -> Result<(), JsValue> {
-    let window = web_sys::window().ok_or("no window")?;
-    let document = window.document().ok_or("no document")?;
+    let window = window();
     let now = now();
-    let stored = storage().and_then(|s| s.get_item(STATE_KEY).ok().flatten());
+    let storage = js::storage();
+    let stored = storage.as_ref().and_then(|s| load(s, STATE_KEY));
     let session = stored
         .as_deref()
         .and_then(Session::from_json)
         .unwrap_or_else(|| Session::new(now, random(), random()));
     let mut queue = Queue::new(QueueConfig::default());
-    if let Some(parked) = storage().and_then(|s| s.get_item(QUEUE_KEY).ok().flatten()) {
+    if let Some(parked) = storage.as_ref().and_then(|s| load(s, QUEUE_KEY)) {
         queue.import(now, &parked);
         store(QUEUE_KEY, None);
     }
-    let visible = document.visibility_state() == VisibilityState::Visible;
+    let visible = visible();
     TRACKER.with(|cell| {
         *cell.borrow_mut() = Some(Tracker {
             site_key: None,
@@ -154,9 +157,9 @@ fn install() -> Result<(), JsValue> {
     tick.forget();
 
     // The commands the snippet queued before this script ran.
-    let stub = Reflect::get(&window, &"pulse".into())?;
+    let stub = get(&window, "pulse");
     let queued = if stub.is_function() {
-        Reflect::get(&stub, &"q".into())?
+        get(&stub, "q")
     } else {
         JsValue::UNDEFINED
     };
@@ -169,20 +172,20 @@ fn install() -> Result<(), JsValue> {
             .flatten()
             .unwrap_or(JsValue::NULL)
     });
-    Reflect::set(pulse, &"decision".into(), decision.as_ref())?;
+    set(pulse, "decision", decision.as_ref());
     decision.forget();
     // The reader's anonymous id, for the publisher's server to ask about (`POST /v1/decide`):
     // pages put it in a first-party cookie or a request header of their own.
     let reader = Closure::<dyn Fn() -> JsValue>::new(|| {
         with(|t| JsValue::from_str(&t.session.anonymous_id)).unwrap_or(JsValue::NULL)
     });
-    Reflect::set(pulse, &"reader".into(), reader.as_ref())?;
+    set(pulse, "reader", reader.as_ref());
     reader.forget();
-    Reflect::set(&window, &"pulse".into(), pulse)?;
+    set(&window, "pulse", pulse);
     dispatch.forget();
 
-    listen(&window, &document)?;
-    if !queued.is_undefined() && !queued.is_null() {
+    listen(&window, &document())?;
+    if !absent(&queued) {
         for args in Array::from(&queued).iter() {
             let args = Array::from(&args);
             command(args.get(0), args.get(1), args.get(2));
@@ -193,25 +196,27 @@ fn install() -> Result<(), JsValue> {
 
 /// Adds a listener that lives as long as the page (the closure is leaked on purpose).
 fn on(
-    target: &web_sys::EventTarget,
+    target: &JsValue,
     kind: &str,
     capture: bool,
-    handler: impl Fn(web_sys::Event) + 'static,
+    handler: impl Fn(JsValue) + 'static,
 ) -> Result<(), JsValue> {
-    let closure = Closure::<dyn Fn(web_sys::Event)>::new(handler);
-    target.add_event_listener_with_callback_and_bool(
-        kind,
-        closure.as_ref().unchecked_ref(),
-        capture,
+    let closure = Closure::<dyn Fn(JsValue)>::new(handler);
+    call(
+        target,
+        "addEventListener",
+        &[&kind.into(), closure.as_ref(), &capture.into()],
     )?;
     closure.forget();
     Ok(())
 }
 
-fn listen(window: &Window, document: &Document) -> Result<(), JsValue> {
+fn listen(window: &JsValue, document: &JsValue) -> Result<(), JsValue> {
     on(document, "click", true, |event| {
-        let target = event.target().and_then(|t| t.dyn_into::<Element>().ok());
-        if let Some(Ok(Some(el))) = target.map(|t| t.closest("a, button")) {
+        let target = get(&event, "target");
+        if let Ok(el) = call(&target, "closest", &[&"a, button".into()])
+            && !absent(&el)
+        {
             on_click(&el);
         }
     })?;
@@ -231,10 +236,7 @@ fn listen(window: &Window, document: &Document) -> Result<(), JsValue> {
         })?;
     }
     on(document, "visibilitychange", false, |_| {
-        let hidden = web_sys::window()
-            .and_then(|w| w.document())
-            .is_some_and(|d| d.visibility_state() == VisibilityState::Hidden);
-        if hidden {
+        if !visible() {
             on_hidden();
         } else {
             with(|t| t.engagement.on_visibility(now(), true));
@@ -316,7 +318,7 @@ fn command(name: JsValue, a: JsValue, b: JsValue) {
                 })
                 .flatten();
                 if let Some(decision) = current {
-                    call(&callback, &decision);
+                    call_back(&callback, &decision);
                 }
             }
             Err(_) => warn("pulse('onDecision', fn) needs a function"),
@@ -326,11 +328,7 @@ fn command(name: JsValue, a: JsValue, b: JsValue) {
 }
 
 fn init(options: &JsValue) {
-    let get = |key: &str| {
-        Reflect::get(options, &key.into())
-            .ok()
-            .and_then(|v| v.as_string())
-    };
+    let get = |key: &str| get_str(options, key);
     let Some(key) = get("key") else {
         warn("pulse('init', {key}) needs a site key");
         return;
@@ -364,40 +362,51 @@ fn init(options: &JsValue) {
 
 /// `<origin of the pulse.js script>/v1/collect`, else the page's own origin.
 fn default_endpoint() -> String {
-    let document = web_sys::window().and_then(|w| w.document());
-    let scripts = document.as_ref().map(Document::scripts);
-    let src = scripts.and_then(|scripts| {
-        (0..scripts.length())
-            .filter_map(|i| scripts.item(i)?.dyn_into::<HtmlScriptElement>().ok())
-            .map(|s| s.src())
-            .find(|src| {
-                let path = src.split(['?', '#']).next().unwrap_or_default();
-                path.ends_with("/pulse.js")
-            })
-    });
+    let scripts = Array::from(&get(&document(), "scripts"));
+    let src = scripts
+        .iter()
+        .filter_map(|s| get_str(&s, "src"))
+        .find(|src| {
+            let path = src.split(['?', '#']).next().unwrap_or_default();
+            path.ends_with("/pulse.js")
+        });
     let origin = src
-        .and_then(|src| Url::new(&src).ok())
-        .map(|url| url.origin())
-        .or_else(|| web_sys::window().and_then(|w| w.location().origin().ok()))
+        .as_deref()
+        .and_then(origin_of)
+        .or_else(|| get_str(&get(&window(), "location"), "origin"))
         .unwrap_or_default();
     origin + "/v1/collect"
 }
 
-fn on_click(el: &Element) {
+/// `scheme://host[:port]` of an absolute URL (what `new URL(url).origin` gives for http(s)).
+fn origin_of(url: &str) -> Option<String> {
+    let rest = url.bytes().position(|b| b == b':')? + 3;
+    if url.get(rest - 3..rest) != Some("://") {
+        return None;
+    }
+    let end = url
+        .bytes()
+        .skip(rest)
+        .position(|b| matches!(b, b'/' | b'?' | b'#'))
+        .map_or(url.len(), |i| rest + i);
+    url.get(..end).map(str::to_owned)
+}
+
+fn on_click(el: &JsValue) {
     let mut props = String::from("{");
     push_key(&mut props, "tag");
-    push_str(&mut props, &el.tag_name().to_ascii_lowercase());
+    let tag = get_str(el, "tagName").unwrap_or_default();
+    push_str(&mut props, &tag.to_ascii_lowercase());
     // The resolved `href` property of links, absolute.
-    if let Some(href) = Reflect::get(el, &"href".into())
-        .ok()
-        .and_then(|v| v.as_string())
-        .filter(|h| !h.is_empty())
-    {
+    if let Some(href) = get_str(el, "href").filter(|h| !h.is_empty()) {
         props.push(',');
         push_key(&mut props, "href");
         push_str(&mut props, &truncate(href, MAX_URL_LEN));
     }
-    let text = squash(&el.text_content().unwrap_or_default(), MAX_CLICK_TEXT);
+    let text = squash(
+        &get_str(el, "textContent").unwrap_or_default(),
+        MAX_CLICK_TEXT,
+    );
     props.push(',');
     push_key(&mut props, "text");
     push_str(&mut props, &text);
@@ -460,221 +469,4 @@ fn push(
         warn(&("queue full: dropped ".to_owned() + &u64_string(n as u64) + " oldest event(s)"));
     }
     schedule();
-}
-
-/// Sends every batch that is due, then re-arms the timer.
-fn pump() {
-    loop {
-        let next = with(|t| {
-            let key = t.site_key.clone()?;
-            let now = now();
-            let session = &mut t.session;
-            let transmit = t
-                .queue
-                .poll_transmit(now, random_u32(), || session.next_header(&key, now))?;
-            store(STATE_KEY, Some(&session.to_json()));
-            Some((t.url.clone(), transmit))
-        })
-        .flatten();
-        match next {
-            Some((url, transmit)) => send(&url, transmit),
-            None => break,
-        }
-    }
-    schedule();
-}
-
-/// Arms the single wake-up timer for the queue's next deadline.
-fn schedule() {
-    let Some(window) = web_sys::window() else {
-        return;
-    };
-    with(|t| {
-        t.site_key.as_ref()?;
-        let deadline = t.queue.next_deadline();
-        if let Some((handle, at)) = t.timer {
-            if Some(at) == deadline {
-                return None;
-            }
-            window.clear_timeout_with_handle(handle);
-            t.timer = None;
-        }
-        let at = deadline?;
-        let delay = at.saturating_sub(now()).min(i32::MAX as u64) as i32;
-        let tick = TICK.with(|cell| cell.borrow().clone())?;
-        let handle = window
-            .set_timeout_with_callback_and_timeout_and_arguments_0(&tick, delay)
-            .ok()?;
-        t.timer = Some((handle, at));
-        Some(())
-    });
-}
-
-/// The page is being hidden (and may never come back): send the engagement and everything
-/// queued at once, and park what is unacknowledged for the next page.
-fn on_hidden() {
-    let page = page_context();
-    let now = now();
-    let engagement = with(|t| {
-        t.engagement.on_visibility(now, false);
-        t.engagement.take(now)
-    })
-    .flatten();
-    if let Some((read_depth, active_ms)) = engagement {
-        let mut props = String::from("{\"read_depth\":");
-        push_u64(&mut props, u64::from(read_depth));
-        props.push_str(",\"active_ms\":");
-        push_u64(&mut props, active_ms);
-        props.push('}');
-        push(EventType::Engagement, None, props, false, Some(page));
-    }
-    let sends = with(|t| {
-        let key = t.site_key.clone()?;
-        let session = &mut t.session;
-        let sends = t.queue.flush_all(now, || session.next_header(&key, now));
-        store(STATE_KEY, Some(&session.to_json()));
-        park(&t.queue);
-        Some((t.url.clone(), sends))
-    })
-    .flatten();
-    if let Some((url, sends)) = sends {
-        for transmit in sends {
-            send(&url, transmit);
-        }
-    }
-}
-
-/// Keeps the unacknowledged events in `localStorage` for the next page, or clears them.
-fn park(queue: &Queue) {
-    if queue.is_empty() {
-        store(QUEUE_KEY, None);
-    } else {
-        store(QUEUE_KEY, Some(&queue.export()));
-    }
-}
-
-/// Starts the request at once (so it leaves even from `pagehide`) and handles its answer later.
-fn send(url: &str, transmit: Transmit) {
-    let Some(window) = web_sys::window() else {
-        return;
-    };
-    let body = encode(&transmit.batch);
-    let init = RequestInit::new();
-    init.set_method("POST");
-    init.set_body(&Uint8Array::from(body.as_slice()));
-    // `keepalive` lets the request outlive the page; set directly (not in stable web-sys).
-    let _ = Reflect::set(&init, &"keepalive".into(), &JsValue::TRUE);
-    init.set_credentials(RequestCredentials::Omit);
-    init.set_mode(RequestMode::Cors);
-    let request = window.fetch_with_str_and_init(url, &init);
-    let token = transmit.token;
-    // A batch made only of events parked by an earlier page answers for that page: its decision
-    // is not this page's, so it is not applied here.
-    let here = truncate(window.location().href().unwrap_or_default(), MAX_URL_LEN);
-    let for_this_page = transmit.batch.events.iter().any(|e| e.page.url == here);
-    // Promise callbacks instead of futures (no executor in the Wasm). Each step's failure
-    // callback is dropped uncalled when the step succeeds and vice versa: a few bytes a
-    // request stay allocated.
-    let failed = move |_: JsValue| on_answer(token, Outcome::network_error(), for_this_page);
-    let answered = Closure::once_into_js(move |response: JsValue| {
-        let Ok(response) = response.dyn_into::<Response>() else {
-            return failed(JsValue::NULL);
-        };
-        let status = response.status();
-        // Readable only when the server exposes it (`Access-Control-Expose-Headers`).
-        let retry_after = response.headers().get("retry-after").ok().flatten();
-        let Ok(buffer) = response.array_buffer() else {
-            return failed(JsValue::NULL);
-        };
-        let read = Closure::once_into_js(move |buffer: JsValue| {
-            let body = Uint8Array::new(&buffer).to_vec();
-            let outcome = Outcome::from_http(status, retry_after.as_deref(), &body);
-            on_answer(token, outcome, for_this_page);
-        });
-        then(&buffer, &read, &Closure::once_into_js(failed));
-    });
-    then(&request, &answered, &Closure::once_into_js(failed));
-}
-
-/// `promise.then(ok, err)`.
-fn then(promise: &JsValue, ok: &JsValue, err: &JsValue) {
-    if let Ok(f) = Reflect::get(promise, &"then".into()).and_then(|f| f.dyn_into::<Function>()) {
-        let _ = f.call2(promise, ok, err);
-    }
-}
-
-fn on_answer(token: u64, outcome: Outcome, for_this_page: bool) {
-    let reaction = with(|t| {
-        let reaction = t.queue.on_response(now(), token, outcome, random_u32());
-        if storage().is_some_and(|s| s.get_item(QUEUE_KEY).ok().flatten().is_some()) {
-            park(&t.queue);
-        }
-        reaction
-    });
-    match reaction {
-        Some(Reaction::Accepted { body }) => on_accepted(&body, for_this_page),
-        Some(Reaction::Dropped {
-            events,
-            status,
-            code,
-        }) => warn(
-            &("batch of ".to_owned()
-                + &u64_string(events as u64)
-                + " event(s) refused ("
-                + &u64_string(u64::from(status))
-                + "): "
-                + code.as_deref().unwrap_or("unknown")),
-        ),
-        Some(Reaction::WillRetry { .. } | Reaction::Stale) | None => {}
-    }
-    pump();
-}
-
-/// Reads a 2xx answer (with the browser's `JSON.parse`): warns of rejected events and of an
-/// `auth` token that vouched for nothing, and applies the decision.
-fn on_accepted(body: &[u8], for_this_page: bool) {
-    let Ok(answer) = std::str::from_utf8(body)
-        .map_err(drop)
-        .and_then(|t| JSON::parse(t).map_err(drop))
-    else {
-        return;
-    };
-    let get = |key: &str| Reflect::get(&answer, &key.into()).unwrap_or(JsValue::UNDEFINED);
-    let rejected = get("rejected");
-    if Array::is_array(&rejected) {
-        for r in Array::from(&rejected).iter() {
-            let field = |key: &str| {
-                let v = Reflect::get(&r, &key.into()).unwrap_or(JsValue::UNDEFINED);
-                v.as_string()
-                    .or_else(|| v.as_f64().map(|n| u64_string(n as u64)))
-                    .unwrap_or_default()
-            };
-            warn(&("event ".to_owned() + &field("index") + " rejected: " + &field("reason")));
-        }
-    }
-    if let Some(why) = get("auth").as_string().filter(|a| a != "valid") {
-        warn(
-            &("the auth token vouched for nothing (".to_owned()
-                + &why
-                + "): counted as an anonymous reader, no entitlements"),
-        );
-    }
-    let decision = get("decision");
-    if for_this_page && decision.is_object() {
-        apply(decision, get("signed").as_string().as_deref());
-    }
-}
-
-/// The traits of `identify` as props, without `token` (returned apart: it goes with every
-/// batch, never into the event).
-fn without_token(traits: &JsValue) -> (String, Option<String>) {
-    if !traits.is_object() {
-        return (props_of(traits), None);
-    }
-    let token = Reflect::get(traits, &"token".into())
-        .ok()
-        .and_then(|t| t.as_string());
-    let copy = Object::assign(&Object::new(), traits.unchecked_ref());
-    let _ = Reflect::delete_property(&copy, &"token".into());
-    (props_of(&copy), token)
 }

@@ -1,0 +1,222 @@
+//! Sending: the queue pumped into `fetch` requests, the single wake-up timer, the flush when
+//! the page is hidden, and the answers (read with the browser's `JSON.parse`).
+
+use js_sys::{Array, JSON, Object, Uint8Array};
+
+use super::js::{absent, call, get, get_f64, get_str, set, storage, window};
+use super::*;
+
+/// Sends every batch that is due, then re-arms the timer.
+pub(super) fn pump() {
+    loop {
+        let next = with(|t| {
+            let key = t.site_key.clone()?;
+            let now = now();
+            let session = &mut t.session;
+            let transmit = t
+                .queue
+                .poll_transmit(now, random_u32(), || session.next_header(&key, now))?;
+            store(STATE_KEY, Some(&session.to_json()));
+            Some((t.url.clone(), transmit))
+        })
+        .flatten();
+        match next {
+            Some((url, transmit)) => send(&url, transmit),
+            None => break,
+        }
+    }
+    schedule();
+}
+
+/// Arms the single wake-up timer for the queue's next deadline.
+pub(super) fn schedule() {
+    let window = window();
+    with(|t| {
+        t.site_key.as_ref()?;
+        let deadline = t.queue.next_deadline();
+        if let Some((handle, at)) = t.timer {
+            if Some(at) == deadline {
+                return None;
+            }
+            let _ = call(&window, "clearTimeout", &[&handle.into()]);
+            t.timer = None;
+        }
+        let at = deadline?;
+        let delay = at.saturating_sub(now()).min(i32::MAX as u64) as f64;
+        let tick = TICK.with(|cell| cell.borrow().clone())?;
+        let handle = call(&window, "setTimeout", &[&tick, &delay.into()]).ok()?;
+        t.timer = Some((handle.as_f64()?, at));
+        Some(())
+    });
+}
+
+/// The page is being hidden (and may never come back): send the engagement and everything
+/// queued at once, and park what is unacknowledged for the next page.
+pub(super) fn on_hidden() {
+    let page = page_context();
+    let now = now();
+    let engagement = with(|t| {
+        t.engagement.on_visibility(now, false);
+        t.engagement.take(now)
+    })
+    .flatten();
+    if let Some((read_depth, active_ms)) = engagement {
+        let mut props = String::from("{\"read_depth\":");
+        push_u64(&mut props, u64::from(read_depth));
+        props.push_str(",\"active_ms\":");
+        push_u64(&mut props, active_ms);
+        props.push('}');
+        push(EventType::Engagement, None, props, false, Some(page));
+    }
+    let sends = with(|t| {
+        let key = t.site_key.clone()?;
+        let session = &mut t.session;
+        let sends = t.queue.flush_all(now, || session.next_header(&key, now));
+        store(STATE_KEY, Some(&session.to_json()));
+        park(&t.queue);
+        Some((t.url.clone(), sends))
+    })
+    .flatten();
+    if let Some((url, sends)) = sends {
+        for transmit in sends {
+            send(&url, transmit);
+        }
+    }
+}
+
+/// Keeps the unacknowledged events in `localStorage` for the next page, or clears them.
+fn park(queue: &Queue) {
+    if queue.is_empty() {
+        store(QUEUE_KEY, None);
+    } else {
+        store(QUEUE_KEY, Some(&queue.export()));
+    }
+}
+
+/// Starts the request at once (so it leaves even from `pagehide`) and handles its answer later.
+fn send(url: &str, transmit: Transmit) {
+    let body = encode(&transmit.batch);
+    // A CORS simple request: POST, no headers; `keepalive` lets it outlive the page.
+    let init = Object::new();
+    set(&init, "method", &"POST".into());
+    set(&init, "body", &Uint8Array::from(body.as_slice()));
+    set(&init, "keepalive", &JsValue::TRUE);
+    set(&init, "credentials", &"omit".into());
+    set(&init, "mode", &"cors".into());
+    let Ok(request) = call(&window(), "fetch", &[&url.into(), &init]) else {
+        return on_answer(transmit.token, Outcome::network_error(), false);
+    };
+    let token = transmit.token;
+    // A batch made only of events parked by an earlier page answers for that page: its decision
+    // is not this page's, so it is not applied here.
+    let here = truncate(
+        get_str(&get(&window(), "location"), "href").unwrap_or_default(),
+        MAX_URL_LEN,
+    );
+    let for_this_page = transmit.batch.events.iter().any(|e| e.page.url == here);
+    // Promise callbacks instead of futures (no executor in the Wasm). Each step's failure
+    // callback is dropped uncalled when the step succeeds and vice versa: a few bytes a
+    // request stay allocated.
+    let failed = move |_: JsValue| on_answer(token, Outcome::network_error(), for_this_page);
+    let answered = Closure::once_into_js(move |response: JsValue| {
+        let status = get_f64(&response, "status").unwrap_or(0.0) as u16;
+        // Readable only when the server exposes it (`Access-Control-Expose-Headers`).
+        let retry_after = call(&get(&response, "headers"), "get", &[&"retry-after".into()])
+            .ok()
+            .and_then(|v| v.as_string());
+        let Ok(buffer) = call(&response, "arrayBuffer", &[]) else {
+            return failed(JsValue::NULL);
+        };
+        let read = Closure::once_into_js(move |buffer: JsValue| {
+            let body = Uint8Array::new(&buffer).to_vec();
+            let outcome = Outcome::from_http(status, retry_after.as_deref(), &body);
+            on_answer(token, outcome, for_this_page);
+        });
+        let _ = call(&buffer, "then", &[&read, &Closure::once_into_js(failed)]);
+    });
+    let _ = call(
+        &request,
+        "then",
+        &[&answered, &Closure::once_into_js(failed)],
+    );
+}
+
+fn on_answer(token: u64, outcome: Outcome, for_this_page: bool) {
+    let reaction = with(|t| {
+        let reaction = t.queue.on_response(now(), token, outcome, random_u32());
+        if storage().is_some_and(|s| load(&s, QUEUE_KEY).is_some()) {
+            park(&t.queue);
+        }
+        reaction
+    });
+    match reaction {
+        Some(Reaction::Accepted { body }) => on_accepted(&body, for_this_page),
+        Some(Reaction::Dropped {
+            events,
+            status,
+            code,
+        }) => warn(
+            &("batch of ".to_owned()
+                + &u64_string(events as u64)
+                + " event(s) refused ("
+                + &u64_string(u64::from(status))
+                + "): "
+                + code.as_deref().unwrap_or("unknown")),
+        ),
+        Some(Reaction::WillRetry { .. } | Reaction::Stale) | None => {}
+    }
+    pump();
+}
+
+/// `value` as text: a string as is, a number in decimal.
+fn text_of(value: &JsValue) -> String {
+    value
+        .as_string()
+        .or_else(|| value.as_f64().map(|n| u64_string(n as u64)))
+        .unwrap_or_default()
+}
+
+/// Reads a 2xx answer: warns of rejected events and of an `auth` token that vouched for
+/// nothing, and applies the decision.
+fn on_accepted(body: &[u8], for_this_page: bool) {
+    let Some(answer) = std::str::from_utf8(body)
+        .ok()
+        .and_then(|t| JSON::parse(t).ok())
+    else {
+        return;
+    };
+    let rejected = get(&answer, "rejected");
+    if Array::is_array(&rejected) {
+        for r in Array::from(&rejected).iter() {
+            warn(
+                &("event ".to_owned()
+                    + &text_of(&get(&r, "index"))
+                    + " rejected: "
+                    + &text_of(&get(&r, "reason"))),
+            );
+        }
+    }
+    if let Some(why) = get_str(&answer, "auth").filter(|a| a != "valid") {
+        warn(
+            &("the auth token vouched for nothing (".to_owned()
+                + &why
+                + "): counted as an anonymous reader, no entitlements"),
+        );
+    }
+    let decision = get(&answer, "decision");
+    if for_this_page && decision.is_object() {
+        apply(decision, get_str(&answer, "signed").as_deref());
+    }
+}
+
+/// The traits of `identify` as props, without `token` (returned apart: it goes with every
+/// batch, never into the event).
+pub(super) fn without_token(traits: &JsValue) -> (String, Option<String>) {
+    if absent(traits) || !traits.is_object() {
+        return (props_of(traits), None);
+    }
+    let token = get_str(traits, "token");
+    let copy = Object::assign(&Object::new(), traits.unchecked_ref());
+    set(&copy, "token", &JsValue::UNDEFINED);
+    (props_of(&copy), token)
+}
