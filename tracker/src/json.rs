@@ -1,45 +1,8 @@
 //! Just enough JSON for the tracker, without a general serializer (serde_json alone would be
-//! most of `pulse_bg.wasm`): a writer of strings and unsigned integers, and a pull reader of
-//! objects, arrays, strings and unsigned integers that can also hand back a value's raw text
-//! (event properties stay JSON text from `JSON.stringify` to the wire).
+//! most of `pulse_bg.wasm`): a pull reader of objects, arrays, strings and unsigned integers
+//! (the stored session, error bodies). Writing is `pulse_protocol::json_text`.
 
-/// Appends `s` as a JSON string literal.
-pub(crate) fn push_str(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                out.push_str("\\u00");
-                out.push(hex_digit(c as u32 >> 4));
-                out.push(hex_digit(c as u32 & 0xf));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
-/// Appends `n` in decimal (no `fmt` machinery).
-pub(crate) fn push_u64(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for &d in &digits[i..] {
-        out.push(char::from(d));
-    }
-}
+use pulse_protocol::json_text::push_u64;
 
 /// `n` in decimal.
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
@@ -49,54 +12,9 @@ pub(crate) fn u64_string(n: u64) -> String {
     out
 }
 
-/// Appends `"key":` (a key written by the tracker itself: no escaping needed).
-pub(crate) fn push_key(out: &mut String, key: &str) {
-    out.push('"');
-    out.push_str(key);
-    out.push_str("\":");
-}
-
 /// Four hex digits of a `\\u` escape.
 fn hex4(chars: &mut impl Iterator<Item = (usize, char)>) -> Option<u32> {
     (0..4).try_fold(0, |n, _| Some(n * 16 + chars.next()?.1.to_digit(16)?))
-}
-
-fn hex_digit(n: u32) -> char {
-    char::from(b"0123456789abcdef"[(n & 0xf) as usize])
-}
-
-/// Lowercase hex of a 128-bit number: 32 digits.
-pub(crate) fn hex128(n: u128) -> String {
-    (0..32)
-        .rev()
-        .map(|i| hex_digit((n >> (4 * i)) as u32))
-        .collect()
-}
-
-/// Nesting depth of a JSON text (an object alone is 1), counting brackets outside strings.
-pub(crate) fn depth(text: &str) -> usize {
-    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
-    for b in text.bytes() {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'{' | b'[' => {
-                depth += 1;
-                max = max.max(depth);
-            }
-            b'}' | b']' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    max
 }
 
 /// Deepest nesting [`Reader::skip`] follows; deeper text is refused.
@@ -163,14 +81,14 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Calls `item` for each element of an array; `item` must read it.
-    pub(crate) fn array(&mut self, mut item: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+    /// Skips an array.
+    fn list(&mut self, depth: usize) -> Option<()> {
         self.expect(b'[')?;
         if self.eat(b']') {
             return Some(());
         }
         loop {
-            item(self)?;
+            self.skip_at(depth + 1)?;
             if self.eat(b']') {
                 return Some(());
             }
@@ -248,7 +166,7 @@ impl<'a> Reader<'a> {
         }
         match self.peek()? {
             b'{' => self.object(|r, _| r.skip_at(depth + 1)),
-            b'[' => self.array(|r| r.skip_at(depth + 1)),
+            b'[' => self.list(depth),
             b'"' => self.string().map(drop),
             _ => {
                 let bytes = self.text.as_bytes();
@@ -263,26 +181,18 @@ impl<'a> Reader<'a> {
             }
         }
     }
-
-    /// The raw text of the next value (whitespace around it excluded).
-    pub(crate) fn raw(&mut self) -> Option<&'a str> {
-        self.ws();
-        let start = self.at;
-        self.skip()?;
-        self.text.get(start..self.at)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pulse_protocol::json_text::push_str;
 
     #[test]
     fn strings_round_trip_with_escapes() {
         for s in ["", "plain", "q\"b\\s/", "ctl\n\t\u{1}", "ünï 🎉"] {
             let mut out = String::new();
             push_str(&mut out, s);
-            assert_eq!(serde_json::from_str::<String>(&out).unwrap(), s);
             assert_eq!(Reader::new(&out).string().as_deref(), Some(s));
         }
         let escaped = r#""\u00e9\ud83c\udf89\/""#;
@@ -292,35 +202,28 @@ mod tests {
     }
 
     #[test]
-    fn numbers_hex_and_depth() {
+    fn numbers() {
         for n in [0, 7, 10, 1_741_950_000_000, u64::MAX] {
             assert_eq!(u64_string(n), n.to_string());
             assert_eq!(Reader::new(&u64_string(n)).u64(), Some(n));
         }
         assert_eq!(Reader::new("18446744073709551616").u64(), None);
-        assert_eq!(hex128(0xabc), format!("{:032x}", 0xabc));
-        assert_eq!(depth(r#"{"a":{"b":[1,{"c":"}}}]"}]}}"#), 4);
-        assert_eq!(depth("{}"), 1);
     }
 
     #[test]
-    fn objects_arrays_and_raw_values() {
+    fn objects_and_skipped_values() {
         let text = r#" {"a": [1, 2.5e3, -1, true, null], "b": {"x": "y"}, "c": 3} "#;
         let mut r = Reader::new(text);
-        let (mut a, mut b, mut c) = (None, None, None);
+        let mut c = None;
         r.object(|r, key| {
             match key {
-                "a" => a = r.raw(),
-                "b" => b = r.raw(),
                 "c" => c = r.u64(),
-                _ => return None,
+                _ => r.skip()?,
             }
             Some(())
         })
         .unwrap();
         assert!(r.done());
-        assert_eq!(a, Some("[1, 2.5e3, -1, true, null]"));
-        assert_eq!(b, Some(r#"{"x": "y"}"#));
         assert_eq!(c, Some(3));
         assert_eq!(Reader::new("{\"a\":}").skip(), None);
         assert_eq!(Reader::new(&"[".repeat(100)).skip(), None);

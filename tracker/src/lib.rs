@@ -15,7 +15,6 @@
 
 mod encode;
 mod engagement;
-mod event;
 mod json;
 mod queue;
 mod session;
@@ -26,6 +25,6 @@ pub use encode::encode;
 #[cfg(not(target_arch = "wasm32"))]
 pub use encode::{batch_json, encode_batch};
 pub use engagement::{ACTIVE_GAP_MS, Engagement};
-pub use event::{Batch, Event};
+pub use pulse_protocol::{WireBatch as Batch, WireEvent as Event};
 pub use queue::{Outcome, Queue, QueueConfig, Reaction, Transmit};
 pub use session::{SESSION_IDLE_MS, Session, hex_id};

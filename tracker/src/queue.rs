@@ -15,8 +15,27 @@
 
 use pulse_protocol::BatchHeader;
 
+use pulse_protocol::compact::{decode_record, encode_record};
+
 use crate::json::Reader;
 use crate::{Batch, Event};
+
+/// The first byte of a parked queue's text.
+const PARKED_FORMAT: u8 = 1;
+
+/// The header the waiting events are parked under (version 0: not a batch).
+fn loose_header() -> BatchHeader {
+    BatchHeader {
+        v: 0,
+        site_key: String::new(),
+        anonymous_id: String::new(),
+        user_id: None,
+        auth: None,
+        session_id: String::new(),
+        seq: 0,
+        sent_at: 0,
+    }
+}
 
 /// Tuning of the queue; [`QueueConfig::default`] is the tracker's policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -326,42 +345,69 @@ impl Queue {
     }
 
     /// Every unacknowledged event (waiting, awaiting a retry, or in flight: a request sent as
-    /// the page unloads may never be answered) as JSON, to park in `localStorage`. Resending an
-    /// event that did arrive is harmless: the server dedupes by event id.
+    /// the page unloads may never be answered), to park in `localStorage`. Resending an event
+    /// that did arrive is harmless: the server dedupes by event id.
+    ///
+    /// The text holds one character per byte (U+0000 to U+00FF): a format byte (1), then
+    /// length-prefixed compact records (`pulse_protocol::compact`), each batch's and, last, the
+    /// waiting events' under a header of version 0.
     pub fn export(&self) -> String {
-        let mut out = String::from("{\"batches\":[");
-        for (i, o) in self.outbox.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
+        let mut bytes = vec![PARKED_FORMAT];
+        let mut put = |record: Vec<u8>| {
+            let mut n = record.len();
+            while n >= 0x80 {
+                bytes.push(n as u8 | 0x80);
+                n >>= 7;
             }
-            o.batch.write_json(&mut out);
+            bytes.push(n as u8);
+            bytes.extend_from_slice(&record);
+        };
+        for o in &self.outbox {
+            put(encode_record(&o.batch));
         }
-        out.push_str("],\"events\":[");
-        for (i, e) in self.pending.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            e.write_json(&mut out);
+        if !self.pending.is_empty() {
+            put(encode_record(&Batch {
+                header: loose_header(),
+                events: self.pending.clone(),
+            }));
         }
-        out.push_str("]}");
-        out
+        bytes.into_iter().map(char::from).collect()
     }
 
     /// Queues events parked by [`Queue::export`] on an earlier page; they are due at once.
     /// Batches keep their header and `seq`. Returns how many events were dropped to stay within
     /// the bound, or `None` (and changes nothing) when the text is not a parked queue.
     pub fn import(&mut self, now_ms: u64, text: &str) -> Option<usize> {
-        let (mut batches, mut events) = (Vec::new(), Vec::new());
-        let mut r = Reader::new(text);
-        r.object(|r, key| match key {
-            "batches" => r.array(|r| Batch::read(r).map(|b| batches.push(b))),
-            "events" => r.array(|r| Event::read(r).map(|e| events.push(e))),
-            _ => None,
-        })?;
-        if !r.done() {
+        let bytes: Vec<u8> = text
+            .chars()
+            .map(|c| u8::try_from(u32::from(c)).ok())
+            .collect::<Option<_>>()?;
+        let (&format, mut rest) = bytes.split_first()?;
+        if format != PARKED_FORMAT {
             return None;
         }
-        for batch in batches.into_iter().filter(|b| !b.events.is_empty()) {
+        let (mut batches, mut events) = (Vec::new(), Vec::new());
+        while !rest.is_empty() {
+            let (mut len, mut shift) = (0usize, 0);
+            loop {
+                let (&b, tail) = rest.split_first()?;
+                rest = tail;
+                len |= usize::from(b & 0x7f).checked_shl(shift)?;
+                shift += 7;
+                if b < 0x80 {
+                    break;
+                }
+            }
+            let record = rest.get(..len)?;
+            rest = rest.get(len..)?;
+            let batch = decode_record(record).ok()?;
+            if batch.header.v == 0 {
+                events.extend(batch.events);
+            } else if !batch.events.is_empty() {
+                batches.push(batch);
+            }
+        }
+        for batch in batches {
             self.outbox.push(OutBatch {
                 batch,
                 failures: 0,
@@ -825,9 +871,12 @@ mod tests {
         let b = next.poll_transmit(T0 + 10_001, 0, || h2.next()).unwrap();
         assert_eq!((ids(&b), b.batch.header.seq), (vec![2], 9));
 
+        // Text that is not a parked queue (an older tracker's JSON, a record cut short).
         assert_eq!(next.import(T0, "{nope"), None);
+        assert_eq!(next.import(T0, &parked[..parked.len() - 1]), None);
+        assert_eq!(next.import(T0, "\u{1}\u{5}ab"), None);
         assert_eq!(
-            Queue::new(QueueConfig::default()).import(T0, r#"{"batches":[],"events":[]}"#),
+            Queue::new(QueueConfig::default()).import(T0, "\u{1}"),
             Some(0)
         );
     }

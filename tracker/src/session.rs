@@ -6,7 +6,9 @@
 
 use pulse_protocol::{BatchHeader, MAX_AUTH_LEN, MAX_USER_ID_LEN, PROTOCOL_VERSION};
 
-use crate::json::{Reader, hex128, push_str, push_u64};
+use pulse_protocol::json_text::{hex128, push_str, push_u64};
+
+use crate::json::Reader;
 
 /// A session ends after this long without activity, in milliseconds (30 minutes).
 pub const SESSION_IDLE_MS: u64 = 30 * 60 * 1000;

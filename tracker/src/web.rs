@@ -16,7 +16,9 @@ use wasm_bindgen::prelude::*;
 
 use pulse_protocol::{EventId, EventType, MAX_TITLE_LEN, MAX_URL_LEN, PageContext};
 
-use crate::json::{push_key, push_str, push_u64, u64_string};
+use pulse_protocol::json_text::{push_key, push_str, push_u64};
+
+use crate::json::u64_string;
 use crate::{Engagement, Event, Outcome, Queue, QueueConfig, Reaction, Session, Transmit, encode};
 
 mod decision;
@@ -38,6 +40,8 @@ const MAX_CLICK_TEXT: usize = 100;
 struct Tracker {
     /// Set by `init`; nothing is sent before.
     site_key: Option<String>,
+    /// The URL `pulse.js` was loaded from (`pulse.src`, left by its bootstrap).
+    script: Option<String>,
     /// `endpoint?k=key`.
     url: String,
     session: Session,
@@ -48,6 +52,9 @@ struct Tracker {
     callbacks: Vec<Function>,
     /// The pending wake-up timer: its handle and due time.
     timer: Option<(f64, u64)>,
+    /// The next event's id: random at each page load, then one more per event (unique as
+    /// random ids are, and a run of them costs one id on the wire).
+    next_id: u128,
 }
 
 thread_local! {
@@ -139,6 +146,7 @@ fn install() -> Result<(), JsValue> {
     TRACKER.with(|cell| {
         *cell.borrow_mut() = Some(Tracker {
             site_key: None,
+            script: get_str(&get(&window, "pulse"), "src"),
             url: String::new(),
             session,
             queue,
@@ -146,6 +154,7 @@ fn install() -> Result<(), JsValue> {
             decision: None,
             callbacks: Vec::new(),
             timer: None,
+            next_id: u128::from_be_bytes(random()),
         });
     });
     // Leaked on purpose: the timer callback lives as long as the page.
@@ -333,7 +342,9 @@ fn init(options: &JsValue) {
         warn("pulse('init', {key}) needs a site key");
         return;
     };
-    let endpoint = get("endpoint").unwrap_or_else(default_endpoint);
+    let endpoint = get("endpoint")
+        .or_else(|| with(|t| default_endpoint(t.script.as_deref())).flatten())
+        .unwrap_or_default();
     let separator = if endpoint.contains('?') { "&" } else { "?" };
     let url = endpoint + separator + "k=" + &String::from(js_sys::encode_uri_component(&key));
     let first = with(|t| {
@@ -360,22 +371,13 @@ fn init(options: &JsValue) {
     push(EventType::PageView, None, props, true, None);
 }
 
-/// `<origin of the pulse.js script>/v1/collect`, else the page's own origin.
-fn default_endpoint() -> String {
-    let scripts = Array::from(&get(&document(), "scripts"));
-    let src = scripts
-        .iter()
-        .filter_map(|s| get_str(&s, "src"))
-        .find(|src| {
-            let path = src.split(['?', '#']).next().unwrap_or_default();
-            path.ends_with("/pulse.js")
-        });
-    let origin = src
-        .as_deref()
+/// `<origin of the pulse.js script>/v1/collect` (whatever the script's name), else the page's own
+/// origin's.
+fn default_endpoint(script: Option<&str>) -> Option<String> {
+    let origin = script
         .and_then(origin_of)
-        .or_else(|| get_str(&get(&window(), "location"), "origin"))
-        .unwrap_or_default();
-    origin + "/v1/collect"
+        .or_else(|| get_str(&get(&window(), "location"), "origin"))?;
+    Some(origin + "/v1/collect")
 }
 
 /// `scheme://host[:port]` of an absolute URL (what `new URL(url).origin` gives for http(s)).
@@ -448,8 +450,8 @@ fn push(
 ) {
     let page = page.unwrap_or_else(page_context);
     let now = now();
-    let event = Event {
-        id: EventId::from_bytes(random()),
+    let mut event = Event {
+        id: EventId(0),
         ts: now,
         kind,
         name,
@@ -461,6 +463,8 @@ fn push(
         return;
     }
     let dropped = with(|t| {
+        event.id = EventId(t.next_id);
+        t.next_id = t.next_id.wrapping_add(1);
         t.session.touch(now, random());
         store(STATE_KEY, Some(&t.session.to_json()));
         t.queue.push(now, event, urgent)
