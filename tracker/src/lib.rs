@@ -18,6 +18,7 @@ mod engagement;
 mod json;
 mod queue;
 mod session;
+mod url;
 #[cfg(target_arch = "wasm32")]
 mod web;
 
@@ -28,3 +29,4 @@ pub use engagement::{ACTIVE_GAP_MS, Engagement};
 pub use pulse_protocol::{WireBatch as Batch, WireEvent as Event};
 pub use queue::{Outcome, Queue, QueueConfig, Reaction, Transmit};
 pub use session::{SESSION_IDLE_MS, Session, hex_id};
+pub use url::{DEFAULT_QUERY_ALLOW, keep_query};

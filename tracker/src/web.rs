@@ -19,10 +19,12 @@ use pulse_protocol::{EventId, EventType, MAX_TITLE_LEN, MAX_URL_LEN, PageContext
 use pulse_protocol::json_text::{push_key, push_str, push_u64};
 
 use crate::json::u64_string;
+use crate::url::{DEFAULT_QUERY_ALLOW, keep_query};
 use crate::{Engagement, Event, Outcome, Queue, QueueConfig, Reaction, Session, Transmit, encode};
 
 mod decision;
 mod js;
+mod nav;
 mod page;
 mod send;
 use decision::{apply, call_back};
@@ -55,6 +57,12 @@ struct Tracker {
     /// The next event's id: random at each page load, then one more per event (unique as
     /// random ids are, and a run of them costs one id on the wire).
     next_id: u128,
+    /// The page the last page view was for: its URL as sent, without the fragment, and its
+    /// context then (the page its engagement is reported for).
+    page: String,
+    page_context: Option<PageContext>,
+    /// Query parameters kept in URLs (`init`'s `query`, default `utm_*`).
+    query: Vec<String>,
 }
 
 thread_local! {
@@ -155,6 +163,9 @@ fn install() -> Result<(), JsValue> {
             callbacks: Vec::new(),
             timer: None,
             next_id: u128::from_be_bytes(random()),
+            query: vec![DEFAULT_QUERY_ALLOW.to_owned()],
+            page: String::new(),
+            page_context: None,
         });
     });
     // Leaked on purpose: the timer callback lives as long as the page.
@@ -313,6 +324,7 @@ fn command(name: JsValue, a: JsValue, b: JsValue) {
             }
             None => warn("pulse('auth', token) needs a token"),
         },
+        "page" => nav::page_view(Some(&a)),
         "reset" => {
             with(|t| {
                 t.session.reset(now(), random());
@@ -337,38 +349,45 @@ fn command(name: JsValue, a: JsValue, b: JsValue) {
 }
 
 fn init(options: &JsValue) {
-    let get = |key: &str| get_str(options, key);
-    let Some(key) = get("key") else {
+    let text = |key: &str| get_str(options, key);
+    let Some(key) = text("key") else {
         warn("pulse('init', {key}) needs a site key");
         return;
     };
-    let endpoint = get("endpoint")
+    let endpoint = text("endpoint")
         .or_else(|| with(|t| default_endpoint(t.script.as_deref())).flatten())
         .unwrap_or_default();
     let separator = if endpoint.contains('?') { "&" } else { "?" };
     let url = endpoint + separator + "k=" + &String::from(js_sys::encode_uri_component(&key));
+    let query = get(options, "query");
+    let query = Array::is_array(&query).then(|| {
+        Array::from(&query)
+            .iter()
+            .filter_map(|q| q.as_string())
+            .collect::<Vec<_>>()
+    });
     let first = with(|t| {
         if t.site_key.is_some() {
             return false;
         }
         t.site_key = Some(key);
         t.url = url;
+        if let Some(query) = query {
+            t.query = query;
+        }
         true
     });
     if first != Some(true) {
         warn("pulse('init') was already called");
         return;
     }
-    let mut props = String::new();
-    if let Some(content_type) = meta_content("meta[property=\"og:type\"]") {
-        props.push('{');
-        push_key(&mut props, "content_type");
-        push_str(&mut props, &content_type);
-        props.push('}');
+    nav::watch();
+    // A prerendered page counts when the reader is shown it.
+    if get(&document(), "prerendering").as_bool() == Some(true) {
+        let _ = nav::once(&document(), "prerenderingchange", || nav::page_view(None));
+    } else {
+        nav::page_view(None);
     }
-    let depth = read_depth();
-    with(|t| t.engagement.on_depth(depth));
-    push(EventType::PageView, None, props, true, None);
 }
 
 /// `<origin of the pulse.js script>/v1/collect` (whatever the script's name), else the page's own
@@ -403,6 +422,7 @@ fn on_click(el: &JsValue) {
     if let Some(href) = get_str(el, "href").filter(|h| !h.is_empty()) {
         props.push(',');
         push_key(&mut props, "href");
+        let href = with(|t| keep_query(&href, &t.query)).unwrap_or_default();
         push_str(&mut props, &truncate(href, MAX_URL_LEN));
     }
     let text = squash(
@@ -463,6 +483,9 @@ fn push(
         return;
     }
     let dropped = with(|t| {
+        let page = &mut event.page;
+        page.url = keep_query(&page.url, &t.query);
+        page.referrer = keep_query(&page.referrer, &t.query);
         event.id = EventId(t.next_id);
         t.next_id = t.next_id.wrapping_add(1);
         t.session.touch(now, random());

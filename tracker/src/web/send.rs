@@ -53,21 +53,8 @@ pub(super) fn schedule() {
 /// The page is being hidden (and may never come back): send the engagement and everything
 /// queued at once, and park what is unacknowledged for the next page.
 pub(super) fn on_hidden() {
-    let page = page_context();
+    send_engagement(None);
     let now = now();
-    let engagement = with(|t| {
-        t.engagement.on_visibility(now, false);
-        t.engagement.take(now)
-    })
-    .flatten();
-    if let Some((read_depth, active_ms)) = engagement {
-        let mut props = String::from("{\"read_depth\":");
-        push_u64(&mut props, u64::from(read_depth));
-        props.push_str(",\"active_ms\":");
-        push_u64(&mut props, active_ms);
-        props.push('}');
-        push(EventType::Engagement, None, props, false, Some(page));
-    }
     let sends = with(|t| {
         let key = t.site_key.clone()?;
         let session = &mut t.session;
@@ -81,6 +68,31 @@ pub(super) fn on_hidden() {
         for transmit in sends {
             send(&url, transmit);
         }
+    }
+}
+
+/// Queues the engagement on `page` (by default the page as it is now) since it was last sent,
+/// when there is any; the page counts as hidden from now on.
+pub(super) fn send_engagement(page: Option<PageContext>) {
+    let now = now();
+    let engagement = with(|t| {
+        t.engagement.on_visibility(now, false);
+        t.engagement.take(now)
+    })
+    .flatten();
+    if let Some((read_depth, active_ms)) = engagement {
+        let mut props = String::from("{\"read_depth\":");
+        push_u64(&mut props, u64::from(read_depth));
+        props.push_str(",\"active_ms\":");
+        push_u64(&mut props, active_ms);
+        props.push('}');
+        push(
+            EventType::Engagement,
+            None,
+            props,
+            false,
+            Some(page.unwrap_or_else(page_context)),
+        );
     }
 }
 
@@ -109,8 +121,9 @@ fn send(url: &str, transmit: Transmit) {
     let token = transmit.token;
     // A batch made only of events parked by an earlier page answers for that page: its decision
     // is not this page's, so it is not applied here.
+    let href = get_str(&get(&window(), "location"), "href").unwrap_or_default();
     let here = truncate(
-        get_str(&get(&window(), "location"), "href").unwrap_or_default(),
+        with(|t| keep_query(&href, &t.query)).unwrap_or(href),
         MAX_URL_LEN,
     );
     let for_this_page = transmit.batch.events.iter().any(|e| e.page.url == here);

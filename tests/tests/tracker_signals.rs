@@ -1,0 +1,104 @@
+//! What the tracker records in real headless Chromium, on a publisher's own origin with the
+//! README's snippet pointed at the real gateway binary: page views on load, on single-page
+//! navigation (History API) and by hand (`pulse('page')`), the engagement of the page left,
+//! and URLs stripped of query parameters but the campaign's (`utm_*`).
+
+use std::path::Path;
+use std::time::Duration;
+
+use pulse_e2e::{Browser, GatewayProcess, StaticServer, publisher_config, readme_snippet};
+use pulse_gateway::LogFiles;
+use pulse_protocol::{EventRecord, EventType};
+
+/// A publisher's pages, each with the README's snippet pointed at `gateway`.
+fn site(dir: &Path, gateway: &str) {
+    let tag = readme_snippet("tag").replace("https://pulse.example", gateway);
+    std::fs::create_dir_all(dir).unwrap();
+    for name in ["a", "b"] {
+        let page = format!(
+            "<!doctype html><html><head><meta charset=\"utf-8\">\
+             <meta property=\"og:type\" content=\"article\"><title>Page {name}</title>{tag}</head>\
+             <body><h1>Page {name}</h1><a href=\"/b.html?utm_source=x&amp;id=7\">b</a></body></html>"
+        );
+        std::fs::write(dir.join(format!("{name}.html")), page).unwrap();
+    }
+}
+
+/// Waits until the page has seen `n` decisions (one per page view answered).
+fn decisions(browser: &mut Browser, n: usize) {
+    browser.wait_for(
+        &format!("return window.__decisions && window.__decisions.length >= {n}"),
+        Duration::from_secs(15),
+    );
+}
+
+fn stored(data: &Path) -> Vec<EventRecord> {
+    LogFiles::open(data)
+        .unwrap()
+        .events_from(0)
+        .map(|s| s.unwrap().record().unwrap())
+        .collect()
+}
+
+#[test]
+fn page_views_on_load_history_navigation_and_by_hand_with_urls_stripped() {
+    let dir = tempfile::tempdir().unwrap();
+    let pages = dir.path().join("site");
+    let publisher = StaticServer::folder(&pages);
+    let config = publisher_config(dir.path(), &[&publisher.url]);
+    let data = dir.path().join("data");
+    let gateway = GatewayProcess::start(&config, &data, "127.0.0.1:0");
+    site(&pages, &gateway.url);
+    let base = publisher.url.clone();
+    let mut browser = Browser::start();
+
+    browser.goto(&format!("{base}/a.html?utm_source=news&email=x%40y.z#top"));
+    decisions(&mut browser, 1);
+    // A single-page site moves to another page, then only tidies its URL (no page view), then
+    // reports a view by hand.
+    browser.eval("history.pushState({}, '', '/b.html?utm_medium=email&token=t1')");
+    decisions(&mut browser, 2);
+    browser.eval("history.replaceState({}, '', '/b.html?utm_medium=email&token=t2#x')");
+    browser.eval("pulse('page', {section: 'sport'})");
+    decisions(&mut browser, 3);
+    let errors = browser.eval("return window.__errors");
+    assert_eq!(errors, serde_json::json!([]), "page errors");
+    gateway.stop();
+
+    let events = stored(&data);
+    let views: Vec<(&str, String)> = events
+        .iter()
+        .filter(|r| r.event.kind == EventType::PageView)
+        .map(|r| {
+            let props = serde_json::to_string(&r.event.props).unwrap();
+            (r.event.page.url.as_str(), props)
+        })
+        .collect();
+    let a = format!("{base}/a.html?utm_source=news#top");
+    let b = format!("{base}/b.html?utm_medium=email");
+    assert_eq!(
+        views,
+        [
+            (a.as_str(), r#"{"content_type":"article"}"#.to_owned()),
+            (b.as_str(), r#"{"content_type":"article"}"#.to_owned()),
+            (
+                format!("{b}#x").as_str(),
+                r#"{"section":"sport"}"#.to_owned()
+            ),
+        ]
+    );
+    // The page left by the History API reported its engagement, under its own URL.
+    assert!(
+        events
+            .iter()
+            .any(|r| r.event.kind == EventType::Engagement && r.event.page.url == a),
+        "engagement of page a"
+    );
+    for r in &events {
+        let text = format!("{} {}", r.event.page.url, r.event.page.referrer);
+        assert!(
+            !text.contains("email=x") && !text.contains("token"),
+            "a query parameter not allowed was sent: {text}"
+        );
+    }
+}

@@ -1,0 +1,81 @@
+//! What of a URL the tracker keeps: its query parameters are dropped except those an allow list
+//! names (by default the campaign's, `utm_*`), so e-mail addresses, tokens and search terms in
+//! query strings never leave the page. Pure.
+
+/// The query parameters kept when the site names none: the campaign's.
+pub const DEFAULT_QUERY_ALLOW: &str = "utm_*";
+
+/// Whether the allow list keeps a parameter: an entry is its name, or a prefix ending in `*`.
+fn allowed(name: &str, allow: &[String]) -> bool {
+    allow.iter().any(|a| match a.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => name == a,
+    })
+}
+
+/// `url` with only the query parameters `allow` keeps, in their order; the fragment stays.
+pub fn keep_query(url: &str, allow: &[String]) -> String {
+    let (base, fragment) = match url.split_once('#') {
+        Some((base, fragment)) => (base, Some(fragment)),
+        None => (url, None),
+    };
+    let Some((path, query)) = base.split_once('?') else {
+        return url.to_owned();
+    };
+    let mut out = String::from(path);
+    let mut first = true;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+        if allowed(name, allow) {
+            out.push(if first { '?' } else { '&' });
+            out.push_str(pair);
+            first = false;
+        }
+    }
+    if let Some(fragment) = fragment {
+        out.push('#');
+        out.push_str(fragment);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn default() -> Vec<String> {
+        vec![DEFAULT_QUERY_ALLOW.to_owned()]
+    }
+
+    #[test]
+    fn keeps_campaign_parameters_only() {
+        let url = "https://n.example/a?email=x%40y.z&utm_source=news&token=t&utm_medium=email#top";
+        assert_eq!(
+            keep_query(url, &default()),
+            "https://n.example/a?utm_source=news&utm_medium=email#top"
+        );
+        assert_eq!(
+            keep_query("https://n.example/a?q=secret", &default()),
+            "https://n.example/a"
+        );
+        assert_eq!(
+            keep_query("https://n.example/a#x?y=1", &default()),
+            "https://n.example/a#x?y=1"
+        );
+        assert_eq!(
+            keep_query("https://n.example/a", &default()),
+            "https://n.example/a"
+        );
+        assert_eq!(keep_query("", &default()), "");
+    }
+
+    #[test]
+    fn the_site_names_its_own() {
+        let allow = vec!["page".to_owned(), "ref_*".to_owned()];
+        assert_eq!(
+            keep_query("/s?page=2&pages=3&ref_id=9&utm_source=x&&page", &allow),
+            "/s?page=2&ref_id=9&page"
+        );
+        assert_eq!(keep_query("/s?a=1", &[]), "/s");
+    }
+}
