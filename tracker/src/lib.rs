@@ -13,6 +13,7 @@
 //! The Wasm build holds no general JSON serializer and no formatting machinery: JSON is
 //! written and read by hand (`json.rs`), messages are concatenated.
 
+mod consent;
 mod encode;
 mod engagement;
 mod json;
@@ -22,6 +23,7 @@ mod url;
 #[cfg(target_arch = "wasm32")]
 mod web;
 
+pub use consent::Consent;
 pub use encode::encode;
 #[cfg(not(target_arch = "wasm32"))]
 pub use encode::{batch_json, encode_batch};

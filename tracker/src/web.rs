@@ -8,7 +8,7 @@
 //! throws into the page: failures are reported with `console.warn`. The page's objects are
 //! reached through `Reflect` (`js.rs`), not typed `web-sys` bindings, to keep the Wasm small.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use js_sys::{Array, Date, Function, JSON, Uint8Array};
 use wasm_bindgen::JsCast;
@@ -18,10 +18,12 @@ use pulse_protocol::{EventId, EventType, MAX_TITLE_LEN, MAX_URL_LEN, PageContext
 
 use pulse_protocol::json_text::{push_key, push_str, push_u64};
 
+use crate::Consent;
 use crate::json::u64_string;
 use crate::url::{DEFAULT_QUERY_ALLOW, keep_query};
 use crate::{Engagement, Event, Outcome, Queue, QueueConfig, Reaction, Session, Transmit, encode};
 
+mod consent;
 mod decision;
 mod js;
 mod nav;
@@ -63,12 +65,17 @@ struct Tracker {
     page_context: Option<PageContext>,
     /// Query parameters kept in URLs (`init`'s `query`, default `utm_*`).
     query: Vec<String>,
+    /// What the reader allowed (`init`'s `consent`, `pulse('consent')`, privacy signals).
+    consent: Consent,
 }
 
 thread_local! {
     static TRACKER: RefCell<Option<Tracker>> = const { RefCell::new(None) };
     /// The function timers call; created once.
     static TICK: RefCell<Option<Function>> = const { RefCell::new(None) };
+    /// Whether the reader's consent lets the tracker keep the session and unsent events in
+    /// storage (read where the tracker's state is borrowed already).
+    static MAY_STORE: Cell<bool> = const { Cell::new(true) };
 }
 
 /// Runs `f` on the tracker state unless it is missing or already borrowed (a re-entrant call
@@ -118,7 +125,11 @@ fn load(storage: &JsValue, key: &str) -> Option<String> {
     call(storage, "getItem", &[&key.into()]).ok()?.as_string()
 }
 
+/// Writes (when consent allows storage) or removes a `localStorage` item.
 fn store(key: &str, value: Option<&str>) {
+    if value.is_some() && !MAY_STORE.get() {
+        return;
+    }
     if let Some(storage) = js::storage() {
         // Storage may be full or disabled; the tracker works without it.
         let _ = match value {
@@ -164,6 +175,7 @@ fn install() -> Result<(), JsValue> {
             timer: None,
             next_id: u128::from_be_bytes(random()),
             query: vec![DEFAULT_QUERY_ALLOW.to_owned()],
+            consent: Consent::Granted,
             page: String::new(),
             page_context: None,
         });
@@ -325,6 +337,7 @@ fn command(name: JsValue, a: JsValue, b: JsValue) {
             None => warn("pulse('auth', token) needs a token"),
         },
         "page" => nav::page_view(Some(&a)),
+        "consent" => consent::answer(&a),
         "reset" => {
             with(|t| {
                 t.session.reset(now(), random());
@@ -377,6 +390,9 @@ fn init(options: &JsValue) {
         }
         true
     });
+    if first == Some(true) {
+        consent::at_init(options);
+    }
     if first != Some(true) {
         warn("pulse('init') was already called");
         return;
@@ -483,6 +499,9 @@ fn push(
         return;
     }
     let dropped = with(|t| {
+        if !t.consent.may_record() {
+            return 0;
+        }
         let page = &mut event.page;
         page.url = keep_query(&page.url, &t.query);
         page.referrer = keep_query(&page.referrer, &t.query);

@@ -10,6 +10,9 @@ use super::*;
 pub(super) fn pump() {
     loop {
         let next = with(|t| {
+            if !t.consent.may_send() {
+                return None;
+            }
             let key = t.site_key.clone()?;
             let now = now();
             let session = &mut t.session;
@@ -41,7 +44,8 @@ pub(super) fn schedule() {
             let _ = call(&window, "clearTimeout", &[&handle.into()]);
             t.timer = None;
         }
-        let at = deadline?;
+        // Nothing is sent before consent: no timer for it either.
+        let at = deadline.filter(|_| t.consent.may_send())?;
         let delay = at.saturating_sub(now()).min(i32::MAX as u64) as f64;
         let tick = TICK.with(|cell| cell.borrow().clone())?;
         let handle = call(&window, "setTimeout", &[&tick, &delay.into()]).ok()?;
@@ -56,6 +60,9 @@ pub(super) fn on_hidden() {
     send_engagement(None);
     let now = now();
     let sends = with(|t| {
+        if !t.consent.may_send() {
+            return None;
+        }
         let key = t.site_key.clone()?;
         let session = &mut t.session;
         let sends = t.queue.flush_all(now, || session.next_header(&key, now));
