@@ -1,7 +1,7 @@
 //! What the tracker records in real headless Chromium, on a publisher's own origin with the
 //! README's snippet pointed at the real gateway binary: page views on load, on single-page
 //! navigation (History API) and by hand (`pulse('page')`), the engagement of the page left,
-//! and URLs stripped of query parameters but the campaign's (`utm_*`).
+//! and URLs stripped of query parameters but the campaign's (`utm_*`); `pulse('debug', true)`.
 
 use std::path::Path;
 use std::time::Duration;
@@ -99,6 +99,42 @@ fn page_views_on_load_history_navigation_and_by_hand_with_urls_stripped() {
         assert!(
             !text.contains("email=x") && !text.contains("token"),
             "a query parameter not allowed was sent: {text}"
+        );
+    }
+}
+
+#[test]
+fn debug_logs_what_is_recorded_sent_and_received() {
+    let dir = tempfile::tempdir().unwrap();
+    let pages = dir.path().join("site");
+    let publisher = StaticServer::folder(&pages);
+    let config = publisher_config(dir.path(), &[&publisher.url]);
+    let gateway = GatewayProcess::start(&config, &dir.path().join("data"), "127.0.0.1:0");
+    let tag = readme_snippet("tag")
+        .replace("https://pulse.example", &gateway.url)
+        .replace("pulse('init',", "pulse('debug',true);pulse('init',");
+    std::fs::create_dir_all(&pages).unwrap();
+    std::fs::write(
+        pages.join("d.html"),
+        format!("<!doctype html><html><head><title>d</title>{tag}</head><body>d</body></html>"),
+    )
+    .unwrap();
+    let mut browser = Browser::start();
+    browser.goto(&format!("{}/d.html", publisher.url));
+    decisions(&mut browser, 1);
+    let logs: Vec<String> = browser
+        .console()
+        .into_iter()
+        .map(|(_, message)| message)
+        .collect();
+    for what in [
+        "pulse: record page_view",
+        "pulse: send 1 event(s), seq 0",
+        "pulse: answer",
+    ] {
+        assert!(
+            logs.iter().any(|m| m.contains(what)),
+            "no {what:?} in {logs:#?}"
         );
     }
 }

@@ -76,6 +76,8 @@ thread_local! {
     /// Whether the reader's consent lets the tracker keep the session and unsent events in
     /// storage (read where the tracker's state is borrowed already).
     static MAY_STORE: Cell<bool> = const { Cell::new(true) };
+    /// `pulse('debug', true)`: log what is recorded, sent and received.
+    static DEBUG: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Runs `f` on the tracker state unless it is missing or already borrowed (a re-entrant call
@@ -89,6 +91,14 @@ fn with<R>(f: impl FnOnce(&mut Tracker) -> R) -> Option<R> {
 
 fn warn(message: &str) {
     console_warn(&[&JsValue::from_str(&(String::from("pulse: ") + message))]);
+}
+
+/// `console.log` of `message` and `detail` when debugging is on.
+fn debug(message: &str, detail: &JsValue) {
+    if DEBUG.get() {
+        let message = JsValue::from_str(&(String::from("pulse: ") + message));
+        let _ = call(&get(&window(), "console"), "log", &[&message, detail]);
+    }
 }
 
 fn warn_js(context: &str, error: &JsValue) {
@@ -338,6 +348,7 @@ fn command(name: JsValue, a: JsValue, b: JsValue) {
         },
         "page" => nav::page_view(Some(&a)),
         "consent" => consent::answer(&a),
+        "debug" => DEBUG.set(a.as_bool().unwrap_or(true)),
         "reset" => {
             with(|t| {
                 t.session.reset(now(), random());
@@ -486,6 +497,11 @@ fn push(
 ) {
     let page = page.unwrap_or_else(page_context);
     let now = now();
+    let props_text = if DEBUG.get() {
+        props.clone()
+    } else {
+        String::new()
+    };
     let mut event = Event {
         id: EventId(0),
         ts: now,
@@ -500,7 +516,7 @@ fn push(
     }
     let dropped = with(|t| {
         if !t.consent.may_record() {
-            return 0;
+            return None;
         }
         let page = &mut event.page;
         page.url = keep_query(&page.url, &t.query);
@@ -509,8 +525,15 @@ fn push(
         t.next_id = t.next_id.wrapping_add(1);
         t.session.touch(now, random());
         store(STATE_KEY, Some(&t.session.to_json()));
-        t.queue.push(now, event, urgent)
-    });
+        Some(t.queue.push(now, event, urgent))
+    })
+    .flatten();
+    if dropped.is_some() {
+        debug(
+            &(String::from("record ") + kind.as_str()),
+            &JsValue::from_str(&props_text),
+        );
+    }
     if let Some(n @ 1..) = dropped {
         warn(&("queue full: dropped ".to_owned() + &u64_string(n as u64) + " oldest event(s)"));
     }

@@ -115,6 +115,14 @@ fn park(queue: &Queue) {
 /// Starts the request at once (so it leaves even from `pagehide`) and handles its answer later.
 fn send(url: &str, transmit: Transmit) {
     let body = encode(&transmit.batch);
+    if DEBUG.get() {
+        let what = "send ".to_owned()
+            + &u64_string(transmit.batch.events.len() as u64)
+            + " event(s), seq "
+            + &u64_string(transmit.batch.header.seq)
+            + ", bytes:";
+        debug(&what, &(body.len() as f64).into());
+    }
     // A CORS simple request: POST, no headers; `keepalive` lets it outlive the page.
     let init = Object::new();
     set(&init, "method", &"POST".into());
@@ -162,6 +170,12 @@ fn send(url: &str, transmit: Transmit) {
 }
 
 fn on_answer(token: u64, outcome: Outcome, for_this_page: bool) {
+    if DEBUG.get() && !matches!(outcome, Outcome::Accepted(_)) {
+        debug(
+            "no answer to keep:",
+            &JsValue::from_str(&format_outcome(&outcome)),
+        );
+    }
     let reaction = with(|t| {
         let reaction = t.queue.on_response(now(), token, outcome, random_u32());
         if storage().is_some_and(|s| load(&s, QUEUE_KEY).is_some()) {
@@ -188,6 +202,16 @@ fn on_answer(token: u64, outcome: Outcome, for_this_page: bool) {
     pump();
 }
 
+/// A failed attempt, for the debug log: `retry` or the status of a refusal.
+fn format_outcome(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Permanent { status, .. } => {
+            "refused ".to_owned() + &u64_string(u64::from(*status))
+        }
+        _ => "retry".to_owned(),
+    }
+}
+
 /// `value` as text: a string as is, a number in decimal.
 fn text_of(value: &JsValue) -> String {
     value
@@ -205,6 +229,7 @@ fn on_accepted(body: &[u8], for_this_page: bool) {
     else {
         return;
     };
+    debug("answer", &answer);
     let rejected = get(&answer, "rejected");
     if Array::is_array(&rejected) {
         for r in Array::from(&rejected).iter() {
