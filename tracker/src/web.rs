@@ -38,6 +38,9 @@ use send::{on_hidden, pump, schedule, without_token};
 const STATE_KEY: &str = "pulse_state";
 /// `localStorage` key of events parked when the page was hidden.
 const QUEUE_KEY: &str = "pulse_queue";
+/// `localStorage` key of the last decision's `<html>` attributes, which the snippet sets
+/// before the page's first paint (README.md).
+const DECISION_KEY: &str = "pulse_decision";
 /// Longest `text` of a click event, in characters.
 const MAX_CLICK_TEXT: usize = 100;
 

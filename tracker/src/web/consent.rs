@@ -54,6 +54,7 @@ fn apply_consent(consent: Consent) -> Option<Consent> {
     if !consent.may_store() {
         store(STATE_KEY, None);
         store(QUEUE_KEY, None);
+        store(DECISION_KEY, None);
     }
     with(|t| {
         let before = std::mem::replace(&mut t.consent, consent);

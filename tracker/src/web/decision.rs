@@ -5,13 +5,15 @@ use js_sys::{Function, Object, Reflect};
 use wasm_bindgen::prelude::*;
 
 use super::js::{call, get, html, set, window};
-use super::{u64_string, warn_js, with};
+use super::{DECISION_KEY, push_key, push_str, store, u64_string, warn_js, with};
 
 /// Applies a decision (the answer's `decision` object): `<html>` attributes, the
 /// `pulse:decision` event, the callbacks. The object they get carries `signed`, the gateway's
 /// signature of it, when the site signs.
 pub(super) fn apply(object: JsValue, signed: Option<&str>) {
     let html = html();
+    // The attributes, kept for the next page's snippet to set before its first paint.
+    let mut cache = String::from("{");
     for (name, key) in [
         ("data-pulse-paywall", "action"),
         ("data-pulse-remaining", "remaining"),
@@ -24,10 +26,19 @@ pub(super) fn apply(object: JsValue, signed: Option<&str>) {
             .as_string()
             .or_else(|| value.as_f64().map(|n| u64_string(n as u64)));
         let _ = match text {
-            Some(v) => call(&html, "setAttribute", &[&name.into(), &v.into()]),
+            Some(v) => {
+                if cache.len() > 1 {
+                    cache.push(',');
+                }
+                push_key(&mut cache, name);
+                push_str(&mut cache, &v);
+                call(&html, "setAttribute", &[&name.into(), &v.into()])
+            }
             None => call(&html, "removeAttribute", &[&name.into()]),
         };
     }
+    cache.push('}');
+    store(DECISION_KEY, Some(&cache));
     if let Some(signed) = signed {
         set(&object, "signed", &signed.into());
     }
