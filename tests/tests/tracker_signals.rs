@@ -138,3 +138,38 @@ fn debug_logs_what_is_recorded_sent_and_received() {
         );
     }
 }
+
+#[test]
+fn events_of_a_page_left_at_once_arrive_through_keepalive_or_the_next_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let pages = dir.path().join("site");
+    let publisher = StaticServer::folder(&pages);
+    let config = publisher_config(dir.path(), &[&publisher.url]);
+    let data = dir.path().join("data");
+    let gateway = GatewayProcess::start(&config, &data, "127.0.0.1:0");
+    site(&pages, &gateway.url);
+    let mut browser = Browser::start();
+    browser.goto(&format!("{}/a.html", publisher.url));
+    decisions(&mut browser, 1);
+    // About 80 KiB of properties that do not compress: more than the 64 KiB the browser lets
+    // keepalive requests carry at once. The page is left before their batch is due.
+    browser.eval(
+        "for (let i = 0; i < 40; i++) { let pad = ''; \
+         while (pad.length < 3000) pad += Math.random().toString(36).slice(2); \
+         pulse('track', 'big', {i, pad: pad.slice(0, 3000)}) }",
+    );
+    browser.goto("about:blank");
+    // The next page of the site resends whatever did not get through.
+    browser.goto(&format!("{}/b.html", publisher.url));
+    browser.wait_for(
+        "return window.__decisions.length > 0 && localStorage.getItem('pulse_queue') === null",
+        Duration::from_secs(30),
+    );
+    gateway.stop();
+    let ids: std::collections::HashSet<_> = stored(&data)
+        .into_iter()
+        .filter(|r| r.event.name.as_deref() == Some("big"))
+        .map(|r| r.event.id)
+        .collect();
+    assert_eq!(ids.len(), 40, "every event of the page left arrived");
+}

@@ -20,6 +20,16 @@ use pulse_protocol::compact::{decode_record, encode_record};
 use crate::json::Reader;
 use crate::{Batch, Event};
 
+/// The bytes of an event's text, as a batch's size counts them.
+fn text_len(e: &Event) -> usize {
+    let page = &e.page;
+    page.url.len()
+        + page.referrer.len()
+        + page.title.len()
+        + e.props.len()
+        + e.name.as_ref().map_or(0, String::len)
+}
+
 /// The first byte of a parked queue's text.
 const PARKED_FORMAT: u8 = 1;
 
@@ -44,6 +54,11 @@ pub struct QueueConfig {
     pub max_delay_ms: u64,
     /// Events per batch; this many waiting events make a batch due at once. Default 50.
     pub max_batch_events: usize,
+    /// Most bytes of events' text (URLs, title, name, props) per batch, and as many waiting
+    /// make a batch due at once: a batch's body stays under the gateway's 64 KiB and the
+    /// browser's 64 KiB for `keepalive` requests, however little it compresses. A larger event
+    /// goes alone. Default 32768.
+    pub max_batch_bytes: usize,
     /// Most events kept (waiting, in flight or awaiting a retry). Default 500.
     pub max_queued_events: usize,
     /// First retry delay before jitter, in ms; doubles on each failure. Default 1000.
@@ -61,6 +76,7 @@ impl Default for QueueConfig {
         Self {
             max_delay_ms: 2_000,
             max_batch_events: 50,
+            max_batch_bytes: 32 * 1024,
             max_queued_events: 500,
             backoff_base_ms: 1_000,
             backoff_cap_ms: 60_000,
@@ -238,7 +254,9 @@ impl Queue {
     /// dropped to stay within [`QueueConfig::max_queued_events`].
     pub fn push(&mut self, now_ms: u64, event: Event, urgent: bool) -> usize {
         self.pending.push(event);
-        let delay = if urgent || self.pending.len() >= self.config.max_batch_events {
+        let full = self.pending.len() >= self.config.max_batch_events
+            || self.pending.iter().map(text_len).sum::<usize>() >= self.config.max_batch_bytes;
+        let delay = if urgent || full {
             0
         } else {
             self.config.max_delay_ms
@@ -427,7 +445,17 @@ impl Queue {
     }
 
     fn form_batch(&mut self, now_ms: u64, header: BatchHeader) {
-        let take = self.pending.len().min(self.config.max_batch_events);
+        let mut bytes = 0;
+        let take = self
+            .pending
+            .iter()
+            .take(self.config.max_batch_events)
+            .take_while(|e| {
+                bytes += text_len(e);
+                bytes <= self.config.max_batch_bytes
+            })
+            .count()
+            .max(1);
         let events: Vec<Event> = self.pending.drain(..take).collect();
         if self.pending.is_empty() {
             self.due_at = None;
@@ -602,6 +630,36 @@ mod tests {
         assert_eq!(q.next_deadline(), Some(T0 + 1));
         let t = q.poll_transmit(T0 + 1, 0, || h.next()).unwrap();
         assert_eq!(t.batch.events.len(), 50);
+    }
+
+    #[test]
+    fn batches_stay_within_max_batch_bytes() {
+        let mut q = Queue::new(QueueConfig::default());
+        let mut h = Headers(0);
+        let big = |n: u128| {
+            let mut e = click(n);
+            e.props = format!(r#"{{"pad":"{}"}}"#, "x".repeat(3_000));
+            e
+        };
+        // Ten 3 KB events fit a batch's 32 KiB; the eleventh makes it due at once.
+        for i in 0..10 {
+            q.push(T0, big(i), false);
+        }
+        assert_eq!(q.next_deadline(), Some(T0 + 2_000));
+        q.push(T0, big(10), false);
+        assert_eq!(q.next_deadline(), Some(T0));
+        let t = q.poll_transmit(T0, 0, || h.next()).unwrap();
+        assert_eq!(t.batch.events.len(), 10);
+        // An event larger than a batch goes alone.
+        let mut q = Queue::new(QueueConfig {
+            max_batch_bytes: 100,
+            ..QueueConfig::default()
+        });
+        q.push(T0, big(1), true);
+        q.push(T0, click(2), true);
+        assert_eq!(ids(&q.poll_transmit(T0, 0, || h.next()).unwrap()), [1]);
+        let all = q.flush_all(T0, || h.next());
+        assert_eq!(all.iter().map(ids).collect::<Vec<_>>(), [vec![2]]);
     }
 
     #[test]

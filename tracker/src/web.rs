@@ -240,12 +240,9 @@ fn install() -> Result<(), JsValue> {
 }
 
 /// Adds a listener that lives as long as the page (the closure is leaked on purpose).
-fn on(
-    target: &JsValue,
-    kind: &str,
-    capture: bool,
-    handler: impl Fn(JsValue) + 'static,
-) -> Result<(), JsValue> {
+/// A plain function, not a closure: every listener then shares one closure type, and each
+/// closure type costs its own glue in the Wasm and in `pulse.js`.
+fn on(target: &JsValue, kind: &str, capture: bool, handler: fn(JsValue)) -> Result<(), JsValue> {
     let closure = Closure::<dyn Fn(JsValue)>::new(handler);
     call(
         target,

@@ -1,10 +1,20 @@
 //! Sending: the queue pumped into `fetch` requests, the single wake-up timer, the flush when
 //! the page is hidden, and the answers (read with the browser's `JSON.parse`).
 
+use std::cell::Cell;
+
 use js_sys::{Array, JSON, Object, Uint8Array};
 
 use super::js::{absent, call, get, get_f64, get_str, set, storage, window};
 use super::*;
+
+/// Most request bytes Chromium lets `keepalive` requests have in flight at once (64 KiB).
+const KEEPALIVE_BUDGET: usize = 64 * 1024;
+
+thread_local! {
+    /// Bytes of this page's `keepalive` requests not yet answered.
+    static KEEPALIVE_IN_FLIGHT: Cell<usize> = const { Cell::new(0) };
+}
 
 /// Sends every batch that is due, then re-arms the timer.
 pub(super) fn pump() {
@@ -123,14 +133,24 @@ fn send(url: &str, transmit: Transmit) {
             + ", bytes:";
         debug(&what, &(body.len() as f64).into());
     }
-    // A CORS simple request: POST, no headers; `keepalive` lets it outlive the page.
+    // A CORS simple request: POST, no headers; `keepalive` lets it outlive the page, within
+    // the browser's budget for such requests in flight (beyond it, fetch fails; the events are
+    // parked for the next page anyway).
+    let held = if KEEPALIVE_IN_FLIGHT.get() + body.len() <= KEEPALIVE_BUDGET {
+        KEEPALIVE_IN_FLIGHT.set(KEEPALIVE_IN_FLIGHT.get() + body.len());
+        body.len()
+    } else {
+        0
+    };
+    let release = move || KEEPALIVE_IN_FLIGHT.set(KEEPALIVE_IN_FLIGHT.get().saturating_sub(held));
     let init = Object::new();
     set(&init, "method", &"POST".into());
     set(&init, "body", &Uint8Array::from(body.as_slice()));
-    set(&init, "keepalive", &JsValue::TRUE);
+    set(&init, "keepalive", &(held > 0).into());
     set(&init, "credentials", &"omit".into());
     set(&init, "mode", &"cors".into());
     let Ok(request) = call(&window(), "fetch", &[&url.into(), &init]) else {
+        release();
         return on_answer(transmit.token, Outcome::network_error(), false);
     };
     let token = transmit.token;
@@ -145,22 +165,28 @@ fn send(url: &str, transmit: Transmit) {
     // Promise callbacks instead of futures (no executor in the Wasm). Each step's failure
     // callback is dropped uncalled when the step succeeds and vice versa: a few bytes a
     // request stay allocated.
-    let failed = move |_: JsValue| on_answer(token, Outcome::network_error(), for_this_page);
+    let retry = move |_: JsValue| on_answer(token, Outcome::network_error(), for_this_page);
+    let failed = move |e: JsValue| {
+        release();
+        retry(e);
+    };
     let answered = Closure::once_into_js(move |response: JsValue| {
+        // The request's body has gone.
+        release();
         let status = get_f64(&response, "status").unwrap_or(0.0) as u16;
         // Readable only when the server exposes it (`Access-Control-Expose-Headers`).
         let retry_after = call(&get(&response, "headers"), "get", &[&"retry-after".into()])
             .ok()
             .and_then(|v| v.as_string());
         let Ok(buffer) = call(&response, "arrayBuffer", &[]) else {
-            return failed(JsValue::NULL);
+            return retry(JsValue::NULL);
         };
         let read = Closure::once_into_js(move |buffer: JsValue| {
             let body = Uint8Array::new(&buffer).to_vec();
             let outcome = Outcome::from_http(status, retry_after.as_deref(), &body);
             on_answer(token, outcome, for_this_page);
         });
-        let _ = call(&buffer, "then", &[&read, &Closure::once_into_js(failed)]);
+        let _ = call(&buffer, "then", &[&read, &Closure::once_into_js(retry)]);
     });
     let _ = call(
         &request,
