@@ -1,6 +1,7 @@
 //! What the tracker records in real headless Chromium, on a publisher's own origin with the
 //! README's snippet pointed at the real gateway binary: page views on load, on single-page
-//! navigation (History API) and by hand (`pulse('page')`), the engagement of the page left,
+//! navigation (History API), on a back/forward-cache restore and by hand (`pulse('page')`),
+//! the engagement of the page left, delivery of a page left at once,
 //! and URLs stripped of query parameters but the campaign's (`utm_*`); `pulse('debug', true)`.
 
 use std::path::Path;
@@ -172,4 +173,34 @@ fn events_of_a_page_left_at_once_arrive_through_keepalive_or_the_next_page() {
         .map(|r| r.event.id)
         .collect();
     assert_eq!(ids.len(), 40, "every event of the page left arrived");
+}
+
+#[test]
+fn a_page_restored_from_the_back_forward_cache_counts_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let pages = dir.path().join("site");
+    let publisher = StaticServer::folder(&pages);
+    let config = publisher_config(dir.path(), &[&publisher.url]);
+    let data = dir.path().join("data");
+    let gateway = GatewayProcess::start(&config, &data, "127.0.0.1:0");
+    site(&pages, &gateway.url);
+    let mut browser = Browser::start();
+    browser.goto(&format!("{}/a.html", publisher.url));
+    decisions(&mut browser, 1);
+    browser.eval("window.__same_document = true");
+    browser.goto(&format!("{}/b.html", publisher.url));
+    decisions(&mut browser, 1);
+    browser.eval("history.back()");
+    // The same document is back (not a new load), and it reported a page view again.
+    browser.wait_for(
+        "return window.__same_document === true && window.__decisions.length >= 2",
+        Duration::from_secs(15),
+    );
+    gateway.stop();
+    let a = format!("{}/a.html", publisher.url);
+    let views = stored(&data)
+        .iter()
+        .filter(|r| r.event.kind == EventType::PageView && r.event.page.url == a)
+        .count();
+    assert_eq!(views, 2, "the first view and the restore");
 }
