@@ -15,7 +15,7 @@
 
 use pulse_protocol::BatchHeader;
 
-use pulse_protocol::compact::{decode_record, encode_record};
+use pulse_protocol::compact::{encode_record, restamp_record};
 
 use crate::json::Reader;
 use crate::{Batch, Event};
@@ -33,7 +33,7 @@ fn text_len(e: &Event) -> usize {
 /// The first byte of a parked queue's text.
 const PARKED_FORMAT: u8 = 1;
 
-/// The header the waiting events are parked under (version 0: not a batch).
+/// The header a parked batch is held under here (its own is in its record).
 fn loose_header() -> BatchHeader {
     BatchHeader {
         v: 0,
@@ -86,14 +86,19 @@ impl Default for QueueConfig {
     }
 }
 
-/// A batch to send now. The shell encodes it ([`crate::encode_batch`]), POSTs it and reports
-/// the answer with the same `token`.
+/// A batch to send now. The shell compresses its record (`compact::encode_body`), POSTs it and
+/// reports the answer with the same `token`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Transmit {
     /// Identifies this send attempt in [`Queue::on_response`].
     pub token: u64,
-    /// The batch, with `sent_at` stamped to the time of this attempt.
+    /// The batch, with `sent_at` stamped to the time of this attempt; a batch parked by an
+    /// earlier page has its header only (its events are in `record`).
     pub batch: Batch,
+    /// The batch's compact record (`pulse_protocol::compact`), stamped likewise.
+    pub record: Vec<u8>,
+    /// How many events it carries.
+    pub events: usize,
 }
 
 /// What came back for a request, classified.
@@ -190,10 +195,22 @@ pub enum Reaction {
 
 #[derive(Clone, Debug)]
 struct OutBatch {
+    /// The batch formed on this page; for one parked by an earlier page, a header of version 0
+    /// and no events: those stay in `parked`, never decoded here.
     batch: Batch,
+    /// A parked batch's record and how many events it holds.
+    parked: Option<(Vec<u8>, usize)>,
     failures: u32,
     not_before: u64,
     in_flight: Option<InFlight>,
+}
+
+impl OutBatch {
+    fn count(&self) -> usize {
+        self.parked
+            .as_ref()
+            .map_or(self.batch.events.len(), |p| p.1)
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -231,12 +248,7 @@ impl Queue {
 
     /// Queued events: waiting, in flight and awaiting a retry.
     pub fn len(&self) -> usize {
-        self.pending.len()
-            + self
-                .outbox
-                .iter()
-                .map(|o| o.batch.events.len())
-                .sum::<usize>()
+        self.pending.len() + self.outbox.iter().map(OutBatch::count).sum::<usize>()
     }
 
     /// True when no event is queued.
@@ -334,7 +346,7 @@ impl Queue {
             }
             Outcome::Permanent { status, code } => {
                 // `index` came from `position` above.
-                let events = self.outbox.remove(index).batch.events.len();
+                let events = self.outbox.remove(index).count();
                 Reaction::Dropped {
                     events,
                     status,
@@ -363,38 +375,44 @@ impl Queue {
     }
 
     /// Every unacknowledged event (waiting, awaiting a retry, or in flight: a request sent as
-    /// the page unloads may never be answered), to park in `localStorage`. Resending an event
-    /// that did arrive is harmless: the server dedupes by event id.
+    /// the page unloads may never be answered), to park in `localStorage`; the waiting ones go
+    /// as one more batch, its header from `header` (called only when some wait). Resending an
+    /// event that did arrive is harmless: the server dedupes by event id.
     ///
-    /// The text holds one character per byte (U+0000 to U+00FF): a format byte (1), then
-    /// length-prefixed compact records (`pulse_protocol::compact`), each batch's and, last, the
-    /// waiting events' under a header of version 0.
-    pub fn export(&self) -> String {
+    /// The text holds one character per byte (U+0000 to U+00FF): a format byte (1), then for
+    /// each batch its length, its number of events and its compact record
+    /// (`pulse_protocol::compact`), which the next page sends as it is (restamped).
+    pub fn export(&self, header: impl FnOnce() -> BatchHeader) -> String {
         let mut bytes = vec![PARKED_FORMAT];
-        let mut put = |record: Vec<u8>| {
-            let mut n = record.len();
-            while n >= 0x80 {
-                bytes.push(n as u8 | 0x80);
-                n >>= 7;
+        let mut put = |record: &[u8], events: usize| {
+            for mut n in [record.len(), events] {
+                while n >= 0x80 {
+                    bytes.push(n as u8 | 0x80);
+                    n >>= 7;
+                }
+                bytes.push(n as u8);
             }
-            bytes.push(n as u8);
-            bytes.extend_from_slice(&record);
+            bytes.extend_from_slice(record);
         };
         for o in &self.outbox {
-            put(encode_record(&o.batch));
+            match &o.parked {
+                Some((record, events)) => put(record, *events),
+                None => put(&encode_record(&o.batch), o.count()),
+            }
         }
         if !self.pending.is_empty() {
-            put(encode_record(&Batch {
-                header: loose_header(),
+            let batch = Batch {
+                header: header(),
                 events: self.pending.clone(),
-            }));
+            };
+            put(&encode_record(&batch), batch.events.len());
         }
         bytes.into_iter().map(char::from).collect()
     }
 
-    /// Queues events parked by [`Queue::export`] on an earlier page; they are due at once.
-    /// Batches keep their header and `seq`. Returns how many events were dropped to stay within
-    /// the bound, or `None` (and changes nothing) when the text is not a parked queue.
+    /// Queues the batches parked by [`Queue::export`] on an earlier page; they are due at once
+    /// and keep their header and `seq`. Returns how many events were dropped to stay within the
+    /// bound, or `None` (and changes nothing) when the text is not a parked queue.
     pub fn import(&mut self, now_ms: u64, text: &str) -> Option<usize> {
         let bytes: Vec<u8> = text
             .chars()
@@ -404,38 +422,43 @@ impl Queue {
         if format != PARKED_FORMAT {
             return None;
         }
-        let (mut batches, mut events) = (Vec::new(), Vec::new());
-        while !rest.is_empty() {
-            let (mut len, mut shift) = (0usize, 0);
+        let varint = |rest: &mut &[u8]| -> Option<usize> {
+            let (mut n, mut shift) = (0usize, 0);
             loop {
                 let (&b, tail) = rest.split_first()?;
-                rest = tail;
-                len |= usize::from(b & 0x7f).checked_shl(shift)?;
+                *rest = tail;
+                n |= usize::from(b & 0x7f).checked_shl(shift)?;
                 shift += 7;
                 if b < 0x80 {
-                    break;
+                    return Some(n);
                 }
             }
+        };
+        let mut parked = Vec::new();
+        while !rest.is_empty() {
+            let len = varint(&mut rest)?;
+            let events = varint(&mut rest)?;
             let record = rest.get(..len)?;
             rest = rest.get(len..)?;
-            let batch = decode_record(record).ok()?;
-            if batch.header.v == 0 {
-                events.extend(batch.events);
-            } else if !batch.events.is_empty() {
-                batches.push(batch);
+            // A record too short for its sent_at is no record.
+            if record.len() < 8 {
+                return None;
+            }
+            if events > 0 {
+                parked.push((record.to_vec(), events));
             }
         }
-        for batch in batches {
+        for p in parked {
             self.outbox.push(OutBatch {
-                batch,
+                batch: Batch {
+                    header: loose_header(),
+                    events: Vec::new(),
+                },
+                parked: Some(p),
                 failures: 0,
                 not_before: now_ms,
                 in_flight: None,
             });
-        }
-        if !events.is_empty() {
-            self.pending.extend(events);
-            self.make_due(now_ms);
         }
         Some(self.enforce_bound())
     }
@@ -462,6 +485,7 @@ impl Queue {
         }
         self.outbox.push(OutBatch {
             batch: Batch { header, events },
+            parked: None,
             failures: 0,
             not_before: now_ms,
             in_flight: None,
@@ -477,9 +501,18 @@ impl Queue {
             since: now_ms,
         });
         out.batch.header.sent_at = now_ms;
+        let record = match &mut out.parked {
+            Some((record, _)) => {
+                restamp_record(record, now_ms);
+                record.clone()
+            }
+            None => encode_record(&out.batch),
+        };
         Transmit {
             token,
             batch: out.batch.clone(),
+            record,
+            events: out.count(),
         }
     }
 
@@ -528,11 +561,19 @@ impl Queue {
         let mut dropped = 0;
         while self.len() > self.config.max_queued_events {
             if let Some(index) = self.outbox.iter().position(|o| o.in_flight.is_none()) {
+                // A parked batch goes whole: its events are never decoded here.
                 let out = &mut self.outbox[index];
-                out.batch.events.remove(0);
-                if out.batch.events.is_empty() {
+                let gone = match out.parked {
+                    Some((_, n)) => n,
+                    None => {
+                        out.batch.events.remove(0);
+                        1
+                    }
+                };
+                if out.count() == 0 || out.parked.is_some() {
                     self.outbox.remove(index);
                 }
+                dropped += gone - 1;
             } else if self.pending.is_empty() {
                 break;
             } else {
@@ -911,23 +952,44 @@ mod tests {
 
     #[test]
     fn export_import_keeps_batches_and_events() {
+        use pulse_protocol::compact::decode_record;
         let mut q = Queue::new(QueueConfig::default());
         let mut h = Headers(5);
         q.push(T0, event(1, EventType::PageView), true);
         let t = q.poll_transmit(T0, 0, || h.next()).unwrap();
         q.push(T0 + 1, click(2), false);
-        let parked = q.export();
+        let parked = q.export(|| h.next());
 
         let mut next = Queue::new(QueueConfig::default());
         assert_eq!(next.import(T0 + 10_000, &parked), Some(0));
         assert_eq!(next.len(), 2);
         let mut h2 = Headers(9);
+        let read = |t: &Transmit| {
+            let b = decode_record(&t.record).unwrap();
+            let ids: Vec<u128> = b.events.iter().map(|e| e.id.0).collect();
+            (ids, b.header.seq, b.header.sent_at, t.events)
+        };
         let a = next.poll_transmit(T0 + 10_000, 0, || h2.next()).unwrap();
-        assert_eq!((ids(&a), a.batch.header.seq), (vec![1], t.batch.header.seq));
-        assert_eq!(a.batch.header.sent_at, T0 + 10_000);
+        assert_eq!(read(&a), (vec![1], t.batch.header.seq, T0 + 10_000, 1));
+        // Its answer is for the page that parked it.
+        assert!(a.batch.events.is_empty());
         next.on_response(T0 + 10_001, a.token, ok_answer(), 0);
         let b = next.poll_transmit(T0 + 10_001, 0, || h2.next()).unwrap();
-        assert_eq!((ids(&b), b.batch.header.seq), (vec![2], 9));
+        assert_eq!(read(&b), (vec![2], 6, T0 + 10_001, 1));
+        // A retry of a parked batch is restamped.
+        next.on_response(T0 + 10_002, b.token, Outcome::network_error(), 0);
+        let again = next.poll_transmit(T0 + 20_000, 0, || h2.next()).unwrap();
+        assert_eq!(read(&again).2, T0 + 20_000);
+        // Parked batches beyond the bound go whole.
+        let mut small = Queue::new(QueueConfig {
+            max_queued_events: 1,
+            ..QueueConfig::default()
+        });
+        let mut two = Queue::new(QueueConfig::default());
+        two.push(T0, click(7), false);
+        two.push(T0, click(8), false);
+        assert_eq!(small.import(T0, &two.export(|| h.next())), Some(2));
+        assert!(small.is_empty());
 
         // Text that is not a parked queue (an older tracker's JSON, a record cut short).
         assert_eq!(next.import(T0, "{nope"), None);

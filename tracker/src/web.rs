@@ -21,7 +21,7 @@ use pulse_protocol::json_text::{push_key, push_str, push_u64};
 use crate::Consent;
 use crate::json::u64_string;
 use crate::url::{DEFAULT_QUERY_ALLOW, keep_query};
-use crate::{Engagement, Event, Outcome, Queue, QueueConfig, Reaction, Session, Transmit, encode};
+use crate::{Engagement, Event, Outcome, Queue, QueueConfig, Reaction, Session, Transmit};
 
 mod consent;
 mod decision;

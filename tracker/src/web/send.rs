@@ -3,6 +3,8 @@
 
 use std::cell::Cell;
 
+use pulse_protocol::compact::encode_body;
+
 use js_sys::{Array, JSON, Object, Uint8Array};
 
 use super::js::{absent, call, get, get_f64, get_str, set, storage, window};
@@ -77,7 +79,7 @@ pub(super) fn on_hidden() {
         let session = &mut t.session;
         let sends = t.queue.flush_all(now, || session.next_header(&key, now));
         store(STATE_KEY, Some(&session.to_json()));
-        park(&t.queue);
+        park(t);
         Some((t.url.clone(), sends))
     })
     .flatten();
@@ -114,23 +116,25 @@ pub(super) fn send_engagement(page: Option<PageContext>) {
 }
 
 /// Keeps the unacknowledged events in `localStorage` for the next page, or clears them.
-fn park(queue: &Queue) {
-    if queue.is_empty() {
+/// Waiting events go as one more batch of this session.
+fn park(t: &mut Tracker) {
+    if t.queue.is_empty() {
         store(QUEUE_KEY, None);
     } else {
-        store(QUEUE_KEY, Some(&queue.export()));
+        let (key, now) = (t.site_key.clone().unwrap_or_default(), now());
+        let session = &mut t.session;
+        store(
+            QUEUE_KEY,
+            Some(&t.queue.export(|| session.next_header(&key, now))),
+        );
     }
 }
 
 /// Starts the request at once (so it leaves even from `pagehide`) and handles its answer later.
 fn send(url: &str, transmit: Transmit) {
-    let body = encode(&transmit.batch);
+    let body = encode_body(&transmit.record, (0, &[]));
     if DEBUG.get() {
-        let what = "send ".to_owned()
-            + &u64_string(transmit.batch.events.len() as u64)
-            + " event(s), seq "
-            + &u64_string(transmit.batch.header.seq)
-            + ", bytes:";
+        let what = "send ".to_owned() + &u64_string(transmit.events as u64) + " event(s), bytes:";
         debug(&what, &(body.len() as f64).into());
     }
     // A CORS simple request: POST, no headers; `keepalive` lets it outlive the page, within
@@ -205,7 +209,7 @@ fn on_answer(token: u64, outcome: Outcome, for_this_page: bool) {
     let reaction = with(|t| {
         let reaction = t.queue.on_response(now(), token, outcome, random_u32());
         if storage().is_some_and(|s| load(&s, QUEUE_KEY).is_some()) {
-            park(&t.queue);
+            park(t);
         }
         reaction
     });
