@@ -131,17 +131,30 @@ impl Outcome {
 
     /// Classifies an HTTP answer from its status, `Retry-After` header (seconds) and body.
     pub fn from_http(status: u16, retry_after: Option<&str>, body: &[u8]) -> Self {
+        match Self::from_status(status, retry_after, error_code(body)) {
+            Self::Accepted(_) => Self::Accepted(body.to_vec()),
+            other => other,
+        }
+    }
+
+    /// Classifies an HTTP answer whose body the caller read (the browser shell, with
+    /// `JSON.parse`): its status, `Retry-After` header (seconds) and error code. An accepted
+    /// answer carries no body here.
+    pub fn from_status(status: u16, retry_after: Option<&str>, code: Option<String>) -> Self {
         match status {
-            200..=299 => Self::Accepted(body.to_vec()),
+            200..=299 => Self::Accepted(Vec::new()),
             408 | 429 | 500..=599 => Self::Retry {
                 retry_after_ms: retry_after
-                    .and_then(|s| Reader::new(s).u64())
+                    .map(|s| s.trim_ascii())
+                    .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                    .map(|s| {
+                        s.bytes().fold(0u64, |n, b| {
+                            n.saturating_mul(10).saturating_add(u64::from(b - b'0'))
+                        })
+                    })
                     .map(|secs| secs.saturating_mul(1000)),
             },
-            _ => Self::Permanent {
-                status,
-                code: error_code(body),
-            },
+            _ => Self::Permanent { status, code },
         }
     }
 }

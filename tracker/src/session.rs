@@ -52,17 +52,17 @@ impl Session {
     /// Restores a session stored with [`Session::to_json`]; `None` when the text is not a
     /// valid stored session (the shell then starts a new one).
     pub fn from_json(text: &str) -> Option<Self> {
-        let mut session = Self::new(0, [0; 16], [0; 16]);
-        let (mut anonymous, mut current) = (None, None);
+        let (mut anonymous, mut current, mut user, mut auth) = (None, None, None, None);
+        let (mut last, mut seq) = (0, 0);
         let mut r = Reader::new(text);
         r.object(|r, key| {
             match key {
                 "anonymous_id" => anonymous = Some(r.string()?),
-                "user_id" => session.user_id = Some(r.string()?),
-                "auth" => session.auth = Some(r.string()?),
+                "user_id" => user = Some(r.string()?),
+                "auth" => auth = Some(r.string()?),
                 "session_id" => current = Some(r.string()?),
-                "last_activity_ms" => session.last_activity_ms = r.u64()?,
-                "next_seq" => session.next_seq = r.u64()?,
+                "last_activity_ms" => last = r.u64()?,
+                "next_seq" => seq = r.u64()?,
                 _ => r.skip()?,
             }
             Some(())
@@ -70,13 +70,32 @@ impl Session {
         if !r.done() {
             return None;
         }
-        session.anonymous_id = anonymous?;
-        session.session_id = current?;
+        Self::restore(anonymous?, current?, user, auth, last, seq)
+    }
+
+    /// A session from its stored fields (the browser shell reads them with `JSON.parse`);
+    /// `None` when one is not valid.
+    pub fn restore(
+        anonymous_id: String,
+        session_id: String,
+        user_id: Option<String>,
+        auth: Option<String>,
+        last_activity_ms: u64,
+        next_seq: u64,
+    ) -> Option<Self> {
         let token_ok = |s: &str| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit());
-        let user_ok = session.user_id.as_deref().is_none_or(valid_user_id);
-        let auth_ok = session.auth.as_deref().is_none_or(valid_auth);
-        (token_ok(&session.anonymous_id) && token_ok(&session.session_id) && user_ok && auth_ok)
-            .then_some(session)
+        let ok = token_ok(&anonymous_id)
+            && token_ok(&session_id)
+            && user_id.as_deref().is_none_or(valid_user_id)
+            && auth.as_deref().is_none_or(valid_auth);
+        ok.then_some(Self {
+            anonymous_id,
+            user_id,
+            auth,
+            session_id,
+            last_activity_ms,
+            next_seq,
+        })
     }
 
     /// The state as JSON, for `localStorage`.

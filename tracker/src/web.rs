@@ -166,8 +166,19 @@ fn install() -> Result<(), JsValue> {
     let storage = js::storage();
     let stored = storage.as_ref().and_then(|s| load(s, STATE_KEY));
     let session = stored
-        .as_deref()
-        .and_then(Session::from_json)
+        .and_then(|text| {
+            // Read by the browser (`JSON.parse`); the fields are checked by `Session::restore`.
+            let o = call(&get(&window, "JSON"), "parse", &[&text.into()]).ok()?;
+            let number = |key| js::get_f64(&o, key).map(|n| n as u64);
+            Session::restore(
+                get_str(&o, "anonymous_id")?,
+                get_str(&o, "session_id")?,
+                get_str(&o, "user_id"),
+                get_str(&o, "auth"),
+                number("last_activity_ms")?,
+                number("next_seq")?,
+            )
+        })
         .unwrap_or_else(|| Session::new(now, random(), random()));
     let mut queue = Queue::new(QueueConfig::default());
     if let Some(parked) = storage.as_ref().and_then(|s| load(s, QUEUE_KEY)) {

@@ -5,7 +5,7 @@ use std::cell::Cell;
 
 use pulse_protocol::compact::encode_body;
 
-use js_sys::{Array, JSON, Object, Uint8Array};
+use js_sys::{Array, Object, Uint8Array};
 
 use super::js::{absent, call, get, get_f64, get_str, set, storage, window};
 use super::*;
@@ -155,7 +155,12 @@ fn send(url: &str, transmit: Transmit) {
     set(&init, "mode", &"cors".into());
     let Ok(request) = call(&window(), "fetch", &[&url.into(), &init]) else {
         release();
-        return on_answer(transmit.token, Outcome::network_error(), false);
+        return on_answer(
+            transmit.token,
+            Outcome::network_error(),
+            false,
+            &JsValue::UNDEFINED,
+        );
     };
     let token = transmit.token;
     // A batch made only of events parked by an earlier page answers for that page: its decision
@@ -169,7 +174,14 @@ fn send(url: &str, transmit: Transmit) {
     // Promise callbacks instead of futures (no executor in the Wasm). Each step's failure
     // callback is dropped uncalled when the step succeeds and vice versa: a few bytes a
     // request stay allocated.
-    let retry = move |_: JsValue| on_answer(token, Outcome::network_error(), for_this_page);
+    let retry = move |_: JsValue| {
+        on_answer(
+            token,
+            Outcome::network_error(),
+            for_this_page,
+            &JsValue::UNDEFINED,
+        )
+    };
     let failed = move |e: JsValue| {
         release();
         retry(e);
@@ -182,15 +194,17 @@ fn send(url: &str, transmit: Transmit) {
         let retry_after = call(&get(&response, "headers"), "get", &[&"retry-after".into()])
             .ok()
             .and_then(|v| v.as_string());
-        let Ok(buffer) = call(&response, "arrayBuffer", &[]) else {
+        let Ok(text) = call(&response, "text", &[]) else {
             return retry(JsValue::NULL);
         };
-        let read = Closure::once_into_js(move |buffer: JsValue| {
-            let body = Uint8Array::new(&buffer).to_vec();
-            let outcome = Outcome::from_http(status, retry_after.as_deref(), &body);
-            on_answer(token, outcome, for_this_page);
+        // The answer is parsed by the browser (`JSON.parse`), never copied into the Wasm.
+        let read = Closure::once_into_js(move |text: JsValue| {
+            let answer = call(&get(&window(), "JSON"), "parse", &[&text]).unwrap_or_default();
+            let code = get_str(&get(&answer, "error"), "code");
+            let outcome = Outcome::from_status(status, retry_after.as_deref(), code);
+            on_answer(token, outcome, for_this_page, &answer);
         });
-        let _ = call(&buffer, "then", &[&read, &Closure::once_into_js(retry)]);
+        let _ = call(&text, "then", &[&read, &Closure::once_into_js(retry)]);
     });
     let _ = call(
         &request,
@@ -199,7 +213,7 @@ fn send(url: &str, transmit: Transmit) {
     );
 }
 
-fn on_answer(token: u64, outcome: Outcome, for_this_page: bool) {
+fn on_answer(token: u64, outcome: Outcome, for_this_page: bool, answer: &JsValue) {
     if DEBUG.get() && !matches!(outcome, Outcome::Accepted(_)) {
         debug(
             "no answer to keep:",
@@ -214,7 +228,7 @@ fn on_answer(token: u64, outcome: Outcome, for_this_page: bool) {
         reaction
     });
     match reaction {
-        Some(Reaction::Accepted { body }) => on_accepted(&body, for_this_page),
+        Some(Reaction::Accepted { .. }) => on_accepted(answer, for_this_page),
         Some(Reaction::Dropped {
             events,
             status,
@@ -252,13 +266,11 @@ fn text_of(value: &JsValue) -> String {
 
 /// Reads a 2xx answer: warns of rejected events and of an `auth` token that vouched for
 /// nothing, and applies the decision.
-fn on_accepted(body: &[u8], for_this_page: bool) {
-    let Some(answer) = std::str::from_utf8(body)
-        .ok()
-        .and_then(|t| JSON::parse(t).ok())
-    else {
+fn on_accepted(answer: &JsValue, for_this_page: bool) {
+    let answer = answer.clone();
+    if !answer.is_object() {
         return;
-    };
+    }
     debug("answer", &answer);
     let rejected = get(&answer, "rejected");
     if Array::is_array(&rejected) {
