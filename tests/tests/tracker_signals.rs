@@ -1,7 +1,8 @@
 //! What the tracker records in real headless Chromium, on a publisher's own origin with the
 //! README's snippet pointed at the real gateway binary: page views on load, on single-page
 //! navigation (History API), on a back/forward-cache restore and by hand (`pulse('page')`),
-//! the engagement of the page left, delivery of a page left at once,
+//! the engagement of the page left, delivery of a page left at once, clicks on marked elements
+//! and outbound links, forms sent (never their fields), the read depth of a marked article,
 //! and URLs stripped of query parameters but the campaign's (`utm_*`); `pulse('debug', true)`.
 
 use std::path::Path;
@@ -203,4 +204,89 @@ fn a_page_restored_from_the_back_forward_cache_counts_again() {
         .filter(|r| r.event.kind == EventType::PageView && r.event.page.url == a)
         .count();
     assert_eq!(views, 2, "the first view and the restore");
+}
+
+#[test]
+fn marked_clicks_outbound_links_forms_and_the_articles_read_depth() {
+    let dir = tempfile::tempdir().unwrap();
+    let pages = dir.path().join("site");
+    let publisher = StaticServer::folder(&pages);
+    let config = publisher_config(dir.path(), &[&publisher.url]);
+    let data = dir.path().join("data");
+    let gateway = GatewayProcess::start(&config, &data, "127.0.0.1:0");
+    site(&pages, &gateway.url);
+    let tag = readme_snippet("tag").replace("https://pulse.example", &gateway.url);
+    let page = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>e</title>{tag}</head><body \
+         style=\"margin:0\"><article data-pulse-article style=\"height:1000px\">story</article>\
+         <div data-pulse-click=\"subscribe-cta\"><span id=\"cta\">Subscribe</span></div>\
+         <a id=\"out\" href=\"https://elsewhere.example/x?token=1&amp;utm_source=y\" \
+         onclick=\"return false\">out</a>\
+         <form id=\"newsletter\" action=\"/signup?email=x\" onsubmit=\"return false\">\
+         <input name=\"email\" value=\"secret@reader.example\"></form>\
+         <footer style=\"height:5000px\">more</footer></body></html>"
+    );
+    std::fs::write(pages.join("e.html"), page).unwrap();
+    let mut browser = Browser::start();
+    browser.goto(&format!("{}/e.html", publisher.url));
+    decisions(&mut browser, 1);
+    // The article's bottom comes into view, the document's is far below.
+    browser.eval(
+        "window.scrollTo(0, 1000); dispatchEvent(new Event('scroll')); \
+         document.getElementById('cta').click(); document.getElementById('out').click(); \
+         document.getElementById('newsletter').requestSubmit()",
+    );
+    browser.goto(&format!("{}/b.html", publisher.url));
+    browser.wait_for(
+        "return window.__decisions.length > 0 && localStorage.getItem('pulse_queue') === null",
+        Duration::from_secs(30),
+    );
+    gateway.stop();
+    let events = stored(&data);
+    let props = |r: &EventRecord| serde_json::to_value(&r.event.props).unwrap();
+    let page_e = format!("{}/e.html", publisher.url);
+    let of_e: Vec<&EventRecord> = events
+        .iter()
+        .filter(|r| r.event.page.url == page_e)
+        .collect();
+    let clicks: Vec<serde_json::Value> = of_e
+        .iter()
+        .filter(|r| r.event.kind == EventType::Click)
+        .map(|r| props(r))
+        .collect();
+    assert!(
+        clicks
+            .iter()
+            .any(|p| p["name"] == "subscribe-cta" && p["tag"] == "div"),
+        "{clicks:?}"
+    );
+    assert!(
+        clicks
+            .iter()
+            .any(|p| p["outbound"] == true
+                && p["href"] == "https://elsewhere.example/x?utm_source=y"),
+        "{clicks:?}"
+    );
+    let form = of_e
+        .iter()
+        .find(|r| r.event.name.as_deref() == Some("form_submit"))
+        .map(|r| props(r));
+    assert_eq!(
+        form,
+        Some(
+            serde_json::json!({"form": "newsletter", "action": format!("{}/signup", publisher.url)})
+        )
+    );
+    let depth = of_e
+        .iter()
+        .filter(|r| r.event.kind == EventType::Engagement)
+        .map(|r| props(r)["read_depth"].as_u64().unwrap_or(0))
+        .max();
+    assert_eq!(depth, Some(100), "read depth of the marked article");
+    for r in &events {
+        assert!(
+            !props(r).to_string().contains("secret"),
+            "a field value was sent"
+        );
+    }
 }

@@ -267,8 +267,11 @@ fn on(target: &JsValue, kind: &str, capture: bool, handler: fn(JsValue)) -> Resu
 fn listen(window: &JsValue, document: &JsValue) -> Result<(), JsValue> {
     on(document, "click", true, |event| {
         let target = get(&event, "target");
-        if let Ok(el) = call(&target, "closest", &[&"a, button".into()])
-            && !absent(&el)
+        if let Ok(el) = call(
+            &target,
+            "closest",
+            &[&"a, button, [data-pulse-click]".into()],
+        ) && !absent(&el)
         {
             on_click(&el);
         }
@@ -295,7 +298,41 @@ fn listen(window: &JsValue, document: &JsValue) -> Result<(), JsValue> {
             with(|t| t.engagement.on_visibility(now(), true));
         }
     })?;
+    on(document, "submit", true, |event| {
+        on_submit(&get(&event, "target"))
+    })?;
     on(window, "pagehide", false, |_| on_hidden())
+}
+
+/// A form sent: a `custom` event `form_submit` with the form's `id` or `name` and its `action`
+/// (stripped like every URL); never a field's value.
+fn on_submit(form: &JsValue) {
+    let mut props = String::from("{");
+    push_key(&mut props, "form");
+    let name = get_str(form, "id")
+        .filter(|id| !id.is_empty())
+        .or_else(|| {
+            call(form, "getAttribute", &[&"name".into()])
+                .ok()?
+                .as_string()
+        })
+        .unwrap_or_default();
+    push_str(&mut props, &name);
+    if let Some(action) = get_str(form, "action") {
+        props.push(',');
+        push_key(&mut props, "action");
+        let action = with(|t| keep_query(&action, &t.query)).unwrap_or_default();
+        push_str(&mut props, &truncate(action, MAX_URL_LEN));
+    }
+    props.push('}');
+    with(|t| t.engagement.on_activity(now()));
+    push(
+        EventType::Custom,
+        Some("form_submit".into()),
+        props,
+        false,
+        None,
+    );
 }
 
 /// Dispatches one `pulse(...)` command; never throws.
@@ -456,12 +493,24 @@ fn on_click(el: &JsValue) {
     push_key(&mut props, "tag");
     let tag = get_str(el, "tagName").unwrap_or_default();
     push_str(&mut props, &tag.to_ascii_lowercase());
-    // The resolved `href` property of links, absolute.
+    // The resolved `href` property of links, absolute; outbound when on another origin.
     if let Some(href) = get_str(el, "href").filter(|h| !h.is_empty()) {
+        let here = get_str(&get(&window(), "location"), "origin");
+        if origin_of(&href).is_some_and(|o| Some(o) != here) {
+            props.push_str(",\"outbound\":true");
+        }
         props.push(',');
         push_key(&mut props, "href");
         let href = with(|t| keep_query(&href, &t.query)).unwrap_or_default();
         push_str(&mut props, &truncate(href, MAX_URL_LEN));
+    }
+    // The site's own name for what was clicked.
+    if let Ok(name) = call(el, "getAttribute", &[&"data-pulse-click".into()])
+        && let Some(name) = name.as_string()
+    {
+        props.push(',');
+        push_key(&mut props, "name");
+        push_str(&mut props, &name);
     }
     let text = squash(
         &get_str(el, "textContent").unwrap_or_default(),

@@ -36,11 +36,29 @@ pub(super) fn page_context() -> PageContext {
 }
 
 /// Percent of the document height seen so far (bottom of the viewport).
+/// Of the element marked `data-pulse-article` when there is one (how far its bottom edge has
+/// come into view), else of the whole document.
 pub(super) fn read_depth() -> u32 {
     let window = window();
-    let height = get_f64(&js::html(), "scrollHeight").unwrap_or(0.0);
     let viewport = get_f64(&window, "innerHeight").unwrap_or(0.0);
-    let seen = get_f64(&window, "scrollY").unwrap_or(0.0) + viewport;
+    let article = call(
+        &document(),
+        "querySelector",
+        &[&"[data-pulse-article]".into()],
+    )
+    .ok()
+    .filter(|a| !absent(a));
+    let (seen, height) = match article {
+        Some(article) => {
+            let rect = call(&article, "getBoundingClientRect", &[]).unwrap_or_default();
+            let top = get_f64(&rect, "top").unwrap_or(0.0);
+            (viewport - top, get_f64(&rect, "height").unwrap_or(0.0))
+        }
+        None => (
+            get_f64(&window, "scrollY").unwrap_or(0.0) + viewport,
+            get_f64(&js::html(), "scrollHeight").unwrap_or(0.0),
+        ),
+    };
     if height <= 0.0 {
         return 100;
     }
