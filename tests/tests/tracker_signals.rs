@@ -290,3 +290,38 @@ fn marked_clicks_outbound_links_forms_and_the_articles_read_depth() {
         );
     }
 }
+
+#[test]
+fn a_new_campaign_starts_a_new_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let pages = dir.path().join("site");
+    let publisher = StaticServer::folder(&pages);
+    let config = publisher_config(dir.path(), &[&publisher.url]);
+    let data = dir.path().join("data");
+    let gateway = GatewayProcess::start(&config, &data, "127.0.0.1:0");
+    site(&pages, &gateway.url);
+    let mut browser = Browser::start();
+    for page in [
+        "a.html?utm_source=news&utm_campaign=one",
+        "b.html",
+        "a.html?utm_source=social",
+    ] {
+        browser.goto(&format!("{}/{page}", publisher.url));
+        decisions(&mut browser, 1);
+    }
+    gateway.stop();
+    let sessions: Vec<String> = stored(&data)
+        .into_iter()
+        .filter(|r| r.event.kind == EventType::PageView)
+        .map(|r| r.session_id)
+        .collect();
+    assert_eq!(sessions.len(), 3);
+    assert_eq!(
+        sessions[0], sessions[1],
+        "a page without a campaign stays in it"
+    );
+    assert_ne!(
+        sessions[1], sessions[2],
+        "another campaign, another session"
+    );
+}

@@ -31,4 +31,4 @@ pub use engagement::{ACTIVE_GAP_MS, Engagement};
 pub use pulse_protocol::{WireBatch as Batch, WireEvent as Event};
 pub use queue::{Outcome, Queue, QueueConfig, Reaction, Transmit};
 pub use session::{SESSION_IDLE_MS, Session, hex_id};
-pub use url::{DEFAULT_QUERY_ALLOW, keep_query};
+pub use url::{DEFAULT_QUERY_ALLOW, campaign_of, keep_query};

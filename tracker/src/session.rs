@@ -29,6 +29,8 @@ pub struct Session {
     pub last_activity_ms: u64,
     /// Sequence number the next batch of this session gets (from 0).
     pub next_seq: u64,
+    /// The campaign the session came by (`source/medium/campaign` of its UTM parameters).
+    pub campaign: Option<String>,
 }
 
 /// Lowercase hex of 16 bytes: 32 characters, a valid protocol token.
@@ -46,6 +48,7 @@ impl Session {
             session_id: hex_id(session),
             last_activity_ms: now_ms,
             next_seq: 0,
+            campaign: None,
         }
     }
 
@@ -53,7 +56,7 @@ impl Session {
     /// valid stored session (the shell then starts a new one).
     pub fn from_json(text: &str) -> Option<Self> {
         let (mut anonymous, mut current, mut user, mut auth) = (None, None, None, None);
-        let (mut last, mut seq) = (0, 0);
+        let (mut last, mut seq, mut campaign) = (0, 0, None);
         let mut r = Reader::new(text);
         r.object(|r, key| {
             match key {
@@ -63,6 +66,7 @@ impl Session {
                 "session_id" => current = Some(r.string()?),
                 "last_activity_ms" => last = r.u64()?,
                 "next_seq" => seq = r.u64()?,
+                "campaign" => campaign = Some(r.string()?),
                 _ => r.skip()?,
             }
             Some(())
@@ -70,7 +74,9 @@ impl Session {
         if !r.done() {
             return None;
         }
-        Self::restore(anonymous?, current?, user, auth, last, seq)
+        let mut session = Self::restore(anonymous?, current?, user, auth, last, seq)?;
+        session.campaign = campaign;
+        Some(session)
     }
 
     /// A session from its stored fields (the browser shell reads them with `JSON.parse`);
@@ -95,6 +101,7 @@ impl Session {
             session_id,
             last_activity_ms,
             next_seq,
+            campaign: None,
         })
     }
 
@@ -106,6 +113,7 @@ impl Session {
             ("user_id", self.user_id.as_ref()),
             ("auth", self.auth.as_ref()),
             ("session_id", Some(&self.session_id)),
+            ("campaign", self.campaign.as_ref()),
         ] {
             if let Some(value) = value {
                 push_str(&mut out, key);
@@ -134,8 +142,27 @@ impl Session {
         rotated
     }
 
+    /// A page view reached by `campaign` (see `url::campaign_of`) at `now_ms`: a session that
+    /// has sent anything under another campaign (or none) ends and a new one starts (new id
+    /// from `fresh`); returns true then. Page views without a campaign change nothing.
+    pub fn on_campaign(&mut self, now_ms: u64, campaign: Option<String>, fresh: [u8; 16]) -> bool {
+        let Some(campaign) = campaign else {
+            return false;
+        };
+        if self.campaign.as_deref() == Some(campaign.as_str()) {
+            return false;
+        }
+        let rotate = self.next_seq > 0;
+        if rotate {
+            self.start_session(now_ms, fresh);
+        }
+        self.campaign = Some(campaign);
+        rotate
+    }
+
     /// Starts a new session at once (new id, sequence 0).
     pub fn start_session(&mut self, now_ms: u64, fresh: [u8; 16]) {
+        self.campaign = None;
         self.session_id = hex_id(fresh);
         self.next_seq = 0;
         self.last_activity_ms = now_ms;
@@ -248,6 +275,29 @@ mod tests {
         assert_eq!(s.next_seq, 0);
         assert_eq!(s.anonymous_id, hex_id(bytes(1)));
         assert_eq!(s.next_header("k", later).seq, 0);
+    }
+
+    #[test]
+    fn a_new_campaign_starts_a_new_session() {
+        let mut s = Session::new(T0, bytes(1), bytes(2));
+        // The first campaign of a session that has sent nothing is its own.
+        assert!(!s.on_campaign(T0, Some("news/email/am".into()), bytes(3)));
+        s.next_header("k", T0);
+        assert!(!s.on_campaign(T0, None, bytes(3)));
+        assert!(!s.on_campaign(T0, Some("news/email/am".into()), bytes(3)));
+        assert!(s.on_campaign(T0 + 1, Some("social//".into()), bytes(4)));
+        assert_eq!(
+            (s.session_id.as_str(), s.next_seq),
+            (hex_id(bytes(4)).as_str(), 0)
+        );
+        assert_eq!(s.campaign.as_deref(), Some("social//"));
+        // Kept across pages.
+        let back = Session::from_json(&s.to_json()).unwrap();
+        assert_eq!(back, s);
+        // A session ended by idleness forgets its campaign.
+        let mut s = back;
+        s.touch(T0 + 2 * SESSION_IDLE_MS, bytes(5));
+        assert_eq!(s.campaign, None);
     }
 
     #[test]

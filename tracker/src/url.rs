@@ -39,6 +39,30 @@ pub fn keep_query(url: &str, allow: &[String]) -> String {
     out
 }
 
+/// The campaign a URL was reached by: its `utm_source`, `utm_medium` and `utm_campaign`, as
+/// `source/medium/campaign`; `None` without any of them.
+pub fn campaign_of(url: &str) -> Option<String> {
+    let base = url.split('#').next().unwrap_or_default();
+    let query = base.split_once('?')?.1;
+    let (mut out, mut any) = (String::new(), false);
+    for (i, name) in ["utm_source", "utm_medium", "utm_campaign"]
+        .into_iter()
+        .enumerate()
+    {
+        if i > 0 {
+            out.push('/');
+        }
+        let value = query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='));
+        if let Some(value) = value {
+            out.push_str(value);
+            any = true;
+        }
+    }
+    any.then_some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,6 +91,15 @@ mod tests {
             "https://n.example/a"
         );
         assert_eq!(keep_query("", &default()), "");
+    }
+
+    #[test]
+    fn campaigns() {
+        let url = "https://n.example/a?utm_medium=email&x=1&utm_source=news&utm_campaign=am#f";
+        assert_eq!(campaign_of(url).as_deref(), Some("news/email/am"));
+        assert_eq!(campaign_of("/a?utm_source=t").as_deref(), Some("t//"));
+        assert_eq!(campaign_of("/a?x=1"), None);
+        assert_eq!(campaign_of("/a#?utm_source=t"), None);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use pulse_protocol::json_text::{push_key, push_str, push_u64};
 
 use crate::Consent;
 use crate::json::u64_string;
-use crate::url::{DEFAULT_QUERY_ALLOW, keep_query};
+use crate::url::{DEFAULT_QUERY_ALLOW, campaign_of, keep_query};
 use crate::{Engagement, Event, Outcome, Queue, QueueConfig, Reaction, Session, Transmit};
 
 mod consent;
@@ -170,14 +170,16 @@ fn install() -> Result<(), JsValue> {
             // Read by the browser (`JSON.parse`); the fields are checked by `Session::restore`.
             let o = call(&get(&window, "JSON"), "parse", &[&text.into()]).ok()?;
             let number = |key| js::get_f64(&o, key).map(|n| n as u64);
-            Session::restore(
+            let mut session = Session::restore(
                 get_str(&o, "anonymous_id")?,
                 get_str(&o, "session_id")?,
                 get_str(&o, "user_id"),
                 get_str(&o, "auth"),
                 number("last_activity_ms")?,
                 number("next_seq")?,
-            )
+            )?;
+            session.campaign = get_str(&o, "campaign");
+            Some(session)
         })
         .unwrap_or_else(|| Session::new(now, random(), random()));
     let mut queue = Queue::new(QueueConfig::default());

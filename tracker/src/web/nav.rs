@@ -99,6 +99,11 @@ pub(super) fn page_view(props: Option<&JsValue>) {
         },
     };
     let depth = read_depth();
-    with(|t| t.engagement.on_depth(depth));
+    let href = get_str(&get(&window(), "location"), "href").unwrap_or_default();
+    with(|t| {
+        t.engagement.on_depth(depth);
+        // A new campaign starts a new session.
+        t.session.on_campaign(now(), campaign_of(&href), random());
+    });
     push(EventType::PageView, None, props, true, None);
 }
