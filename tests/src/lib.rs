@@ -443,6 +443,21 @@ impl Browser {
         )
     }
 
+    /// Opens a new tab of the same profile (not switching to it) and returns its handle.
+    pub fn new_tab(&mut self) -> String {
+        let answer = post(&self.url("/window/new"), &json!({"type": "tab"}));
+        answer["value"]["handle"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no new tab: {answer}"))
+            .to_owned()
+    }
+
+    /// Works in the tab `handle` from now on (also away from a tab that crashed).
+    pub fn switch_to(&mut self, handle: &str) {
+        let answer = post(&self.url("/window"), &json!({"handle": handle}));
+        assert!(answer["value"].is_null(), "cannot switch tabs: {answer}");
+    }
+
     /// Loads a page and waits for it.
     pub fn goto(&mut self, url: &str) {
         let answer = post(&self.url("/url"), &json!({"url": url}));

@@ -325,3 +325,38 @@ fn a_new_campaign_starts_a_new_session() {
         "another campaign, another session"
     );
 }
+
+#[test]
+fn events_recorded_before_a_crash_arrive_from_the_next_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let pages = dir.path().join("site");
+    let publisher = StaticServer::folder(&pages);
+    let config = publisher_config(dir.path(), &[&publisher.url]);
+    let data = dir.path().join("data");
+    let gateway = GatewayProcess::start(&config, &data, "127.0.0.1:0");
+    site(&pages, &gateway.url);
+    let mut browser = Browser::start();
+    browser.goto(&format!("{}/a.html", publisher.url));
+    decisions(&mut browser, 1);
+    // Recorded, not yet due (2 s), and the page's process dies: no pagehide, no flush.
+    browser.eval("for (let i = 0; i < 5; i++) pulse('track', 'before_crash', {i})");
+    let next = browser.new_tab();
+    browser.cdp("Page.crash", serde_json::json!({}));
+    browser.switch_to(&next);
+    browser.goto(&format!("{}/b.html", publisher.url));
+    browser.wait_for(
+        "return window.__decisions.length > 0 && localStorage.getItem('pulse_queue') === null",
+        Duration::from_secs(30),
+    );
+    gateway.stop();
+    let ids: std::collections::HashSet<_> = stored(&data)
+        .into_iter()
+        .filter(|r| r.event.name.as_deref() == Some("before_crash"))
+        .map(|r| r.event.id)
+        .collect();
+    assert_eq!(
+        ids.len(),
+        5,
+        "every event recorded before the crash arrived"
+    );
+}

@@ -198,8 +198,14 @@ impl Session {
     /// The header of the next batch of this session: takes the next sequence number.
     /// `sent_at` is `now_ms`; the queue re-stamps it on every (re)send.
     pub fn next_header(&mut self, site_key: &str, now_ms: u64) -> BatchHeader {
-        let seq = self.next_seq;
+        let header = self.peek_header(site_key, now_ms);
         self.next_seq += 1;
+        header
+    }
+
+    /// The header the next batch will have, without taking its sequence number: for the
+    /// waiting events parked in storage, which this page sends under the same number.
+    pub fn peek_header(&self, site_key: &str, now_ms: u64) -> BatchHeader {
         BatchHeader {
             v: PROTOCOL_VERSION,
             site_key: site_key.to_owned(),
@@ -207,7 +213,7 @@ impl Session {
             user_id: self.user_id.clone(),
             auth: self.auth.clone(),
             session_id: self.session_id.clone(),
-            seq,
+            seq: self.next_seq,
             sent_at: now_ms,
         }
     }

@@ -587,7 +587,10 @@ fn push(
         t.next_id = t.next_id.wrapping_add(1);
         t.session.touch(now, random());
         store(STATE_KEY, Some(&t.session.to_json()));
-        Some(t.queue.push(now, event, urgent))
+        let dropped = t.queue.push(now, event, urgent);
+        // Kept at once, so a page that crashes or is killed loses nothing it recorded.
+        send::park(t);
+        Some(dropped)
     })
     .flatten();
     if dropped.is_some() {

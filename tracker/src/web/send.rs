@@ -116,17 +116,15 @@ pub(super) fn send_engagement(page: Option<PageContext>) {
 }
 
 /// Keeps the unacknowledged events in `localStorage` for the next page, or clears them.
-/// Waiting events go as one more batch of this session.
-fn park(t: &mut Tracker) {
+/// Waiting events go as one more batch of this session, under the sequence number this page
+/// will send them with.
+pub(super) fn park(t: &Tracker) {
     if t.queue.is_empty() {
         store(QUEUE_KEY, None);
     } else {
-        let (key, now) = (t.site_key.clone().unwrap_or_default(), now());
-        let session = &mut t.session;
-        store(
-            QUEUE_KEY,
-            Some(&t.queue.export(|| session.next_header(&key, now))),
-        );
+        let key = t.site_key.as_deref().unwrap_or_default();
+        let header = || t.session.peek_header(key, now());
+        store(QUEUE_KEY, Some(&t.queue.export(header)));
     }
 }
 
