@@ -3,6 +3,7 @@
 //! navigation (History API), on a back/forward-cache restore and by hand (`pulse('page')`),
 //! the engagement of the page left, delivery of a page left at once, clicks on marked elements
 //! and outbound links, forms sent (never their fields), the read depth of a marked article,
+//! events that outlive a crashed page or an offline spell, a new session for a new campaign,
 //! and URLs stripped of query parameters but the campaign's (`utm_*`); `pulse('debug', true)`.
 
 use std::path::Path;
@@ -359,4 +360,48 @@ fn events_recorded_before_a_crash_arrive_from_the_next_page() {
         5,
         "every event recorded before the crash arrived"
     );
+}
+
+#[test]
+fn events_recorded_offline_arrive_once_back_online() {
+    let dir = tempfile::tempdir().unwrap();
+    let pages = dir.path().join("site");
+    let publisher = StaticServer::folder(&pages);
+    let config = publisher_config(dir.path(), &[&publisher.url]);
+    let data = dir.path().join("data");
+    let gateway = GatewayProcess::start(&config, &data, "127.0.0.1:0");
+    site(&pages, &gateway.url);
+    let mut browser = Browser::start();
+    browser.goto(&format!("{}/a.html", publisher.url));
+    decisions(&mut browser, 1);
+    browser.cdp("Network.enable", serde_json::json!({}));
+    let network = |offline: bool| {
+        serde_json::json!({"offline": offline, "latency": 0, "downloadThroughput": -1,
+            "uploadThroughput": -1})
+    };
+    browser.cdp("Network.emulateNetworkConditions", network(true));
+    browser
+        .eval("pulse('debug', true); for (let i = 0; i < 3; i++) pulse('track', 'offline', {i})");
+    // The tracker tried and failed (it logs the failed attempt it will retry).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !browser
+        .console()
+        .iter()
+        .any(|(_, m)| m.contains("no answer to keep:") && m.contains("retry"))
+    {
+        assert!(std::time::Instant::now() < deadline, "no failed attempt");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    browser.cdp("Network.emulateNetworkConditions", network(false));
+    browser.wait_for(
+        "return localStorage.getItem('pulse_queue') === null",
+        Duration::from_secs(60),
+    );
+    gateway.stop();
+    let ids: std::collections::HashSet<_> = stored(&data)
+        .into_iter()
+        .filter(|r| r.event.name.as_deref() == Some("offline"))
+        .map(|r| r.event.id)
+        .collect();
+    assert_eq!(ids.len(), 3, "every event recorded offline arrived");
 }

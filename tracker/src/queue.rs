@@ -369,6 +369,14 @@ impl Queue {
         }
     }
 
+    /// Makes every batch awaiting a retry due at `now_ms` (the browser is back online: no
+    /// reason to wait out the backoff).
+    pub fn retry_now(&mut self, now_ms: u64) {
+        for o in self.outbox.iter_mut().filter(|o| o.in_flight.is_none()) {
+            o.not_before = o.not_before.min(now_ms);
+        }
+    }
+
     /// When the shell should call [`Queue::poll_transmit`] next (ms since the epoch), or `None`
     /// when only an answer or a new event can make anything due.
     pub fn next_deadline(&self) -> Option<u64> {
@@ -876,6 +884,22 @@ mod tests {
         );
         assert!(q.is_empty());
         assert_eq!(q.next_deadline(), None);
+    }
+
+    #[test]
+    fn back_online_the_retry_is_due_at_once() {
+        let mut q = Queue::new(QueueConfig::default());
+        let mut h = Headers(0);
+        q.push(T0, event(1, EventType::PageView), true);
+        let t = q.poll_transmit(T0, 0, || h.next()).unwrap();
+        q.on_response(T0, t.token, Outcome::network_error(), 0);
+        assert_eq!(q.next_deadline(), Some(T0 + 500));
+        q.retry_now(T0 + 100);
+        assert_eq!(q.next_deadline(), Some(T0 + 100));
+        assert_eq!(
+            ids(&q.poll_transmit(T0 + 100, 0, || h.next()).unwrap()),
+            [1]
+        );
     }
 
     #[test]

@@ -303,6 +303,11 @@ fn listen(window: &JsValue, document: &JsValue) -> Result<(), JsValue> {
     on(document, "submit", true, |event| {
         on_submit(&get(&event, "target"))
     })?;
+    // Back online: what waits for a retry goes now, not after its backoff.
+    on(window, "online", false, |_| {
+        with(|t| t.queue.retry_now(now()));
+        pump();
+    })?;
     on(window, "pagehide", false, |_| on_hidden())
 }
 
