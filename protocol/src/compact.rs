@@ -327,20 +327,31 @@ pub fn inflate_body<'d>(
         0 => &[][..],
         id => dictionary(id).ok_or(CompactError::UnknownDictionary(id))?,
     };
-    // The dictionary first: back references reach into it as into earlier output. One byte
-    // more than the cap tells a record at the cap from one beyond it.
+    // The dictionary first: back references reach into it as into earlier output. The buffer
+    // grows as the record needs it, up to one byte more than the cap (which tells a record at
+    // the cap from one beyond it): a small body costs a small buffer.
+    let limit = dict.len() + cap + 1;
     let mut out = dict.to_vec();
-    out.resize(dict.len() + cap + 1, 0);
+    out.resize((dict.len() + 4096).min(limit), 0);
     let mut state = DecompressorOxide::new();
     let flags = inflate_flags::TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF;
-    let (status, read, written) = decompress(&mut state, stream, &mut out, dict.len(), flags);
-    match status {
-        TINFLStatus::Done if read == stream.len() && written <= cap => {}
-        TINFLStatus::Done if read == stream.len() => return Err(CompactError::TooLarge(cap)),
-        TINFLStatus::HasMoreOutput => return Err(CompactError::TooLarge(cap)),
-        _ => return Err(CompactError::Deflate),
+    let (mut at, mut input) = (dict.len(), stream);
+    loop {
+        let (status, read, written) = decompress(&mut state, input, &mut out, at, flags);
+        input = &input[read..];
+        at += written;
+        match status {
+            TINFLStatus::Done if !input.is_empty() => return Err(CompactError::Deflate),
+            TINFLStatus::Done if at - dict.len() > cap => return Err(CompactError::TooLarge(cap)),
+            TINFLStatus::Done => break,
+            TINFLStatus::HasMoreOutput if out.len() >= limit => {
+                return Err(CompactError::TooLarge(cap));
+            }
+            TINFLStatus::HasMoreOutput => out.resize((out.len() * 2).min(limit), 0),
+            _ => return Err(CompactError::Deflate),
+        }
     }
-    out.truncate(dict.len() + written);
+    out.truncate(at);
     out.drain(..dict.len());
     Ok(out)
 }
