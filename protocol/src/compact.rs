@@ -316,8 +316,7 @@ pub fn inflate_body<'d>(
     cap: usize,
     dictionary: impl Fn(u8) -> Option<&'d [u8]>,
 ) -> Result<Vec<u8>, CompactError> {
-    use miniz_oxide::inflate::TINFLStatus;
-    use miniz_oxide::inflate::core::{DecompressorOxide, decompress, inflate_flags};
+    use miniz_oxide::inflate::core::DecompressorOxide;
 
     let rest = body
         .strip_prefix(&COMPACT_MAGIC)
@@ -333,16 +332,51 @@ pub fn inflate_body<'d>(
     let limit = dict.len() + cap + 1;
     let mut out = dict.to_vec();
     out.resize((dict.len() + 4096).min(limit), 0);
-    let mut state = DecompressorOxide::new();
+    // One decompressor a thread, reset for each body: building one zeroes its tables, which
+    // cost as much as inflating a small record.
+    thread_local! {
+        static STATE: std::cell::RefCell<Box<DecompressorOxide>> = std::cell::RefCell::default();
+    }
+    STATE.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut state) => {
+            state.init();
+            inflate_into(&mut state, stream, &mut out, dict.len(), limit, cap)
+        }
+        Err(_) => inflate_into(
+            &mut DecompressorOxide::new(),
+            stream,
+            &mut out,
+            dict.len(),
+            limit,
+            cap,
+        ),
+    })?;
+    out.drain(..dict.len());
+    Ok(out)
+}
+
+/// Inflates `stream` into `out` after its first `start` bytes (the dictionary), growing it up
+/// to `limit` bytes; leaves `out` holding exactly the dictionary and the record.
+fn inflate_into(
+    state: &mut miniz_oxide::inflate::core::DecompressorOxide,
+    stream: &[u8],
+    out: &mut Vec<u8>,
+    start: usize,
+    limit: usize,
+    cap: usize,
+) -> Result<(), CompactError> {
+    use miniz_oxide::inflate::TINFLStatus;
+    use miniz_oxide::inflate::core::{decompress, inflate_flags};
+
     let flags = inflate_flags::TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF;
-    let (mut at, mut input) = (dict.len(), stream);
+    let (mut at, mut input) = (start, stream);
     loop {
-        let (status, read, written) = decompress(&mut state, input, &mut out, at, flags);
+        let (status, read, written) = decompress(state, input, out, at, flags);
         input = &input[read..];
         at += written;
         match status {
             TINFLStatus::Done if !input.is_empty() => return Err(CompactError::Deflate),
-            TINFLStatus::Done if at - dict.len() > cap => return Err(CompactError::TooLarge(cap)),
+            TINFLStatus::Done if at - start > cap => return Err(CompactError::TooLarge(cap)),
             TINFLStatus::Done => break,
             TINFLStatus::HasMoreOutput if out.len() >= limit => {
                 return Err(CompactError::TooLarge(cap));
@@ -352,8 +386,7 @@ pub fn inflate_body<'d>(
         }
     }
     out.truncate(at);
-    out.drain(..dict.len());
-    Ok(out)
+    Ok(())
 }
 
 /// A compact body as the batch's JSON text, at most `cap` bytes of record.

@@ -3,7 +3,7 @@
 //! serializer or float formatting. Written as the protocol's JSON by hand
 //! ([`WireBatch::to_json`]), and in the compact binary form by [`crate::compact`].
 
-use self::json_text::{depth, hex128, push_key, push_str, push_u64};
+use self::json_text::{depth, push_key, push_str, push_u64};
 use crate::{
     Batch, BatchHeader, Event, EventId, EventType, MAX_PROPS_BYTES, MAX_PROPS_DEPTH, PageContext,
     RejectReason, check_fields,
@@ -59,7 +59,7 @@ impl WireEvent {
     /// Appends the event as protocol JSON.
     pub fn write_json(&self, out: &mut String) {
         out.push_str("{\"id\":");
-        push_str(out, &hex128(self.id.0));
+        push_str(out, self.id.hex().as_str());
         out.push_str(",\"ts\":");
         push_u64(out, self.ts);
         out.push_str(",\"type\":");
@@ -170,21 +170,29 @@ pub mod json_text {
     /// Appends `s` as a JSON string literal.
     pub fn push_str(out: &mut String, s: &str) {
         out.push('"');
-        for c in s.chars() {
-            match c {
-                '"' => out.push_str("\\\""),
-                '\\' => out.push_str("\\\\"),
-                '\n' => out.push_str("\\n"),
-                '\r' => out.push_str("\\r"),
-                '\t' => out.push_str("\\t"),
-                c if (c as u32) < 0x20 => {
-                    out.push_str("\\u00");
-                    out.push(hex_digit(c as u32 >> 4));
-                    out.push(hex_digit(c as u32 & 0xf));
-                }
-                c => out.push(c),
+        // Runs without a character to escape go at once (most strings are one run).
+        let mut run = 0;
+        for (i, b) in s.bytes().enumerate() {
+            let escape = match b {
+                b'"' => "\\\"",
+                b'\\' => "\\\\",
+                b'\n' => "\\n",
+                b'\r' => "\\r",
+                b'\t' => "\\t",
+                0..=0x1f => "",
+                _ => continue,
+            };
+            out.push_str(s.get(run..i).unwrap_or_default());
+            run = i + 1;
+            if escape.is_empty() {
+                out.push_str("\\u00");
+                out.push(hex_digit(u32::from(b) >> 4));
+                out.push(hex_digit(u32::from(b) & 0xf));
+            } else {
+                out.push_str(escape);
             }
         }
+        out.push_str(s.get(run..).unwrap_or_default());
         out.push('"');
     }
 
