@@ -1,17 +1,19 @@
 //! The Pulse browser tracker.
 //!
-//! A pure core that builds and tests natively: [`Queue`] (batching, retry, bounds), [`Session`]
-//! (anonymous id, session rotation, batch sequence numbers), [`Engagement`] (read depth and
-//! active time), [`Event`] and [`Batch`] (properties kept as JSON text) and [`encode`] (the
-//! request body). Time and randomness are arguments throughout.
-//! On `wasm32` a thin `web-sys` shell (`web.rs`) drives the core from the page: it owns every
-//! clock read, timer, `fetch`, `localStorage` access and DOM change.
+//! A pure core that builds and tests natively: [`Queue`] (batching by count, bytes and time,
+//! retry, bounds, the parked copy), [`Session`] (anonymous id, session rotation, batch sequence
+//! numbers), [`Engagement`] (read depth and active time), [`Consent`], URL stripping
+//! ([`keep_query`]), [`Event`] and [`Batch`] (properties kept as JSON text) and [`encode`] (the
+//! compact request body). Time and randomness are arguments throughout.
+//! On `wasm32` a thin shell (`web.rs`, reaching the page through `Reflect`) drives the core from
+//! the page: it owns every clock read, timer, `fetch`, `localStorage` access and DOM change.
 //!
 //! A load generator builds a [`pulse_protocol::Batch`] (or takes one from the `pulse-sim`
 //! crate's simulated readership) and POSTs `encode_batch(&batch)` to `/v1/collect?k=KEY`.
 //!
-//! The Wasm build holds no general JSON serializer and no formatting machinery: JSON is
-//! written and read by hand (`json.rs`), messages are concatenated.
+//! The Wasm build holds no general JSON serializer and no formatting machinery: JSON is written
+//! by hand (`pulse_protocol::json_text`) and read by the browser (`JSON.parse`; `json.rs` reads
+//! it natively), messages are concatenated.
 
 mod consent;
 mod encode;

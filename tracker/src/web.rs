@@ -1,7 +1,8 @@
 //! The browser shell (wasm32 only): the IO boundary of the tracker.
 //!
 //! It replaces the snippet's `window.pulse` stub with a real function, runs the commands queued
-//! before the script loaded, listens to the page (clicks, scrolling, visibility), reads the clock
+//! before the script loaded, listens to the page (clicks, forms, scrolling, visibility,
+//! navigation, connectivity), reads the clock
 //! (`Date.now()`) and randomness (`crypto.getRandomValues`), drives the pure [`Queue`] with timers,
 //! sends batches with `fetch` (a CORS simple request: POST, no headers, keepalive), applies
 //! decisions to the DOM, and keeps the session and unsent events in `localStorage`. It never
@@ -14,9 +15,8 @@ use js_sys::{Array, Date, Function, JSON, Uint8Array};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 
-use pulse_protocol::{EventId, EventType, MAX_TITLE_LEN, MAX_URL_LEN, PageContext};
-
 use pulse_protocol::json_text::{push_key, push_str, push_u64};
+use pulse_protocol::{EventId, EventType, MAX_TITLE_LEN, MAX_URL_LEN, PageContext};
 
 use crate::Consent;
 use crate::json::u64_string;
@@ -36,7 +36,7 @@ use send::{on_hidden, pump, schedule, without_token};
 
 /// `localStorage` key of the session state.
 const STATE_KEY: &str = "pulse_state";
-/// `localStorage` key of events parked when the page was hidden.
+/// `localStorage` key of the unacknowledged events, parked for the next page.
 const QUEUE_KEY: &str = "pulse_queue";
 /// `localStorage` key of the last decision's `<html>` attributes, which the snippet sets
 /// before the page's first paint (README.md).
