@@ -452,6 +452,13 @@ impl Browser {
             .to_owned()
     }
 
+    /// Closes the current tab (as a reader closing it: the page gets `pagehide`); switch to
+    /// another with [`Browser::switch_to`] before the next command.
+    pub fn close_tab(&mut self) {
+        let url = self.url("/window");
+        let _ = agent().delete(&url).call();
+    }
+
     /// Works in the tab `handle` from now on (also away from a tab that crashed).
     pub fn switch_to(&mut self, handle: &str) {
         let answer = post(&self.url("/window"), &json!({"handle": handle}));
