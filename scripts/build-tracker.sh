@@ -10,34 +10,43 @@ tmp_dir="target/pulse-tracker.new"
 
 cargo build -p pulse-tracker --lib --target wasm32-unknown-unknown --profile wasm
 rm -rf "$tmp_dir"
-wasm-bindgen --target no-modules --no-typescript --out-name pulse --out-dir "$tmp_dir" \
-    "$target_dir/wasm32-unknown-unknown/wasm/pulse_tracker.wasm"
+wasm-bindgen --target no-modules --no-typescript --remove-name-section --remove-producers-section \
+    --out-name pulse --out-dir "$tmp_dir" "$target_dir/wasm32-unknown-unknown/wasm/pulse_tracker.wasm"
 
-if command -v wasm-opt >/dev/null 2>&1; then
-    wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
-        --enable-mutable-globals --enable-reference-types --enable-multivalue \
-        -o "$tmp_dir/pulse_bg.opt.wasm" "$tmp_dir/pulse_bg.wasm"
-    mv "$tmp_dir/pulse_bg.opt.wasm" "$tmp_dir/pulse_bg.wasm"
-fi
+# wasm-bindgen's JavaScript without its comments, blank lines and indentation (a reader downloads
+# every byte; its output has no template literals or strings spanning lines, so no line's text
+# depends on its leading spaces).
+awk '
+in_block { if (index($0, "*/")) in_block = 0; next }
+{ t = $0; sub(/^[ \t]+/, "", t); sub(/[ \t]+$/, "", t) }
+t ~ /^\/\*/ { if (!index(t, "*/")) in_block = 1; next }
+t == "" || t ~ /^\/\// { next }
+{ print t }
+' "$tmp_dir/pulse.js" >"$tmp_dir/pulse.min.js"
+mv "$tmp_dir/pulse.min.js" "$tmp_dir/pulse.js"
+
+# No wasm-opt: Debian's binaryen (108) breaks wasm-bindgen 0.2.130's output (its externref table
+# becomes a funcref table: "WebAssembly.Table.set(): function-typed object must be null" in
+# Chromium, so the tracker never starts), and it saved only about 1 KB gzipped here.
 
 # Bootstrap: load the Wasm from beside pulse.js, wherever that is served from (the gateway, a
-# CDN folder), under whatever name the script has. The script URL must be read synchronously
-# while this file runs (currentScript is null afterwards). The gateway's build rewrites the
-# wasmFile line (exactly this text) to the Wasm's content-hashed name.
+# CDN folder), under whatever name the script has: the last path segment of the script's URL
+# (its own file name) replaced, a query kept. The script URL must be read synchronously while
+# this file runs (currentScript is null afterwards); it is left on the `pulse` stub (made here
+# when a page loads the script without the snippet) as `pulse.src`, where the tracker finds its
+# default endpoint. The gateway's build rewrites the wasmFile line (exactly this text) to the
+# Wasm's content-hashed name. Written without comments or indentation: readers download it.
 cat >>"$tmp_dir/pulse.js" <<'JS'
 ;(function () {
-  var wasmFile = 'pulse_bg.wasm';
-  var script = document.currentScript;
-  var src = script && script.src ? script.src : '/pulse.js';
-  // The last path segment (the script's own file name) replaced; a query is kept.
-  var wasm = src.replace(/[^\/?#]*(?=[?#]|$)/, wasmFile);
-  try {
-    Promise.resolve(wasm_bindgen({ module_or_path: wasm })).catch(function (e) {
-      console.warn('pulse: could not load the tracker', e);
-    });
-  } catch (e) {
-    console.warn('pulse: could not load the tracker', e);
-  }
+var wasmFile = 'pulse_bg.wasm';
+var script = document.currentScript;
+var src = script && script.src ? script.src : '/pulse.js';
+var w = window, p = w.pulse = w.pulse || function () { (p.q = p.q || []).push(arguments) };
+p.src = src;
+var warn = function (e) { console.warn('pulse: could not load the tracker', e) };
+try {
+Promise.resolve(wasm_bindgen({ module_or_path: src.replace(/[^\/?#]*(?=[?#]|$)/, wasmFile) })).catch(warn);
+} catch (e) { warn(e) }
 })();
 JS
 

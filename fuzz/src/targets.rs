@@ -79,6 +79,15 @@ pub fn decode(data: &[u8]) {
                 .expect("the reference decodes it too");
             assert_eq!(decoded, reference, "gzip differs from the reference");
         }
+        Some(Encoding::Compact) => {
+            let reference = pulse_protocol::compact::decode_body(data, DECODE_CAP, |_| None)
+                .expect("the reference decodes it too");
+            assert_eq!(
+                decoded,
+                reference.as_bytes(),
+                "compact differs from the reference"
+            );
+        }
         None => panic!("decoded a body of no known encoding"),
     }
 }

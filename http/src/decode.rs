@@ -1,12 +1,12 @@
-//! Turns a request body into JSON bytes: zstd or gzip (recognised by their magic bytes, see
-//! [`Encoding::sniff`]) or plain JSON, with a hard cap on the decompressed size. Every frame or
+//! Turns a request body into JSON bytes: zstd, gzip or the compact binary record (recognised by
+//! their magic bytes, see [`Encoding::sniff`]) or plain JSON, with a hard cap on the decompressed size. Every frame or
 //! member of the body is decoded, and anything after the last one is refused, for zstd and gzip
 //! alike. Pure: bytes in, bytes out; each thread keeps one zstd context and reuses it.
 
 use std::cell::RefCell;
 use std::io::Read;
 
-use pulse_protocol::{Encoding, ErrorCode};
+use pulse_protocol::{Encoding, ErrorCode, compact};
 use zstd::zstd_safe::{DCtx, DParameter, InBuffer, OutBuffer, ResetDirective};
 
 /// Largest zstd window accepted (2^22 = 4 MiB), so a frame cannot ask for unbounded memory.
@@ -57,7 +57,7 @@ pub fn sniff(body: &[u8], content_encoding: Option<&str>) -> Result<Encoding, De
         (Some(d), None) => Err(DecodeError::Corrupt(d)),
         (_, Some(s)) => Ok(s),
         (None, None) => Err(DecodeError::Unsupported(
-            "the body is neither zstd, gzip nor JSON".into(),
+            "the body is neither zstd, gzip, compact nor JSON".into(),
         )),
     }
 }
@@ -80,6 +80,15 @@ pub fn decode<'a>(
         }
         Encoding::Gzip => {
             decode_gzip(body, cap, out)?;
+            Ok(out)
+        }
+        Encoding::Compact => {
+            // No dictionary is configured yet: a body naming one is refused (undecodable).
+            let json = compact::decode_body(body, cap, |_| None).map_err(|e| match e {
+                compact::CompactError::TooLarge(_) => DecodeError::TooLarge(cap),
+                _ => DecodeError::Corrupt(Encoding::Compact),
+            })?;
+            out.extend_from_slice(json.as_bytes());
             Ok(out)
         }
     }
@@ -278,5 +287,29 @@ mod tests {
         );
         // After a corrupt body the thread's context decodes good ones again.
         assert!(dec(&zstd(b"{}"), None, 100).is_ok());
+    }
+
+    #[test]
+    fn compact_bodies_become_the_batchs_json() {
+        use pulse_protocol::compact::{encode_body, encode_record};
+        let json = r#"{"v":1,"site_key":"demo","anonymous_id":"a1","session_id":"s1","seq":0,"sent_at":5,"events":[{"id":"0000000000000000000000000000002a","ts":4,"type":"page_view","page":{"url":"https://n.example/"},"props":{"x":[1.5]}}]}"#;
+        let batch: pulse_protocol::Batch = serde_json::from_str(json).unwrap();
+        let record = encode_record(&(&batch).into());
+        let body = encode_body(&record, (0, b""));
+        assert_eq!(dec(&body, None, 1000).unwrap(), json.as_bytes());
+        assert_eq!(dec(&body, None, 10), Err(DecodeError::TooLarge(10)));
+        let named = encode_body(&record, (1, b"a dictionary"));
+        assert_eq!(
+            dec(&named, None, 1000),
+            Err(DecodeError::Corrupt(Encoding::Compact))
+        );
+        assert_eq!(
+            dec(&body[..body.len() - 1], None, 1000),
+            Err(DecodeError::Corrupt(Encoding::Compact))
+        );
+        assert_eq!(
+            dec(&body, Some("gzip"), 1000),
+            Err(DecodeError::Corrupt(Encoding::Gzip))
+        );
     }
 }

@@ -121,7 +121,7 @@ mod tests {
         let mut ids = HashSet::new();
         for _ in 0..pool.len() {
             let body = pool.next().unwrap();
-            assert_eq!(body.bytes[..4], pulse_protocol::ZSTD_MAGIC);
+            assert_eq!(body.bytes[..3], pulse_protocol::COMPACT_MAGIC);
             let json = pulse_http::decode_to_vec(&body.bytes, None, 1 << 20).unwrap();
             let parsed = pulse_protocol::parse_batch(&json, now).unwrap();
             assert_eq!(parsed.accepted.len(), 10);

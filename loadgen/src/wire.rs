@@ -1,9 +1,12 @@
-//! Bytes on the wire per event for each way a batch could be encoded: plain JSON, gzip, zstd as
-//! the tracker sends it (pure-Rust encoder, fastest level), zstd level 3, and zstd level 3 with
-//! a dictionary trained on other readers' traffic. Pure apart from the CPU it takes.
+//! Bytes on the wire per event for each way a batch could be encoded: plain JSON, gzip, the
+//! compact body as the tracker sends it (`pulse_protocol::compact`, no dictionary), the compact
+//! body against a dictionary of other readers' records, zstd level 3, and zstd level 3 with a
+//! dictionary trained on other readers' traffic. Pure apart from the CPU it takes.
 
 use std::io::Write;
 
+use pulse_protocol::WireBatch;
+use pulse_protocol::compact::{encode_body, encode_record, train_dictionary};
 use pulse_sim::{Traffic, TrafficConfig};
 use pulse_tracker::{batch_json, encode_batch};
 use serde::Serialize;
@@ -17,8 +20,10 @@ pub struct BytesRow {
     pub json: f64,
     /// gzip (flate2, default level 6).
     pub gzip: f64,
-    /// zstd as the tracker sends it (ruzstd, fastest level, via `encode_batch`).
-    pub zstd_tracker: f64,
+    /// The compact body as the tracker sends it (`encode_batch`: no dictionary).
+    pub tracker: f64,
+    /// The compact body against a dictionary of other readers' records.
+    pub compact_dict: f64,
     /// zstd level 3 (the C library).
     pub zstd_3: f64,
     /// zstd level 3 with the trained dictionary.
@@ -30,8 +35,10 @@ pub struct BytesRow {
 pub struct BytesTable {
     /// One row per batch size.
     pub rows: Vec<BytesRow>,
-    /// Size of the trained dictionary, bytes (a client would have to ship it).
+    /// Size of the trained zstd dictionary, bytes (a client would have to ship it).
     pub dictionary_bytes: usize,
+    /// Size of the compact body's dictionary, bytes.
+    pub compact_dictionary_bytes: usize,
     /// Batches measured per row.
     pub batches: usize,
     /// Batches the dictionary was trained on.
@@ -61,6 +68,17 @@ pub fn bytes_table(
         .map(|i| batch_json(&others.next_batch([1, 10, 50][i % 3], now)))
         .collect();
     let dict = zstd::dict::from_samples(&samples, dict_size)?;
+    // The compact body's dictionary, trained on the same batches of other readers.
+    let mut others = Traffic::new(&TrafficConfig {
+        readers: 1_000,
+        seed: 7,
+        ..TrafficConfig::default()
+    });
+    let samples: Vec<WireBatch> = (0..train)
+        .map(|i| WireBatch::from(&others.next_batch([1, 10, 50][i % 3], now)))
+        .collect();
+    let compact_dict = train_dictionary(&samples, dict_size.min(32 * 1024));
+    let compact_dict = compact_dict.as_slice();
     let mut with_dict = zstd::bulk::Compressor::with_dictionary(3, &dict)?;
     let mut plain3 = zstd::bulk::Compressor::new(3)?;
     let mut rows = Vec::with_capacity(sizes.len());
@@ -73,6 +91,7 @@ pub fn bytes_table(
             ..TrafficConfig::default()
         });
         let (mut json, mut gzip, mut tracker, mut z3, mut zd, mut events) = (0, 0, 0, 0, 0, 0);
+        let mut cd = 0;
         for _ in 0..batches {
             let batch = traffic.next_batch(n, now);
             let text = batch_json(&batch);
@@ -88,6 +107,7 @@ pub fn bytes_table(
             gz.write_all(&text)?;
             gzip += gz.finish()?.len();
             tracker += encode_batch(&batch).len();
+            cd += encode_body(&encode_record(&WireBatch::from(&batch)), (1, compact_dict)).len();
             z3 += plain3.compress(&text)?.len();
             zd += with_dict.compress(&text)?.len();
         }
@@ -96,7 +116,8 @@ pub fn bytes_table(
             events_per_batch: n,
             json: per(json),
             gzip: per(gzip),
-            zstd_tracker: per(tracker),
+            tracker: per(tracker),
+            compact_dict: per(cd),
             zstd_3: per(z3),
             zstd_3_dict: per(zd),
         });
@@ -104,6 +125,7 @@ pub fn bytes_table(
     Ok(BytesTable {
         rows,
         dictionary_bytes: dict.len(),
+        compact_dictionary_bytes: compact_dict.len(),
         batches,
         trained_on: train,
         mix: kinds
@@ -118,13 +140,19 @@ impl BytesTable {
     /// A Markdown table.
     pub fn markdown(&self) -> String {
         let mut out = String::from(
-            "| events/batch | JSON | gzip -6 | zstd (tracker: ruzstd fastest) | zstd -3 | zstd -3 + dictionary |\n\
-             |---:|---:|---:|---:|---:|---:|\n",
+            "| events/batch | JSON | gzip -6 | compact, as the tracker sends it | compact + dictionary | zstd -3 | zstd -3 + dictionary |\n\
+             |---:|---:|---:|---:|---:|---:|---:|\n",
         );
         for r in &self.rows {
             out.push_str(&format!(
-                "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |\n",
-                r.events_per_batch, r.json, r.gzip, r.zstd_tracker, r.zstd_3, r.zstd_3_dict
+                "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |\n",
+                r.events_per_batch,
+                r.json,
+                r.gzip,
+                r.tracker,
+                r.compact_dict,
+                r.zstd_3,
+                r.zstd_3_dict
             ));
         }
         out
@@ -141,10 +169,11 @@ mod tests {
         assert_eq!(table.rows.len(), 2);
         for r in &table.rows {
             assert!(
-                r.gzip < r.json && r.zstd_tracker < r.json && r.zstd_3 < r.json,
+                r.gzip < r.json && r.tracker < r.gzip && r.zstd_3 < r.json,
                 "{r:?}"
             );
             assert!(r.zstd_3_dict < r.zstd_3, "{r:?}");
+            assert!(r.compact_dict < r.tracker, "{r:?}");
         }
         assert!(table.rows[1].zstd_3 < table.rows[0].zstd_3);
         assert!(table.dictionary_bytes <= 4096);

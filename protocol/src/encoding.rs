@@ -5,6 +5,7 @@
 pub const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 /// The gzip member magic number.
 pub const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+pub use crate::compact::COMPACT_MAGIC;
 
 /// A body's encoding.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -13,6 +14,9 @@ pub enum Encoding {
     Zstd,
     /// One or more gzip members.
     Gzip,
+    /// The compact binary record, DEFLATE-compressed ([`crate::compact`]). Never named in a
+    /// `Content-Encoding` header.
+    Compact,
     /// Plain JSON text.
     Json,
 }
@@ -25,6 +29,8 @@ impl Encoding {
             Some(Self::Zstd)
         } else if body.starts_with(&GZIP_MAGIC) {
             Some(Self::Gzip)
+        } else if body.starts_with(&COMPACT_MAGIC) {
+            Some(Self::Compact)
         } else if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
             Some(Self::Json)
         } else {
@@ -48,11 +54,12 @@ impl Encoding {
         }
     }
 
-    /// `zstd`, `gzip` or `json`.
+    /// `zstd`, `gzip`, `compact` or `json`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Zstd => "zstd",
             Self::Gzip => "gzip",
+            Self::Compact => "compact",
             Self::Json => "json",
         }
     }
@@ -69,6 +76,8 @@ mod tests {
             Some(Encoding::Zstd)
         );
         assert_eq!(Encoding::sniff(&[0x1f, 0x8b, 8]), Some(Encoding::Gzip));
+        assert_eq!(Encoding::sniff(b"pz1\0"), Some(Encoding::Compact));
+        assert_eq!(Encoding::sniff(b"pz2"), None);
         assert_eq!(Encoding::sniff(b" \n{}"), Some(Encoding::Json));
         assert_eq!(Encoding::sniff(b"[]"), None);
         assert_eq!(Encoding::sniff(b""), None);

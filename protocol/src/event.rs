@@ -109,8 +109,9 @@ impl Event {
     }
 }
 
-/// The rules for an event's page fields and name, in the order they are checked.
-pub(crate) fn check_fields(
+/// The rules for an event's page fields and name, in the order they are checked (clients check
+/// with them before sending, as the tracker does).
+pub fn check_fields(
     kind: EventType,
     name: Option<&str>,
     url: &str,

@@ -5,6 +5,7 @@
 //! for the server, and holds the one definition of every limit a client must respect.
 
 mod batch;
+pub mod compact;
 mod decision;
 mod decision_record;
 mod encoding;
@@ -17,13 +18,14 @@ mod record;
 mod reject;
 mod schema;
 mod view;
+mod wire;
 
 pub use batch::{Batch, BatchError, BatchHeader};
 pub use decision::{Action, Assignment, Decision};
 pub use decision_record::{DecisionRecord, ShadowDecision};
-pub use encoding::{Encoding, GZIP_MAGIC, ZSTD_MAGIC};
+pub use encoding::{COMPACT_MAGIC, Encoding, GZIP_MAGIC, ZSTD_MAGIC};
 pub use erasure::ErasureRecord;
-pub use event::{Event, EventType, PageContext};
+pub use event::{Event, EventType, PageContext, check_fields};
 pub use id::{EventId, HexId, ParseIdError, is_token};
 pub use limits::*;
 pub use record::{DEAD_LETTER_MAX_RAW, DeadLetter, EventRecord, RecordPrefix, write_dead_letter};
@@ -34,6 +36,7 @@ pub use reject::{
 pub use schema::generate as generate_schema;
 pub use schema::{RecordSchema, SCHEMA_HEADER, push_versioned};
 pub use view::{BatchView, EventView, HeaderView, parse_batch};
+pub use wire::{WireBatch, WireEvent, json_text};
 
 /// The protocol version this crate writes and the newest it reads.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -447,6 +447,28 @@ impl Browser {
         )
     }
 
+    /// Opens a new tab of the same profile (not switching to it) and returns its handle.
+    pub fn new_tab(&mut self) -> String {
+        let answer = post(&self.url("/window/new"), &json!({"type": "tab"}));
+        answer["value"]["handle"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no new tab: {answer}"))
+            .to_owned()
+    }
+
+    /// Closes the current tab (as a reader closing it: the page gets `pagehide`); switch to
+    /// another with [`Browser::switch_to`] before the next command.
+    pub fn close_tab(&mut self) {
+        let url = self.url("/window");
+        let _ = agent().delete(&url).call();
+    }
+
+    /// Works in the tab `handle` from now on (also away from a tab that crashed).
+    pub fn switch_to(&mut self, handle: &str) {
+        let answer = post(&self.url("/window"), &json!({"handle": handle}));
+        assert!(answer["value"].is_null(), "cannot switch tabs: {answer}");
+    }
+
     /// Loads a page and waits for it.
     pub fn goto(&mut self, url: &str) {
         let answer = post(&self.url("/url"), &json!({"url": url}));

@@ -255,9 +255,10 @@ fn a_page_on_an_unlisted_origin_gets_nothing_and_is_told_why() {
     assert!(warning.contains("(403)"), "{warning}");
     assert_eq!(browser.eval("return window.__decisions"), json!([]));
     assert_eq!(browser.eval("return pulse.decision()"), Value::Null);
+    // The snippet's "pending" stays: no decision came.
     assert_eq!(
         browser.eval("return document.documentElement.getAttribute('data-pulse-paywall')"),
-        Value::Null
+        "pending"
     );
     // Refused for good: nothing parked for a later page to resend.
     assert_eq!(

@@ -13,11 +13,39 @@
 //! longer; permanent failures drop the batch. At most [`QueueConfig::max_queued_events`] events
 //! are kept: beyond that the oldest that is not in flight is dropped and counted.
 
-use std::collections::VecDeque;
+use pulse_protocol::BatchHeader;
 
-use serde::{Deserialize, Serialize};
+use pulse_protocol::compact::{encode_record, restamp_record};
 
-use pulse_protocol::{Batch, BatchHeader, CollectResponse, Decision, ErrorBody, Event, Rejection};
+use crate::json::Reader;
+use crate::{Batch, Event};
+
+/// The bytes of an event's text, as a batch's size counts them.
+fn text_len(e: &Event) -> usize {
+    let page = &e.page;
+    page.url.len()
+        + page.referrer.len()
+        + page.title.len()
+        + e.props.len()
+        + e.name.as_ref().map_or(0, String::len)
+}
+
+/// The first byte of a parked queue's text.
+const PARKED_FORMAT: u8 = 1;
+
+/// The header a parked batch is held under here (its own is in its record).
+fn loose_header() -> BatchHeader {
+    BatchHeader {
+        v: 0,
+        site_key: String::new(),
+        anonymous_id: String::new(),
+        user_id: None,
+        auth: None,
+        session_id: String::new(),
+        seq: 0,
+        sent_at: 0,
+    }
+}
 
 /// Tuning of the queue; [`QueueConfig::default`] is the tracker's policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,6 +54,11 @@ pub struct QueueConfig {
     pub max_delay_ms: u64,
     /// Events per batch; this many waiting events make a batch due at once. Default 50.
     pub max_batch_events: usize,
+    /// Most bytes of events' text (URLs, title, name, props) per batch, and as many waiting
+    /// make a batch due at once: a batch's body stays under the gateway's 64 KiB and the
+    /// browser's 64 KiB for `keepalive` requests, however little it compresses. A larger event
+    /// goes alone. Default 32768.
+    pub max_batch_bytes: usize,
     /// Most events kept (waiting, in flight or awaiting a retry). Default 500.
     pub max_queued_events: usize,
     /// First retry delay before jitter, in ms; doubles on each failure. Default 1000.
@@ -43,6 +76,7 @@ impl Default for QueueConfig {
         Self {
             max_delay_ms: 2_000,
             max_batch_events: 50,
+            max_batch_bytes: 32 * 1024,
             max_queued_events: 500,
             backoff_base_ms: 1_000,
             backoff_cap_ms: 60_000,
@@ -52,21 +86,27 @@ impl Default for QueueConfig {
     }
 }
 
-/// A batch to send now. The shell encodes it ([`crate::encode_batch`]), POSTs it and reports
-/// the answer with the same `token`.
+/// A batch to send now. The shell compresses its record (`compact::encode_body`), POSTs it and
+/// reports the answer with the same `token`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Transmit {
     /// Identifies this send attempt in [`Queue::on_response`].
     pub token: u64,
-    /// The batch, with `sent_at` stamped to the time of this attempt.
+    /// The batch, with `sent_at` stamped to the time of this attempt; a batch parked by an
+    /// earlier page has its header only (its events are in `record`).
     pub batch: Batch,
+    /// The batch's compact record (`pulse_protocol::compact`), stamped likewise.
+    pub record: Vec<u8>,
+    /// How many events it carries.
+    pub events: usize,
 }
 
 /// What came back for a request, classified.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
-    /// 2xx: the events are durable. The answer, when it parsed.
-    Accepted(Option<Box<CollectResponse>>),
+    /// 2xx: the events are durable. The answer's body (JSON; the shell reads it with the
+    /// browser's `JSON.parse`).
+    Accepted(Vec<u8>),
     /// Network error, timeout, 408, 429 or 5xx: send the same batch again later.
     Retry {
         /// The server's `Retry-After`, in ms, when it gave one.
@@ -91,21 +131,50 @@ impl Outcome {
 
     /// Classifies an HTTP answer from its status, `Retry-After` header (seconds) and body.
     pub fn from_http(status: u16, retry_after: Option<&str>, body: &[u8]) -> Self {
-        match status {
-            200..=299 => Self::Accepted(serde_json::from_slice(body).ok()),
-            408 | 429 | 500..=599 => Self::Retry {
-                retry_after_ms: retry_after
-                    .and_then(|s| s.trim().parse::<u64>().ok())
-                    .map(|secs| secs.saturating_mul(1000)),
-            },
-            _ => Self::Permanent {
-                status,
-                code: serde_json::from_slice::<ErrorBody>(body)
-                    .ok()
-                    .map(|e| e.error.code.as_str().to_owned()),
-            },
+        match Self::from_status(status, retry_after, error_code(body)) {
+            Self::Accepted(_) => Self::Accepted(body.to_vec()),
+            other => other,
         }
     }
+
+    /// Classifies an HTTP answer whose body the caller read (the browser shell, with
+    /// `JSON.parse`): its status, `Retry-After` header (seconds) and error code. An accepted
+    /// answer carries no body here.
+    pub fn from_status(status: u16, retry_after: Option<&str>, code: Option<String>) -> Self {
+        match status {
+            200..=299 => Self::Accepted(Vec::new()),
+            408 | 429 | 500..=599 => Self::Retry {
+                retry_after_ms: retry_after
+                    .map(|s| s.trim_ascii())
+                    .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                    .map(|s| {
+                        s.bytes().fold(0u64, |n, b| {
+                            n.saturating_mul(10).saturating_add(u64::from(b - b'0'))
+                        })
+                    })
+                    .map(|secs| secs.saturating_mul(1000)),
+            },
+            _ => Self::Permanent { status, code },
+        }
+    }
+}
+
+/// The `error.code` of an error body (`{"error":{"code":...}}`).
+fn error_code(body: &[u8]) -> Option<String> {
+    let mut code = None;
+    let mut r = Reader::new(std::str::from_utf8(body).ok()?);
+    r.object(|r, key| match key {
+        "error" => r.object(|r, key| {
+            if key == "code" {
+                code = Some(r.string()?);
+            } else {
+                r.skip()?;
+            }
+            Some(())
+        }),
+        _ => r.skip(),
+    })?;
+    code
 }
 
 /// What the queue did with an answer, for the shell to act on.
@@ -113,14 +182,9 @@ impl Outcome {
 pub enum Reaction {
     /// The batch is done.
     Accepted {
-        /// The decision to apply, when the answer carried one.
-        decision: Option<Box<Decision>>,
-        /// Events the server rejected (each is also in its dead-letter log).
-        rejected: Vec<Rejection>,
-        /// The decision signed by the gateway, for the publisher's server.
-        signed: Option<String>,
-        /// What became of the `auth` token (`valid` or why not), on sites with token keys.
-        auth: Option<String>,
+        /// The answer's body: the decision, rejected events, `signed`, `auth` (see the
+        /// protocol's `CollectResponse`).
+        body: Vec<u8>,
     },
     /// The batch will be resent at `at_ms`.
     WillRetry {
@@ -144,10 +208,22 @@ pub enum Reaction {
 
 #[derive(Clone, Debug)]
 struct OutBatch {
+    /// The batch formed on this page; for one parked by an earlier page, a header of version 0
+    /// and no events: those stay in `parked`, never decoded here.
     batch: Batch,
+    /// A parked batch's record and how many events it holds.
+    parked: Option<(Vec<u8>, usize)>,
     failures: u32,
     not_before: u64,
     in_flight: Option<InFlight>,
+}
+
+impl OutBatch {
+    fn count(&self) -> usize {
+        self.parked
+            .as_ref()
+            .map_or(self.batch.events.len(), |p| p.1)
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -156,23 +232,16 @@ struct InFlight {
     since: u64,
 }
 
-/// Unsent and unacknowledged events, as parked in `localStorage` between pages.
-#[derive(Serialize, Deserialize)]
-struct Parked {
-    batches: Vec<Batch>,
-    events: Vec<Event>,
-}
-
 /// The batching and retry state machine. See the module docs for the policy.
 #[derive(Debug)]
 pub struct Queue {
     config: QueueConfig,
     /// Events not yet in a batch, oldest first.
-    pending: VecDeque<Event>,
+    pending: Vec<Event>,
     /// When `pending` is due; `None` when it is empty.
     due_at: Option<u64>,
     /// Batches formed and not yet acknowledged, oldest first.
-    outbox: VecDeque<OutBatch>,
+    outbox: Vec<OutBatch>,
     next_token: u64,
     dropped_total: u64,
 }
@@ -182,9 +251,9 @@ impl Queue {
     pub fn new(config: QueueConfig) -> Self {
         Self {
             config,
-            pending: VecDeque::new(),
+            pending: Vec::new(),
             due_at: None,
-            outbox: VecDeque::new(),
+            outbox: Vec::new(),
             next_token: 0,
             dropped_total: 0,
         }
@@ -192,12 +261,7 @@ impl Queue {
 
     /// Queued events: waiting, in flight and awaiting a retry.
     pub fn len(&self) -> usize {
-        self.pending.len()
-            + self
-                .outbox
-                .iter()
-                .map(|o| o.batch.events.len())
-                .sum::<usize>()
+        self.pending.len() + self.outbox.iter().map(OutBatch::count).sum::<usize>()
     }
 
     /// True when no event is queued.
@@ -214,8 +278,10 @@ impl Queue {
     /// before the shell next polls still join the same batch). Returns how many events were
     /// dropped to stay within [`QueueConfig::max_queued_events`].
     pub fn push(&mut self, now_ms: u64, event: Event, urgent: bool) -> usize {
-        self.pending.push_back(event);
-        let delay = if urgent || self.pending.len() >= self.config.max_batch_events {
+        self.pending.push(event);
+        let full = self.pending.len() >= self.config.max_batch_events
+            || self.pending.iter().map(text_len).sum::<usize>() >= self.config.max_batch_bytes;
+        let delay = if urgent || full {
             0
         } else {
             self.config.max_delay_ms
@@ -284,46 +350,30 @@ impl Queue {
             return Reaction::Stale;
         };
         match outcome {
-            Outcome::Accepted(answer) => {
+            Outcome::Accepted(body) => {
                 self.outbox.remove(index);
-                match answer {
-                    Some(answer) => {
-                        let CollectResponse {
-                            decision,
-                            rejected,
-                            signed,
-                            auth,
-                            ..
-                        } = *answer;
-                        Reaction::Accepted {
-                            decision: Some(Box::new(decision)),
-                            rejected,
-                            signed,
-                            auth,
-                        }
-                    }
-                    None => Reaction::Accepted {
-                        decision: None,
-                        rejected: Vec::new(),
-                        signed: None,
-                        auth: None,
-                    },
-                }
+                Reaction::Accepted { body }
             }
             Outcome::Retry { retry_after_ms } => {
                 self.schedule_retry(index, now_ms, retry_after_ms, jitter)
             }
             Outcome::Permanent { status, code } => {
-                let events = self
-                    .outbox
-                    .remove(index)
-                    .map_or(0, |o| o.batch.events.len());
+                // `index` came from `position` above.
+                let events = self.outbox.remove(index).count();
                 Reaction::Dropped {
                     events,
                     status,
                     code,
                 }
             }
+        }
+    }
+
+    /// Makes every batch awaiting a retry due at `now_ms` (the browser is back online: no
+    /// reason to wait out the backoff).
+    pub fn retry_now(&mut self, now_ms: u64) {
+        for o in self.outbox.iter_mut().filter(|o| o.in_flight.is_none()) {
+            o.not_before = o.not_before.min(now_ms);
         }
     }
 
@@ -346,33 +396,90 @@ impl Queue {
     }
 
     /// Every unacknowledged event (waiting, awaiting a retry, or in flight: a request sent as
-    /// the page unloads may never be answered) as JSON, to park in `localStorage`. Resending an
+    /// the page unloads may never be answered), to park in `localStorage`; the waiting ones go
+    /// as one more batch, its header from `header` (called only when some wait). Resending an
     /// event that did arrive is harmless: the server dedupes by event id.
-    pub fn export(&self) -> String {
-        let parked = Parked {
-            batches: self.outbox.iter().map(|o| o.batch.clone()).collect(),
-            events: self.pending.iter().cloned().collect(),
+    ///
+    /// The text holds one character per byte (U+0000 to U+00FF): a format byte (1), then for
+    /// each batch its length, its number of events and its compact record
+    /// (`pulse_protocol::compact`), which the next page sends as it is (restamped).
+    pub fn export(&self, header: impl FnOnce() -> BatchHeader) -> String {
+        let mut bytes = vec![PARKED_FORMAT];
+        let mut put = |record: &[u8], events: usize| {
+            for mut n in [record.len(), events] {
+                while n >= 0x80 {
+                    bytes.push(n as u8 | 0x80);
+                    n >>= 7;
+                }
+                bytes.push(n as u8);
+            }
+            bytes.extend_from_slice(record);
         };
-        // Batches and events always serialize.
-        serde_json::to_string(&parked).unwrap_or_default()
+        for o in &self.outbox {
+            match &o.parked {
+                Some((record, events)) => put(record, *events),
+                None => put(&encode_record(&o.batch), o.count()),
+            }
+        }
+        if !self.pending.is_empty() {
+            let batch = Batch {
+                header: header(),
+                events: self.pending.clone(),
+            };
+            put(&encode_record(&batch), batch.events.len());
+        }
+        bytes.into_iter().map(char::from).collect()
     }
 
-    /// Queues events parked by [`Queue::export`] on an earlier page; they are due at once.
-    /// Batches keep their header and `seq`. Returns how many events were dropped to stay within
-    /// the bound, or `None` (and changes nothing) when the text is not a parked queue.
+    /// Queues the batches parked by [`Queue::export`] on an earlier page; they are due at once
+    /// and keep their header and `seq`. Returns how many events were dropped to stay within the
+    /// bound, or `None` (and changes nothing) when the text is not a parked queue.
     pub fn import(&mut self, now_ms: u64, text: &str) -> Option<usize> {
-        let parked: Parked = serde_json::from_str(text).ok()?;
-        for batch in parked.batches.into_iter().filter(|b| !b.events.is_empty()) {
-            self.outbox.push_back(OutBatch {
-                batch,
+        let bytes: Vec<u8> = text
+            .chars()
+            .map(|c| u8::try_from(u32::from(c)).ok())
+            .collect::<Option<_>>()?;
+        let (&format, mut rest) = bytes.split_first()?;
+        if format != PARKED_FORMAT {
+            return None;
+        }
+        let varint = |rest: &mut &[u8]| -> Option<usize> {
+            let (mut n, mut shift) = (0usize, 0);
+            loop {
+                let (&b, tail) = rest.split_first()?;
+                *rest = tail;
+                n |= usize::from(b & 0x7f).checked_shl(shift)?;
+                shift += 7;
+                if b < 0x80 {
+                    return Some(n);
+                }
+            }
+        };
+        let mut parked = Vec::new();
+        while !rest.is_empty() {
+            let len = varint(&mut rest)?;
+            let events = varint(&mut rest)?;
+            let record = rest.get(..len)?;
+            rest = rest.get(len..)?;
+            // A record too short for its sent_at is no record.
+            if record.len() < 8 {
+                return None;
+            }
+            if events > 0 {
+                parked.push((record.to_vec(), events));
+            }
+        }
+        for p in parked {
+            self.outbox.push(OutBatch {
+                batch: Batch {
+                    header: loose_header(),
+                    events: Vec::new(),
+                },
+                parked: Some(p),
                 failures: 0,
                 not_before: now_ms,
                 in_flight: None,
             });
-        }
-        if !parked.events.is_empty() {
-            self.pending.extend(parked.events);
-            self.make_due(now_ms);
         }
         Some(self.enforce_bound())
     }
@@ -382,13 +489,24 @@ impl Queue {
     }
 
     fn form_batch(&mut self, now_ms: u64, header: BatchHeader) {
-        let take = self.pending.len().min(self.config.max_batch_events);
+        let mut bytes = 0;
+        let take = self
+            .pending
+            .iter()
+            .take(self.config.max_batch_events)
+            .take_while(|e| {
+                bytes += text_len(e);
+                bytes <= self.config.max_batch_bytes
+            })
+            .count()
+            .max(1);
         let events: Vec<Event> = self.pending.drain(..take).collect();
         if self.pending.is_empty() {
             self.due_at = None;
         }
-        self.outbox.push_back(OutBatch {
+        self.outbox.push(OutBatch {
             batch: Batch { header, events },
+            parked: None,
             failures: 0,
             not_before: now_ms,
             in_flight: None,
@@ -404,9 +522,18 @@ impl Queue {
             since: now_ms,
         });
         out.batch.header.sent_at = now_ms;
+        let record = match &mut out.parked {
+            Some((record, _)) => {
+                restamp_record(record, now_ms);
+                record.clone()
+            }
+            None => encode_record(&out.batch),
+        };
         Transmit {
             token,
             batch: out.batch.clone(),
+            record,
+            events: out.count(),
         }
     }
 
@@ -455,13 +582,23 @@ impl Queue {
         let mut dropped = 0;
         while self.len() > self.config.max_queued_events {
             if let Some(index) = self.outbox.iter().position(|o| o.in_flight.is_none()) {
+                // A parked batch goes whole: its events are never decoded here.
                 let out = &mut self.outbox[index];
-                out.batch.events.remove(0);
-                if out.batch.events.is_empty() {
+                let gone = match out.parked {
+                    Some((_, n)) => n,
+                    None => {
+                        out.batch.events.remove(0);
+                        1
+                    }
+                };
+                if out.count() == 0 || out.parked.is_some() {
                     self.outbox.remove(index);
                 }
-            } else if self.pending.pop_front().is_none() {
+                dropped += gone - 1;
+            } else if self.pending.is_empty() {
                 break;
+            } else {
+                self.pending.remove(0);
             }
             dropped += 1;
         }
@@ -476,7 +613,7 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pulse_protocol::{Action, EventId, EventType, PageContext};
+    use pulse_protocol::{EventId, EventType, PageContext};
 
     const T0: u64 = 1_700_000_000_000;
 
@@ -558,6 +695,36 @@ mod tests {
     }
 
     #[test]
+    fn batches_stay_within_max_batch_bytes() {
+        let mut q = Queue::new(QueueConfig::default());
+        let mut h = Headers(0);
+        let big = |n: u128| {
+            let mut e = click(n);
+            e.props = format!(r#"{{"pad":"{}"}}"#, "x".repeat(3_000));
+            e
+        };
+        // Ten 3 KB events fit a batch's 32 KiB; the eleventh makes it due at once.
+        for i in 0..10 {
+            q.push(T0, big(i), false);
+        }
+        assert_eq!(q.next_deadline(), Some(T0 + 2_000));
+        q.push(T0, big(10), false);
+        assert_eq!(q.next_deadline(), Some(T0));
+        let t = q.poll_transmit(T0, 0, || h.next()).unwrap();
+        assert_eq!(t.batch.events.len(), 10);
+        // An event larger than a batch goes alone.
+        let mut q = Queue::new(QueueConfig {
+            max_batch_bytes: 100,
+            ..QueueConfig::default()
+        });
+        q.push(T0, big(1), true);
+        q.push(T0, click(2), true);
+        assert_eq!(ids(&q.poll_transmit(T0, 0, || h.next()).unwrap()), [1]);
+        let all = q.flush_all(T0, || h.next());
+        assert_eq!(all.iter().map(ids).collect::<Vec<_>>(), [vec![2]]);
+    }
+
+    #[test]
     fn urgent_event_is_due_at_once_and_same_tick_events_join() {
         let mut q = Queue::new(QueueConfig::default());
         let mut h = Headers(0);
@@ -580,10 +747,10 @@ mod tests {
         // Only the timeout of the request in flight can wake the shell now.
         assert_eq!(q.next_deadline(), Some(T0 + 30_000));
         let r = q.on_response(T0 + 50, t1.token, ok_answer(), 0);
-        let Reaction::Accepted { decision, .. } = r else {
+        let Reaction::Accepted { body } = r else {
             panic!("{r:?}")
         };
-        assert_eq!(decision.unwrap().action, Action::Meter);
+        assert!(body.starts_with(br#"{"accepted":1"#));
         let t2 = q.poll_transmit(T0 + 50, 0, || h.next()).unwrap();
         assert_eq!((ids(&t2), t2.batch.header.seq), (vec![2], 1));
         assert_eq!(
@@ -661,7 +828,10 @@ mod tests {
                 code: None
             }
         );
-        assert_eq!(Outcome::from_http(204, None, b""), Outcome::Accepted(None));
+        assert_eq!(
+            Outcome::from_http(204, None, b""),
+            Outcome::Accepted(Vec::new())
+        );
 
         let mut q = Queue::new(QueueConfig::default());
         let mut h = Headers(0);
@@ -717,6 +887,22 @@ mod tests {
     }
 
     #[test]
+    fn back_online_the_retry_is_due_at_once() {
+        let mut q = Queue::new(QueueConfig::default());
+        let mut h = Headers(0);
+        q.push(T0, event(1, EventType::PageView), true);
+        let t = q.poll_transmit(T0, 0, || h.next()).unwrap();
+        q.on_response(T0, t.token, Outcome::network_error(), 0);
+        assert_eq!(q.next_deadline(), Some(T0 + 500));
+        q.retry_now(T0 + 100);
+        assert_eq!(q.next_deadline(), Some(T0 + 100));
+        assert_eq!(
+            ids(&q.poll_transmit(T0 + 100, 0, || h.next()).unwrap()),
+            [1]
+        );
+    }
+
+    #[test]
     fn timeout_counts_as_retryable_failure() {
         let mut q = Queue::new(QueueConfig::default());
         let mut h = Headers(0);
@@ -766,7 +952,7 @@ mod tests {
             q.push(T0, click(i), false);
         }
         assert_eq!((q.len(), q.dropped_total()), (500, 51));
-        assert_eq!(q.pending.front().map(|e| e.id), Some(EventId(101)));
+        assert_eq!(q.pending.first().map(|e| e.id), Some(EventId(101)));
         assert!(matches!(
             q.on_response(T0, t.token, ok_answer(), 0),
             Reaction::Accepted { .. }
@@ -803,27 +989,51 @@ mod tests {
 
     #[test]
     fn export_import_keeps_batches_and_events() {
+        use pulse_protocol::compact::decode_record;
         let mut q = Queue::new(QueueConfig::default());
         let mut h = Headers(5);
         q.push(T0, event(1, EventType::PageView), true);
         let t = q.poll_transmit(T0, 0, || h.next()).unwrap();
         q.push(T0 + 1, click(2), false);
-        let parked = q.export();
+        let parked = q.export(|| h.next());
 
         let mut next = Queue::new(QueueConfig::default());
         assert_eq!(next.import(T0 + 10_000, &parked), Some(0));
         assert_eq!(next.len(), 2);
         let mut h2 = Headers(9);
+        let read = |t: &Transmit| {
+            let b = decode_record(&t.record).unwrap();
+            let ids: Vec<u128> = b.events.iter().map(|e| e.id.0).collect();
+            (ids, b.header.seq, b.header.sent_at, t.events)
+        };
         let a = next.poll_transmit(T0 + 10_000, 0, || h2.next()).unwrap();
-        assert_eq!((ids(&a), a.batch.header.seq), (vec![1], t.batch.header.seq));
-        assert_eq!(a.batch.header.sent_at, T0 + 10_000);
+        assert_eq!(read(&a), (vec![1], t.batch.header.seq, T0 + 10_000, 1));
+        // Its answer is for the page that parked it.
+        assert!(a.batch.events.is_empty());
         next.on_response(T0 + 10_001, a.token, ok_answer(), 0);
         let b = next.poll_transmit(T0 + 10_001, 0, || h2.next()).unwrap();
-        assert_eq!((ids(&b), b.batch.header.seq), (vec![2], 9));
+        assert_eq!(read(&b), (vec![2], 6, T0 + 10_001, 1));
+        // A retry of a parked batch is restamped.
+        next.on_response(T0 + 10_002, b.token, Outcome::network_error(), 0);
+        let again = next.poll_transmit(T0 + 20_000, 0, || h2.next()).unwrap();
+        assert_eq!(read(&again).2, T0 + 20_000);
+        // Parked batches beyond the bound go whole.
+        let mut small = Queue::new(QueueConfig {
+            max_queued_events: 1,
+            ..QueueConfig::default()
+        });
+        let mut two = Queue::new(QueueConfig::default());
+        two.push(T0, click(7), false);
+        two.push(T0, click(8), false);
+        assert_eq!(small.import(T0, &two.export(|| h.next())), Some(2));
+        assert!(small.is_empty());
 
+        // Text that is not a parked queue (an older tracker's JSON, a record cut short).
         assert_eq!(next.import(T0, "{nope"), None);
+        assert_eq!(next.import(T0, &parked[..parked.len() - 1]), None);
+        assert_eq!(next.import(T0, "\u{1}\u{5}ab"), None);
         assert_eq!(
-            Queue::new(QueueConfig::default()).import(T0, r#"{"batches":[],"events":[]}"#),
+            Queue::new(QueueConfig::default()).import(T0, "\u{1}"),
             Some(0)
         );
     }

@@ -4,24 +4,24 @@
 //! Pure: time (`now_ms`) and randomness (16-byte arrays) are arguments. The shell stores the
 //! state as JSON in `localStorage` and restores it on the next page.
 
-use serde::{Deserialize, Serialize};
-
 use pulse_protocol::{BatchHeader, MAX_AUTH_LEN, MAX_USER_ID_LEN, PROTOCOL_VERSION};
+
+use pulse_protocol::json_text::{hex128, push_str, push_u64};
+
+use crate::json::Reader;
 
 /// A session ends after this long without activity, in milliseconds (30 minutes).
 pub const SESSION_IDLE_MS: u64 = 30 * 60 * 1000;
 
 /// The reader's identity and current session, as kept across pages.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Session {
     /// Anonymous id: 32 lowercase hex digits, kept across visits.
     pub anonymous_id: String,
     /// The publisher's id for a logged-in reader (set by `identify`, cleared by `reset`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
     /// A token signed by the publisher (a JWT) vouching for the user id and entitlements (set
     /// by `identify` with `{token}` or by `auth`, cleared by `reset`); sent with every batch.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<String>,
     /// Current session id: 32 lowercase hex digits.
     pub session_id: String,
@@ -29,11 +29,13 @@ pub struct Session {
     pub last_activity_ms: u64,
     /// Sequence number the next batch of this session gets (from 0).
     pub next_seq: u64,
+    /// The campaign the session came by (`source/medium/campaign` of its UTM parameters).
+    pub campaign: Option<String>,
 }
 
 /// Lowercase hex of 16 bytes: 32 characters, a valid protocol token.
 pub fn hex_id(bytes: [u8; 16]) -> String {
-    format!("{:032x}", u128::from_be_bytes(bytes))
+    hex128(u128::from_be_bytes(bytes))
 }
 
 impl Session {
@@ -46,24 +48,86 @@ impl Session {
             session_id: hex_id(session),
             last_activity_ms: now_ms,
             next_seq: 0,
+            campaign: None,
         }
     }
 
     /// Restores a session stored with [`Session::to_json`]; `None` when the text is not a
     /// valid stored session (the shell then starts a new one).
     pub fn from_json(text: &str) -> Option<Self> {
-        let session: Self = serde_json::from_str(text).ok()?;
+        let (mut anonymous, mut current, mut user, mut auth) = (None, None, None, None);
+        let (mut last, mut seq, mut campaign) = (0, 0, None);
+        let mut r = Reader::new(text);
+        r.object(|r, key| {
+            match key {
+                "anonymous_id" => anonymous = Some(r.string()?),
+                "user_id" => user = Some(r.string()?),
+                "auth" => auth = Some(r.string()?),
+                "session_id" => current = Some(r.string()?),
+                "last_activity_ms" => last = r.u64()?,
+                "next_seq" => seq = r.u64()?,
+                "campaign" => campaign = Some(r.string()?),
+                _ => r.skip()?,
+            }
+            Some(())
+        })?;
+        if !r.done() {
+            return None;
+        }
+        let mut session = Self::restore(anonymous?, current?, user, auth, last, seq)?;
+        session.campaign = campaign;
+        Some(session)
+    }
+
+    /// A session from its stored fields (the browser shell reads them with `JSON.parse`);
+    /// `None` when one is not valid.
+    pub fn restore(
+        anonymous_id: String,
+        session_id: String,
+        user_id: Option<String>,
+        auth: Option<String>,
+        last_activity_ms: u64,
+        next_seq: u64,
+    ) -> Option<Self> {
         let token_ok = |s: &str| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit());
-        let user_ok = session.user_id.as_deref().is_none_or(valid_user_id);
-        let auth_ok = session.auth.as_deref().is_none_or(valid_auth);
-        (token_ok(&session.anonymous_id) && token_ok(&session.session_id) && user_ok && auth_ok)
-            .then_some(session)
+        let ok = token_ok(&anonymous_id)
+            && token_ok(&session_id)
+            && user_id.as_deref().is_none_or(valid_user_id)
+            && auth.as_deref().is_none_or(valid_auth);
+        ok.then_some(Self {
+            anonymous_id,
+            user_id,
+            auth,
+            session_id,
+            last_activity_ms,
+            next_seq,
+            campaign: None,
+        })
     }
 
     /// The state as JSON, for `localStorage`.
     pub fn to_json(&self) -> String {
-        // A struct of strings and integers always serializes.
-        serde_json::to_string(self).unwrap_or_default()
+        let mut out = String::from("{");
+        for (key, value) in [
+            ("anonymous_id", Some(&self.anonymous_id)),
+            ("user_id", self.user_id.as_ref()),
+            ("auth", self.auth.as_ref()),
+            ("session_id", Some(&self.session_id)),
+            ("campaign", self.campaign.as_ref()),
+        ] {
+            if let Some(value) = value {
+                push_str(&mut out, key);
+                out.push(':');
+                push_str(&mut out, value);
+                out.push(',');
+            }
+        }
+        out.push_str("\"last_activity_ms\":");
+        push_u64(&mut out, self.last_activity_ms);
+        out.push_str(",\"next_seq\":");
+        push_u64(&mut out, self.next_seq);
+        out.push('}');
+        out
     }
 
     /// Records activity at `now_ms`. When the session was idle for more than
@@ -78,8 +142,27 @@ impl Session {
         rotated
     }
 
+    /// A page view reached by `campaign` (see `url::campaign_of`) at `now_ms`: a session that
+    /// has sent anything under another campaign (or none) ends and a new one starts (new id
+    /// from `fresh`); returns true then. Page views without a campaign change nothing.
+    pub fn on_campaign(&mut self, now_ms: u64, campaign: Option<String>, fresh: [u8; 16]) -> bool {
+        let Some(campaign) = campaign else {
+            return false;
+        };
+        if self.campaign.as_deref() == Some(campaign.as_str()) {
+            return false;
+        }
+        let rotate = self.next_seq > 0;
+        if rotate {
+            self.start_session(now_ms, fresh);
+        }
+        self.campaign = Some(campaign);
+        rotate
+    }
+
     /// Starts a new session at once (new id, sequence 0).
     pub fn start_session(&mut self, now_ms: u64, fresh: [u8; 16]) {
+        self.campaign = None;
         self.session_id = hex_id(fresh);
         self.next_seq = 0;
         self.last_activity_ms = now_ms;
@@ -115,8 +198,14 @@ impl Session {
     /// The header of the next batch of this session: takes the next sequence number.
     /// `sent_at` is `now_ms`; the queue re-stamps it on every (re)send.
     pub fn next_header(&mut self, site_key: &str, now_ms: u64) -> BatchHeader {
-        let seq = self.next_seq;
+        let header = self.peek_header(site_key, now_ms);
         self.next_seq += 1;
+        header
+    }
+
+    /// The header the next batch will have, without taking its sequence number: for the
+    /// waiting events parked in storage, which this page sends under the same number.
+    pub fn peek_header(&self, site_key: &str, now_ms: u64) -> BatchHeader {
         BatchHeader {
             v: PROTOCOL_VERSION,
             site_key: site_key.to_owned(),
@@ -124,7 +213,7 @@ impl Session {
             user_id: self.user_id.clone(),
             auth: self.auth.clone(),
             session_id: self.session_id.clone(),
-            seq,
+            seq: self.next_seq,
             sent_at: now_ms,
         }
     }
@@ -192,6 +281,29 @@ mod tests {
         assert_eq!(s.next_seq, 0);
         assert_eq!(s.anonymous_id, hex_id(bytes(1)));
         assert_eq!(s.next_header("k", later).seq, 0);
+    }
+
+    #[test]
+    fn a_new_campaign_starts_a_new_session() {
+        let mut s = Session::new(T0, bytes(1), bytes(2));
+        // The first campaign of a session that has sent nothing is its own.
+        assert!(!s.on_campaign(T0, Some("news/email/am".into()), bytes(3)));
+        s.next_header("k", T0);
+        assert!(!s.on_campaign(T0, None, bytes(3)));
+        assert!(!s.on_campaign(T0, Some("news/email/am".into()), bytes(3)));
+        assert!(s.on_campaign(T0 + 1, Some("social//".into()), bytes(4)));
+        assert_eq!(
+            (s.session_id.as_str(), s.next_seq),
+            (hex_id(bytes(4)).as_str(), 0)
+        );
+        assert_eq!(s.campaign.as_deref(), Some("social//"));
+        // Kept across pages.
+        let back = Session::from_json(&s.to_json()).unwrap();
+        assert_eq!(back, s);
+        // A session ended by idleness forgets its campaign.
+        let mut s = back;
+        s.touch(T0 + 2 * SESSION_IDLE_MS, bytes(5));
+        assert_eq!(s.campaign, None);
     }
 
     #[test]

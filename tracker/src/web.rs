@@ -1,43 +1,54 @@
 //! The browser shell (wasm32 only): the IO boundary of the tracker.
 //!
 //! It replaces the snippet's `window.pulse` stub with a real function, runs the commands queued
-//! before the script loaded, listens to the page (clicks, scrolling, visibility), reads the clock
+//! before the script loaded, listens to the page (clicks, forms, scrolling, visibility,
+//! navigation, connectivity), reads the clock
 //! (`Date.now()`) and randomness (`crypto.getRandomValues`), drives the pure [`Queue`] with timers,
-//! sends batches with `fetch` (a CORS simple request: POST, no headers, zstd body, keepalive),
-//! applies decisions to the DOM, and keeps the session and unsent events in `localStorage`.
-//! It never throws into the page: failures are reported with `console.warn`.
+//! sends batches with `fetch` (a CORS simple request: POST, no headers, keepalive), applies
+//! decisions to the DOM, and keeps the session and unsent events in `localStorage`. It never
+//! throws into the page: failures are reported with `console.warn`. The page's objects are
+//! reached through `Reflect` (`js.rs`), not typed `web-sys` bindings, to keep the Wasm small.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
-use js_sys::{Array, Date, Function, JSON, Reflect, Uint8Array};
-use serde_json::{Map, Value};
+use js_sys::{Array, Date, Function, JSON, Uint8Array};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::JsFuture;
-use web_sys::{
-    Document, Element, HtmlScriptElement, RequestCredentials, RequestInit, RequestMode, Response,
-    Storage, Url, VisibilityState, Window,
-};
 
-use pulse_protocol::{Event, EventId, EventType, MAX_TITLE_LEN, MAX_URL_LEN, PageContext};
+use pulse_protocol::json_text::{push_key, push_str, push_u64};
+use pulse_protocol::{EventId, EventType, MAX_TITLE_LEN, MAX_URL_LEN, PageContext};
 
-use crate::{Engagement, Outcome, Queue, QueueConfig, Reaction, Session, Transmit, encode_batch};
+use crate::Consent;
+use crate::json::u64_string;
+use crate::url::{DEFAULT_QUERY_ALLOW, campaign_of, keep_query};
+use crate::{Engagement, Event, Outcome, Queue, QueueConfig, Reaction, Session, Transmit};
 
+mod consent;
 mod decision;
+mod js;
+mod nav;
 mod page;
-use decision::{apply, call};
+mod send;
+use decision::{apply, call_back};
+use js::{absent, call, console_warn, document, get, get_str, set, visible, window};
 use page::{meta_content, page_context, props_of, read_depth, truncate};
+use send::{on_hidden, pump, schedule, without_token};
 
 /// `localStorage` key of the session state.
 const STATE_KEY: &str = "pulse_state";
-/// `localStorage` key of events parked when the page was hidden.
+/// `localStorage` key of the unacknowledged events, parked for the next page.
 const QUEUE_KEY: &str = "pulse_queue";
+/// `localStorage` key of the last decision's `<html>` attributes, which the snippet sets
+/// before the page's first paint (README.md).
+const DECISION_KEY: &str = "pulse_decision";
 /// Longest `text` of a click event, in characters.
 const MAX_CLICK_TEXT: usize = 100;
 
 struct Tracker {
     /// Set by `init`; nothing is sent before.
     site_key: Option<String>,
+    /// The URL `pulse.js` was loaded from (`pulse.src`, left by its bootstrap).
+    script: Option<String>,
     /// `endpoint?k=key`.
     url: String,
     session: Session,
@@ -47,13 +58,29 @@ struct Tracker {
     decision: Option<JsValue>,
     callbacks: Vec<Function>,
     /// The pending wake-up timer: its handle and due time.
-    timer: Option<(i32, u64)>,
+    timer: Option<(f64, u64)>,
+    /// The next event's id: random at each page load, then one more per event (unique as
+    /// random ids are, and a run of them costs one id on the wire).
+    next_id: u128,
+    /// The page the last page view was for: its URL as sent, without the fragment, and its
+    /// context then (the page its engagement is reported for).
+    page: String,
+    page_context: Option<PageContext>,
+    /// Query parameters kept in URLs (`init`'s `query`, default `utm_*`).
+    query: Vec<String>,
+    /// What the reader allowed (`init`'s `consent`, `pulse('consent')`, privacy signals).
+    consent: Consent,
 }
 
 thread_local! {
     static TRACKER: RefCell<Option<Tracker>> = const { RefCell::new(None) };
     /// The function timers call; created once.
     static TICK: RefCell<Option<Function>> = const { RefCell::new(None) };
+    /// Whether the reader's consent lets the tracker keep the session and unsent events in
+    /// storage (read where the tracker's state is borrowed already).
+    static MAY_STORE: Cell<bool> = const { Cell::new(true) };
+    /// `pulse('debug', true)`: log what is recorded, sent and received.
+    static DEBUG: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Runs `f` on the tracker state unless it is missing or already borrowed (a re-entrant call
@@ -66,11 +93,22 @@ fn with<R>(f: impl FnOnce(&mut Tracker) -> R) -> Option<R> {
 }
 
 fn warn(message: &str) {
-    web_sys::console::warn_1(&JsValue::from_str(&format!("pulse: {message}")));
+    console_warn(&[&JsValue::from_str(&(String::from("pulse: ") + message))]);
+}
+
+/// `console.log` of `message` and `detail` when debugging is on.
+fn debug(message: &str, detail: &JsValue) {
+    if DEBUG.get() {
+        let message = JsValue::from_str(&(String::from("pulse: ") + message));
+        let _ = call(&get(&window(), "console"), "log", &[&message, detail]);
+    }
 }
 
 fn warn_js(context: &str, error: &JsValue) {
-    web_sys::console::warn_2(&JsValue::from_str(&format!("pulse: {context}")), error);
+    console_warn(&[
+        &JsValue::from_str(&(String::from("pulse: ") + context)),
+        error,
+    ]);
 }
 
 fn now() -> u64 {
@@ -79,10 +117,11 @@ fn now() -> u64 {
 
 fn random<const N: usize>() -> [u8; N] {
     let mut bytes = [0u8; N];
-    let filled = web_sys::window()
-        .and_then(|w| w.crypto().ok())
-        .is_some_and(|c| c.get_random_values_with_u8_array(&mut bytes).is_ok());
-    if !filled {
+    let array = Uint8Array::new_with_length(N as u32);
+    let filled = call(&get(&window(), "crypto"), "getRandomValues", &[&array]).is_ok();
+    if filled {
+        array.copy_to(&mut bytes);
+    } else {
         for b in &mut bytes {
             *b = (js_sys::Math::random() * 256.0) as u8;
         }
@@ -94,16 +133,21 @@ fn random_u32() -> u32 {
     u32::from_le_bytes(random::<4>())
 }
 
-fn storage() -> Option<Storage> {
-    web_sys::window()?.local_storage().ok().flatten()
+/// `storage.getItem(key)`.
+fn load(storage: &JsValue, key: &str) -> Option<String> {
+    call(storage, "getItem", &[&key.into()]).ok()?.as_string()
 }
 
+/// Writes (when consent allows storage) or removes a `localStorage` item.
 fn store(key: &str, value: Option<&str>) {
-    if let Some(storage) = storage() {
+    if value.is_some() && !MAY_STORE.get() {
+        return;
+    }
+    if let Some(storage) = js::storage() {
         // Storage may be full or disabled; the tracker works without it.
         let _ = match value {
-            Some(v) => storage.set_item(key, v),
-            None => storage.remove_item(key),
+            Some(v) => call(&storage, "setItem", &[&key.into(), &v.into()]),
+            None => call(&storage, "removeItem", &[&key.into()]),
         };
     }
 }
@@ -117,23 +161,37 @@ fn start() {
 }
 
 fn install() -> Result<(), JsValue> {
-    let window = web_sys::window().ok_or("no window")?;
-    let document = window.document().ok_or("no document")?;
+    let window = window();
     let now = now();
-    let stored = storage().and_then(|s| s.get_item(STATE_KEY).ok().flatten());
+    let storage = js::storage();
+    let stored = storage.as_ref().and_then(|s| load(s, STATE_KEY));
     let session = stored
-        .as_deref()
-        .and_then(Session::from_json)
+        .and_then(|text| {
+            // Read by the browser (`JSON.parse`); the fields are checked by `Session::restore`.
+            let o = call(&get(&window, "JSON"), "parse", &[&text.into()]).ok()?;
+            let number = |key| js::get_f64(&o, key).map(|n| n as u64);
+            let mut session = Session::restore(
+                get_str(&o, "anonymous_id")?,
+                get_str(&o, "session_id")?,
+                get_str(&o, "user_id"),
+                get_str(&o, "auth"),
+                number("last_activity_ms")?,
+                number("next_seq")?,
+            )?;
+            session.campaign = get_str(&o, "campaign");
+            Some(session)
+        })
         .unwrap_or_else(|| Session::new(now, random(), random()));
     let mut queue = Queue::new(QueueConfig::default());
-    if let Some(parked) = storage().and_then(|s| s.get_item(QUEUE_KEY).ok().flatten()) {
+    if let Some(parked) = storage.as_ref().and_then(|s| load(s, QUEUE_KEY)) {
         queue.import(now, &parked);
         store(QUEUE_KEY, None);
     }
-    let visible = document.visibility_state() == VisibilityState::Visible;
+    let visible = visible();
     TRACKER.with(|cell| {
         *cell.borrow_mut() = Some(Tracker {
             site_key: None,
+            script: get_str(&get(&window, "pulse"), "src"),
             url: String::new(),
             session,
             queue,
@@ -141,6 +199,11 @@ fn install() -> Result<(), JsValue> {
             decision: None,
             callbacks: Vec::new(),
             timer: None,
+            next_id: u128::from_be_bytes(random()),
+            query: vec![DEFAULT_QUERY_ALLOW.to_owned()],
+            consent: Consent::Granted,
+            page: String::new(),
+            page_context: None,
         });
     });
     // Leaked on purpose: the timer callback lives as long as the page.
@@ -152,9 +215,9 @@ fn install() -> Result<(), JsValue> {
     tick.forget();
 
     // The commands the snippet queued before this script ran.
-    let stub = Reflect::get(&window, &"pulse".into())?;
+    let stub = get(&window, "pulse");
     let queued = if stub.is_function() {
-        Reflect::get(&stub, &"q".into())?
+        get(&stub, "q")
     } else {
         JsValue::UNDEFINED
     };
@@ -167,20 +230,20 @@ fn install() -> Result<(), JsValue> {
             .flatten()
             .unwrap_or(JsValue::NULL)
     });
-    Reflect::set(pulse, &"decision".into(), decision.as_ref())?;
+    set(pulse, "decision", decision.as_ref());
     decision.forget();
     // The reader's anonymous id, for the publisher's server to ask about (`POST /v1/decide`):
     // pages put it in a first-party cookie or a request header of their own.
     let reader = Closure::<dyn Fn() -> JsValue>::new(|| {
         with(|t| JsValue::from_str(&t.session.anonymous_id)).unwrap_or(JsValue::NULL)
     });
-    Reflect::set(pulse, &"reader".into(), reader.as_ref())?;
+    set(pulse, "reader", reader.as_ref());
     reader.forget();
-    Reflect::set(&window, &"pulse".into(), pulse)?;
+    set(&window, "pulse", pulse);
     dispatch.forget();
 
-    listen(&window, &document)?;
-    if !queued.is_undefined() && !queued.is_null() {
+    listen(&window, &document())?;
+    if !absent(&queued) {
         for args in Array::from(&queued).iter() {
             let args = Array::from(&args);
             command(args.get(0), args.get(1), args.get(2));
@@ -190,26 +253,28 @@ fn install() -> Result<(), JsValue> {
 }
 
 /// Adds a listener that lives as long as the page (the closure is leaked on purpose).
-fn on(
-    target: &web_sys::EventTarget,
-    kind: &str,
-    capture: bool,
-    handler: impl Fn(web_sys::Event) + 'static,
-) -> Result<(), JsValue> {
-    let closure = Closure::<dyn Fn(web_sys::Event)>::new(handler);
-    target.add_event_listener_with_callback_and_bool(
-        kind,
-        closure.as_ref().unchecked_ref(),
-        capture,
+/// A plain function, not a closure: every listener then shares one closure type, and each
+/// closure type costs its own glue in the Wasm and in `pulse.js`.
+fn on(target: &JsValue, kind: &str, capture: bool, handler: fn(JsValue)) -> Result<(), JsValue> {
+    let closure = Closure::<dyn Fn(JsValue)>::new(handler);
+    call(
+        target,
+        "addEventListener",
+        &[&kind.into(), closure.as_ref(), &capture.into()],
     )?;
     closure.forget();
     Ok(())
 }
 
-fn listen(window: &Window, document: &Document) -> Result<(), JsValue> {
+fn listen(window: &JsValue, document: &JsValue) -> Result<(), JsValue> {
     on(document, "click", true, |event| {
-        let target = event.target().and_then(|t| t.dyn_into::<Element>().ok());
-        if let Some(Ok(Some(el))) = target.map(|t| t.closest("a, button")) {
+        let target = get(&event, "target");
+        if let Ok(el) = call(
+            &target,
+            "closest",
+            &[&"a, button, [data-pulse-click]".into()],
+        ) && !absent(&el)
+        {
             on_click(&el);
         }
     })?;
@@ -229,16 +294,52 @@ fn listen(window: &Window, document: &Document) -> Result<(), JsValue> {
         })?;
     }
     on(document, "visibilitychange", false, |_| {
-        let hidden = web_sys::window()
-            .and_then(|w| w.document())
-            .is_some_and(|d| d.visibility_state() == VisibilityState::Hidden);
-        if hidden {
+        if !visible() {
             on_hidden();
         } else {
             with(|t| t.engagement.on_visibility(now(), true));
         }
     })?;
+    on(document, "submit", true, |event| {
+        on_submit(&get(&event, "target"))
+    })?;
+    // Back online: what waits for a retry goes now, not after its backoff.
+    on(window, "online", false, |_| {
+        with(|t| t.queue.retry_now(now()));
+        pump();
+    })?;
     on(window, "pagehide", false, |_| on_hidden())
+}
+
+/// A form sent: a `custom` event `form_submit` with the form's `id` or `name` and its `action`
+/// (stripped like every URL); never a field's value.
+fn on_submit(form: &JsValue) {
+    let mut props = String::from("{");
+    push_key(&mut props, "form");
+    let name = get_str(form, "id")
+        .filter(|id| !id.is_empty())
+        .or_else(|| {
+            call(form, "getAttribute", &[&"name".into()])
+                .ok()?
+                .as_string()
+        })
+        .unwrap_or_default();
+    push_str(&mut props, &name);
+    if let Some(action) = get_str(form, "action") {
+        props.push(',');
+        push_key(&mut props, "action");
+        let action = with(|t| keep_query(&action, &t.query)).unwrap_or_default();
+        push_str(&mut props, &truncate(action, MAX_URL_LEN));
+    }
+    props.push('}');
+    with(|t| t.engagement.on_activity(now()));
+    push(
+        EventType::Custom,
+        Some("form_submit".into()),
+        props,
+        false,
+        None,
+    );
 }
 
 /// Dispatches one `pulse(...)` command; never throws.
@@ -260,14 +361,15 @@ fn command(name: JsValue, a: JsValue, b: JsValue) {
             None => warn("pulse('track', name, props) needs a name"),
         },
         "identify" => {
-            let user_id = a.as_string().or_else(|| a.as_f64().map(|n| n.to_string()));
+            // A number is named as JavaScript writes it (`42`).
+            let user_id = a.as_string().or_else(|| {
+                a.as_f64()
+                    .and_then(|_| JSON::stringify(&a).ok())
+                    .map(String::from)
+            });
             // A signed token among the traits vouches for the user id and entitlements: it
             // goes with every batch, never into the event's properties.
-            let mut traits = props_of(&b);
-            let token = match traits.remove("token") {
-                Some(Value::String(t)) => Some(t),
-                _ => None,
-            };
+            let (traits, token) = without_token(&b);
             let ok = user_id.is_some_and(|id| {
                 with(|t| {
                     let ok = t.session.identify(&id)
@@ -299,6 +401,9 @@ fn command(name: JsValue, a: JsValue, b: JsValue) {
             }
             None => warn("pulse('auth', token) needs a token"),
         },
+        "page" => nav::page_view(Some(&a)),
+        "consent" => consent::answer(&a),
+        "debug" => DEBUG.set(a.as_bool().unwrap_or(true)),
         "reset" => {
             with(|t| {
                 t.session.reset(now(), random());
@@ -313,109 +418,159 @@ fn command(name: JsValue, a: JsValue, b: JsValue) {
                 })
                 .flatten();
                 if let Some(decision) = current {
-                    call(&callback, &decision);
+                    call_back(&callback, &decision);
                 }
             }
             Err(_) => warn("pulse('onDecision', fn) needs a function"),
         },
-        other => warn(&format!("unknown command {other:?}")),
+        other => warn(&(String::from("unknown command ") + other)),
     }
 }
 
 fn init(options: &JsValue) {
-    let get = |key: &str| {
-        Reflect::get(options, &key.into())
-            .ok()
-            .and_then(|v| v.as_string())
-    };
-    let Some(key) = get("key") else {
+    let text = |key: &str| get_str(options, key);
+    let Some(key) = text("key") else {
         warn("pulse('init', {key}) needs a site key");
         return;
     };
-    let endpoint = get("endpoint").unwrap_or_else(default_endpoint);
-    let separator = if endpoint.contains('?') { '&' } else { '?' };
-    let url = format!(
-        "{endpoint}{separator}k={}",
-        String::from(js_sys::encode_uri_component(&key))
-    );
+    let endpoint = text("endpoint")
+        .or_else(|| with(|t| default_endpoint(t.script.as_deref())).flatten())
+        .unwrap_or_default();
+    let separator = if endpoint.contains('?') { "&" } else { "?" };
+    let url = endpoint + separator + "k=" + &String::from(js_sys::encode_uri_component(&key));
+    let query = get(options, "query");
+    let query = Array::is_array(&query).then(|| {
+        Array::from(&query)
+            .iter()
+            .filter_map(|q| q.as_string())
+            .collect::<Vec<_>>()
+    });
     let first = with(|t| {
         if t.site_key.is_some() {
             return false;
         }
         t.site_key = Some(key);
         t.url = url;
+        if let Some(query) = query {
+            t.query = query;
+        }
         true
     });
+    if first == Some(true) {
+        consent::at_init(options);
+    }
     if first != Some(true) {
         warn("pulse('init') was already called");
         return;
     }
-    let mut props = Map::new();
-    if let Some(content_type) = meta_content("meta[property=\"og:type\"]") {
-        props.insert("content_type".into(), Value::String(content_type));
+    nav::watch();
+    // A prerendered page counts when the reader is shown it.
+    if get(&document(), "prerendering").as_bool() == Some(true) {
+        let _ = nav::once(&document(), "prerenderingchange", || nav::page_view(None));
+    } else {
+        nav::page_view(None);
     }
-    let depth = read_depth();
-    with(|t| t.engagement.on_depth(depth));
-    push(EventType::PageView, None, props, true, None);
 }
 
-/// `<origin of the pulse.js script>/v1/collect`, else the page's own origin.
-fn default_endpoint() -> String {
-    let document = web_sys::window().and_then(|w| w.document());
-    let scripts = document.as_ref().map(Document::scripts);
-    let src = scripts.and_then(|scripts| {
-        (0..scripts.length())
-            .filter_map(|i| scripts.item(i)?.dyn_into::<HtmlScriptElement>().ok())
-            .map(|s| s.src())
-            .find(|src| {
-                let path = src.split(['?', '#']).next().unwrap_or_default();
-                path.ends_with("/pulse.js")
-            })
-    });
-    let origin = src
-        .and_then(|src| Url::new(&src).ok())
-        .map(|url| url.origin())
-        .or_else(|| web_sys::window().and_then(|w| w.location().origin().ok()))
-        .unwrap_or_default();
-    format!("{origin}/v1/collect")
+/// `<origin of the pulse.js script>/v1/collect` (whatever the script's name), else the page's own
+/// origin's.
+fn default_endpoint(script: Option<&str>) -> Option<String> {
+    let origin = script
+        .and_then(origin_of)
+        .or_else(|| get_str(&get(&window(), "location"), "origin"))?;
+    Some(origin + "/v1/collect")
 }
 
-fn on_click(el: &Element) {
-    let mut props = Map::new();
-    props.insert("tag".into(), Value::String(el.tag_name().to_lowercase()));
-    // The resolved `href` property of links, absolute.
-    if let Some(href) = Reflect::get(el, &"href".into())
-        .ok()
-        .and_then(|v| v.as_string())
-        .filter(|h| !h.is_empty())
+/// `scheme://host[:port]` of an absolute URL (what `new URL(url).origin` gives for http(s)).
+fn origin_of(url: &str) -> Option<String> {
+    let rest = url.bytes().position(|b| b == b':')? + 3;
+    if url.get(rest - 3..rest) != Some("://") {
+        return None;
+    }
+    let end = url
+        .bytes()
+        .skip(rest)
+        .position(|b| matches!(b, b'/' | b'?' | b'#'))
+        .map_or(url.len(), |i| rest + i);
+    url.get(..end).map(str::to_owned)
+}
+
+fn on_click(el: &JsValue) {
+    let mut props = String::from("{");
+    push_key(&mut props, "tag");
+    let tag = get_str(el, "tagName").unwrap_or_default();
+    push_str(&mut props, &tag.to_ascii_lowercase());
+    // The resolved `href` property of links, absolute; outbound when on another origin.
+    if let Some(href) = get_str(el, "href").filter(|h| !h.is_empty()) {
+        let here = get_str(&get(&window(), "location"), "origin");
+        if origin_of(&href).is_some_and(|o| Some(o) != here) {
+            props.push_str(",\"outbound\":true");
+        }
+        props.push(',');
+        push_key(&mut props, "href");
+        let href = with(|t| keep_query(&href, &t.query)).unwrap_or_default();
+        push_str(&mut props, &truncate(href, MAX_URL_LEN));
+    }
+    // The site's own name for what was clicked.
+    if let Ok(name) = call(el, "getAttribute", &[&"data-pulse-click".into()])
+        && let Some(name) = name.as_string()
     {
-        props.insert("href".into(), Value::String(truncate(href, MAX_URL_LEN)));
+        props.push(',');
+        push_key(&mut props, "name");
+        push_str(&mut props, &name);
     }
-    let text = el.text_content().unwrap_or_default();
-    let text: String = text
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .chars()
-        .take(MAX_CLICK_TEXT)
-        .collect();
-    props.insert("text".into(), Value::String(text));
+    let text = squash(
+        &get_str(el, "textContent").unwrap_or_default(),
+        MAX_CLICK_TEXT,
+    );
+    props.push(',');
+    push_key(&mut props, "text");
+    push_str(&mut props, &text);
+    props.push('}');
     with(|t| t.engagement.on_activity(now()));
     push(EventType::Click, None, props, false, None);
+}
+
+/// The first `max` characters of `text` with each run of whitespace made one space, and none at
+/// either end.
+fn squash(text: &str, max: usize) -> String {
+    let (mut out, mut n, mut space) = (String::new(), 0, false);
+    for c in text.chars() {
+        if c.is_whitespace() {
+            space = n > 0;
+            continue;
+        }
+        if n + usize::from(space) >= max {
+            break;
+        }
+        if space {
+            out.push(' ');
+            n += 1;
+            space = false;
+        }
+        out.push(c);
+        n += 1;
+    }
+    out
 }
 
 /// Queues an event on the current page and schedules its sending.
 fn push(
     kind: EventType,
     name: Option<String>,
-    props: Map<String, Value>,
+    props: String,
     urgent: bool,
     page: Option<PageContext>,
 ) {
     let page = page.unwrap_or_else(page_context);
     let now = now();
-    let event = Event {
-        id: EventId::from_bytes(random()),
+    let props_text = if DEBUG.get() {
+        props.clone()
+    } else {
+        String::new()
+    };
+    let mut event = Event {
+        id: EventId(0),
         ts: now,
         kind,
         name,
@@ -423,191 +578,34 @@ fn push(
         props,
     };
     if let Err(reason) = event.check() {
-        warn(&format!(
-            "{} event not sent: {}",
-            kind.as_str(),
-            reason.as_str()
-        ));
+        warn(&(String::from(kind.as_str()) + " event not sent: " + reason.as_str()));
         return;
     }
     let dropped = with(|t| {
+        if !t.consent.may_record() {
+            return None;
+        }
+        let page = &mut event.page;
+        page.url = keep_query(&page.url, &t.query);
+        page.referrer = keep_query(&page.referrer, &t.query);
+        event.id = EventId(t.next_id);
+        t.next_id = t.next_id.wrapping_add(1);
         t.session.touch(now, random());
         store(STATE_KEY, Some(&t.session.to_json()));
-        t.queue.push(now, event, urgent)
-    });
+        let dropped = t.queue.push(now, event, urgent);
+        // Kept at once, so a page that crashes or is killed loses nothing it recorded.
+        send::park(t);
+        Some(dropped)
+    })
+    .flatten();
+    if dropped.is_some() {
+        debug(
+            &(String::from("record ") + kind.as_str()),
+            &JsValue::from_str(&props_text),
+        );
+    }
     if let Some(n @ 1..) = dropped {
-        warn(&format!("queue full: dropped {n} oldest event(s)"));
+        warn(&("queue full: dropped ".to_owned() + &u64_string(n as u64) + " oldest event(s)"));
     }
     schedule();
-}
-
-/// Sends every batch that is due, then re-arms the timer.
-fn pump() {
-    loop {
-        let next = with(|t| {
-            let key = t.site_key.clone()?;
-            let now = now();
-            let session = &mut t.session;
-            let transmit = t
-                .queue
-                .poll_transmit(now, random_u32(), || session.next_header(&key, now))?;
-            store(STATE_KEY, Some(&session.to_json()));
-            Some((t.url.clone(), transmit))
-        })
-        .flatten();
-        match next {
-            Some((url, transmit)) => send(&url, transmit),
-            None => break,
-        }
-    }
-    schedule();
-}
-
-/// Arms the single wake-up timer for the queue's next deadline.
-fn schedule() {
-    let Some(window) = web_sys::window() else {
-        return;
-    };
-    with(|t| {
-        t.site_key.as_ref()?;
-        let deadline = t.queue.next_deadline();
-        if let Some((handle, at)) = t.timer {
-            if Some(at) == deadline {
-                return None;
-            }
-            window.clear_timeout_with_handle(handle);
-            t.timer = None;
-        }
-        let at = deadline?;
-        let delay = at.saturating_sub(now()).min(i32::MAX as u64) as i32;
-        let tick = TICK.with(|cell| cell.borrow().clone())?;
-        let handle = window
-            .set_timeout_with_callback_and_timeout_and_arguments_0(&tick, delay)
-            .ok()?;
-        t.timer = Some((handle, at));
-        Some(())
-    });
-}
-
-/// The page is being hidden (and may never come back): send the engagement and everything
-/// queued at once, and park what is unacknowledged for the next page.
-fn on_hidden() {
-    let page = page_context();
-    let now = now();
-    let engagement = with(|t| {
-        t.engagement.on_visibility(now, false);
-        t.engagement.take(now)
-    })
-    .flatten();
-    if let Some((read_depth, active_ms)) = engagement {
-        let mut props = Map::new();
-        props.insert("read_depth".into(), read_depth.into());
-        props.insert("active_ms".into(), active_ms.into());
-        push(EventType::Engagement, None, props, false, Some(page));
-    }
-    let sends = with(|t| {
-        let key = t.site_key.clone()?;
-        let session = &mut t.session;
-        let sends = t.queue.flush_all(now, || session.next_header(&key, now));
-        store(STATE_KEY, Some(&session.to_json()));
-        park(&t.queue);
-        Some((t.url.clone(), sends))
-    })
-    .flatten();
-    if let Some((url, sends)) = sends {
-        for transmit in sends {
-            send(&url, transmit);
-        }
-    }
-}
-
-/// Keeps the unacknowledged events in `localStorage` for the next page, or clears them.
-fn park(queue: &Queue) {
-    if queue.is_empty() {
-        store(QUEUE_KEY, None);
-    } else {
-        store(QUEUE_KEY, Some(&queue.export()));
-    }
-}
-
-/// Starts the request at once (so it leaves even from `pagehide`) and handles its answer later.
-fn send(url: &str, transmit: Transmit) {
-    let Some(window) = web_sys::window() else {
-        return;
-    };
-    let body = encode_batch(&transmit.batch);
-    let init = RequestInit::new();
-    init.set_method("POST");
-    init.set_body(&Uint8Array::from(body.as_slice()));
-    // `keepalive` lets the request outlive the page; set directly (not in stable web-sys).
-    let _ = Reflect::set(&init, &"keepalive".into(), &JsValue::TRUE);
-    init.set_credentials(RequestCredentials::Omit);
-    init.set_mode(RequestMode::Cors);
-    let request = window.fetch_with_str_and_init(url, &init);
-    let token = transmit.token;
-    // A batch made only of events parked by an earlier page answers for that page: its decision
-    // is not this page's, so it is not applied here.
-    let here = truncate(window.location().href().unwrap_or_default(), MAX_URL_LEN);
-    let for_this_page = transmit.batch.events.iter().any(|e| e.page.url == here);
-    wasm_bindgen_futures::spawn_local(async move {
-        let outcome = match answer(request).await {
-            Ok(outcome) => outcome,
-            Err(_) => Outcome::network_error(),
-        };
-        on_answer(token, outcome, for_this_page);
-    });
-}
-
-async fn answer(request: js_sys::Promise) -> Result<Outcome, JsValue> {
-    let response: Response = JsFuture::from(request).await?.dyn_into()?;
-    let status = response.status();
-    // Readable only when the server exposes it (`Access-Control-Expose-Headers`).
-    let retry_after = response.headers().get("retry-after").ok().flatten();
-    let buffer = JsFuture::from(response.array_buffer()?).await?;
-    let body = Uint8Array::new(&buffer).to_vec();
-    Ok(Outcome::from_http(status, retry_after.as_deref(), &body))
-}
-
-fn on_answer(token: u64, outcome: Outcome, for_this_page: bool) {
-    let reaction = with(|t| {
-        let reaction = t.queue.on_response(now(), token, outcome, random_u32());
-        if storage().is_some_and(|s| s.get_item(QUEUE_KEY).ok().flatten().is_some()) {
-            park(&t.queue);
-        }
-        reaction
-    });
-    match reaction {
-        Some(Reaction::Accepted {
-            decision,
-            rejected,
-            signed,
-            auth,
-        }) => {
-            for r in rejected {
-                warn(&format!(
-                    "event {} rejected: {}",
-                    r.index,
-                    r.reason.as_str()
-                ));
-            }
-            if let Some(why) = auth.filter(|a| a != "valid") {
-                warn(&format!(
-                    "the auth token vouched for nothing ({why}): counted as an anonymous reader, no entitlements"
-                ));
-            }
-            if let Some(decision) = decision.filter(|_| for_this_page) {
-                apply(&decision, signed.as_deref());
-            }
-        }
-        Some(Reaction::Dropped {
-            events,
-            status,
-            code,
-        }) => warn(&format!(
-            "batch of {events} event(s) refused ({status}): {}",
-            code.as_deref().unwrap_or("unknown")
-        )),
-        Some(Reaction::WillRetry { .. } | Reaction::Stale) | None => {}
-    }
-    pump();
 }

@@ -1,65 +1,73 @@
 //! A decision applied to the page: `<html>` attributes, the `pulse:decision` event, the
 //! callbacks.
 
-use js_sys::{Function, JSON, Reflect};
+use js_sys::{Function, Object, Reflect};
 use wasm_bindgen::prelude::*;
-use web_sys::{CustomEvent, CustomEventInit};
 
-use pulse_protocol::Decision;
+use super::js::{call, get, html, set, window};
+use super::{DECISION_KEY, push_key, push_str, store, u64_string, warn_js, with};
 
-use super::{warn_js, with};
-
-/// Applies a decision: `<html>` attributes, the `pulse:decision` event, the callbacks. The
-/// object they get carries `signed`, the gateway's signature of it, when the site signs.
-pub(super) fn apply(decision: &Decision, signed: Option<&str>) {
-    let Some(window) = web_sys::window() else {
-        return;
-    };
-    if let Some(html) = window.document().and_then(|d| d.document_element()) {
-        let _ = html.set_attribute("data-pulse-paywall", decision.action.as_str());
-        let _ = match decision.remaining {
-            Some(n) => html.set_attribute("data-pulse-remaining", &n.to_string()),
-            None => html.remove_attribute("data-pulse-remaining"),
+/// Applies a decision (the answer's `decision` object): `<html>` attributes, the
+/// `pulse:decision` event, the callbacks. The object they get carries `signed`, the gateway's
+/// signature of it, when the site signs.
+pub(super) fn apply(object: JsValue, signed: Option<&str>) {
+    let html = html();
+    // The attributes, kept for the next page's snippet to set before its first paint.
+    let mut cache = String::from("{");
+    for (name, key) in [
+        ("data-pulse-paywall", "action"),
+        ("data-pulse-remaining", "remaining"),
+        ("data-pulse-variant", "variant"),
+        ("data-pulse-offer", "offer"),
+        ("data-pulse-prompt", "prompt"),
+    ] {
+        let value = get(&object, key);
+        let text = value
+            .as_string()
+            .or_else(|| value.as_f64().map(|n| u64_string(n as u64)));
+        let _ = match text {
+            Some(v) => {
+                if cache.len() > 1 {
+                    cache.push(',');
+                }
+                push_key(&mut cache, name);
+                push_str(&mut cache, &v);
+                call(&html, "setAttribute", &[&name.into(), &v.into()])
+            }
+            None => call(&html, "removeAttribute", &[&name.into()]),
         };
-        for (name, value) in [
-            ("data-pulse-variant", &decision.variant),
-            ("data-pulse-offer", &decision.offer),
-            ("data-pulse-prompt", &decision.prompt),
-        ] {
-            let _ = match value {
-                Some(v) => html.set_attribute(name, v),
-                None => html.remove_attribute(name),
-            };
-        }
     }
-    let text = serde_json::to_string(decision).unwrap_or_default();
-    let Ok(object) = JSON::parse(&text) else {
-        return;
-    };
+    cache.push('}');
+    store(DECISION_KEY, Some(&cache));
     if let Some(signed) = signed {
-        let _ = Reflect::set(&object, &"signed".into(), &signed.into());
+        set(&object, "signed", &signed.into());
     }
     let callbacks = with(|t| {
         t.decision = Some(object.clone());
         t.callbacks.clone()
     })
     .unwrap_or_default();
-    let init = CustomEventInit::new();
-    init.set_detail(&object);
-    match CustomEvent::new_with_event_init_dict("pulse:decision", &init) {
+    let window = window();
+    let init = Object::new();
+    set(&init, "detail", &object);
+    let event = get(&window, "CustomEvent")
+        .dyn_into::<Function>()
+        .and_then(|c| Reflect::construct(&c, &js_sys::Array::of2(&"pulse:decision".into(), &init)));
+    match event {
         Ok(event) => {
-            if let Err(error) = window.dispatch_event(&event) {
+            if let Err(error) = call(&window, "dispatchEvent", &[&event]) {
                 warn_js("a pulse:decision listener failed", &error);
             }
         }
         Err(error) => warn_js("could not create pulse:decision", &error),
     }
     for callback in &callbacks {
-        call(callback, &object);
+        call_back(callback, &object);
     }
 }
 
-pub(super) fn call(callback: &Function, decision: &JsValue) {
+/// Calls an `onDecision` callback; what it throws is reported, not passed on.
+pub(super) fn call_back(callback: &Function, decision: &JsValue) {
     if let Err(error) = callback.call1(&JsValue::NULL, decision) {
         warn_js("an onDecision callback threw", &error);
     }

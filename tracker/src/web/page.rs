@@ -1,13 +1,15 @@
 //! What the tracker reads of the page: its URL, referrer and title (cut to the protocol's
 //! limits), the site's meta tags, read depth, and the properties a command passes.
 
+use super::js::get_f64;
 use super::*;
 
 pub(super) fn meta_content(selector: &str) -> Option<String> {
-    let document = web_sys::window()?.document()?;
-    let meta = document.query_selector(selector).ok()??;
-    meta.get_attribute("content")
-        .map(|c| c.trim().to_owned())
+    let meta = call(&document(), "querySelector", &[&selector.into()]).ok()?;
+    call(&meta, "getAttribute", &[&"content".into()])
+        .ok()?
+        .as_string()
+        .map(|c| c.trim_matches(|c: char| c.is_ascii_whitespace()).to_owned())
         .filter(|c| !c.is_empty())
 }
 
@@ -23,52 +25,58 @@ pub(super) fn truncate(mut s: String, max: usize) -> String {
 }
 
 pub(super) fn page_context() -> PageContext {
-    let Some(document) = web_sys::window().and_then(|w| w.document()) else {
-        return PageContext::default();
-    };
-    let url = document
-        .location()
-        .and_then(|l| l.href().ok())
-        .unwrap_or_default();
+    let document = document();
+    let text =
+        |obj: &JsValue, key: &str, max: usize| truncate(get_str(obj, key).unwrap_or_default(), max);
     PageContext {
-        url: truncate(url, MAX_URL_LEN),
-        referrer: truncate(document.referrer(), MAX_URL_LEN),
-        title: truncate(document.title(), MAX_TITLE_LEN),
+        url: text(&get(&document, "location"), "href", MAX_URL_LEN),
+        referrer: text(&document, "referrer", MAX_URL_LEN),
+        title: text(&document, "title", MAX_TITLE_LEN),
     }
 }
 
 /// Percent of the document height seen so far (bottom of the viewport).
+/// Of the element marked `data-pulse-article` when there is one (how far its bottom edge has
+/// come into view), else of the whole document.
 pub(super) fn read_depth() -> u32 {
-    let Some(window) = web_sys::window() else {
-        return 0;
+    let window = window();
+    let viewport = get_f64(&window, "innerHeight").unwrap_or(0.0);
+    let article = call(
+        &document(),
+        "querySelector",
+        &[&"[data-pulse-article]".into()],
+    )
+    .ok()
+    .filter(|a| !absent(a));
+    let (seen, height) = match article {
+        Some(article) => {
+            let rect = call(&article, "getBoundingClientRect", &[]).unwrap_or_default();
+            let top = get_f64(&rect, "top").unwrap_or(0.0);
+            (viewport - top, get_f64(&rect, "height").unwrap_or(0.0))
+        }
+        None => (
+            get_f64(&window, "scrollY").unwrap_or(0.0) + viewport,
+            get_f64(&js::html(), "scrollHeight").unwrap_or(0.0),
+        ),
     };
-    let height = window
-        .document()
-        .and_then(|d| d.document_element())
-        .map_or(0, |e| e.scroll_height());
-    let viewport = window
-        .inner_height()
-        .ok()
-        .and_then(|v| v.as_f64())
-        .unwrap_or(0.0);
-    let seen = window.scroll_y().unwrap_or(0.0) + viewport;
-    if height <= 0 {
+    if height <= 0.0 {
         return 100;
     }
-    (seen / f64::from(height) * 100.0).clamp(0.0, 100.0) as u32
+    (seen / height * 100.0).clamp(0.0, 100.0) as u32
 }
 
-/// A JS value as a props object (via `JSON.stringify`); empty when absent or not an object.
-pub(super) fn props_of(value: &JsValue) -> Map<String, Value> {
-    if value.is_undefined() || value.is_null() {
-        return Map::new();
+/// A JS value as props (compact JSON object text, from `JSON.stringify`); empty when absent or
+/// not an object.
+pub(super) fn props_of(value: &JsValue) -> String {
+    if absent(value) {
+        return String::new();
     }
-    let text = JSON::stringify(value).ok().and_then(|s| s.as_string());
-    match text.as_deref().map(serde_json::from_str::<Value>) {
-        Some(Ok(Value::Object(map))) => map,
+    let text = JSON::stringify(value).ok().map(String::from);
+    match text {
+        Some(text) if text.starts_with('{') => text,
         _ => {
             warn("props must be a JSON object; ignored");
-            Map::new()
+            String::new()
         }
     }
 }

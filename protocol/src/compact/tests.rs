@@ -1,0 +1,176 @@
+use super::*;
+use crate::{BatchHeader, EventId, EventType, PageContext};
+
+fn event(id: u128, ts: u64, kind: EventType, url: &str, props: &str) -> WireEvent {
+    WireEvent {
+        id: EventId(id),
+        ts,
+        kind,
+        name: (kind == EventType::Custom).then(|| "video.play".to_owned()),
+        page: PageContext {
+            url: url.into(),
+            referrer: "https://www.google.com/".into(),
+            title: "Ünïcode \"title\"".into(),
+        },
+        props: props.into(),
+    }
+}
+
+fn batch(user: bool) -> WireBatch {
+    let t = 1_800_000_000_000;
+    WireBatch {
+        header: BatchHeader {
+            v: 1,
+            site_key: "demo".into(),
+            anonymous_id: "3f9a1c0be27d4e58a6b1f0c9d8e7a6b5".into(),
+            user_id: user.then(|| "user-42".into()),
+            auth: user.then(|| "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1In0.c2ln".into()),
+            session_id: "not-hex_session".into(),
+            seq: 7,
+            sent_at: t,
+        },
+        events: vec![
+            event(
+                u128::MAX,
+                t - 9_000,
+                EventType::PageView,
+                "https://n.example/a",
+                "",
+            ),
+            // The id after u128::MAX wraps to 0; the page and time repeat and go back.
+            event(
+                0,
+                t - 9_000,
+                EventType::Click,
+                "https://n.example/a",
+                r#"{"tag":"a"}"#,
+            ),
+            event(
+                5,
+                t - 12_000,
+                EventType::Custom,
+                "https://n.example/b",
+                "{}",
+            ),
+            event(
+                6,
+                t,
+                EventType::Engagement,
+                "https://n.example/b",
+                r#"{"read_depth":40}"#,
+            ),
+        ],
+    }
+}
+
+fn inflate(body: &[u8], dict: &'static [u8]) -> Result<Vec<u8>, CompactError> {
+    inflate_body(body, 1 << 20, |id| (id == 9).then_some(dict))
+}
+
+#[test]
+fn records_round_trip() {
+    for user in [false, true] {
+        let b = batch(user);
+        let record = encode_record(&b);
+        let mut back = decode_record(&record).unwrap();
+        // An empty object is not sent.
+        assert_eq!(back.events[2].props, "");
+        back.events[2].props = "{}".into();
+        assert_eq!(back, b);
+    }
+}
+
+#[test]
+fn empty_tokens_round_trip() {
+    let mut b = batch(false);
+    b.header.site_key.clear();
+    b.header.anonymous_id.clear();
+    assert_eq!(decode_record(&encode_record(&b)).unwrap().header, b.header);
+}
+
+#[test]
+fn restamped_records_keep_their_events() {
+    let b = batch(false);
+    let mut record = encode_record(&b);
+    restamp_record(&mut record, 42);
+    let back = decode_record(&record).unwrap();
+    assert_eq!(back.header.sent_at, 42);
+    assert_eq!(back.events[3].ts, b.events[3].ts);
+}
+
+#[test]
+fn bodies_inflate_with_and_without_a_dictionary() {
+    const DICT: &[u8] = b"https://www.google.com/ https://n.example/ {\"read_depth\":";
+    let record = encode_record(&batch(true));
+    for (id, dict) in [(0, &b""[..]), (9, DICT)] {
+        let body = encode_body(&record, (id, dict));
+        assert_eq!(body[..3], COMPACT_MAGIC);
+        assert_eq!(inflate(&body, DICT).unwrap(), record);
+        // Any inflater reads it: the same through miniz_oxide's plain API when there is no
+        // dictionary.
+        if id == 0 {
+            let plain = miniz_oxide::inflate::decompress_to_vec(&body[4..]).unwrap();
+            assert_eq!(plain, record);
+        }
+    }
+    let with = encode_body(&record, (9, DICT)).len();
+    let without = encode_body(&record, (0, b"")).len();
+    assert!(with < without, "{with} >= {without}");
+}
+
+#[test]
+fn long_and_repetitive_input_round_trips() {
+    // Matches up to 258 bytes, overlapping copies, distances across the whole window.
+    let mut data = vec![b'a'; 1000];
+    data.extend((0..40_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8));
+    data.extend_from_within(100..5_000);
+    let mut body = Vec::new();
+    deflate(&data, b"", &mut body);
+    assert_eq!(
+        miniz_oxide::inflate::decompress_to_vec(&body).unwrap(),
+        data
+    );
+    assert!(body.len() < data.len());
+}
+
+#[test]
+fn json_of_a_body_is_the_batch() {
+    let b = batch(true);
+    let body = encode_body(&encode_record(&b), (0, b""));
+    let json = decode_body(&body, 1 << 20, |_| None).unwrap();
+    let parsed = crate::parse_batch(json.as_bytes(), b.header.sent_at).unwrap();
+    assert_eq!(parsed.accepted.len(), 4);
+    assert_eq!(parsed.header.seq, 7);
+}
+
+#[test]
+fn bad_bodies_say_why() {
+    let record = encode_record(&batch(false));
+    let body = encode_body(&record, (0, b""));
+    assert_eq!(
+        inflate(&encode_body(&record, (3, b"x")), b""),
+        Err(CompactError::UnknownDictionary(3))
+    );
+    assert_eq!(
+        inflate(&body[..body.len() - 2], b""),
+        Err(CompactError::Deflate)
+    );
+    assert_eq!(inflate(b"pz1", b""), Err(CompactError::Deflate));
+    let mut trailing = body.clone();
+    trailing.push(0);
+    assert_eq!(inflate(&trailing, b""), Err(CompactError::Deflate));
+    assert_eq!(
+        inflate_body(&body, record.len() - 1, |_| None),
+        Err(CompactError::TooLarge(record.len() - 1))
+    );
+    assert_eq!(
+        inflate_body(&body, record.len(), |_| None).map(|r| r.len()),
+        Ok(record.len())
+    );
+    for cut in 0..record.len() {
+        assert!(decode_record(&record[..cut]).is_err(), "cut at {cut}");
+    }
+    let mut extra = record.clone();
+    extra.push(1);
+    assert!(decode_record(&extra).is_err());
+}
