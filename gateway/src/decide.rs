@@ -262,6 +262,26 @@ impl Decider {
         }
     }
 
+    /// Which of `events` the reader's state already holds (by event id). A gateway of a
+    /// split tier does not know (its scorers dedupe what they apply); nor does a scorer that
+    /// fails to answer: then none, and the batch is stored whole.
+    pub async fn holds(&self, reader: &str, events: &[EventView<'_>]) -> Vec<bool> {
+        if self.router.is_some() || events.is_empty() {
+            return Vec::new();
+        }
+        let ids: Vec<u128> = events.iter().map(|e| e.id.0).collect();
+        let engine = Arc::clone(&self.engine);
+        let reader = reader.to_owned();
+        match tokio::task::spawn_blocking(move || engine.holds(&reader, &ids)).await {
+            Ok(Ok(held)) => held,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not check a resent batch: stored whole");
+                Vec::new()
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+
     /// A gateway of a split tier: the owner's decision for `view` without applying it (the
     /// fallback when none answers in time). `None` when this process keeps reader state.
     pub(crate) async fn peek_remote(

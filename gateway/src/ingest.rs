@@ -138,6 +138,25 @@ impl Ingest {
             self.metrics.rate_limited(limited.limit);
             return Err(ApiError::rate_limited(limited.limit, limited.retry_after));
         }
+        // A batch sent again (a retry, or one an earlier page parked and that may have been
+        // delivered as the page went): the events reader state already holds are acknowledged
+        // without being stored twice.
+        let mut duplicates = 0;
+        if header.resent {
+            let held = self
+                .decider
+                .holds(header.reader_key(), &parsed.accepted)
+                .await;
+            let mut i = 0;
+            parsed.accepted.retain(|_| {
+                let keep = !held.get(i).copied().unwrap_or(false);
+                i += 1;
+                keep
+            });
+            duplicates = held.iter().filter(|h| **h).count();
+            self.metrics.resent_duplicates(duplicates);
+        }
+        let header = &parsed.header;
         let prefix = RecordPrefix::new(site, header, now);
         let mut events = Records::with_buffer(self.pool.take());
         for view in &parsed.accepted {
@@ -200,7 +219,7 @@ impl Ingest {
             _ => None,
         };
         Ok(CollectResponse {
-            accepted: receipt.events as u32,
+            accepted: (receipt.events + duplicates) as u32,
             rejected: parsed.rejected.into_iter().map(|(r, _)| r).collect(),
             decision: decided.decision,
             signed,

@@ -40,6 +40,11 @@ pub struct BatchHeader {
     /// Client clock time when the batch was (re)sent, milliseconds since the Unix epoch. The
     /// server corrects event times by `server_now - sent_at`.
     pub sent_at: u64,
+    /// Set on every send of the batch after its first (a retry, or a batch an earlier page
+    /// parked): the gateway drops the events its reader state already holds instead of
+    /// storing them again. Absent means false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resent: bool,
 }
 
 impl BatchHeader {

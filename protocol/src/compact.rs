@@ -6,6 +6,7 @@
 //! body    = "pz1" dict:u8 deflate(record)          dict 0: no dictionary
 //! record  = sent_at:u64le v seq flags:u8 site_key:str anonymous_id:tok session_id:tok
 //!           [user_id:str (flags & 1)] [auth:str (flags & 2)] n events{n}
+//! flags   = 1 has a user id | 2 has auth | 4 resent (sent before: a retry or a parked batch)
 //! event   = head:u8 [id:16 bytes, big-endian (unless head & 64)] ts [name:str (head & 8)]
 //!           [url:str referrer:str title:str (unless head & 16)] [props:str (head & 32)]
 //! head    = kind (0 page_view, 1 engagement, 2 click, 3 identify, 4 custom)
@@ -97,7 +98,9 @@ pub fn encode_record(batch: &WireBatch) -> Vec<u8> {
     out.extend_from_slice(&h.sent_at.to_le_bytes());
     put_varint(&mut out, u64::from(h.v));
     put_varint(&mut out, h.seq);
-    out.push(u8::from(h.user_id.is_some()) | u8::from(h.auth.is_some()) << 1);
+    out.push(
+        u8::from(h.user_id.is_some()) | u8::from(h.auth.is_some()) << 1 | u8::from(h.resent) << 2,
+    );
     put_str(&mut out, &h.site_key);
     put_token(&mut out, &h.anonymous_id);
     put_token(&mut out, &h.session_id);
@@ -147,6 +150,22 @@ pub fn encode_record(batch: &WireBatch) -> Vec<u8> {
 pub fn restamp_record(record: &mut [u8], sent_at: u64) {
     if let Some(head) = record.get_mut(..8) {
         head.copy_from_slice(&sent_at.to_le_bytes());
+    }
+}
+
+/// Marks an encoded record as resent (its flags' bit 4): a batch sent before, sent again as
+/// it was encoded (a parked batch of an earlier page). A record too short changes nothing.
+pub fn mark_resent(record: &mut [u8]) {
+    // The flags follow sent_at (8 bytes) and two varints (v, seq).
+    let mut at = 8;
+    for _ in 0..2 {
+        while record.get(at).is_some_and(|b| b & 0x80 != 0) {
+            at += 1;
+        }
+        at += 1;
+    }
+    if let Some(flags) = record.get_mut(at) {
+        *flags |= 4;
     }
 }
 
@@ -304,6 +323,7 @@ pub fn decode_record(record: &[u8]) -> Result<WireBatch, CompactError> {
             session_id,
             seq,
             sent_at: u64::from_le_bytes(sent_at),
+            resent: flags & 4 != 0,
         },
         events,
     })

@@ -50,6 +50,8 @@ pub struct HeaderView<'a> {
     pub seq: u64,
     /// Client clock time when the batch was sent, ms since the epoch.
     pub sent_at: u64,
+    /// Whether the client sent the batch before (a retry, or a batch an earlier page parked).
+    pub resent: bool,
 }
 
 impl HeaderView<'_> {
@@ -127,6 +129,7 @@ struct Fields<'a> {
     session_id: Option<Cow<'a, str>>,
     seq: Option<u64>,
     sent_at: Option<u64>,
+    resent: Option<bool>,
     events: Option<(Vec<Slot<'a>>, usize)>,
 }
 
@@ -189,6 +192,7 @@ pub fn parse_batch(body: &[u8], server_now: u64) -> Result<BatchView<'_>, BatchE
             session_id,
             seq,
             sent_at,
+            resent: fields.resent.unwrap_or(false),
         },
         accepted: Vec::with_capacity(slots.len()),
         rejected: Vec::new(),
@@ -292,6 +296,7 @@ fn read_top<'a>(
                 }
                 "seq" => set(&mut f.seq, read_u64(s, shape, "seq")?),
                 "sent_at" => set(&mut f.sent_at, read_u64(s, shape, "sent_at")?),
+                "resent" => set(&mut f.resent, read_bool(s, shape, "resent")?),
                 "events" => {
                     if s.peek() == Some(b'[') {
                         set(&mut f.events, Some(read_events(s)?))
@@ -350,6 +355,25 @@ fn read_u64(
         note(shape, || format!("`{name}` must be a whole number"));
     }
     Ok(n)
+}
+
+fn read_bool(
+    s: &mut Scanner<'_>,
+    shape: &mut Option<String>,
+    name: &str,
+) -> Result<Option<bool>, Syntax> {
+    let start = s.pos();
+    let literal = matches!(s.peek(), Some(b't' | b'f'));
+    s.skip_value(1)?;
+    let b = match s.since(start) {
+        "true" if literal => Some(true),
+        "false" if literal => Some(false),
+        _ => None,
+    };
+    if b.is_none() {
+        note(shape, || format!("`{name}` must be true or false"));
+    }
+    Ok(b)
 }
 
 fn read_str<'a>(

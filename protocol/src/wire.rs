@@ -119,6 +119,9 @@ impl WireBatch {
         push_u64(out, h.seq);
         out.push_str(",\"sent_at\":");
         push_u64(out, h.sent_at);
+        if h.resent {
+            out.push_str(",\"resent\":true");
+        }
         out.push_str(",\"events\":");
         out.push('[');
         for (i, event) in self.events.iter().enumerate() {

@@ -433,6 +433,7 @@ impl ReaderSim<'_> {
             session_id,
             seq,
             sent_at,
+            resent: false,
         }
     }
 }

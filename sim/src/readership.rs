@@ -267,6 +267,7 @@ impl Readership {
                 session_id: hex(rng.next_u128()),
                 seq: 0,
                 sent_at,
+                resent: false,
             },
             events,
         }

@@ -105,6 +105,7 @@ pub fn sample_batch(n: usize) -> Batch {
             session_id: "8c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f".to_owned(),
             seq: 0,
             sent_at: t0 + n as u64 * 9_137,
+            resent: false,
         },
         events,
     }
@@ -346,6 +347,7 @@ impl Traffic {
                 session_id: reader.session_id.clone(),
                 seq: reader.next_seq,
                 sent_at: now_ms,
+                resent: false,
             },
             events: out,
         };

@@ -340,6 +340,7 @@ pub fn batch_of(anon: &str, seq: u64, events: Vec<Event>, now: u64) -> Batch {
             session_id: "s1".into(),
             seq,
             sent_at: now,
+            resent: false,
         },
         events,
     }

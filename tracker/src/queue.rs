@@ -15,7 +15,7 @@
 
 use pulse_protocol::BatchHeader;
 
-use pulse_protocol::compact::{encode_record, restamp_record};
+use pulse_protocol::compact::{encode_record, mark_resent, restamp_record};
 
 use crate::json::Reader;
 use crate::{Batch, Event};
@@ -44,6 +44,7 @@ fn loose_header() -> BatchHeader {
         session_id: String::new(),
         seq: 0,
         sent_at: 0,
+        resent: false,
     }
 }
 
@@ -216,6 +217,8 @@ struct OutBatch {
     failures: u32,
     not_before: u64,
     in_flight: Option<InFlight>,
+    /// Sent at least once (every later send says so: `resent`).
+    sent: bool,
 }
 
 impl OutBatch {
@@ -479,6 +482,7 @@ impl Queue {
                 failures: 0,
                 not_before: now_ms,
                 in_flight: None,
+                sent: false,
             });
         }
         Some(self.enforce_bound())
@@ -510,6 +514,7 @@ impl Queue {
             failures: 0,
             not_before: now_ms,
             in_flight: None,
+            sent: false,
         });
     }
 
@@ -522,9 +527,14 @@ impl Queue {
             since: now_ms,
         });
         out.batch.header.sent_at = now_ms;
+        // A retry, or a batch an earlier page parked (it may have been delivered as the page
+        // went): the gateway then drops the events it already holds.
+        out.batch.header.resent = out.sent;
+        out.sent = true;
         let record = match &mut out.parked {
             Some((record, _)) => {
                 restamp_record(record, now_ms);
+                mark_resent(record);
                 record.clone()
             }
             None => encode_record(&out.batch),
@@ -650,6 +660,7 @@ mod tests {
                 session_id: "s".repeat(32),
                 seq,
                 sent_at: 0,
+                resent: false,
             }
         }
     }

@@ -215,6 +215,7 @@ impl Session {
             session_id: self.session_id.clone(),
             seq: self.next_seq,
             sent_at: now_ms,
+            resent: false,
         }
     }
 }

@@ -89,6 +89,7 @@ pub struct Metrics {
     log_commits: Counter,
     log_committed_requests: Counter,
     events_accepted: Counter,
+    resent_duplicates: Counter,
     batches_accepted: Counter,
     dead_letters: Counter,
     dead_letter_bytes: Counter,
@@ -247,6 +248,10 @@ impl Metrics {
             "pulse_gateway_events_accepted",
             "Events accepted and durable",
         );
+        let resent_duplicates = counter(
+            "pulse_gateway_resent_duplicate_events",
+            "Events of resent batches that reader state already held: acknowledged, not stored again",
+        );
         let batches_accepted = counter("pulse_gateway_batches_accepted", "Batches answered 200");
         let dead_letters = counter("pulse_gateway_dead_letters", "Dead letters written");
         let dead_letter_bytes = counter(
@@ -366,6 +371,7 @@ impl Metrics {
             log_commits,
             log_committed_requests,
             events_accepted,
+            resent_duplicates,
             batches_accepted,
             dead_letters,
             dead_letter_bytes,
@@ -469,6 +475,11 @@ impl Metrics {
     pub fn accepted(&self, events: usize) {
         self.batches_accepted.inc();
         self.events_accepted.inc_by(events as u64);
+    }
+
+    /// Counts the events of resent batches that were not stored again.
+    pub fn resent_duplicates(&self, events: usize) {
+        self.resent_duplicates.inc_by(events as u64);
     }
 
     /// Counts dead letters written and the bytes they take.

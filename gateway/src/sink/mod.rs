@@ -224,6 +224,7 @@ pub(crate) mod testing {
                 session_id: "s".into(),
                 seq: 0,
                 sent_at: NOW,
+                resent: false,
             },
             events: ids
                 .into_iter()

@@ -28,6 +28,7 @@ fn batch(user: bool) -> WireBatch {
             session_id: "not-hex_session".into(),
             seq: 7,
             sent_at: t,
+            resent: false,
         },
         events: vec![
             event(

@@ -15,6 +15,7 @@ fn header() -> BatchHeader {
         session_id: "s1".into(),
         seq: 0,
         sent_at: NOW,
+        resent: false,
     }
 }
 

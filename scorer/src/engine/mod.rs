@@ -407,6 +407,17 @@ impl<S: StateStore + 'static> Engine<S> {
         self.score_on(reader, none, page, now, request)
     }
 
+    /// Which of `ids` the reader's state already holds (a batch sent again: those need not be
+    /// stored twice). Loads the reader as scoring would.
+    pub fn holds(&self, reader: &str, ids: &[u128]) -> Result<Vec<bool>, EngineError> {
+        let core = self.core()?;
+        let none: &[(&pulse_protocol::Event, u64)] = &[];
+        let (held, _) = self.shared.update(&core, reader, none, |_, state| {
+            ids.iter().map(|id| state.holds(*id)).collect()
+        })?;
+        Ok(held)
+    }
+
     /// Decides for a reader as if `view` (the page about to be shown) had just happened at
     /// `now`, without keeping it: the page the publisher's server is about to render counts in
     /// the meter, but only the tracker's own event, when the page is shown, is recorded.

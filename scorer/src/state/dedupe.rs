@@ -86,6 +86,15 @@ impl Dedupe {
         }
     }
 
+    /// Whether `id` was applied (and is still remembered), without remembering it.
+    pub fn contains(&self, id: u128) -> bool {
+        if self.slots.is_empty() {
+            return false;
+        }
+        let key = short(id);
+        self.slots[Self::probe(&self.slots, key)].0 == key
+    }
+
     /// Checks an event and remembers it when fresh.
     pub fn check(&mut self, id: u128, time: u64, cap: usize) -> Seen {
         if self.floor > 0 && time <= self.floor {
@@ -232,6 +241,16 @@ impl Dedupe {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn contains_answers_without_remembering() {
+        let mut d = Dedupe::default();
+        assert!(!d.contains(7));
+        assert_eq!(d.check(7, 100, 64), Seen::Fresh);
+        assert!(d.contains(7));
+        assert!(!d.contains(8), "asking remembers nothing");
+        assert_eq!(d.check(8, 100, 64), Seen::Fresh);
+    }
 
     #[test]
     fn expiry_keeps_every_younger_id_findable() {

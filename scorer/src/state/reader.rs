@@ -96,6 +96,12 @@ impl ReaderState {
         }
     }
 
+    /// Whether the event with `id` was applied to this state (exact within the allowed
+    /// lateness; see [`Dedupe`]).
+    pub fn holds(&self, id: u128) -> bool {
+        self.dedupe.contains(id)
+    }
+
     /// Applies one event at event time `time`.
     pub fn apply<E: Observed + ?Sized>(&mut self, bundle: &Bundle, ev: &E, time: u64) -> Outcome {
         let s = &bundle.settings;
