@@ -13,7 +13,9 @@ use remote::{admin_call, limits_patch, percent_encode};
 
 /// The Pulse gateway: collects reader events from publisher pages, stores them durably and
 /// answers each batch with a paywall decision. With no arguments it reads ./pulse.toml when
-/// present, else runs with built-in defaults.
+/// present, else runs with built-in defaults. On Kafka the same binary also runs the split
+/// tier: `[cluster] role = "gateway"` (stateless) or `"scorer"` (owns partitions of reader
+/// state), e.g. `PULSE_CLUSTER__ROLE=scorer gateway --config pulse.toml`.
 #[derive(Parser, Debug)]
 #[command(name = "gateway", version)]
 struct Args {
