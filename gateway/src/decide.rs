@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use pulse_protocol::{Action, Decision, Event, EventRecord, EventView, MAX_EVENTS_PER_BATCH};
 use pulse_scorer::{Batcher, Bundle, Engine, EngineError, FjallStore, Outcome, Request, Scored};
 
-use crate::log::{AppliedGuard, EventLog, LogError};
+use crate::log::{EventLog, LogError};
 use crate::metrics::Metrics;
 use crate::tier::{Router, ScoreCall};
 
@@ -166,13 +166,14 @@ impl Decider {
     /// (kept when the scorer fails, so that they are replayed at the next start).
     pub async fn decide(
         &self,
+        site: &str,
         reader: &str,
         events: &[EventView<'_>],
-        applied: Option<AppliedGuard>,
-        offsets: Vec<i64>,
+        receipt: crate::sink::Receipt,
         now: u64,
         request: Request,
     ) -> Decided {
+        let (applied, offsets) = (receipt.applied, receipt.offsets);
         // The engine's API takes owned events with their server times.
         let owned: Result<Vec<(Event, u64)>, _> = events
             .iter()
@@ -188,7 +189,7 @@ impl Decider {
         if let Some(router) = &self.router {
             drop(applied);
             return self
-                .routed(router, reader, owned, offsets, now, request)
+                .routed(router, (site, reader), owned, offsets, now, request)
                 .await;
         }
         let engine = Arc::clone(&self.engine);
@@ -227,13 +228,14 @@ impl Decider {
     async fn routed(
         &self,
         router: &Router,
-        reader: &str,
+        (site, reader): (&str, &str),
         events: Vec<(Event, u64)>,
         offsets: Vec<i64>,
         now: u64,
         request: Request,
     ) -> Decided {
         let call = ScoreCall {
+            site: site.to_owned(),
             offsets,
             wait_ms: self.deadline.as_millis() as u64,
             reader: reader.to_owned(),
@@ -293,6 +295,7 @@ impl Decider {
     ) -> Option<Decision> {
         let router = self.router.as_ref()?;
         let call = ScoreCall {
+            site: String::new(),
             reader: reader.to_owned(),
             now,
             device: request.device.clone(),

@@ -188,6 +188,9 @@ impl Gateway {
             Arc::clone(&metrics),
             Arc::clone(&pool),
         )?);
+        if let Some(tier) = &tier {
+            tier.set_decision_log(Arc::clone(&decisions));
+        }
         let (admin_token, admin_token_source) = token::admin_token(&config)?;
         let control = Arc::new(Control::new(&config, Arc::clone(&decider)));
         let signer = if config.sites.iter().any(|s| s.sign_decisions) {

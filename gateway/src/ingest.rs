@@ -189,7 +189,8 @@ impl Ingest {
             dead_letters,
         };
         let receipt = self.append(site, batch).await?;
-        self.metrics.accepted(receipt.events);
+        let stored = receipt.events;
+        self.metrics.accepted(stored);
         self.metrics.dead_letters(n_dead, dead_bytes);
         for (r, _) in &parsed.rejected {
             self.metrics.rejected(r.reason);
@@ -197,10 +198,10 @@ impl Ingest {
         let decided = self
             .decider
             .decide(
+                site,
                 header.reader_key(),
                 &parsed.accepted,
-                receipt.applied,
-                receipt.offsets,
+                receipt,
                 now,
                 request,
             )
@@ -219,7 +220,7 @@ impl Ingest {
             _ => None,
         };
         Ok(CollectResponse {
-            accepted: (receipt.events + duplicates) as u32,
+            accepted: (stored + duplicates) as u32,
             rejected: parsed.rejected.into_iter().map(|(r, _)| r).collect(),
             decision: decided.decision,
             signed,

@@ -159,6 +159,31 @@ fn run(urls: &[String], base: u128) -> Vec<(String, Option<u64>, String, bool)> 
     out
 }
 
+/// The records of `pulse.decisions`, read from the beginning until `want` arrived (or 30 s).
+fn decision_records(brokers: &str, want: usize) -> Vec<Value> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Message, Offset, TopicPartitionList};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "tier-decisions")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset("pulse.decisions", p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while out.len() < want && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            out.push(serde_json::from_slice(m.payload().unwrap_or_default()).unwrap());
+        }
+    }
+    out
+}
+
 #[test]
 fn two_gateways_and_three_scorers_decide_as_one_process() {
     let base = u128::from(now_ms()) << 64;
@@ -201,6 +226,15 @@ fn two_gateways_and_three_scorers_decide_as_one_process() {
             .expect("GET /admin/readers/reader-3");
         let kept: Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
         assert_eq!(kept["features"]["metered_pages"]["value"], 5.0, "{kept}");
+        // The scorers log each decision with the features it read (the gateways log none).
+        let logged = decision_records(&brokers, 50);
+        assert_eq!(logged.len(), 50, "one record per decision");
+        assert!(
+            logged
+                .iter()
+                .all(|r| r["features"]["metered_pages"].is_number() && r["site"] == "demo"),
+            "{logged:?}"
+        );
         // A scorer answers no pages itself.
         let refused = send_batch(
             &scorers[0].process.url,

@@ -60,6 +60,8 @@ impl DecisionLog {
     ) -> Result<Self, SinkError> {
         let target = match (config.decision_log.enabled, config.sink.kind, log) {
             (false, _, _) => Target::Off,
+            // A split tier's scorers log each decision with the features it read.
+            _ if config.cluster.role == crate::config::Role::Gateway => Target::Off,
             (true, SinkKind::Embedded, Some(log)) if log.logs_decisions() => Target::Embedded(log),
             (true, SinkKind::Embedded, _) => Target::Off,
             (true, SinkKind::Kafka, _) => Target::Kafka(KafkaDecisions::new(

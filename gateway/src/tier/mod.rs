@@ -46,6 +46,9 @@ pub(crate) const KEY_SCORER: &str = "scorer/";
 /// What a gateway asks a scorer: a batch's accepted (and durable) events of one reader.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct ScoreCall {
+    /// The site key (for the decision log the scorer writes).
+    #[serde(default)]
+    pub(crate) site: String,
     pub(crate) reader: String,
     pub(crate) now: u64,
     pub(crate) device: Option<String>,

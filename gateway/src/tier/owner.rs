@@ -67,6 +67,8 @@ pub(crate) struct Tier {
     since: AtomicU64,
     /// The secret gateways present.
     pub(crate) token: String,
+    /// Where this scorer logs the decisions it makes (with the features they read).
+    decisions: std::sync::OnceLock<Arc<crate::decisions::DecisionLog>>,
     stop: Arc<AtomicBool>,
     thread: Mutex<Option<JoinHandle<()>>>,
     config: (KafkaConfig, ClusterConfig),
@@ -113,10 +115,16 @@ impl Tier {
             moved: Condvar::new(),
             since: AtomicU64::new(0),
             token: cluster.secret()?,
+            decisions: std::sync::OnceLock::new(),
             stop: Arc::new(AtomicBool::new(false)),
             thread: Mutex::new(None),
             config: (kafka.clone(), cluster.clone()),
         })
+    }
+
+    /// Logs every decision from now on to `log`.
+    pub(crate) fn set_decision_log(&self, log: Arc<crate::decisions::DecisionLog>) {
+        let _ = self.decisions.set(log);
     }
 
     /// Applies a gateway's batch and decides, if this scorer answers for the reader now.
@@ -157,14 +165,26 @@ impl Tier {
             }
             self.moved.notify_all();
         }
-        Ok(ScoreReply {
+        let reply = ScoreReply {
             late: scored
                 .refused
                 .iter()
                 .map(|(i, o)| (*i, o.as_str().to_owned()))
                 .collect(),
-            decision: scored.decision,
-        })
+            decision: scored.decision.clone(),
+        };
+        if !call.peek
+            && let Some(log) = self.decisions.get()
+        {
+            // Never waits: queued for the producer, or dropped and counted.
+            let decided = crate::decide::Decided {
+                decision: scored.decision.clone(),
+                late: Vec::new(),
+                scored: Some(scored),
+            };
+            log.record(&call.site, &call.reader, call.now, &decided);
+        }
+        Ok(reply)
     }
 
     /// What this scorer keeps of `reader` (`None`: nothing), if it answers for them.
