@@ -79,6 +79,20 @@ impl ScoreCall {
     }
 }
 
+/// Why a scorer does not answer for a reader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// Another scorer owns the reader's partition (or none yet).
+    NotOwner,
+    /// This scorer was given it and is bringing it up to date.
+    Restoring,
+    /// Events of the partition before the call's are neither applied nor asked for in time
+    /// (a request that never came: the events topic brings them).
+    Behind,
+    /// The engine failed.
+    Failed(String),
+}
+
 /// A scorer's answer.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct ScoreReply {

@@ -32,26 +32,12 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::partition::{Applied, Part, restore_partition};
-use super::{Claim, ScoreCall, ScoreReply};
+use super::{Claim, Refusal, ScoreCall, ScoreReply};
 use crate::cluster::ControlBus;
 use crate::config::{ClusterConfig, KafkaConfig};
 
 /// Time for the brokers' metadata, offsets and watermarks.
 const METADATA: Duration = Duration::from_secs(10);
-
-/// Why a scorer does not answer for a reader.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Refusal {
-    /// Another scorer owns the reader's partition (or none yet).
-    NotOwner,
-    /// This scorer was given it and is bringing it up to date.
-    Restoring,
-    /// Events of the partition before the call's are neither applied nor asked for in time
-    /// (a request that never came: the events topic brings them).
-    Behind,
-    /// The engine failed.
-    Failed(String),
-}
 
 /// The partitions a scorer owns and its engine.
 pub(crate) struct Tier {

@@ -15,8 +15,9 @@ use hyper::body::Body;
 use hyper::{Method, Request, StatusCode};
 use pulse_http::Resp;
 
+use super::Refusal;
 use super::ScoreCall;
-use super::owner::{Refusal, Tier};
+use super::owner::Tier;
 
 /// The largest call: a batch's events with their props, as JSON.
 const MAX_CALL_BYTES: usize = 4 << 20;
