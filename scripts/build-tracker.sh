@@ -8,7 +8,14 @@ target_dir="${CARGO_TARGET_DIR:-target}"
 out_dir="target/pulse-tracker"
 tmp_dir="target/pulse-tracker.new"
 
-cargo build -p pulse-tracker --lib --target wasm32-unknown-unknown --profile wasm
+command -v wasm-opt >/dev/null || { echo "build-tracker: wasm-opt not found (Debian's binaryen): run scripts/setup.sh" >&2; exit 1; }
+
+# Without Wasm reference types (on by default since Rust 1.82): wasm-bindgen then keeps the page's
+# objects in a JavaScript array instead of an externref table, which is smaller, and which
+# Debian's wasm-opt (binaryen 108) handles (it broke the externref table: see below). Appended to
+# RUSTFLAGS, which only the wasm32 target's crates see here (`--target`).
+RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=-reference-types" \
+    cargo build -p pulse-tracker --lib --target wasm32-unknown-unknown --profile wasm
 rm -rf "$tmp_dir"
 wasm-bindgen --target no-modules --no-typescript --remove-name-section --remove-producers-section \
     --out-name pulse --out-dir "$tmp_dir" "$target_dir/wasm32-unknown-unknown/wasm/pulse_tracker.wasm"
@@ -25,9 +32,15 @@ t == "" || t ~ /^\/\// { next }
 ' "$tmp_dir/pulse.js" >"$tmp_dir/pulse.min.js"
 mv "$tmp_dir/pulse.min.js" "$tmp_dir/pulse.js"
 
-# No wasm-opt: Debian's binaryen (108) breaks wasm-bindgen 0.2.130's output (its externref table
-# becomes a funcref table: "WebAssembly.Table.set(): function-typed object must be null" in
-# Chromium, so the tracker never starts), and it saved only about 1 KB gzipped here.
+# wasm-opt for size. With reference types on, Debian's binaryen (108) broke wasm-bindgen
+# 0.2.130's output (its externref table became a funcref table: "WebAssembly.Table.set():
+# function-typed object must be null" in Chromium); without them there is no such table. The
+# features listed are the ones rustc's default wasm32 target uses besides reference types;
+# wasm-opt refuses (and this script stops) on a module that needs another.
+wasm-opt -Os --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
+    --enable-nontrapping-float-to-int --enable-multivalue \
+    "$tmp_dir/pulse_bg.wasm" -o "$tmp_dir/pulse_bg.opt.wasm"
+mv "$tmp_dir/pulse_bg.opt.wasm" "$tmp_dir/pulse_bg.wasm"
 
 # Bootstrap: load the Wasm from beside pulse.js, wherever that is served from (the gateway, a
 # CDN folder), under whatever name the script has: the last path segment of the script's URL
