@@ -20,7 +20,11 @@ terser="$target_dir/tracker-node/node_modules/terser/bin/terser"
 RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=-reference-types" \
     cargo build -p pulse-tracker --lib --target wasm32-unknown-unknown --profile wasm
 rm -rf "$tmp_dir"
+# --omit-default-module-path: the bootstrap below always names the Wasm; --encode-into always:
+# strings go to the Wasm by TextEncoder.encodeInto, without the fallback (every browser that
+# runs Wasm modules like this one has it).
 wasm-bindgen --target no-modules --no-typescript --remove-name-section --remove-producers-section \
+    --omit-default-module-path --encode-into always \
     --out-name pulse --out-dir "$tmp_dir" "$target_dir/wasm32-unknown-unknown/wasm/pulse_tracker.wasm"
 
 # wasm-bindgen's JavaScript minified by terser (pinned in tracker/minify, installed by
