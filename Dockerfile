@@ -9,7 +9,8 @@
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
-# setup.sh also installs libssl-dev and pkg-config when missing (librdkafka's TLS and SASL).
+# setup.sh also installs libssl-dev and pkg-config when missing (librdkafka's TLS and SASL), and
+# binaryen (wasm-opt) and Node.js with terser for the tracker's build.
 RUN scripts/setup.sh \
     && scripts/build-tracker.sh \
     && cargo build --release -p pulse-gateway --bin gateway

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building (and, with --test, testing) Pulse needs, skipping what is present:
-# the wasm32 target, wasm-bindgen-cli at the version in Cargo.lock, OpenSSL's headers and
-# pkg-config (Debian's libssl-dev, pkg-config: librdkafka's TLS and SASL), and for tests Debian's
+# the wasm32 target, wasm-bindgen-cli at the version in Cargo.lock, Debian's binaryen (wasm-opt,
+# for the tracker's build), Node.js with terser from npm (the tracker's pulse.js), OpenSSL's
+# headers and pkg-config (Debian's libssl-dev, pkg-config: librdkafka's TLS and SASL), and for
+# tests Debian's
 # chromium and chromium-driver, Debian's prometheus (for promtool), in a venv under the target
 # folder DuckDB from PyPI (the analysis example's test), and Node.js with Segment's
 # @segment/analytics-node from npm (the Segment door's test). Fails loudly, with the reason, when something cannot be had.
@@ -43,6 +45,40 @@ if [ "$have" != "$want" ]; then
     cargo install wasm-bindgen-cli --version "$want" --locked \
         || cargo install wasm-bindgen-cli --version "$want" \
         || die "cannot install wasm-bindgen-cli $want"
+fi
+
+# scripts/build-tracker.sh shrinks the Wasm with wasm-opt (Debian's binaryen; tested with 108).
+if ! command -v wasm-opt >/dev/null; then
+    say "installing binaryen (Debian package) for wasm-opt, which scripts/build-tracker.sh runs"
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    command -v apt-get >/dev/null || die "apt-get not found: install binaryen (wasm-opt) by hand"
+    $sudo apt-get update -qq || die "apt-get update failed"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq binaryen >/dev/null \
+        || die "cannot install binaryen (wasm-opt)"
+    command -v wasm-opt >/dev/null || die "binaryen is installed but wasm-opt is not on PATH"
+fi
+
+# scripts/build-tracker.sh minifies wasm-bindgen's JavaScript with terser, pinned (with its
+# dependencies) in tracker/minify/package-lock.json, installed from npm under the target folder.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    say "installing nodejs and npm (Debian packages) for terser, which scripts/build-tracker.sh runs"
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    command -v apt-get >/dev/null || die "apt-get not found: install Node.js and npm by hand"
+    $sudo apt-get update -qq || die "apt-get update failed"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nodejs npm >/dev/null \
+        || die "cannot install nodejs and npm"
+fi
+minify="${CARGO_TARGET_DIR:-target}/tracker-node"
+if ! cmp -s tracker/minify/package-lock.json "$minify/package-lock.json" \
+    || [ ! -f "$minify/node_modules/terser/bin/terser" ]; then
+    say "installing terser (npm) into $minify for scripts/build-tracker.sh"
+    rm -rf "$minify"
+    mkdir -p "$minify"
+    cp tracker/minify/package.json tracker/minify/package-lock.json "$minify/"
+    (cd "$minify" && npm ci --no-audit --no-fund --silent) \
+        || die "cannot install terser from npm into $minify"
 fi
 
 if [ "${1:-}" = "--test" ]; then

@@ -7,10 +7,11 @@ use std::io::Write;
 use pulse_e2e::{readme_snippet, workspace_root};
 
 /// Most bytes `pulse.js` and `pulse_bg.wasm` may take gzipped, together. Issue 12 asks for
-/// 35,000; the tracker is at about 44,400 with page views on navigation, URL stripping,
-/// consent, debug logs, first-paint decisions, marked clicks, forms and campaign sessions (see
-/// tracker/README.md, "Size"), so this guards against growth until the rest is found.
-const TRACKER_GZIP_BUDGET: usize = 44_600;
+/// 35,000; the tracker is at 37,693 (3,188 + 34,505) with page views on navigation, URL
+/// stripping, consent, debug logs, first-paint decisions, marked clicks, forms and campaign
+/// sessions (see tracker/README.md, "Size"), so this guards against growth, with a little room
+/// for other versions of terser and wasm-opt, until the rest is found.
+const TRACKER_GZIP_BUDGET: usize = 37_850;
 /// Most bytes a snippet may take, as written in the README.
 const SNIPPET_BUDGET: usize = 1_000;
 

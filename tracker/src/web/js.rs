@@ -36,9 +36,16 @@ pub(super) fn call(obj: &JsValue, method: &str, args: &[&JsValue]) -> Result<JsV
     Reflect::apply(&f, obj, &list)
 }
 
+#[wasm_bindgen]
+extern "C" {
+    /// `globalThis` (one import, where `js_sys::global()` tries four and a fallback).
+    #[wasm_bindgen(thread_local_v2, js_name = globalThis)]
+    static GLOBAL_THIS: JsValue;
+}
+
 /// The global object (`window` on a page).
 pub(super) fn window() -> JsValue {
-    js_sys::global().into()
+    GLOBAL_THIS.with(JsValue::clone)
 }
 
 /// `window.document`.
