@@ -36,6 +36,8 @@ pub struct Ingest {
     metrics: Arc<Metrics>,
     pool: Arc<BufPool>,
     signer: Option<Arc<DecisionSigner>>,
+    /// Event ids on their way to reader state (for resent batches).
+    inflight: crate::inflight::InFlight,
 }
 
 /// A pooled buffer, given back when dropped.
@@ -68,6 +70,7 @@ impl Ingest {
             metrics,
             pool,
             signer,
+            inflight: crate::inflight::InFlight::default(),
         }
     }
 
@@ -143,6 +146,12 @@ impl Ingest {
         // without being stored twice.
         let mut duplicates = 0;
         if header.resent {
+            // Its first send may still be on its way to reader state: that one first.
+            let ids: Vec<u128> = parsed.accepted.iter().map(|e| e.id.0).collect();
+            let wait = self.limits.store_deadline_ms.get();
+            if !self.inflight.wait_clear(&ids, wait).await {
+                tracing::debug!("a resent batch's first send is still in flight");
+            }
             let held = self
                 .decider
                 .holds(header.reader_key(), &parsed.accepted)
@@ -157,6 +166,10 @@ impl Ingest {
             self.metrics.resent_duplicates(duplicates);
         }
         let header = &parsed.header;
+        // In flight until reader state holds them (or this request fails).
+        let _in_flight = self
+            .inflight
+            .enter(parsed.accepted.iter().map(|e| e.id.0).collect());
         let prefix = RecordPrefix::new(site, header, now);
         let mut events = Records::with_buffer(self.pool.take());
         for view in &parsed.accepted {

@@ -19,6 +19,7 @@ mod decide;
 mod decisions;
 mod entitlements;
 mod gateway;
+mod inflight;
 mod ingest;
 mod log;
 mod metrics;

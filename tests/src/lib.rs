@@ -13,8 +13,10 @@ use std::time::{Duration, Instant};
 use pulse_protocol::{Batch, BatchHeader, Event, EventId, EventType, PageContext};
 use serde_json::{Value, json};
 
+mod proxy;
 mod publisher;
 
+pub use proxy::FaultProxy;
 pub use publisher::{StaticServer, publisher_site, readme_snippet};
 
 /// The workspace root.

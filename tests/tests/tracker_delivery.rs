@@ -2,15 +2,18 @@
 //! tracker_delivery -- --ignored --nocapture`; `PULSE_DELIVERY_SESSIONS`, default 40): page
 //! sessions of one reader that record a few events each and end in turn by navigating away,
 //! closing the tab, the renderer crashing, or the tab closed while offline; a last
-//! page of the site sends what was parked. It prints how many of the events the pages recorded
-//! reached the store and how many arrived more than once, and fails below 99.5 % or on any
-//! event stored twice. Not timed: what counts is what arrives.
+//! page of the site sends what was parked. The pages reach the gateway through a proxy that
+//! answers 503 to some collect requests (`PULSE_DELIVERY_503_EVERY`). It prints how many of the
+//! events the pages recorded reached the store and how many arrived more than once, and fails
+//! below 99.5 % or on any event stored twice. Not timed: what counts is what arrives.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use pulse_e2e::{Browser, GatewayProcess, StaticServer, publisher_config, readme_snippet};
+use pulse_e2e::{
+    Browser, FaultProxy, GatewayProcess, StaticServer, publisher_config, readme_snippet,
+};
 use pulse_gateway::LogFiles;
 
 fn site(dir: &Path, gateway: &str) {
@@ -38,7 +41,14 @@ fn events_recorded_by_pages_that_end_every_way_reach_the_store() {
     let config = publisher_config(dir.path(), &[&publisher.url]);
     let data = dir.path().join("data");
     let gateway = GatewayProcess::start(&config, &data, "127.0.0.1:0");
-    site(&pages, &gateway.url);
+    // The pages reach the gateway through a proxy that answers 503 to one collect request in
+    // PULSE_DELIVERY_503_EVERY (default 5; 0: none), as a gateway whose store is down.
+    let every = std::env::var("PULSE_DELIVERY_503_EVERY")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(5);
+    let proxy = FaultProxy::start(&gateway.url, every);
+    site(&pages, &proxy.url);
     let mut browser = Browser::start();
     let network = |offline: bool| {
         serde_json::json!({"offline": offline, "latency": 0, "downloadThroughput": -1,
@@ -99,9 +109,10 @@ fn events_recorded_by_pages_that_end_every_way_reach_the_store() {
     let delivered = copies.len();
     let twice = copies.values().filter(|&&n| n > 1).count();
     let rate = delivered as f64 / recorded as f64;
+    let refused = proxy.refused.load(std::sync::atomic::Ordering::Relaxed);
     println!(
         "delivery: {sessions} page sessions, {recorded} events recorded, {delivered} distinct in \
-         the store ({:.2} %), {twice} stored more than once",
+         the store ({:.2} %), {twice} stored more than once; {refused} requests answered 503",
         rate * 100.0
     );
     assert!(rate >= 0.995, "delivered {delivered} of {recorded}");
