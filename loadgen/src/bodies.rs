@@ -11,7 +11,7 @@ use pulse_tracker::encode_batch;
 /// One request body and how many events it carries.
 #[derive(Debug, Clone)]
 pub struct Body {
-    /// The zstd frame, as the tracker sends it.
+    /// The compact body, as the tracker sends it.
     pub bytes: Bytes,
     /// Events in the batch.
     pub events: usize,

@@ -1,5 +1,5 @@
 //! The floor server: the least work any collect endpoint must do per request (read the body
-//! with a cap, zstd-decode it, parse it into the protocol types, answer a fixed decision), so
+//! with a cap, decode it (the tracker's compact body, zstd, gzip), parse it into the protocol types, answer a fixed decision), so
 //! that the gateway's figures can be read as a ratio to it.
 //!
 //! [`floor_answer`] is the per-request work, free of IO; [`Floor`] puts it behind the gateway's
@@ -31,7 +31,7 @@ fn error_body(e: &ApiError) -> (u16, Bytes) {
     (e.code.status(), Bytes::from(body))
 }
 
-/// The floor's answer to a collect body: decode (zstd, gzip or JSON, capped at
+/// The floor's answer to a collect body: decode (compact, zstd, gzip or JSON, capped at
 /// [`DEFAULT_MAX_DECODED_BYTES`]), parse and check the batch, and answer 200 with a
 /// `CollectResponse` (every valid event accepted, a fixed `allow` decision), or the error status
 /// and JSON body the gateway would give for the same fault.

@@ -9,8 +9,9 @@ use clap::{Args, Parser, Subcommand};
 use pulse_load::{Proto, RunOptions, TlsOptions, bytes_table, run};
 
 /// Load generator for Pulse collect endpoints (the gateway, or pulse-floor). Each request is
-/// `POST {url}/v1/collect?k={site}` with a zstd-compressed batch encoded exactly as the tracker
-/// does; every answer is checked (a 200 must accept every event and carry a decision).
+/// `POST {url}/v1/collect?k={site}` with a batch encoded exactly as the tracker sends it (the
+/// compact body: a binary record, raw-DEFLATEd); every answer is checked (a 200 must accept every
+/// event and carry a decision).
 #[derive(Parser, Debug)]
 #[command(name = "pulse-load", version, args_conflicts_with_subcommands = true)]
 struct Cli {
