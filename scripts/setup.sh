@@ -70,16 +70,19 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nodejs npm >/dev/null \
         || die "cannot install nodejs and npm"
 fi
-minify="${CARGO_TARGET_DIR:-target}/tracker-node"
-if ! cmp -s tracker/minify/package-lock.json "$minify/package-lock.json" \
-    || [ ! -f "$minify/node_modules/terser/bin/terser" ]; then
-    say "installing terser (npm) into $minify for scripts/build-tracker.sh"
-    rm -rf "$minify"
-    mkdir -p "$minify"
-    cp tracker/minify/package.json tracker/minify/package-lock.json "$minify/"
-    (cd "$minify" && npm ci --no-audit --no-fund --silent) \
-        || die "cannot install terser from npm into $minify"
-fi
+# Installs the npm packages pinned in SRC/package-lock.json into DEST, unless DEST holds that
+# lock and MARK: npm_pinned SRC DEST MARK WHAT.
+npm_pinned() {
+    if ! cmp -s "$1/package-lock.json" "$2/package-lock.json" || [ ! -e "$2/$3" ]; then
+        say "installing $4 (npm) into $2"
+        rm -rf "$2"
+        mkdir -p "$2"
+        cp "$1/package.json" "$1/package-lock.json" "$2/"
+        (cd "$2" && npm ci --no-audit --no-fund --silent) || die "cannot install $4 from npm into $2"
+    fi
+}
+npm_pinned tracker/minify "${CARGO_TARGET_DIR:-target}/tracker-node" node_modules/terser/bin/terser \
+    "terser, for scripts/build-tracker.sh"
 
 if [ "${1:-}" = "--test" ]; then
     missing=()
@@ -138,24 +141,8 @@ if [ "${1:-}" = "--test" ]; then
 
     # tests/tests/segment.rs sends with Segment's own Node.js library, pinned (with its
     # dependencies) in tests/segment/package-lock.json, installed from npm under the target folder.
-    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-        say "installing nodejs and npm (Debian packages) for the Segment test"
-        sudo=""
-        [ "$(id -u)" = 0 ] || sudo="sudo"
-        command -v apt-get >/dev/null || die "apt-get not found: install Node.js and npm by hand"
-        $sudo apt-get update -qq || die "apt-get update failed"
-        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nodejs npm >/dev/null \
-            || die "cannot install nodejs and npm"
-    fi
-    seg="${CARGO_TARGET_DIR:-target}/segment-node"
-    if ! cmp -s tests/segment/package-lock.json "$seg/package-lock.json" \
-        || [ ! -d "$seg/node_modules/@segment/analytics-node" ]; then
-        say "installing @segment/analytics-node (npm) into $seg for the Segment test"
-        rm -rf "$seg"
-        mkdir -p "$seg"
-        cp tests/segment/package.json tests/segment/package-lock.json "$seg/"
-        (cd "$seg" && npm ci --no-audit --no-fund --silent) \
-            || die "cannot install @segment/analytics-node from npm into $seg"
-    fi
+    # (Node.js and npm are installed above, for the tracker's build.)
+    npm_pinned tests/segment "${CARGO_TARGET_DIR:-target}/segment-node" \
+        node_modules/@segment/analytics-node "@segment/analytics-node, for the Segment test"
 fi
 say "ready"

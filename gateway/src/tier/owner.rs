@@ -121,15 +121,7 @@ impl Tier {
             self.wait_applied(p, first, Duration::from_millis(call.wait_ms.min(2_000)))?;
         }
         // Held while scoring: a partition is given up only once no decision is under way.
-        let parts = self
-            .parts
-            .read()
-            .map_err(|_| Refusal::Failed("poisoned".into()))?;
-        match parts.get(&p) {
-            Some(Part::Ready) => {}
-            Some(_) => return Err(Refusal::Restoring),
-            None => return Err(Refusal::NotOwner),
-        }
+        let _parts = self.ready(p)?;
         let scored = match (call.peek, call.events.as_slice()) {
             (true, [(view, _)]) => self
                 .engine
@@ -180,15 +172,7 @@ impl Tier {
         now: u64,
     ) -> Result<Option<serde_json::Value>, Refusal> {
         let p = partition_of(reader, self.partitions);
-        let parts = self
-            .parts
-            .read()
-            .map_err(|_| Refusal::Failed("poisoned".into()))?;
-        match parts.get(&p) {
-            Some(Part::Ready) => {}
-            Some(_) => return Err(Refusal::Restoring),
-            None => return Err(Refusal::NotOwner),
-        }
+        let _parts = self.ready(p)?;
         self.engine
             .explain(reader, now)
             .map_err(|e| Refusal::Failed(e.to_string()))
@@ -256,6 +240,20 @@ impl Tier {
             ("catching_up", count(|s| matches!(s, Part::CatchingUp(_)))),
             ("ready", count(|s| *s == Part::Ready)),
         ]
+    }
+
+    /// The partitions, read-locked, when `p` is ready here (held while a decision is made: a
+    /// partition is given up only once none is under way); else why not.
+    fn ready(&self, p: u16) -> Result<std::sync::RwLockReadGuard<'_, HashMap<u16, Part>>, Refusal> {
+        let parts = self
+            .parts
+            .read()
+            .map_err(|_| Refusal::Failed("poisoned".into()))?;
+        match parts.get(&p) {
+            Some(Part::Ready) => Ok(parts),
+            Some(_) => Err(Refusal::Restoring),
+            None => Err(Refusal::NotOwner),
+        }
     }
 
     /// The claim to publish: the partitions ready now.
