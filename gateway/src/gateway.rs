@@ -76,6 +76,8 @@ pub struct Gateway {
     tier: Option<Arc<Tier>>,
     /// The scorers' claims heard on the control topic.
     owners: Arc<Owners>,
+    /// Gaps in sessions' batch numbers (a single process, or a scorer).
+    gaps: Option<Arc<crate::gaps::SeqGaps>>,
 }
 
 impl Gateway {
@@ -145,10 +147,17 @@ impl Gateway {
             decider = decider.with_router(router);
         }
         let decider = Arc::new(decider);
-        let tier = match role {
-            Role::Scorer => Some(Arc::new(
-                Tier::new(Arc::clone(&engine), &config.sink.kafka, &config.cluster)
-                    .map_err(|e| state_error(&e))?,
+        // Counted where every batch of a reader arrives: here in one process, else its scorer.
+        let gaps = (role != Role::Gateway).then(|| Arc::new(crate::gaps::SeqGaps::default()));
+        let tier = match (role, &gaps) {
+            (Role::Scorer, Some(gaps)) => Some(Arc::new(
+                Tier::new(
+                    Arc::clone(&engine),
+                    &config.sink.kafka,
+                    &config.cluster,
+                    Arc::clone(gaps),
+                )
+                .map_err(|e| state_error(&e))?,
             )),
             _ => None,
         };
@@ -213,7 +222,8 @@ impl Gateway {
             Arc::clone(&metrics),
             pool,
             signer,
-        );
+        )
+        .with_gaps(gaps.clone().filter(|_| role == Role::All));
         let housekeeping = housekeeping(
             log.clone(),
             Arc::clone(&control.limiter),
@@ -248,6 +258,7 @@ impl Gateway {
             connections: std::sync::OnceLock::new(),
             tier,
             owners,
+            gaps,
         })
     }
 
@@ -367,6 +378,7 @@ impl Gateway {
                     (live.len(), claimed.len())
                 }),
                 owned: self.tier.as_ref().map(|t| t.by_state()).unwrap_or_default(),
+                seq: self.gaps.as_ref().map(|g| g.counts()),
             },
         );
         out

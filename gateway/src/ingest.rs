@@ -38,6 +38,8 @@ pub struct Ingest {
     signer: Option<Arc<DecisionSigner>>,
     /// Event ids on their way to reader state (for resent batches).
     inflight: crate::inflight::InFlight,
+    /// Gaps in sessions' batch numbers (a single process: every batch of a reader comes here).
+    gaps: Option<Arc<crate::gaps::SeqGaps>>,
 }
 
 /// A pooled buffer, given back when dropped.
@@ -71,7 +73,14 @@ impl Ingest {
             pool,
             signer,
             inflight: crate::inflight::InFlight::default(),
+            gaps: None,
         }
+    }
+
+    /// Counts gaps in sessions' batch numbers here (a single process).
+    pub(crate) fn with_gaps(mut self, gaps: Option<Arc<crate::gaps::SeqGaps>>) -> Self {
+        self.gaps = gaps;
+        self
     }
 
     /// The key decisions are signed with (none when signing is off).
@@ -203,6 +212,15 @@ impl Ingest {
         };
         let receipt = self.append(site, batch).await?;
         let stored = receipt.events;
+        if let Some(gaps) = self.gaps.as_ref().filter(|_| stored + duplicates > 0) {
+            gaps.observe(
+                site,
+                &header.anonymous_id,
+                &header.session_id,
+                header.seq,
+                now,
+            );
+        }
         self.metrics.accepted(stored);
         self.metrics.dead_letters(n_dead, dead_bytes);
         for (r, _) in &parsed.rejected {

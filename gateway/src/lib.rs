@@ -18,6 +18,7 @@ mod control;
 mod decide;
 mod decisions;
 mod entitlements;
+mod gaps;
 mod gateway;
 mod inflight;
 mod ingest;

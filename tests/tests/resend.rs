@@ -90,3 +90,48 @@ fn a_resent_batch_stores_only_what_reader_state_lacks() {
         .expect("POST");
     assert_eq!(resp.status().as_u16(), 400);
 }
+
+/// Batches of a session that never arrive are counted in `/metrics` (the tracker numbers each
+/// session's batches; a retry resends its number): lost once 64 later ones came, late when one
+/// comes after that; retries and batches out of order count nothing.
+#[test]
+fn batches_missing_from_a_session_are_counted_lost_and_late() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = GatewayProcess::start(
+        &demo_config(dir.path()),
+        &dir.path().join("data"),
+        "127.0.0.1:0",
+    );
+    let base = u128::from(now_ms()) << 64;
+    let send = |seq: u64| {
+        let batch = page_view_batch("cy", seq, base + u128::from(seq), 1, now_ms());
+        post(&gw, &serde_json::to_value(batch).unwrap());
+    };
+    // Out of order and resent: nothing lost.
+    for seq in [0, 2, 1, 2, 4] {
+        send(seq);
+    }
+    let seen = metrics_text(&gw);
+    assert_eq!(
+        metric(&seen, "pulse_gateway_session_batches_lost_total"),
+        0.0
+    );
+    assert_eq!(metric(&seen, "pulse_gateway_tracked_sessions"), 1.0);
+    // 3 is missing; 100 moves the window past it and past 5..=36, which never entered it.
+    send(100);
+    let seen = metrics_text(&gw);
+    assert_eq!(
+        metric(&seen, "pulse_gateway_session_batches_lost_total"),
+        1.0 + 32.0
+    );
+    send(3);
+    let seen = metrics_text(&gw);
+    assert_eq!(
+        metric(&seen, "pulse_gateway_session_batches_late_total"),
+        1.0
+    );
+    assert_eq!(
+        metric(&seen, "pulse_gateway_session_batches_untracked_total"),
+        0.0
+    );
+}

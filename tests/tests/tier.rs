@@ -235,6 +235,26 @@ fn two_gateways_and_three_scorers_decide_as_one_process() {
                 .all(|r| r["features"]["metered_pages"].is_number() && r["site"] == "demo"),
             "{logged:?}"
         );
+        // Each reader's batches reach its scorer wherever they came in: the scorers track the
+        // 10 sessions, none missing a batch, and count one that is (the gateways count none).
+        let gaps = |name: &str| -> f64 {
+            let sum = |nodes: &[Node]| -> f64 {
+                nodes
+                    .iter()
+                    .map(|n| metric(&metrics_text(&n.process), name))
+                    .sum()
+            };
+            assert_eq!(sum(&gateways), 0.0, "{name} on a gateway");
+            sum(&scorers)
+        };
+        assert_eq!(gaps("pulse_gateway_tracked_sessions"), 10.0);
+        assert_eq!(gaps("pulse_gateway_session_batches_lost_total"), 0.0);
+        view(&gateways[0].process.url, "reader-0", 5 + 64 + 1, base + 999);
+        let counted = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            gaps("pulse_gateway_session_batches_lost_total") == 2.0
+        });
+        assert!(counted, "batches 5 and 6 of reader-0 counted lost");
         // A scorer answers no pages itself.
         let refused = send_batch(
             &scorers[0].process.url,

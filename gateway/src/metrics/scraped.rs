@@ -23,6 +23,8 @@ pub(crate) struct Scraped {
     pub(crate) tier: Option<(usize, usize)>,
     /// A scorer: its partitions by state (`restoring`, `catching_up`, `ready`).
     pub(crate) owned: Vec<(&'static str, usize)>,
+    /// Gaps in sessions' batch numbers, where this instance counts them.
+    pub(crate) seq: Option<crate::gaps::SeqCounts>,
 }
 
 /// Adds the gateway's scraped series and the process's.
@@ -70,6 +72,28 @@ pub(crate) fn gateway_series(out: &mut Snapshot, s: &Scraped) {
             "pulse_tier_claimed_partitions",
             "Partitions of the events topic a live scorer answers for; fewer than scorer.partitions while partitions move.",
             claimed as f64,
+        );
+    }
+    if let Some(seq) = s.seq {
+        out.counter(
+            "pulse_gateway_session_batches_lost",
+            "Batches missing from their session's numbers: never arrived while 64 later ones did, or before the session went idle for an hour (lost minus late is what never came).",
+            seq.lost as f64,
+        );
+        out.counter(
+            "pulse_gateway_session_batches_late",
+            "Batches that arrived after their number was counted lost.",
+            seq.late as f64,
+        );
+        out.counter(
+            "pulse_gateway_session_batches_untracked",
+            "Batches of sessions whose numbers were not tracked (the table of sessions was full).",
+            seq.untracked as f64,
+        );
+        out.gauge(
+            "pulse_gateway_tracked_sessions",
+            "Sessions whose batch numbers are tracked now (idle for an hour: forgotten).",
+            seq.sessions as f64,
         );
     }
     if !s.owned.is_empty() {

@@ -55,6 +55,8 @@ pub(crate) struct Tier {
     pub(crate) token: String,
     /// Where this scorer logs the decisions it makes (with the features they read).
     decisions: std::sync::OnceLock<Arc<crate::decisions::DecisionLog>>,
+    /// Gaps in the batch numbers of the readers' sessions, counted as events are applied.
+    gaps: Arc<crate::gaps::SeqGaps>,
     stop: Arc<AtomicBool>,
     thread: Mutex<Option<JoinHandle<()>>>,
     config: (KafkaConfig, ClusterConfig),
@@ -74,6 +76,7 @@ impl Tier {
         engine: Arc<Engine<FjallStore>>,
         kafka: &KafkaConfig,
         cluster: &ClusterConfig,
+        gaps: Arc<crate::gaps::SeqGaps>,
     ) -> Result<Self, String> {
         // What an earlier run kept belongs to whoever owns it now: a partition is restored
         // from the changelog when given, and nothing else may linger (the TTL sweep would
@@ -102,6 +105,7 @@ impl Tier {
             since: AtomicU64::new(0),
             token: cluster.secret()?,
             decisions: std::sync::OnceLock::new(),
+            gaps,
             stop: Arc::new(AtomicBool::new(false)),
             thread: Mutex::new(None),
             config: (kafka.clone(), cluster.clone()),
@@ -565,6 +569,9 @@ fn apply(consumer: &BaseConsumer<Owner>, tier: &Tier, m: &rdkafka::message::Borr
     } else {
         match serde_json::from_slice::<EventRecord>(payload) {
             Ok(r) => {
+                let now = crate::ingest::now_ms();
+                tier.gaps
+                    .observe(&r.site, &r.anonymous_id, &r.session_id, r.seq, now);
                 if let Err(e) = tier.engine.replay(&r.reader, &[(&r.event, r.time)]) {
                     // Not committed past: applied again after the next restore.
                     tracing::error!(partition = p, offset, error = %e, "applying an event failed");
