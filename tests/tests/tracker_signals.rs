@@ -1,13 +1,14 @@
 //! What the tracker records in real headless Chromium, on a publisher's own origin with the
 //! README's snippet pointed at the real gateway binary: page views on load, on single-page
-//! navigation (History API), on a back/forward-cache restore and by hand (`pulse('page')`),
+//! navigation (History API), on a back/forward-cache restore, on the activation of a prerendered
+//! page (never while it is prerendered) and by hand (`pulse('page')`),
 //! the engagement of the page left, delivery of a page left at once, clicks on marked elements
 //! and outbound links, forms sent (never their fields), the read depth of a marked article,
 //! events that outlive a crashed page or an offline spell, a new session for a new campaign,
 //! and URLs stripped of query parameters but the campaign's (`utm_*`); `pulse('debug', true)`.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pulse_e2e::{Browser, GatewayProcess, StaticServer, publisher_config, readme_snippet};
 use pulse_gateway::LogFiles;
@@ -207,6 +208,153 @@ fn a_page_restored_from_the_back_forward_cache_counts_again() {
     assert_eq!(views, 2, "the first view and the restore");
 }
 
+/// Waits until `script` returns `true` (only that: an error answered while the page changes is
+/// not a yes), else fails saying `what` did not happen.
+fn until(browser: &mut Browser, script: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while browser.eval(script) != serde_json::json!(true) {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// What the running gateway has stored so far, read beside it (whole blocks only, each written
+/// before its requests were answered).
+fn stored_so_far(data: &Path) -> Vec<EventRecord> {
+    LogFiles::read_only(data)
+        .events_from(0)
+        .map(|s| s.unwrap().record().unwrap())
+        .collect()
+}
+
+/// Waits until what the running gateway has stored holds an event that `wanted` picks, else
+/// fails saying `what` did not arrive; returns all it has stored.
+fn stored_until(
+    data: &Path,
+    what: &str,
+    wanted: impl Fn(&EventRecord) -> bool,
+) -> Vec<EventRecord> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let events = stored_so_far(data);
+        if events.iter().any(&wanted) {
+            return events;
+        }
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_prerendered_page_counts_once_when_shown_and_not_while_prerendered() {
+    let dir = tempfile::tempdir().unwrap();
+    let pages = dir.path().join("site");
+    let publisher = StaticServer::folder(&pages);
+    let config = publisher_config(dir.path(), &[&publisher.url]);
+    let data = dir.path().join("data");
+    let gateway = GatewayProcess::start(&config, &data, "127.0.0.1:0");
+    site(&pages, &gateway.url);
+    let tag = readme_snippet("tag").replace("https://pulse.example", &gateway.url);
+    // The front page asks Chromium to prerender the next one (speculation rules).
+    let front = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Front</title>{tag}\
+         <script type=\"speculationrules\">{{\"prerender\":[{{\"source\":\"list\",\
+         \"urls\":[\"/next.html\"]}}]}}</script></head>\
+         <body><a id=\"next\" href=\"/next.html\">next</a></body></html>"
+    );
+    // The next page notes whether it started prerendered (in its own window, and in the
+    // origin's storage for the front page to read meanwhile), and sends a probe event of its own
+    // through the tracker: it shows that the tracker ran and reached the gateway while the page
+    // was prerendered, so that no page view then is the tracker waiting, not a page that never
+    // ran or could not send.
+    let next = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\">\
+         <meta property=\"og:type\" content=\"article\"><title>Next</title>\
+         <script>window.__started_prerendering = document.prerendering === true;\
+         localStorage.setItem('next_started_prerendering', String(document.prerendering));\
+         </script>{tag}\
+         <script>pulse('track', 'probe', {{prerendering: document.prerendering === true}})</script>\
+         </head><body>next</body></html>"
+    );
+    std::fs::write(pages.join("front.html"), front).unwrap();
+    std::fs::write(pages.join("next.html"), next).unwrap();
+    let next_url = format!("{}/next.html", publisher.url);
+    let views_of_next = |events: &[EventRecord]| {
+        events
+            .iter()
+            .filter(|r| r.event.kind == EventType::PageView && r.event.page.url == next_url)
+            .count()
+    };
+    let mut browser = Browser::start();
+    browser.goto(&format!("{}/front.html", publisher.url));
+    decisions(&mut browser, 1);
+    until(
+        &mut browser,
+        "return localStorage.getItem('next_started_prerendering') === 'true'",
+        "Chromium did not prerender /next.html (no speculation rules here?): the case is untested",
+    );
+    // The probe is not urgent: it leaves at least 2 s (the tracker's batch delay) after the
+    // tracker started, and with or after anything the tracker recorded when it started.
+    let events = stored_until(&data, "no probe from the prerendered page's tracker", |r| {
+        r.event.name.as_deref() == Some("probe")
+    });
+    let probe = events
+        .iter()
+        .find(|r| r.event.name.as_deref() == Some("probe"))
+        .map(|r| serde_json::to_value(&r.event.props).unwrap());
+    assert_eq!(
+        probe,
+        Some(serde_json::json!({"prerendering": true})),
+        "the probe was recorded while the page was prerendered"
+    );
+    // A second more, for anything else the prerendered page might send late.
+    std::thread::sleep(Duration::from_secs(1));
+    let events = stored_so_far(&data);
+    let front_views = events
+        .iter()
+        .filter(|r| {
+            r.event.kind == EventType::PageView && r.event.page.url.ends_with("/front.html")
+        })
+        .count();
+    assert_eq!(
+        front_views, 1,
+        "the front page's view, read beside the gateway"
+    );
+    assert_eq!(views_of_next(&events), 0, "a page view while prerendered");
+
+    // The reader follows the link: the prerendered page is shown, not loaded again.
+    browser.eval("document.getElementById('next').click()");
+    until(
+        &mut browser,
+        "return location.pathname === '/next.html'",
+        "the link was not followed",
+    );
+    let shown = browser.eval(
+        "return [window.__started_prerendering, \
+         performance.getEntriesByType('navigation')[0].activationStart > 0]",
+    );
+    assert_eq!(
+        shown,
+        serde_json::json!([true, true]),
+        "a prerendered page activated"
+    );
+    stored_until(&data, "no page view once shown", |r| {
+        r.event.kind == EventType::PageView && r.event.page.url == next_url
+    });
+    // Leaving it delivers whatever else it recorded; the next page empties the queue.
+    browser.goto(&format!("{}/b.html", publisher.url));
+    browser.wait_for(
+        "return window.__decisions.length > 0 && localStorage.getItem('pulse_queue') === null",
+        Duration::from_secs(30),
+    );
+    gateway.stop();
+    assert_eq!(
+        views_of_next(&stored(&data)),
+        1,
+        "one page view, when shown"
+    );
+}
+
 #[test]
 fn marked_clicks_outbound_links_forms_and_the_articles_read_depth() {
     let dir = tempfile::tempdir().unwrap();
@@ -383,13 +531,13 @@ fn events_recorded_offline_arrive_once_back_online() {
     browser
         .eval("pulse('debug', true); for (let i = 0; i < 3; i++) pulse('track', 'offline', {i})");
     // The tracker tried and failed (it logs the failed attempt it will retry).
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while !browser
         .console()
         .iter()
         .any(|(_, m)| m.contains("no answer to keep:") && m.contains("retry"))
     {
-        assert!(std::time::Instant::now() < deadline, "no failed attempt");
+        assert!(Instant::now() < deadline, "no failed attempt");
         std::thread::sleep(Duration::from_millis(100));
     }
     browser.cdp("Network.emulateNetworkConditions", network(false));
