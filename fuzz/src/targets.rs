@@ -61,7 +61,14 @@ impl Target {
 /// The decoder target.
 pub fn decode(data: &[u8]) {
     let mut out = Vec::new();
-    let decoded = pulse_http::decode(data, None, DECODE_CAP, &mut out).map(<[u8]>::to_vec);
+    let decoded = pulse_http::decode(
+        data,
+        None,
+        DECODE_CAP,
+        &mut out,
+        pulse_protocol::compact::no_dictionary,
+    )
+    .map(<[u8]>::to_vec);
     let Ok(decoded) = decoded else {
         return;
     };
@@ -80,8 +87,12 @@ pub fn decode(data: &[u8]) {
             assert_eq!(decoded, reference, "gzip differs from the reference");
         }
         Some(Encoding::Compact) => {
-            let reference = pulse_protocol::compact::decode_body(data, DECODE_CAP, |_| None)
-                .expect("the reference decodes it too");
+            let reference = pulse_protocol::compact::decode_body(
+                data,
+                DECODE_CAP,
+                pulse_protocol::compact::no_dictionary,
+            )
+            .expect("the reference decodes it too");
             assert_eq!(
                 decoded,
                 reference.as_bytes(),

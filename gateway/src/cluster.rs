@@ -10,7 +10,10 @@
 //! - `scorer/<instance>`: a scorer's heartbeat in a split tier: the partitions it answers for
 //!   and where (see [`crate::tier`]), sent when they change and every [`HEARTBEAT`]; a
 //!   tombstone when it stops cleanly;
-//! - `erase/<reader>`: a reader to forget everywhere, followed by its tombstone.
+//! - `erase/<reader>`: a reader to forget everywhere, followed by its tombstone;
+//! - `dictionary/<site>/<hash>`: a dictionary for the site's compact bodies, trained by one
+//!   gateway and held by all (its creation time, 8 bytes little-endian, then its bytes; see
+//!   [`crate::dictionary`]).
 //!
 //! A change through the admin API (`PUT /admin/limits`, `PUT /admin/bundle`, a rollback) is
 //! applied locally first, then published; every gateway, the one that made it included, reads
@@ -52,6 +55,8 @@ const KEY_BUNDLE: &str = "bundle";
 /// Prefix of erasure keys: `erase/<reader>` tells every gateway to forget the reader's state;
 /// a tombstone follows at once, so compaction keeps no trace of the reader.
 const KEY_ERASE: &str = "erase/";
+/// Prefix of dictionary keys: `dictionary/<site>/<hash>`.
+const KEY_DICTIONARY: &str = "dictionary/";
 /// Prefix of heartbeat keys.
 const KEY_GATEWAY: &str = "gateway/";
 /// How often a gateway says it is alive.
@@ -229,6 +234,18 @@ impl ControlBus {
             .map_err(|(e, _)| e.to_string())
     }
 
+    /// Shares a dictionary trained here (queued; a failure is logged: the others hold the
+    /// versions they have, and bodies compressed with this one get 409 there until the next).
+    pub(crate) fn publish_dictionary(&self, site: &str, v: &crate::dictionary::Version) {
+        let key = format!("{KEY_DICTIONARY}{site}/{:08x}", v.hash);
+        let mut value = v.created_ms.to_le_bytes().to_vec();
+        value.extend_from_slice(&v.bytes);
+        let record = FutureRecord::to(&self.topic).key(&key).payload(&value);
+        if let Err((e, _)) = self.producer.send_result(record) {
+            tracing::warn!(site, error = %e, "cannot share a dictionary on the control topic");
+        }
+    }
+
     pub(crate) async fn publish_bundle(&self, stored: &[u8]) -> Result<(), String> {
         self.publish(KEY_BUNDLE, stored).await
     }
@@ -393,6 +410,30 @@ impl Follower {
         }
         let Some(value) = value else { return };
         let control = Arc::clone(&self.control);
+        if let Some(rest) = key.strip_prefix(KEY_DICTIONARY) {
+            let parsed = rest.rsplit_once('/').and_then(|(site, hash)| {
+                let hash = crate::dictionary::parse_hash(hash)?;
+                let (created, bytes) = value.split_at_checked(8)?;
+                (pulse_protocol::compact::dictionary_hash(bytes) == hash).then(|| {
+                    let created_ms = u64::from_le_bytes(created.try_into().unwrap_or_default());
+                    let version = crate::dictionary::Version {
+                        hash,
+                        bytes: bytes.into(),
+                        created_ms,
+                    };
+                    (site, version)
+                })
+            });
+            match parsed {
+                Some((site, version)) => {
+                    if control.dictionaries.add(site, version) {
+                        tracing::info!(site, "a dictionary from the control topic");
+                    }
+                }
+                None => tracing::warn!(key, "an unreadable dictionary on the control topic"),
+            }
+            return;
+        }
         if let Some(reader) = key.strip_prefix(KEY_ERASE) {
             let by_me = serde_json::from_slice::<serde_json::Value>(value)
                 .is_ok_and(|v| v["by"] == self.instance.as_str());

@@ -80,6 +80,8 @@ pub struct Control {
     /// The rate limits, read by every request.
     pub limiter: Arc<RateLimiter>,
     decider: Arc<Decider>,
+    /// The sites' dictionaries for compact bodies (shared through the control topic).
+    pub(crate) dictionaries: Arc<crate::dictionary::Dictionaries>,
 }
 
 impl Control {
@@ -89,6 +91,10 @@ impl Control {
         Self {
             path: config.path.clone(),
             bundles: config.server.data.join("bundles"),
+            dictionaries: Arc::new(crate::dictionary::Dictionaries::open(
+                &config.dictionary,
+                Some(&config.server.data),
+            )),
             public_origins: config.server.public_origins.clone(),
             max_body_bytes: config.limits.max_body_bytes,
             sites: RwLock::new(Arc::new(Sites::new(&config.sites, own))),

@@ -223,7 +223,8 @@ impl Gateway {
             pool,
             signer,
         )
-        .with_gaps(gaps.clone().filter(|_| role == Role::All));
+        .with_gaps(gaps.clone().filter(|_| role == Role::All))
+        .with_dictionaries(Arc::clone(&control.dictionaries));
         let housekeeping = housekeeping(
             log.clone(),
             Arc::clone(&control.limiter),
@@ -241,6 +242,13 @@ impl Gateway {
             )),
             _ => None,
         };
+        if let Some(bus) = &bus {
+            // Every gateway holds every dictionary any of them trained.
+            let bus = Arc::clone(bus);
+            control
+                .dictionaries
+                .set_publish(Box::new(move |site, v| bus.publish_dictionary(site, v)));
+        }
         let tracker = crate::statics::Tracker::new(config.server.tracker_dir.as_deref());
         Ok(Self {
             tracker,
@@ -379,6 +387,7 @@ impl Gateway {
                 }),
                 owned: self.tier.as_ref().map(|t| t.by_state()).unwrap_or_default(),
                 seq: self.gaps.as_ref().map(|g| g.counts()),
+                dictionaries: self.control.dictionaries.counts(),
             },
         );
         out

@@ -40,6 +40,8 @@ pub struct Ingest {
     inflight: crate::inflight::InFlight,
     /// Gaps in sessions' batch numbers (a single process: every batch of a reader comes here).
     gaps: Option<Arc<crate::gaps::SeqGaps>>,
+    /// The sites' dictionaries for compact bodies.
+    dictionaries: Option<Arc<crate::dictionary::Dictionaries>>,
 }
 
 /// A pooled buffer, given back when dropped.
@@ -74,7 +76,17 @@ impl Ingest {
             signer,
             inflight: crate::inflight::InFlight::default(),
             gaps: None,
+            dictionaries: None,
         }
+    }
+
+    /// Inflates compact bodies against the sites' dictionaries, and trains them.
+    pub(crate) fn with_dictionaries(
+        mut self,
+        dictionaries: Arc<crate::dictionary::Dictionaries>,
+    ) -> Self {
+        self.dictionaries = Some(dictionaries);
+        self
     }
 
     /// Counts gaps in sessions' batch numbers here (a single process).
@@ -118,11 +130,13 @@ impl Ingest {
             buf: self.pool.take(),
             pool: &self.pool,
         };
+        let dictionaries = self.dictionaries.as_ref();
         let json = match decode(
             body,
             content_encoding,
             self.limits.max_decoded_bytes,
             &mut decoded.buf,
+            |hash| dictionaries.and_then(|d| d.get(site, hash)),
         ) {
             Ok(json) => json,
             Err(e) => {
@@ -221,6 +235,15 @@ impl Ingest {
                 now,
             );
         }
+        // A tracker's body: sampled for the site's dictionary, and told of a newer one.
+        let compact = pulse_protocol::compact::body_dictionary(body);
+        let dictionary = match (dictionaries, compact) {
+            (Some(d), Some(used)) => {
+                d.sample(site, header, &parsed.accepted, now);
+                d.newer_than(site, used)
+            }
+            _ => None,
+        };
         self.metrics.accepted(stored);
         self.metrics.dead_letters(n_dead, dead_bytes);
         for (r, _) in &parsed.rejected {
@@ -256,6 +279,7 @@ impl Ingest {
             decision: decided.decision,
             signed,
             auth,
+            dictionary,
         })
     }
 

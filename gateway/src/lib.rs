@@ -17,6 +17,7 @@ mod config;
 mod control;
 mod decide;
 mod decisions;
+mod dictionary;
 mod entitlements;
 mod gaps;
 mod gateway;
@@ -43,9 +44,9 @@ pub use backtest::{Backtest, BacktestError, BacktestRun, backtest};
 pub use cluster::ControlBus;
 pub use config::{
     BUILTIN_BUNDLE, ClusterConfig, Compression, Config, ConfigError, DeadLetters,
-    DecisionLogConfig, EventLogConfig, IpNet, KafkaConfig, Limits, MAX_RATE_LIMIT_KEYS, Millis,
-    Rate, RateLimits, Role, ScorerConfig, ServerConfig, SinkConfig, SinkKind, SiteConfig,
-    Transport,
+    DecisionLogConfig, DictionaryConfig, EventLogConfig, IpNet, KafkaConfig, Limits,
+    MAX_DICTIONARY_BYTES, MAX_RATE_LIMIT_KEYS, Millis, Rate, RateLimits, Role, ScorerConfig,
+    ServerConfig, SinkConfig, SinkKind, SiteConfig, Transport,
 };
 pub use control::{Activated, Applied, ChangeError, Control, merge_limits, write_back};
 pub use decide::{BundleChange, Decided, Decider, ShadowChange};

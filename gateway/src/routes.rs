@@ -67,6 +67,9 @@ where
                 None,
             ),
         },
+        (&Method::GET, path) if path.starts_with(DICTIONARY_PATH) => {
+            dictionary(gw, path, req.uri().query())
+        }
         (&Method::GET, "/healthz") => json(
             StatusCode::OK,
             Bytes::from_static(b"{\"status\":\"ok\"}"),
@@ -458,6 +461,38 @@ where
         },
         Err(e) => refuse(gw, &e, cors),
     }
+}
+
+/// Where a site's dictionaries are served: `/v1/dictionary/<hash>?k=KEY`.
+const DICTIONARY_PATH: &str = "/v1/dictionary/";
+
+/// A site's dictionary for compact bodies, named by its hash: public (it holds only what many
+/// readers sent), the same forever (cached for a year), readable by any page.
+fn dictionary(gw: &Gateway, path: &str, query: Option<&str>) -> Resp {
+    let site = query_param(query, "k").unwrap_or_default();
+    let found = path
+        .strip_prefix(DICTIONARY_PATH)
+        .and_then(crate::dictionary::parse_hash)
+        .and_then(|hash| gw.control().dictionaries.get(site, hash));
+    let Some(bytes) = found else {
+        let e = ApiError::new(ErrorCode::NotFound, "no such dictionary for this site key");
+        return refuse(gw, &e, Some("*"));
+    };
+    let mut resp = Response::new(Full::new(Bytes::copy_from_slice(&bytes)));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=31536000, immutable"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    resp
 }
 
 /// What rules may read of the request: the device class from `User-Agent`, and the country

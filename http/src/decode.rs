@@ -24,6 +24,11 @@ pub enum DecodeError {
     /// The body claims an encoding but is corrupt, truncated or followed by other bytes.
     #[error("the {} body cannot be decoded", .0.as_str())]
     Corrupt(Encoding),
+    /// A compact body names a dictionary this server does not hold.
+    #[error(
+        "the body names dictionary {0:08x}, which this gateway does not hold: send it without one"
+    )]
+    UnknownDictionary(u32),
 }
 
 impl DecodeError {
@@ -33,6 +38,7 @@ impl DecodeError {
             Self::TooLarge(_) => ErrorCode::DecodedTooLarge,
             Self::Unsupported(_) => ErrorCode::UnsupportedEncoding,
             Self::Corrupt(_) => ErrorCode::UndecodableBody,
+            Self::UnknownDictionary(_) => ErrorCode::UnknownDictionary,
         }
     }
 }
@@ -63,12 +69,14 @@ pub fn sniff(body: &[u8], content_encoding: Option<&str>) -> Result<Encoding, De
 }
 
 /// Decodes `body` into at most `cap` bytes of JSON text: a JSON body is returned as it is, a
-/// compressed one is decoded into `out` (cleared first; its allocation is reused).
-pub fn decode<'a>(
+/// compressed one is decoded into `out` (cleared first; its allocation is reused). A compact
+/// body that names a dictionary gets it from `dictionary` (by its hash).
+pub fn decode<'a, D: AsRef<[u8]>>(
     body: &'a [u8],
     content_encoding: Option<&str>,
     cap: usize,
     out: &'a mut Vec<u8>,
+    dictionary: impl FnOnce(u32) -> Option<D>,
 ) -> Result<&'a [u8], DecodeError> {
     out.clear();
     match sniff(body, content_encoding)? {
@@ -83,9 +91,11 @@ pub fn decode<'a>(
             Ok(out)
         }
         Encoding::Compact => {
-            // No dictionary is configured yet: a body naming one is refused (undecodable).
-            let json = compact::decode_body(body, cap, |_| None).map_err(|e| match e {
+            let json = compact::decode_body(body, cap, dictionary).map_err(|e| match e {
                 compact::CompactError::TooLarge(_) => DecodeError::TooLarge(cap),
+                compact::CompactError::UnknownDictionary(hash) => {
+                    DecodeError::UnknownDictionary(hash)
+                }
                 _ => DecodeError::Corrupt(Encoding::Compact),
             })?;
             out.extend_from_slice(json.as_bytes());
@@ -101,7 +111,14 @@ pub fn decode_to_vec(
     cap: usize,
 ) -> Result<Vec<u8>, DecodeError> {
     let mut out = Vec::new();
-    Ok(decode(body, content_encoding, cap, &mut out)?.to_vec())
+    Ok(decode(
+        body,
+        content_encoding,
+        cap,
+        &mut out,
+        compact::no_dictionary,
+    )?
+    .to_vec())
 }
 
 thread_local! {
@@ -295,14 +312,20 @@ mod tests {
         let json = r#"{"v":1,"site_key":"demo","anonymous_id":"a1","session_id":"s1","seq":0,"sent_at":5,"events":[{"id":"0000000000000000000000000000002a","ts":4,"type":"page_view","page":{"url":"https://n.example/"},"props":{"x":[1.5]}}]}"#;
         let batch: pulse_protocol::Batch = serde_json::from_str(json).unwrap();
         let record = encode_record(&(&batch).into());
-        let body = encode_body(&record, (0, b""));
+        let body = encode_body(&record, None);
         assert_eq!(dec(&body, None, 1000).unwrap(), json.as_bytes());
         assert_eq!(dec(&body, None, 10), Err(DecodeError::TooLarge(10)));
-        let named = encode_body(&record, (1, b"a dictionary"));
+        // Against a dictionary: read when the server holds it, refused by name when not.
+        let dict = b"https://n.example/ a dictionary";
+        let named = encode_body(&record, Some((77, dict)));
         assert_eq!(
             dec(&named, None, 1000),
-            Err(DecodeError::Corrupt(Encoding::Compact))
+            Err(DecodeError::UnknownDictionary(77))
         );
+        assert_eq!(DecodeError::UnknownDictionary(77).code().status(), 409);
+        let mut out = Vec::new();
+        let held = decode(&named, None, 1000, &mut out, |h| (h == 77).then_some(dict));
+        assert_eq!(held.unwrap(), json.as_bytes());
         assert_eq!(
             dec(&body[..body.len() - 1], None, 1000),
             Err(DecodeError::Corrupt(Encoding::Compact))

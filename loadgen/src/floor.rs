@@ -53,7 +53,13 @@ pub fn floor_answer(body: &[u8]) -> (u16, Bytes) {
 }
 
 fn answer_decoded(body: &[u8], buf: &mut Vec<u8>) -> (u16, Bytes) {
-    let decoded = match decode(body, None, DEFAULT_MAX_DECODED_BYTES, buf) {
+    let decoded = match decode(
+        body,
+        None,
+        DEFAULT_MAX_DECODED_BYTES,
+        buf,
+        pulse_protocol::compact::no_dictionary,
+    ) {
         Ok(d) => d,
         Err(e) => return error_body(&ApiError::new(e.code(), e.to_string())),
     };
@@ -67,6 +73,7 @@ fn answer_decoded(body: &[u8], buf: &mut Vec<u8>) -> (u16, Bytes) {
         decision: fixed_decision(),
         signed: None,
         auth: None,
+        dictionary: None,
     };
     match serde_json::to_vec(&answer) {
         Ok(bytes) => (200, Bytes::from(bytes)),

@@ -6,7 +6,7 @@
 use std::io::Write;
 
 use pulse_protocol::WireBatch;
-use pulse_protocol::compact::{encode_body, encode_record, train_dictionary};
+use pulse_protocol::compact::{dictionary_hash, encode_body, encode_record, train_dictionary};
 use pulse_sim::{Traffic, TrafficConfig};
 use pulse_tracker::{batch_json, encode_batch};
 use serde::Serialize;
@@ -58,14 +58,18 @@ pub fn bytes_table(
     dict_size: usize,
     train: usize,
 ) -> std::io::Result<BytesTable> {
+    // The dictionaries come from the six hours before the measured batches, which are sent a
+    // second apart: times in records repeat only as much as real clocks make them.
     let now = 1_800_000_000_000;
+    let trained_at =
+        |i: usize| now - 6 * 3_600_000 + (i as u64 * 6 * 3_600_000) / train.max(1) as u64;
     let mut others = Traffic::new(&TrafficConfig {
         readers: 1_000,
         seed: 7,
         ..TrafficConfig::default()
     });
     let samples: Vec<Vec<u8>> = (0..train)
-        .map(|i| batch_json(&others.next_batch([1, 10, 50][i % 3], now)))
+        .map(|i| batch_json(&others.next_batch([1, 10, 50][i % 3], trained_at(i))))
         .collect();
     let dict = zstd::dict::from_samples(&samples, dict_size)?;
     // The compact body's dictionary, trained on the same batches of other readers.
@@ -75,9 +79,13 @@ pub fn bytes_table(
         ..TrafficConfig::default()
     });
     let samples: Vec<WireBatch> = (0..train)
-        .map(|i| WireBatch::from(&others.next_batch([1, 10, 50][i % 3], now)))
+        .map(|i| WireBatch::from(&others.next_batch([1, 10, 50][i % 3], trained_at(i))))
         .collect();
-    let compact_dict = train_dictionary(&samples, dict_size.min(32 * 1024));
+    let min_readers = std::env::var("K")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let compact_dict = train_dictionary(&samples, dict_size.min(32 * 1024), min_readers);
     let compact_dict = compact_dict.as_slice();
     let mut with_dict = zstd::bulk::Compressor::with_dictionary(3, &dict)?;
     let mut plain3 = zstd::bulk::Compressor::new(3)?;
@@ -92,8 +100,8 @@ pub fn bytes_table(
         });
         let (mut json, mut gzip, mut tracker, mut z3, mut zd, mut events) = (0, 0, 0, 0, 0, 0);
         let mut cd = 0;
-        for _ in 0..batches {
-            let batch = traffic.next_batch(n, now);
+        for b in 0..batches {
+            let batch = traffic.next_batch(n, now + b as u64 * 1_000);
             let text = batch_json(&batch);
             events += batch.events.len();
             all_batches += 1;
@@ -107,7 +115,8 @@ pub fn bytes_table(
             gz.write_all(&text)?;
             gzip += gz.finish()?.len();
             tracker += encode_batch(&batch).len();
-            cd += encode_body(&encode_record(&WireBatch::from(&batch)), (1, compact_dict)).len();
+            let named = Some((dictionary_hash(compact_dict), compact_dict));
+            cd += encode_body(&encode_record(&WireBatch::from(&batch)), named).len();
             z3 += plain3.compress(&text)?.len();
             zd += with_dict.compress(&text)?.len();
         }

@@ -3,7 +3,8 @@
 //! BENCH.md, "Bytes on the wire"), and encoded with little code in the browser.
 //!
 //! ```text
-//! body    = "pz1" dict:u8 deflate(record)          dict 0: no dictionary
+//! body    = "pz1" 0 deflate(record)                 no dictionary
+//!         | "pz1" 1 hash:u32le deflate(record)      against the dictionary whose hash that is
 //! record  = sent_at:u64le v seq flags:u8 site_key:str anonymous_id:tok session_id:tok
 //!           [user_id:str (flags & 1)] [auth:str (flags & 2)] n events{n}
 //! flags   = 1 has a user id | 2 has auth | 4 resent (sent before: a retry or a parked batch)
@@ -25,7 +26,9 @@
 use crate::{BatchHeader, EventId, EventType, PageContext, WireBatch, WireEvent};
 
 mod deflate;
+mod train;
 pub use deflate::deflate;
+pub use train::train_dictionary;
 
 /// The first bytes of a compact body.
 pub const COMPACT_MAGIC: [u8; 3] = *b"pz1";
@@ -33,9 +36,9 @@ pub const COMPACT_MAGIC: [u8; 3] = *b"pz1";
 /// Why a compact body cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CompactError {
-    /// The body names a dictionary this server does not hold.
-    #[error("unknown dictionary {0}")]
-    UnknownDictionary(u8),
+    /// The body names a dictionary this server does not hold (by its hash).
+    #[error("unknown dictionary {0:08x}")]
+    UnknownDictionary(u32),
     /// The DEFLATE stream is corrupt or cut short.
     #[error("the compressed stream is corrupt or cut short")]
     Deflate,
@@ -169,30 +172,30 @@ pub fn mark_resent(record: &mut [u8]) {
     }
 }
 
-/// The body of a record: [`COMPACT_MAGIC`], the dictionary's id (0: none), the record
-/// compressed against the dictionary.
-pub fn encode_body(record: &[u8], dictionary: (u8, &[u8])) -> Vec<u8> {
+/// The body of a record: [`COMPACT_MAGIC`], then `0` and the record compressed, or `1`, the
+/// dictionary's hash ([`dictionary_hash`]) and the record compressed against the dictionary.
+pub fn encode_body(record: &[u8], dictionary: Option<(u32, &[u8])>) -> Vec<u8> {
     let mut body = COMPACT_MAGIC.to_vec();
-    body.push(dictionary.0);
-    deflate(record, dictionary.1, &mut body);
+    match dictionary {
+        Some((hash, bytes)) => {
+            body.push(1);
+            body.extend_from_slice(&hash.to_le_bytes());
+            deflate(record, bytes, &mut body);
+        }
+        None => {
+            body.push(0);
+            deflate(record, &[], &mut body);
+        }
+    }
     body
 }
 
-/// A dictionary for compact bodies from sample batches (a site's recent traffic, oldest first):
-/// the last `size` bytes of their records, so the newest traffic is nearest to a body's record
-/// (the cheapest to reach). Records rather than their texts alone: a body matches the way its
-/// fields are framed (lengths, flags, the texts that follow each other) as well as the texts.
-pub fn train_dictionary(samples: &[WireBatch], size: usize) -> Vec<u8> {
-    let mut records = Vec::new();
-    for batch in samples.iter().rev() {
-        if records.len() >= size {
-            break;
-        }
-        let mut record = encode_record(batch);
-        record.extend_from_slice(&records);
-        records = record;
-    }
-    records.split_off(records.len().saturating_sub(size))
+/// What names a dictionary in a body (FNV-1a, 32 bits, of its bytes): a gateway holds every
+/// dictionary it served by this, so no two gateways can give one name two meanings.
+pub fn dictionary_hash(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5_u32, |h, &b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
 }
 
 /// Reads records.
@@ -329,23 +332,43 @@ pub fn decode_record(record: &[u8]) -> Result<WireBatch, CompactError> {
     })
 }
 
-/// Inflates a compact body's record: at most `cap` bytes, against the dictionary its id names
-/// (`dictionary` answers which bytes an id stands for; id 0 is always none).
-pub fn inflate_body<'d>(
+/// Which dictionary a compact body names: `Some(None)` for none, `None` when `body` is not a
+/// compact body.
+pub fn body_dictionary(body: &[u8]) -> Option<Option<u32>> {
+    match body.strip_prefix(&COMPACT_MAGIC)? {
+        [0, ..] => Some(None),
+        [1, a, b, c, d, ..] => Some(Some(u32::from_le_bytes([*a, *b, *c, *d]))),
+        _ => None,
+    }
+}
+
+/// For a reader of bodies that holds no dictionary: every body naming one is refused.
+pub fn no_dictionary(_hash: u32) -> Option<&'static [u8]> {
+    None
+}
+
+/// Inflates a compact body's record: at most `cap` bytes, against the dictionary it names
+/// (`dictionary` answers which bytes a hash stands for, once, when the body names one).
+pub fn inflate_body<D: AsRef<[u8]>>(
     body: &[u8],
     cap: usize,
-    dictionary: impl Fn(u8) -> Option<&'d [u8]>,
+    dictionary: impl FnOnce(u32) -> Option<D>,
 ) -> Result<Vec<u8>, CompactError> {
     use miniz_oxide::inflate::core::DecompressorOxide;
 
     let rest = body
         .strip_prefix(&COMPACT_MAGIC)
         .ok_or(CompactError::Malformed("no magic"))?;
-    let (&id, stream) = rest.split_first().ok_or(CompactError::Deflate)?;
-    let dict = match id {
-        0 => &[][..],
-        id => dictionary(id).ok_or(CompactError::UnknownDictionary(id))?,
+    let (held, stream) = match rest {
+        [0, stream @ ..] => (None, stream),
+        [1, a, b, c, d, stream @ ..] => {
+            let hash = u32::from_le_bytes([*a, *b, *c, *d]);
+            let dict = dictionary(hash).ok_or(CompactError::UnknownDictionary(hash))?;
+            (Some(dict), stream)
+        }
+        _ => return Err(CompactError::Malformed("dictionary")),
     };
+    let dict = held.as_ref().map_or(&[][..], AsRef::as_ref);
     // The dictionary first: back references reach into it as into earlier output. The buffer
     // grows as the record needs it, up to one byte more than the cap (which tells a record at
     // the cap from one beyond it): a small body costs a small buffer.
@@ -410,10 +433,10 @@ fn inflate_into(
 }
 
 /// A compact body as the batch's JSON text, at most `cap` bytes of record.
-pub fn decode_body<'d>(
+pub fn decode_body<D: AsRef<[u8]>>(
     body: &[u8],
     cap: usize,
-    dictionary: impl Fn(u8) -> Option<&'d [u8]>,
+    dictionary: impl FnOnce(u32) -> Option<D>,
 ) -> Result<String, CompactError> {
     let record = inflate_body(body, cap, dictionary)?;
     let json = decode_record(&record)?.to_json();

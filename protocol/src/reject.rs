@@ -96,6 +96,9 @@ pub enum ErrorCode {
     UnsupportedEncoding,
     /// 422: the body claims an encoding but cannot be decoded.
     UndecodableBody,
+    /// 409: a compact body names a dictionary this gateway does not hold (an old one, or one
+    /// never served); the client drops it and sends the same batch again without one.
+    UnknownDictionary,
     /// 404: no such path.
     NotFound,
     /// 405: the method is not allowed on this path.
@@ -118,7 +121,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for metrics.
-    pub const ALL: [Self; 22] = [
+    pub const ALL: [Self; 23] = [
         Self::MalformedJson,
         Self::InvalidBatch,
         Self::UnsupportedVersion,
@@ -132,6 +135,7 @@ impl ErrorCode {
         Self::DecodedTooLarge,
         Self::UnsupportedEncoding,
         Self::UndecodableBody,
+        Self::UnknownDictionary,
         Self::NotFound,
         Self::MethodNotAllowed,
         Self::RequestTimeout,
@@ -158,6 +162,7 @@ impl ErrorCode {
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::RequestTimeout => 408,
+            Self::UnknownDictionary => 409,
             Self::TooManyEvents | Self::BodyTooLarge | Self::DecodedTooLarge => 413,
             Self::UnsupportedEncoding => 415,
             Self::UndecodableBody => 422,
@@ -191,6 +196,7 @@ impl ErrorCode {
             Self::DecodedTooLarge => "decoded_too_large",
             Self::UnsupportedEncoding => "unsupported_encoding",
             Self::UndecodableBody => "undecodable_body",
+            Self::UnknownDictionary => "unknown_dictionary",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::RequestTimeout => "request_timeout",
@@ -290,4 +296,8 @@ pub struct CollectResponse {
     /// user id came without one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<String>,
+    /// The site's current dictionary for compact bodies (8 hex digits: its hash), when the
+    /// batch was not compressed with it: fetch it from `/v1/dictionary/<hash>?k=KEY`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dictionary: Option<String>,
 }

@@ -8,7 +8,7 @@ use crate::Batch;
 
 /// The request body for a batch, as the tracker sends it (no dictionary yet).
 pub fn encode(batch: &Batch) -> Vec<u8> {
-    encode_body(&encode_record(batch), (0, &[]))
+    encode_body(&encode_record(batch), None)
 }
 
 /// A protocol batch as compact JSON (what a compact body decodes to).
@@ -34,7 +34,7 @@ mod tests {
         for n in [1, 10, 50] {
             let batch = sample_batch(n);
             let body = encode_batch(&batch);
-            let json = decode_body(&body, 1 << 20, |_| None).unwrap();
+            let json = decode_body(&body, 1 << 20, pulse_protocol::compact::no_dictionary).unwrap();
             assert_eq!(json.as_bytes(), batch_json(&batch));
             let parsed = pulse_protocol::parse_batch(json.as_bytes(), batch.header.sent_at);
             assert_eq!(parsed.unwrap().accepted.len(), n);

@@ -13,12 +13,14 @@ use pulse_scorer::{Bundle, EngineConfig};
 use serde::{Deserialize, Serialize};
 
 mod cluster;
+mod dictionary;
 mod env;
 mod limits;
 mod sink;
 mod site;
 
 pub use cluster::{ClusterConfig, Role};
+pub use dictionary::{DictionaryConfig, MAX_DICTIONARY_BYTES};
 pub use limits::{IpNet, Limits, MAX_RATE_LIMIT_KEYS, Rate, RateLimits};
 pub use sink::{
     Compression, DeadLetters, DecisionLogConfig, EventLogConfig, KafkaConfig, SinkConfig, SinkKind,
@@ -92,6 +94,9 @@ pub struct Config {
     /// Which tier this process is when gateways and scorers run apart on Kafka.
     #[serde(default)]
     pub cluster: ClusterConfig,
+    /// The dictionaries of compact bodies, trained on each site's traffic.
+    #[serde(default)]
+    pub dictionary: DictionaryConfig,
     /// The file this configuration was read from (for writing limits back and for SIGHUP).
     #[serde(skip)]
     pub path: Option<PathBuf>,
@@ -450,6 +455,7 @@ impl Config {
             problems.push("transport.max_header_bytes must be at least 8192".to_owned());
         }
         problems.extend(self.rate_limits.problems(self.limits.max_body_bytes));
+        problems.extend(self.dictionary.problems());
         let kafka = &self.sink.kafka;
         problems.extend(self.cluster.problems(
             self.sink.kind == SinkKind::Kafka,

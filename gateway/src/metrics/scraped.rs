@@ -25,6 +25,8 @@ pub(crate) struct Scraped {
     pub(crate) owned: Vec<(&'static str, usize)>,
     /// Gaps in sessions' batch numbers, where this instance counts them.
     pub(crate) seq: Option<crate::gaps::SeqCounts>,
+    /// Dictionaries held (all sites), and lookups that found one.
+    pub(crate) dictionaries: (usize, u64),
 }
 
 /// Adds the gateway's scraped series and the process's.
@@ -74,6 +76,16 @@ pub(crate) fn gateway_series(out: &mut Snapshot, s: &Scraped) {
             claimed as f64,
         );
     }
+    out.gauge(
+        "pulse_gateway_dictionaries",
+        "Dictionaries for compact bodies held, all sites and versions together.",
+        s.dictionaries.0 as f64,
+    );
+    out.counter(
+        "pulse_gateway_dictionary_lookups",
+        "Compact bodies inflated against a site's dictionary, and dictionaries served.",
+        s.dictionaries.1 as f64,
+    );
     if let Some(seq) = s.seq {
         out.counter(
             "pulse_gateway_session_batches_lost",

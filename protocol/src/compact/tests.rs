@@ -103,19 +103,19 @@ fn restamped_records_keep_their_events() {
 fn bodies_inflate_with_and_without_a_dictionary() {
     const DICT: &[u8] = b"https://www.google.com/ https://n.example/ {\"read_depth\":";
     let record = encode_record(&batch(true));
-    for (id, dict) in [(0, &b""[..]), (9, DICT)] {
-        let body = encode_body(&record, (id, dict));
+    for dict in [None, Some((9, DICT))] {
+        let body = encode_body(&record, dict);
         assert_eq!(body[..3], COMPACT_MAGIC);
         assert_eq!(inflate(&body, DICT).unwrap(), record);
         // Any inflater reads it: the same through miniz_oxide's plain API when there is no
         // dictionary.
-        if id == 0 {
+        if dict.is_none() {
             let plain = miniz_oxide::inflate::decompress_to_vec(&body[4..]).unwrap();
             assert_eq!(plain, record);
         }
     }
-    let with = encode_body(&record, (9, DICT)).len();
-    let without = encode_body(&record, (0, b"")).len();
+    let with = encode_body(&record, Some((9, DICT))).len();
+    let without = encode_body(&record, None).len();
     assert!(with < without, "{with} >= {without}");
 }
 
@@ -137,8 +137,8 @@ fn long_and_repetitive_input_round_trips() {
 #[test]
 fn json_of_a_body_is_the_batch() {
     let b = batch(true);
-    let body = encode_body(&encode_record(&b), (0, b""));
-    let json = decode_body(&body, 1 << 20, |_| None).unwrap();
+    let body = encode_body(&encode_record(&b), None);
+    let json = decode_body(&body, 1 << 20, no_dictionary).unwrap();
     let parsed = crate::parse_batch(json.as_bytes(), b.header.sent_at).unwrap();
     assert_eq!(parsed.accepted.len(), 4);
     assert_eq!(parsed.header.seq, 7);
@@ -147,25 +147,37 @@ fn json_of_a_body_is_the_batch() {
 #[test]
 fn bad_bodies_say_why() {
     let record = encode_record(&batch(false));
-    let body = encode_body(&record, (0, b""));
+    let body = encode_body(&record, None);
     assert_eq!(
-        inflate(&encode_body(&record, (3, b"x")), b""),
+        inflate(&encode_body(&record, Some((3, b"x"))), b""),
         Err(CompactError::UnknownDictionary(3))
     );
+    // Neither 0 nor 1 and a whole hash after the magic.
+    for bad in [&b"pz1\x02"[..], b"pz1\x01\x09\x00"] {
+        assert_eq!(
+            inflate(bad, b""),
+            Err(CompactError::Malformed("dictionary"))
+        );
+    }
+    assert_eq!(dictionary_hash(b""), 0x811c_9dc5);
+    assert_ne!(dictionary_hash(b"ab"), dictionary_hash(b"ba"));
     assert_eq!(
         inflate(&body[..body.len() - 2], b""),
         Err(CompactError::Deflate)
     );
-    assert_eq!(inflate(b"pz1", b""), Err(CompactError::Deflate));
+    assert_eq!(
+        inflate(b"pz1", b""),
+        Err(CompactError::Malformed("dictionary"))
+    );
     let mut trailing = body.clone();
     trailing.push(0);
     assert_eq!(inflate(&trailing, b""), Err(CompactError::Deflate));
     assert_eq!(
-        inflate_body(&body, record.len() - 1, |_| None),
+        inflate_body(&body, record.len() - 1, no_dictionary),
         Err(CompactError::TooLarge(record.len() - 1))
     );
     assert_eq!(
-        inflate_body(&body, record.len(), |_| None).map(|r| r.len()),
+        inflate_body(&body, record.len(), no_dictionary).map(|r| r.len()),
         Ok(record.len())
     );
     for cut in 0..record.len() {

@@ -130,7 +130,7 @@ pub(super) fn park(t: &Tracker) {
 
 /// Starts the request at once (so it leaves even from `pagehide`) and handles its answer later.
 fn send(url: &str, transmit: Transmit) {
-    let body = encode_body(&transmit.record, (0, &[]));
+    let body = encode_body(&transmit.record, None);
     if DEBUG.get() {
         let what = "send ".to_owned() + &u64_string(transmit.events as u64) + " event(s), bytes:";
         debug(&what, &(body.len() as f64).into());

@@ -1,0 +1,76 @@
+//! `[dictionary]`: the preset dictionaries of compact bodies, trained on each site's traffic.
+
+use serde::{Deserialize, Serialize};
+
+/// Largest dictionary: DEFLATE reaches back 32 KiB at most.
+pub const MAX_DICTIONARY_BYTES: usize = 32 * 1024;
+
+/// `[dictionary]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DictionaryConfig {
+    /// Train a dictionary for each site, serve it at `/v1/dictionary/<hash>?k=KEY` and name it
+    /// in answers, so trackers compress against it (about half the bytes of a small batch).
+    /// Default true.
+    pub enabled: bool,
+    /// Largest dictionary, bytes (at most 32768). Default 16384 (about 4 KB gzipped to
+    /// download, once per reader and version).
+    pub bytes: usize,
+    /// A text (a page, a property, a word of a title) goes into a dictionary only when this
+    /// many different readers sent it, so no dictionary holds what only a few readers sent
+    /// (readers' ids, user ids and event ids never go in). Default 5.
+    pub min_readers: usize,
+    /// Recent batches of a site kept to train on (at most 8 MiB of their texts). Default 3000.
+    pub samples: usize,
+    /// No dictionary before a site has sent this many batches. Default 500.
+    pub min_samples: usize,
+    /// A site's dictionary is trained again once its newest is this old, in seconds. Default
+    /// 604800 (a week: each new version costs every reader one download).
+    pub retrain_after_s: u64,
+    /// Versions kept per site; a body naming an older one is answered 409
+    /// `unknown_dictionary` (the tracker sends it again without). Default 8.
+    pub keep: usize,
+}
+
+impl Default for DictionaryConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            bytes: 16 * 1024,
+            min_readers: 5,
+            samples: 3000,
+            min_samples: 500,
+            retrain_after_s: 7 * 24 * 3600,
+            keep: 8,
+        }
+    }
+}
+
+impl DictionaryConfig {
+    /// What does not make sense, for the config's error list.
+    pub(crate) fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !(256..=MAX_DICTIONARY_BYTES).contains(&self.bytes) {
+            out.push(format!(
+                "dictionary.bytes is between 256 and {MAX_DICTIONARY_BYTES}, not {}",
+                self.bytes
+            ));
+        }
+        if self.min_readers == 0 {
+            out.push("dictionary.min_readers is at least 1".into());
+        }
+        if self.keep == 0 || self.keep > 64 {
+            out.push(format!(
+                "dictionary.keep is between 1 and 64, not {}",
+                self.keep
+            ));
+        }
+        if self.samples == 0 || self.min_samples > self.samples {
+            out.push(format!(
+                "dictionary.samples ({}) is at least 1 and at least min_samples ({})",
+                self.samples, self.min_samples
+            ));
+        }
+        out
+    }
+}

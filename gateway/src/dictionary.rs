@@ -1,0 +1,322 @@
+//! Each site's preset dictionaries for compact bodies (`[dictionary]`): trained on the site's
+//! recent batches, served to its trackers, and used to inflate the bodies that name them.
+//!
+//! - Samples: the accepted batches of a site, the newest `samples` of them (at most
+//!   [`SAMPLE_BYTES`] of text), without user ids or tokens.
+//! - Training (`pulse_protocol::compact::train_dictionary`, on a blocking thread): when a site
+//!   has `min_samples` batches and no dictionary younger than `retrain_after_s`. Only texts at
+//!   least `min_readers` different readers sent go in, so a dictionary is safe to serve to
+//!   anyone: it holds what the site shows to many, never a reader's id.
+//! - Versions: named by their hash (`compact::dictionary_hash`), the newest `keep` of a site
+//!   kept, in `<data>/dictionaries/<site>/<hash>.bin` (embedded) and, in Kafka mode, on the
+//!   control topic (`dictionary/<site>/<hash>`), so every gateway holds every version any of
+//!   them trained and a body inflates wherever it lands. A name is the content's hash, so two
+//!   gateways training at once make two versions, never one name with two meanings.
+//! - Serving: `GET /v1/dictionary/<hash>?k=KEY`, immutable; the answer to a compact body not
+//!   compressed with the newest names it (`"dictionary"`), and the tracker fetches it once.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use pulse_protocol::compact::{dictionary_hash, train_dictionary};
+use pulse_protocol::{BatchHeader, EventView, HeaderView, WireBatch, WireEvent};
+
+use crate::config::DictionaryConfig;
+
+/// Most bytes of text a site's samples hold.
+pub(crate) const SAMPLE_BYTES: usize = 8 << 20;
+
+/// One version of a site's dictionary.
+#[derive(Debug, Clone)]
+pub(crate) struct Version {
+    pub(crate) hash: u32,
+    pub(crate) bytes: Arc<[u8]>,
+    /// When it was trained, ms since the epoch.
+    pub(crate) created_ms: u64,
+}
+
+#[derive(Debug, Default)]
+struct Samples {
+    batches: VecDeque<(WireBatch, usize)>,
+    bytes: usize,
+}
+
+/// A trained dictionary to share with the other gateways (Kafka mode's control topic).
+pub(crate) type Publish = Box<dyn Fn(&str, &Version) + Send + Sync>;
+
+/// The dictionaries of every site (see the module's documentation).
+pub(crate) struct Dictionaries {
+    config: DictionaryConfig,
+    dir: Option<PathBuf>,
+    /// Per site key, its versions, oldest first.
+    versions: RwLock<HashMap<String, Vec<Version>>>,
+    samples: Mutex<HashMap<String, Samples>>,
+    training: AtomicBool,
+    /// Lookups that found a dictionary (a body inflated against it, or one served).
+    inflated: std::sync::atomic::AtomicU64,
+    publish: std::sync::OnceLock<Publish>,
+}
+
+impl std::fmt::Debug for Dictionaries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dictionaries")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn hex(hash: u32) -> String {
+    format!("{hash:08x}")
+}
+
+/// A dictionary's name in a URL or an answer: 8 lowercase hex digits.
+pub(crate) fn parse_hash(s: &str) -> Option<u32> {
+    (s.len() == 8 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+        .then(|| u32::from_str_radix(s, 16).ok())
+        .flatten()
+}
+
+impl Dictionaries {
+    /// The dictionaries kept under `data` (none when `data` is `None`: memory only).
+    pub(crate) fn open(config: &DictionaryConfig, data: Option<&Path>) -> Self {
+        let dir = data.map(|d| d.join("dictionaries"));
+        let mut versions: HashMap<String, Vec<Version>> = HashMap::new();
+        if let Some(dir) = &dir
+            && config.enabled
+        {
+            for (site, version) in load(dir) {
+                versions.entry(site).or_default().push(version);
+            }
+        }
+        for list in versions.values_mut() {
+            list.sort_by_key(|v| v.created_ms);
+        }
+        Self {
+            config: config.clone(),
+            dir,
+            versions: RwLock::new(versions),
+            samples: Mutex::new(HashMap::new()),
+            training: AtomicBool::new(false),
+            inflated: std::sync::atomic::AtomicU64::new(0),
+            publish: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Shares each dictionary trained here (Kafka mode).
+    pub(crate) fn set_publish(&self, publish: Publish) {
+        let _ = self.publish.set(publish);
+    }
+
+    /// The bytes of `site`'s dictionary `hash`, if held.
+    pub(crate) fn get(&self, site: &str, hash: u32) -> Option<Arc<[u8]>> {
+        let versions = self.versions.read().ok()?;
+        let v = versions.get(site)?.iter().find(|v| v.hash == hash)?;
+        self.inflated.fetch_add(1, Ordering::Relaxed);
+        Some(Arc::clone(&v.bytes))
+    }
+
+    /// The newest dictionary of `site`, as answers name it, unless it is `used`.
+    pub(crate) fn newer_than(&self, site: &str, used: Option<u32>) -> Option<String> {
+        if !self.config.enabled {
+            return None;
+        }
+        let versions = self.versions.read().ok()?;
+        let newest = versions.get(site)?.last()?;
+        (Some(newest.hash) != used).then(|| hex(newest.hash))
+    }
+
+    /// Versions held (all sites), and compact bodies inflated against one so far.
+    pub(crate) fn counts(&self) -> (usize, u64) {
+        let held = self
+            .versions
+            .read()
+            .map_or(0, |v| v.values().map(Vec::len).sum());
+        (held, self.inflated.load(Ordering::Relaxed))
+    }
+
+    /// Keeps a version of `site`'s dictionary (trained here or by another gateway): written
+    /// to disk, the oldest beyond `keep` dropped. False when it was held already.
+    pub(crate) fn add(&self, site: &str, version: Version) -> bool {
+        let Ok(mut all) = self.versions.write() else {
+            return false;
+        };
+        let list = all.entry(site.to_owned()).or_default();
+        if list.iter().any(|v| v.hash == version.hash) {
+            return false;
+        }
+        if let Some(dir) = &self.dir
+            && let Err(e) = store(dir, site, &version)
+        {
+            tracing::warn!(site, error = %e, "cannot keep a dictionary on disk; it is held in memory");
+        }
+        list.push(version);
+        list.sort_by_key(|v| v.created_ms);
+        while list.len() > self.config.keep {
+            let old = list.remove(0);
+            if let Some(dir) = &self.dir {
+                let _ = std::fs::remove_file(site_dir(dir, site).join(hex(old.hash) + ".bin"));
+            }
+        }
+        true
+    }
+
+    /// Samples an accepted batch of `site`; starts training the site's next dictionary when
+    /// it is due.
+    pub(crate) fn sample(
+        self: &Arc<Self>,
+        site: &str,
+        header: &HeaderView<'_>,
+        events: &[EventView<'_>],
+        now_ms: u64,
+    ) {
+        if !self.config.enabled || events.is_empty() {
+            return;
+        }
+        let mut batch = WireBatch {
+            header: BatchHeader {
+                v: header.v,
+                site_key: header.site_key.to_string(),
+                anonymous_id: header.anonymous_id.to_string(),
+                // Never needed, never kept.
+                user_id: None,
+                auth: None,
+                session_id: String::new(),
+                seq: header.seq,
+                sent_at: header.sent_at,
+                resent: false,
+            },
+            events: Vec::with_capacity(events.len()),
+        };
+        for view in events {
+            if let Ok(event) = view.to_event() {
+                batch.events.push(WireEvent::from(&event));
+            }
+        }
+        let size: usize = batch
+            .events
+            .iter()
+            .map(|e| e.page.url.len() + e.page.title.len() + e.page.referrer.len() + e.props.len())
+            .sum::<usize>()
+            + 64;
+        let due = {
+            let Ok(mut samples) = self.samples.lock() else {
+                return;
+            };
+            let s = samples.entry(site.to_owned()).or_default();
+            s.batches.push_back((batch, size));
+            s.bytes += size;
+            while s.batches.len() > self.config.samples || s.bytes > SAMPLE_BYTES {
+                if let Some((_, n)) = s.batches.pop_front() {
+                    s.bytes -= n;
+                }
+            }
+            s.batches.len() >= self.config.min_samples && self.due(site, now_ms)
+        };
+        if due && !self.training.swap(true, Ordering::AcqRel) {
+            let me = Arc::clone(self);
+            let site = site.to_owned();
+            let run = move || {
+                me.train(&site, now_ms);
+                me.training.store(false, Ordering::Release);
+            };
+            if tokio::runtime::Handle::try_current().is_ok() {
+                tokio::task::spawn_blocking(run);
+            } else {
+                run();
+            }
+        }
+    }
+
+    fn due(&self, site: &str, now_ms: u64) -> bool {
+        let Ok(versions) = self.versions.read() else {
+            return false;
+        };
+        let newest = versions
+            .get(site)
+            .and_then(|l| l.last())
+            .map(|v| v.created_ms);
+        newest.is_none_or(|t| now_ms.saturating_sub(t) >= self.config.retrain_after_s * 1000)
+    }
+
+    /// Trains `site`'s next dictionary from its samples, keeps it and shares it.
+    fn train(&self, site: &str, now_ms: u64) {
+        let samples: Vec<WireBatch> = match self.samples.lock() {
+            Ok(s) => s
+                .get(site)
+                .map(|s| s.batches.iter().map(|(b, _)| b.clone()).collect())
+                .unwrap_or_default(),
+            Err(_) => return,
+        };
+        let bytes = train_dictionary(&samples, self.config.bytes, self.config.min_readers);
+        if bytes.len() < 64 {
+            // Too few texts shared by enough readers yet: tried again at the next batch.
+            return;
+        }
+        let version = Version {
+            hash: dictionary_hash(&bytes),
+            bytes: bytes.into(),
+            created_ms: now_ms,
+        };
+        tracing::info!(site, hash = %hex(version.hash), bytes = version.bytes.len(), samples = samples.len(), "trained a dictionary");
+        if self.add(site, version.clone())
+            && let Some(publish) = self.publish.get()
+        {
+            publish(site, &version);
+        }
+    }
+}
+
+fn site_dir(dir: &Path, site: &str) -> PathBuf {
+    // Site keys are tokens (letters, digits, `-`, `_`, `.`), never `..` alone.
+    dir.join(site)
+}
+
+fn store(dir: &Path, site: &str, v: &Version) -> std::io::Result<()> {
+    let dir = site_dir(dir, site);
+    std::fs::create_dir_all(&dir)?;
+    let tmp = dir.join(format!("{}.tmp", hex(v.hash)));
+    // The creation time first (8 bytes), then the dictionary.
+    let mut bytes = v.created_ms.to_le_bytes().to_vec();
+    bytes.extend_from_slice(&v.bytes);
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, dir.join(hex(v.hash) + ".bin"))
+}
+
+/// Every kept version: `<dir>/<site>/<hash>.bin`, each checked against its name.
+fn load(dir: &Path) -> Vec<(String, Version)> {
+    let mut out = Vec::new();
+    let Ok(sites) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for site in sites.flatten() {
+        let name = site.file_name().to_string_lossy().into_owned();
+        let Ok(files) = std::fs::read_dir(site.path()) else {
+            continue;
+        };
+        for file in files.flatten() {
+            let path = file.path();
+            let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+            let Some(hash) = stem.as_deref().and_then(parse_hash) else {
+                continue;
+            };
+            match std::fs::read(&path) {
+                Ok(b) if b.len() > 8 && dictionary_hash(&b[8..]) == hash => {
+                    let created_ms = u64::from_le_bytes(b[..8].try_into().unwrap_or_default());
+                    let bytes: Arc<[u8]> = b[8..].into();
+                    out.push((
+                        name.clone(),
+                        Version {
+                            hash,
+                            bytes,
+                            created_ms,
+                        },
+                    ));
+                }
+                _ => tracing::warn!(path = %path.display(), "ignoring a damaged dictionary file"),
+            }
+        }
+    }
+    out
+}
