@@ -22,6 +22,10 @@
 //! `props` is the event's properties as JSON object text, as the client got it. Pure: bytes in,
 //! bytes out; the gateway turns a compact body into the batch's JSON ([`decode_body`]).
 
+use alloc::borrow::ToOwned;
+use alloc::string::String;
+use alloc::vec::Vec;
+
 use crate::{BatchHeader, EventId, EventType, PageContext, WireBatch, WireEvent};
 
 mod deflate;
@@ -331,6 +335,7 @@ pub fn decode_record(record: &[u8]) -> Result<WireBatch, CompactError> {
 
 /// Inflates a compact body's record: at most `cap` bytes, against the dictionary its id names
 /// (`dictionary` answers which bytes an id stands for; id 0 is always none).
+#[cfg(feature = "std")]
 pub fn inflate_body<'d>(
     body: &[u8],
     cap: usize,
@@ -377,6 +382,7 @@ pub fn inflate_body<'d>(
 
 /// Inflates `stream` into `out` after its first `start` bytes (the dictionary), growing it up
 /// to `limit` bytes; leaves `out` holding exactly the dictionary and the record.
+#[cfg(feature = "std")]
 fn inflate_into(
     state: &mut miniz_oxide::inflate::core::DecompressorOxide,
     stream: &[u8],
@@ -410,6 +416,7 @@ fn inflate_into(
 }
 
 /// A compact body as the batch's JSON text, at most `cap` bytes of record.
+#[cfg(feature = "std")]
 pub fn decode_body<'d>(
     body: &[u8],
     cap: usize,
