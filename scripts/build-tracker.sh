@@ -8,7 +8,9 @@ target_dir="${CARGO_TARGET_DIR:-target}"
 out_dir="target/pulse-tracker"
 tmp_dir="target/pulse-tracker.new"
 
-command -v wasm-opt >/dev/null || { echo "build-tracker: wasm-opt not found (Debian's binaryen): run scripts/setup.sh" >&2; exit 1; }
+for tool in wasm-opt wasm-dis wasm-as; do
+    command -v "$tool" >/dev/null || { echo "build-tracker: $tool not found (Debian's binaryen): run scripts/setup.sh" >&2; exit 1; }
+done
 terser="$target_dir/tracker-node/node_modules/terser/bin/terser"
 [ -f "$terser" ] && command -v node >/dev/null \
     || { echo "build-tracker: terser not found in $target_dir/tracker-node: run scripts/setup.sh" >&2; exit 1; }
@@ -17,7 +19,13 @@ terser="$target_dir/tracker-node/node_modules/terser/bin/terser"
 # objects in a JavaScript array instead of an externref table, which is smaller, and which
 # Debian's wasm-opt (binaryen 108) handles (it broke the externref table: see below). Appended to
 # RUSTFLAGS, which only the wasm32 target's crates see here (`--target`).
-RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=-reference-types" \
+#
+# --table-base: the function table starts at an unusual index, so that a function pointer is a
+# number that seldom occurs by chance, for scripts/wasm-table-gc.js below (which needs it). Low
+# enough that the table stays small (about 2,000 slots, nearly all empty: the browser holds
+# them); a base where a pointer's number occurs by chance only costs the bytes that slot keeps.
+table_base=1873
+RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=-reference-types -C link-arg=--table-base=$table_base" \
     cargo build -p pulse-tracker --lib --target wasm32-unknown-unknown --profile wasm
 rm -rf "$tmp_dir"
 # --omit-default-module-path: the bootstrap below always names the Wasm; --encode-into always:
@@ -34,6 +42,20 @@ wasm-bindgen --target no-modules --no-typescript --remove-name-section --remove-
 node "$terser" "$tmp_dir/pulse.js" --compress --mangle -o "$tmp_dir/pulse.min.js"
 mv "$tmp_dir/pulse.min.js" "$tmp_dir/pulse.js"
 
+# The table slots nothing in the Wasm can name (those wasm-bindgen's describe functions left:
+# the closure shims of every closure-taking js-sys import, a JSPI waker; and the `Display`
+# functions only core's trapping panic paths name) pointed at one trapping function, so that
+# wasm-opt drops what they kept: 1.6 KB gzipped, core::fmt among it. The script's head says why
+# this is sound. wasm-dis and wasm-as come with wasm-opt (binaryen).
+wasm_features="--enable-bulk-memory --enable-sign-ext --enable-mutable-globals
+    --enable-nontrapping-float-to-int --enable-multivalue"
+# shellcheck disable=SC2086 # the feature list is split on purpose
+wasm-dis $wasm_features "$tmp_dir/pulse_bg.wasm" -o "$tmp_dir/pulse_bg.wat"
+node scripts/wasm-table-gc.js "$tmp_dir/pulse_bg.wat" "$tmp_dir/pulse_bg.gc.wat" "$table_base"
+# shellcheck disable=SC2086
+wasm-as $wasm_features "$tmp_dir/pulse_bg.gc.wat" -o "$tmp_dir/pulse_bg.wasm"
+rm "$tmp_dir/pulse_bg.wat" "$tmp_dir/pulse_bg.gc.wat"
+
 # wasm-opt for size. With reference types on, Debian's binaryen (108) broke wasm-bindgen
 # 0.2.130's output (its externref table became a funcref table: "WebAssembly.Table.set():
 # function-typed object must be null" in Chromium); without them there is no such table. The
@@ -43,10 +65,9 @@ mv "$tmp_dir/pulse.min.js" "$tmp_dir/pulse.js"
 # merging functions that differ only in constants first 0.13 KB more; --low-memory-unused lets
 # it fold constant addresses (rustc's code never uses the first 1,024 bytes: they are the far
 # end of the 1 MiB stack).
+# shellcheck disable=SC2086
 wasm-opt --low-memory-unused --merge-similar-functions --flatten --rereloop -Oz -Oz --converge \
-    --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
-    --enable-nontrapping-float-to-int --enable-multivalue \
-    "$tmp_dir/pulse_bg.wasm" -o "$tmp_dir/pulse_bg.opt.wasm"
+    $wasm_features "$tmp_dir/pulse_bg.wasm" -o "$tmp_dir/pulse_bg.opt.wasm"
 mv "$tmp_dir/pulse_bg.opt.wasm" "$tmp_dir/pulse_bg.wasm"
 
 # Bootstrap: load the Wasm from beside pulse.js, wherever that is served from (the gateway, a

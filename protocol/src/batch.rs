@@ -1,11 +1,17 @@
 //! A batch as a client builds it: who sent it (site, reader, session) and the events it
 //! carries. The server reads batches with [`parse_batch`](crate::parse_batch) instead.
 
+use alloc::string::String;
+#[cfg(feature = "std")]
+use alloc::vec::Vec;
+
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "std")]
 use crate::{Event, MAX_EVENTS_PER_BATCH};
 
 /// A batch of events as a client sends it.
+#[cfg(feature = "std")]
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Batch {
@@ -43,7 +49,7 @@ pub struct BatchHeader {
     /// Set on every send of the batch after its first (a retry, or a batch an earlier page
     /// parked): the gateway drops the events its reader state already holds instead of
     /// storing them again. Absent means false.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "core::ops::Not::not")]
     pub resent: bool,
 }
 
@@ -55,6 +61,7 @@ impl BatchHeader {
 }
 
 /// Why a whole batch is refused.
+#[cfg(feature = "std")]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BatchError {
     /// The body is not JSON, or nests deeper than [`MAX_JSON_DEPTH`](crate::MAX_JSON_DEPTH).

@@ -23,11 +23,17 @@
 //! `props` is the event's properties as JSON object text, as the client got it. Pure: bytes in,
 //! bytes out; the gateway turns a compact body into the batch's JSON ([`decode_body`]).
 
+use alloc::borrow::ToOwned;
+use alloc::string::String;
+use alloc::vec::Vec;
+
 use crate::{BatchHeader, EventId, EventType, PageContext, WireBatch, WireEvent};
 
 mod deflate;
+#[cfg(feature = "std")]
 mod train;
 pub use deflate::deflate;
+#[cfg(feature = "std")]
 pub use train::train_dictionary;
 
 /// The first bytes of a compact body.
@@ -349,6 +355,7 @@ pub fn no_dictionary(_hash: u32) -> Option<&'static [u8]> {
 
 /// Inflates a compact body's record: at most `cap` bytes, against the dictionary it names
 /// (`dictionary` answers which bytes a hash stands for, once, when the body names one).
+#[cfg(feature = "std")]
 pub fn inflate_body<D: AsRef<[u8]>>(
     body: &[u8],
     cap: usize,
@@ -400,6 +407,7 @@ pub fn inflate_body<D: AsRef<[u8]>>(
 
 /// Inflates `stream` into `out` after its first `start` bytes (the dictionary), growing it up
 /// to `limit` bytes; leaves `out` holding exactly the dictionary and the record.
+#[cfg(feature = "std")]
 fn inflate_into(
     state: &mut miniz_oxide::inflate::core::DecompressorOxide,
     stream: &[u8],
@@ -433,6 +441,7 @@ fn inflate_into(
 }
 
 /// A compact body as the batch's JSON text, at most `cap` bytes of record.
+#[cfg(feature = "std")]
 pub fn decode_body<D: AsRef<[u8]>>(
     body: &[u8],
     cap: usize,

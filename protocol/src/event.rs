@@ -1,12 +1,15 @@
 //! One reader interaction: its id, time, type, page context and properties.
+//! Without `std`, what a client needs only ([`EventType`], [`PageContext`], [`check_fields`]).
+
+use alloc::string::String;
 
 use serde::{Deserialize, Serialize};
+#[cfg(feature = "std")]
 use serde_json::{Map, Value};
 
-use crate::{
-    EventId, MAX_NAME_LEN, MAX_PROPS_BYTES, MAX_PROPS_DEPTH, MAX_TITLE_LEN, MAX_URL_LEN,
-    RejectReason,
-};
+#[cfg(feature = "std")]
+use crate::{EventId, MAX_PROPS_BYTES, MAX_PROPS_DEPTH};
+use crate::{MAX_NAME_LEN, MAX_TITLE_LEN, MAX_URL_LEN, RejectReason};
 
 /// What kind of interaction an event records.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
@@ -66,6 +69,7 @@ pub struct PageContext {
 }
 
 /// One event of a batch.
+#[cfg(feature = "std")]
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
@@ -88,6 +92,7 @@ pub struct Event {
     pub props: Map<String, Value>,
 }
 
+#[cfg(feature = "std")]
 impl Event {
     /// Checks the event against the protocol's limits. Time is checked separately, by the batch,
     /// because it needs the clock-skew correction.
@@ -131,6 +136,7 @@ pub fn check_fields(
 
 /// The rules for `props`: its nesting (the object itself is 1) and its size in bytes, not
 /// counting whitespace between tokens.
+#[cfg(feature = "std")]
 pub(crate) fn check_props(depth: usize, size: usize) -> Result<(), RejectReason> {
     if depth > MAX_PROPS_DEPTH {
         Err(RejectReason::PropsTooDeep)
@@ -149,10 +155,12 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
 }
 
+#[cfg(feature = "std")]
 fn depth_of_map(map: &Map<String, Value>) -> usize {
     1 + map.values().map(depth_of).max().unwrap_or(0)
 }
 
+#[cfg(feature = "std")]
 fn depth_of(value: &Value) -> usize {
     match value {
         Value::Object(map) => depth_of_map(map),
@@ -161,6 +169,7 @@ fn depth_of(value: &Value) -> usize {
     }
 }
 
+#[cfg(feature = "std")]
 fn props_len(map: &Map<String, Value>) -> usize {
     // Serializing into a counting sink cannot fail: `Value` always serializes.
     struct Count(usize);

@@ -1,7 +1,12 @@
 //! Machine-readable reasons: per rejected event, and per refused request; and the answer bodies.
 
+use alloc::string::String;
+#[cfg(feature = "std")]
+use alloc::vec::Vec;
+
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "std")]
 use crate::Decision;
 
 /// Why one event of an otherwise good batch was rejected.
@@ -278,6 +283,7 @@ impl ErrorBody {
 }
 
 /// The answer to an accepted batch (HTTP 200).
+#[cfg(feature = "std")]
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
 pub struct CollectResponse {
     /// How many events were accepted and are durable.

@@ -3,10 +3,15 @@
 //! serializer or float formatting. Written as the protocol's JSON by hand
 //! ([`WireBatch::to_json`]), and in the compact binary form by [`crate::compact`].
 
+use alloc::string::String;
+use alloc::vec::Vec;
+
 use self::json_text::{depth, push_key, push_str, push_u64};
+#[cfg(feature = "std")]
+use crate::{Batch, Event};
 use crate::{
-    Batch, BatchHeader, Event, EventId, EventType, MAX_PROPS_BYTES, MAX_PROPS_DEPTH, PageContext,
-    RejectReason, check_fields,
+    BatchHeader, EventId, EventType, MAX_PROPS_BYTES, MAX_PROPS_DEPTH, PageContext, RejectReason,
+    check_fields,
 };
 
 /// One event as a client queues and sends it: the protocol's fields, `props` as JSON text.
@@ -134,6 +139,7 @@ impl WireBatch {
     }
 }
 
+#[cfg(feature = "std")]
 impl From<&Event> for WireEvent {
     fn from(e: &Event) -> Self {
         Self {
@@ -151,6 +157,7 @@ impl From<&Event> for WireEvent {
     }
 }
 
+#[cfg(feature = "std")]
 impl From<&Batch> for WireBatch {
     fn from(b: &Batch) -> Self {
         Self {
@@ -162,6 +169,7 @@ impl From<&Batch> for WireBatch {
 
 /// Writing JSON text by hand: strings, unsigned integers, keys, and 128-bit hex.
 pub mod json_text {
+    use alloc::string::String;
 
     /// Appends `"key":` (a key without characters to escape).
     pub fn push_key(out: &mut String, key: &str) {

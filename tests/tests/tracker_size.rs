@@ -7,11 +7,13 @@ use std::io::Write;
 use pulse_e2e::{readme_snippet, workspace_root};
 
 /// Most bytes `pulse.js` and `pulse_bg.wasm` may take gzipped, together. Issue 12 asks for
-/// 35,000; the tracker is at 37,693 (3,188 + 34,505) with page views on navigation, URL
+/// 35,000; the tracker is at 33,708 (3,164 + 30,544) with page views on navigation, URL
 /// stripping, consent, debug logs, first-paint decisions, marked clicks, forms and campaign
-/// sessions (see tracker/README.md, "Size"), so this guards against growth, with a little room
-/// for other versions of terser and wasm-opt, until the rest is found.
-const TRACKER_GZIP_BUDGET: usize = 37_850;
+/// sessions, since its Wasm became `no_std` with a trapping panic handler and the build drops
+/// the function-table slots nothing reaches (tracker/README.md, "Size"; 37,693 before). The
+/// slack is for other versions of terser and wasm-opt; the room below 35,000 is for what comes
+/// next (fetching a compression dictionary).
+const TRACKER_GZIP_BUDGET: usize = 33_860;
 /// Most bytes a snippet may take, as written in the README.
 const SNIPPET_BUDGET: usize = 1_000;
 

@@ -2,6 +2,8 @@
 //! compressed, about half of what gzip'd JSON costs per event. Pure and native-usable (the load
 //! generator and the fuzz corpus reuse it).
 
+use alloc::vec::Vec;
+
 use pulse_protocol::compact::{encode_body, encode_record};
 
 use crate::Batch;

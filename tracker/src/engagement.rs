@@ -58,7 +58,7 @@ impl Engagement {
         if self.active_ms == 0 && self.max_depth <= self.sent_depth {
             return None;
         }
-        let active = std::mem::take(&mut self.active_ms);
+        let active = core::mem::take(&mut self.active_ms);
         self.sent_depth = self.max_depth;
         Some((self.max_depth, active))
     }

@@ -2,6 +2,8 @@
 //! most of `pulse_bg.wasm`): a pull reader of objects, arrays, strings and unsigned integers
 //! (the stored session, error bodies). Writing is `pulse_protocol::json_text`.
 
+use alloc::string::String;
+
 use pulse_protocol::json_text::push_u64;
 
 /// `n` in decimal.

@@ -14,6 +14,15 @@
 //! The Wasm build holds no general JSON serializer and no formatting machinery: JSON is written
 //! by hand (`pulse_protocol::json_text`) and read by the browser (`JSON.parse`; `json.rs` reads
 //! it natively), messages are concatenated.
+//!
+//! On `wasm32` the crate is `no_std` (`core` + `alloc`, as are its dependencies there), with a
+//! panic handler that traps: std's panic machinery (hooks, payloads, its message formatted)
+//! stays out of the Wasm. Core's panic paths still take the addresses of their messages'
+//! `Display` functions; `scripts/wasm-table-gc.js` drops those (see its head).
+
+#![cfg_attr(target_arch = "wasm32", no_std)]
+
+extern crate alloc;
 
 mod consent;
 mod encode;
@@ -40,3 +49,12 @@ pub use url::{DEFAULT_QUERY_ALLOW, campaign_of, keep_query};
 #[global_allocator]
 static ALLOCATOR: lol_alloc::LockedAllocator<lol_alloc::FreeListAllocator> =
     lol_alloc::LockedAllocator::new(lol_alloc::FreeListAllocator::new());
+
+/// A panic in the Wasm traps (an `unreachable` instruction): the page's call into the tracker
+/// throws a `RuntimeError`, as it did with std's `panic = "abort"`, without formatting a message
+/// nobody reads.
+#[cfg(target_arch = "wasm32")]
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
+    core::arch::wasm32::unreachable()
+}

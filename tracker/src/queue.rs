@@ -13,6 +13,10 @@
 //! longer; permanent failures drop the batch. At most [`QueueConfig::max_queued_events`] events
 //! are kept: beyond that the oldest that is not in flight is dropped and counted.
 
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+
 use pulse_protocol::BatchHeader;
 
 use pulse_protocol::compact::{encode_record, mark_resent, restamp_record};
@@ -163,7 +167,7 @@ impl Outcome {
 /// The `error.code` of an error body (`{"error":{"code":...}}`).
 fn error_code(body: &[u8]) -> Option<String> {
     let mut code = None;
-    let mut r = Reader::new(std::str::from_utf8(body).ok()?);
+    let mut r = Reader::new(core::str::from_utf8(body).ok()?);
     r.object(|r, key| match key {
         "error" => r.object(|r, key| {
             if key == "code" {

@@ -4,6 +4,9 @@
 //! Pure: time (`now_ms`) and randomness (16-byte arrays) are arguments. The shell stores the
 //! state as JSON in `localStorage` and restores it on the next page.
 
+use alloc::borrow::ToOwned;
+use alloc::string::String;
+
 use pulse_protocol::{BatchHeader, MAX_AUTH_LEN, MAX_USER_ID_LEN, PROTOCOL_VERSION};
 
 use pulse_protocol::json_text::{hex128, push_str, push_u64};

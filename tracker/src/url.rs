@@ -2,6 +2,9 @@
 //! names (by default the campaign's, `utm_*`), so e-mail addresses, tokens and search terms in
 //! query strings never leave the page. Pure.
 
+use alloc::borrow::ToOwned;
+use alloc::string::String;
+
 /// The query parameters kept when the site names none: the campaign's.
 pub const DEFAULT_QUERY_ALLOW: &str = "utm_*";
 

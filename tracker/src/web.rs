@@ -9,7 +9,13 @@
 //! throws into the page: failures are reported with `console.warn`. The page's objects are
 //! reached through `Reflect` (`js.rs`), not typed `web-sys` bindings, to keep the Wasm small.
 
-use std::cell::{Cell, RefCell};
+use alloc::borrow::ToOwned;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
+
+use spin::Mutex;
 
 use js_sys::{Array, Date, Function, JSON, Uint8Array};
 use wasm_bindgen::JsCast;
@@ -72,24 +78,22 @@ struct Tracker {
     consent: Consent,
 }
 
-thread_local! {
-    static TRACKER: RefCell<Option<Tracker>> = const { RefCell::new(None) };
-    /// The function timers call; created once.
-    static TICK: RefCell<Option<Function>> = const { RefCell::new(None) };
-    /// Whether the reader's consent lets the tracker keep the session and unsent events in
-    /// storage (read where the tracker's state is borrowed already).
-    static MAY_STORE: Cell<bool> = const { Cell::new(true) };
-    /// `pulse('debug', true)`: log what is recorded, sent and received.
-    static DEBUG: Cell<bool> = const { Cell::new(false) };
-}
+// Statics rather than `thread_local!` (std only): the Wasm runs on one thread, without the
+// `atomics` feature, where these locks and atomics are plain loads and stores. A lock is only
+// tried (`try_lock`) where it may be held already.
+static TRACKER: Mutex<Option<Tracker>> = Mutex::new(None);
+/// The function timers call; created once.
+static TICK: Mutex<Option<Function>> = Mutex::new(None);
+/// Whether the reader's consent lets the tracker keep the session and unsent events in
+/// storage (read where the tracker's state is borrowed already).
+static MAY_STORE: AtomicBool = AtomicBool::new(true);
+/// `pulse('debug', true)`: log what is recorded, sent and received.
+static DEBUG: AtomicBool = AtomicBool::new(false);
 
 /// Runs `f` on the tracker state unless it is missing or already borrowed (a re-entrant call
 /// from page code, which is then skipped rather than panicking).
 fn with<R>(f: impl FnOnce(&mut Tracker) -> R) -> Option<R> {
-    TRACKER.with(|cell| {
-        let mut guard = cell.try_borrow_mut().ok()?;
-        guard.as_mut().map(f)
-    })
+    TRACKER.try_lock()?.as_mut().map(f)
 }
 
 fn warn(message: &str) {
@@ -98,7 +102,7 @@ fn warn(message: &str) {
 
 /// `console.log` of `message` and `detail` when debugging is on.
 fn debug(message: &str, detail: &JsValue) {
-    if DEBUG.get() {
+    if DEBUG.load(Relaxed) {
         let message = JsValue::from_str(&(String::from("pulse: ") + message));
         let _ = call(&get(&window(), "console"), "log", &[&message, detail]);
     }
@@ -120,7 +124,11 @@ fn random<const N: usize>() -> [u8; N] {
     let array = Uint8Array::new_with_length(N as u32);
     let filled = call(&get(&window(), "crypto"), "getRandomValues", &[&array]).is_ok();
     if filled {
-        array.copy_to(&mut bytes);
+        // Byte by byte rather than `copy_to`, whose length assertion alone kept `core::fmt`'s
+        // integer formatting in the Wasm (a `Debug` vtable no table pass can drop).
+        for (i, b) in (0..).zip(&mut bytes) {
+            *b = array.get_index(i);
+        }
     } else {
         for b in &mut bytes {
             *b = (js_sys::Math::random() * 256.0) as u8;
@@ -140,7 +148,7 @@ fn load(storage: &JsValue, key: &str) -> Option<String> {
 
 /// Writes (when consent allows storage) or removes a `localStorage` item.
 fn store(key: &str, value: Option<&str>) {
-    if value.is_some() && !MAY_STORE.get() {
+    if value.is_some() && !MAY_STORE.load(Relaxed) {
         return;
     }
     if let Some(storage) = js::storage() {
@@ -188,30 +196,29 @@ fn install() -> Result<(), JsValue> {
         store(QUEUE_KEY, None);
     }
     let visible = visible();
-    TRACKER.with(|cell| {
-        *cell.borrow_mut() = Some(Tracker {
-            site_key: None,
-            script: get_str(&get(&window, "pulse"), "src"),
-            url: String::new(),
-            session,
-            queue,
-            engagement: Engagement::new(now, visible),
-            decision: None,
-            callbacks: Vec::new(),
-            timer: None,
-            next_id: u128::from_be_bytes(random()),
-            query: vec![DEFAULT_QUERY_ALLOW.to_owned()],
-            consent: Consent::Granted,
-            page: String::new(),
-            page_context: None,
-        });
+    // Set once, before anything else can hold it.
+    *TRACKER.lock() = Some(Tracker {
+        site_key: None,
+        script: get_str(&get(&window, "pulse"), "src"),
+        url: String::new(),
+        session,
+        queue,
+        engagement: Engagement::new(now, visible),
+        decision: None,
+        callbacks: Vec::new(),
+        timer: None,
+        next_id: u128::from_be_bytes(random()),
+        query: vec![DEFAULT_QUERY_ALLOW.to_owned()],
+        consent: Consent::Granted,
+        page: String::new(),
+        page_context: None,
     });
     // Leaked on purpose: the timer callback lives as long as the page.
     let tick = Closure::<dyn Fn()>::new(|| {
         with(|t| t.timer = None);
         pump();
     });
-    TICK.with(|cell| *cell.borrow_mut() = Some(tick.as_ref().unchecked_ref::<Function>().clone()));
+    *TICK.lock() = Some(tick.as_ref().unchecked_ref::<Function>().clone());
     tick.forget();
 
     // The commands the snippet queued before this script ran.
@@ -403,7 +410,7 @@ fn command(name: JsValue, a: JsValue, b: JsValue) {
         },
         "page" => nav::page_view(Some(&a)),
         "consent" => consent::answer(&a),
-        "debug" => DEBUG.set(a.as_bool().unwrap_or(true)),
+        "debug" => DEBUG.store(a.as_bool().unwrap_or(true), Relaxed),
         "reset" => {
             with(|t| {
                 t.session.reset(now(), random());
@@ -564,7 +571,7 @@ fn push(
 ) {
     let page = page.unwrap_or_else(page_context);
     let now = now();
-    let props_text = if DEBUG.get() {
+    let props_text = if DEBUG.load(Relaxed) {
         props.clone()
     } else {
         String::new()

@@ -4,6 +4,9 @@
 //! gain comes from the matches, in the record and in the dictionary. Any inflater reads the
 //! output; the dictionary must be given to it as the output before the stream.
 
+use alloc::vec;
+use alloc::vec::Vec;
+
 /// Longest distance DEFLATE can name.
 const WINDOW: usize = 32 * 1024;
 const MIN_MATCH: usize = 3;

@@ -50,14 +50,14 @@ pub(super) fn answer(options: &JsValue) {
 
 /// Applies a consent state (what storage holds, what is queued); returns the one before.
 fn apply_consent(consent: Consent) -> Option<Consent> {
-    MAY_STORE.set(consent.may_store());
+    MAY_STORE.store(consent.may_store(), Relaxed);
     if !consent.may_store() {
         store(STATE_KEY, None);
         store(QUEUE_KEY, None);
         store(DECISION_KEY, None);
     }
     with(|t| {
-        let before = std::mem::replace(&mut t.consent, consent);
+        let before = core::mem::replace(&mut t.consent, consent);
         if !consent.may_record() {
             t.queue = Queue::new(QueueConfig::default());
         }

@@ -1,6 +1,8 @@
 //! A decision applied to the page: `<html>` attributes, the `pulse:decision` event, the
 //! callbacks.
 
+use alloc::string::String;
+
 use js_sys::{Function, Object, Reflect};
 use wasm_bindgen::prelude::*;
 

@@ -2,6 +2,8 @@
 //! every method, where each typed `web-sys` binding costs an import, a wrapper and JavaScript
 //! glue of its own (they were a third of the tracker's size).
 
+use alloc::string::String;
+
 use js_sys::{Array, Function, Reflect};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;

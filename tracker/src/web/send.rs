@@ -1,7 +1,7 @@
 //! Sending: the queue pumped into `fetch` requests, the single wake-up timer, the flush when
 //! the page is hidden, and the answers (read with the browser's `JSON.parse`).
 
-use std::cell::Cell;
+use core::sync::atomic::AtomicUsize;
 
 use pulse_protocol::compact::encode_body;
 
@@ -13,10 +13,8 @@ use super::*;
 /// Most request bytes Chromium lets `keepalive` requests have in flight at once (64 KiB).
 const KEEPALIVE_BUDGET: usize = 64 * 1024;
 
-thread_local! {
-    /// Bytes of this page's `keepalive` requests not yet answered.
-    static KEEPALIVE_IN_FLIGHT: Cell<usize> = const { Cell::new(0) };
-}
+/// Bytes of this page's `keepalive` requests not yet answered.
+static KEEPALIVE_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 
 /// Sends every batch that is due, then re-arms the timer.
 pub(super) fn pump() {
@@ -59,7 +57,7 @@ pub(super) fn schedule() {
         // Nothing is sent before consent: no timer for it either.
         let at = deadline.filter(|_| t.consent.may_send())?;
         let delay = at.saturating_sub(now()).min(i32::MAX as u64) as f64;
-        let tick = TICK.with(|cell| cell.borrow().clone())?;
+        let tick = TICK.try_lock()?.clone()?;
         let handle = call(&window, "setTimeout", &[&tick, &delay.into()]).ok()?;
         t.timer = Some((handle.as_f64()?, at));
         Some(())
@@ -131,20 +129,24 @@ pub(super) fn park(t: &Tracker) {
 /// Starts the request at once (so it leaves even from `pagehide`) and handles its answer later.
 fn send(url: &str, transmit: Transmit) {
     let body = encode_body(&transmit.record, None);
-    if DEBUG.get() {
+    if DEBUG.load(Relaxed) {
         let what = "send ".to_owned() + &u64_string(transmit.events as u64) + " event(s), bytes:";
         debug(&what, &(body.len() as f64).into());
     }
     // A CORS simple request: POST, no headers; `keepalive` lets it outlive the page, within
     // the browser's budget for such requests in flight (beyond it, fetch fails; the events are
     // parked for the next page anyway).
-    let held = if KEEPALIVE_IN_FLIGHT.get() + body.len() <= KEEPALIVE_BUDGET {
-        KEEPALIVE_IN_FLIGHT.set(KEEPALIVE_IN_FLIGHT.get() + body.len());
+    let in_flight = KEEPALIVE_IN_FLIGHT.load(Relaxed);
+    let held = if in_flight + body.len() <= KEEPALIVE_BUDGET {
+        KEEPALIVE_IN_FLIGHT.store(in_flight + body.len(), Relaxed);
         body.len()
     } else {
         0
     };
-    let release = move || KEEPALIVE_IN_FLIGHT.set(KEEPALIVE_IN_FLIGHT.get().saturating_sub(held));
+    let release = move || {
+        let in_flight = KEEPALIVE_IN_FLIGHT.load(Relaxed);
+        KEEPALIVE_IN_FLIGHT.store(in_flight.saturating_sub(held), Relaxed);
+    };
     let init = Object::new();
     set(&init, "method", &"POST".into());
     set(&init, "body", &Uint8Array::from(body.as_slice()));
@@ -212,7 +214,7 @@ fn send(url: &str, transmit: Transmit) {
 }
 
 fn on_answer(token: u64, outcome: Outcome, for_this_page: bool, answer: &JsValue) {
-    if DEBUG.get() && !matches!(outcome, Outcome::Accepted(_)) {
+    if DEBUG.load(Relaxed) && !matches!(outcome, Outcome::Accepted(_)) {
         debug(
             "no answer to keep:",
             &JsValue::from_str(&format_outcome(&outcome)),
