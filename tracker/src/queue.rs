@@ -159,6 +159,11 @@ impl Outcome {
                     })
                     .map(|secs| secs.saturating_mul(1000)),
             },
+            // The body named a dictionary that gateway does not hold: the shell drops it,
+            // and the same batch goes again at once, without.
+            409 if code.as_deref() == Some("unknown_dictionary") => Self::Retry {
+                retry_after_ms: Some(0),
+            },
             _ => Self::Permanent { status, code },
         }
     }
@@ -875,6 +880,21 @@ mod tests {
                 failures: 2
             }
         );
+    }
+
+    #[test]
+    fn an_unknown_dictionary_is_retried_at_once_any_other_409_is_not() {
+        let code = |c: &str| Some(c.to_owned());
+        assert_eq!(
+            Outcome::from_status(409, None, code("unknown_dictionary")),
+            Outcome::Retry {
+                retry_after_ms: Some(0)
+            }
+        );
+        assert!(matches!(
+            Outcome::from_status(409, None, code("other")),
+            Outcome::Permanent { status: 409, .. }
+        ));
     }
 
     #[test]

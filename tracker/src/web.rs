@@ -31,6 +31,7 @@ use crate::{Engagement, Event, Outcome, Queue, QueueConfig, Reaction, Session, T
 
 mod consent;
 mod decision;
+mod dict;
 mod js;
 mod nav;
 mod page;
@@ -190,6 +191,7 @@ fn install() -> Result<(), JsValue> {
             Some(session)
         })
         .unwrap_or_else(|| Session::new(now, random(), random()));
+    dict::restore();
     let mut queue = Queue::new(QueueConfig::default());
     if let Some(parked) = storage.as_ref().and_then(|s| load(s, QUEUE_KEY)) {
         queue.import(now, &parked);
@@ -246,6 +248,10 @@ fn install() -> Result<(), JsValue> {
     });
     set(pulse, "reader", reader.as_ref());
     reader.forget();
+    // The bootstrap's helpers (pulse.js): sending a batch, fetching a dictionary.
+    for helper in ["s", "d"] {
+        set(pulse, helper, &get(&stub, helper));
+    }
     set(&window, "pulse", pulse);
     dispatch.forget();
 
@@ -444,7 +450,9 @@ fn init(options: &JsValue) {
         .or_else(|| with(|t| default_endpoint(t.script.as_deref())).flatten())
         .unwrap_or_default();
     let separator = if endpoint.contains('?') { "&" } else { "?" };
-    let url = endpoint + separator + "k=" + &String::from(js_sys::encode_uri_component(&key));
+    let key_param = "k=".to_owned() + &String::from(js_sys::encode_uri_component(&key));
+    dict::set_base(endpoint.strip_suffix("/v1/collect"), &key_param);
+    let url = endpoint + separator + &key_param;
     let query = get(options, "query");
     let query = Array::is_array(&query).then(|| {
         Array::from(&query)

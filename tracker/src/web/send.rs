@@ -7,7 +7,8 @@ use pulse_protocol::compact::encode_body;
 
 use js_sys::{Array, Object, Uint8Array};
 
-use super::js::{absent, call, get, get_f64, get_str, set, storage, window};
+use super::dict;
+use super::js::{absent, call, get, get_str, set, storage, window};
 use super::*;
 
 /// Most request bytes Chromium lets `keepalive` requests have in flight at once (64 KiB).
@@ -128,7 +129,7 @@ pub(super) fn park(t: &Tracker) {
 
 /// Starts the request at once (so it leaves even from `pagehide`) and handles its answer later.
 fn send(url: &str, transmit: Transmit) {
-    let body = encode_body(&transmit.record, None);
+    let body = dict::with(|d| encode_body(&transmit.record, d));
     if DEBUG.load(Relaxed) {
         let what = "send ".to_owned() + &u64_string(transmit.events as u64) + " event(s), bytes:";
         debug(&what, &(body.len() as f64).into());
@@ -147,21 +148,6 @@ fn send(url: &str, transmit: Transmit) {
         let in_flight = KEEPALIVE_IN_FLIGHT.load(Relaxed);
         KEEPALIVE_IN_FLIGHT.store(in_flight.saturating_sub(held), Relaxed);
     };
-    let init = Object::new();
-    set(&init, "method", &"POST".into());
-    set(&init, "body", &Uint8Array::from(body.as_slice()));
-    set(&init, "keepalive", &(held > 0).into());
-    set(&init, "credentials", &"omit".into());
-    set(&init, "mode", &"cors".into());
-    let Ok(request) = call(&window(), "fetch", &[&url.into(), &init]) else {
-        release();
-        return on_answer(
-            transmit.token,
-            Outcome::network_error(),
-            false,
-            &JsValue::UNDEFINED,
-        );
-    };
     let token = transmit.token;
     // A batch made only of events parked by an earlier page answers for that page: its decision
     // is not this page's, so it is not applied here.
@@ -171,46 +157,30 @@ fn send(url: &str, transmit: Transmit) {
         MAX_URL_LEN,
     );
     let for_this_page = transmit.batch.events.iter().any(|e| e.page.url == here);
-    // Promise callbacks instead of futures (no executor in the Wasm). Each step's failure
-    // callback is dropped uncalled when the step succeeds and vice versa: a few bytes a
-    // request stay allocated.
-    let retry = move |_: JsValue| {
-        on_answer(
-            token,
-            Outcome::network_error(),
-            for_this_page,
-            &JsValue::UNDEFINED,
-        )
-    };
-    let failed = move |e: JsValue| {
-        release();
-        retry(e);
-    };
-    let answered = Closure::once_into_js(move |response: JsValue| {
-        // The request's body has gone.
-        release();
-        let status = get_f64(&response, "status").unwrap_or(0.0) as u16;
-        // Readable only when the server exposes it (`Access-Control-Expose-Headers`).
-        let retry_after = call(&get(&response, "headers"), "get", &[&"retry-after".into()])
-            .ok()
-            .and_then(|v| v.as_string());
-        let Ok(text) = call(&response, "text", &[]) else {
-            return retry(JsValue::NULL);
-        };
-        // The answer is parsed by the browser (`JSON.parse`), never copied into the Wasm.
-        let read = Closure::once_into_js(move |text: JsValue| {
-            let answer = call(&get(&window(), "JSON"), "parse", &[&text]).unwrap_or_default();
+    // `pulse.s` (the bootstrap in pulse.js) POSTs it as a CORS simple request and calls back
+    // with the status, `Retry-After` (readable when the server exposes it) and the answer
+    // parsed by the browser (never copied into the Wasm); status 0: no answer.
+    let answered = Closure::once_into_js(
+        move |status: JsValue, retry_after: JsValue, answer: JsValue| {
+            release();
+            let status = status.as_f64().unwrap_or(0.0) as u16;
             let code = get_str(&get(&answer, "error"), "code");
-            let outcome = Outcome::from_status(status, retry_after.as_deref(), code);
+            if code.as_deref() == Some("unknown_dictionary") {
+                dict::drop_held();
+            }
+            let outcome = match status {
+                0 => Outcome::network_error(),
+                _ => Outcome::from_status(status, retry_after.as_string().as_deref(), code),
+            };
             on_answer(token, outcome, for_this_page, &answer);
-        });
-        let _ = call(&text, "then", &[&read, &Closure::once_into_js(retry)]);
-    });
-    let _ = call(
-        &request,
-        "then",
-        &[&answered, &Closure::once_into_js(failed)],
+        },
     );
+    let body = Uint8Array::from(body.as_slice());
+    let args: [&JsValue; 4] = [&url.into(), &body, &(held > 0).into(), &answered];
+    if call(&get(&window(), "pulse"), "s", &args).is_err() {
+        release();
+        on_answer(token, Outcome::network_error(), false, &JsValue::UNDEFINED);
+    }
 }
 
 fn on_answer(token: u64, outcome: Outcome, for_this_page: bool, answer: &JsValue) {
@@ -272,6 +242,7 @@ fn on_accepted(answer: &JsValue, for_this_page: bool) {
         return;
     }
     debug("answer", &answer);
+    dict::named(&answer);
     let rejected = get(&answer, "rejected");
     if Array::is_array(&rejected) {
         for r in Array::from(&rejected).iter() {

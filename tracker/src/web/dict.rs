@@ -1,0 +1,122 @@
+//! The site's dictionary for compact bodies: an answer names it (its hash, 8 hex digits), the
+//! tracker fetches it once from `/v1/dictionary/<hash>?k=KEY` beside the collect endpoint,
+//! checks it against its name, keeps it in `localStorage` (when consent allows storage; one
+//! character a byte) and compresses every body against it. A gateway that does not hold it
+//! answers 409 `unknown_dictionary`: the tracker drops it and sends the batch again without.
+
+use alloc::borrow::ToOwned;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
+
+use pulse_protocol::compact::dictionary_hash;
+use spin::Mutex;
+use wasm_bindgen::prelude::*;
+
+use super::js::{call, get, get_str, storage, window};
+use super::{DEBUG, debug, load, store};
+
+const DICT_KEY: &str = "pulse_dict";
+
+/// The dictionary in use: its name as the gateway wrote it, its hash and its bytes.
+static HELD: Mutex<Option<(String, u32, Vec<u8>)>> = Mutex::new(None);
+/// Where the site's dictionaries are (`…/v1/dictionary/`), and the site key's parameter.
+static BASE: Mutex<Option<(String, String)>> = Mutex::new(None);
+/// A fetch is on its way.
+static FETCHING: AtomicBool = AtomicBool::new(false);
+
+/// The name's hash, when it is one (8 lowercase hex digits).
+fn parse(name: &str) -> Option<u32> {
+    if name.len() != 8 {
+        return None;
+    }
+    name.bytes()
+        .try_fold(0u32, |hash, b| Some(hash << 4 | u32::from(digit(b)?)))
+}
+
+/// The value of a lowercase hex digit.
+fn digit(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        _ => None,
+    }
+}
+
+/// Holds the dictionary `name` given in hex (as `pulse.d` hands it over and as it is kept:
+/// the cheapest for the Wasm) when its bytes are what the name says, and keeps it in storage.
+/// False when they are not.
+fn accept(name: &str, hex: &str) -> bool {
+    let bytes: Option<Vec<u8>> = hex
+        .as_bytes()
+        .chunks_exact(2)
+        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
+        .collect();
+    let Some((hash, bytes)) = parse(name)
+        .zip(bytes)
+        .filter(|(h, b)| *h == dictionary_hash(b))
+    else {
+        return false;
+    };
+    *HELD.lock() = Some((String::from(name), hash, bytes));
+    store(DICT_KEY, Some(&(String::from(name) + hex)));
+    true
+}
+
+/// The dictionary kept by an earlier page, if any: its name, then its bytes in hex.
+pub(super) fn restore() {
+    let Some(text) = storage().and_then(|s| load(&s, DICT_KEY)) else {
+        return;
+    };
+    let (name, hex) = (text.get(..8), text.get(8..));
+    if !name.zip(hex).is_some_and(|(n, h)| accept(n, h)) {
+        store(DICT_KEY, None);
+    }
+}
+
+/// `f` with the dictionary in use (its hash and bytes), if any.
+pub(super) fn with<R>(f: impl FnOnce(Option<(u32, &[u8])>) -> R) -> R {
+    let held = HELD.lock();
+    f(held.as_ref().map(|(_, h, b)| (*h, b.as_slice())))
+}
+
+/// A gateway does not hold the dictionary in use: without one from now on.
+pub(super) fn drop_held() {
+    *HELD.lock() = None;
+    store(DICT_KEY, None);
+}
+
+/// At `init`: the collect endpoint without its `/v1/collect` (none for an endpoint of another
+/// shape: no dictionary then), and the site key's query parameter (`k=KEY`).
+pub(super) fn set_base(origin: Option<&str>, key_param: &str) {
+    *BASE.lock() = origin.map(|o| {
+        (
+            String::from(o) + "/v1/dictionary/",
+            "?".to_owned() + key_param,
+        )
+    });
+}
+
+/// An answer named the site's newest dictionary: fetched unless held or on its way.
+pub(super) fn named(answer: &JsValue) {
+    let Some(name) = get_str(answer, "dictionary").filter(|n| parse(n).is_some()) else {
+        return;
+    };
+    if HELD.lock().as_ref().is_some_and(|(n, ..)| *n == name) || FETCHING.swap(true, Relaxed) {
+        return;
+    }
+    let Some((base, key)) = BASE.lock().clone() else {
+        FETCHING.store(false, Relaxed);
+        return;
+    };
+    let url = base + &name + &key;
+    // `pulse.d` (the bootstrap in pulse.js) fetches it; a failed fetch leaves `FETCHING` set:
+    // not tried again on this page.
+    let read = Closure::once_into_js(move |hex: JsValue| {
+        if accept(&name, &hex.as_string().unwrap_or_default()) && DEBUG.load(Relaxed) {
+            debug("dictionary", &name.into());
+        }
+        FETCHING.store(false, Relaxed);
+    });
+    let _ = call(&get(&window(), "pulse"), "d", &[&url.into(), &read]);
+}
