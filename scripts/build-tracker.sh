@@ -87,8 +87,8 @@ var script = document.currentScript;
 var src = script && script.src ? script.src : '/pulse.js';
 var w = window, p = w.pulse = w.pulse || function () { (p.q = p.q || []).push(arguments) };
 p.src = src;
-p.s = function (u, b, k, f) { fetch(u, { method: 'POST', body: b, keepalive: k, credentials: 'omit', mode: 'cors' }).then(function (r) { return r.text().then(function (t) { var a; try { a = JSON.parse(t) } catch (e) {} return [r.status, r.headers.get('retry-after'), a] }) }).then(function (x) { f(x[0], x[1], x[2]) }, function () { f(0) }) };
-p.d = function (u, f) { fetch(u, { credentials: 'omit' }).then(function (r) { return r.ok && r.arrayBuffer() }).then(function (b) { b && f(Array.from(new Uint8Array(b), function (x) { return (x | 256).toString(16).slice(1) }).join('')) }, function () {}) };
+p.s=(u,b,k,f)=>fetch(u,{method:'POST',body:b,keepalive:k,credentials:'omit',mode:'cors'}).then(r=>r.text().then(t=>{var a;try{a=JSON.parse(t)}catch(e){}return[r.status,r.headers.get('retry-after'),a]})).then(x=>f(...x),()=>f(0));
+p.d=(u,f)=>fetch(u,{credentials:'omit'}).then(r=>r.ok&&r.arrayBuffer()).then(b=>b&&f(Array.from(new Uint8Array(b),x=>(x|256).toString(16).slice(1)).join('')),()=>0);
 var warn = function (e) { console.warn('pulse: could not load the tracker', e) };
 try {
 Promise.resolve(wasm_bindgen({ module_or_path: src.replace(/[^\/?#]*(?=[?#]|$)/, wasmFile) })).catch(warn);

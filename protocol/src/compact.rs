@@ -8,11 +8,13 @@
 //! record  = sent_at:u64le v seq flags:u8 site_key:str anonymous_id:tok session_id:tok
 //!           [user_id:str (flags & 1)] [auth:str (flags & 2)] n events{n}
 //! flags   = 1 has a user id | 2 has auth | 4 resent (sent before: a retry or a parked batch)
-//! event   = head:u8 [id:16 bytes, big-endian (unless head & 64)] ts [name:str (head & 8)]
+//! event   = head:u8 [id] ts [name:str (head & 8)]
 //!           [url:str referrer:str title:str (unless head & 16)] [props:str (head & 32)]
 //! head    = kind (0 page_view, 1 engagement, 2 click, 3 identify, 4 custom)
 //!           | 8 has a name | 16 same page as the event before | 32 has props
 //!           | 64 id is the id before plus one
+//!           | 128 id is the session id plus the u64 that follows
+//! id      = nothing (head & 64) | u64le (head & 128) | 16 bytes, big-endian
 //! ts      = the first event's time; later ones the zigzag difference to the one before
 //! str     = len bytes (UTF-8)
 //! tok     = 0 + 16 bytes (32 lowercase hex digits) | len+1 bytes (any other text)
@@ -117,20 +119,29 @@ pub fn encode_record(batch: &WireBatch) -> Vec<u8> {
         put_str(&mut out, s);
     }
     put_varint(&mut out, batch.events.len() as u64);
+    // A tracker numbers a page's events from the session id plus a random 48-bit offset: such
+    // an id costs 8 bytes, not 16.
+    let session = EventId::parse_hex(&h.session_id).map(|s| s.0);
     let mut before: Option<&WireEvent> = None;
     for e in &batch.events {
         let same_page = before.is_some_and(|b| b.page == e.page);
         let next_id = before.is_some_and(|b| b.id.0.wrapping_add(1) == e.id.0);
+        let offset = session
+            .map(|s| e.id.0.wrapping_sub(s))
+            .filter(|d| *d >> 64 == 0 && !next_id);
         let has_props = !e.props.is_empty() && e.props != "{}";
         out.push(
             kind_code(e.kind)
                 | u8::from(e.name.is_some()) << 3
                 | u8::from(same_page) << 4
                 | u8::from(has_props) << 5
-                | u8::from(next_id) << 6,
+                | u8::from(next_id) << 6
+                | u8::from(offset.is_some()) << 7,
         );
-        if !next_id {
-            out.extend_from_slice(&e.id.to_bytes());
+        match offset {
+            Some(d) => out.extend_from_slice(&(d as u64).to_le_bytes()),
+            None if !next_id => out.extend_from_slice(&e.id.to_bytes()),
+            None => {}
         }
         match before {
             None => put_varint(&mut out, e.ts),
@@ -270,6 +281,7 @@ pub fn decode_record(record: &[u8]) -> Result<WireBatch, CompactError> {
     let session_id = c.token()?;
     let user_id = if flags & 1 != 0 { Some(c.str()?) } else { None };
     let auth = if flags & 2 != 0 { Some(c.str()?) } else { None };
+    let session = EventId::parse_hex(&session_id).map(|s| s.0);
     let n = c.varint()?;
     // Every event takes at least two bytes: a count beyond that is a lie, not an allocation.
     if n > record.len() as u64 / 2 {
@@ -285,6 +297,12 @@ pub fn decode_record(record: &[u8]) -> Result<WireBatch, CompactError> {
         let id = match before {
             Some(b) if head & 64 != 0 => EventId(b.id.0.wrapping_add(1)),
             _ if head & 64 != 0 => return Err(CompactError::Malformed("no id before")),
+            _ if head & 128 != 0 => {
+                let s = session.ok_or(CompactError::Malformed("no session id to add to"))?;
+                let mut d = [0u8; 8];
+                d.copy_from_slice(c.bytes(8)?);
+                EventId(s.wrapping_add(u128::from(u64::from_le_bytes(d))))
+            }
             _ => c.id()?,
         };
         let ts = match before {

@@ -382,14 +382,18 @@ impl Traffic {
             title: page.title.clone(),
         };
         let mut events = Vec::with_capacity(6);
-        // Ids as the tracker makes them: random for a page's first event, then one more per
-        // event (the draw for each later event is still made, so the rest of the traffic is
+        // Ids as the tracker makes them: from the session id for a page's first event, then one
+        // more per event (the draw for each later event is still made, so the rest of the traffic is
         // the same as with random ids).
+        // A page's first id is the session id plus 48 random bits above the low 16, as the
+        // tracker makes it (`Session::first_event_id`).
+        let session = EventId::parse_hex(&reader.session_id).map_or(0, |s| s.0);
         let ids = std::cell::Cell::new(None::<u128>);
         let event = |kind, name: Option<&str>, props: Value, rng: &mut Rng| Event {
             id: {
                 let drawn = rng.next_u128();
-                let id = ids.get().map_or(drawn, |last| last.wrapping_add(1));
+                let first = session.wrapping_add(drawn & 0xffff_ffff_ffff_0000);
+                let id = ids.get().map_or(first, |last| last.wrapping_add(1));
                 ids.set(Some(id));
                 EventId(id)
             },
@@ -592,9 +596,10 @@ mod tests {
     use std::collections::{HashMap, HashSet};
 
     const NOW: u64 = 1_800_000_000_000;
-    // Changed once on purpose: event ids follow the tracker's (one random id per page, then
-    // one more per event); everything else in the traffic of a seed is as it was.
-    const GOLDEN: u64 = 0x2b03_5e59_74de_f15f;
+    // Changed twice on purpose, for event ids that follow the tracker's: one random id per
+    // page, then one more per event; then the page's first id from the session id plus 48
+    // random bits. Everything else in the traffic of a seed is as it was.
+    const GOLDEN: u64 = 0xe760_6067_40f8_f90e;
 
     #[test]
     fn batches_parse_and_carry_the_requested_count() {

@@ -2,7 +2,7 @@
 //! once an answer names the dictionary the gateway trained on the site's traffic, the tracker
 //! fetches it, keeps it, and compresses the next batches against it; a kept dictionary the
 //! gateway does not hold (409 `unknown_dictionary`) is dropped and the batch sent again
-//! without, nothing lost.
+//! without, nothing lost. Event ids are the session id plus an offset (8 bytes on the wire).
 
 use std::path::Path;
 use std::time::Duration;
@@ -116,12 +116,21 @@ fn the_tracker_fetches_keeps_and_uses_the_site_dictionary_and_drops_one_unknown(
     drop(browser);
     gateway.stop();
 
-    // Every page view of the browser's reader is stored: a, b and a again.
-    let views: Vec<String> = LogFiles::open(&data)
+    // Every page view of the browser's reader is stored: a, b and a again; each event's id is
+    // its session's id plus less than 2^64 (8 bytes on the wire, not 16).
+    let mine: Vec<_> = LogFiles::open(&data)
         .unwrap()
         .events_from(0)
         .map(|s| s.unwrap().record().unwrap())
-        .filter(|r| r.event.kind == EventType::PageView && !r.anonymous_id.starts_with("other-"))
+        .filter(|r| !r.anonymous_id.starts_with("other-"))
+        .collect();
+    for r in &mine {
+        let session = pulse_protocol::EventId::parse_hex(&r.session_id).unwrap().0;
+        assert!(r.event.id.0.wrapping_sub(session) >> 64 == 0, "{r:?}");
+    }
+    let views: Vec<String> = mine
+        .into_iter()
+        .filter(|r| r.event.kind == EventType::PageView)
         .map(|r| r.event.page.url)
         .collect();
     assert_eq!(

@@ -198,6 +198,21 @@ impl Session {
         self.start_session(now_ms, fresh);
     }
 
+    /// The id of a page's first event (the page's next ones count up from it): the session id
+    /// plus 48 random bits above the low 16, which the compact body writes in 8 bytes instead
+    /// of 16 (ids stay unique: two pages of a session share an id with odds of 2^-48), or
+    /// random when the session id is not a hex id.
+    pub fn first_event_id(&self, random: [u8; 16]) -> u128 {
+        match pulse_protocol::EventId::parse_hex(&self.session_id) {
+            Some(s) => {
+                let [a, b, c, d, e, f, ..] = random;
+                let offset = u64::from_le_bytes([0, 0, a, b, c, d, e, f]);
+                s.0.wrapping_add(u128::from(offset))
+            }
+            None => u128::from_be_bytes(random),
+        }
+    }
+
     /// The header of the next batch of this session: takes the next sequence number.
     /// `sent_at` is `now_ms`; the queue re-stamps it on every (re)send.
     pub fn next_header(&mut self, site_key: &str, now_ms: u64) -> BatchHeader {
@@ -239,6 +254,18 @@ fn valid_user_id(user_id: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_pages_first_event_id_is_the_session_id_plus_48_random_bits() {
+        let s = Session::new(0, [1; 16], [2; 16]);
+        let sid = pulse_protocol::EventId::parse_hex(&s.session_id).unwrap().0;
+        let id = s.first_event_id([0xff; 16]);
+        assert_eq!(id.wrapping_sub(sid), 0xffff_ffff_ffff_0000);
+        assert_ne!(s.first_event_id([7; 16]), id);
+        let mut odd = s.clone();
+        odd.session_id = "not-hex".into();
+        assert_eq!(odd.first_event_id([9; 16]), u128::from_be_bytes([9; 16]));
+    }
     use super::*;
 
     const T0: u64 = 1_700_000_000_000;

@@ -198,6 +198,7 @@ fn install() -> Result<(), JsValue> {
         store(QUEUE_KEY, None);
     }
     let visible = visible();
+    let next_id = session.first_event_id(random());
     // Set once, before anything else can hold it.
     *TRACKER.lock() = Some(Tracker {
         site_key: None,
@@ -209,7 +210,7 @@ fn install() -> Result<(), JsValue> {
         decision: None,
         callbacks: Vec::new(),
         timer: None,
-        next_id: u128::from_be_bytes(random()),
+        next_id,
         query: vec![DEFAULT_QUERY_ALLOW.to_owned()],
         consent: Consent::Granted,
         page: String::new(),

@@ -187,3 +187,31 @@ fn bad_bodies_say_why() {
     extra.push(1);
     assert!(decode_record(&extra).is_err());
 }
+
+#[test]
+fn ids_near_the_session_id_cost_eight_bytes_and_round_trip() {
+    let mut b = batch(false);
+    let session = 0x0123_4567_89ab_cdef_0011_2233_4455_6677_u128;
+    b.header.session_id = EventId(session).hex().as_str().to_owned();
+    let far = encode_record(&b);
+    // The first event below the session id plus 2^64, the third just above it.
+    b.events[0].id = EventId(session.wrapping_add(0xffff_ffff_ffff_0000));
+    b.events[1].id = EventId(b.events[0].id.0.wrapping_add(1));
+    b.events[2].id = EventId(session.wrapping_add(7 << 16));
+    b.events[3].id = EventId(b.events[2].id.0 + 1);
+    let near = encode_record(&b);
+    let mut back = decode_record(&near).unwrap();
+    back.events[2].props = b.events[2].props.clone();
+    assert_eq!(back, b);
+    assert_eq!(near.len() + 16, far.len());
+    // Without a session id to add to, such an id is malformed: the session token (after
+    // sent_at, v, seq, flags, "demo" and the anonymous id) made a one-letter text.
+    let at = 8 + 1 + 1 + 1 + 5 + 17;
+    assert_eq!(near[at], 0);
+    let mut bad = near.clone();
+    bad.splice(at..at + 17, [2, b's']);
+    assert_eq!(
+        decode_record(&bad),
+        Err(CompactError::Malformed("no session id to add to"))
+    );
+}

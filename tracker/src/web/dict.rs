@@ -14,24 +14,24 @@ use spin::Mutex;
 use wasm_bindgen::prelude::*;
 
 use super::js::{call, get, get_str, storage, window};
-use super::{DEBUG, debug, load, store};
+use super::{load, store};
 
 const DICT_KEY: &str = "pulse_dict";
 
-/// The dictionary in use: its name as the gateway wrote it, its hash and its bytes.
-static HELD: Mutex<Option<(String, u32, Vec<u8>)>> = Mutex::new(None);
+/// The dictionary in use: its hash (its name) and its bytes.
+static HELD: Mutex<Option<(u32, Vec<u8>)>> = Mutex::new(None);
 /// Where the site's dictionaries are (`…/v1/dictionary/`), and the site key's parameter.
 static BASE: Mutex<Option<(String, String)>> = Mutex::new(None);
 /// A fetch is on its way.
 static FETCHING: AtomicBool = AtomicBool::new(false);
 
 /// The name's hash, when it is one (8 lowercase hex digits).
-fn parse(name: &str) -> Option<u32> {
+fn parse(name: &[u8]) -> Option<u32> {
     if name.len() != 8 {
         return None;
     }
-    name.bytes()
-        .try_fold(0u32, |hash, b| Some(hash << 4 | u32::from(digit(b)?)))
+    name.iter()
+        .try_fold(0u32, |hash, &b| Some(hash << 4 | u32::from(digit(b)?)))
 }
 
 /// The value of a lowercase hex digit.
@@ -46,9 +46,8 @@ fn digit(b: u8) -> Option<u8> {
 /// Holds the dictionary `name` given in hex (as `pulse.d` hands it over and as it is kept:
 /// the cheapest for the Wasm) when its bytes are what the name says, and keeps it in storage.
 /// False when they are not.
-fn accept(name: &str, hex: &str) -> bool {
+fn accept(name: &[u8], hex: &[u8]) -> bool {
     let bytes: Option<Vec<u8>> = hex
-        .as_bytes()
         .chunks_exact(2)
         .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
         .collect();
@@ -58,8 +57,7 @@ fn accept(name: &str, hex: &str) -> bool {
     else {
         return false;
     };
-    *HELD.lock() = Some((String::from(name), hash, bytes));
-    store(DICT_KEY, Some(&(String::from(name) + hex)));
+    *HELD.lock() = Some((hash, bytes));
     true
 }
 
@@ -68,8 +66,8 @@ pub(super) fn restore() {
     let Some(text) = storage().and_then(|s| load(&s, DICT_KEY)) else {
         return;
     };
-    let (name, hex) = (text.get(..8), text.get(8..));
-    if !name.zip(hex).is_some_and(|(n, h)| accept(n, h)) {
+    let t = text.as_bytes();
+    if !(t.len() > 8 && accept(&t[..8], &t[8..])) {
         store(DICT_KEY, None);
     }
 }
@@ -77,7 +75,7 @@ pub(super) fn restore() {
 /// `f` with the dictionary in use (its hash and bytes), if any.
 pub(super) fn with<R>(f: impl FnOnce(Option<(u32, &[u8])>) -> R) -> R {
     let held = HELD.lock();
-    f(held.as_ref().map(|(_, h, b)| (*h, b.as_slice())))
+    f(held.as_ref().map(|(h, b)| (*h, b.as_slice())))
 }
 
 /// A gateway does not hold the dictionary in use: without one from now on.
@@ -99,10 +97,13 @@ pub(super) fn set_base(origin: Option<&str>, key_param: &str) {
 
 /// An answer named the site's newest dictionary: fetched unless held or on its way.
 pub(super) fn named(answer: &JsValue) {
-    let Some(name) = get_str(answer, "dictionary").filter(|n| parse(n).is_some()) else {
+    let Some(name) = get_str(answer, "dictionary") else {
         return;
     };
-    if HELD.lock().as_ref().is_some_and(|(n, ..)| *n == name) || FETCHING.swap(true, Relaxed) {
+    let Some(hash) = parse(name.as_bytes()) else {
+        return;
+    };
+    if HELD.lock().as_ref().is_some_and(|(h, _)| *h == hash) || FETCHING.swap(true, Relaxed) {
         return;
     }
     let Some((base, key)) = BASE.lock().clone() else {
@@ -113,8 +114,9 @@ pub(super) fn named(answer: &JsValue) {
     // `pulse.d` (the bootstrap in pulse.js) fetches it; a failed fetch leaves `FETCHING` set:
     // not tried again on this page.
     let read = Closure::once_into_js(move |hex: JsValue| {
-        if accept(&name, &hex.as_string().unwrap_or_default()) && DEBUG.load(Relaxed) {
-            debug("dictionary", &name.into());
+        let hex = hex.as_string().unwrap_or_default();
+        if accept(name.as_bytes(), hex.as_bytes()) {
+            store(DICT_KEY, Some(&(name + &hex)));
         }
         FETCHING.store(false, Relaxed);
     });
