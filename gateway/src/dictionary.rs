@@ -41,7 +41,13 @@ pub(crate) struct Version {
 struct Samples {
     batches: VecDeque<(WireBatch, usize)>,
     bytes: usize,
+    /// When training last started for the site (ms since the epoch).
+    tried_ms: u64,
 }
+
+/// Training that made no dictionary (too few texts enough readers sent) is tried again after
+/// this long, not at every batch.
+const RETRY_MS: u64 = 10 * 60 * 1000;
 
 /// A trained dictionary to share with the other gateways (Kafka mode's control topic).
 pub(crate) type Publish = Box<dyn Fn(&str, &Version) + Send + Sync>;
@@ -212,9 +218,16 @@ impl Dictionaries {
                     s.bytes -= n;
                 }
             }
-            s.batches.len() >= self.config.min_samples && self.due(site, now_ms)
+            let due = s.batches.len() >= self.config.min_samples
+                && now_ms.saturating_sub(s.tried_ms) >= RETRY_MS
+                && self.due(site, now_ms)
+                && !self.training.swap(true, Ordering::AcqRel);
+            if due {
+                s.tried_ms = now_ms;
+            }
+            due
         };
-        if due && !self.training.swap(true, Ordering::AcqRel) {
+        if due {
             let me = Arc::clone(self);
             let site = site.to_owned();
             let run = move || {
@@ -319,4 +332,58 @@ fn load(dir: &Path) -> Vec<(String, Version)> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(text: &str, created_ms: u64) -> Version {
+        Version {
+            hash: dictionary_hash(text.as_bytes()),
+            bytes: text.as_bytes().into(),
+            created_ms,
+        }
+    }
+
+    #[test]
+    fn the_newest_versions_are_kept_on_disk_and_a_damaged_file_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = DictionaryConfig {
+            keep: 2,
+            ..DictionaryConfig::default()
+        };
+        let d = Dictionaries::open(&config, Some(dir.path()));
+        let (a, b, c) = (version("aaaa", 1), version("bbbb", 2), version("cccc", 3));
+        assert!(d.add("demo", a.clone()));
+        assert!(!d.add("demo", a.clone()), "held already");
+        assert!(d.add("demo", c.clone()));
+        assert!(d.add("demo", b.clone()));
+        // The oldest went, on disk too; the newest is the one answers name.
+        assert!(d.get("demo", a.hash).is_none());
+        assert_eq!(d.newer_than("demo", None), Some(format!("{:08x}", c.hash)));
+        assert_eq!(d.newer_than("demo", Some(c.hash)), None);
+        assert!(d.get("other", c.hash).is_none());
+        let files = std::fs::read_dir(dir.path().join("dictionaries/demo"))
+            .unwrap()
+            .count();
+        assert_eq!(files, 2);
+        // A file whose bytes are not what its name says is not loaded.
+        let damaged = dir
+            .path()
+            .join(format!("dictionaries/demo/{:08x}.bin", b.hash));
+        std::fs::write(&damaged, b"\0\0\0\0\0\0\0\0changed").unwrap();
+        let again = Dictionaries::open(&config, Some(dir.path()));
+        assert_eq!(&*again.get("demo", c.hash).unwrap(), b"cccc");
+        assert!(again.get("demo", b.hash).is_none());
+        assert_eq!(again.counts().0, 1);
+    }
+
+    #[test]
+    fn names_are_eight_lowercase_hex_digits() {
+        assert_eq!(parse_hash("00ff10ab"), Some(0x00ff_10ab));
+        for bad in ["00FF10AB", "00ff10a", "00ff10abc", "0xff10ab", ""] {
+            assert_eq!(parse_hash(bad), None, "{bad}");
+        }
+    }
 }

@@ -1,7 +1,8 @@
 //! Bytes on the wire per event for each way a batch could be encoded: plain JSON, gzip, the
-//! compact body as the tracker sends it (`pulse_protocol::compact`, no dictionary), the compact
-//! body against a dictionary of other readers' records, zstd level 3, and zstd level 3 with a
-//! dictionary trained on other readers' traffic. Pure apart from the CPU it takes.
+//! compact body as the tracker sends it before it holds its site's dictionary
+//! (`pulse_protocol::compact`), the compact body against the dictionary the gateway would train
+//! on other readers' traffic, zstd level 3, and zstd level 3 with a dictionary trained on the
+//! same traffic. Pure apart from the CPU it takes.
 
 use std::io::Write;
 
@@ -20,7 +21,7 @@ pub struct BytesRow {
     pub json: f64,
     /// gzip (flate2, default level 6).
     pub gzip: f64,
-    /// The compact body as the tracker sends it (`encode_batch`: no dictionary).
+    /// The compact body without a dictionary (`encode_batch`: what a first page sends).
     pub tracker: f64,
     /// The compact body against a dictionary of other readers' records.
     pub compact_dict: f64,
@@ -72,7 +73,8 @@ pub fn bytes_table(
         .map(|i| batch_json(&others.next_batch([1, 10, 50][i % 3], trained_at(i))))
         .collect();
     let dict = zstd::dict::from_samples(&samples, dict_size)?;
-    // The compact body's dictionary, trained on the same batches of other readers.
+    // The compact body's dictionary, trained on the same batches of other readers as the
+    // gateway trains a site's (`[dictionary] min_readers`, default 5).
     let mut others = Traffic::new(&TrafficConfig {
         readers: 1_000,
         seed: 7,
@@ -81,11 +83,7 @@ pub fn bytes_table(
     let samples: Vec<WireBatch> = (0..train)
         .map(|i| WireBatch::from(&others.next_batch([1, 10, 50][i % 3], trained_at(i))))
         .collect();
-    let min_readers = std::env::var("K")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
-    let compact_dict = train_dictionary(&samples, dict_size.min(32 * 1024), min_readers);
+    let compact_dict = train_dictionary(&samples, dict_size.min(32 * 1024), 5);
     let compact_dict = compact_dict.as_slice();
     let mut with_dict = zstd::bulk::Compressor::with_dictionary(3, &dict)?;
     let mut plain3 = zstd::bulk::Compressor::new(3)?;
@@ -149,7 +147,7 @@ impl BytesTable {
     /// A Markdown table.
     pub fn markdown(&self) -> String {
         let mut out = String::from(
-            "| events/batch | JSON | gzip -6 | compact, as the tracker sends it | compact + dictionary | zstd -3 | zstd -3 + dictionary |\n\
+            "| events/batch | JSON | gzip -6 | compact, no dictionary (a first page) | compact + the site's dictionary (as the tracker sends) | zstd -3 | zstd -3 + dictionary |\n\
              |---:|---:|---:|---:|---:|---:|---:|\n",
         );
         for r in &self.rows {

@@ -74,3 +74,28 @@ impl DictionaryConfig {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_hold_and_nonsense_is_named() {
+        assert!(DictionaryConfig::default().problems().is_empty());
+        let bad = DictionaryConfig {
+            bytes: 40_000,
+            min_readers: 0,
+            keep: 0,
+            samples: 10,
+            min_samples: 20,
+            ..DictionaryConfig::default()
+        };
+        let problems = bad.problems().join("\n");
+        for field in ["bytes", "min_readers", "keep", "samples"] {
+            assert!(
+                problems.contains(&format!("dictionary.{field}")),
+                "{problems}"
+            );
+        }
+    }
+}
