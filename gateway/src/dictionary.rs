@@ -1,10 +1,12 @@
 //! Each site's preset dictionaries for compact bodies (`[dictionary]`): trained on the site's
 //! recent batches, served to its trackers, and used to inflate the bodies that name them.
 //!
-//! - Samples: the accepted batches of a site, the newest `samples` of them (at most
-//!   [`SAMPLE_BYTES`] of text), without user ids or tokens.
+//! - Samples: while a site's next dictionary is due, its accepted compact batches (at most
+//!   `samples` of them and [`SAMPLE_BYTES`] of text), without user ids or tokens; dropped once
+//!   trained on. Between trainings nothing is sampled.
 //! - Training (`pulse_protocol::compact::train_dictionary`, on a blocking thread): when a site
-//!   has `min_samples` batches and no dictionary younger than `retrain_after_s`. Only texts at
+//!   with no dictionary younger than `retrain_after_s` has sent `samples` batches (or
+//!   `min_samples`, ten minutes after sampling began). Only texts at
 //!   least `min_readers` different readers sent go in, so a dictionary is safe to serve to
 //!   anyone: it holds what the site shows to many, never a reader's id.
 //! - Versions: named by their hash (`compact::dictionary_hash`), the newest `keep` of a site
@@ -15,7 +17,7 @@
 //! - Serving: `GET /v1/dictionary/<hash>?k=KEY`, immutable; the answer to a compact body not
 //!   compressed with the newest names it (`"dictionary"`), and the tracker fetches it once.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -39,15 +41,20 @@ pub(crate) struct Version {
 
 #[derive(Debug, Default)]
 struct Samples {
-    batches: VecDeque<(WireBatch, usize)>,
+    batches: Vec<WireBatch>,
     bytes: usize,
+    /// When the first of these was taken (ms since the epoch).
+    first_ms: u64,
     /// When training last started for the site (ms since the epoch).
     tried_ms: u64,
 }
 
 /// Training that made no dictionary (too few texts enough readers sent) is tried again after
-/// this long, not at every batch.
+/// this long.
 const RETRY_MS: u64 = 10 * 60 * 1000;
+/// A site that has not sent `samples` batches this long after sampling began trains on what it
+/// sent, if at least `min_samples`.
+const FILL_MS: u64 = 10 * 60 * 1000;
 
 /// A trained dictionary to share with the other gateways (Kafka mode's control topic).
 pub(crate) type Publish = Box<dyn Fn(&str, &Version) + Send + Sync>;
@@ -168,8 +175,10 @@ impl Dictionaries {
         true
     }
 
-    /// Samples an accepted batch of `site`; starts training the site's next dictionary when
-    /// it is due.
+    /// Samples an accepted batch of `site` while its next dictionary is due (none yet, or the
+    /// newest older than `retrain_after_s`), and starts training it once the samples are in:
+    /// `samples` batches, or `min_samples` after [`FILL_MS`]. Between trainings this costs one
+    /// read of the versions' map; samples are dropped once trained on.
     pub(crate) fn sample(
         self: &Arc<Self>,
         site: &str,
@@ -177,7 +186,16 @@ impl Dictionaries {
         events: &[EventView<'_>],
         now_ms: u64,
     ) {
-        if !self.config.enabled || events.is_empty() {
+        if !self.config.enabled || events.is_empty() || !self.due(site, now_ms) {
+            return;
+        }
+        let wanted = self.samples.lock().is_ok_and(|all| {
+            all.get(site).is_none_or(|s| {
+                s.batches.len() < self.config.samples
+                    && now_ms.saturating_sub(s.tried_ms) >= RETRY_MS
+            })
+        });
+        if !wanted {
             return;
         }
         let mut batch = WireBatch {
@@ -206,32 +224,36 @@ impl Dictionaries {
             .map(|e| e.page.url.len() + e.page.title.len() + e.page.referrer.len() + e.props.len())
             .sum::<usize>()
             + 64;
-        let due = {
-            let Ok(mut samples) = self.samples.lock() else {
+        let ready = {
+            let Ok(mut all) = self.samples.lock() else {
                 return;
             };
-            let s = samples.entry(site.to_owned()).or_default();
-            s.batches.push_back((batch, size));
-            s.bytes += size;
-            while s.batches.len() > self.config.samples || s.bytes > SAMPLE_BYTES {
-                if let Some((_, n)) = s.batches.pop_front() {
-                    s.bytes -= n;
-                }
+            let s = all.entry(site.to_owned()).or_default();
+            if s.batches.is_empty() {
+                s.first_ms = now_ms;
             }
-            let due = s.batches.len() >= self.config.min_samples
-                && now_ms.saturating_sub(s.tried_ms) >= RETRY_MS
-                && self.due(site, now_ms)
+            if s.bytes + size <= SAMPLE_BYTES {
+                s.batches.push(batch);
+                s.bytes += size;
+            }
+            let n = s.batches.len();
+            let ready = (n >= self.config.samples
+                || s.bytes + size > SAMPLE_BYTES
+                || (n >= self.config.min_samples && now_ms.saturating_sub(s.first_ms) >= FILL_MS))
                 && !self.training.swap(true, Ordering::AcqRel);
-            if due {
+            if ready {
                 s.tried_ms = now_ms;
+                s.bytes = 0;
+                Some(std::mem::take(&mut s.batches))
+            } else {
+                None
             }
-            due
         };
-        if due {
+        if let Some(samples) = ready {
             let me = Arc::clone(self);
             let site = site.to_owned();
             let run = move || {
-                me.train(&site, now_ms);
+                me.train(&site, &samples, now_ms);
                 me.training.store(false, Ordering::Release);
             };
             if tokio::runtime::Handle::try_current().is_ok() {
@@ -254,17 +276,15 @@ impl Dictionaries {
     }
 
     /// Trains `site`'s next dictionary from its samples, keeps it and shares it.
-    fn train(&self, site: &str, now_ms: u64) {
-        let samples: Vec<WireBatch> = match self.samples.lock() {
-            Ok(s) => s
-                .get(site)
-                .map(|s| s.batches.iter().map(|(b, _)| b.clone()).collect())
-                .unwrap_or_default(),
-            Err(_) => return,
-        };
-        let bytes = train_dictionary(&samples, self.config.bytes, self.config.min_readers);
+    fn train(&self, site: &str, samples: &[WireBatch], now_ms: u64) {
+        let bytes = train_dictionary(samples, self.config.bytes, self.config.min_readers);
         if bytes.len() < 64 {
-            // Too few texts shared by enough readers yet: tried again at the next batch.
+            // Too few texts shared by enough readers yet: sampled again after RETRY_MS.
+            tracing::info!(
+                site,
+                samples = samples.len(),
+                "too few shared texts for a dictionary yet"
+            );
             return;
         }
         let version = Version {

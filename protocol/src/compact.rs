@@ -36,7 +36,7 @@ mod deflate;
 mod train;
 pub use deflate::deflate;
 #[cfg(feature = "std")]
-pub use train::train_dictionary;
+pub use train::{MAX_MIN_READERS, train_dictionary};
 
 /// The first bytes of a compact body.
 pub const COMPACT_MAGIC: [u8; 3] = *b"pz1";

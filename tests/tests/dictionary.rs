@@ -54,7 +54,7 @@ fn config(dir: &std::path::Path) -> std::path::PathBuf {
     let path = demo_config(dir);
     let mut text = std::fs::read_to_string(&path).unwrap();
     text.push_str(
-        "\n[dictionary]\nmin_samples = 30\nsamples = 200\nmin_readers = 4\nbytes = 4096\n",
+        "\n[dictionary]\nmin_samples = 30\nsamples = 40\nmin_readers = 4\nbytes = 4096\n",
     );
     std::fs::write(&path, text).unwrap();
     path
@@ -72,8 +72,8 @@ fn a_site_dictionary_is_trained_served_used_and_kept() {
     let (status, answer) = post(&gw, compact(&view(0, 0, now), None));
     assert_eq!(status, 200, "{answer}");
     assert!(answer.get("dictionary").is_none(), "{answer}");
-    // 40 readers' views: training starts at the 30th, on its own thread; a later answer
-    // names the dictionary.
+    // Other readers' views: training starts at the 40th sample, on its own thread; a later
+    // answer names the dictionary.
     let mut named = None;
     for r in 1..200 {
         let (status, answer) = post(&gw, compact(&view(r, 0, now_ms()), None));
@@ -82,7 +82,7 @@ fn a_site_dictionary_is_trained_served_used_and_kept() {
             named = Some(hash.to_owned());
             break;
         }
-        if r > 30 {
+        if r > 40 {
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -44,7 +44,7 @@ fn the_tracker_fetches_keeps_and_uses_the_site_dictionary_and_drops_one_unknown(
     let config = publisher_config(dir.path(), &[&base]);
     let mut text = std::fs::read_to_string(&config).unwrap();
     text.push_str(
-        "\n[dictionary]\nmin_samples = 10\nsamples = 100\nmin_readers = 3\nbytes = 4096\n",
+        "\n[dictionary]\nmin_samples = 10\nsamples = 15\nmin_readers = 3\nbytes = 4096\n",
     );
     std::fs::write(&config, text).unwrap();
     let data = dir.path().join("data");

@@ -18,11 +18,13 @@ pub struct DictionaryConfig {
     pub bytes: usize,
     /// A text (a page, a property, a word of a title) goes into a dictionary only when this
     /// many different readers sent it, so no dictionary holds what only a few readers sent
-    /// (readers' ids, user ids and event ids never go in). Default 5.
+    /// (readers' ids, user ids and event ids never go in). 1 to 16; default 5.
     pub min_readers: usize,
-    /// Recent batches of a site kept to train on (at most 8 MiB of their texts). Default 3000.
+    /// Batches of a site a training reads (taken while a dictionary is due; at most 8 MiB of
+    /// their texts). Default 1000 (300 to 3,000 train as well: BENCH.md section 3).
     pub samples: usize,
-    /// No dictionary before a site has sent this many batches. Default 500.
+    /// No dictionary before a site has sent this many batches (used after ten minutes of
+    /// sampling when `samples` have not come). Default 300.
     pub min_samples: usize,
     /// A site's dictionary is trained again once its newest is this old, in seconds. Default
     /// 604800 (a week: each new version costs every reader one download).
@@ -38,8 +40,8 @@ impl Default for DictionaryConfig {
             enabled: true,
             bytes: 16 * 1024,
             min_readers: 5,
-            samples: 3000,
-            min_samples: 500,
+            samples: 1000,
+            min_samples: 300,
             retrain_after_s: 7 * 24 * 3600,
             keep: 8,
         }
@@ -56,8 +58,12 @@ impl DictionaryConfig {
                 self.bytes
             ));
         }
-        if self.min_readers == 0 {
-            out.push("dictionary.min_readers is at least 1".into());
+        let most = pulse_protocol::compact::MAX_MIN_READERS;
+        if !(1..=most).contains(&self.min_readers) {
+            out.push(format!(
+                "dictionary.min_readers is between 1 and {most}, not {}",
+                self.min_readers
+            ));
         }
         if self.keep == 0 || self.keep > 64 {
             out.push(format!(

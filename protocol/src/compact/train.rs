@@ -5,34 +5,47 @@
 //! readers sent (a property value with an e-mail address, a page under a private path) can be
 //! in it: what goes in is what the site shows to many.
 //!
-//! The texts sent by the most readers go last, where a body's back references are shortest.
+//! The texts sent most often go last, where a body's back references are shortest.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 
 use crate::WireBatch;
 
 use super::put_varint;
 
-/// Most readers counted per text (enough to pass any sensible threshold).
-const COUNT_CAP: usize = 64;
+/// Most readers told apart per text: `min_readers` above it count as this many.
+pub const MAX_MIN_READERS: usize = 16;
+
+/// A text's different readers (hashes of their anonymous ids, up to [`MAX_MIN_READERS`]; two
+/// readers whose hashes collide count as one, which only keeps a text out) and how often it
+/// came. Held inline: training allocates nothing per text but the text.
+#[derive(Default)]
+struct Seen {
+    readers: [u32; MAX_MIN_READERS],
+    distinct: u8,
+    count: usize,
+}
 
 /// A dictionary of at most `size` bytes from `samples` (a site's recent batches).
-pub fn train_dictionary<'a>(samples: &'a [WireBatch], size: usize, min_readers: usize) -> Vec<u8> {
-    // Each text with the readers that sent it (a few, capped) and how often it came.
-    let mut seen: HashMap<Vec<u8>, (HashSet<&str>, usize)> = HashMap::new();
-    let mut note = |text: Vec<u8>, reader: &'a str| {
+pub fn train_dictionary(samples: &[WireBatch], size: usize, min_readers: usize) -> Vec<u8> {
+    let mut seen: HashMap<Vec<u8>, Seen> = HashMap::new();
+    let mut note = |text: Vec<u8>, reader: u32| {
         if text.len() < 4 {
             return;
         }
-        let (readers, n) = seen.entry(text).or_default();
-        if readers.len() < COUNT_CAP {
-            readers.insert(reader);
+        let s = seen.entry(text).or_default();
+        let known = &s.readers[..usize::from(s.distinct)];
+        if usize::from(s.distinct) < MAX_MIN_READERS && !known.contains(&reader) {
+            s.readers[usize::from(s.distinct)] = reader;
+            s.distinct += 1;
         }
-        *n += 1;
+        s.count += 1;
     };
+    let hasher = RandomState::new();
     for batch in samples {
         let h = &batch.header;
-        let reader = h.anonymous_id.as_str();
+        let reader = hasher.hash_one(&h.anonymous_id) as u32;
         note(framed(&h.site_key), reader);
         for e in &batch.events {
             // A page as the record writes it: url, referrer and title, each after its length.
@@ -69,12 +82,13 @@ pub fn train_dictionary<'a>(samples: &'a [WireBatch], size: usize, min_readers: 
             }
         }
     }
+    let min = min_readers.clamp(1, MAX_MIN_READERS);
     let mut kept: Vec<(usize, usize, Vec<u8>)> = seen
         .into_iter()
-        .filter(|(_, (readers, _))| readers.len() >= min_readers.max(1))
-        .map(|(text, (readers, n))| (readers.len(), n, text))
+        .filter(|(_, s)| usize::from(s.distinct) >= min)
+        .map(|(text, s)| (usize::from(s.distinct), s.count, text))
         .collect();
-    // Most readers (then most often, then the text, for a stable order) first, to fill the
+    // Most often (then by most readers, then the text, for a stable order) first, to fill the
     // dictionary with; then written in reverse, so that they end it.
     kept.sort_by(|a, b| (b.1, b.0, &a.2).cmp(&(a.1, a.0, &b.2)));
     let mut chosen = Vec::new();
