@@ -548,6 +548,11 @@ impl Sink for KafkaSink {
                     tracing::info!(sink = "kafka", "producer flushed");
                     Ok(())
                 }
+                // Not a failure of the shutdown: a batch is acknowledged only once Kafka
+                // confirmed every message of it, so what is left belongs to requests answered
+                // with an error (their clients send them again) or given up with the server.
+                // Messages of a brokers' outage that librdkafka still retries when the flush
+                // runs out of time are the usual case.
                 result => {
                     let why = result.err().map(|e| e.to_string()).unwrap_or_default();
                     tracing::error!(
@@ -556,9 +561,7 @@ impl Sink for KafkaSink {
                         error = %why,
                         "messages left undelivered at shutdown (their requests were not acknowledged)"
                     );
-                    Err(SinkError::Unavailable(format!(
-                        "{left} kafka messages left undelivered at shutdown"
-                    )))
+                    Ok(())
                 }
             }
         })

@@ -77,7 +77,8 @@ pub trait Sink: Send + Sync + 'static {
     /// Appends a batch and resolves once it is durable.
     fn append(&self, batch: SinkBatch) -> BoxFuture<'_, Result<Receipt, SinkError>>;
 
-    /// Stops taking appends and waits until everything appended is durable (on shutdown).
+    /// Stops taking appends and waits until everything appended is durable (on shutdown); what
+    /// cannot be made durable in time belonged to requests not acknowledged (logged).
     fn close(&self) -> BoxFuture<'_, Result<(), SinkError>>;
 
     /// `embedded` or `kafka`, for logs and metrics.
