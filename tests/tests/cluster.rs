@@ -3,7 +3,8 @@
 //! API is in force on the other within seconds; each sees the other alive and enforces its share
 //! of the cluster's limits; a gateway that stops is no longer counted. One killed before its
 //! write-behind: restarted, it brings reader state up to date from `pulse.events`, and again
-//! after a second kill without counting anything twice.
+//! after a second kill without counting anything twice. A site's dictionary trained on one
+//! gateway is held by every gateway, one started later too.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -370,4 +371,88 @@ fn a_gateway_on_a_new_machine_restores_reader_state_from_the_changelog() {
     assert_eq!(send_batch(&gw.url, &batch).status().as_u16(), 200);
     assert_eq!(metered(&gw, "ana"), Some(3.0));
     gw.stop();
+}
+
+/// A compact body of one page view by reader `r` of one of three articles.
+fn compact_view(r: u64, dictionary: Option<(u32, &[u8])>) -> Vec<u8> {
+    let mut batch = page_view_batch(
+        &format!("reader-{r}"),
+        0,
+        u128::from(now_ms()) << 32 | u128::from(r),
+        1,
+        now_ms(),
+    );
+    batch.events[0].page.url = format!("https://news.example/politics/budget-{}", r % 3);
+    batch.events[0].page.title = format!("Budget talks, part {}", r % 3);
+    let record = pulse_protocol::compact::encode_record(&pulse_protocol::WireBatch::from(&batch));
+    pulse_protocol::compact::encode_body(&record, dictionary)
+}
+
+fn post_body(gw: &GatewayProcess, body: Vec<u8>) -> (u16, Value) {
+    let mut resp = agent()
+        .post(format!("{}/v1/collect?k=demo", gw.url))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .send(body)
+        .expect("POST /v1/collect");
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn dictionary_of(gw: &GatewayProcess, hash: &str) -> Option<Vec<u8>> {
+    let mut resp = agent()
+        .get(format!("{}/v1/dictionary/{hash}?k=demo", gw.url))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .call()
+        .expect("GET dictionary");
+    (resp.status().as_u16() == 200).then(|| resp.body_mut().read_to_vec().unwrap())
+}
+
+/// A site's dictionary trained on one gateway reaches the others through the control topic (a
+/// gateway started later too), so a body compressed against it is read wherever it lands.
+#[test]
+fn a_dictionary_trained_on_one_gateway_is_held_by_every_gateway() {
+    let cluster = mock_cluster();
+    let brokers = cluster.bootstrap_servers();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let start = |d: &tempfile::TempDir| {
+        let path = config(d.path(), &brokers);
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str(
+            "\n[dictionary]\nmin_samples = 20\nsamples = 30\nmin_readers = 3\nbytes = 4096\n",
+        );
+        std::fs::write(&path, text).unwrap();
+        GatewayProcess::start(&path, &d.path().join("data"), "127.0.0.1:0")
+    };
+    let (a, b) = (start(&dirs[0]), start(&dirs[1]));
+    let mut named = None;
+    for r in 0..200 {
+        let (status, answer) = post_body(&a, compact_view(r, None));
+        assert_eq!(status, 200, "{answer}");
+        if let Some(hash) = answer["dictionary"].as_str() {
+            named = Some(hash.to_owned());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let hash = named.expect("gateway A trains the site's dictionary");
+    let bytes = dictionary_of(&a, &hash).expect("A serves it");
+    wait_until("B to hold A's dictionary", || {
+        dictionary_of(&b, &hash).as_ref() == Some(&bytes)
+    });
+    let c = start(&dirs[2]);
+    wait_until("C, started later, to hold it", || {
+        dictionary_of(&c, &hash).as_ref() == Some(&bytes)
+    });
+    let n = u32::from_str_radix(&hash, 16).unwrap();
+    for gw in [&b, &c] {
+        let (status, answer) = post_body(gw, compact_view(500, Some((n, &bytes))));
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["accepted"], 1);
+        assert!(answer.get("dictionary").is_none(), "{answer}");
+    }
 }
