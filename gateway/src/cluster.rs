@@ -238,8 +238,7 @@ impl ControlBus {
     /// versions they have, and bodies compressed with this one get 409 there until the next).
     pub(crate) fn publish_dictionary(&self, site: &str, v: &crate::dictionary::Version) {
         let key = format!("{KEY_DICTIONARY}{site}/{:08x}", v.hash);
-        let mut value = v.created_ms.to_le_bytes().to_vec();
-        value.extend_from_slice(&v.bytes);
+        let value = v.encode();
         let record = FutureRecord::to(&self.topic).key(&key).payload(&value);
         if let Err((e, _)) = self.producer.send_result(record) {
             tracing::warn!(site, error = %e, "cannot share a dictionary on the control topic");
@@ -413,16 +412,7 @@ impl Follower {
         if let Some(rest) = key.strip_prefix(KEY_DICTIONARY) {
             let parsed = rest.rsplit_once('/').and_then(|(site, hash)| {
                 let hash = crate::dictionary::parse_hash(hash)?;
-                let (created, bytes) = value.split_at_checked(8)?;
-                (pulse_protocol::compact::dictionary_hash(bytes) == hash).then(|| {
-                    let created_ms = u64::from_le_bytes(created.try_into().unwrap_or_default());
-                    let version = crate::dictionary::Version {
-                        hash,
-                        bytes: bytes.into(),
-                        created_ms,
-                    };
-                    (site, version)
-                })
+                Some((site, crate::dictionary::Version::decode(hash, value)?))
             });
             match parsed {
                 Some((site, version)) => {

@@ -84,11 +84,30 @@ fn hex(hash: u32) -> String {
     format!("{hash:08x}")
 }
 
-/// A dictionary's name in a URL or an answer: 8 lowercase hex digits.
+/// A dictionary's name in a URL, a file name or a control-topic key: 8 lowercase hex digits.
 pub(crate) fn parse_hash(s: &str) -> Option<u32> {
-    (s.len() == 8 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
-        .then(|| u32::from_str_radix(s, 16).ok())
-        .flatten()
+    pulse_protocol::compact::parse_dictionary_name(s.as_bytes())
+}
+
+impl Version {
+    /// As a file and a control-topic record hold it: the creation time (8 bytes, little-endian),
+    /// then the dictionary.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = self.created_ms.to_le_bytes().to_vec();
+        out.extend_from_slice(&self.bytes);
+        out
+    }
+
+    /// The version named `hash` from what [`Version::encode`] wrote, if its bytes are what the
+    /// name says.
+    pub(crate) fn decode(hash: u32, encoded: &[u8]) -> Option<Self> {
+        let (created, bytes) = encoded.split_first_chunk::<8>()?;
+        (!bytes.is_empty() && dictionary_hash(bytes) == hash).then(|| Self {
+            hash,
+            bytes: bytes.into(),
+            created_ms: u64::from_le_bytes(*created),
+        })
+    }
 }
 
 impl Dictionaries {
@@ -310,10 +329,7 @@ fn store(dir: &Path, site: &str, v: &Version) -> std::io::Result<()> {
     let dir = site_dir(dir, site);
     std::fs::create_dir_all(&dir)?;
     let tmp = dir.join(format!("{}.tmp", hex(v.hash)));
-    // The creation time first (8 bytes), then the dictionary.
-    let mut bytes = v.created_ms.to_le_bytes().to_vec();
-    bytes.extend_from_slice(&v.bytes);
-    std::fs::write(&tmp, bytes)?;
+    std::fs::write(&tmp, v.encode())?;
     std::fs::rename(&tmp, dir.join(hex(v.hash) + ".bin"))
 }
 
@@ -334,20 +350,14 @@ fn load(dir: &Path) -> Vec<(String, Version)> {
             let Some(hash) = stem.as_deref().and_then(parse_hash) else {
                 continue;
             };
-            match std::fs::read(&path) {
-                Ok(b) if b.len() > 8 && dictionary_hash(&b[8..]) == hash => {
-                    let created_ms = u64::from_le_bytes(b[..8].try_into().unwrap_or_default());
-                    let bytes: Arc<[u8]> = b[8..].into();
-                    out.push((
-                        name.clone(),
-                        Version {
-                            hash,
-                            bytes,
-                            created_ms,
-                        },
-                    ));
+            match std::fs::read(&path)
+                .ok()
+                .and_then(|b| Version::decode(hash, &b))
+            {
+                Some(version) => out.push((name.clone(), version)),
+                None => {
+                    tracing::warn!(path = %path.display(), "ignoring a damaged dictionary file")
                 }
-                _ => tracing::warn!(path = %path.display(), "ignoring a damaged dictionary file"),
             }
         }
     }

@@ -207,6 +207,17 @@ pub fn encode_body(record: &[u8], dictionary: Option<(u32, &[u8])>) -> Vec<u8> {
     body
 }
 
+/// A dictionary's name in a URL, an answer or the tracker's storage: its hash as 8 lowercase
+/// hex digits.
+pub fn parse_dictionary_name(name: &[u8]) -> Option<u32> {
+    if name.len() != 8 {
+        return None;
+    }
+    name.iter().try_fold(0u32, |hash, &b| {
+        Some(hash << 4 | u32::from(crate::hex_digit(b)?))
+    })
+}
+
 /// What names a dictionary in a body (FNV-1a, 32 bits, of its bytes): a gateway holds every
 /// dictionary it served by this, so no two gateways can give one name two meanings.
 pub fn dictionary_hash(bytes: &[u8]) -> u32 {

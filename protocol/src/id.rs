@@ -18,6 +18,15 @@ pub struct EventId(pub u128);
 #[error("an event id is exactly 32 lowercase hex digits")]
 pub struct ParseIdError;
 
+/// The value of a lowercase hex digit (the wire writes ids and dictionary names in them).
+pub fn hex_digit(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        _ => None,
+    }
+}
+
 impl EventId {
     /// Builds an id from 16 random bytes (big-endian).
     pub fn from_bytes(bytes: [u8; 16]) -> Self {
@@ -34,12 +43,7 @@ impl EventId {
         let bytes: &[u8; 32] = text.as_bytes().try_into().ok()?;
         let mut n = 0u128;
         for &b in bytes {
-            let digit = match b {
-                b'0'..=b'9' => b - b'0',
-                b'a'..=b'f' => b - b'a' + 10,
-                _ => return None,
-            };
-            n = (n << 4) | u128::from(digit);
+            n = (n << 4) | u128::from(hex_digit(b)?);
         }
         Some(Self(n))
     }

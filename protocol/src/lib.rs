@@ -52,7 +52,7 @@ pub use erasure::ErasureRecord;
 #[cfg(feature = "std")]
 pub use event::Event;
 pub use event::{EventType, PageContext, check_fields};
-pub use id::{EventId, HexId, ParseIdError, is_token};
+pub use id::{EventId, HexId, ParseIdError, hex_digit, is_token};
 pub use limits::*;
 #[cfg(feature = "std")]
 pub use record::{DEAD_LETTER_MAX_RAW, DeadLetter, EventRecord, RecordPrefix, write_dead_letter};

@@ -9,7 +9,8 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
-use pulse_protocol::compact::dictionary_hash;
+use pulse_protocol::compact::{dictionary_hash, parse_dictionary_name};
+use pulse_protocol::hex_digit;
 use spin::Mutex;
 use wasm_bindgen::prelude::*;
 
@@ -25,33 +26,15 @@ static BASE: Mutex<Option<(String, String)>> = Mutex::new(None);
 /// A fetch is on its way.
 static FETCHING: AtomicBool = AtomicBool::new(false);
 
-/// The name's hash, when it is one (8 lowercase hex digits).
-fn parse(name: &[u8]) -> Option<u32> {
-    if name.len() != 8 {
-        return None;
-    }
-    name.iter()
-        .try_fold(0u32, |hash, &b| Some(hash << 4 | u32::from(digit(b)?)))
-}
-
-/// The value of a lowercase hex digit.
-fn digit(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        _ => None,
-    }
-}
-
 /// Holds the dictionary `name` given in hex (as `pulse.d` hands it over and as it is kept:
 /// the cheapest for the Wasm) when its bytes are what the name says, and keeps it in storage.
 /// False when they are not.
 fn accept(name: &[u8], hex: &[u8]) -> bool {
     let bytes: Option<Vec<u8>> = hex
         .chunks_exact(2)
-        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
+        .map(|p| Some(hex_digit(p[0])? << 4 | hex_digit(p[1])?))
         .collect();
-    let Some((hash, bytes)) = parse(name)
+    let Some((hash, bytes)) = parse_dictionary_name(name)
         .zip(bytes)
         .filter(|(h, b)| *h == dictionary_hash(b))
     else {
@@ -100,7 +83,7 @@ pub(super) fn named(answer: &JsValue) {
     let Some(name) = get_str(answer, "dictionary") else {
         return;
     };
-    let Some(hash) = parse(name.as_bytes()) else {
+    let Some(hash) = parse_dictionary_name(name.as_bytes()) else {
         return;
     };
     if HELD.lock().as_ref().is_some_and(|(h, _)| *h == hash) || FETCHING.swap(true, Relaxed) {
