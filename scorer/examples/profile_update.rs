@@ -13,6 +13,9 @@ use pulse_scorer::{
 use pulse_sim::{Traffic, TrafficConfig};
 
 fn main() {
+    if std::env::args().any(|a| a == "--like-bench") {
+        return like_bench();
+    }
     let bundle = Bundle::read(std::path::Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../examples/bundles/reader-profile.toml"
@@ -102,15 +105,22 @@ fn run<'a>(
         let s = states
             .entry(reader.as_str())
             .or_insert_with(|| ReaderState::new(bundle));
-        for e in events {
-            s.apply(bundle, e, e.ts);
-        }
-        s.finish(bundle);
+        apply_batch(bundle, s, events);
         let page = PageFacts::of(&events.iter().map(|e| (e, e.ts)).collect::<Vec<_>>());
         let d = decide(bundle, reader, s, *now, &page, &Request::default());
         walls += u64::from(d.decision.action == pulse_protocol::Action::Paywall);
     }
     walls
+}
+
+/// The state path of one batch (its own frame in the profile).
+#[inline(never)]
+fn apply_batch(bundle: &Bundle, s: &mut ReaderState, events: &[pulse_protocol::Event]) {
+    s.prefetch(events.iter().map(|e| e.id.0));
+    for e in events {
+        s.apply(bundle, e, e.ts);
+    }
+    s.finish(bundle);
 }
 
 fn engine_batches(
@@ -136,4 +146,93 @@ fn run_engine(
     batches: &[(String, Vec<pulse_protocol::Event>, u64)],
 ) -> u64 {
     engine_batches(engine, batches)
+}
+
+/// `--like-bench`: the criterion bench's `update/state` case (100,000 readers warmed with a day
+/// of batches 100 ms apart, batch by batch), then 300 chunks of 1,000 batches applied, timed
+/// alone, and the µs per batch printed. With `PULSE_PERF_CTL=FIFO` (perf record's
+/// `--control fifo:FIFO -D -1`), perf samples only the applying.
+fn like_bench() {
+    use std::io::Write;
+    let bundle = Bundle::read(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/bundles/reader-profile.toml"
+    )))
+    .expect("compiles");
+    // `PULSE_BENCH_READERS` (as the bench): fewer readers, each as often, to see what the
+    // caches do.
+    let readers: u64 = std::env::var("PULSE_BENCH_READERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let step = 100 * 100_000 / readers;
+    let mut traffic = Traffic::new(&TrafficConfig {
+        readers: readers as usize,
+        ..TrafficConfig::default()
+    });
+    let mut ctl = std::env::var("PULSE_PERF_CTL").ok().map(|p| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(p)
+            .expect("fifo")
+    });
+    let mut now = 20_000 * DAY_MS;
+    let mut states: HashMap<String, ReaderState> = HashMap::new();
+    for _ in 0..DAY_MS / step {
+        now += step;
+        let b = traffic.next_batch(10, now);
+        let s = states
+            .entry(b.header.reader_key().to_owned())
+            .or_insert_with(|| ReaderState::new(&bundle));
+        apply_batch(&bundle, s, &b.events);
+    }
+    let mut spent = std::time::Duration::ZERO;
+    let rounds: u32 = std::env::var("PULSE_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    let per_chunk: u32 = std::env::var("PULSE_CHUNK")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000);
+    let rounds = rounds * 1_000 / per_chunk;
+    for _ in 0..rounds {
+        let chunk: Vec<_> = (0..per_chunk)
+            .map(|_| {
+                now += step;
+                let b = traffic.next_batch(10, now);
+                (b.header.reader_key().to_owned(), b.events)
+            })
+            .collect();
+        if let Some(c) = &mut ctl {
+            c.write_all(b"enable\n").expect("perf");
+        }
+        let started = std::time::Instant::now();
+        apply_measured(&bundle, &chunk, &mut states);
+        spent += started.elapsed();
+        if let Some(c) = &mut ctl {
+            c.write_all(b"disable\n").expect("perf");
+        }
+    }
+    println!(
+        "{:.2} µs per 10-event batch ({:.0} events/s)",
+        spent.as_secs_f64() * 1e6 / (f64::from(rounds * per_chunk)),
+        f64::from(rounds * per_chunk) * 10.0 / spent.as_secs_f64()
+    );
+}
+
+/// The measured part of `--like-bench` (`--toggle-collect='*apply_measured*'`).
+#[inline(never)]
+fn apply_measured(
+    bundle: &Bundle,
+    chunk: &[(String, Vec<pulse_protocol::Event>)],
+    states: &mut HashMap<String, ReaderState>,
+) {
+    for (reader, events) in chunk {
+        if !states.contains_key(reader) {
+            states.insert(reader.clone(), ReaderState::new(bundle));
+        }
+        let s = states.get_mut(reader).expect("inserted");
+        apply_batch(bundle, s, events);
+    }
 }

@@ -3,15 +3,16 @@
 //! body); the engine never needs an owned copy.
 
 use std::borrow::Cow;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
 use pulse_protocol::{Event, EventType};
 use serde_json::Value as Json;
 
 /// One property of an event as templates and filters see it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub enum Prop<'a> {
     /// The event has no such property.
+    #[default]
     Missing,
     /// JSON `null`.
     Null,
@@ -72,6 +73,11 @@ pub trait Observed {
     fn referrer_host(&self) -> Option<&str> {
         host_of(self.referrer())
     }
+    /// A top-level property named by the bundle ([`PropKey`]: the name with its hash); an
+    /// implementation may remember it for the rest of the event.
+    fn prop_hashed(&self, key: &str, _hash: u64) -> Prop<'_> {
+        self.prop(key)
+    }
     /// The truth of filter condition `id` (interned by the bundle), computed by `eval`; an
     /// implementation may remember it for the rest of the event.
     fn condition(&self, _id: u16, eval: &dyn Fn() -> bool) -> bool {
@@ -79,9 +85,36 @@ pub trait Observed {
     }
 }
 
+/// A property name as a bundle holds it, hashed once when the bundle compiles, so that an
+/// event can remember each property it was asked for by that hash (a property that several
+/// features and conditions read is looked up in the event once).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct PropKey {
+    pub(crate) name: String,
+    hash: u64,
+}
+
+impl PropKey {
+    pub(crate) fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            hash: hash64(name.as_bytes()),
+        }
+    }
+
+    /// The property in `ev`.
+    pub(crate) fn read<'e, E: Observed + ?Sized>(&self, ev: &'e E) -> Prop<'e> {
+        ev.prop_hashed(&self.name, self.hash)
+    }
+}
+
+/// Properties an event remembers (by the hash of their names); more are looked up each time.
+const REMEMBERED_PROPS: usize = 8;
+
 /// An event with what several features read of it computed once: the page and its key, the
-/// path, the referrer's host, and the filter conditions already decided (the first 64 of the
-/// bundle's). The engine wraps each event in one before handing it to the features.
+/// path, the properties named by the bundle (the first [`REMEMBERED_PROPS`] asked for), and
+/// the filter conditions already decided (the first 64 of the bundle's). The engine wraps each
+/// event in one before handing it to the features.
 pub(crate) struct Cached<'e, E: ?Sized> {
     ev: &'e E,
     page: Cell<Option<&'e str>>,
@@ -89,6 +122,7 @@ pub(crate) struct Cached<'e, E: ?Sized> {
     path: Cell<Option<&'e str>>,
     known: Cell<u64>,
     truth: Cell<u64>,
+    props: RefCell<(usize, [(u64, Prop<'e>); REMEMBERED_PROPS])>,
 }
 
 impl<'e, E: Observed + ?Sized> Cached<'e, E> {
@@ -100,6 +134,7 @@ impl<'e, E: Observed + ?Sized> Cached<'e, E> {
             path: Cell::new(None),
             known: Cell::new(0),
             truth: Cell::new(0),
+            props: RefCell::new((0, Default::default())),
         }
     }
 }
@@ -122,6 +157,19 @@ impl<E: Observed + ?Sized> Observed for Cached<'_, E> {
     }
     fn prop(&self, key: &str) -> Prop<'_> {
         self.ev.prop(key)
+    }
+    fn prop_hashed(&self, key: &str, hash: u64) -> Prop<'_> {
+        let mut memo = self.props.borrow_mut();
+        let (n, seen) = &mut *memo;
+        if let Some((_, p)) = seen[..*n].iter().find(|(h, _)| *h == hash) {
+            return p.clone();
+        }
+        let p = self.ev.prop_hashed(key, hash);
+        if *n < REMEMBERED_PROPS {
+            seen[*n] = (hash, p.clone());
+            *n += 1;
+        }
+        p
     }
     fn page(&self) -> &str {
         if let Some(p) = self.page.get() {
@@ -218,6 +266,9 @@ impl<T: Observed + ?Sized> Observed for &T {
     fn prop(&self, key: &str) -> Prop<'_> {
         (**self).prop(key)
     }
+    fn prop_hashed(&self, key: &str, hash: u64) -> Prop<'_> {
+        (**self).prop_hashed(key, hash)
+    }
 }
 
 /// The URL without its query and fragment.
@@ -297,6 +348,28 @@ pub fn hash64(bytes: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cached_event_reads_each_property_as_the_event_has_it() {
+        let mut ev = crate::templates::testing::view(1, "/a");
+        for i in 0..12 {
+            ev.props.insert(format!("p{i}"), Json::from(i));
+        }
+        ev.props.insert("s".into(), Json::from("text"));
+        let cached = Cached::new(&ev);
+        // More keys than it remembers, each asked for twice, and one the event lacks.
+        let keys: Vec<PropKey> = (0..12)
+            .map(|i| PropKey::new(&format!("p{i}")))
+            .chain([PropKey::new("s"), PropKey::new("absent")])
+            .collect();
+        for _ in 0..2 {
+            for k in &keys {
+                assert_eq!(k.read(&cached), ev.prop(&k.name), "{}", k.name);
+            }
+        }
+        assert_eq!(PropKey::new("s").read(&cached), Prop::Str("text".into()));
+        assert_eq!(PropKey::new("absent").read(&cached), Prop::Missing);
+    }
 
     #[test]
     fn paths_and_page_keys() {

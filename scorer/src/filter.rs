@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use pulse_protocol::EventType;
 use serde::Deserialize;
 
-use crate::event::{Observed, Prop, hash64};
+use crate::event::{Observed, Prop, PropKey, hash64};
 
 /// The event types, in the order of their bit in a [`Filter`]'s type mask.
 const TYPES: [EventType; 5] = [
@@ -113,9 +113,9 @@ pub(crate) enum Cond {
     /// The URL path starts with this.
     Path(String),
     /// The property equals one of these.
-    Prop(String, Vec<Scalar>),
+    Prop(PropKey, Vec<Scalar>),
     /// The property is present.
-    Has(String),
+    Has(PropKey),
 }
 
 impl Cond {
@@ -124,10 +124,10 @@ impl Cond {
             Self::Name(names) => ev.name().is_some_and(|n| names.iter().any(|x| x == n)),
             Self::Path(prefix) => ev.path().starts_with(prefix.as_str()),
             Self::Prop(key, values) => {
-                let p = ev.prop(key);
+                let p = key.read(ev);
                 values.iter().any(|v| v.matches(&p))
             }
-            Self::Has(key) => ev.prop(key).exists(),
+            Self::Has(key) => key.read(ev).exists(),
         }
     }
 }
@@ -200,13 +200,13 @@ impl Filter {
                 v => Scalar::from_toml(v).map(|s| vec![s]),
             };
             match values {
-                Some(v) if !v.is_empty() => conds.push(Cond::Prop(key.clone(), v)),
+                Some(v) if !v.is_empty() => conds.push(Cond::Prop(PropKey::new(key), v)),
                 _ => problems.push(format!(
                     "props.{key}: a string, number or boolean, or a non-empty list of them"
                 )),
             }
         }
-        conds.extend(spec.has.iter().cloned().map(Cond::Has));
+        conds.extend(spec.has.iter().map(|k| Cond::Has(PropKey::new(k))));
         if problems.is_empty() {
             Ok(Self {
                 types,
@@ -267,7 +267,7 @@ pub(crate) enum Field {
     /// The event type.
     Type,
     /// A top-level property.
-    Prop(String),
+    Prop(PropKey),
 }
 
 /// A scalar read from an event, for `last`.
@@ -291,7 +291,7 @@ impl Field {
             "name" => Self::Name,
             "type" => Self::Type,
             _ => match s.strip_prefix("props.") {
-                Some(key) if !key.is_empty() => Self::Prop(key.to_owned()),
+                Some(key) if !key.is_empty() => Self::Prop(PropKey::new(key)),
                 _ => {
                     return Err(format!(
                         "{s:?} is not a field (page, path, referrer_host, name, type, props.<key>)"
@@ -309,7 +309,7 @@ impl Field {
             Self::ReferrerHost => ev.referrer_host().map(Cow::Borrowed),
             Self::Name => ev.name().map(Cow::Borrowed),
             Self::Type => Some(Cow::Borrowed(ev.kind().as_str())),
-            Self::Prop(key) => match ev.prop(key) {
+            Self::Prop(key) => match key.read(ev) {
                 Prop::Str(s) => Some(s),
                 Prop::Num(n) => Some(Cow::Owned(format_num(n))),
                 Prop::Bool(b) => Some(Cow::Borrowed(if b { "true" } else { "false" })),
@@ -329,7 +329,7 @@ impl Field {
     /// The field as a number, if it is one.
     pub(crate) fn num<E: Observed + ?Sized>(&self, ev: &E) -> Option<f64> {
         match self {
-            Self::Prop(key) => ev.prop(key).as_num(),
+            Self::Prop(key) => key.read(ev).as_num(),
             _ => None,
         }
     }
@@ -337,7 +337,7 @@ impl Field {
     /// The field as a scalar.
     pub(crate) fn read<'e, E: Observed + ?Sized>(&self, ev: &'e E) -> Option<Read<'e>> {
         match self {
-            Self::Prop(key) => match ev.prop(key) {
+            Self::Prop(key) => match key.read(ev) {
                 Prop::Bool(b) => Some(Read::Bool(b)),
                 Prop::Num(n) if n.is_finite() => Some(Read::Num(n)),
                 Prop::Str(s) => Some(Read::Str(s)),

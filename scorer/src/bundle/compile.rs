@@ -94,6 +94,10 @@ pub struct Bundle {
     /// of one template family with the same state-relevant parameters and filter share one
     /// state (`first_seen`, `last_seen` and `recency` of page views keep one span).
     pub(crate) owners: Vec<usize>,
+    /// The states (indices into `owners`) that prune every hour of event time: all but those
+    /// over lifetime or sliding days, whose buckets leave their windows only when the day
+    /// changes (they prune once a day).
+    pub(crate) hourly: Vec<usize>,
     /// The rules that decide, in order.
     pub rules: Rules,
     /// The propensity model, when the bundle has one (`model.score` in rules).
@@ -267,6 +271,20 @@ impl Bundle {
                 }
             }
         }
+        let hourly = (0..owners.len())
+            .filter(|&si| {
+                !matches!(
+                    features[owners[si]].spec.window(),
+                    Some(
+                        Window::Lifetime
+                            | Window::Sliding {
+                                unit_ms: DAY_MS,
+                                ..
+                            }
+                    )
+                )
+            })
+            .collect();
         let mut parts: Vec<Vec<u8>> = vec![
             vec![STATE_FORMAT],
             settings.ttl_ms.to_le_bytes().to_vec(),
@@ -302,6 +320,7 @@ impl Bundle {
             order,
             by_type,
             owners,
+            hourly,
             rules,
             model,
             files,

@@ -42,6 +42,9 @@ impl<S: StateStore> Shared<S> {
         slot.touch(tick);
         let mut counts = Counts::default();
         let mut latest = 0;
+        if !events.is_empty() {
+            slot.state.prefetch(events.iter().map(|(e, _)| e.id()));
+        }
         for (i, (event, time)) in events.iter().enumerate() {
             match slot.state.apply(&bundle, *event, *time) {
                 Outcome::Applied => {

@@ -56,19 +56,20 @@ pub(crate) fn referrer_class(referrer: &str, page_host: Option<&str>) -> &'stati
     let bare = host.strip_prefix("www.").unwrap_or(host);
     if page_host.is_some_and(|p| p.strip_prefix("www.").unwrap_or(p) == bare) {
         "internal"
-    } else if SEARCH
-        .iter()
-        .any(|s| bare.starts_with(s) || bare.contains(&format!(".{s}")))
-    {
+    } else if SEARCH.iter().any(|s| has_label(bare, s)) {
         "search"
-    } else if SOCIAL
-        .iter()
-        .any(|s| bare.starts_with(s) || bare.contains(&format!(".{s}")))
-    {
+    } else if SOCIAL.iter().any(|s| has_label(bare, s)) {
         "social"
     } else {
         "other"
     }
+}
+
+/// Whether `host` starts with `part` or has it right after a dot (`news.google.com` has
+/// `google.`), without building `.part`.
+fn has_label(host: &str, part: &str) -> bool {
+    host.match_indices(part)
+        .any(|(i, _)| i == 0 || host.as_bytes()[i - 1] == b'.')
 }
 
 /// The first `n` characters of `s`.

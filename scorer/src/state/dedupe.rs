@@ -21,8 +21,11 @@ pub enum Seen {
     Full,
 }
 
-/// The remembered ids of one reader, in an open-addressing table keyed by the id's own bits
-/// (ids are random, so they hash themselves): a check is a probe or two whatever the count.
+/// The remembered ids of one reader, in an open-addressing table: a check is a probe or two
+/// whatever the count. Ids are not uniformly random in their low bits (a page's ids count up
+/// from a base that shares its low 16 bits with the session's other pages), so the home slot
+/// is taken from the high bits of the key times an odd constant (Fibonacci hashing), never
+/// from the key's own low bits, which would pile a session's pages onto one run of slots.
 /// Each slot holds the key and its time side by side (one cache line for both); the table is
 /// rebuilt when ids expire (once an hour of event time at most) or past the bound. Written
 /// sorted by id.
@@ -60,10 +63,19 @@ impl Dedupe {
         all
     }
 
+    /// The home slot of `key` in a table of `len` (a power of two) slots.
+    fn home(key: u64, len: usize) -> usize {
+        let bits = len.trailing_zeros();
+        if bits == 0 {
+            return 0;
+        }
+        (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - bits)) as usize
+    }
+
     /// The slot of `key`, or of the empty place it would go.
     fn probe(slots: &[(u64, u64)], key: u64) -> usize {
         let mask = slots.len() - 1;
-        let mut i = (key as usize) & mask;
+        let mut i = Self::home(key, slots.len());
         while slots[i].0 != 0 && slots[i].0 != key {
             i = (i + 1) & mask;
         }
@@ -93,6 +105,16 @@ impl Dedupe {
         }
         let key = short(id);
         self.slots[Self::probe(&self.slots, key)].0 == key
+    }
+
+    /// A word of the slot each of `ids` is looked up in first.
+    pub(crate) fn touch(&self, ids: impl IntoIterator<Item = u128>) -> u64 {
+        if self.slots.is_empty() {
+            return 0;
+        }
+        ids.into_iter()
+            .map(|id| self.slots[Self::home(short(id), self.slots.len())].0)
+            .fold(0, |a, k| a ^ k)
     }
 
     /// Checks an event and remembers it when fresh.
@@ -140,7 +162,7 @@ impl Dedupe {
                 if k == 0 {
                     return;
                 }
-                let home = (k as usize) & mask;
+                let home = Self::home(k, self.slots.len());
                 // The entry at j may fill the hole at i when its home is not in (i, j].
                 let stays = if i <= j {
                     i < home && home <= j
@@ -254,9 +276,9 @@ mod tests {
 
     #[test]
     fn expiry_keeps_every_younger_id_findable() {
-        // Ids crowded into few home slots, expired in every order of times: what is kept is
-        // exactly the younger ones, each still found (backward-shift deletion keeps probes
-        // whole, also across the table's wrap).
+        // Tables filled up to their load limit (clusters, some across the table's wrap),
+        // expired in every order of times: what is kept is exactly the younger ones, each
+        // still found (backward-shift deletion keeps probes whole).
         let mut rng = 0x2545_f491_4f6c_dd1du64;
         for round in 0..200u64 {
             let mut d = Dedupe::default();
@@ -265,8 +287,7 @@ mod tests {
                 rng ^= rng << 13;
                 rng ^= rng >> 7;
                 rng ^= rng << 17;
-                // Three home slots at the end of the table: long clusters that wrap.
-                let id = u128::from((rng & !0xff) | (0x7d + rng % 3));
+                let id = u128::from(rng);
                 let t = 1 + (rng >> 40) % 50;
                 if d.check(id, t, 1000) == Seen::Fresh {
                     all.push((id, t));
@@ -284,6 +305,29 @@ mod tests {
                 assert_eq!(d.check(*id, *t, 1000), Seen::Fresh, "expired, so new again");
             }
         }
+    }
+
+    #[test]
+    fn a_sessions_pages_do_not_pile_up() {
+        // The tracker's ids: each page counts up from the session id plus 48 random bits
+        // above the low 16, so every page's ids share their low bits. Each lookup must stay
+        // a probe or two; a home slot from the low bits made them runs of hundreds.
+        let session: u128 = 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210;
+        let mut d = Dedupe::default();
+        let mut rng = 0x9e37_79b9u64;
+        for _page in 0..20 {
+            rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let base = session.wrapping_add(u128::from(rng << 16));
+            for i in 0..50 {
+                assert_eq!(d.check(base + i, 1, 10_000), Seen::Fresh);
+            }
+        }
+        let mask = d.slots.len() - 1;
+        let longest = (0..d.slots.len())
+            .filter(|&i| d.slots[i].0 != 0)
+            .map(|i| i.wrapping_sub(Dedupe::home(d.slots[i].0, d.slots.len())) & mask)
+            .max();
+        assert!(longest.unwrap() < 24, "longest probe {longest:?}");
     }
 
     #[test]

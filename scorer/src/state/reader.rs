@@ -102,6 +102,18 @@ impl ReaderState {
         self.dedupe.contains(id)
     }
 
+    /// Reads a word of every heap block that applying events with `ids` reads first, so that
+    /// the blocks of a reader whose state is not in the CPU's caches are fetched from memory
+    /// together (the loads do not depend on one another) rather than one miss at a time as
+    /// the features take each event. Call it before applying a batch; it changes nothing.
+    pub fn prefetch(&self, ids: impl IntoIterator<Item = u128>) {
+        let words = self
+            .features
+            .iter()
+            .fold(self.dedupe.touch(ids), |a, s| a ^ s.touch());
+        std::hint::black_box(words);
+    }
+
     /// Applies one event at event time `time`.
     pub fn apply<E: Observed + ?Sized>(&mut self, bundle: &Bundle, ev: &E, time: u64) -> Outcome {
         let s = &bundle.settings;
@@ -131,20 +143,35 @@ impl ReaderState {
     }
 
     /// Prunes what can no longer be read (call after a batch). Windows and dedupe ignore what
-    /// is outside them on their own, so pruning runs once per hour of event time: it frees
-    /// memory and never changes a value.
+    /// is outside them on their own, so pruning runs once per hour of event time (the dedupe
+    /// and the states of hour and session windows) or day (every state: lifetime and sliding
+    /// days lose a bucket only when the day changes): it frees memory and never changes a value.
     pub fn finish(&mut self, bundle: &Bundle) {
         let hour = self.watermark / crate::time::HOUR_MS;
         if hour != self.pruned_hour {
+            let new_day = hour / 24 != self.pruned_hour / 24;
             self.pruned_hour = hour;
-            self.prune(bundle);
+            if new_day {
+                self.prune(bundle);
+            } else {
+                self.expire_ids(bundle);
+                let clock = self.clock(bundle);
+                for &si in &bundle.hourly {
+                    let o = bundle.owners[si];
+                    self.features[si].prune(&bundle.features[o].spec, clock);
+                }
+            }
         }
     }
 
-    fn prune(&mut self, bundle: &Bundle) {
-        let clock = self.clock(bundle);
+    fn expire_ids(&mut self, bundle: &Bundle) {
         self.dedupe
             .expire(self.watermark.saturating_sub(bundle.settings.lateness_ms));
+    }
+
+    fn prune(&mut self, bundle: &Bundle) {
+        self.expire_ids(bundle);
+        let clock = self.clock(bundle);
         for (si, &o) in bundle.owners.iter().enumerate() {
             self.features[si].prune(&bundle.features[o].spec, clock);
         }

@@ -68,6 +68,10 @@ impl Template for State {
         }
     }
 
+    fn touch(&self) -> u64 {
+        self.days.last().copied().unwrap_or(0)
+    }
+
     fn prune(&mut self, spec: &Spec, clock: Clock) {
         let wm = clock.watermark / DAY_MS;
         self.days.retain(|d| d + spec.days > wm);

@@ -90,6 +90,12 @@ pub(crate) trait Template: Sized + Clone + std::fmt::Debug + PartialEq {
     fn decode(spec: &Self::Spec, r: &mut Reader<'_>) -> Result<Self, CodecError>;
     /// Heap bytes held.
     fn heap_bytes(&self) -> usize;
+    /// Reads a word of each heap block that applying an event reads first (the latest bucket
+    /// or session, the entries), so that [`crate::ReaderState::prefetch`] can fetch a
+    /// cold reader's blocks from memory all at once instead of one miss after another.
+    fn touch(&self) -> u64 {
+        0
+    }
     /// The kind of value.
     fn kind(_spec: &Self::Spec) -> Kind {
         Kind::Num
@@ -243,6 +249,12 @@ macro_rules! templates {
             pub(crate) fn heap_bytes(&self) -> usize {
                 match self {
                     $(Self::$variant(st) => st.heap_bytes(),)*
+                }
+            }
+
+            pub(crate) fn touch(&self) -> u64 {
+                match self {
+                    $(Self::$variant(st) => st.touch(),)*
                 }
             }
         }

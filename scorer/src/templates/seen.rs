@@ -118,6 +118,10 @@ impl Template for State {
         }
     }
 
+    fn touch(&self) -> u64 {
+        self.0.touch()
+    }
+
     fn prune(&mut self, spec: &Spec, clock: Clock) {
         self.0.prune(&spec.window, clock);
     }

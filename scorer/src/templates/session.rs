@@ -141,6 +141,10 @@ impl Template for State {
         self.fold_older(spec, taken);
     }
 
+    fn touch(&self) -> u64 {
+        self.sessions.touch()
+    }
+
     fn prune(&mut self, spec: &Spec, clock: Clock) {
         // A session is dropped once no event within the lateness can reach it and, for a
         // sliding window, it ended before any window still readable begins.

@@ -118,6 +118,9 @@ impl Acc for Counters {
         }
         Ok(Self { items })
     }
+    fn touch(&self) -> u64 {
+        self.items.first().map_or(0, |(h, _, _)| *h)
+    }
     fn heap_bytes(&self) -> usize {
         self.items.capacity() * 32 + self.items.iter().map(|(_, v, _)| v.len()).sum::<usize>()
     }
@@ -188,6 +191,10 @@ impl Template for State {
                 c.items = kept;
             }
         }
+    }
+
+    fn touch(&self) -> u64 {
+        self.0.touch()
     }
 
     fn prune(&mut self, spec: &Spec, clock: Clock) {

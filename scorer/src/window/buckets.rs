@@ -71,6 +71,10 @@ impl<A: Acc> Buckets<A> {
             .collect()
     }
 
+    pub(crate) fn touch(&self) -> u64 {
+        self.items.last().map_or(0, |(i, a)| i ^ a.touch())
+    }
+
     pub(crate) fn prune(&mut self, unit: u64, n: u64, watermark: u64) {
         let wm = watermark / unit;
         self.items.retain(|(i, _)| readable(*i, n, wm));

@@ -104,6 +104,10 @@ pub(crate) trait Acc: Clone + Default + std::fmt::Debug + PartialEq {
     fn heap_bytes(&self) -> usize {
         0
     }
+    /// A word of its heap block, if it has one ([`crate::templates::Template::touch`]).
+    fn touch(&self) -> u64 {
+        0
+    }
 }
 
 /// An accumulator kept over a window.
@@ -169,6 +173,15 @@ impl<A: Acc> Windowed<A> {
             (Self::Sliding(b), Window::Sliding { unit_ms, n }) => b.parts(*unit_ms, *n, now),
             (Self::Session(s), Window::Session { idle_ms }) => s.parts(*idle_ms, now),
             _ => Vec::new(),
+        }
+    }
+
+    /// A word of the latest slot and of its accumulator's heap block.
+    pub(crate) fn touch(&self) -> u64 {
+        match self {
+            Self::Lifetime(a) => a.touch(),
+            Self::Sliding(b) => b.touch(),
+            Self::Session(s) => s.touch(),
         }
     }
 

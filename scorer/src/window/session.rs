@@ -93,6 +93,10 @@ impl<A: Acc> Sessions<A> {
 
     /// Keeps the current session's window to what an event within the lateness can still
     /// reach, and at most [`MAX_SESSIONS`].
+    pub(crate) fn touch(&self) -> u64 {
+        self.items.last().map_or(0, |s| s.end ^ s.acc.touch())
+    }
+
     pub(crate) fn prune(&mut self, idle: u64, clock: Clock) {
         let horizon = clock.watermark.saturating_sub(clock.lateness);
         self.take_where(|_, end| end.saturating_add(idle) <= horizon);
