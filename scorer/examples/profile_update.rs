@@ -16,6 +16,9 @@ fn main() {
     if std::env::args().any(|a| a == "--like-bench") {
         return like_bench();
     }
+    if std::env::args().any(|a| a == "--latency") {
+        return latency();
+    }
     let bundle = Bundle::read(std::path::Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../examples/bundles/reader-profile.toml"
@@ -234,5 +237,68 @@ fn apply_measured(
         }
         let s = states.get_mut(reader).expect("inserted");
         apply_batch(bundle, s, events);
+    }
+}
+
+/// `--latency`: the bench's decide latency for 10-event batches (100,000 readers warmed with a
+/// day of batches through the engine, then 200,000 `score` calls timed one by one);
+/// `PULSE_FLUSH_S` sets the write-behind interval (default 1 s).
+fn latency() {
+    let bundle = Bundle::read(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/bundles/reader-profile.toml"
+    )))
+    .expect("compiles");
+    let flush = std::env::var("PULSE_FLUSH_S")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let (engine, _) = Engine::open(
+        Arc::new(MemoryStore::default()),
+        bundle,
+        EngineConfig {
+            cache_bytes: 4 << 30,
+            flush_interval: std::time::Duration::from_secs(flush),
+            ..EngineConfig::default()
+        },
+    )
+    .expect("engine");
+    let mut traffic = Traffic::new(&TrafficConfig {
+        readers: 100_000,
+        ..TrafficConfig::default()
+    });
+    let mut now = 20_000 * DAY_MS;
+    let mut next = || {
+        now += 100;
+        let b = traffic.next_batch(10, now);
+        (b.header.reader_key().to_owned(), b.events, now)
+    };
+    for _ in 0..DAY_MS / 100 {
+        let (reader, evs, now) = next();
+        let timed: Vec<_> = evs.iter().map(|e| (e, e.ts)).collect();
+        let _ = engine.score(&reader, &timed, now, &Request::default());
+    }
+    let mut ns: Vec<u64> = Vec::with_capacity(200_000);
+    for _ in 0..200_000 {
+        let (reader, evs, now) = next();
+        let timed: Vec<_> = evs.iter().map(|e| (e, e.ts)).collect();
+        let started = std::time::Instant::now();
+        let _ = std::hint::black_box(engine.score(&reader, &timed, now, &Request::default()));
+        ns.push(started.elapsed().as_nanos() as u64);
+    }
+    let mut sorted = ns.clone();
+    sorted.sort_unstable();
+    let q =
+        |p: f64| sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)] as f64 / 1e3;
+    println!(
+        "p50 {:.1} µs, p90 {:.1}, p99 {:.1}, p99.9 {:.1}",
+        q(0.5),
+        q(0.9),
+        q(0.99),
+        q(0.999)
+    );
+    if let Ok(path) = std::env::var("PULSE_LATENCIES") {
+        let text: String = ns.iter().map(|n| format!("{n}\n")).collect();
+        std::fs::write(path, text).expect("write");
     }
 }

@@ -4,6 +4,7 @@
 //! write is durable are evicted; a dirty one waits for the next flush.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::state::ReaderState;
 
@@ -27,7 +28,12 @@ pub(crate) struct Slot {
 /// One partition's cache.
 #[derive(Debug, Default)]
 pub(crate) struct Part {
-    pub(crate) readers: HashMap<Box<str>, Slot>,
+    pub(crate) readers: HashMap<Arc<str>, Slot>,
+    /// The readers made dirty since the last write-behind took the list (some may have gone
+    /// since): the write-behind finds them without walking every reader under the
+    /// partition's lock. Keys are shared with the map, so marking a reader allocates nothing
+    /// (an allocation here, freed by the write-behind's thread, slowed the decisions' tail).
+    pub(crate) dirty: Vec<Arc<str>>,
     pub(crate) bytes: usize,
     pub(crate) tick: u64,
     /// Flush generations up to this one are durable.
@@ -66,6 +72,21 @@ impl Part {
         }
     }
 
+    /// Marks a cached reader's state changed (to be written behind).
+    pub(crate) fn mark_dirty(&mut self, reader: &str) {
+        let Some((key, slot)) = self.readers.get_key_value(reader) else {
+            return;
+        };
+        if slot.dirty {
+            return;
+        }
+        let key = Arc::clone(key);
+        if let Some(slot) = self.readers.get_mut(reader) {
+            slot.dirty = true;
+        }
+        self.dirty.push(key);
+    }
+
     /// Removes a reader.
     pub(crate) fn remove(&mut self, reader: &str) -> Option<Slot> {
         let slot = self.readers.remove(reader)?;
@@ -82,7 +103,7 @@ impl Part {
         }
         let target = budget / 10 * 9;
         let durable = self.durable;
-        let mut candidates: Vec<(u64, Box<str>)> = self
+        let mut candidates: Vec<(u64, Arc<str>)> = self
             .readers
             .iter()
             .filter(|(_, s)| !s.dirty && s.generation <= durable)

@@ -1,9 +1,12 @@
 //! Write-behind: a thread that, every `flush_interval` (or at once when memory is held by
 //! unwritten changes), writes every changed reader state to the store in one atomic batch with
-//! the log position it covers and the watermark, and forgets cached readers past their TTL.
-//! Another thread, every `sweep_interval`, sweeps the stored state of readers past their TTL:
-//! a scan of the whole store, paced (it rests as long as it worked after each partition) so
-//! that it takes at most half a core from the decisions and never holds up the write-behind.
+//! the log position it covers and the watermark. It finds them in each partition's list of
+//! readers made dirty, so that it never walks every cached reader under a partition's lock (a
+//! decision for a reader of that partition would wait for the walk).
+//! Another thread, every `sweep_interval`, forgets the readers past their TTL, in memory and
+//! in the store: a scan of the whole store, paced (it rests as long as it worked after each
+//! partition) so that it takes at most half a core from the decisions and never holds up the
+//! write-behind.
 //!
 //! Why the position is right: it is read *before* the dirty states are collected, and every
 //! event below it was applied in memory before it was read, so its reader is either in this
@@ -157,8 +160,8 @@ pub(crate) fn release<S: StateStore>(
     Ok(())
 }
 
-/// Writes a core's changed states (and forgets its readers past their TTL) with `meta`, in one
-/// batch. On failure the states stay dirty for the next attempt.
+/// Writes a core's changed states with `meta`, in one batch. On failure the states stay dirty
+/// for the next attempt.
 pub(crate) fn write_core<S: StateStore>(
     shared: &Shared<S>,
     core: &Core,
@@ -169,47 +172,21 @@ pub(crate) fn write_core<S: StateStore>(
     let _one = shared.flushing.lock().map_err(|_| EngineError::Poisoned)?;
     let started = Instant::now();
     let bundle = core.bundle.get();
-    let watermark = shared.watermark.load(Ordering::Relaxed);
     let generation = shared.generation.fetch_add(1, Ordering::Relaxed) + 1;
     let mut writes = Vec::new();
-    let mut expired = 0u64;
     for (p, part) in core.parts.iter().enumerate() {
-        // Which readers to write or forget, found under the lock; each is then encoded under
-        // the lock alone, so a batch never waits for more than one reader's encoding.
-        let (dirty, gone): (Vec<Box<str>>, Vec<Box<str>>) = {
-            let mut part = part.lock().map_err(|_| EngineError::Poisoned)?;
-            let gone: Vec<Box<str>> = part
-                .readers
-                .iter()
-                .filter(|(_, s)| sweepable(s.state.watermark(), bundle.settings.ttl_ms, watermark))
-                .map(|(k, _)| k.clone())
-                .collect();
-            for key in &gone {
-                part.remove(key);
-            }
-            let dirty = part
-                .readers
-                .iter()
-                .filter(|(_, s)| s.dirty)
-                .map(|(k, _)| k.clone())
-                .collect();
-            (dirty, gone)
-        };
-        expired += gone.len() as u64;
-        writes.extend(gone.into_iter().map(|key| Write {
-            partition: p as u16,
-            reader: key.into(),
-            value: None,
-        }));
+        // The readers to write, taken under the lock; each is then encoded under the lock
+        // alone, so a batch never waits for more than one reader's encoding.
+        let dirty = std::mem::take(&mut part.lock().map_err(|_| EngineError::Poisoned)?.dirty);
         for key in dirty {
             let mut part = part.lock().map_err(|_| EngineError::Poisoned)?;
-            if let Some(slot) = part.readers.get_mut(&key)
+            if let Some(slot) = part.readers.get_mut(&*key)
                 && slot.dirty
             {
                 writes.push(Write {
                     partition: p as u16,
-                    reader: key.into(),
                     value: Some(slot.state.encode(&bundle)),
+                    reader: key.to_string(),
                 });
                 slot.dirty = false;
                 slot.generation = generation;
@@ -236,7 +213,6 @@ pub(crate) fn write_core<S: StateStore>(
             let s = &shared.stats;
             s.flushes.fetch_add(1, Ordering::Relaxed);
             s.written.fetch_add(written, Ordering::Relaxed);
-            s.expired.fetch_add(expired, Ordering::Relaxed);
             s.last_flush_us
                 .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
             Ok(())
@@ -244,9 +220,11 @@ pub(crate) fn write_core<S: StateStore>(
         Err(e) => {
             for part in core.parts.iter() {
                 if let Ok(mut part) = part.lock() {
-                    for slot in part.readers.values_mut() {
-                        if slot.generation == generation {
+                    let part = &mut *part;
+                    for (key, slot) in part.readers.iter_mut() {
+                        if slot.generation == generation && !slot.dirty {
                             slot.dirty = true;
+                            part.dirty.push(key.clone());
                         }
                     }
                 }
@@ -295,14 +273,30 @@ pub(crate) fn sweep_store<S: StateStore>(
             // As long as the scan took: at most half a core for the sweep.
             wait(shared, started.elapsed(), false);
         }
-        if candidates.is_empty() {
-            continue;
-        }
         let writes: Vec<Write> = {
-            let part = part.lock().map_err(|_| EngineError::Poisoned)?;
+            let mut part = part.lock().map_err(|_| EngineError::Poisoned)?;
+            // The cached readers past their TTL go from memory too (stored or not).
+            let gone: Vec<Arc<str>> = part
+                .readers
+                .iter()
+                .filter(|(_, s)| sweepable(s.state.watermark(), bundle.settings.ttl_ms, watermark))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in &gone {
+                part.remove(key);
+            }
+            let stored: std::collections::HashSet<&str> =
+                candidates.iter().map(String::as_str).collect();
+            let cached_only: Vec<String> = gone
+                .iter()
+                .filter(|k| !stored.contains(&***k))
+                .map(|k| k.to_string())
+                .collect();
             candidates
-                .into_iter()
+                .iter()
                 .filter(|r| !part.readers.contains_key(r.as_str()))
+                .cloned()
+                .chain(cached_only)
                 .map(|reader| Write {
                     partition: p as u16,
                     reader,
@@ -310,6 +304,9 @@ pub(crate) fn sweep_store<S: StateStore>(
                 })
                 .collect()
         };
+        if writes.is_empty() {
+            continue;
+        }
         // Written without the partition's lock (the store's copy, e.g. Kafka's changelog, may
         // take a round trip): a reader that comes back meanwhile is loaded, changed and written
         // again by the next flush; one only read is past its TTL anyway.

@@ -29,9 +29,7 @@ impl<S: StateStore> Shared<S> {
     ) -> Result<(T, Counts), EngineError> {
         let bundle = core.bundle.get();
         let p = partition_of(reader, self.config.partitions);
-        let mut part = core.parts[p as usize]
-            .lock()
-            .map_err(|_| EngineError::Poisoned)?;
+        let mut part = lock_spinning(&core.parts[p as usize])?;
         if !part.readers.contains_key(reader) {
             let state = self.load(core, &bundle, p, reader)?;
             part.insert(reader, state, false);
@@ -57,10 +55,10 @@ impl<S: StateStore> Shared<S> {
         }
         if counts.applied > 0 {
             slot.state.finish(&bundle);
-            slot.dirty = true;
         }
         let out = then(&bundle, &slot.state);
         if counts.applied > 0 {
+            part.mark_dirty(reader);
             part.account(reader);
             self.watermark.fetch_max(latest, Ordering::Relaxed);
         }
@@ -113,5 +111,30 @@ impl<S: StateStore> Shared<S> {
             };
         }
         s.evictions.fetch_add(evicted as u64, Ordering::Relaxed);
+    }
+}
+
+/// How long a decision spins for its partition's lock before it sleeps.
+const SPIN: std::time::Duration = std::time::Duration::from_micros(20);
+
+/// Locks a partition, spinning for up to [`SPIN`] first. The write-behind holds a partition's
+/// lock for one reader's encoding at a time (a few µs); a waiter that went to sleep at once
+/// would often take tens of µs to be woken (measured: a decision's p99 at half as much again).
+fn lock_spinning(
+    part: &std::sync::Mutex<super::cache::Part>,
+) -> Result<std::sync::MutexGuard<'_, super::cache::Part>, EngineError> {
+    let started = std::time::Instant::now();
+    let mut spins = 0u32;
+    loop {
+        match part.try_lock() {
+            Ok(guard) => return Ok(guard),
+            Err(std::sync::TryLockError::Poisoned(_)) => return Err(EngineError::Poisoned),
+            Err(std::sync::TryLockError::WouldBlock) => {}
+        }
+        spins += 1;
+        if spins.is_multiple_of(64) && started.elapsed() > SPIN {
+            return part.lock().map_err(|_| EngineError::Poisoned);
+        }
+        std::hint::spin_loop();
     }
 }
