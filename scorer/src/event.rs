@@ -3,7 +3,7 @@
 //! body); the engine never needs an owned copy.
 
 use std::borrow::Cow;
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 
 use pulse_protocol::{Event, EventType};
 use serde_json::Value as Json;
@@ -111,6 +111,45 @@ impl PropKey {
 /// Properties an event remembers (by the hash of their names); more are looked up each time.
 const REMEMBERED_PROPS: usize = 8;
 
+/// A property as a wrapped event remembers it: a [`Prop`] whose text is borrowed from the
+/// event (text a view had to unescape into a copy is looked up again instead), so remembering
+/// copies a few words and frees nothing.
+#[derive(Clone, Copy, Debug, Default)]
+enum Seen<'e> {
+    #[default]
+    Missing,
+    Null,
+    Bool(bool),
+    Num(f64),
+    Str(&'e str),
+    Other,
+}
+
+impl<'e> Seen<'e> {
+    fn of(p: &Prop<'e>) -> Option<Self> {
+        Some(match p {
+            Prop::Missing => Self::Missing,
+            Prop::Null => Self::Null,
+            Prop::Bool(b) => Self::Bool(*b),
+            Prop::Num(n) => Self::Num(*n),
+            Prop::Str(Cow::Borrowed(s)) => Self::Str(s),
+            Prop::Str(Cow::Owned(_)) => return None,
+            Prop::Other => Self::Other,
+        })
+    }
+
+    fn prop(self) -> Prop<'e> {
+        match self {
+            Self::Missing => Prop::Missing,
+            Self::Null => Prop::Null,
+            Self::Bool(b) => Prop::Bool(b),
+            Self::Num(n) => Prop::Num(n),
+            Self::Str(s) => Prop::Str(Cow::Borrowed(s)),
+            Self::Other => Prop::Other,
+        }
+    }
+}
+
 /// An event with what several features read of it computed once: the page and its key, the
 /// path, the properties named by the bundle (the first [`REMEMBERED_PROPS`] asked for), and
 /// the filter conditions already decided (the first 64 of the bundle's). The engine wraps each
@@ -122,7 +161,8 @@ pub(crate) struct Cached<'e, E: ?Sized> {
     path: Cell<Option<&'e str>>,
     known: Cell<u64>,
     truth: Cell<u64>,
-    props: RefCell<(usize, [(u64, Prop<'e>); REMEMBERED_PROPS])>,
+    props: [Cell<(u64, Seen<'e>)>; REMEMBERED_PROPS],
+    remembered: Cell<usize>,
 }
 
 impl<'e, E: Observed + ?Sized> Cached<'e, E> {
@@ -134,7 +174,31 @@ impl<'e, E: Observed + ?Sized> Cached<'e, E> {
             path: Cell::new(None),
             known: Cell::new(0),
             truth: Cell::new(0),
-            props: RefCell::new((0, Default::default())),
+            props: Default::default(),
+            remembered: Cell::new(0),
+        }
+    }
+}
+
+impl<E: Observed + ?Sized> Cached<'_, E> {
+    /// Whether every condition of `mask` (bits of interned ids in `table`) holds, deciding
+    /// each once per event, in id order, until one fails.
+    pub(crate) fn holds_all(&self, mask: u64, table: &[crate::filter::Cond]) -> bool {
+        loop {
+            let known = self.known.get();
+            if mask & known & !self.truth.get() != 0 {
+                return false;
+            }
+            let unknown = mask & !known;
+            if unknown == 0 {
+                return true;
+            }
+            let bit = unknown.trailing_zeros();
+            let holds = table.get(bit as usize).is_some_and(|c| c.eval(self));
+            self.known.set(known | 1 << bit);
+            if holds {
+                self.truth.set(self.truth.get() | 1 << bit);
+            }
         }
     }
 }
@@ -159,15 +223,20 @@ impl<E: Observed + ?Sized> Observed for Cached<'_, E> {
         self.ev.prop(key)
     }
     fn prop_hashed(&self, key: &str, hash: u64) -> Prop<'_> {
-        let mut memo = self.props.borrow_mut();
-        let (n, seen) = &mut *memo;
-        if let Some((_, p)) = seen[..*n].iter().find(|(h, _)| *h == hash) {
-            return p.clone();
+        let n = self.remembered.get().min(REMEMBERED_PROPS);
+        if let Some((_, seen)) = self.props[..n]
+            .iter()
+            .map(Cell::get)
+            .find(|(h, _)| *h == hash)
+        {
+            return seen.prop();
         }
         let p = self.ev.prop_hashed(key, hash);
-        if *n < REMEMBERED_PROPS {
-            seen[*n] = (hash, p.clone());
-            *n += 1;
+        if n < REMEMBERED_PROPS
+            && let Some(seen) = Seen::of(&p)
+        {
+            self.props[n].set((hash, seen));
+            self.remembered.set(n + 1);
         }
         p
     }

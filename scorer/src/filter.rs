@@ -119,7 +119,7 @@ pub(crate) enum Cond {
 }
 
 impl Cond {
-    fn eval<E: Observed + ?Sized>(&self, ev: &E) -> bool {
+    pub(crate) fn eval<E: Observed + ?Sized>(&self, ev: &E) -> bool {
         match self {
             Self::Name(names) => ev.name().is_some_and(|n| names.iter().any(|x| x == n)),
             Self::Path(prefix) => ev.path().starts_with(prefix.as_str()),
@@ -231,6 +231,15 @@ impl Filter {
                 u16::try_from(at).unwrap_or(u16::MAX)
             })
             .collect();
+    }
+
+    /// The interned conditions as one bit each, when all of them are among the bundle's first
+    /// 64 (the engine then checks them with [`crate::event::Cached::holds_all`]).
+    pub(crate) fn mask(&self) -> Option<u64> {
+        self.ids
+            .iter()
+            .try_fold(0u64, |m, &id| Some(m | 1u64.checked_shl(u32::from(id))?))
+            .filter(|_| self.ids.len() == self.conds.len())
     }
 
     /// Whether the event passes (the engine checks types through the bundle's index, then

@@ -59,6 +59,15 @@ pub struct Feature {
     pub window: Option<Window>,
 }
 
+/// One stateful feature as applying an event walks it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Step {
+    pub(crate) feature: usize,
+    pub(crate) state: usize,
+    /// Its conditions' bits ([`crate::filter::Filter::mask`]), or `None` to ask the filter.
+    pub(crate) mask: Option<u64>,
+}
+
 /// The largest bundle file read, in bytes.
 pub const MAX_BUNDLE_BYTES: usize = 1 << 20;
 
@@ -90,6 +99,10 @@ pub struct Bundle {
     pub(crate) order: Vec<usize>,
     /// For each event type ([`type_bit`] order), the stateful features whose filter admits it.
     pub(crate) by_type: [Vec<usize>; 5],
+    /// The same, as what applying an event walks: the feature, its state and its conditions.
+    pub(crate) steps: [Vec<Step>; 5],
+    /// Every distinct filter condition of the features, by interned id.
+    pub(crate) conditions: Vec<crate::filter::Cond>,
     /// For each state of a reader, the feature that owns it (applies events to it). Features
     /// of one template family with the same state-relevant parameters and filter share one
     /// state (`first_seen`, `last_seen` and `recency` of page views keep one span).
@@ -285,6 +298,15 @@ impl Bundle {
                 )
             })
             .collect();
+        let steps = by_type.clone().map(|list| {
+            list.into_iter()
+                .map(|i| Step {
+                    feature: i,
+                    state: features[i].state.unwrap_or_default(),
+                    mask: features[i].filter.mask(),
+                })
+                .collect()
+        });
         let mut parts: Vec<Vec<u8>> = vec![
             vec![STATE_FORMAT],
             settings.ttl_ms.to_le_bytes().to_vec(),
@@ -319,6 +341,8 @@ impl Bundle {
             features,
             order,
             by_type,
+            steps,
+            conditions,
             owners,
             hourly,
             rules,
@@ -385,6 +409,11 @@ impl Bundle {
     /// The stateful features that may take an event of this type.
     pub(crate) fn features_for(&self, kind: EventType) -> &[usize] {
         &self.by_type[type_index(kind)]
+    }
+
+    /// What applying an event of `kind` walks.
+    pub(crate) fn steps_for(&self, kind: EventType) -> &[Step] {
+        &self.steps[type_index(kind)]
     }
 
     /// The index of the feature named `name`.

@@ -35,6 +35,9 @@ pub struct Dedupe {
     slots: Vec<(u64, u64)>,
     len: usize,
     floor: u64,
+    /// At most the oldest time in the table (exact after an expiry or a rebuild): an expiry
+    /// with a horizon at or below it has nothing to do, so it skips the walk.
+    oldest: u64,
 }
 
 impl PartialEq for Dedupe {
@@ -89,11 +92,13 @@ impl Dedupe {
         let cap = ((kept + extra) * 2).max(8).next_power_of_two();
         let old = std::mem::replace(&mut self.slots, vec![(0, 0); cap]);
         self.len = 0;
+        self.oldest = u64::MAX;
         for (k, t) in old {
             if k != 0 && keep(k, t) {
                 let i = Self::probe(&self.slots, k);
                 self.slots[i] = (k, t);
                 self.len += 1;
+                self.oldest = self.oldest.min(t);
             }
         }
     }
@@ -132,6 +137,7 @@ impl Dedupe {
         }
         self.slots[i] = (key, time);
         self.len += 1;
+        self.oldest = self.oldest.min(time);
         if self.len > cap {
             // The oldest eighth goes (at least one), and the floor rises to the latest time
             // among them: one rebuild per cap/8 new ids under a flood.
@@ -180,16 +186,24 @@ impl Dedupe {
 
     /// Forgets ids older than `horizon`.
     pub fn expire(&mut self, horizon: u64) {
+        if horizon <= self.oldest {
+            return;
+        }
         let mut i = 0;
+        let mut oldest = u64::MAX;
         while i < self.slots.len() {
             let (k, t) = self.slots[i];
             if k != 0 && t < horizon {
                 // An entry from after `i` may move into it: look at `i` again.
                 self.remove_at(i);
             } else {
+                if k != 0 {
+                    oldest = oldest.min(t);
+                }
                 i += 1;
             }
         }
+        self.oldest = oldest;
         if self.slots.len() > 8 && self.len * 8 < self.slots.len() {
             self.rebuild(0, |_, _| true);
         }
@@ -246,6 +260,7 @@ impl Dedupe {
         }
         let mut d = Self {
             floor,
+            oldest: u64::MAX,
             ..Self::default()
         };
         if !ids.is_empty() {
@@ -253,6 +268,7 @@ impl Dedupe {
             for (k, t) in ids {
                 let i = Self::probe(&d.slots, k);
                 d.slots[i] = (k, t);
+                d.oldest = d.oldest.min(t);
             }
             d.len = n;
         }

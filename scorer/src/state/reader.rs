@@ -131,12 +131,14 @@ impl ReaderState {
         self.watermark = self.watermark.max(time);
         let clock = self.clock(bundle);
         let ev = Cached::new(ev);
-        for &i in bundle.features_for(ev.kind()) {
-            let f = &bundle.features[i];
-            if let Some(si) = f.state
-                && f.filter.conds_hold(&ev)
-            {
-                self.features[si].apply(&f.spec, &ev, time, clock);
+        for step in bundle.steps_for(ev.kind()) {
+            let f = &bundle.features[step.feature];
+            let holds = match step.mask {
+                Some(mask) => ev.holds_all(mask, &bundle.conditions),
+                None => f.filter.conds_hold(&ev),
+            };
+            if holds {
+                self.features[step.state].apply(&f.spec, &ev, time, clock);
             }
         }
         Outcome::Applied

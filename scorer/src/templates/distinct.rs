@@ -14,6 +14,7 @@
 //! filter = { type = "page_view", props = { content_type = "article" } }
 //! ```
 
+use crate::time::units;
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -77,8 +78,8 @@ pub(crate) struct State {
 fn slot_of(window: &Window, time: u64, watermark: u64) -> Option<u64> {
     match window {
         Window::Sliding { unit_ms, n } => {
-            let idx = time / unit_ms;
-            (idx + n > watermark / unit_ms).then_some(idx)
+            let idx = units(time, *unit_ms);
+            (idx + n > units(watermark, *unit_ms)).then_some(idx)
         }
         _ => Some(0),
     }
@@ -87,7 +88,7 @@ fn slot_of(window: &Window, time: u64, watermark: u64) -> Option<u64> {
 fn in_window(window: &Window, slot: u64, now: u64) -> bool {
     match window {
         Window::Sliding { unit_ms, n } => {
-            let last = now / unit_ms;
+            let last = units(now, *unit_ms);
             (last + 1).saturating_sub(*n) <= slot && slot <= last
         }
         _ => true,
@@ -146,7 +147,7 @@ impl Spec {
     /// Whether an event at `time` is inside the window at `now`.
     pub(crate) fn contains(&self, time: u64, now: u64) -> bool {
         let slot = match self.window {
-            Window::Sliding { unit_ms, .. } => time / unit_ms,
+            Window::Sliding { unit_ms, .. } => units(time, unit_ms),
             _ => 0,
         };
         in_window(&self.window, slot, now)
@@ -375,7 +376,7 @@ impl Template for State {
 
     fn prune(&mut self, spec: &Spec, clock: Clock) {
         if let Window::Sliding { unit_ms, n } = spec.window {
-            let wm = clock.watermark / unit_ms;
+            let wm = units(clock.watermark, unit_ms);
             self.entries.retain(|e| e.slot + n > wm);
             if let Some(sketch) = &mut self.sketch {
                 sketch.retain(|(s, _)| s + n > wm);

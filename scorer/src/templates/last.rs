@@ -9,6 +9,7 @@
 //! filter = { type = "identify", has = ["subscriber"] }
 //! ```
 
+use crate::time::units;
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -62,8 +63,8 @@ impl State {
 fn visible(window: &Window, time: u64, now: u64) -> bool {
     match window {
         Window::Sliding { unit_ms, n } => {
-            let last = now / unit_ms;
-            (last + 1).saturating_sub(*n) <= time / unit_ms && time / unit_ms <= last
+            let last = units(now, *unit_ms);
+            (last + 1).saturating_sub(*n) <= units(time, *unit_ms) && units(time, *unit_ms) <= last
         }
         _ => true,
     }

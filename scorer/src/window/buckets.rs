@@ -4,6 +4,7 @@
 //! reach is dropped, and an event that would land in one changes nothing.
 
 use crate::state::codec::{CodecError, Reader, Writer};
+use crate::time::units;
 
 use super::Acc;
 
@@ -21,8 +22,8 @@ fn readable(idx: u64, n: u64, watermark_idx: u64) -> bool {
 
 impl<A: Acc> Buckets<A> {
     pub(crate) fn slot(&mut self, unit: u64, n: u64, time: u64, watermark: u64) -> Option<&mut A> {
-        let idx = time / unit;
-        if !readable(idx, n, watermark / unit) {
+        let idx = units(time, unit);
+        if !readable(idx, n, units(watermark, unit)) {
             return None;
         }
         // Most events land in the latest bucket.
@@ -48,7 +49,7 @@ impl<A: Acc> Buckets<A> {
         init: R,
         mut f: impl FnMut(R, &A) -> R,
     ) -> R {
-        let last = now / unit;
+        let last = units(now, unit);
         let first = (last + 1).saturating_sub(n);
         self.items
             .iter()
@@ -57,7 +58,7 @@ impl<A: Acc> Buckets<A> {
     }
 
     pub(crate) fn parts(&self, unit: u64, n: u64, now: u64) -> Vec<(String, &A)> {
-        let last = now / unit;
+        let last = units(now, unit);
         let first = (last + 1).saturating_sub(n);
         let name = if unit == crate::time::DAY_MS {
             "day"
@@ -76,7 +77,7 @@ impl<A: Acc> Buckets<A> {
     }
 
     pub(crate) fn prune(&mut self, unit: u64, n: u64, watermark: u64) {
-        let wm = watermark / unit;
+        let wm = units(watermark, unit);
         self.items.retain(|(i, _)| readable(*i, n, wm));
     }
 

@@ -29,6 +29,17 @@ impl<A: Acc> Sessions<A> {
         let joins = |s: &Session<A>| {
             time < s.end.saturating_add(idle) && s.start < time.saturating_add(idle)
         };
+        // The common case: the event extends the latest session from inside or after its
+        // start (no earlier session can join: each ended at least `idle` before it began).
+        if self
+            .items
+            .last()
+            .is_some_and(|l| l.start <= time && time < l.end.saturating_add(idle))
+        {
+            let last = self.items.last_mut()?;
+            last.end = last.end.max(time);
+            return Some(&mut last.acc);
+        }
         // Most events extend the latest session: look from the end. Sessions are sorted and
         // apart by at least `idle`, so only those starting before `time + idle` can join, and
         // the ones that do are contiguous, ending at the last of those.
