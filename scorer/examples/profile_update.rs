@@ -190,6 +190,20 @@ fn like_bench() {
         apply_batch(&bundle, s, &b.events);
     }
     let mut spent = std::time::Duration::ZERO;
+    if std::env::var_os("PULSE_ENCODE").is_some() {
+        // The write-behind's work: every state encoded, 20 times over.
+        let started = std::time::Instant::now();
+        let mut bytes = 0usize;
+        for _ in 0..20 {
+            bytes += encode_all(&bundle, &states);
+        }
+        let per = started.elapsed().as_secs_f64() * 1e6 / (20.0 * states.len() as f64);
+        println!(
+            "encode: {per:.2} µs per reader, {} bytes each",
+            bytes / (20 * states.len())
+        );
+        return;
+    }
     let rounds: u32 = std::env::var("PULSE_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -301,4 +315,10 @@ fn latency() {
         let text: String = ns.iter().map(|n| format!("{n}\n")).collect();
         std::fs::write(path, text).expect("write");
     }
+}
+
+/// Encodes every state (`PULSE_ENCODE`); the bytes written.
+#[inline(never)]
+fn encode_all(bundle: &Bundle, states: &HashMap<String, ReaderState>) -> usize {
+    states.values().map(|s| s.encode(bundle).len()).sum()
 }

@@ -263,7 +263,11 @@ impl ReaderState {
 
     /// The binary form.
     pub fn encode(&self, bundle: &Bundle) -> Vec<u8> {
-        let mut w = Writer::default();
+        // Room for most readers at once (growing a byte at a time reallocated a dozen times;
+        // the stores copy what they keep, so the slack is not kept).
+        let mut w = Writer {
+            buf: Vec::with_capacity(4096),
+        };
         w.byte(crate::bundle::STATE_FORMAT);
         w.fixed64(bundle.feature_set);
         w.u64(self.watermark);
