@@ -8,12 +8,15 @@ use std::sync::Arc;
 
 use crate::state::ReaderState;
 
-/// Bytes a cached reader costs besides its state: the map entry and the key.
-pub(crate) const SLOT_OVERHEAD: usize = 96;
+/// Bytes a cached reader costs besides its state: the map entry, the key and its second
+/// pointer in the slot.
+pub(crate) const SLOT_OVERHEAD: usize = 112;
 
 /// One cached reader.
 #[derive(Debug)]
 pub(crate) struct Slot {
+    /// The reader (the map's key, shared: the dirty list holds it without allocating).
+    pub(crate) key: Arc<str>,
     pub(crate) state: ReaderState,
     /// When it was last used (a per-partition counter).
     pub(crate) tick: u64,
@@ -41,13 +44,19 @@ pub(crate) struct Part {
 }
 
 impl Part {
-    /// Re-accounts a slot's bytes after its state changed.
-    pub(crate) fn account(&mut self, reader: &str) {
-        if let Some(slot) = self.readers.get_mut(reader) {
-            let now = SLOT_OVERHEAD + reader.len() + slot.state.heap_bytes();
-            self.bytes = self.bytes.saturating_sub(slot.bytes) + now;
-            slot.bytes = now;
+    /// After a reader's state changed: marks it dirty (to be written behind) and re-accounts
+    /// its bytes, in one lookup.
+    pub(crate) fn changed(&mut self, reader: &str) {
+        let Some(slot) = self.readers.get_mut(reader) else {
+            return;
+        };
+        if !slot.dirty {
+            slot.dirty = true;
+            self.dirty.push(Arc::clone(&slot.key));
         }
+        let now = SLOT_OVERHEAD + reader.len() + slot.state.heap_bytes();
+        self.bytes = self.bytes.saturating_sub(slot.bytes) + now;
+        slot.bytes = now;
     }
 
     /// Inserts a reader's state.
@@ -55,14 +64,19 @@ impl Part {
         self.tick += 1;
         let bytes = SLOT_OVERHEAD + reader.len() + state.heap_bytes();
         self.bytes += bytes;
+        let key: Arc<str> = reader.into();
+        if dirty {
+            self.dirty.push(Arc::clone(&key));
+        }
         let slot = Slot {
+            key: Arc::clone(&key),
             state,
             tick: self.tick,
             dirty,
             generation: 0,
             bytes,
         };
-        match self.readers.entry(reader.into()) {
+        match self.readers.entry(key) {
             std::collections::hash_map::Entry::Occupied(mut o) => {
                 let old = o.insert(slot);
                 self.bytes -= old.bytes.min(self.bytes);
@@ -70,21 +84,6 @@ impl Part {
             }
             std::collections::hash_map::Entry::Vacant(v) => v.insert(slot),
         }
-    }
-
-    /// Marks a cached reader's state changed (to be written behind).
-    pub(crate) fn mark_dirty(&mut self, reader: &str) {
-        let Some((key, slot)) = self.readers.get_key_value(reader) else {
-            return;
-        };
-        if slot.dirty {
-            return;
-        }
-        let key = Arc::clone(key);
-        if let Some(slot) = self.readers.get_mut(reader) {
-            slot.dirty = true;
-        }
-        self.dirty.push(key);
     }
 
     /// Removes a reader.

@@ -58,8 +58,7 @@ impl<S: StateStore> Shared<S> {
         }
         let out = then(&bundle, &slot.state);
         if counts.applied > 0 {
-            part.mark_dirty(reader);
-            part.account(reader);
+            part.changed(reader);
             self.watermark.fetch_max(latest, Ordering::Relaxed);
         }
         let budget = self.config.cache_bytes / core.parts.len();

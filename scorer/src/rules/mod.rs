@@ -484,23 +484,25 @@ pub fn decide(
         }
         let probability = assignment.as_ref().map(|(_, p)| *p);
         decision.experiment = assignment.map(|(a, _)| a);
+        drop(context);
         return Decided {
             decision,
             errors,
             probability,
             score: resolver.scored(),
-            read: resolver.read_values(),
+            read: resolver.into_read_values(),
         };
     }
     let mut decision = Decision::new(Action::Allow, "no_rule", bundle.id.clone());
     let probability = assignment.as_ref().map(|(_, p)| *p);
     decision.experiment = assignment.map(|(a, _)| a);
+    drop(context);
     Decided {
         decision,
         errors,
         probability,
         score: resolver.scored(),
-        read: resolver.read_values(),
+        read: resolver.into_read_values(),
     }
 }
 

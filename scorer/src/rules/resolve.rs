@@ -258,12 +258,13 @@ impl<'a> Resolver<'a> {
             .collect()
     }
 
-    /// The features whose values this decision computed, with their values.
-    pub(crate) fn read_values(&self) -> Vec<(u16, Value)> {
+    /// The features whose values this decision computed, with their values (moved out: the
+    /// resolver is done).
+    pub(crate) fn into_read_values(self) -> Vec<(u16, Value)> {
         self.values
-            .iter()
+            .into_iter()
             .enumerate()
-            .filter_map(|(i, v)| Some((i as u16, v.get()?.clone())))
+            .filter_map(|(i, v)| Some((i as u16, v.into_inner()?)))
             .collect()
     }
 
