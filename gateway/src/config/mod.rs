@@ -117,8 +117,8 @@ pub struct ScorerConfig {
     pub partitions: u16,
     /// How often changed reader state is written to the store, in ms. Default 1000.
     pub flush_interval_ms: Millis,
-    /// How often stored reader state is swept for readers past the bundle's TTL, in seconds.
-    /// Default 600.
+    /// How often reader state (in memory and stored) is swept for readers past the bundle's
+    /// TTL, in seconds. Default 600.
     pub sweep_interval_s: u32,
     /// The request header that carries the reader's country (two letters), set by the CDN or
     /// proxy in front of the gateway (`CF-IPCountry`, `CloudFront-Viewer-Country`, ...); rules

@@ -56,7 +56,8 @@ pub struct EngineConfig {
     pub cache_bytes: usize,
     /// How often changed state is written behind. Default 1 s.
     pub flush_interval: Duration,
-    /// How often stored state is swept for readers past their TTL. Default 10 min.
+    /// How often state, in memory and stored, is swept for readers past their TTL. Default
+    /// 10 min.
     pub sweep_interval: Duration,
     /// Whether a decision's snapshot holds every feature's value (for training a first model),
     /// not only those the decision read. Default false.
@@ -633,8 +634,8 @@ impl<S: StateStore + 'static> Engine<S> {
         flush::flush(&self.shared, &core)
     }
 
-    /// Sweeps stored state for readers past their TTL now (a thread of its own does it every
-    /// `sweep_interval`, paced). Returns how many were forgotten.
+    /// Sweeps state, in memory and stored, for readers past their TTL now (a thread of its own
+    /// does it every `sweep_interval`, paced). Returns how many were forgotten.
     pub fn sweep(&self) -> Result<u64, EngineError> {
         let core = Arc::clone(&*self.core()?);
         flush::sweep_store(&self.shared, &core, false)
