@@ -292,9 +292,15 @@ mod tests {
 
     #[test]
     fn expiry_keeps_every_younger_id_findable() {
-        // Tables filled up to their load limit (clusters, some across the table's wrap),
-        // expired in every order of times: what is kept is exactly the younger ones, each
-        // still found (backward-shift deletion keeps probes whole).
+        // Ids crowded into three home slots at the end of the table, whatever its size (their
+        // keys made from the inverse of the hash's multiplier), expired in every order of
+        // times: what is kept is exactly the younger ones, each still found (backward-shift
+        // deletion keeps probes whole, also across the table's wrap).
+        const C: u64 = 0x9e37_79b9_7f4a_7c15;
+        let inverse = (0..6).fold(C, |x, _| {
+            x.wrapping_mul(2u64.wrapping_sub(C.wrapping_mul(x)))
+        });
+        assert_eq!(inverse.wrapping_mul(C), 1);
         let mut rng = 0x2545_f491_4f6c_dd1du64;
         for round in 0..200u64 {
             let mut d = Dedupe::default();
@@ -303,13 +309,22 @@ mod tests {
                 rng ^= rng << 13;
                 rng ^= rng >> 7;
                 rng ^= rng << 17;
-                let id = u128::from(rng);
+                // The product's top 6 bits are 61, 62 or 63 and the next ones 0: the home is
+                // one of the last three sixty-fourths of any table.
+                let top = 61 + rng % 3;
+                let id = u128::from(inverse.wrapping_mul((top << 58) | (rng >> 40)));
                 let t = 1 + (rng >> 40) % 50;
                 if d.check(id, t, 1000) == Seen::Fresh {
                     all.push((id, t));
                 }
                 let _ = n;
             }
+            let len = d.slots.len();
+            assert!(
+                d.entries()
+                    .all(|(k, _)| Dedupe::home(k, len) >= len - 1 - len * 3 / 64),
+                "crowded at the end"
+            );
             let horizon = 1 + round % 50;
             d.expire(horizon);
             let kept: Vec<_> = all.iter().filter(|(_, t)| *t >= horizon).collect();
