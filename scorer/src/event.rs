@@ -181,25 +181,24 @@ impl<'e, E: Observed + ?Sized> Cached<'e, E> {
 }
 
 impl<E: Observed + ?Sized> Cached<'_, E> {
-    /// Whether every condition of `mask` (bits of interned ids in `table`) holds, deciding
-    /// each once per event, in id order, until one fails.
+    /// Whether every condition of `mask` (bits of interned ids in `table`) holds, each decided
+    /// once per event ([`Observed::condition`]), in id order, until one fails.
     pub(crate) fn holds_all(&self, mask: u64, table: &[crate::filter::Cond]) -> bool {
-        loop {
-            let known = self.known.get();
-            if mask & known & !self.truth.get() != 0 {
+        if mask & self.known.get() & !self.truth.get() != 0 {
+            return false;
+        }
+        let mut left = mask;
+        while left != 0 {
+            let id = left.trailing_zeros();
+            left &= left - 1;
+            let holds = self.condition(id as u16, &|| {
+                table.get(id as usize).is_some_and(|c| c.eval(self))
+            });
+            if !holds {
                 return false;
             }
-            let unknown = mask & !known;
-            if unknown == 0 {
-                return true;
-            }
-            let bit = unknown.trailing_zeros();
-            let holds = table.get(bit as usize).is_some_and(|c| c.eval(self));
-            self.known.set(known | 1 << bit);
-            if holds {
-                self.truth.set(self.truth.get() | 1 << bit);
-            }
         }
+        true
     }
 }
 

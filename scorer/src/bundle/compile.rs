@@ -97,9 +97,8 @@ pub struct Bundle {
     pub features: Vec<Feature>,
     /// The order to compute values in (inputs before the features that use them).
     pub(crate) order: Vec<usize>,
-    /// For each event type ([`type_bit`] order), the stateful features whose filter admits it.
-    pub(crate) by_type: [Vec<usize>; 5],
-    /// The same, as what applying an event walks: the feature, its state and its conditions.
+    /// For each event type ([`type_bit`] order), the stateful features whose filter admits it,
+    /// as applying an event walks them: the feature, its state and its conditions.
     pub(crate) steps: [Vec<Step>; 5],
     /// Every distinct filter condition of the features, by interned id.
     pub(crate) conditions: Vec<crate::filter::Cond>,
@@ -265,7 +264,7 @@ impl Bundle {
             f.filter.intern(&mut conditions);
         }
         let mut owners: Vec<usize> = Vec::new();
-        let mut by_type: [Vec<usize>; 5] = Default::default();
+        let mut steps: [Vec<Step>; 5] = Default::default();
         for i in 0..features.len() {
             if !features[i].inputs.is_empty() {
                 continue;
@@ -276,12 +275,16 @@ impl Bundle {
             });
             features[i].state = Some(shared.unwrap_or(owners.len()));
             if shared.is_none() {
-                owners.push(i);
-                for (t, list) in by_type.iter_mut().enumerate() {
+                for (t, list) in steps.iter_mut().enumerate() {
                     if features[i].filter.types & (1 << t) != 0 {
-                        list.push(i);
+                        list.push(Step {
+                            feature: i,
+                            state: owners.len(),
+                            mask: features[i].filter.mask(),
+                        });
                     }
                 }
+                owners.push(i);
             }
         }
         let hourly = (0..owners.len())
@@ -298,15 +301,6 @@ impl Bundle {
                 )
             })
             .collect();
-        let steps = by_type.clone().map(|list| {
-            list.into_iter()
-                .map(|i| Step {
-                    feature: i,
-                    state: features[i].state.unwrap_or_default(),
-                    mask: features[i].filter.mask(),
-                })
-                .collect()
-        });
         let mut parts: Vec<Vec<u8>> = vec![
             vec![STATE_FORMAT],
             settings.ttl_ms.to_le_bytes().to_vec(),
@@ -340,7 +334,6 @@ impl Bundle {
             settings,
             features,
             order,
-            by_type,
             steps,
             conditions,
             owners,
@@ -407,12 +400,7 @@ impl Bundle {
     }
 
     /// The stateful features that may take an event of this type.
-    pub(crate) fn features_for(&self, kind: EventType) -> &[usize] {
-        &self.by_type[type_index(kind)]
-    }
-
-    /// What applying an event of `kind` walks.
-    pub(crate) fn steps_for(&self, kind: EventType) -> &[Step] {
+    pub(crate) fn features_for(&self, kind: EventType) -> &[Step] {
         &self.steps[type_index(kind)]
     }
 

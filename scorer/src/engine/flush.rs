@@ -285,18 +285,15 @@ pub(crate) fn sweep_store<S: StateStore>(
             for key in &gone {
                 part.remove(key);
             }
-            let stored: std::collections::HashSet<&str> =
-                candidates.iter().map(String::as_str).collect();
-            let cached_only: Vec<String> = gone
-                .iter()
-                .filter(|k| !stored.contains(&***k))
-                .map(|k| k.to_string())
-                .collect();
-            candidates
-                .iter()
+            // Stored readers no longer in memory, and the cached ones just forgotten (a set:
+            // one may be both).
+            let forget: std::collections::BTreeSet<String> = candidates
+                .into_iter()
                 .filter(|r| !part.readers.contains_key(r.as_str()))
-                .cloned()
-                .chain(cached_only)
+                .chain(gone.iter().map(|k| k.to_string()))
+                .collect();
+            forget
+                .into_iter()
                 .map(|reader| Write {
                     partition: p as u16,
                     reader,

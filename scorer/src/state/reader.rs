@@ -131,7 +131,7 @@ impl ReaderState {
         self.watermark = self.watermark.max(time);
         let clock = self.clock(bundle);
         let ev = Cached::new(ev);
-        for step in bundle.steps_for(ev.kind()) {
+        for step in bundle.features_for(ev.kind()) {
             let f = &bundle.features[step.feature];
             let holds = match step.mask {
                 Some(mask) => ev.holds_all(mask, &bundle.conditions),
