@@ -8,17 +8,25 @@
 //! record  = sent_at:u64le v seq flags:u8 site_key:str anonymous_id:tok session_id:tok
 //!           [user_id:str (flags & 1)] [auth:str (flags & 2)] n events{n}
 //! flags   = 1 has a user id | 2 has auth | 4 resent (sent before: a retry or a parked batch)
+//!           | 8 layout 2 (below; what encoders write since it came, readers read both)
 //! event   = head:u8 [id] ts [name:str (head & 8)]
-//!           [url:str referrer:str title:str (unless head & 16)] [props:str (head & 32)]
+//!           [url:str referrer:ref title:str (unless head & 16)] [props:str (head & 32)]
 //! head    = kind (0 page_view, 1 engagement, 2 click, 3 identify, 4 custom)
 //!           | 8 has a name | 16 same page as the event before | 32 has props
 //!           | 64 id is the id before plus one
 //!           | 128 id is the session id plus the u64 that follows
 //! id      = nothing (head & 64) | u64le (head & 128) | 16 bytes, big-endian
 //! ts      = the first event's time; later ones the zigzag difference to the one before
+//! ref     = str
 //! str     = len bytes (UTF-8)
 //! tok     = 0 + 16 bytes (32 lowercase hex digits) | len+1 bytes (any other text)
 //! integers (v, seq, n, len, ts) are LEB128 varints
+//!
+//! layout 2 (flags & 8) differs in ids and referrers, the bytes a page change costs:
+//! id      = nothing (head & 64 only) | offset:u48le (head & 128 only: the session id plus
+//!           offset << 16, a tracker's first id of a page) | u64le (head & 192: the session
+//!           id plus it) | 16 bytes, big-endian (neither)
+//! ref     = 0 (the url of the event before's page) | len+1 bytes
 //! ```
 //!
 //! `sent_at` sits first, at a fixed place, so a client restamps a retry without re-encoding.
@@ -37,6 +45,10 @@ mod train;
 pub use deflate::deflate;
 #[cfg(feature = "std")]
 pub use train::{MAX_MIN_READERS, train_dictionary};
+
+/// The record's flag of layout 2 (module docs): six-byte ids of a page's first event,
+/// one-byte referrers to the page before.
+const LAYOUT_2: u8 = 8;
 
 /// The first bytes of a compact body.
 pub const COMPACT_MAGIC: [u8; 3] = *b"pz1";
@@ -95,11 +107,14 @@ fn put_token(out: &mut Vec<u8>, s: &str) {
             out.push(0);
             out.extend_from_slice(&id.to_bytes());
         }
-        None => {
-            put_varint(out, s.len() as u64 + 1);
-            out.extend_from_slice(s.as_bytes());
-        }
+        None => put_token_text(out, s),
     }
+}
+
+/// A text after its length plus one (a zero byte means something else to the reader).
+fn put_token_text(out: &mut Vec<u8>, s: &str) {
+    put_varint(out, s.len() as u64 + 1);
+    out.extend_from_slice(s.as_bytes());
 }
 
 /// The record of a batch (uncompressed).
@@ -110,7 +125,10 @@ pub fn encode_record(batch: &WireBatch) -> Vec<u8> {
     put_varint(&mut out, u64::from(h.v));
     put_varint(&mut out, h.seq);
     out.push(
-        u8::from(h.user_id.is_some()) | u8::from(h.auth.is_some()) << 1 | u8::from(h.resent) << 2,
+        u8::from(h.user_id.is_some())
+            | u8::from(h.auth.is_some()) << 1
+            | u8::from(h.resent) << 2
+            | LAYOUT_2,
     );
     put_str(&mut out, &h.site_key);
     put_token(&mut out, &h.anonymous_id);
@@ -130,15 +148,19 @@ pub fn encode_record(batch: &WireBatch) -> Vec<u8> {
             .map(|s| e.id.0.wrapping_sub(s))
             .filter(|d| *d >> 64 == 0 && !next_id);
         let has_props = !e.props.is_empty() && e.props != "{}";
+        // A tracker's first id of a page is the session id plus 48 random bits above the low
+        // 16: six bytes.
+        let short = offset.filter(|d| d & 0xffff == 0);
         out.push(
             kind_code(e.kind)
                 | u8::from(e.name.is_some()) << 3
                 | u8::from(same_page) << 4
                 | u8::from(has_props) << 5
-                | u8::from(next_id) << 6
+                | u8::from(next_id || offset.is_some() && short.is_none()) << 6
                 | u8::from(offset.is_some()) << 7,
         );
         match offset {
+            Some(d) if short.is_some() => out.extend_from_slice(&(d as u64).to_le_bytes()[2..]),
             Some(d) => out.extend_from_slice(&(d as u64).to_le_bytes()),
             None if !next_id => out.extend_from_slice(&e.id.to_bytes()),
             None => {}
@@ -155,7 +177,11 @@ pub fn encode_record(batch: &WireBatch) -> Vec<u8> {
         }
         if !same_page {
             put_str(&mut out, &e.page.url);
-            put_str(&mut out, &e.page.referrer);
+            // Mostly the page before: one byte then.
+            match before {
+                Some(b) if b.page.url == e.page.referrer => out.push(0),
+                _ => put_token_text(&mut out, &e.page.referrer),
+            }
             put_str(&mut out, &e.page.title);
         }
         if has_props {
@@ -287,6 +313,7 @@ pub fn decode_record(record: &[u8]) -> Result<WireBatch, CompactError> {
     let v = u32::try_from(c.varint()?).map_err(|_| CompactError::Malformed("version"))?;
     let seq = c.varint()?;
     let flags = c.byte()?;
+    let layout_2 = flags & LAYOUT_2 != 0;
     let site_key = c.str()?;
     let anonymous_id = c.token()?;
     let session_id = c.token()?;
@@ -306,12 +333,22 @@ pub fn decode_record(record: &[u8]) -> Result<WireBatch, CompactError> {
             .ok_or(CompactError::Malformed("event type"))?;
         let before = events.last();
         let id = match before {
+            _ if layout_2 && head & 192 == 192 => {
+                let s = session.ok_or(CompactError::Malformed("no session id to add to"))?;
+                let mut d = [0u8; 8];
+                d.copy_from_slice(c.bytes(8)?);
+                EventId(s.wrapping_add(u128::from(u64::from_le_bytes(d))))
+            }
             Some(b) if head & 64 != 0 => EventId(b.id.0.wrapping_add(1)),
             _ if head & 64 != 0 => return Err(CompactError::Malformed("no id before")),
             _ if head & 128 != 0 => {
                 let s = session.ok_or(CompactError::Malformed("no session id to add to"))?;
                 let mut d = [0u8; 8];
-                d.copy_from_slice(c.bytes(8)?);
+                if layout_2 && head & 64 == 0 {
+                    d[2..].copy_from_slice(c.bytes(6)?);
+                } else {
+                    d.copy_from_slice(c.bytes(8)?);
+                }
                 EventId(s.wrapping_add(u128::from(u64::from_le_bytes(d))))
             }
             _ => c.id()?,
@@ -328,11 +365,23 @@ pub fn decode_record(record: &[u8]) -> Result<WireBatch, CompactError> {
         let page = match before {
             Some(b) if head & 16 != 0 => b.page.clone(),
             _ if head & 16 != 0 => return Err(CompactError::Malformed("no page before")),
-            _ => PageContext {
-                url: c.str()?,
-                referrer: c.str()?,
-                title: c.str()?,
-            },
+            _ => {
+                let url = c.str()?;
+                let referrer = if !layout_2 {
+                    c.str()?
+                } else if c.0.first() == Some(&0) {
+                    c.byte()?;
+                    let b = before.ok_or(CompactError::Malformed("no page before"))?;
+                    b.page.url.clone()
+                } else {
+                    c.token()?
+                };
+                PageContext {
+                    url,
+                    referrer,
+                    title: c.str()?,
+                }
+            }
         };
         let props = if head & 32 != 0 {
             c.str()?

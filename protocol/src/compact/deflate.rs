@@ -1,5 +1,5 @@
-//! A small raw DEFLATE encoder (RFC 1951): greedy LZ77 over a hash chain, reaching back into a
-//! preset dictionary, written as one block with the fixed Huffman codes. Records are small (a few
+//! A small raw DEFLATE encoder (RFC 1951): LZ77 over a hash chain, reaching back into a preset
+//! dictionary, parsed optimally for the fixed Huffman codes and written as one block with them. Records are small (a few
 //! hundred bytes), where a dynamic Huffman table would cost about what it saves; what the bytes
 //! gain comes from the matches, in the record and in the dictionary. Any inflater reads the
 //! output; the dictionary must be given to it as the output before the stream.
@@ -30,6 +30,43 @@ const DIST_EXTRA: [u8; 30] = [
     0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13,
     13,
 ];
+
+/// Where `n` falls in a table of bases (DEFLATE's lengths or distances): the last base at
+/// most `n`.
+fn slot(bases: &[u16], n: usize) -> usize {
+    bases
+        .iter()
+        .rposition(|&b| usize::from(b) <= n)
+        .unwrap_or(0)
+}
+
+/// Bits the fixed code spends on a literal byte.
+fn literal_bits(b: u8) -> u32 {
+    8 + u32::from(b >= 144)
+}
+
+/// Extra bits of a length or distance `n` (less `free`) in DEFLATE's tables: none for the first
+/// few, then one more for every doubling.
+fn extra_bits(n: usize, free: u32) -> u32 {
+    (usize::BITS - n.leading_zeros()).saturating_sub(free)
+}
+
+/// Bits the fixed code spends on a match length: its symbol (7 bits, 8 from length 115) and
+/// extra bits (none up to 10, one more for every doubling; none for 258).
+fn length_bits(len: usize) -> u32 {
+    let extra = if len == MAX_MATCH {
+        0
+    } else {
+        extra_bits(len - 3, 3)
+    };
+    7 + u32::from(len >= 115) + extra
+}
+
+/// Bits the fixed code spends on a match distance: its 5-bit code and extra bits (none up to
+/// 4, one more for every doubling).
+fn distance_bits(dist: usize) -> u32 {
+    5 + extra_bits(dist - 1, 2)
+}
 
 /// Bits, least significant first, as DEFLATE packs them.
 struct Bits<'a> {
@@ -64,25 +101,16 @@ impl Bits<'_> {
         }
     }
 
-    /// A match length (3 to 258): its symbol, then its extra bits.
-    fn length(&mut self, len: usize) {
-        let i = LENGTH_BASE
-            .iter()
-            .rposition(|&b| usize::from(b) <= len)
-            .unwrap_or(0);
+    /// A match: its length (3 to 258) as a symbol and extra bits, then its distance (1 to
+    /// 32768) as a fixed 5-bit code and extra bits.
+    fn matched(&mut self, len: usize, dist: usize) {
+        let i = slot(&LENGTH_BASE, len);
         self.symbol(257 + i as u32);
         self.put(
             (len - usize::from(LENGTH_BASE[i])) as u32,
             u32::from(LENGTH_EXTRA[i]),
         );
-    }
-
-    /// A match distance (1 to 32768): its fixed 5-bit code, then its extra bits.
-    fn distance(&mut self, dist: usize) {
-        let i = DIST_BASE
-            .iter()
-            .rposition(|&b| usize::from(b) <= dist)
-            .unwrap_or(0);
+        let i = slot(&DIST_BASE, dist);
         self.code(i as u32, 5);
         self.put(
             (dist - usize::from(DIST_BASE[i])) as u32,
@@ -119,13 +147,15 @@ impl Chain {
         }
     }
 
-    /// The longest earlier text matching the text at `p`: (length, distance).
-    fn longest(&self, all: &[u8], p: usize) -> (usize, usize) {
+    /// The earlier texts matching the text at `p`, nearest first, each as the longest length
+    /// it reaches beyond the ones before it and its distance: every length from 3 up to the
+    /// longest, at the nearest distance that reaches it.
+    fn matches(&self, all: &[u8], p: usize, mut found: impl FnMut(usize, usize, usize)) {
         if p + MIN_MATCH > all.len() {
-            return (0, 0);
+            return;
         }
         let max = (all.len() - p).min(MAX_MATCH);
-        let mut best = (0, 0);
+        let mut reached = MIN_MATCH - 1;
         let mut candidate = self.head[hash(&all[p..])];
         for _ in 0..MAX_CHAIN {
             let Some(q) = (candidate as usize).checked_sub(1) else {
@@ -136,25 +166,35 @@ impl Chain {
             if dist > WINDOW {
                 break;
             }
+            candidate = self.prev[q];
+            // Only a text that also matches the byte after the longest so far can be longer.
+            if all[q + reached] != all[p + reached] {
+                continue;
+            }
             let len = all[q..]
                 .iter()
                 .zip(&all[p..p + max])
                 .take_while(|(a, b)| a == b)
                 .count();
-            if len > best.0 {
-                best = (len, dist);
+            if len > reached {
+                found(reached + 1, len, dist);
+                reached = len;
                 if len == max {
                     break;
                 }
             }
-            candidate = self.prev[q];
         }
-        best
     }
 }
 
 /// Appends `data` compressed as one raw DEFLATE stream to `out`, with `dictionary` (its last
 /// 32 KiB count) as the text before `data`.
+///
+/// The parse is optimal for the matches the chains find: with the fixed code every literal and
+/// match has a known price in bits, so the cheapest way to write each prefix of `data` follows
+/// from the cheapest ways to write the shorter ones (a shortest path, one step a symbol). A near
+/// match a little shorter often beats a longer one far back in the dictionary, whose distance
+/// costs up to 13 extra bits.
 pub fn deflate(data: &[u8], dictionary: &[u8], out: &mut Vec<u8>) {
     let dictionary = &dictionary[dictionary.len().saturating_sub(WINDOW)..];
     let all = [dictionary, data].concat();
@@ -166,27 +206,82 @@ pub fn deflate(data: &[u8], dictionary: &[u8], out: &mut Vec<u8>) {
     for p in 0..start {
         chain.insert(&all, p);
     }
+    // cost[i]: fewest bits that write data[..i] (0: no way found yet; every i is reached, by
+    // a literal at least, before it is read); step[i]: the symbol that ends that way, as its
+    // length and distance << 16 (a literal: 1).
+    let mut cost = vec![0u32; data.len() + 1];
+    let mut step = vec![0u32; data.len() + 1];
+    for (i, &byte) in data.iter().enumerate() {
+        let here = cost[i];
+        let mut reach = |len: usize, bits: u32, dist: usize| {
+            if i + len < cost.len() && (cost[i + len] == 0 || bits < cost[i + len]) {
+                cost[i + len] = bits;
+                step[i + len] = (len | dist << 16) as u32;
+            }
+        };
+        reach(1, here + literal_bits(byte), 0);
+        chain.matches(&all, start + i, |from, to, dist| {
+            let far = here + distance_bits(dist);
+            for len in from..=to {
+                reach(len, far + length_bits(len), dist);
+            }
+        });
+        chain.insert(&all, start + i);
+    }
+    // Back from the end, each symbol is written where its text starts (over costs no longer
+    // needed); then the symbols go out in order.
+    let mut i = data.len();
+    while i > 0 {
+        let s = step[i];
+        i -= (s & 0xffff) as usize;
+        cost[i] = s;
+    }
     let mut bits = Bits { out, acc: 0, n: 0 };
     // One block, the last, with the fixed codes (BFINAL 1, BTYPE 01).
     bits.put(1, 1);
     bits.put(1, 2);
-    let mut p = start;
-    while p < all.len() {
-        let (len, dist) = chain.longest(&all, p);
-        chain.insert(&all, p);
-        // Lazy matching: when a longer match starts one byte on, this byte goes as a literal.
-        if len < MIN_MATCH || (len < MAX_MATCH && chain.longest(&all, p + 1).0 > len + 1) {
-            bits.symbol(u32::from(all[p]));
-            p += 1;
-            continue;
+    while i < data.len() {
+        let (len, dist) = ((cost[i] & 0xffff) as usize, (cost[i] >> 16) as usize);
+        if dist == 0 {
+            bits.symbol(u32::from(data[i]));
+        } else {
+            bits.matched(len, dist);
         }
-        bits.length(len);
-        bits.distance(dist);
-        for q in p + 1..p + len {
-            chain.insert(&all, q);
-        }
-        p += len;
+        i += len;
     }
     bits.symbol(256);
     bits.finish();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_matchs_price_is_what_writing_it_costs() {
+        for len in MIN_MATCH..=MAX_MATCH {
+            for dist in 1..=WINDOW {
+                let mut out = Vec::new();
+                let mut bits = Bits {
+                    out: &mut out,
+                    acc: 0,
+                    n: 0,
+                };
+                bits.matched(len, dist);
+                let written = bits.out.len() as u32 * 8 + bits.n;
+                let priced = length_bits(len) + distance_bits(dist);
+                assert_eq!(priced, written, "length {len}, distance {dist}");
+            }
+        }
+        for b in 0..=255u8 {
+            let mut out = Vec::new();
+            let mut bits = Bits {
+                out: &mut out,
+                acc: 0,
+                n: 0,
+            };
+            bits.symbol(u32::from(b));
+            assert_eq!(literal_bits(b), bits.out.len() as u32 * 8 + bits.n);
+        }
+    }
 }
