@@ -332,25 +332,23 @@ pub fn decode_record(record: &[u8]) -> Result<WireBatch, CompactError> {
             .get(usize::from(head & 7))
             .ok_or(CompactError::Malformed("event type"))?;
         let before = events.last();
+        // The bytes of an offset from the session id that follow: the offset's high 6 of 8
+        // (layout 2, a page's first id) or all 8.
+        let offset_len = match head & 192 {
+            192 if layout_2 => 8,
+            128 if layout_2 => 6,
+            128 => 8,
+            _ => 0,
+        };
         let id = match before {
-            _ if layout_2 && head & 192 == 192 => {
+            _ if offset_len > 0 => {
                 let s = session.ok_or(CompactError::Malformed("no session id to add to"))?;
                 let mut d = [0u8; 8];
-                d.copy_from_slice(c.bytes(8)?);
+                d[8 - offset_len..].copy_from_slice(c.bytes(offset_len)?);
                 EventId(s.wrapping_add(u128::from(u64::from_le_bytes(d))))
             }
             Some(b) if head & 64 != 0 => EventId(b.id.0.wrapping_add(1)),
             _ if head & 64 != 0 => return Err(CompactError::Malformed("no id before")),
-            _ if head & 128 != 0 => {
-                let s = session.ok_or(CompactError::Malformed("no session id to add to"))?;
-                let mut d = [0u8; 8];
-                if layout_2 && head & 64 == 0 {
-                    d[2..].copy_from_slice(c.bytes(6)?);
-                } else {
-                    d.copy_from_slice(c.bytes(8)?);
-                }
-                EventId(s.wrapping_add(u128::from(u64::from_le_bytes(d))))
-            }
             _ => c.id()?,
         };
         let ts = match before {
