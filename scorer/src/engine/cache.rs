@@ -4,20 +4,25 @@
 //! write is durable are evicted; a dirty one waits for the next flush.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::state::ReaderState;
 
+/// A cached reader's state, behind its own lock: a batch takes it inside its partition's lock,
+/// the write-behind alone (after taking the handle under the partition's lock and letting go of
+/// it), so the partition's other readers never wait for one reader's encoding.
+pub(crate) type Cell = Arc<Mutex<ReaderState>>;
+
 /// Bytes a cached reader costs besides its state: the map entry, the key and its second
-/// pointer in the slot.
-pub(crate) const SLOT_OVERHEAD: usize = 112;
+/// pointer in the slot, the state's shared, locked cell.
+pub(crate) const SLOT_OVERHEAD: usize = 144;
 
 /// One cached reader.
 #[derive(Debug)]
 pub(crate) struct Slot {
     /// The reader (the map's key, shared: the dirty list holds it without allocating).
     pub(crate) key: Arc<str>,
-    pub(crate) state: ReaderState,
+    pub(crate) state: Cell,
     /// When it was last used (a per-partition counter).
     pub(crate) tick: u64,
     /// Changed since it was last written.
@@ -44,9 +49,9 @@ pub(crate) struct Part {
 }
 
 impl Part {
-    /// After a reader's state changed: marks it dirty (to be written behind) and re-accounts
-    /// its bytes, in one lookup.
-    pub(crate) fn changed(&mut self, reader: &str) {
+    /// After a reader's state changed to `heap` bytes: marks it dirty (to be written behind)
+    /// and re-accounts its bytes, in one lookup.
+    pub(crate) fn changed(&mut self, reader: &str, heap: usize) {
         let Some(slot) = self.readers.get_mut(reader) else {
             return;
         };
@@ -54,7 +59,7 @@ impl Part {
             slot.dirty = true;
             self.dirty.push(Arc::clone(&slot.key));
         }
-        let now = SLOT_OVERHEAD + reader.len() + slot.state.heap_bytes();
+        let now = SLOT_OVERHEAD + reader.len() + heap;
         self.bytes = self.bytes.saturating_sub(slot.bytes) + now;
         slot.bytes = now;
     }
@@ -70,7 +75,7 @@ impl Part {
         }
         let slot = Slot {
             key: Arc::clone(&key),
-            state,
+            state: Arc::new(Mutex::new(state)),
             tick: self.tick,
             dirty,
             generation: 0,

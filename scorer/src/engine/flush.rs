@@ -18,6 +18,7 @@ use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use super::cache::Cell;
 use super::{Core, EngineError, SWEEP_SLACK_MS, Shared, meta};
 use crate::state::{ReaderState, StateStore, Write};
 
@@ -175,22 +176,32 @@ pub(crate) fn write_core<S: StateStore>(
     let generation = shared.generation.fetch_add(1, Ordering::Relaxed) + 1;
     let mut writes = Vec::new();
     for (p, part) in core.parts.iter().enumerate() {
-        // The readers to write, taken under the lock; each is then encoded under the lock
-        // alone, so a batch never waits for more than one reader's encoding.
-        let dirty = std::mem::take(&mut part.lock().map_err(|_| EngineError::Poisoned)?.dirty);
-        for key in dirty {
+        // The readers to write, marked clean under the partition's lock (a change after it
+        // marks one dirty again, for the next flush), each then encoded under its own lock
+        // alone: a batch of another reader never waits for an encoding.
+        let cells: Vec<(Arc<str>, Cell)> = {
             let mut part = part.lock().map_err(|_| EngineError::Poisoned)?;
-            if let Some(slot) = part.readers.get_mut(&*key)
-                && slot.dirty
-            {
-                writes.push(Write {
-                    partition: p as u16,
-                    value: Some(slot.state.encode(&bundle)),
-                    reader: key.to_string(),
-                });
-                slot.dirty = false;
-                slot.generation = generation;
-            }
+            let part = &mut *part;
+            std::mem::take(&mut part.dirty)
+                .into_iter()
+                .filter_map(|key| {
+                    let slot = part.readers.get_mut(&*key).filter(|s| s.dirty)?;
+                    slot.dirty = false;
+                    slot.generation = generation;
+                    Some((key, Arc::clone(&slot.state)))
+                })
+                .collect()
+        };
+        for (key, cell) in cells {
+            let value = cell
+                .lock()
+                .map_err(|_| EngineError::Poisoned)?
+                .encode(&bundle);
+            writes.push(Write {
+                partition: p as u16,
+                value: Some(value),
+                reader: key.to_string(),
+            });
         }
     }
     let written = writes.len() as u64;
@@ -279,7 +290,10 @@ pub(crate) fn sweep_store<S: StateStore>(
             let gone: Vec<Arc<str>> = part
                 .readers
                 .iter()
-                .filter(|(_, s)| sweepable(s.state.watermark(), bundle.settings.ttl_ms, watermark))
+                .filter(|(_, s)| {
+                    let seen = s.state.lock().map_or(u64::MAX, |s| s.watermark());
+                    sweepable(seen, bundle.settings.ttl_ms, watermark)
+                })
                 .map(|(k, _)| k.clone())
                 .collect();
             for key in &gone {

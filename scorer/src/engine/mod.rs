@@ -526,9 +526,12 @@ impl<S: StateStore + 'static> Engine<S> {
         let part = core.parts[p as usize]
             .lock()
             .map_err(|_| EngineError::Poisoned)?;
-        let loaded;
+        let (loaded, cached);
         let state = match part.readers.get(reader) {
-            Some(slot) => &slot.state,
+            Some(slot) => {
+                cached = slot.state.lock().map_err(|_| EngineError::Poisoned)?;
+                &*cached
+            }
             None => match self.shared.store.get(core.feature_set, p, reader)? {
                 None => return Ok(None),
                 Some(bytes) => match ReaderState::decode(&bundle, &bytes) {
