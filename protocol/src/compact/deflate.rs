@@ -1,8 +1,9 @@
 //! A small raw DEFLATE encoder (RFC 1951): LZ77 over a hash chain, reaching back into a preset
-//! dictionary, parsed optimally for the fixed Huffman codes and written as one block with them. Records are small (a few
-//! hundred bytes), where a dynamic Huffman table would cost about what it saves; what the bytes
-//! gain comes from the matches, in the record and in the dictionary. Any inflater reads the
-//! output; the dictionary must be given to it as the output before the stream.
+//! dictionary, parsed optimally for the fixed Huffman codes and written as one block with them.
+//! Records are small (a few hundred bytes), where a dynamic Huffman table would cost about what
+//! it saves; what the bytes gain comes from the matches, in the record and in the dictionary.
+//! Any inflater reads the output; the dictionary must be given to it as the output before the
+//! stream.
 
 use alloc::vec;
 use alloc::vec::Vec;

@@ -193,9 +193,12 @@ pub(crate) fn write_core<S: StateStore>(
                 .collect()
         };
         for (key, cell) in cells {
+            // Marked clean, so written whatever happens: a batch that panicked while holding
+            // this reader (its decisions answer `Poisoned` from then on) left the state as it
+            // was, which is written as it is rather than lost.
             let value = cell
                 .lock()
-                .map_err(|_| EngineError::Poisoned)?
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .encode(&bundle);
             writes.push(Write {
                 partition: p as u16,
