@@ -152,23 +152,8 @@ mod tests {
     use std::sync::mpsc;
     use std::time::Duration;
 
-    use pulse_protocol::{Event, EventId, EventType, PageContext};
-
+    use crate::templates::testing::view;
     use crate::{Bundle, DAY_MS, Engine, EngineConfig, MemoryStore};
-
-    fn view(id: u128) -> Event {
-        Event {
-            id: EventId(id),
-            ts: 0,
-            kind: EventType::PageView,
-            name: None,
-            page: PageContext {
-                url: "https://n.example/a".into(),
-                ..Default::default()
-            },
-            props: Default::default(),
-        }
-    }
 
     #[test]
     fn a_reader_being_written_behind_holds_up_no_other_reader_of_its_partition() {
@@ -186,7 +171,7 @@ mod tests {
             .unwrap()
             .0;
         let t = 20_000 * DAY_MS;
-        let (a, b) = (view(1), view(2));
+        let (a, b) = (view(1, "/a"), view(2, "/a"));
         assert_eq!(engine.replay("a", &[(&a, t)]).unwrap(), 1);
         // Reader a's state locked, as the write-behind holds it while encoding it.
         let core = engine.core().unwrap();
