@@ -442,11 +442,13 @@ def criterion_text():
         except (OSError, KeyError, json.JSONDecodeError):
             return None
 
-    lat = {}
+    lat, heap = {}, None
     for path in (f"{WORK}/criterion.txt", f"{target}/bench/criterion.txt"):
         try:
             with open(path) as f:
                 for line in f:
+                    if line.startswith("heap: "):
+                        heap = line[len("heap: "):].strip()
                     m = re.match(r"decide latency, (\d+) event.*p50 ([\d.]+) µs, p99 ([\d.]+) µs, "
                                  r"p99\.9 ([\d.]+) µs", line)
                     if m:
@@ -469,6 +471,8 @@ def criterion_text():
         if e:
             rows.append(f"| decide, {n}-event batch | {e[0]:.1f} | {e[1]:.1f} | {e[1] / n:.2f} | "
                         f"{fmt_int(n * 1e6 / e[1])} | {p[0]} | {p[1]} | {p[2]} |")
+    if heap:
+        rows += ["", f"The bench's heap: {heap}."]
     return "\n".join(rows)
 
 

@@ -350,6 +350,9 @@ fn replay(config: &Config, candidate: &std::path::Path, json: bool) -> anyhow::R
 }
 
 fn run(config: Config) -> anyhow::Result<()> {
+    // Before any thread: this may start the program again, with the same arguments.
+    let pages = pulse_scorer::huge_pages(config.scorer.huge_pages);
+    tracing::info!(heap = %pages, "reader-state memory");
     if config.sites.is_empty() {
         tracing::warn!("no [[sites]] configured: every batch will be refused (unknown_site_key)");
     }

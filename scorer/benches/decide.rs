@@ -20,7 +20,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use pulse_protocol::Event;
 use pulse_scorer::{Bundle, DAY_MS, Engine, EngineConfig, MemoryStore, ReaderState};
 use pulse_sim::{Traffic, TrafficConfig};
@@ -232,4 +232,13 @@ fn latency() {
 }
 
 criterion_group!(benches, update, decide);
-criterion_main!(benches);
+
+/// Criterion's `main`, with the heap as the gateway has it first: in transparent huge pages
+/// where the kernel gives them on request (`PULSE_BENCH_HUGE_PAGES=0` keeps small pages, for
+/// the comparison). This may start the bench again with glibc's tunable set.
+fn main() {
+    let wanted = std::env::var("PULSE_BENCH_HUGE_PAGES").map_or(true, |v| v != "0");
+    println!("heap: {}", pulse_scorer::huge_pages(wanted));
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

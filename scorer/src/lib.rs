@@ -17,6 +17,8 @@
 //! - [`Engine`]: the only IO: a byte-bounded cache of readers by partition, write-behind to the
 //!   store with the log position it covers, TTL by event time, rebuilds for new feature sets.
 //! - [`Batcher`]: replaying a log as live traffic applied it.
+//! - [`huge_pages`]: the heap, and so the reader-state cache, in transparent huge pages (a
+//!   process executes itself again with glibc's tunable set).
 //!
 //! Time is an argument everywhere but in the engine's write-behind thread.
 
@@ -25,6 +27,7 @@ mod bundle;
 mod engine;
 mod event;
 mod filter;
+mod memory;
 mod model;
 mod replay;
 mod rules;
@@ -45,6 +48,7 @@ pub use engine::{
     SWEEP_SLACK_MS, Scored, Snapshot, Startup, Stats, murmur2, partition_of,
 };
 pub use event::{Observed, Prop, hash64, page_key, url_path};
+pub use memory::{HugePages, huge_pages};
 pub use model::{
     InputKind, MAX_INPUTS, MAX_MODEL_BYTES, MAX_NODES, MAX_TREES, Model, ModelError, ModelFormat,
     Output,

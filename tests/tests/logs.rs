@@ -81,3 +81,61 @@ fn json_lines_filters_and_no_colour_codes() {
         "--log info over RUST_LOG=error: {loud:?}"
     );
 }
+
+/// The gateway puts its heap in transparent huge pages where the kernel gives them on request:
+/// it starts itself again, same process, with glibc's tunable, and says so in its log; with
+/// `[scorer] huge_pages = false` it keeps small pages and says why.
+#[test]
+fn the_heap_goes_in_huge_pages_where_the_kernel_gives_them_on_request() {
+    let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").ok();
+    for (wanted, env) in [(true, "true"), (false, "false")] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = demo_config(dir.path());
+        let mut child = Command::new(gateway_bin())
+            .arg("--config")
+            .arg(&config)
+            .arg("--data")
+            .arg(dir.path().join("data"))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+                "--log",
+                "info",
+            ])
+            .env_remove("GLIBC_TUNABLES")
+            .env("PULSE_SCORER__HUGE_PAGES", env)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the gateway");
+        let lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let heap = lines
+            .take(20)
+            .map_while(Result::ok)
+            .filter_map(|l| serde_json::from_str::<Value>(&l).ok())
+            .find_map(|v| v["fields"]["heap"].as_str().map(str::to_owned));
+        // The process that logged is the one started (exec keeps the process id).
+        let environ = std::fs::read(format!("/proc/{}/environ", child.id())).unwrap_or_default();
+        let _ = child.kill();
+        let _ = child.wait();
+        let heap = heap.expect("the gateway logs where its heap is");
+        let tunable = String::from_utf8_lossy(&environ)
+            .split('\0')
+            .any(|v| v == "GLIBC_TUNABLES=glibc.malloc.hugetlb=1");
+        match thp.as_deref() {
+            Some(mode) if mode.contains("[madvise]") && wanted => {
+                assert!(heap.contains("glibc.malloc.hugetlb=1"), "{heap}");
+                assert!(tunable, "started again with the tunable");
+            }
+            Some(mode) if mode.contains("[madvise]") => {
+                assert!(heap.contains("turned off"), "{heap}");
+                assert!(!tunable);
+            }
+            // `always`: every heap has them; `never` or no THP: none can.
+            Some(mode) if mode.contains("[always]") => assert!(heap.contains("always"), "{heap}"),
+            _ => assert!(heap.starts_with("small pages"), "{heap}"),
+        }
+    }
+}

@@ -135,6 +135,11 @@ pub struct ScorerConfig {
     /// Most differences between the shadow's and the active bundle's actions logged (tracing,
     /// level info) per second; 0 logs none. Default 10.
     pub shadow_log_per_second: u32,
+    /// Whether the heap (the reader-state cache above all) is put in transparent huge pages:
+    /// where the kernel gives them on request (`madvise`) and glibc is the allocator, the
+    /// gateway starts itself again with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1`, which cuts the
+    /// TLB misses of reading reader state (BENCH.md section 2). Default true.
+    pub huge_pages: bool,
 }
 
 impl Default for ScorerConfig {
@@ -149,6 +154,7 @@ impl Default for ScorerConfig {
             full_snapshots: false,
             shadow: None,
             shadow_log_per_second: 10,
+            huge_pages: true,
         }
     }
 }
