@@ -14,6 +14,10 @@
 //! - `decide/N_events`: a batch of N events applied and decided through the engine, per batch;
 //! - then, outside criterion, the latency distribution of one `decide` call (p50, p99, p99.9)
 //!   for 1, 10 and 50 events, over 200,000 batches each.
+//!
+//! The heap is as the gateway has it: in transparent huge pages where the kernel gives them on
+//! request (the bench starts itself again with glibc's tunable, [`pulse_scorer::huge_pages`],
+//! and prints `heap: ...` first); `PULSE_BENCH_HUGE_PAGES=0` keeps small pages.
 
 use std::collections::HashMap;
 use std::hint::black_box;

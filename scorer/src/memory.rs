@@ -4,8 +4,8 @@
 //! on a large scorer). A batch touches a few dozen of them, each on its own 4 KiB page, and
 //! with small pages the CPU's TLB (a few thousand entries, 8 MiB of reach) misses on most of
 //! them: a page walk per block on top of the cache miss. With 2 MiB pages the cache is a few
-//! dozen TLB entries. The decide bench, 100,000 readers (BENCH.md section 2): p50 16.2 → 14.6
-//! µs and p99 24.8 → 21.8 µs for 10-event batches, with nothing else changed.
+//! dozen TLB entries. The decide bench, 100,000 readers, run back to back (BENCH.md section 2):
+//! p50 16.7 → 15.4 µs and p99 23.8 → 21.2 µs for 10-event batches, nothing else changed.
 //!
 //! glibc's allocator asks the kernel for huge pages (`madvise(MADV_HUGEPAGE)` on its heaps) only
 //! when `GLIBC_TUNABLES` holds `glibc.malloc.hugetlb=1` as the process starts, and only the
@@ -47,27 +47,33 @@ impl fmt::Display for HugePages {
     }
 }
 
+/// What a process does about its heap.
+#[derive(Debug, PartialEq)]
+enum Plan {
+    /// Nothing: the heap is as it says.
+    Stay(HugePages),
+    /// Start again with this `GLIBC_TUNABLES`.
+    Restart(String),
+}
+
 /// What to do, from the kernel's THP mode and the `GLIBC_TUNABLES` the process started with.
-fn plan(thp: Option<&str>, tunables: Option<&str>) -> Result<HugePages, String> {
+fn plan(thp: Option<&str>, tunables: Option<&str>) -> Plan {
     if let Some(t) = tunables.filter(|t| t.contains(TUNABLE)) {
-        return Ok(if t.contains(&format!("{TUNABLE}=1")) {
+        return Plan::Stay(if t.contains(&format!("{TUNABLE}=1")) {
             HugePages::Advised
         } else {
             HugePages::Off(format!("GLIBC_TUNABLES sets {TUNABLE} itself: {t}"))
         });
     }
+    let off = |why: &str| Plan::Stay(HugePages::Off(why.into()));
     match thp {
-        None => Ok(HugePages::Off(
-            "the kernel has no transparent huge pages".into(),
-        )),
-        Some(mode) if mode.contains("[always]") => Ok(HugePages::Always),
-        Some(mode) if mode.contains("[madvise]") => Err(match tunables {
+        None => off("the kernel has no transparent huge pages"),
+        Some(mode) if mode.contains("[always]") => Plan::Stay(HugePages::Always),
+        Some(mode) if mode.contains("[madvise]") => Plan::Restart(match tunables {
             Some(t) if !t.is_empty() => format!("{t}:{TUNABLE}=1"),
             _ => format!("{TUNABLE}=1"),
         }),
-        Some(_) => Ok(HugePages::Off(
-            "the kernel's transparent huge pages are off".into(),
-        )),
+        Some(_) => off("the kernel's transparent huge pages are off"),
     }
 }
 
@@ -81,12 +87,11 @@ pub fn huge_pages(enabled: bool) -> HugePages {
     }
     let thp = std::fs::read_to_string(THP_ENABLED).ok();
     let tunables = std::env::var("GLIBC_TUNABLES").ok();
-    let tunables = match plan(thp.as_deref(), tunables.as_deref()) {
-        Ok(state) => return state,
-        Err(_) if !enabled => return HugePages::Off("turned off".into()),
-        Err(tunables) => tunables,
-    };
-    reexec(&tunables)
+    match plan(thp.as_deref(), tunables.as_deref()) {
+        Plan::Stay(pages) => pages,
+        Plan::Restart(_) if !enabled => HugePages::Off("turned off".into()),
+        Plan::Restart(tunables) => reexec(&tunables),
+    }
 }
 
 #[cfg(unix)]
@@ -119,22 +124,28 @@ mod tests {
 
     #[test]
     fn asks_for_the_tunable_only_where_the_kernel_gives_pages_on_request() {
-        assert_eq!(plan(Some(MADVISE), None), Err(format!("{TUNABLE}=1")));
-        assert_eq!(plan(Some(MADVISE), Some("")), Err(format!("{TUNABLE}=1")));
+        assert_eq!(
+            plan(Some(MADVISE), None),
+            Plan::Restart(format!("{TUNABLE}=1"))
+        );
+        assert_eq!(
+            plan(Some(MADVISE), Some("")),
+            Plan::Restart(format!("{TUNABLE}=1"))
+        );
         // Other tunables are kept.
         assert_eq!(
             plan(Some(MADVISE), Some("glibc.malloc.arena_max=2")),
-            Err(format!("glibc.malloc.arena_max=2:{TUNABLE}=1"))
+            Plan::Restart(format!("glibc.malloc.arena_max=2:{TUNABLE}=1"))
         );
         assert_eq!(
             plan(Some("[always] madvise never"), None),
-            Ok(HugePages::Always)
+            Plan::Stay(HugePages::Always)
         );
         assert!(matches!(
             plan(Some("always madvise [never]"), None),
-            Ok(HugePages::Off(_))
+            Plan::Stay(HugePages::Off(_))
         ));
-        assert!(matches!(plan(None, None), Ok(HugePages::Off(_))));
+        assert!(matches!(plan(None, None), Plan::Stay(HugePages::Off(_))));
     }
 
     #[test]
@@ -142,14 +153,17 @@ mod tests {
         // Started with the tunable (by itself, or by the operator): no loop, and an operator's
         // other value is kept.
         let set = format!("glibc.malloc.arena_max=2:{TUNABLE}=1");
-        assert_eq!(plan(Some(MADVISE), Some(&set)), Ok(HugePages::Advised));
+        assert_eq!(
+            plan(Some(MADVISE), Some(&set)),
+            Plan::Stay(HugePages::Advised)
+        );
         assert!(matches!(
             plan(Some(MADVISE), Some(&format!("{TUNABLE}=0"))),
-            Ok(HugePages::Off(_))
+            Plan::Stay(HugePages::Off(_))
         ));
         assert_eq!(
             plan(None, Some(&format!("{TUNABLE}=1"))),
-            Ok(HugePages::Advised)
+            Plan::Stay(HugePages::Advised)
         );
     }
 
