@@ -293,12 +293,26 @@ fn latency() {
         let _ = engine.score(&reader, &timed, now, &Request::default());
     }
     let mut ns: Vec<u64> = Vec::with_capacity(200_000);
+    // `PULSE_PERF_CTL=FIFO` (perf record's `--control fifo:FIFO -D -1`): samples only the
+    // decisions, not the warm-up.
+    let mut ctl = std::env::var("PULSE_PERF_CTL").ok().map(|p| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(p)
+            .expect("fifo")
+    });
+    if let Some(c) = &mut ctl {
+        std::io::Write::write_all(c, b"enable\n").expect("perf");
+    }
     for _ in 0..200_000 {
         let (reader, evs, now) = next();
         let timed: Vec<_> = evs.iter().map(|e| (e, e.ts)).collect();
         let started = std::time::Instant::now();
         let _ = std::hint::black_box(engine.score(&reader, &timed, now, &Request::default()));
         ns.push(started.elapsed().as_nanos() as u64);
+    }
+    if let Some(c) = &mut ctl {
+        std::io::Write::write_all(c, b"disable\n").expect("perf");
     }
     let mut sorted = ns.clone();
     sorted.sort_unstable();
