@@ -138,7 +138,9 @@ pub struct ScorerConfig {
     /// Whether the heap (the reader-state cache above all) is put in transparent huge pages:
     /// where the kernel gives them on request (`madvise`) and glibc is the allocator, the
     /// gateway starts itself again with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1`, which cuts the
-    /// TLB misses of reading reader state (BENCH.md section 2). Default true.
+    /// TLB misses of reading reader state (BENCH.md section 2) where glibc gives the pages (its
+    /// main heap and large blocks; glibc 2.36 leaves other threads' arenas in small pages).
+    /// Default true.
     pub huge_pages: bool,
 }
 
