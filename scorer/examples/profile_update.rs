@@ -156,7 +156,6 @@ fn run_engine(
 /// alone, and the µs per batch printed. With `PULSE_PERF_CTL=FIFO` (perf record's
 /// `--control fifo:FIFO -D -1`), perf samples only the applying.
 fn like_bench() {
-    use std::io::Write;
     let bundle = Bundle::read(std::path::Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../examples/bundles/reader-profile.toml"
@@ -173,12 +172,7 @@ fn like_bench() {
         readers: readers as usize,
         ..TrafficConfig::default()
     });
-    let mut ctl = std::env::var("PULSE_PERF_CTL").ok().map(|p| {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(p)
-            .expect("fifo")
-    });
+    let mut ctl = perf_ctl();
     let mut now = 20_000 * DAY_MS;
     let mut states: HashMap<String, ReaderState> = HashMap::new();
     for _ in 0..DAY_MS / step {
@@ -221,15 +215,11 @@ fn like_bench() {
                 (b.header.reader_key().to_owned(), b.events)
             })
             .collect();
-        if let Some(c) = &mut ctl {
-            c.write_all(b"enable\n").expect("perf");
-        }
+        perf(&mut ctl, "enable");
         let started = std::time::Instant::now();
         apply_measured(&bundle, &chunk, &mut states);
         spent += started.elapsed();
-        if let Some(c) = &mut ctl {
-            c.write_all(b"disable\n").expect("perf");
-        }
+        perf(&mut ctl, "disable");
     }
     println!(
         "{:.2} µs per 10-event batch ({:.0} events/s)",
@@ -295,15 +285,8 @@ fn latency() {
     let mut ns: Vec<u64> = Vec::with_capacity(200_000);
     // `PULSE_PERF_CTL=FIFO` (perf record's `--control fifo:FIFO -D -1`): samples only the
     // decisions, not the warm-up.
-    let mut ctl = std::env::var("PULSE_PERF_CTL").ok().map(|p| {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(p)
-            .expect("fifo")
-    });
-    if let Some(c) = &mut ctl {
-        std::io::Write::write_all(c, b"enable\n").expect("perf");
-    }
+    let mut ctl = perf_ctl();
+    perf(&mut ctl, "enable");
     for _ in 0..200_000 {
         let (reader, evs, now) = next();
         let timed: Vec<_> = evs.iter().map(|e| (e, e.ts)).collect();
@@ -311,9 +294,7 @@ fn latency() {
         let _ = std::hint::black_box(engine.score(&reader, &timed, now, &Request::default()));
         ns.push(started.elapsed().as_nanos() as u64);
     }
-    if let Some(c) = &mut ctl {
-        std::io::Write::write_all(c, b"disable\n").expect("perf");
-    }
+    perf(&mut ctl, "disable");
     let mut sorted = ns.clone();
     sorted.sort_unstable();
     let q =
@@ -335,4 +316,22 @@ fn latency() {
 #[inline(never)]
 fn encode_all(bundle: &Bundle, states: &HashMap<String, ReaderState>) -> usize {
     states.values().map(|s| s.encode(bundle).len()).sum()
+}
+
+/// perf's control fifo, when `PULSE_PERF_CTL` names one (`perf record --control fifo:FIFO -D -1`).
+fn perf_ctl() -> Option<std::fs::File> {
+    let path = std::env::var("PULSE_PERF_CTL").ok()?;
+    Some(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .expect("fifo"),
+    )
+}
+
+/// Tells perf to start or stop sampling (`enable`, `disable`), when it listens.
+fn perf(ctl: &mut Option<std::fs::File>, command: &str) {
+    if let Some(c) = ctl {
+        std::io::Write::write_all(c, format!("{command}\n").as_bytes()).expect("perf");
+    }
 }

@@ -2,28 +2,34 @@
 //! RUST_LOG's syntax, and no colour codes when stderr is not a terminal.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
 use pulse_e2e::{demo_config, gateway_bin};
 use serde_json::Value;
 
-/// The first `n` stderr lines of a gateway started with `args` (then killed).
-fn first_log_lines(args: &[&str], env: &[(&str, &str)], n: usize) -> Vec<String> {
-    let dir = tempfile::tempdir().unwrap();
-    let config = demo_config(dir.path());
-    let mut child = Command::new(gateway_bin())
+/// A gateway on the demo config in `dir`, started with `args` and `env` (the environment's own
+/// RUST_LOG and GLIBC_TUNABLES left out), its stderr piped.
+fn start(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Child {
+    Command::new(gateway_bin())
         .arg("--config")
-        .arg(&config)
+        .arg(demo_config(dir))
         .arg("--data")
-        .arg(dir.path().join("data"))
+        .arg(dir.join("data"))
         .args(["--listen", "127.0.0.1:0"])
         .args(args)
         .env_remove("RUST_LOG")
+        .env_remove("GLIBC_TUNABLES")
         .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start the gateway");
+        .expect("start the gateway")
+}
+
+/// The first `n` stderr lines of a gateway started with `args` (then killed).
+fn first_log_lines(args: &[&str], env: &[(&str, &str)], n: usize) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = start(dir.path(), args, env);
     let stderr = child.stderr.take().unwrap();
     // The gateway runs until killed: 3 s is plenty for its first lines.
     let pid = child.id().to_string();
@@ -90,26 +96,11 @@ fn the_heap_goes_in_huge_pages_where_the_kernel_gives_them_on_request() {
     let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").ok();
     for (wanted, env) in [(true, "true"), (false, "false")] {
         let dir = tempfile::tempdir().unwrap();
-        let config = demo_config(dir.path());
-        let mut child = Command::new(gateway_bin())
-            .arg("--config")
-            .arg(&config)
-            .arg("--data")
-            .arg(dir.path().join("data"))
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-                "--log",
-                "info",
-            ])
-            .env_remove("GLIBC_TUNABLES")
-            .env("PULSE_SCORER__HUGE_PAGES", env)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the gateway");
+        let mut child = start(
+            dir.path(),
+            &["--log-format", "json", "--log", "info"],
+            &[("PULSE_SCORER__HUGE_PAGES", env)],
+        );
         let lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let heap = lines
             .take(20)
