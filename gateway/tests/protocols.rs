@@ -217,10 +217,13 @@ impl H3Client {
             .send_request(head.body(()).unwrap())
             .await
             .map_err(|e| format!("{e:?}"))?;
+        // A server may answer before the request is complete and stop the rest of it with
+        // H3_NO_ERROR (RFC 9114 section 4.1): the gateway does so for a request it refuses on
+        // its head. Sending the rest then fails; the answer is what counts.
         if !req.body.is_empty() {
-            stream.send_data(req.body.clone()).await.unwrap();
+            let _ = stream.send_data(req.body.clone()).await;
         }
-        stream.finish().await.unwrap();
+        let _ = stream.finish().await;
         let resp = stream.recv_response().await.unwrap();
         let mut body = BytesMut::new();
         while let Some(mut chunk) = stream.recv_data().await.unwrap() {
