@@ -268,8 +268,9 @@ impl Ingest {
             .record(site, header.reader_key(), now, &decided);
         let signed = match &self.signer {
             Some(signer) if trust.sign => {
-                self.metrics.signed();
-                Some(signer.sign(site, header.reader_key(), &decided.decision, now / 1000))
+                let signed = signer.sign(site, header.reader_key(), &decided.decision, now / 1000);
+                self.metrics.signed(signed.reused);
+                Some(signed.token)
             }
             _ => None,
         };

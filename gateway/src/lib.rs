@@ -63,7 +63,7 @@ pub use metrics::{AUTH_RESULTS, Format, Handler, Latency, Metrics, Snapshot};
 pub use notify::notify;
 pub use pool::BufPool;
 pub use ratelimit::{Limited, RateLimiter, client_ip};
-pub use signing::{DECISION_TTL_S, DecisionSigner, SigningError};
+pub use signing::{DECISION_TTL_S, DecisionSigner, REUSE_S, Signed, SigningError};
 pub use sink::{BoxFuture, EmbeddedSink, Receipt, RecordKind, Records, Sink, SinkBatch, SinkError};
 pub use token::{TOKEN_ENV, TokenSource, admin_token, token_file};
 

@@ -244,8 +244,9 @@ where
         None => local_peek(gw, &reader, view, now, request).await,
     };
     let signed = gw.ingest().signer().map(|signer| {
-        gw.metrics.signed();
-        signer.sign(&site, &reader, &decision, now / 1000)
+        let signed = signer.sign(&site, &reader, &decision, now / 1000);
+        gw.metrics.signed(signed.reused);
+        signed.token
     });
     let answer = serde_json::json!({
         "reader": reader,

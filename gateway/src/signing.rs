@@ -10,6 +10,7 @@
 //! IO boundary: [`DecisionSigner::load_or_create`]; the rest is pure.
 
 use std::path::Path;
+use std::sync::Mutex;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -27,6 +28,7 @@ pub struct DecisionSigner {
     kid: String,
     /// The JWT header, base64url, ready to use.
     header: String,
+    recent: Recent,
 }
 
 impl std::fmt::Debug for DecisionSigner {
@@ -67,7 +69,12 @@ impl DecisionSigner {
             .collect();
         let header =
             URL_SAFE_NO_PAD.encode(json!({"alg": "EdDSA", "typ": "JWT", "kid": kid}).to_string());
-        Some(Self { pair, kid, header })
+        Some(Self {
+            pair,
+            kid,
+            header,
+            recent: Recent::new(),
+        })
     }
 
     /// Reads the key at `path`, or generates one there (mode 0600) when the file does not exist.
@@ -110,39 +117,147 @@ impl DecisionSigner {
         }]})
     }
 
-    /// The signed form of `decision` for `reader` on `site`, issued at `now_s`.
-    pub fn sign(&self, site: &str, reader: &str, decision: &Decision, now_s: u64) -> String {
-        let mut claims = json!({
-            "sub": reader,
-            "site": site,
-            "iat": now_s,
-            "exp": now_s + DECISION_TTL_S,
-            "action": decision.action,
-            "reason": decision.reason,
-            "bundle": decision.version,
-        });
-        let optional = [
-            ("rule", decision.rule.as_ref().map(|v| json!(v))),
-            ("remaining", decision.remaining.map(|v| json!(v))),
-            ("limit", decision.limit.map(|v| json!(v))),
-            ("variant", decision.variant.as_ref().map(|v| json!(v))),
-            ("offer", decision.offer.as_ref().map(|v| json!(v))),
-            ("prompt", decision.prompt.as_ref().map(|v| json!(v))),
-            ("fallback", decision.fallback.then_some(json!(true))),
-        ];
-        for (name, value) in optional {
-            if let Some(v) = value {
-                claims[name] = v;
+    /// The signed form of `decision` for `reader` on `site`, issued at `now_s`, and whether
+    /// the signature was reused: the same decision given to the same reader on the same site
+    /// less than [`REUSE_S`] before carries the same token (its `iat` that earlier second, so
+    /// at least four of its five minutes left), since an Ed25519 signature costs the gateway
+    /// more than deciding does. Reuse never weakens a token: the claims are rebuilt from this
+    /// decision and only the signature is remembered, so a stale or mistaken slot gives a
+    /// token that fails verification, never one that says something that was not decided.
+    pub fn sign(&self, site: &str, reader: &str, decision: &Decision, now_s: u64) -> Signed {
+        let body = claims_body(site, reader, decision);
+        let key = std::hash::BuildHasher::hash_one(&self.recent.hasher, &body) | 1;
+        let slot = &self.recent.slots[(key as usize) & (SLOTS - 1)];
+        let remembered = {
+            let slot = slot
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            (slot.key == key && slot.iat <= now_s && now_s - slot.iat < REUSE_S)
+                .then_some((slot.iat, slot.sig))
+        };
+        let (iat, sig, reused) = match remembered {
+            Some((iat, sig)) => (iat, sig, true),
+            None => {
+                let signing = self.signing_input(&body, now_s);
+                let mut sig = [0u8; 64];
+                sig.copy_from_slice(self.pair.sign(signing.as_bytes()).as_ref());
+                let mut slot = slot
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                *slot = Slot {
+                    key,
+                    iat: now_s,
+                    sig,
+                };
+                (now_s, sig, false)
             }
-        }
-        let signing = format!(
-            "{}.{}",
-            self.header,
-            URL_SAFE_NO_PAD.encode(claims.to_string())
-        );
-        let sig = self.pair.sign(signing.as_bytes());
-        format!("{signing}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
+        };
+        let mut token = self.signing_input(&body, iat);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(sig, &mut token);
+        Signed { token, reused }
     }
+
+    /// `header.claims` (base64url) of the claims `body` issued at `iat`.
+    fn signing_input(&self, body: &str, iat: u64) -> String {
+        use std::fmt::Write as _;
+        let mut claims = String::with_capacity(body.len() + 40);
+        claims.push_str(&body[..body.len() - 1]);
+        let _ = write!(claims, ",\"iat\":{iat},\"exp\":{}}}", iat + DECISION_TTL_S);
+        let mut out = String::with_capacity(self.header.len() + 1 + claims.len() * 4 / 3 + 90);
+        out.push_str(&self.header);
+        out.push('.');
+        URL_SAFE_NO_PAD.encode_string(claims, &mut out);
+        out
+    }
+}
+
+/// A signed decision: the JWT, and whether its signature was one given before.
+#[derive(Debug)]
+pub struct Signed {
+    /// The compact JWS.
+    pub token: String,
+    /// The signature of an identical decision given less than [`REUSE_S`] before.
+    pub reused: bool,
+}
+
+/// How long a signature is reused for the same decision to the same reader, seconds.
+pub const REUSE_S: u64 = 60;
+
+/// Slots of remembered signatures (a power of two): 80 bytes each, 2.5 MiB in all, whatever
+/// the traffic. A slot is overwritten by the next decision that hashes to it.
+const SLOTS: usize = 1 << 15;
+
+/// The signatures given lately, by a keyed hash of what they vouch for (without the time).
+struct Recent {
+    hasher: std::collections::hash_map::RandomState,
+    slots: Box<[Mutex<Slot>]>,
+}
+
+impl Recent {
+    fn new() -> Self {
+        Self {
+            hasher: std::collections::hash_map::RandomState::new(),
+            slots: (0..SLOTS).map(|_| Mutex::new(Slot::EMPTY)).collect(),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Slot {
+    /// The hash of the claims without the time; 0 for none (a hash is odd).
+    key: u64,
+    iat: u64,
+    sig: [u8; 64],
+}
+
+impl Slot {
+    const EMPTY: Self = Self {
+        key: 0,
+        iat: 0,
+        sig: [0; 64],
+    };
+}
+
+/// The claims without `iat` and `exp`, as a JSON object; written directly (no map built).
+fn claims_body(site: &str, reader: &str, decision: &Decision) -> String {
+    fn field(out: &mut String, name: &str, value: &impl serde::Serialize) {
+        out.push(if out.is_empty() { '{' } else { ',' });
+        out.push('"');
+        out.push_str(name);
+        out.push_str("\":");
+        // Strings, numbers and the action's name: serializing them cannot fail.
+        out.push_str(&serde_json::to_string(value).unwrap_or_else(|_| "null".into()));
+    }
+    let mut out = String::with_capacity(256);
+    field(&mut out, "sub", &reader);
+    field(&mut out, "site", &site);
+    field(&mut out, "action", &decision.action);
+    field(&mut out, "reason", &decision.reason);
+    field(&mut out, "bundle", &decision.version);
+    if let Some(v) = &decision.rule {
+        field(&mut out, "rule", v);
+    }
+    if let Some(v) = decision.remaining {
+        field(&mut out, "remaining", &v);
+    }
+    if let Some(v) = decision.limit {
+        field(&mut out, "limit", &v);
+    }
+    if let Some(v) = &decision.variant {
+        field(&mut out, "variant", v);
+    }
+    if let Some(v) = &decision.offer {
+        field(&mut out, "offer", v);
+    }
+    if let Some(v) = &decision.prompt {
+        field(&mut out, "prompt", v);
+    }
+    if decision.fallback {
+        field(&mut out, "fallback", &true);
+    }
+    out.push('}');
+    out
 }
 
 #[cfg(unix)]
@@ -180,7 +295,7 @@ mod tests {
         let mut d = Decision::new(Action::Paywall, "rule", "b1");
         d.rule = Some("paywall-likely".into());
         d.variant = Some("premium".into());
-        let token = signer.sign("demo", "reader-1", &d, 1_800_000_000);
+        let token = signer.sign("demo", "reader-1", &d, 1_800_000_000).token;
         let jwks = signer.jwks();
         let x = URL_SAFE_NO_PAD
             .decode(jwks["keys"][0]["x"].as_str().unwrap())
@@ -210,5 +325,107 @@ mod tests {
             DecisionSigner::load_or_create(&path),
             Err(SigningError::NotAKey(_))
         ));
+    }
+
+    /// The claims of `token` once its signature is checked against `signer`'s served key.
+    fn verified(signer: &DecisionSigner, token: &str) -> Value {
+        let x = URL_SAFE_NO_PAD
+            .decode(signer.jwks()["keys"][0]["x"].as_str().unwrap())
+            .unwrap();
+        let (signed, sig) = token.rsplit_once('.').unwrap();
+        UnparsedPublicKey::new(&ED25519, x)
+            .verify(signed.as_bytes(), &URL_SAFE_NO_PAD.decode(sig).unwrap())
+            .expect("verifies");
+        let claims = signed.split_once('.').unwrap().1;
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_same_decision_to_the_same_reader_within_a_minute_reuses_its_signature() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = DecisionSigner::load_or_create(&dir.path().join("k.pk8")).unwrap();
+        let t0 = 1_800_000_000;
+        let mut d = Decision::new(Action::Meter, "meter", "b1");
+        d.remaining = Some(2);
+        d.reason = "a \"quoted\" reason \u{e9}".into();
+
+        let first = signer.sign("demo", "r1", &d, t0);
+        assert!(!first.reused);
+        let claims = verified(&signer, &first.token);
+        assert_eq!(claims["reason"], "a \"quoted\" reason \u{e9}");
+        assert_eq!(claims["remaining"], 2);
+        assert_eq!(claims["iat"], t0);
+        assert_eq!(claims["exp"], t0 + DECISION_TTL_S);
+
+        // The same again 59 s later: the same token, issued at the first second.
+        let again = signer.sign("demo", "r1", &d, t0 + REUSE_S - 1);
+        assert!(again.reused);
+        assert_eq!(again.token, first.token);
+
+        // Anything that differs is signed afresh, and says what was decided this time.
+        let other_reader = signer.sign("demo", "r2", &d, t0 + 1);
+        assert!(!other_reader.reused);
+        assert_eq!(verified(&signer, &other_reader.token)["sub"], "r2");
+        let other_site = signer.sign("news", "r1", &d, t0 + 1);
+        assert!(!other_site.reused);
+        assert_eq!(verified(&signer, &other_site.token)["site"], "news");
+        let mut fewer = d.clone();
+        fewer.remaining = Some(1);
+        let changed = signer.sign("demo", "r1", &fewer, t0 + 2);
+        assert!(!changed.reused);
+        let claims = verified(&signer, &changed.token);
+        assert_eq!(
+            (claims["remaining"].clone(), claims["iat"].clone()),
+            (json!(1), json!(t0 + 2))
+        );
+
+        // A minute on, or a clock that went back: a new signature and a new `iat`.
+        let later = signer.sign("demo", "r2", &d, t0 + 1 + REUSE_S);
+        assert!(!later.reused);
+        assert_eq!(verified(&signer, &later.token)["iat"], t0 + 1 + REUSE_S);
+        let earlier = signer.sign("demo", "r2", &d, t0);
+        assert!(!earlier.reused);
+        assert_eq!(verified(&signer, &earlier.token)["iat"], t0);
+    }
+
+    #[test]
+    fn a_slot_taken_by_another_decision_gives_a_fresh_signature_never_a_wrong_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = DecisionSigner::load_or_create(&dir.path().join("k.pk8")).unwrap();
+        let t0 = 1_800_000_000;
+        let d = Decision::new(Action::Allow, "rule", "b1");
+        let first = signer.sign("demo", "r1", &d, t0).token;
+        let body = claims_body("demo", "r1", &d);
+        let key = std::hash::BuildHasher::hash_one(&signer.recent.hasher, &body) | 1;
+        let slot = &signer.recent.slots[(key as usize) & (SLOTS - 1)];
+
+        // Another decision hashed to the same slot since: signed afresh.
+        slot.lock().unwrap().key = key ^ 2;
+        let fresh = signer.sign("demo", "r1", &d, t0 + 1);
+        assert!(!fresh.reused);
+        assert_eq!(verified(&signer, &fresh.token)["iat"], t0 + 1);
+
+        // Even a slot whose hash matched a different decision (a collision) cannot vouch for
+        // this one: the claims are this decision's, so the old signature fails to verify.
+        let other = Decision::new(Action::Paywall, "rule", "b1");
+        let signed_other = signer.sign("demo", "r1", &other, t0 + 1);
+        let mut forged = *slot.lock().unwrap();
+        forged.sig = {
+            let sig = signed_other.token.rsplit_once('.').unwrap().1;
+            URL_SAFE_NO_PAD.decode(sig).unwrap().try_into().unwrap()
+        };
+        forged.key = key;
+        *slot.lock().unwrap() = forged;
+        let token = signer.sign("demo", "r1", &d, t0 + 2).token;
+        let (signed, sig) = token.rsplit_once('.').unwrap();
+        let x = URL_SAFE_NO_PAD
+            .decode(signer.jwks()["keys"][0]["x"].as_str().unwrap())
+            .unwrap();
+        assert!(
+            UnparsedPublicKey::new(&ED25519, x)
+                .verify(signed.as_bytes(), &URL_SAFE_NO_PAD.decode(sig).unwrap())
+                .is_err()
+        );
+        assert_ne!(token, first);
     }
 }

@@ -182,11 +182,16 @@ fn only_a_token_signed_by_the_publisher_vouches_and_decisions_come_signed() {
     assert_eq!(claims["site"], "demo");
     assert_eq!(claims["action"], "allow");
     assert_eq!(claims["rule"], "subscriber");
+    // The same decision again for the same reader within a minute: the same token (one
+    // Ed25519 signature saved), counted as reused.
+    let (_, again) = post(&gw, &batch("anon-sub", 1, 200, 1, None, Some(&sub)));
+    assert_eq!(again["decision"]["rule"], "subscriber", "{again}");
+    assert_eq!(again["signed"], answer["signed"]);
 
     let m = metrics_text(&gw);
     assert_eq!(
         metric(&m, "pulse_gateway_auth_total{result=\"valid\"}"),
-        1.0
+        2.0
     );
     assert_eq!(
         metric(&m, "pulse_gateway_auth_total{result=\"token_missing\"}"),
@@ -200,7 +205,9 @@ fn only_a_token_signed_by_the_publisher_vouches_and_decisions_come_signed() {
         metric(&m, "pulse_gateway_auth_total{result=\"token_expired\"}"),
         1.0
     );
-    assert_eq!(metric(&m, "pulse_gateway_signed_decisions_total"), 6.0);
+    assert_eq!(metric(&m, "pulse_gateway_signed_decisions_total"), 7.0);
+    // That one, and mallory's answers that repeated the decision before them.
+    assert_eq!(metric(&m, "pulse_gateway_signatures_reused_total"), 4.0);
     gw.stop();
 }
 

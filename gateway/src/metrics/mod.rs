@@ -103,6 +103,7 @@ pub struct Metrics {
     bytes_decoded: Counter,
     fallback_decisions: Counter,
     signed_decisions: Counter,
+    signatures_reused: Counter,
     server_decisions: Counter,
     decisions_logged: Counter,
     decisions_dropped: Counter,
@@ -292,6 +293,10 @@ impl Metrics {
             "pulse_gateway_signed_decisions",
             "Decisions signed for the publisher's server",
         );
+        let signatures_reused = counter(
+            "pulse_gateway_signatures_reused",
+            "Signed decisions that reused the signature of the same decision given to the same reader less than a minute before",
+        );
         let server_decisions = counter(
             "pulse_gateway_server_decisions",
             "Decisions asked for by publishers' servers (POST /v1/decide)",
@@ -385,6 +390,7 @@ impl Metrics {
             bytes_decoded,
             fallback_decisions,
             signed_decisions,
+            signatures_reused,
             server_decisions,
             decisions_logged,
             decisions_dropped,
@@ -526,9 +532,12 @@ impl Metrics {
         }
     }
 
-    /// Counts a signed decision.
-    pub fn signed(&self) {
+    /// Counts a signed decision, and whether its signature was reused.
+    pub fn signed(&self, reused: bool) {
         self.signed_decisions.inc();
+        if reused {
+            self.signatures_reused.inc();
+        }
     }
 
     /// Counts a decision asked for by a publisher's server.
