@@ -174,7 +174,31 @@ impl Decider {
         request: Request,
     ) -> Decided {
         let (applied, offsets) = (receipt.applied, receipt.offsets);
-        // The engine's API takes owned events with their server times.
+        if self.router.is_none() {
+            // A reader in memory that no one holds is scored here and now, from the request's
+            // own parsed events: no copies, no hop to another thread (a few µs of work, not
+            // worth a deadline). Anything that would wait goes to a blocking thread below.
+            let refs: Vec<_> = events.iter().map(|view| (view, view.time)).collect();
+            let started = Instant::now();
+            match self.engine.try_score(reader, &refs, now, &request) {
+                Ok(Some(scored)) => {
+                    self.metrics.decision_latency.observe(started.elapsed());
+                    drop(applied);
+                    return Decided {
+                        decision: scored.decision.clone(),
+                        late: scored.refused.clone(),
+                        scored: Some(scored),
+                    };
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "scorer failed");
+                    std::mem::forget(applied);
+                    return self.fallback();
+                }
+            }
+        }
+        // The blocking thread takes owned events with their server times.
         let owned: Result<Vec<(Event, u64)>, _> = events
             .iter()
             .map(|view| view.to_event().map(|event| (event, view.time)))

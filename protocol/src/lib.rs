@@ -64,7 +64,7 @@ pub use schema::generate as generate_schema;
 #[cfg(feature = "std")]
 pub use schema::{RecordSchema, SCHEMA_HEADER, push_versioned};
 #[cfg(feature = "std")]
-pub use view::{BatchView, EventView, HeaderView, parse_batch};
+pub use view::{BatchView, EventView, HeaderView, PropValue, parse_batch};
 pub use wire::{WireBatch, WireEvent, json_text};
 
 /// The protocol version this crate writes and the newest it reads.

@@ -594,5 +594,8 @@ fn read_page<'a>(s: &mut Scanner<'a>, bad: &mut bool) -> Result<Option<Page<'a>>
     }))
 }
 
+mod prop;
+pub use prop::PropValue;
+
 #[cfg(test)]
 mod tests;

@@ -315,6 +315,41 @@ impl Observed for Event {
     }
 }
 
+/// A request's event as parsed, borrowing its body: what the gateway scores without copying.
+impl Observed for pulse_protocol::EventView<'_> {
+    fn id(&self) -> u128 {
+        self.id.0
+    }
+
+    fn kind(&self) -> EventType {
+        self.kind
+    }
+
+    fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn referrer(&self) -> &str {
+        &self.referrer
+    }
+
+    fn prop(&self, key: &str) -> Prop<'_> {
+        use pulse_protocol::PropValue;
+        match pulse_protocol::EventView::prop(self, key) {
+            None => Prop::Missing,
+            Some(PropValue::Null) => Prop::Null,
+            Some(PropValue::Bool(b)) => Prop::Bool(b),
+            Some(PropValue::Num(n)) => n.map_or(Prop::Other, Prop::Num),
+            Some(PropValue::Str(s)) => Prop::Str(s),
+            Some(PropValue::Other) => Prop::Other,
+        }
+    }
+}
+
 impl<T: Observed + ?Sized> Observed for &T {
     fn id(&self) -> u128 {
         (**self).id()

@@ -21,7 +21,9 @@ pub struct Limits {
     /// Time allowed to make a batch durable before answering 503, in ms. Default 5000.
     #[serde(default = "default_store_deadline")]
     pub store_deadline_ms: Millis,
-    /// Time allowed for the scorer before a fallback decision, in ms. Default 50.
+    /// Time allowed for the scorer before a fallback decision, in ms. Default 50. A reader in
+    /// memory that nothing holds is scored on the request's thread without it (no IO, no
+    /// waiting); the deadline bounds the others.
     #[serde(default = "default_decision_deadline")]
     pub decision_deadline_ms: Millis,
 }

@@ -329,3 +329,78 @@ proptest! {
         prop_assert_eq!(header.reader_key(), batch.header.reader_key());
     }
 }
+
+/// What a map parsed from the same text gives for `key`, as [`EventView::prop`] reads it.
+fn from_map(event: &Event, key: &str) -> Option<PropValue<'static>> {
+    event.props.get(key).map(|v| match v {
+        Value::Null => PropValue::Null,
+        Value::Bool(b) => PropValue::Bool(*b),
+        Value::Number(n) => PropValue::Num(n.as_f64()),
+        Value::String(s) => PropValue::Str(s.clone().into()),
+        Value::Array(_) | Value::Object(_) => PropValue::Other,
+    })
+}
+
+#[test]
+fn a_property_read_from_the_text_is_what_the_parsed_map_holds() {
+    let props = r#"{ "a" : 1, "s":"x\u00e9\"y", "n":null, "t":true, "f":false, "big":18446744073709551615,
+        "neg":-12, "x":1.5e3, "tiny":4.9e-324, "o":{"a":[1,{"b":2}]}, "l":[], "a":"again", "e":""}"#;
+    let id = format!("{:032x}", 9);
+    let event = format!(
+        r#"{{"id":"{id}","ts":{NOW},"type":"custom","name":"n","page":{{"url":"https://n.example/"}},"props":{props}}}"#
+    );
+    let json = format!(
+        r#"{{"v":1,"site_key":"demo","anonymous_id":"a","session_id":"s","seq":3,"sent_at":{NOW},"events":[{event}]}}"#
+    );
+    let parsed = parse_batch(json.as_bytes(), NOW).unwrap();
+    let view = &parsed.accepted[0];
+    let owned = view.to_event().unwrap();
+    for key in [
+        "a", "s", "n", "t", "f", "big", "neg", "x", "tiny", "o", "l", "e", "missing", "",
+    ] {
+        assert_eq!(view.prop(key), from_map(&owned, key), "{key}");
+    }
+    // The last of two members of one name, as the map keeps it.
+    assert_eq!(view.prop("a"), Some(PropValue::Str("again".into())));
+    let plain = body(&Batch {
+        header: header(),
+        events: vec![page_view(1, NOW)],
+    });
+    let none = parse_batch(&plain, NOW).unwrap();
+    assert_eq!(none.accepted[0].prop("a"), None);
+}
+
+proptest! {
+    #[test]
+    fn properties_read_from_the_text_match_the_map(
+        members in proptest::collection::vec(
+            ("[a-c]{1,2}", prop_oneof![
+                any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| json!(f)),
+                any::<i64>().prop_map(|i| json!(i)),
+                any::<u64>().prop_map(|i| json!(i)),
+                any::<bool>().prop_map(|b| json!(b)),
+                "[a-zé\"\\\\\u{1F600}]{0,8}".prop_map(|s| json!(s)),
+                Just(json!(null)),
+                Just(json!([1, {"k": "v"}])),
+            ]),
+            0..8,
+        )
+    ) {
+        // Built by hand so that a name may repeat.
+        let props = format!(
+            "{{{}}}",
+            members.iter().map(|(k, v)| format!("{}: {v}", json!(k))).collect::<Vec<_>>().join(", ")
+        );
+        let id = format!("{:032x}", 9);
+        let json = format!(
+            r#"{{"v":1,"site_key":"demo","anonymous_id":"a","session_id":"s","seq":3,"sent_at":{NOW},"events":[{{"id":"{id}","ts":{NOW},"type":"custom","name":"n","page":{{"url":"https://n.example/"}},"props":{props}}}]}}"#
+        );
+        let parsed = parse_batch(json.as_bytes(), NOW).unwrap();
+        prop_assert_eq!(parsed.accepted.len(), 1, "{}", props);
+        let view = &parsed.accepted[0];
+        let owned = view.to_event().unwrap();
+        for key in ["a", "b", "c", "aa", "ab", "cc", "d"] {
+            prop_assert_eq!(view.prop(key), from_map(&owned, key), "{} in {}", key, props);
+        }
+    }
+}

@@ -13,6 +13,7 @@ mod fjall_store;
 mod flush;
 mod partition;
 mod rebuild;
+mod score;
 mod scored;
 mod update;
 
@@ -383,18 +384,6 @@ impl<S: StateStore + 'static> Engine<S> {
         self.shared.watermark.load(Ordering::Relaxed)
     }
 
-    /// Applies a batch of one reader's events (each with its event time) and decides at `now`,
-    /// for the request `request` (its device and country, when known).
-    pub fn score<E: Observed + ?Sized>(
-        &self,
-        reader: &str,
-        events: &[(&E, u64)],
-        now: u64,
-        request: &Request,
-    ) -> Result<Scored, EngineError> {
-        self.score_on(reader, events, &PageFacts::of(events), now, request)
-    }
-
     /// Decides for a reader on `page` at `now` without events (a publisher's server asking
     /// before it renders the page): the same rules, state and shadow as [`Engine::score`].
     pub fn decide(
@@ -455,53 +444,6 @@ impl<S: StateStore + 'static> Engine<S> {
             applied: 0,
             duplicates: 0,
             refused: Vec::new(),
-        })
-    }
-
-    fn score_on<E: Observed + ?Sized>(
-        &self,
-        reader: &str,
-        events: &[(&E, u64)],
-        page: &PageFacts,
-        now: u64,
-        request: &Request,
-    ) -> Result<Scored, EngineError> {
-        let core = self.core()?;
-        // A shadow of other features (set before a rebuild switched them) cannot read this state.
-        let shadow = self
-            .shadow
-            .read()
-            .ok()
-            .and_then(|s| s.clone())
-            .filter(|b| b.feature_set == core.feature_set);
-        let full = self.shared.config.full_snapshots;
-        let ((mut decided, shadow), counts) =
-            self.shared.update(&core, reader, events, |bundle, state| {
-                let mut active = decide(bundle, reader, state, now, page, request);
-                if full {
-                    complete(&mut active.read, bundle, state, now);
-                }
-                let shadow = shadow
-                    .as_ref()
-                    .map(|b| decide(b, reader, state, now, page, request).decision);
-                (active, shadow)
-            })?;
-        self.shared
-            .stats
-            .rule_errors
-            .fetch_add(u64::from(decided.errors), Ordering::Relaxed);
-        Ok(Scored {
-            decision: decided.decision,
-            probability: decided.probability,
-            score: decided.score,
-            snapshot: Snapshot {
-                bundle: core.bundle.get(),
-                values: std::mem::take(&mut decided.read),
-            },
-            shadow,
-            applied: counts.applied,
-            duplicates: counts.duplicates,
-            refused: counts.refused,
         })
     }
 

@@ -9,6 +9,13 @@ use crate::bundle::Bundle;
 use crate::event::Observed;
 use crate::state::{Outcome, ReaderState, StateError, StateStore};
 
+/// Whether an update may wait: for a lock, or to load the reader from the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Wait {
+    Yes,
+    No,
+}
+
 /// What applying a batch did.
 #[derive(Debug, Default)]
 pub(crate) struct Counts {
@@ -28,10 +35,36 @@ impl<S: StateStore> Shared<S> {
         events: &[(&E, u64)],
         then: impl FnOnce(&Bundle, &ReaderState) -> T,
     ) -> Result<(T, Counts), EngineError> {
+        // Waiting, it always gets there.
+        self.update_if(core, reader, events, then, Wait::Yes)?
+            .ok_or(EngineError::Poisoned)
+    }
+
+    /// [`Shared::update`]; with [`Wait::No`], only if nothing has to be waited for (the reader
+    /// is in memory and neither its partition nor its state is held), else `None` with nothing
+    /// changed.
+    pub(crate) fn update_if<E: Observed + ?Sized, T>(
+        &self,
+        core: &Core,
+        reader: &str,
+        events: &[(&E, u64)],
+        then: impl FnOnce(&Bundle, &ReaderState) -> T,
+        wait: Wait,
+    ) -> Result<Option<(T, Counts)>, EngineError> {
         let bundle = core.bundle.get();
         let p = partition_of(reader, self.config.partitions);
-        let mut part = lock_spinning(&core.parts[p as usize])?;
+        let mut part = match wait {
+            Wait::Yes => lock_spinning(&core.parts[p as usize])?,
+            Wait::No => match core.parts[p as usize].try_lock() {
+                Ok(part) => part,
+                Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
+                Err(std::sync::TryLockError::Poisoned(_)) => return Err(EngineError::Poisoned),
+            },
+        };
         if !part.readers.contains_key(reader) {
+            if wait == Wait::No {
+                return Ok(None);
+            }
             let state = self.load(core, &bundle, p, reader)?;
             part.insert(reader, state, false);
         }
@@ -41,7 +74,14 @@ impl<S: StateStore> Shared<S> {
         slot.touch(tick);
         // The reader's own lock, uncontended unless the write-behind is encoding this reader.
         let cell = Arc::clone(&slot.state);
-        let mut state = cell.lock().map_err(|_| EngineError::Poisoned)?;
+        let mut state = match wait {
+            Wait::Yes => cell.lock().map_err(|_| EngineError::Poisoned)?,
+            Wait::No => match cell.try_lock() {
+                Ok(state) => state,
+                Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
+                Err(std::sync::TryLockError::Poisoned(_)) => return Err(EngineError::Poisoned),
+            },
+        };
         let mut counts = Counts::default();
         let mut latest = 0;
         if !events.is_empty() {
@@ -79,7 +119,7 @@ impl<S: StateStore> Shared<S> {
             self.flush_now.store(true, Ordering::Relaxed);
             self.wake.notify_all();
         }
-        Ok((out, counts))
+        Ok(Some((out, counts)))
     }
 
     fn load(
