@@ -135,12 +135,13 @@ impl DecisionSigner {
             (slot.key == key && slot.iat <= now_s && now_s - slot.iat < REUSE_S)
                 .then_some((slot.iat, slot.sig))
         };
-        let (iat, sig, reused) = match remembered {
-            Some((iat, sig)) => (iat, sig, true),
+        // The signing input is built once: signed when new, and the token's start either way.
+        let mut token = self.signing_input(&body, remembered.map_or(now_s, |(iat, _)| iat));
+        let (sig, reused) = match remembered {
+            Some((_, sig)) => (sig, true),
             None => {
-                let signing = self.signing_input(&body, now_s);
                 let mut sig = [0u8; 64];
-                sig.copy_from_slice(self.pair.sign(signing.as_bytes()).as_ref());
+                sig.copy_from_slice(self.pair.sign(token.as_bytes()).as_ref());
                 let mut slot = slot
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -149,10 +150,9 @@ impl DecisionSigner {
                     iat: now_s,
                     sig,
                 };
-                (now_s, sig, false)
+                (sig, false)
             }
         };
-        let mut token = self.signing_input(&body, iat);
         token.push('.');
         URL_SAFE_NO_PAD.encode_string(sig, &mut token);
         Signed { token, reused }

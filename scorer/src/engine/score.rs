@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::update::Wait;
+use super::update::{Wait, taken};
 use super::{Core, Engine, EngineError, Scored, Snapshot, complete};
 use crate::event::Observed;
 use crate::rules::{PageFacts, Request, decide};
@@ -58,11 +58,10 @@ impl<S: StateStore + 'static> Engine<S> {
         request: &Request,
         wait: Wait,
     ) -> Result<Option<Scored>, EngineError> {
-        let core = match (self.shared.core.try_read(), wait) {
-            (Ok(core), _) => core,
-            (Err(std::sync::TryLockError::WouldBlock), Wait::No) => return Ok(None),
-            (Err(std::sync::TryLockError::WouldBlock), Wait::Yes) => self.core()?,
-            (Err(std::sync::TryLockError::Poisoned(_)), _) => return Err(EngineError::Poisoned),
+        let core = match (taken(self.shared.core.try_read())?, wait) {
+            (Some(core), _) => core,
+            (None, Wait::No) => return Ok(None),
+            (None, Wait::Yes) => self.core()?,
         };
         let core: &Core = &core;
         let shadow = match (self.shadow.try_read(), wait) {
@@ -211,28 +210,24 @@ mod tests {
         let t = 20_000 * DAY_MS;
         let req = Request::default();
         engine.score("a", &[(&event, t)], t, &req).unwrap();
+        let next = crate::templates::testing::view(2, "/b");
         let core = engine.core().unwrap();
         let p = partition_of("a", 4) as usize;
         let cell = Arc::clone(&core.parts[p].lock().unwrap().readers["a"].state);
 
-        // The write-behind encoding the reader holds its state: not applied, not waited for.
-        let held = cell.lock().unwrap();
-        let next = crate::templates::testing::view(2, "/b");
-        assert!(
+        let left_alone = || {
             engine
                 .try_score("a", &[(&next, t)], t, &req)
                 .unwrap()
                 .is_none()
-        );
+        };
+        // The write-behind encoding the reader holds its state: not applied, not waited for.
+        let held = cell.lock().unwrap();
+        assert!(left_alone());
         drop(held);
         // Its partition held (another reader of it being loaded): the same.
         let part = core.parts[p].lock().unwrap();
-        assert!(
-            engine
-                .try_score("a", &[(&next, t)], t, &req)
-                .unwrap()
-                .is_none()
-        );
+        assert!(left_alone());
         drop(part);
         drop(core);
         // Free: applied once, as if it had been scored.
