@@ -668,3 +668,137 @@ fn a_bundle_with_new_features_is_rebuilt_from_the_log() {
         vec![profile().feature_set]
     );
 }
+
+/// A [`MemoryStore`] that records each write's size and whether it carried metadata, and
+/// fails the write numbered `fail_at` (counting from 0) once.
+#[derive(Default)]
+struct Recording {
+    inner: MemoryStore,
+    /// Per write: states, their encoded bytes, metadata keys.
+    writes: std::sync::Mutex<Vec<(usize, usize, Vec<String>)>>,
+    fail_at: std::sync::Mutex<Option<usize>>,
+}
+
+impl StateStore for Recording {
+    fn get(
+        &self,
+        fs: u64,
+        partition: u16,
+        reader: &str,
+    ) -> Result<Option<Vec<u8>>, pulse_scorer::StoreError> {
+        self.inner.get(fs, partition, reader)
+    }
+
+    fn write(
+        &self,
+        fs: u64,
+        writes: &[pulse_scorer::Write],
+        meta: &[(&str, Vec<u8>)],
+    ) -> Result<(), pulse_scorer::StoreError> {
+        let mut log = self.writes.lock().unwrap();
+        if self
+            .fail_at
+            .lock()
+            .unwrap()
+            .take_if(|n| *n == log.len())
+            .is_some()
+        {
+            return Err(pulse_scorer::StoreError("the disk is full".into()));
+        }
+        let bytes = writes.iter().filter_map(|w| w.value.as_ref()).map(Vec::len);
+        let keys = meta.iter().map(|(k, _)| (*k).to_owned()).collect();
+        log.push((writes.len(), bytes.sum(), keys));
+        self.inner.write(fs, writes, meta)
+    }
+
+    fn scan(
+        &self,
+        fs: u64,
+        partition: u16,
+        f: &mut dyn FnMut(&str, &[u8]) -> bool,
+    ) -> Result<(), pulse_scorer::StoreError> {
+        self.inner.scan(fs, partition, f)
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, pulse_scorer::StoreError> {
+        self.inner.meta(key)
+    }
+
+    fn feature_sets(&self) -> Result<Vec<u64>, pulse_scorer::StoreError> {
+        self.inner.feature_sets()
+    }
+
+    fn drop_feature_set(&self, fs: u64) -> Result<(), pulse_scorer::StoreError> {
+        self.inner.drop_feature_set(fs)
+    }
+}
+
+#[test]
+fn a_large_write_behind_goes_in_bounded_batches_with_the_position_last() {
+    let store = Arc::new(Recording::default());
+    let bundle = profile();
+    let fs = bundle.feature_set;
+    let (e, _) = Engine::open(Arc::clone(&store), bundle, EngineConfig::default()).unwrap();
+    let position = Arc::new(std::sync::atomic::AtomicU64::new(7));
+    let p = Arc::clone(&position);
+    e.set_progress(Box::new(move || {
+        Some(p.load(std::sync::atomic::Ordering::SeqCst))
+    }));
+    let opened = store.writes.lock().unwrap().len();
+    // Readers with a few pages each: several MiB of encoded state in all.
+    let readers: u32 = 4000;
+    for r in 0..readers {
+        for i in 0..4u128 {
+            let ev = page(u128::from(r) * 10 + i, &format!("/s{}/a{i}", r % 7), true);
+            let t = T0 + u64::from(r) * 10 + i as u64;
+            e.score(
+                &format!("r{r}"),
+                &[(&ev, t)],
+                t,
+                &pulse_scorer::Request::default(),
+            )
+            .unwrap();
+        }
+    }
+    let replay_from = || {
+        store
+            .meta("replay_from")
+            .unwrap()
+            .map(|v| u64::from_le_bytes(v.try_into().unwrap()))
+    };
+    let before = replay_from();
+
+    // The third batch fails: nothing is lost, and the position does not move.
+    *store.fail_at.lock().unwrap() = Some(opened + 2);
+    assert!(e.flush().is_err(), "a failed batch fails the write-behind");
+    assert_eq!(replay_from(), before, "the position waits for every state");
+    assert!(
+        store.writes.lock().unwrap()[opened..]
+            .iter()
+            .all(|(_, _, meta)| meta.is_empty()),
+        "no metadata before the last batch"
+    );
+
+    store.writes.lock().unwrap().clear();
+    e.flush().unwrap();
+    let writes = store.writes.lock().unwrap().clone();
+    assert!(writes.len() >= 3, "several batches: {writes:?}");
+    let (last, rest) = writes.split_last().unwrap();
+    assert!(last.2.iter().any(|k| k == "replay_from"), "{last:?}");
+    for (states, bytes, meta) in rest {
+        assert!(meta.is_empty(), "metadata only with the last batch");
+        // A batch closes at the first state past a MiB.
+        assert!(
+            *bytes < (1 << 20) + 64 * 1024,
+            "{states} states, {bytes} bytes"
+        );
+    }
+    assert_eq!(
+        writes.iter().map(|w| w.0).sum::<usize>(),
+        readers as usize,
+        "every reader written once, those of the failed attempt too"
+    );
+    assert_eq!(store.inner.len(fs), readers as usize);
+    assert_eq!(replay_from(), Some(7));
+    e.close().unwrap();
+}

@@ -115,7 +115,9 @@ pub struct ScorerConfig {
     /// Partitions of reader state (a Kafka-compatible hash of the reader key). Changing it
     /// rebuilds state from the log. 1 to 1024, default 32.
     pub partitions: u16,
-    /// How often changed reader state is written to the store, in ms. Default 1000.
+    /// How often changed reader state is written to the store, in ms (sooner when unwritten
+    /// changes hold the cache's memory). A reader changed by many batches meanwhile is written
+    /// once; a crash replays the log from the last write. Default 10000.
     pub flush_interval_ms: Millis,
     /// How often reader state (in memory and stored) is swept for readers past the bundle's
     /// TTL, in seconds. Default 600.
@@ -150,7 +152,7 @@ impl Default for ScorerConfig {
             bundle: None,
             cache_mb: 64,
             partitions: 32,
-            flush_interval_ms: Millis::from_ms(1000),
+            flush_interval_ms: Millis::from_ms(10000),
             sweep_interval_s: 600,
             country_header: None,
             full_snapshots: false,

@@ -1,6 +1,6 @@
 //! Write-behind: a thread that, every `flush_interval` (or at once when memory is held by
-//! unwritten changes), writes every changed reader state to the store in one atomic batch with
-//! the log position it covers and the watermark. It finds them in each partition's list of
+//! unwritten changes), writes every changed reader state to the store, in batches of at most
+//! a MiB, and then the log position they cover and the watermark. It finds them in each partition's list of
 //! readers made dirty, so that it never walks every cached reader under a partition's lock (a
 //! decision for a reader of that partition would wait for the walk).
 //! Another thread, every `sweep_interval`, forgets the readers past their TTL, in memory and
@@ -161,8 +161,17 @@ pub(crate) fn release<S: StateStore>(
     Ok(())
 }
 
-/// Writes a core's changed states with `meta`, in one batch. On failure the states stay dirty
-/// for the next attempt.
+/// Most encoded bytes of reader state in one batch to the store. A write-behind writes every
+/// changed reader, which can be tens of thousands after a busy interval: in batches of this
+/// size the encoded states (and the store's copy of each batch) held at once stay small, and
+/// the heap they come from stays small after them.
+const BATCH_BYTES: usize = 1 << 20;
+
+/// Writes a core's changed states, in batches of at most [`BATCH_BYTES`], then `meta` with the
+/// last batch: the log position the states cover is stored only once every state is. (A crash
+/// between two batches leaves some states newer than the stored position: replaying from it
+/// applies events those states hold already, which dedupe by event id skips.) On failure the
+/// states stay dirty for the next attempt.
 pub(crate) fn write_core<S: StateStore>(
     shared: &Shared<S>,
     core: &Core,
@@ -172,44 +181,9 @@ pub(crate) fn write_core<S: StateStore>(
     // earlier one is still writing.
     let _one = shared.flushing.lock().map_err(|_| EngineError::Poisoned)?;
     let started = Instant::now();
-    let bundle = core.bundle.get();
     let generation = shared.generation.fetch_add(1, Ordering::Relaxed) + 1;
-    let mut writes = Vec::new();
-    for (p, part) in core.parts.iter().enumerate() {
-        // The readers to write, marked clean under the partition's lock (a change after it
-        // marks one dirty again, for the next flush), each then encoded under its own lock
-        // alone: a batch of another reader never waits for an encoding.
-        let cells: Vec<(Arc<str>, Cell)> = {
-            let mut part = part.lock().map_err(|_| EngineError::Poisoned)?;
-            let part = &mut *part;
-            std::mem::take(&mut part.dirty)
-                .into_iter()
-                .filter_map(|key| {
-                    let slot = part.readers.get_mut(&*key).filter(|s| s.dirty)?;
-                    slot.dirty = false;
-                    slot.generation = generation;
-                    Some((key, Arc::clone(&slot.state)))
-                })
-                .collect()
-        };
-        for (key, cell) in cells {
-            // Marked clean, so written whatever happens: a batch that panicked while holding
-            // this reader (its decisions answer `Poisoned` from then on) left the state as it
-            // was, which is written as it is rather than lost.
-            let value = cell
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .encode(&bundle);
-            writes.push(Write {
-                partition: p as u16,
-                value: Some(value),
-                reader: key.to_string(),
-            });
-        }
-    }
-    let written = writes.len() as u64;
-    match shared.store.write(core.feature_set, &writes, meta_writes) {
-        Ok(()) => {
+    match write_changed(shared, core, generation, meta_writes) {
+        Ok(written) => {
             // What was written can go: evict down to the budget now rather than at the next
             // batch of each partition.
             let budget = shared.config.cache_bytes / core.parts.len();
@@ -232,6 +206,8 @@ pub(crate) fn write_core<S: StateStore>(
             Ok(())
         }
         Err(e) => {
+            // Every reader this flush marked clean is dirty again, those of batches written
+            // too (writing them again is harmless).
             for part in core.parts.iter() {
                 if let Ok(mut part) = part.lock() {
                     let part = &mut *part;
@@ -244,9 +220,65 @@ pub(crate) fn write_core<S: StateStore>(
                 }
             }
             shared.stats.flush_errors.fetch_add(1, Ordering::Relaxed);
-            Err(e.into())
+            Err(e)
         }
     }
+}
+
+/// Marks each changed reader clean with `generation`, encodes and writes it (see
+/// [`write_core`]); how many were written.
+fn write_changed<S: StateStore>(
+    shared: &Shared<S>,
+    core: &Core,
+    generation: u64,
+    meta_writes: &[(&str, Vec<u8>)],
+) -> Result<u64, EngineError> {
+    let bundle = core.bundle.get();
+    let mut writes = Vec::new();
+    let mut pending = 0;
+    let mut written = 0;
+    // Each state is encoded here and copied out at its size.
+    let mut scratch = Vec::with_capacity(4096);
+    for (p, part) in core.parts.iter().enumerate() {
+        // The readers to write, marked clean under the partition's lock (a change after it
+        // marks one dirty again, for the next flush), each then encoded under its own lock
+        // alone: a batch of another reader never waits for an encoding.
+        let cells: Vec<(Arc<str>, Cell)> = {
+            let mut part = part.lock().map_err(|_| EngineError::Poisoned)?;
+            let part = &mut *part;
+            std::mem::take(&mut part.dirty)
+                .into_iter()
+                .filter_map(|key| {
+                    let slot = part.readers.get_mut(&*key).filter(|s| s.dirty)?;
+                    slot.dirty = false;
+                    slot.generation = generation;
+                    Some((key, Arc::clone(&slot.state)))
+                })
+                .collect()
+        };
+        for (key, cell) in cells {
+            // Marked clean, so written whatever happens: a batch that panicked while holding
+            // this reader (its decisions answer `Poisoned` from then on) left the state as it
+            // was, which is written as it is rather than lost.
+            cell.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .encode_into(&bundle, &mut scratch);
+            pending += scratch.len();
+            writes.push(Write {
+                partition: p as u16,
+                value: Some(scratch.as_slice().to_vec()),
+                reader: key.to_string(),
+            });
+            if pending >= BATCH_BYTES {
+                shared.store.write(core.feature_set, &writes, &[])?;
+                written += writes.len() as u64;
+                writes.clear();
+                pending = 0;
+            }
+        }
+    }
+    shared.store.write(core.feature_set, &writes, meta_writes)?;
+    Ok(written + writes.len() as u64)
 }
 
 /// Whether a reader last seen at `reader_watermark` can be dropped: past its TTL, and past the

@@ -55,7 +55,9 @@ pub struct EngineConfig {
     /// Bytes of reader state kept in memory; past it cold readers are evicted (after they were
     /// written) and reloaded on demand. Default 64 MiB.
     pub cache_bytes: usize,
-    /// How often changed state is written behind. Default 1 s.
+    /// How often changed state is written behind (sooner when unwritten changes hold the
+    /// cache's memory). Default 10 s: a reader changed by many batches meanwhile is written
+    /// once, and a crash replays at most that much of the log.
     pub flush_interval: Duration,
     /// How often state, in memory and stored, is swept for readers past their TTL. Default
     /// 10 min.
@@ -70,7 +72,7 @@ impl Default for EngineConfig {
         Self {
             partitions: 32,
             cache_bytes: 64 << 20,
-            flush_interval: Duration::from_secs(1),
+            flush_interval: Duration::from_secs(10),
             sweep_interval: Duration::from_secs(600),
             full_snapshots: false,
         }

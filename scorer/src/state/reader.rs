@@ -263,10 +263,18 @@ impl ReaderState {
 
     /// The binary form.
     pub fn encode(&self, bundle: &Bundle) -> Vec<u8> {
-        // Room for most readers at once (growing a byte at a time reallocated a dozen times;
-        // the stores copy what they keep, so the slack is not kept).
+        // Room for most readers at once (growing a byte at a time reallocated a dozen times).
+        let mut buf = Vec::with_capacity(4096);
+        self.encode_into(bundle, &mut buf);
+        buf
+    }
+
+    /// The binary form, in `buf` (cleared first): a caller that keeps many encoded states
+    /// copies each out at its size rather than holding a buffer's room per state.
+    pub fn encode_into(&self, bundle: &Bundle, buf: &mut Vec<u8>) {
+        buf.clear();
         let mut w = Writer {
-            buf: Vec::with_capacity(4096),
+            buf: std::mem::take(buf),
         };
         w.byte(crate::bundle::STATE_FORMAT);
         w.fixed64(bundle.feature_set);
@@ -275,7 +283,7 @@ impl ReaderState {
         for (si, &o) in bundle.owners.iter().enumerate() {
             self.features[si].encode(&bundle.features[o].spec, &mut w);
         }
-        w.buf
+        *buf = w.buf;
     }
 
     /// Encoded bytes per state (named by the features that own them) and of the dedupe, for
