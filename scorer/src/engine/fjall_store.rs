@@ -1,7 +1,8 @@
 //! Reader state on disk in the embedded store (fjall): a keyspace per feature set
 //! (`state_<hash>`), keys `partition (u16, big-endian) ++ reader key`, and a `scorer_meta`
-//! keyspace. Writes go in one atomic batch per flush without fsync: state need not be durable
-//! on its own (the log is), only consistent with the replay position written in the same batch.
+//! keyspace. Each write is one atomic batch, without fsync (a write-behind's batches are of at
+//! most a MiB, the replay position in the last): state need not be durable on its own (the log
+//! is), only never behind the replay position stored with it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
