@@ -1,8 +1,8 @@
 //! Write-behind: a thread that, every `flush_interval` (or at once when memory is held by
-//! unwritten changes), writes every changed reader state to the store, in batches of at most
-//! a MiB, and then the log position they cover and the watermark. It finds them in each partition's list of
-//! readers made dirty, so that it never walks every cached reader under a partition's lock (a
-//! decision for a reader of that partition would wait for the walk).
+//! unwritten changes), writes every changed reader state to the store, in batches of at most a
+//! MiB, and then the log position they cover and the watermark. It finds them in each
+//! partition's list of readers made dirty, so that it never walks every cached reader under a
+//! partition's lock (a decision for a reader of that partition would wait for the walk).
 //! Another thread, every `sweep_interval`, forgets the readers past their TTL, in memory and
 //! in the store: a scan of the whole store, paced (it rests as long as it worked after each
 //! partition) so that it takes at most half a core from the decisions and never holds up the
