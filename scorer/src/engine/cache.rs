@@ -31,6 +31,9 @@ pub(crate) struct Slot {
     pub(crate) generation: u64,
     /// Bytes accounted for it.
     pub(crate) bytes: usize,
+    /// A placeholder while its state is read from the store, its cell locked by the reader of
+    /// the store (see `Shared::update_if`): not evicted, not swept, and waited for.
+    pub(crate) loading: bool,
 }
 
 /// One partition's cache.
@@ -49,6 +52,34 @@ pub(crate) struct Part {
 }
 
 impl Part {
+    /// A placeholder's state has been read from the store (into `cell`, now `heap` bytes): it
+    /// becomes an ordinary clean reader. False when the slot is no longer that placeholder (an
+    /// erasure or a release removed it meanwhile).
+    pub(crate) fn loaded(&mut self, reader: &str, cell: &Cell, heap: usize) -> bool {
+        let Some(slot) = self.readers.get_mut(reader) else {
+            return false;
+        };
+        if !slot.loading || !Arc::ptr_eq(&slot.state, cell) {
+            return false;
+        }
+        slot.loading = false;
+        let now = SLOT_OVERHEAD + reader.len() + heap;
+        self.bytes = self.bytes.saturating_sub(slot.bytes) + now;
+        slot.bytes = now;
+        true
+    }
+
+    /// Removes a placeholder whose load failed, if it is still there.
+    pub(crate) fn unload(&mut self, reader: &str, cell: &Cell) {
+        if self
+            .readers
+            .get(reader)
+            .is_some_and(|s| s.loading && Arc::ptr_eq(&s.state, cell))
+        {
+            self.remove(reader);
+        }
+    }
+
     /// After a reader's state changed to `heap` bytes: marks it dirty (to be written behind)
     /// and re-accounts its bytes, in one lookup.
     pub(crate) fn changed(&mut self, reader: &str, heap: usize) {
@@ -64,10 +95,17 @@ impl Part {
         slot.bytes = now;
     }
 
-    /// Inserts a reader's state.
-    pub(crate) fn insert(&mut self, reader: &str, state: ReaderState, dirty: bool) -> &mut Slot {
+    /// Inserts a reader's state cell, of `heap` bytes; `loading` for a placeholder.
+    pub(crate) fn insert(
+        &mut self,
+        reader: &str,
+        state: Cell,
+        heap: usize,
+        dirty: bool,
+        loading: bool,
+    ) -> &mut Slot {
         self.tick += 1;
-        let bytes = SLOT_OVERHEAD + reader.len() + state.heap_bytes();
+        let bytes = SLOT_OVERHEAD + reader.len() + heap;
         self.bytes += bytes;
         let key: Arc<str> = reader.into();
         if dirty {
@@ -75,11 +113,12 @@ impl Part {
         }
         let slot = Slot {
             key: Arc::clone(&key),
-            state: Arc::new(Mutex::new(state)),
+            state,
             tick: self.tick,
             dirty,
             generation: 0,
             bytes,
+            loading,
         };
         match self.readers.entry(key) {
             std::collections::hash_map::Entry::Occupied(mut o) => {
@@ -110,7 +149,7 @@ impl Part {
         let mut candidates: Vec<(u64, Arc<str>)> = self
             .readers
             .iter()
-            .filter(|(_, s)| !s.dirty && s.generation <= durable)
+            .filter(|(_, s)| !s.dirty && !s.loading && s.generation <= durable)
             .map(|(k, s)| (s.tick, k.clone()))
             .collect();
         candidates.sort_unstable_by_key(|(t, _)| *t);

@@ -325,6 +325,7 @@ pub(crate) fn sweep_store<S: StateStore>(
             let gone: Vec<Arc<str>> = part
                 .readers
                 .iter()
+                .filter(|(_, s)| !s.loading)
                 .filter(|(_, s)| {
                     let seen = s.state.lock().map_or(u64::MAX, |s| s.watermark());
                     sweepable(seen, bundle.settings.ttl_ms, watermark)

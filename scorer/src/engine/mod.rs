@@ -467,13 +467,19 @@ impl<S: StateStore + 'static> Engine<S> {
         let core = self.core()?;
         let bundle = core.bundle.get();
         let p = partition_of(reader, self.shared.config.partitions);
-        let part = core.parts[p as usize]
+        // The cached state (not a placeholder being read from the store), taken without
+        // holding the partition's lock while the reader's is waited for or the store read.
+        let cell = core.parts[p as usize]
             .lock()
-            .map_err(|_| EngineError::Poisoned)?;
+            .map_err(|_| EngineError::Poisoned)?
+            .readers
+            .get(reader)
+            .filter(|slot| !slot.loading)
+            .map(|slot| Arc::clone(&slot.state));
         let (loaded, cached);
-        let state = match part.readers.get(reader) {
-            Some(slot) => {
-                cached = slot.state.lock().map_err(|_| EngineError::Poisoned)?;
+        let state = match &cell {
+            Some(cell) => {
+                cached = cell.lock().map_err(|_| EngineError::Poisoned)?;
                 &*cached
             }
             None => match self.shared.store.get(core.feature_set, p, reader)? {

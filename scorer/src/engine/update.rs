@@ -1,9 +1,10 @@
 //! Applying a batch to one reader: load (or create) their state in its partition, apply the
 //! events, account the cache, count the outcomes.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::cache::{Cell, Part};
 use super::{Core, EngineError, Shared, partition_of};
 use crate::bundle::Bundle;
 use crate::event::Observed;
@@ -53,26 +54,42 @@ impl<S: StateStore> Shared<S> {
     ) -> Result<Option<(T, Counts)>, EngineError> {
         let bundle = core.bundle.get();
         let p = partition_of(reader, self.config.partitions);
-        let mut part = match wait {
-            Wait::Yes => lock_spinning(&core.parts[p as usize])?,
-            Wait::No => match taken(core.parts[p as usize].try_lock())? {
-                Some(part) => part,
-                None => return Ok(None),
-            },
-        };
-        if !part.readers.contains_key(reader) {
+        let part_lock = &core.parts[p as usize];
+        // The partition's lock, then the reader's. A read from the store is never waited for
+        // under the partition's lock: the store's own locks can hold a read for as long as an
+        // fsync, and every reader of the partition, cached or not, would wait with it.
+        let (mut part, cell) = loop {
+            let mut part = match wait {
+                Wait::Yes => lock_spinning(part_lock)?,
+                Wait::No => match taken(part_lock.try_lock())? {
+                    Some(part) => part,
+                    None => return Ok(None),
+                },
+            };
+            part.tick += 1;
+            let tick = part.tick;
+            let Some(slot) = part.readers.get_mut(reader) else {
+                if wait == Wait::No {
+                    return Ok(None);
+                }
+                self.load_unlocked(core, &bundle, p, reader, part)?;
+                continue;
+            };
+            slot.touch(tick);
+            let cell = Arc::clone(&slot.state);
+            if !slot.loading {
+                break (part, cell);
+            }
             if wait == Wait::No {
                 return Ok(None);
             }
-            let state = self.load(core, &bundle, p, reader)?;
-            part.insert(reader, state, false);
-        }
-        part.tick += 1;
-        let tick = part.tick;
-        let slot = part.readers.get_mut(reader).ok_or(EngineError::Poisoned)?;
-        slot.touch(tick);
+            // Another batch is reading this reader from the store, holding its lock: wait for
+            // it without the partition's, then look again.
+            drop(part);
+            drop(cell.lock().map_err(|_| EngineError::Poisoned)?);
+            std::thread::yield_now();
+        };
         // The reader's own lock, uncontended unless the write-behind is encoding this reader.
-        let cell = Arc::clone(&slot.state);
         let mut state = match wait {
             Wait::Yes => cell.lock().map_err(|_| EngineError::Poisoned)?,
             Wait::No => match taken(cell.try_lock())? {
@@ -118,6 +135,50 @@ impl<S: StateStore> Shared<S> {
             self.wake.notify_all();
         }
         Ok(Some((out, counts)))
+    }
+
+    /// Reads a reader missing from the cache from the store, without holding its partition's
+    /// lock (`part`, let go here): a placeholder, its lock held, stands in the cache meanwhile
+    /// so that other batches of the reader wait for it and nothing evicts it. Once read, the
+    /// placeholder becomes the reader's state; an erasure or release that removed it meanwhile
+    /// leaves the caller to look again.
+    fn load_unlocked(
+        &self,
+        core: &Core,
+        bundle: &Bundle,
+        p: u16,
+        reader: &str,
+        mut part: MutexGuard<'_, Part>,
+    ) -> Result<(), EngineError> {
+        let cell: Cell = Arc::new(Mutex::new(ReaderState::new(bundle)));
+        let mut placeholder = cell.lock().map_err(|_| EngineError::Poisoned)?;
+        part.insert(
+            reader,
+            Arc::clone(&cell),
+            placeholder.heap_bytes(),
+            false,
+            true,
+        );
+        drop(part);
+        let loaded = self.load(core, bundle, p, reader).map(|state| {
+            let heap = state.heap_bytes();
+            *placeholder = state;
+            heap
+        });
+        drop(placeholder);
+        let mut part = core.parts[p as usize]
+            .lock()
+            .map_err(|_| EngineError::Poisoned)?;
+        match loaded {
+            Ok(heap) => {
+                part.loaded(reader, &cell, heap);
+                Ok(())
+            }
+            Err(e) => {
+                part.unload(reader, &cell);
+                Err(e)
+            }
+        }
     }
 
     fn load(
@@ -175,9 +236,7 @@ pub(crate) fn taken<G>(tried: std::sync::TryLockResult<G>) -> Result<Option<G>, 
     }
 }
 
-fn lock_spinning(
-    part: &std::sync::Mutex<super::cache::Part>,
-) -> Result<std::sync::MutexGuard<'_, super::cache::Part>, EngineError> {
+fn lock_spinning(part: &Mutex<Part>) -> Result<MutexGuard<'_, Part>, EngineError> {
     let started = std::time::Instant::now();
     let mut spins = 0u32;
     loop {
@@ -196,11 +255,198 @@ fn lock_spinning(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::mpsc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::{Mutex, mpsc};
     use std::time::Duration;
 
+    use crate::state::{StateStore, StoreError, Write};
     use crate::templates::testing::view;
     use crate::{Bundle, DAY_MS, Engine, EngineConfig, MemoryStore};
+
+    /// A store whose next `gated` reads of one reader each wait to be let go (or refused),
+    /// saying when one starts: a read held up by the store's own locks, for as long as the
+    /// test likes. Everything else goes straight to memory.
+    struct Gated {
+        inner: MemoryStore,
+        reader: &'static str,
+        gated: AtomicU32,
+        started: Mutex<mpsc::Sender<()>>,
+        release: Mutex<mpsc::Receiver<bool>>,
+    }
+
+    impl StateStore for Gated {
+        fn get(&self, fs: u64, p: u16, reader: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            let gate = reader == self.reader
+                && self
+                    .gated
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+            if gate {
+                self.started.lock().unwrap().send(()).unwrap();
+                let ok = self.release.lock().unwrap().recv().unwrap();
+                if !ok {
+                    return Err(StoreError("refused by the test".into()));
+                }
+            }
+            self.inner.get(fs, p, reader)
+        }
+        fn write(&self, fs: u64, w: &[Write], meta: &[(&str, Vec<u8>)]) -> Result<(), StoreError> {
+            self.inner.write(fs, w, meta)
+        }
+        fn scan(
+            &self,
+            fs: u64,
+            p: u16,
+            f: &mut dyn FnMut(&str, &[u8]) -> bool,
+        ) -> Result<(), StoreError> {
+            self.inner.scan(fs, p, f)
+        }
+        fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.meta(key)
+        }
+        fn feature_sets(&self) -> Result<Vec<u64>, StoreError> {
+            self.inner.feature_sets()
+        }
+        fn drop_feature_set(&self, fs: u64) -> Result<(), StoreError> {
+            self.inner.drop_feature_set(fs)
+        }
+    }
+
+    /// One partition; reader "x" stored with one page view (id 1) by an engine before, and
+    /// not in this engine's memory; the gate's controls.
+    fn gated_engine() -> (
+        Engine<std::sync::Arc<Gated>>,
+        std::sync::Arc<Gated>,
+        mpsc::Receiver<()>,
+        mpsc::Sender<bool>,
+    ) {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/bundles/meter.toml"
+        ))
+        .unwrap();
+        let config = EngineConfig {
+            partitions: 1,
+            ..EngineConfig::default()
+        };
+        let (started_tx, started) = mpsc::channel();
+        let (release, release_rx) = mpsc::channel();
+        let store = std::sync::Arc::new(Gated {
+            inner: MemoryStore::default(),
+            reader: "x",
+            gated: AtomicU32::new(0),
+            started: Mutex::new(started_tx),
+            release: Mutex::new(release_rx),
+        });
+        let bundle = Bundle::compile(&text).unwrap();
+        let before = Engine::open(
+            std::sync::Arc::clone(&store),
+            bundle.clone(),
+            config.clone(),
+        )
+        .unwrap()
+        .0;
+        assert_eq!(
+            before
+                .replay("x", &[(&view(1, "/a"), 20_000 * DAY_MS)])
+                .unwrap(),
+            1
+        );
+        before.close().unwrap();
+        drop(before);
+        let engine = Engine::open(std::sync::Arc::clone(&store), bundle, config)
+            .unwrap()
+            .0;
+        (engine, store, started, release)
+    }
+
+    #[test]
+    fn a_reader_read_from_the_store_holds_up_no_other_reader_of_its_partition() {
+        let (engine, store, started, release) = gated_engine();
+        let t = 20_000 * DAY_MS;
+        let (b, x2, x3) = (view(10, "/a"), view(2, "/b"), view(3, "/c"));
+        assert_eq!(engine.replay("b", &[(&b, t)]).unwrap(), 1);
+        store.gated.store(1, Ordering::SeqCst);
+        let (done, finished) = mpsc::channel();
+        std::thread::scope(|s| {
+            let first = done.clone();
+            let engine = &engine;
+            let (x2, x3) = (&x2, &x3);
+            s.spawn(move || first.send(("x2", engine.replay("x", &[(x2, t)]))).unwrap());
+            // Not timings: bounds on a hang.
+            started
+                .recv_timeout(Duration::from_secs(60))
+                .expect("x is read");
+            let second = done.clone();
+            s.spawn(move || second.send(("x3", engine.replay("x", &[(x3, t)]))).unwrap());
+            // While x is being read, b (cached, same partition) goes ahead.
+            let (b_done, b_finished) = mpsc::channel();
+            s.spawn(move || {
+                b_done
+                    .send(engine.replay("b", &[(&view(11, "/b"), t)]))
+                    .unwrap()
+            });
+            let b = b_finished.recv_timeout(Duration::from_secs(60));
+            let waiting = finished.try_recv().is_err();
+            release.send(true).unwrap();
+            assert_eq!(b.expect("b waited for x's read").unwrap(), 1);
+            assert!(waiting, "x's batches wait for x's read");
+            for _ in 0..2 {
+                let (which, applied) = finished.recv_timeout(Duration::from_secs(60)).unwrap();
+                assert_eq!(applied.unwrap(), 1, "{which}");
+            }
+        });
+        // Both batches went into the state read from the store: all three ids are known.
+        for id in 1..=3 {
+            assert_eq!(
+                engine.replay("x", &[(&view(id, "/d"), t)]).unwrap(),
+                0,
+                "id {id}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_failed_read_leaves_no_empty_state_behind_for_the_readers_next_batch() {
+        let (engine, store, started, release) = gated_engine();
+        let t = 20_000 * DAY_MS;
+        store.gated.store(1, Ordering::SeqCst);
+        let (x2, x3) = (view(2, "/b"), view(3, "/c"));
+        let (done, finished) = mpsc::channel();
+        std::thread::scope(|s| {
+            let (engine, x2, x3) = (&engine, &x2, &x3);
+            let first = done.clone();
+            s.spawn(move || first.send(engine.replay("x", &[(x2, t)])).unwrap());
+            started
+                .recv_timeout(Duration::from_secs(60))
+                .expect("x is read");
+            let second = done.clone();
+            s.spawn(move || second.send(engine.replay("x", &[(x3, t)])).unwrap());
+            release.send(false).unwrap();
+            let mut outcomes: Vec<_> = (0..2)
+                .map(|_| {
+                    finished
+                        .recv_timeout(Duration::from_secs(60))
+                        .unwrap()
+                        .is_ok()
+                })
+                .collect();
+            outcomes.sort_unstable();
+            assert_eq!(
+                outcomes,
+                [false, true],
+                "the refused read fails its batch alone"
+            );
+        });
+        // The batch that went through read x from the store: id 1 is known, and x3's.
+        assert_eq!(engine.replay("x", &[(&view(1, "/d"), t)]).unwrap(), 0);
+        assert_eq!(engine.replay("x", &[(&view(3, "/d"), t)]).unwrap(), 0);
+        assert_eq!(
+            engine.replay("x", &[(&view(2, "/d"), t)]).unwrap(),
+            1,
+            "x2 failed"
+        );
+    }
 
     #[test]
     fn a_reader_being_written_behind_holds_up_no_other_reader_of_its_partition() {
