@@ -5,10 +5,12 @@
 //! is), only never behind the replay position stored with it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 
+use super::known::Known;
 use crate::state::{StateStore, StoreError, StoreMirror, Write};
 
 const META: &str = "scorer_meta";
@@ -18,9 +20,25 @@ const PREFIX: &str = "state_";
 pub struct FjallStore {
     db: Database,
     meta: Keyspace,
-    sets: Mutex<HashMap<u64, Keyspace>>,
+    /// Each feature set's keyspace, and the readers that may be in it (a read for any other
+    /// is answered without fjall: see `known`).
+    sets: Mutex<HashMap<u64, (Keyspace, Arc<Known>)>>,
     /// Where every write is copied, once set (Kafka mode's changelog).
     mirror: std::sync::RwLock<Option<Arc<dyn StoreMirror>>>,
+    /// Tells the scans that fill the filters to stop (the store is going).
+    closing: Arc<AtomicBool>,
+    /// Held (shared) by every write from adding its keys to the filter to its commit, and
+    /// (alone) by a refill while it puts a new filter in place, so that the new filter's scan
+    /// sees every write the old filter took.
+    writing: std::sync::RwLock<()>,
+    /// Keys a filter takes beyond twice the store's before it is filled afresh.
+    refill_slack: u64,
+}
+
+impl Drop for FjallStore {
+    fn drop(&mut self) {
+        self.closing.store(true, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for FjallStore {
@@ -67,6 +85,9 @@ impl FjallStore {
             meta,
             sets: Mutex::new(HashMap::new()),
             mirror: std::sync::RwLock::new(None),
+            closing: Arc::new(AtomicBool::new(false)),
+            writing: std::sync::RwLock::new(()),
+            refill_slack: 1 << 20,
         })
     }
 
@@ -88,7 +109,10 @@ impl FjallStore {
     /// Applies writes to this store alone, never to its mirror: states restored from the
     /// mirror itself (a partition a scorer takes over).
     pub fn write_local(&self, fs: u64, writes: &[Write]) -> Result<(), StoreError> {
-        let ks = self.set(fs)?;
+        // The filter taken under the shared hold: a refill cannot slip in between.
+        let writing = self.writing.read().map_err(err_poison)?;
+        let (ks, known) = self.set(fs)?;
+        add_written(&known, writes);
         let mut batch = self.db.batch();
         for w in writes {
             match &w.value {
@@ -96,7 +120,9 @@ impl FjallStore {
                 None => batch.remove(&ks, key(w.partition, &w.reader)),
             }
         }
-        batch.commit().map_err(err)
+        batch.commit().map_err(err)?;
+        drop(writing);
+        self.refill_if_outgrown(fs, &known)
     }
 
     /// Forgets every reader of `partition` in every feature set, in this store alone (a
@@ -104,7 +130,7 @@ impl FjallStore {
     pub fn clear_partition(&self, partition: u16) -> Result<u64, StoreError> {
         let mut n = 0;
         for fs in self.feature_sets()? {
-            let ks = self.set(fs)?;
+            let (ks, _) = self.set(fs)?;
             let mut batch = self.db.batch();
             for guard in ks.prefix(partition.to_be_bytes()) {
                 let k = guard.key().map_err(err)?;
@@ -116,10 +142,12 @@ impl FjallStore {
         Ok(n)
     }
 
-    fn set(&self, fs: u64) -> Result<Keyspace, StoreError> {
+    /// A feature set's keyspace (opened or created) and its filter of stored readers, filled
+    /// with the keys already there by a scan on a thread of its own.
+    fn set(&self, fs: u64) -> Result<(Keyspace, Arc<Known>), StoreError> {
         let mut sets = self.sets.lock().map_err(err_poison)?;
-        if let Some(ks) = sets.get(&fs) {
-            return Ok(ks.clone());
+        if let Some((ks, known)) = sets.get(&fs) {
+            return Ok((ks.clone(), Arc::clone(known)));
         }
         let ks = self
             .db
@@ -127,9 +155,88 @@ impl FjallStore {
                 KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
             })
             .map_err(err)?;
-        sets.insert(fs, ks.clone());
-        Ok(ks)
+        let known = self.filled(&ks);
+        sets.insert(fs, (ks.clone(), Arc::clone(&known)));
+        Ok((ks, known))
     }
+
+    /// A new filter for `ks`, filled by a scan on a thread of its own.
+    fn filled(&self, ks: &Keyspace) -> Arc<Known> {
+        let known = Arc::new(Known::new(self.refill_slack));
+        let (scanned, filled, closing) =
+            (ks.clone(), Arc::clone(&known), Arc::clone(&self.closing));
+        let spawned = std::thread::Builder::new()
+            .name("pulse-state-keys".into())
+            .spawn(move || fill(&scanned, &filled, &closing));
+        if let Err(e) = spawned {
+            // Never completed: every miss reads the store.
+            tracing::warn!(error = %e, "cannot scan the stored readers; every miss reads the store");
+        }
+        known
+    }
+
+    /// Puts a new filter in place of `known` when it holds far more keys than the store (see
+    /// `known`), once every write that added to it has committed.
+    fn refill_if_outgrown(&self, fs: u64, known: &Arc<Known>) -> Result<(), StoreError> {
+        if !known.outgrown() {
+            return Ok(());
+        }
+        let _alone = self.writing.write().map_err(err_poison)?;
+        let mut sets = self.sets.lock().map_err(err_poison)?;
+        let fresh = match sets.get(&fs) {
+            Some((ks, current)) if Arc::ptr_eq(current, known) => self.filled(ks),
+            // Refilled already, or the feature set was dropped.
+            _ => return Ok(()),
+        };
+        if let Some(entry) = sets.get_mut(&fs) {
+            entry.1 = fresh;
+        }
+        Ok(())
+    }
+}
+
+/// Adds every key of `ks` to `known`, then lets it answer "not stored". A scan cut short (the
+/// store closing, or an error) leaves it answering "maybe" for every reader.
+fn fill(ks: &Keyspace, known: &Known, closing: &AtomicBool) {
+    let started = std::time::Instant::now();
+    let mut keys: Vec<Vec<u8>> = Vec::with_capacity(1024);
+    let mut n = 0u64;
+    for guard in ks.iter() {
+        match guard.key() {
+            Ok(k) => keys.push(k.to_vec()),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list stored readers; every miss reads the store");
+                return;
+            }
+        }
+        if keys.len() == keys.capacity() {
+            if closing.load(Ordering::Relaxed) {
+                return;
+            }
+            n += keys.len() as u64;
+            known.add(keys.iter().map(Vec::as_slice));
+            keys.clear();
+        }
+    }
+    n += keys.len() as u64;
+    known.add(keys.iter().map(Vec::as_slice));
+    known.completed(n);
+    tracing::debug!(
+        readers = n,
+        bytes = known.heap_bytes(),
+        ms = started.elapsed().as_millis() as u64,
+        "filter of stored readers filled"
+    );
+}
+
+/// Adds the readers about to be stored by `writes` to `known`.
+fn add_written(known: &Known, writes: &[Write]) {
+    let keys: Vec<Vec<u8>> = writes
+        .iter()
+        .filter(|w| w.value.is_some())
+        .map(|w| key(w.partition, &w.reader))
+        .collect();
+    known.add(keys.iter().map(Vec::as_slice));
 }
 
 fn err_poison<T>(_: T) -> StoreError {
@@ -138,15 +245,19 @@ fn err_poison<T>(_: T) -> StoreError {
 
 impl StateStore for FjallStore {
     fn get(&self, fs: u64, partition: u16, reader: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .set(fs)?
-            .get(key(partition, reader))
-            .map_err(err)?
-            .map(|v| v.to_vec()))
+        let (ks, known) = self.set(fs)?;
+        let k = key(partition, reader);
+        if !known.maybe(&k) {
+            return Ok(None);
+        }
+        Ok(ks.get(k).map_err(err)?.map(|v| v.to_vec()))
     }
 
     fn write(&self, fs: u64, writes: &[Write], meta: &[(&str, Vec<u8>)]) -> Result<(), StoreError> {
-        let ks = self.set(fs)?;
+        // The filter taken under the shared hold: a refill cannot slip in between.
+        let writing = self.writing.read().map_err(err_poison)?;
+        let (ks, known) = self.set(fs)?;
+        add_written(&known, writes);
         let mut batch = self.db.batch();
         for w in writes {
             match &w.value {
@@ -158,6 +269,8 @@ impl StateStore for FjallStore {
             batch.insert(&self.meta, k.as_bytes(), v.as_slice());
         }
         batch.commit().map_err(err)?;
+        drop(writing);
+        self.refill_if_outgrown(fs, &known)?;
         let mirror = self.mirror.read().ok().and_then(|m| m.clone());
         match mirror {
             Some(m) => m.write(fs, writes, meta),
@@ -171,7 +284,7 @@ impl StateStore for FjallStore {
         partition: u16,
         f: &mut dyn FnMut(&str, &[u8]) -> bool,
     ) -> Result<(), StoreError> {
-        let ks = self.set(fs)?;
+        let (ks, _) = self.set(fs)?;
         for guard in ks.prefix(partition.to_be_bytes()) {
             let (k, v) = guard.into_inner().map_err(err)?;
             let reader = std::str::from_utf8(&k[2..]).unwrap_or_default();
@@ -203,12 +316,116 @@ impl StateStore for FjallStore {
         if !self.db.keyspace_exists(&name) {
             return Ok(());
         }
-        let ks = self.set(fs)?;
+        let (ks, _) = self.set(fs)?;
         self.sets.lock().map_err(err_poison)?.remove(&fs);
         self.db.delete_keyspace(ks).map_err(err)
     }
 
     fn disk_bytes(&self) -> u64 {
         self.db.disk_space().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(reader: &str) -> Write {
+        Write {
+            partition: 3,
+            reader: reader.into(),
+            value: Some(reader.as_bytes().to_vec()),
+        }
+    }
+
+    /// Waits for the scan of stored keys (a bound on a hang, not a timing).
+    fn filled(store: &FjallStore, fs: u64) -> Arc<Known> {
+        let known = store.set(fs).unwrap().1;
+        let started = std::time::Instant::now();
+        while !known.is_complete() {
+            assert!(started.elapsed().as_secs() < 60, "the scan never ended");
+            std::thread::yield_now();
+        }
+        known
+    }
+
+    #[test]
+    fn readers_stored_before_a_restart_or_after_the_scan_are_read_and_others_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = FjallStore::open(dir.path()).unwrap();
+            store.write(7, &[put("a"), put("b")], &[]).unwrap();
+            store
+                .write(
+                    7,
+                    &[Write {
+                        value: None,
+                        ..put("b")
+                    }],
+                    &[],
+                )
+                .unwrap();
+        }
+        let store = FjallStore::open(dir.path()).unwrap();
+        // Before the scan ends every read goes to fjall; after it, the same answers.
+        assert_eq!(store.get(7, 3, "a").unwrap(), Some(b"a".to_vec()));
+        let known = filled(&store, 7);
+        assert_eq!(store.get(7, 3, "a").unwrap(), Some(b"a".to_vec()));
+        assert_eq!(store.get(7, 3, "b").unwrap(), None, "deleted");
+        assert_eq!(store.get(7, 3, "c").unwrap(), None);
+        assert!(!known.maybe(&key(3, "c")), "never stored: no read of fjall");
+        assert!(known.maybe(&key(3, "a")));
+        // Written after the scan: in the filter before it is in fjall.
+        store.write(7, &[put("c")], &[]).unwrap();
+        store.write_local(7, &[put("d")]).unwrap();
+        assert_eq!(store.get(7, 3, "c").unwrap(), Some(b"c".to_vec()));
+        assert_eq!(store.get(7, 3, "d").unwrap(), Some(b"d".to_vec()));
+        // Another partition's key is another key.
+        assert_eq!(store.get(7, 4, "c").unwrap(), None);
+    }
+
+    #[test]
+    fn a_filter_that_outgrew_the_store_is_filled_afresh_and_loses_no_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = FjallStore::open(dir.path()).unwrap();
+        store.refill_slack = 10;
+        let names =
+            |what: &str, n: usize| (0..n).map(|i| format!("{what}-{i}")).collect::<Vec<_>>();
+        let puts = |names: &[String]| names.iter().map(|n| put(n)).collect::<Vec<_>>();
+        let (kept, gone, extra) = (names("kept", 5), names("gone", 30), names("extra", 46));
+        let first = filled(&store, 7);
+        store.write(7, &puts(&kept), &[]).unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &filled(&store, 7)),
+            "5 keys: within the slack"
+        );
+        // 35 keys with none scanned: past twice nothing and the slack, filled afresh (35 found).
+        store.write(7, &puts(&gone), &[]).unwrap();
+        let second = filled(&store, 7);
+        assert!(!Arc::ptr_eq(&first, &second));
+        // Forgotten by the store (as the TTL sweep does): still "maybe" in the filter.
+        let forget: Vec<Write> = gone
+            .iter()
+            .map(|n| Write {
+                value: None,
+                ..put(n)
+            })
+            .collect();
+        store.write(7, &forget, &[]).unwrap();
+        assert!(second.maybe(&key(3, "gone-0")));
+        // 81 keys against 35 found: filled afresh again, from what the store holds now.
+        store.write(7, &puts(&extra), &[]).unwrap();
+        let third = filled(&store, 7);
+        assert!(!Arc::ptr_eq(&second, &third));
+        for n in kept.iter().chain(&extra) {
+            assert_eq!(
+                store.get(7, 3, n).unwrap(),
+                Some(n.as_bytes().to_vec()),
+                "{n}"
+            );
+        }
+        let maybe_gone = gone.iter().filter(|n| third.maybe(&key(3, n))).count();
+        assert_eq!(maybe_gone, 0, "the forgotten readers left the filter");
+        assert!(!third.outgrown());
     }
 }

@@ -11,6 +11,7 @@
 mod cache;
 mod fjall_store;
 mod flush;
+mod known;
 mod partition;
 mod rebuild;
 mod score;
