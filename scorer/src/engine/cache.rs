@@ -53,20 +53,19 @@ pub(crate) struct Part {
 
 impl Part {
     /// A placeholder's state has been read from the store (into `cell`, now `heap` bytes): it
-    /// becomes an ordinary clean reader. False when the slot is no longer that placeholder (an
+    /// becomes an ordinary clean reader, unless the slot is no longer that placeholder (an
     /// erasure or a release removed it meanwhile).
-    pub(crate) fn loaded(&mut self, reader: &str, cell: &Cell, heap: usize) -> bool {
+    pub(crate) fn loaded(&mut self, reader: &str, cell: &Cell, heap: usize) {
         let Some(slot) = self.readers.get_mut(reader) else {
-            return false;
+            return;
         };
         if !slot.loading || !Arc::ptr_eq(&slot.state, cell) {
-            return false;
+            return;
         }
         slot.loading = false;
         let now = SLOT_OVERHEAD + reader.len() + heap;
         self.bytes = self.bytes.saturating_sub(slot.bytes) + now;
         slot.bytes = now;
-        true
     }
 
     /// Removes a placeholder whose load failed, if it is still there.

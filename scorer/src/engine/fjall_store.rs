@@ -109,16 +109,39 @@ impl FjallStore {
     /// Applies writes to this store alone, never to its mirror: states restored from the
     /// mirror itself (a partition a scorer takes over).
     pub fn write_local(&self, fs: u64, writes: &[Write]) -> Result<(), StoreError> {
+        self.commit(fs, writes, &[])
+    }
+
+    /// Writes to this store (not its mirror) as one atomic batch, each reader's key made once:
+    /// into the filter before the batch commits, under the shared hold a refill waits for.
+    fn commit(
+        &self,
+        fs: u64,
+        writes: &[Write],
+        meta: &[(&str, Vec<u8>)],
+    ) -> Result<(), StoreError> {
         // The filter taken under the shared hold: a refill cannot slip in between.
         let writing = self.writing.read().map_err(err_poison)?;
         let (ks, known) = self.set(fs)?;
-        add_written(&known, writes);
+        let keyed: Vec<(Vec<u8>, Option<&[u8]>)> = writes
+            .iter()
+            .map(|w| (key(w.partition, &w.reader), w.value.as_deref()))
+            .collect();
+        known.add(
+            keyed
+                .iter()
+                .filter(|(_, v)| v.is_some())
+                .map(|(k, _)| k.as_slice()),
+        );
         let mut batch = self.db.batch();
-        for w in writes {
-            match &w.value {
-                Some(v) => batch.insert(&ks, key(w.partition, &w.reader), v.as_slice()),
-                None => batch.remove(&ks, key(w.partition, &w.reader)),
+        for (k, v) in keyed {
+            match v {
+                Some(v) => batch.insert(&ks, k, v),
+                None => batch.remove(&ks, k),
             }
+        }
+        for (k, v) in meta {
+            batch.insert(&self.meta, k.as_bytes(), v.as_slice());
         }
         batch.commit().map_err(err)?;
         drop(writing);
@@ -235,16 +258,6 @@ fn fill(ks: &Keyspace, known: &Known, closing: &AtomicBool) {
     );
 }
 
-/// Adds the readers about to be stored by `writes` to `known`.
-fn add_written(known: &Known, writes: &[Write]) {
-    let keys: Vec<Vec<u8>> = writes
-        .iter()
-        .filter(|w| w.value.is_some())
-        .map(|w| key(w.partition, &w.reader))
-        .collect();
-    known.add(keys.iter().map(Vec::as_slice));
-}
-
 fn err_poison<T>(_: T) -> StoreError {
     StoreError("poisoned".into())
 }
@@ -260,23 +273,7 @@ impl StateStore for FjallStore {
     }
 
     fn write(&self, fs: u64, writes: &[Write], meta: &[(&str, Vec<u8>)]) -> Result<(), StoreError> {
-        // The filter taken under the shared hold: a refill cannot slip in between.
-        let writing = self.writing.read().map_err(err_poison)?;
-        let (ks, known) = self.set(fs)?;
-        add_written(&known, writes);
-        let mut batch = self.db.batch();
-        for w in writes {
-            match &w.value {
-                Some(v) => batch.insert(&ks, key(w.partition, &w.reader), v.as_slice()),
-                None => batch.remove(&ks, key(w.partition, &w.reader)),
-            }
-        }
-        for (k, v) in meta {
-            batch.insert(&self.meta, k.as_bytes(), v.as_slice());
-        }
-        batch.commit().map_err(err)?;
-        drop(writing);
-        self.refill_if_outgrown(fs, &known)?;
+        self.commit(fs, writes, meta)?;
         let mirror = self.mirror.read().ok().and_then(|m| m.clone());
         match mirror {
             Some(m) => m.write(fs, writes, meta),

@@ -263,6 +263,20 @@ mod tests {
     use crate::templates::testing::view;
     use crate::{Bundle, DAY_MS, Engine, EngineConfig, MemoryStore};
 
+    /// The demo's meter, and an engine's config with one partition.
+    fn meter_in_one_partition() -> (Bundle, EngineConfig) {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/bundles/meter.toml"
+        ))
+        .unwrap();
+        let config = EngineConfig {
+            partitions: 1,
+            ..EngineConfig::default()
+        };
+        (Bundle::compile(&text).unwrap(), config)
+    }
+
     /// A store whose next `gated` reads of one reader each wait to be let go (or refused),
     /// saying when one starts: a read held up by the store's own locks, for as long as the
     /// test likes. Everything else goes straight to memory.
@@ -320,15 +334,7 @@ mod tests {
         mpsc::Receiver<()>,
         mpsc::Sender<bool>,
     ) {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../examples/bundles/meter.toml"
-        ))
-        .unwrap();
-        let config = EngineConfig {
-            partitions: 1,
-            ..EngineConfig::default()
-        };
+        let (bundle, config) = meter_in_one_partition();
         let (started_tx, started) = mpsc::channel();
         let (release, release_rx) = mpsc::channel();
         let store = std::sync::Arc::new(Gated {
@@ -338,7 +344,6 @@ mod tests {
             started: Mutex::new(started_tx),
             release: Mutex::new(release_rx),
         });
-        let bundle = Bundle::compile(&text).unwrap();
         let before = Engine::open(
             std::sync::Arc::clone(&store),
             bundle.clone(),
@@ -450,19 +455,9 @@ mod tests {
 
     #[test]
     fn a_reader_being_written_behind_holds_up_no_other_reader_of_its_partition() {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../examples/bundles/meter.toml"
-        ))
-        .unwrap();
-        let config = EngineConfig {
-            partitions: 1,
-            ..EngineConfig::default()
-        };
+        let (bundle, config) = meter_in_one_partition();
         let store = std::sync::Arc::new(MemoryStore::default());
-        let engine = Engine::open(store, Bundle::compile(&text).unwrap(), config)
-            .unwrap()
-            .0;
+        let engine = Engine::open(store, bundle, config).unwrap().0;
         let t = 20_000 * DAY_MS;
         let (a, b) = (view(1, "/a"), view(2, "/a"));
         assert_eq!(engine.replay("a", &[(&a, t)]).unwrap(), 1);
