@@ -11,31 +11,42 @@
 //! after its number was counted is counted late (lost minus late is what never came). Numbers
 //! below the first one seen are not counted: a scorer given a partition, or a restart, starts
 //! in the middle of sessions. A jump counts at most [`MAX_JUMP`] lost (a forged number costs
-//! the count, not memory), and at most [`MAX_SESSIONS`] sessions are tracked (about 40 bytes
-//! each; beyond that, batches of new sessions are counted untracked until idle ones go).
+//! the count, not memory), and at most 229,376 sessions are tracked ([`PER_SHARD`] in each of
+//! 16 shards), in tables that
+//! never grow past [`SLOTS`] slots of 25 bytes each (6.5 MB when full); beyond that, batches of
+//! new sessions are counted untracked until idle ones go, and so are a session's numbers past
+//! `u32::MAX` (four billion batches: only a forged number gets there).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Most sessions tracked at once.
-pub(crate) const MAX_SESSIONS: usize = 256 * 1024;
+const SHARDS: usize = 16;
+/// Slots of a shard's table when full. A hash table of `2^k` slots holds `7/8` of them before
+/// it doubles (hashbrown's load factor), so a shard takes at most [`PER_SHARD`] sessions: its
+/// table then has this many slots, never twice as many with half of them empty.
+const SLOTS: usize = 16 * 1024;
+/// Most sessions one shard tracks.
+const PER_SHARD: usize = SLOTS / 8 * 7;
+/// Most sessions tracked at once (229,376).
+#[cfg(test)]
+const MAX_SESSIONS: usize = PER_SHARD * SHARDS;
 /// Most batches one jump of a session's number counts lost.
 pub(crate) const MAX_JUMP: u64 = 1024;
 /// A session idle this long is done: its missing numbers are counted and it is forgotten.
 const IDLE_MS: u64 = 60 * 60 * 1000;
 /// How often a shard drops its idle sessions.
 const SWEEP_EVERY_MS: u64 = 60 * 1000;
-const SHARDS: usize = 16;
 
 /// One session: its highest number, and bit `i` set when number `high - i` arrived (numbers
-/// below the first one seen count as arrived).
+/// below the first one seen count as arrived), in 16 bytes (24 with its key).
 #[derive(Debug, Clone, Copy)]
 struct Track {
-    high: u64,
     seen: u64,
-    last_ms: u64,
+    high: u32,
+    /// When its last batch arrived, in seconds since the Unix epoch.
+    last_s: u32,
 }
 
 #[derive(Debug, Default)]
@@ -97,7 +108,12 @@ impl SeqGaps {
             shard.swept_ms = now_ms;
             self.sweep(&mut shard, now_ms);
         }
-        let full = shard.sessions.len() >= MAX_SESSIONS / SHARDS;
+        // A number past `u32::MAX` is not tracked (nor is its session, if it starts there).
+        let (Ok(seq), Ok(now_s)) = (u32::try_from(seq), u32::try_from(now_ms / 1000)) else {
+            self.untracked.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let full = shard.sessions.len() >= PER_SHARD;
         let track = match shard.sessions.get_mut(&key) {
             Some(track) => track,
             None if full => {
@@ -110,15 +126,15 @@ impl SeqGaps {
                     Track {
                         high: seq,
                         seen: u64::MAX,
-                        last_ms: now_ms,
+                        last_s: now_s,
                     },
                 );
                 return;
             }
         };
-        track.last_ms = now_ms;
+        track.last_s = now_s;
         if seq > track.high {
-            let jump = seq - track.high;
+            let jump = u64::from(seq - track.high);
             let lost = if jump < 64 {
                 // The numbers that leave the window, and those still missing among them.
                 let leaving = track.seen >> (64 - jump);
@@ -148,7 +164,7 @@ impl SeqGaps {
     fn sweep(&self, shard: &mut Shard, now_ms: u64) {
         let mut lost = 0;
         shard.sessions.retain(|_, t| {
-            let idle = now_ms.saturating_sub(t.last_ms) >= IDLE_MS;
+            let idle = now_ms.saturating_sub(u64::from(t.last_s) * 1000) >= IDLE_MS;
             if idle {
                 lost += 64 - u64::from(t.seen.count_ones());
             }
@@ -228,23 +244,32 @@ mod tests {
     #[test]
     fn forged_numbers_cost_a_bounded_count_and_no_memory() {
         let gaps = SeqGaps::default();
-        seen(&gaps, [0, u64::MAX, 3]);
+        seen(&gaps, [0, u64::from(u32::MAX), u64::MAX, 3]);
         assert_eq!(gaps.counts().lost, MAX_JUMP);
         assert_eq!(gaps.counts().late, 1);
+        // Past what a session's 32-bit number holds: not tracked.
+        assert_eq!(gaps.counts().untracked, 1);
         assert_eq!(gaps.counts().sessions, 1);
     }
 
     #[test]
-    fn a_full_table_counts_new_sessions_untracked() {
+    fn a_full_table_counts_new_sessions_untracked_and_never_grows() {
         let gaps = SeqGaps::default();
-        for i in 0..(MAX_SESSIONS + 1000) {
+        // Twice as many sessions as fit: every shard fills.
+        let sent = 2 * MAX_SESSIONS;
+        for i in 0..sent {
             gaps.observe("demo", "a", &i.to_string(), 0, 1_000);
         }
         let counts = gaps.counts();
-        assert!(counts.sessions <= MAX_SESSIONS as u64);
-        assert_eq!(
-            counts.sessions + counts.untracked,
-            MAX_SESSIONS as u64 + 1000
-        );
+        assert_eq!(counts.sessions, MAX_SESSIONS as u64);
+        assert_eq!(counts.sessions + counts.untracked, sent as u64);
+        // Each full table holds its sessions in `SLOTS` slots of 24 bytes (and a control
+        // byte): 6.5 MB in all, not twice that with half of them empty.
+        assert_eq!(size_of::<(u64, Track)>(), 24);
+        for shard in &gaps.shards {
+            let shard = shard.lock().unwrap();
+            assert_eq!(shard.sessions.len(), PER_SHARD);
+            assert_eq!(shard.sessions.capacity(), PER_SHARD);
+        }
     }
 }

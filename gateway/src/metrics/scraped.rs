@@ -99,7 +99,7 @@ pub(crate) fn gateway_series(out: &mut Snapshot, s: &Scraped) {
         );
         out.counter(
             "pulse_gateway_session_batches_untracked",
-            "Batches of sessions whose numbers were not tracked (the table of sessions was full).",
+            "Batches of sessions whose numbers were not tracked (the table of 229,376 sessions was full, or a number past 2^32).",
             seq.untracked as f64,
         );
         out.gauge(
