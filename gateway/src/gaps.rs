@@ -12,10 +12,10 @@
 //! below the first one seen are not counted: a scorer given a partition, or a restart, starts
 //! in the middle of sessions. A jump counts at most [`MAX_JUMP`] lost (a forged number costs
 //! the count, not memory), and at most 229,376 sessions are tracked ([`PER_SHARD`] in each of
-//! 16 shards), in tables that
-//! never grow past [`SLOTS`] slots of 25 bytes each (6.5 MB when full); beyond that, batches of
-//! new sessions are counted untracked until idle ones go, and so are a session's numbers past
-//! `u32::MAX` (four billion batches: only a forged number gets there).
+//! 16 shards), in tables that never grow past [`SLOTS`] slots of 25 bytes each (6.5 MB when
+//! full); beyond that, batches of new sessions are counted untracked until idle ones go, and so
+//! are a session's numbers past `u32::MAX` (four billion batches: only a forged number gets
+//! there).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
